@@ -1,0 +1,416 @@
+//! Broker configuration: Kafka's config names, types and defaults.
+//!
+//! Every key Strata accepts is in [`BROKER_CONFIGS`]; anything else is refused
+//! at start with a message naming the key. `docs/configuration.md` lists the
+//! same table.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use strata_log::LogConfig;
+use strata_metadata::config::resolve_topic_configs;
+
+/// Value type of a broker config key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Int,
+    Long,
+    Bool,
+    Str,
+}
+
+/// One broker config key.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerConfigDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// `None`: unset unless given (another key or a fallback supplies the value).
+    pub default: Option<&'static str>,
+    pub min: Option<i64>,
+    pub doc: &'static str,
+}
+
+macro_rules! key {
+    ($name:literal, $kind:ident, $default:expr, $min:expr, $doc:literal) => {
+        BrokerConfigDef {
+            name: $name,
+            kind: Kind::$kind,
+            default: $default,
+            min: $min,
+            doc: $doc,
+        }
+    };
+}
+
+/// Every broker config key, with Kafka's default where Strata keeps it.
+pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    key!("node.id", Int, Some("1"), Some(0), "This node's id in the cluster."),
+    key!("broker.rack", Str, None, None, "Rack of this broker, reported in Metadata."),
+    key!("log.dirs", Str, Some("./data"), None, "Data directory (one directory; set by --data-dir)."),
+    key!("listeners", Str, Some("PLAINTEXT://127.0.0.1:9092"), None, "Listener, as PLAINTEXT://HOST:PORT (set by --listen)."),
+    key!("advertised.listeners", Str, None, None, "Address clients are told to connect to, as PLAINTEXT://HOST:PORT (set by --advertise); defaults to the listener."),
+    key!("socket.request.max.bytes", Int, Some("104857600"), Some(1024), "Largest request frame accepted; checked before allocating."),
+    key!("queued.max.request.bytes", Long, Some("268435456"), Some(1048576), "Bytes of requests read but not yet answered, over all connections. Kafka's default is unbounded; Strata bounds it."),
+    key!("max.connections", Int, Some("65536"), Some(1), "Concurrent client connections; more wait in the accept queue."),
+    key!("connections.max.idle.ms", Long, Some("600000"), Some(1), "Close connections idle this long."),
+    key!("auto.create.topics.enable", Bool, Some("true"), None, "Create unknown topics named in Metadata requests."),
+    key!("num.partitions", Int, Some("1"), Some(1), "Partitions of auto-created topics and of CreateTopics with -1."),
+    key!("default.replication.factor", Int, Some("1"), Some(1), "Replication factor of auto-created topics."),
+    key!("min.insync.replicas", Int, Some("1"), Some(1), "Default min.insync.replicas of topics."),
+    key!("message.max.bytes", Int, Some("1048588"), Some(0), "Largest record batch accepted (topic: max.message.bytes)."),
+    key!("log.segment.bytes", Int, Some("1073741824"), Some(1024), "Segment size at which a new segment is rolled (topic: segment.bytes)."),
+    key!("log.roll.ms", Long, None, Some(1), "Segment age at which a new segment is rolled (topic: segment.ms)."),
+    key!("log.roll.hours", Int, Some("168"), Some(1), "As log.roll.ms, in hours; log.roll.ms wins."),
+    key!("log.retention.ms", Long, None, Some(-1), "How long segments are kept; -1 forever (topic: retention.ms)."),
+    key!("log.retention.minutes", Int, None, Some(-1), "As log.retention.ms, in minutes."),
+    key!("log.retention.hours", Int, Some("168"), Some(-1), "As log.retention.ms, in hours; ms, then minutes, win."),
+    key!("log.retention.bytes", Long, Some("-1"), Some(-1), "Size per partition above which old segments are deleted (topic: retention.bytes)."),
+    key!("log.retention.check.interval.ms", Long, Some("300000"), Some(1), "How often retention is enforced."),
+    key!("log.flush.interval.messages", Long, Some("9223372036854775807"), Some(1), "Fsync a partition after this many records (topic: flush.messages)."),
+    key!("log.flush.interval.ms", Long, None, Some(0), "Fsync a partition when its unflushed data is this old (topic: flush.ms)."),
+    key!("log.flush.scheduler.interval.ms", Long, Some("9223372036854775807"), Some(1), "How often the time-based flush policy is checked."),
+    key!("log.index.interval.bytes", Int, Some("4096"), Some(0), "Bytes between offset index entries (topic: index.interval.bytes)."),
+    key!("log.index.size.max.bytes", Int, Some("10485760"), Some(4096), "Size of a segment's offset index (topic: segment.index.bytes)."),
+    key!("log.message.timestamp.type", Str, Some("CreateTime"), None, "CreateTime or LogAppendTime (topic: message.timestamp.type)."),
+    key!("log.message.timestamp.before.max.ms", Long, Some("9223372036854775807"), Some(0), "Oldest CreateTime accepted, relative to now."),
+    key!("log.message.timestamp.after.max.ms", Long, Some("9223372036854775807"), Some(0), "Newest CreateTime accepted, relative to now."),
+    key!("log.cleanup.policy", Str, Some("delete"), None, "Default cleanup.policy of topics."),
+    key!("compression.type", Str, Some("producer"), None, "Default compression.type of topics."),
+    key!("unclean.leader.election.enable", Bool, Some("false"), None, "Default unclean.leader.election.enable of topics."),
+];
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("unknown config key '{0}' (see docs/configuration.md for the keys Strata accepts)")]
+    UnknownKey(String),
+    #[error("invalid value '{value}' for config key '{key}': {reason}")]
+    BadValue {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The broker's static configuration: every key's effective value.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Keys the operator set explicitly (config file, flags).
+    explicit: BTreeMap<String, String>,
+}
+
+fn def(name: &str) -> Option<&'static BrokerConfigDef> {
+    BROKER_CONFIGS.iter().find(|d| d.name == name)
+}
+
+fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
+    let v = value.trim();
+    let n = match def.kind {
+        Kind::Int => Some(
+            v.parse::<i32>()
+                .map(i64::from)
+                .map_err(|_| "expected a 32-bit integer".to_string())?,
+        ),
+        Kind::Long => Some(
+            v.parse::<i64>()
+                .map_err(|_| "expected an integer".to_string())?,
+        ),
+        Kind::Bool => {
+            v.parse::<bool>()
+                .map_err(|_| "expected true or false".to_string())?;
+            None
+        }
+        Kind::Str => None,
+    };
+    if let (Some(n), Some(min)) = (n, def.min) {
+        if n < min {
+            return Err(format!("must be at least {min}"));
+        }
+    }
+    match def.name {
+        "log.message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
+            Err("must be CreateTime or LogAppendTime".into())
+        }
+        "listeners" | "advertised.listeners" => parse_listener(v).map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+/// Parses `PLAINTEXT://HOST:PORT` (or a bare `HOST:PORT`) into host and port.
+pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
+    let addr = value.strip_prefix("PLAINTEXT://").unwrap_or(value);
+    if addr.contains(',') {
+        return Err("Strata serves one listener; give a single PLAINTEXT://HOST:PORT".into());
+    }
+    let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
+    let port = port
+        .parse::<u16>()
+        .map_err(|_| format!("bad port '{port}'"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Ok((host.to_string(), port))
+}
+
+impl BrokerConfig {
+    /// Builds the configuration from explicitly set keys, refusing unknown keys
+    /// and bad values.
+    pub fn from_map(explicit: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        for (k, v) in &explicit {
+            let d = def(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
+            check(d, v).map_err(|reason| ConfigError::BadValue {
+                key: k.clone(),
+                value: v.clone(),
+                reason,
+            })?;
+        }
+        Ok(Self { explicit })
+    }
+
+    /// The effective value of `name`, if it has one.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.explicit
+            .get(name)
+            .map(String::as_str)
+            .or_else(|| def(name).and_then(|d| d.default))
+    }
+
+    /// Whether the operator set `name`.
+    pub fn is_explicit(&self, name: &str) -> bool {
+        self.explicit.contains_key(name)
+    }
+
+    fn num(&self, name: &str) -> Option<i64> {
+        self.get(name).and_then(|v| v.trim().parse().ok())
+    }
+
+    fn num_or(&self, name: &str, fallback: i64) -> i64 {
+        self.num(name).unwrap_or(fallback)
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|v| v.trim() == "true")
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.num_or("node.id", 1) as i32
+    }
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(self.get("log.dirs").unwrap_or("./data"))
+    }
+    /// The address to bind.
+    pub fn listen_addr(&self) -> Result<(String, u16), String> {
+        parse_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))
+    }
+    /// The address clients are told: advertised.listeners, else the listener
+    /// (with a wildcard host replaced by the machine's loopback name).
+    pub fn advertised(&self) -> Result<(String, u16), String> {
+        let (host, port) = match self.get("advertised.listeners") {
+            Some(a) => parse_listener(a)?,
+            None => self.listen_addr()?,
+        };
+        let host = if host == "0.0.0.0" || host == "::" || host.is_empty() {
+            "localhost".to_string()
+        } else {
+            host
+        };
+        Ok((host, port))
+    }
+    pub fn rack(&self) -> Option<String> {
+        self.get("broker.rack").map(str::to_string)
+    }
+    pub fn socket_request_max_bytes(&self) -> usize {
+        self.num_or("socket.request.max.bytes", 104_857_600) as usize
+    }
+    pub fn queued_max_request_bytes(&self) -> usize {
+        self.num_or("queued.max.request.bytes", 268_435_456) as usize
+    }
+    pub fn max_connections(&self) -> usize {
+        self.num_or("max.connections", 65536) as usize
+    }
+    pub fn connections_max_idle_ms(&self) -> u64 {
+        self.num_or("connections.max.idle.ms", 600_000) as u64
+    }
+    pub fn auto_create_topics(&self) -> bool {
+        self.flag("auto.create.topics.enable")
+    }
+    pub fn num_partitions(&self) -> i32 {
+        self.num_or("num.partitions", 1) as i32
+    }
+    pub fn default_replication_factor(&self) -> i16 {
+        self.num_or("default.replication.factor", 1) as i16
+    }
+    pub fn retention_check_interval_ms(&self) -> u64 {
+        self.num_or("log.retention.check.interval.ms", 300_000) as u64
+    }
+    pub fn flush_scheduler_interval_ms(&self) -> u64 {
+        self.num_or("log.flush.scheduler.interval.ms", i64::MAX) as u64
+    }
+
+    /// The broker-level values behind topic config defaults, under the broker
+    /// key names that topic configs name as synonyms (hours and minutes
+    /// variants folded into the ms keys, as Kafka does).
+    pub fn topic_defaults(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for d in BROKER_CONFIGS {
+            if self.is_explicit(d.name) {
+                if let Some(v) = self.get(d.name) {
+                    out.insert(d.name.to_string(), v.to_string());
+                }
+            }
+        }
+        let retention = self
+            .num("log.retention.ms")
+            .or_else(|| {
+                self.num("log.retention.minutes")
+                    .map(|m| if m < 0 { -1 } else { m * 60_000 })
+            })
+            .or_else(|| {
+                if self.is_explicit("log.retention.hours") {
+                    self.num("log.retention.hours")
+                        .map(|h| if h < 0 { -1 } else { h * 3_600_000 })
+                } else {
+                    None
+                }
+            });
+        if let Some(r) = retention {
+            out.insert("log.retention.ms".into(), r.to_string());
+        }
+        let roll = self.num("log.roll.ms").or_else(|| {
+            if self.is_explicit("log.roll.hours") {
+                self.num("log.roll.hours").map(|h| h * 3_600_000)
+            } else {
+                None
+            }
+        });
+        if let Some(r) = roll {
+            out.insert("log.roll.ms".into(), r.to_string());
+        }
+        if let Some(f) = self.num("log.flush.interval.ms") {
+            out.insert("log.flush.interval.ms".into(), f.to_string());
+        }
+        out.remove("log.retention.minutes");
+        out.remove("log.retention.hours");
+        out.remove("log.roll.hours");
+        out
+    }
+
+    /// Every key with its effective value, for DescribeConfigs on the broker.
+    pub fn describe(&self) -> Vec<(&'static BrokerConfigDef, Option<String>, bool)> {
+        BROKER_CONFIGS
+            .iter()
+            .map(|d| {
+                (
+                    d,
+                    self.get(d.name).map(str::to_string),
+                    !self.is_explicit(d.name),
+                )
+            })
+            .collect()
+    }
+}
+
+/// The effective settings of one topic, resolved from its own configs, the
+/// broker's and Kafka's defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    pub log: LogConfig,
+    pub max_message_bytes: usize,
+    pub log_append_time: bool,
+    pub timestamp_before_max_ms: i64,
+    pub timestamp_after_max_ms: i64,
+    pub compacted: bool,
+}
+
+impl TopicSettings {
+    pub fn resolve(
+        overrides: Option<&BTreeMap<String, String>>,
+        broker_defaults: &BTreeMap<String, String>,
+    ) -> Self {
+        let resolved = resolve_topic_configs(overrides, broker_defaults);
+        let get = |n: &str| {
+            resolved
+                .iter()
+                .find(|c| c.def.name == n)
+                .map(|c| c.value.clone())
+                .unwrap_or_default()
+        };
+        let num = |n: &str, fallback: i64| get(n).trim().parse::<i64>().unwrap_or(fallback);
+        let defaults = LogConfig::default();
+        let max_message_bytes = num("max.message.bytes", 1_048_588).max(0) as usize;
+        let log = LogConfig {
+            segment_bytes: num("segment.bytes", defaults.segment_bytes as i64).max(1) as u64,
+            segment_ms: num("segment.ms", defaults.segment_ms),
+            retention_ms: num("retention.ms", defaults.retention_ms),
+            retention_bytes: num("retention.bytes", -1),
+            flush_interval_messages: num("flush.messages", i64::MAX).max(1) as u64,
+            flush_interval_ms: num("flush.ms", i64::MAX),
+            index_interval_bytes: num("index.interval.bytes", 4096).clamp(0, u32::MAX as i64)
+                as u32,
+            segment_index_bytes: num("segment.index.bytes", 10 * 1024 * 1024)
+                .clamp(4096, u32::MAX as i64) as u32,
+            max_message_bytes: max_message_bytes.min(u32::MAX as usize) as u32,
+        };
+        Self {
+            log,
+            max_message_bytes,
+            log_append_time: get("message.timestamp.type") == "LogAppendTime",
+            timestamp_before_max_ms: num("message.timestamp.before.max.ms", i64::MAX),
+            timestamp_after_max_ms: num("message.timestamp.after.max.ms", i64::MAX),
+            compacted: get("cleanup.policy")
+                .split(',')
+                .any(|p| p.trim() == "compact"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_map(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        assert_eq!(
+            cfg(&[("log.segmnt.bytes", "1")]).unwrap_err(),
+            ConfigError::UnknownKey("log.segmnt.bytes".into())
+        );
+        let e = cfg(&[("num.partitions", "zero")]).unwrap_err().to_string();
+        assert!(e.contains("num.partitions") && e.contains("zero"), "{e}");
+        assert!(cfg(&[("num.partitions", "0")]).is_err());
+        assert!(cfg(&[("listeners", "PLAINTEXT://0.0.0.0:x")]).is_err());
+    }
+
+    #[test]
+    fn defaults_and_fallbacks() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.listen_addr().unwrap(), ("127.0.0.1".to_string(), 9092));
+        assert!(c.auto_create_topics());
+        assert!(c.topic_defaults().is_empty());
+        let c = cfg(&[
+            ("log.retention.hours", "1"),
+            ("listeners", "PLAINTEXT://0.0.0.0:9093"),
+            ("log.flush.interval.messages", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.topic_defaults()["log.retention.ms"], "3600000");
+        assert_eq!(c.advertised().unwrap(), ("localhost".to_string(), 9093));
+        let s = TopicSettings::resolve(None, &c.topic_defaults());
+        assert_eq!(s.log.retention_ms, 3_600_000);
+        assert_eq!(s.log.flush_interval_messages, 1);
+        let mut o = BTreeMap::new();
+        o.insert("retention.ms".to_string(), "5".to_string());
+        assert_eq!(
+            TopicSettings::resolve(Some(&o), &c.topic_defaults())
+                .log
+                .retention_ms,
+            5
+        );
+    }
+}

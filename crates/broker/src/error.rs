@@ -1,0 +1,108 @@
+//! The broker's error type and the one place it becomes a Kafka error code.
+
+use strata_log::LogError;
+use strata_protocol::ResponseError;
+
+/// Why a partition-level operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("unknown topic or partition")]
+    UnknownTopicOrPartition,
+    #[error("unknown topic id")]
+    UnknownTopicId,
+    #[error("record batch is corrupt: {0}")]
+    CorruptMessage(String),
+    #[error("invalid record: {0}")]
+    InvalidRecord(String),
+    #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
+    MessageTooLarge { size: usize, max: usize },
+    #[error("invalid timestamp: {0}")]
+    InvalidTimestamp(String),
+    #[error("message format older than v2 is not supported")]
+    UnsupportedMessageFormat,
+    #[error(
+        "out of order sequence number for producer {producer_id}: expected {expected}, got {got}"
+    )]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("transactional batches are not supported yet")]
+    TransactionsUnsupported,
+    #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        offset: i64,
+        log_start: i64,
+        log_end: i64,
+    },
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+impl From<LogError> for BrokerError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            } => BrokerError::OffsetOutOfRange {
+                offset,
+                log_start,
+                log_end,
+            },
+            // A batch the log refuses at append was validated by us first, so
+            // reaching here means the header lied about itself.
+            LogError::InvalidBatch { .. } | LogError::BadBatchHeader { .. } => {
+                BrokerError::CorruptMessage(e.to_string())
+            }
+            LogError::AppendTooLarge { size, .. } => BrokerError::MessageTooLarge {
+                size: size as usize,
+                max: 0,
+            },
+            other => BrokerError::Storage(other.to_string()),
+        }
+    }
+}
+
+impl BrokerError {
+    /// The Kafka error code a client receives for this error.
+    pub fn code(&self) -> ResponseError {
+        match self {
+            BrokerError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
+            BrokerError::UnknownTopicId => ResponseError::UnknownTopicId,
+            BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
+            BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
+            BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
+            BrokerError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+            BrokerError::UnsupportedMessageFormat => ResponseError::UnsupportedForMessageFormat,
+            BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            // No transactional producer id is ever handed out, so such a batch
+            // is a client bug or a forgery: the transaction state is invalid.
+            BrokerError::TransactionsUnsupported => ResponseError::InvalidTxnState,
+            BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            // KAFKA_STORAGE_ERROR is retriable: the client retries while the
+            // operator fixes the disk, as with Kafka.
+            BrokerError::Storage(_) => ResponseError::KafkaStorageError,
+            BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            // Retriable, so clients come back after the restart.
+            BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        }
+    }
+
+    pub fn code_i16(&self) -> i16 {
+        self.code().code()
+    }
+}

@@ -1,0 +1,328 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
+//!
+//! Topic configs are metadata (changed through the controller, applied by
+//! every broker); broker configs are static, read from the config file and
+//! flags, and can be described but not altered at run time.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_metadata::channel::{ApiError, ConfigOp};
+use strata_metadata::config::{resolve_topic_configs, topic_config, ConfigSource, ConfigType};
+use strata_metadata::ConfigResource;
+use strata_protocol::kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use strata_protocol::kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use strata_protocol::kafka_protocol::protocol::StrBytes;
+use strata_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::config::Kind;
+use crate::Broker;
+
+const TOPIC: i8 = 2;
+const BROKER: i8 = 4;
+
+fn resource(broker: &Broker, resource_type: i8, name: &str) -> Result<ConfigResource, ApiError> {
+    match resource_type {
+        TOPIC => Ok(ConfigResource::Topic(name.to_string())),
+        BROKER => match name.parse::<i32>() {
+            Ok(id) if id == broker.node_id => Ok(ConfigResource::Broker(id)),
+            _ if name.is_empty() => Ok(ConfigResource::Broker(broker.node_id)),
+            _ => Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("Broker {name} is not this broker ({})", broker.node_id),
+            )),
+        },
+        other => Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("Unsupported config resource type {other}"),
+        )),
+    }
+}
+
+pub fn describe(
+    broker: &Arc<Broker>,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let image = broker.replicas.image();
+    let results = request
+        .resources
+        .iter()
+        .map(|r| {
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            let wanted = |name: &str| {
+                r.configuration_keys
+                    .as_ref()
+                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+            };
+            let entries = match resource(broker, r.resource_type, &r.resource_name) {
+                Err(e) => {
+                    return base
+                        .with_error_code(e.error.code())
+                        .with_error_message(Some(str_bytes(e.message)))
+                }
+                Ok(ConfigResource::Topic(name)) => {
+                    if image.topic(&name).is_none() {
+                        return base
+                            .with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_message(Some(str_bytes(format!(
+                                "Topic {name} does not exist"
+                            ))));
+                    }
+                    let overrides = image.configs(&ConfigResource::Topic(name));
+                    let defaults = broker.replicas.broker_defaults();
+                    resolve_topic_configs(overrides, defaults)
+                        .into_iter()
+                        .filter(|c| wanted(c.def.name))
+                        .map(|c| {
+                            let mut synonyms = Vec::new();
+                            if request.include_synonyms {
+                                if let Some(v) = overrides.and_then(|o| o.get(c.def.name)) {
+                                    synonyms.push(synonym(
+                                        c.def.name,
+                                        Some(v.clone()),
+                                        ConfigSource::TopicConfig,
+                                    ));
+                                }
+                                if let Some(s) = c.def.broker_synonym {
+                                    if let Some(v) = defaults.get(s) {
+                                        synonyms.push(synonym(
+                                            s,
+                                            Some(v.clone()),
+                                            ConfigSource::StaticBrokerConfig,
+                                        ));
+                                    }
+                                    synonyms.push(synonym(
+                                        s,
+                                        Some(c.def.default.to_string()),
+                                        ConfigSource::DefaultConfig,
+                                    ));
+                                }
+                            }
+                            entry(
+                                c.def.name,
+                                Some(c.value),
+                                c.source,
+                                c.def.ty,
+                                c.def.doc,
+                                synonyms,
+                                &request,
+                                version,
+                            )
+                        })
+                        .collect()
+                }
+                Ok(ConfigResource::Broker(_)) => broker
+                    .config
+                    .describe()
+                    .into_iter()
+                    .filter(|(d, _, _)| wanted(d.name))
+                    .map(|(d, value, is_default)| {
+                        let source = if is_default {
+                            ConfigSource::DefaultConfig
+                        } else {
+                            ConfigSource::StaticBrokerConfig
+                        };
+                        let ty = match d.kind {
+                            Kind::Int => ConfigType::Int,
+                            Kind::Long => ConfigType::Long,
+                            Kind::Bool => ConfigType::Boolean,
+                            Kind::Str => ConfigType::String,
+                        };
+                        let synonyms = if request.include_synonyms {
+                            vec![synonym(d.name, value.clone(), source)]
+                        } else {
+                            Vec::new()
+                        };
+                        entry(
+                            d.name, value, source, ty, d.doc, synonyms, &request, version,
+                        )
+                        .with_read_only(true)
+                    })
+                    .collect(),
+            };
+            base.with_configs(entries)
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn synonym(name: &str, value: Option<String>, source: ConfigSource) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(str_bytes(name))
+        .with_value(value.map(str_bytes))
+        .with_source(source as i8)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn entry(
+    name: &str,
+    value: Option<String>,
+    source: ConfigSource,
+    ty: ConfigType,
+    doc: &str,
+    synonyms: Vec<DescribeConfigsSynonym>,
+    request: &DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(name))
+        .with_value(value.map(str_bytes))
+        .with_config_source(source as i8)
+        .with_synonyms(synonyms)
+        .with_config_type(if version >= 3 { ty as i8 } else { 0 })
+        .with_documentation(if version >= 3 && request.include_documentation {
+            Some(str_bytes(doc))
+        } else {
+            None
+        })
+}
+
+pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for r in request.resources {
+        let result = match resource(broker, r.resource_type, &r.resource_name) {
+            Err(e) => Err(e),
+            Ok(res) => {
+                let mut ops = Vec::new();
+                let mut null = None;
+                for c in &r.configs {
+                    match &c.value {
+                        Some(v) => ops.push(ConfigOp::Set(c.name.to_string(), v.to_string())),
+                        None => null = Some(c.name.to_string()),
+                    }
+                }
+                match null {
+                    Some(k) => Err(ApiError::new(
+                        ResponseError::InvalidRequest,
+                        format!("Null value not supported for: {k}"),
+                    )),
+                    None => {
+                        broker
+                            .controller
+                            .alter_configs(res, ops, true, request.validate_only)
+                            .await
+                    }
+                }
+            }
+        };
+        let (code, message) = error_parts(result);
+        responses.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name),
+        );
+    }
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+const OP_SET: i8 = 0;
+const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
+
+pub async fn incremental_alter(
+    broker: &Arc<Broker>,
+    request: IncrementalAlterConfigsRequest,
+) -> IncrementalAlterConfigsResponse {
+    let image = broker.replicas.image();
+    let mut responses = Vec::new();
+    for r in request.resources {
+        let result = match resource(broker, r.resource_type, &r.resource_name) {
+            Err(e) => Err(e),
+            Ok(res) => {
+                let current: BTreeMap<String, String> = match &res {
+                    ConfigResource::Topic(name) => resolve_topic_configs(
+                        image.configs(&res),
+                        broker.replicas.broker_defaults(),
+                    )
+                    .into_iter()
+                    .filter(|_| image.topic(name).is_some())
+                    .map(|c| (c.def.name.to_string(), c.value))
+                    .collect(),
+                    ConfigResource::Broker(_) => BTreeMap::new(),
+                };
+                match r
+                    .configs
+                    .iter()
+                    .map(|c| to_op(c.config_operation, &c.name, c.value.as_ref(), &current))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(ops) => {
+                        broker
+                            .controller
+                            .alter_configs(res, ops, false, request.validate_only)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let (code, message) = error_parts(result);
+        responses.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_error_code(code)
+                .with_error_message(message)
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name),
+        );
+    }
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}
+
+fn to_op(
+    op: i8,
+    name: &StrBytes,
+    value: Option<&StrBytes>,
+    current: &BTreeMap<String, String>,
+) -> Result<ConfigOp, ApiError> {
+    let name = name.to_string();
+    let is_list = topic_config(&name).is_some_and(|d| d.ty == ConfigType::List);
+    let list = |v: Option<&String>| -> Vec<String> {
+        v.map(|s| {
+            s.split(',')
+                .map(|x| x.trim().to_string())
+                .filter(|x| !x.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+    };
+    match op {
+        OP_SET => match value {
+            Some(v) => Ok(ConfigOp::Set(name, v.to_string())),
+            None => Err(ApiError::new(ResponseError::InvalidRequest, format!("Null value not supported for: {name}"))),
+        },
+        OP_DELETE => Ok(ConfigOp::Delete(name)),
+        OP_APPEND | OP_SUBTRACT if is_list => {
+            let mut items = list(current.get(&name));
+            for v in list(value.map(|v| v.to_string()).as_ref()) {
+                if op == OP_APPEND && !items.contains(&v) {
+                    items.push(v);
+                } else if op == OP_SUBTRACT {
+                    items.retain(|x| *x != v);
+                }
+            }
+            Ok(ConfigOp::Set(name, items.join(",")))
+        }
+        OP_APPEND | OP_SUBTRACT => Err(ApiError::new(ResponseError::InvalidConfig, format!("Config value append/subtract is not allowed for config {name}, which is not a list"))),
+        other => Err(ApiError::new(ResponseError::InvalidRequest, format!("Unknown config operation {other}"))),
+    }
+}
+
+fn error_parts(result: Result<(), ApiError>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (0, None),
+        Err(e) => (e.error.code(), Some(str_bytes(e.message))),
+    }
+}

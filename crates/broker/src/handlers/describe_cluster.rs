@@ -1,0 +1,49 @@
+//! DescribeCluster: cluster id, controller and brokers.
+
+use std::sync::Arc;
+
+use strata_protocol::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use strata_protocol::kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse,
+};
+use strata_protocol::ResponseError;
+
+use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS_ALL};
+use crate::Broker;
+
+/// EndpointType 1 = brokers; 2 = controllers (KIP-919), not served separately.
+const ENDPOINT_BROKERS: i8 = 1;
+
+pub fn handle(broker: &Arc<Broker>, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    if request.endpoint_type != ENDPOINT_BROKERS {
+        return DescribeClusterResponse::default()
+            .with_error_code(ResponseError::UnsupportedEndpointType.code())
+            .with_error_message(Some(str_bytes(
+                "Strata serves only the broker endpoint type",
+            )))
+            .with_endpoint_type(request.endpoint_type);
+    }
+    let image = broker.replicas.image();
+    DescribeClusterResponse::default()
+        .with_endpoint_type(ENDPOINT_BROKERS)
+        .with_cluster_id(str_bytes(image.cluster_id.clone().unwrap_or_default()))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_brokers(
+            image
+                .brokers
+                .values()
+                .map(|b| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(b.broker_id))
+                        .with_host(str_bytes(b.host.clone()))
+                        .with_port(i32::from(b.port))
+                        .with_rack(b.rack.clone().map(str_bytes))
+                })
+                .collect(),
+        )
+        .with_cluster_authorized_operations(if request.include_cluster_authorized_operations {
+            CLUSTER_OPERATIONS_ALL
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        })
+}

@@ -1,0 +1,177 @@
+//! Fetch: read from each partition up to the limits, long-polling until
+//! `min_bytes` are there or `max_wait_ms` has passed.
+//!
+//! Fetch sessions (KIP-227): Strata answers every fetch in full and never
+//! creates a session (session id 0), which KIP-227 allows; a client that
+//! names a session id gets FETCH_SESSION_ID_NOT_FOUND and falls back to full
+//! fetches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_protocol::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, PartitionData,
+};
+use strata_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
+use strata_protocol::ResponseError;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::error::BrokerError;
+use crate::replica::Partition;
+use crate::Broker;
+
+/// Longest a fetch may wait, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
+const READ_COMMITTED: i8 = 1;
+
+struct Wanted {
+    partition: Result<Arc<Partition>, BrokerError>,
+    index: i32,
+    offset: i64,
+    max_bytes: usize,
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+    if request.session_id != 0 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+    }
+    if request.session_epoch != 0 && request.session_epoch != -1 {
+        return FetchResponse::default()
+            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
+    }
+    let image = broker.replicas.image();
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for t in &request.topics {
+        let name = if version >= 13 {
+            image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
+        } else {
+            Some(t.topic.to_string())
+        };
+        let parts: Vec<Wanted> = t
+            .partitions
+            .iter()
+            .map(|p| Wanted {
+                partition: match &name {
+                    Some(n) => broker.replicas.get(n, p.partition),
+                    None => Err(BrokerError::UnknownTopicId),
+                },
+                index: p.partition,
+                offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+            })
+            .collect();
+        topics.push((t, parts));
+    }
+    let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let read_committed = request.isolation_level == READ_COMMITTED;
+    loop {
+        let waiter = Arc::new(Notify::new());
+        let may_wait = Instant::now() < deadline;
+        if may_wait {
+            // Register before reading, so an append between the read and the
+            // wait still wakes us.
+            for (_, parts) in &topics {
+                for w in parts {
+                    if let Ok(p) = &w.partition {
+                        p.register_waiter(&waiter);
+                    }
+                }
+            }
+        }
+        let (responses, bytes, any_error) = read_all(
+            &topics,
+            request.max_bytes.max(0) as usize,
+            version,
+            read_committed,
+        );
+        if !may_wait || bytes >= min_bytes.max(1) || any_error {
+            return FetchResponse::default().with_responses(responses);
+        }
+        tokio::select! {
+            _ = waiter.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+fn read_all(
+    topics: &[(
+        &strata_protocol::kafka_protocol::messages::fetch_request::FetchTopic,
+        Vec<Wanted>,
+    )],
+    max_bytes: usize,
+    version: i16,
+    read_committed: bool,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut out = Vec::with_capacity(topics.len());
+    for (t, parts) in topics {
+        let mut partitions = Vec::with_capacity(parts.len());
+        for w in parts {
+            let base = PartitionData::default()
+                .with_partition_index(w.index)
+                .with_aborted_transactions(if read_committed {
+                    Some(Vec::new())
+                } else {
+                    None
+                });
+            let data = match &w.partition {
+                Err(e) => {
+                    any_error = true;
+                    base.with_error_code(e.code_i16())
+                        .with_high_watermark(-1)
+                        .with_records(Some(Bytes::new()))
+                }
+                Ok(p) => {
+                    let budget = max_bytes.saturating_sub(total).min(w.max_bytes);
+                    // KIP-74: the first data of the response may exceed the
+                    // limits by one batch, so a big batch can always be read.
+                    let result = if budget == 0 && total > 0 {
+                        Ok(None)
+                    } else {
+                        p.read(w.offset, budget.max(1)).map(Some)
+                    };
+                    match result {
+                        Ok(Some(r)) => {
+                            total += r.records.len();
+                            base.with_high_watermark(r.high_watermark)
+                                .with_last_stable_offset(r.high_watermark)
+                                .with_log_start_offset(r.log_start_offset)
+                                .with_records(Some(r.records))
+                        }
+                        Ok(None) => base
+                            .with_high_watermark(p.high_watermark())
+                            .with_last_stable_offset(p.high_watermark())
+                            .with_log_start_offset(p.log_start_offset())
+                            .with_records(Some(Bytes::new())),
+                        Err(e) => {
+                            any_error = true;
+                            if !matches!(e, BrokerError::OffsetOutOfRange { .. }) {
+                                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "fetch failed");
+                            }
+                            base.with_error_code(e.code_i16())
+                                .with_high_watermark(p.high_watermark())
+                                .with_last_stable_offset(p.high_watermark())
+                                .with_log_start_offset(p.log_start_offset())
+                                .with_records(Some(Bytes::new()))
+                        }
+                    }
+                }
+            };
+            partitions.push(data);
+        }
+        let topic = FetchableTopicResponse::default().with_partitions(partitions);
+        out.push(if version >= 13 {
+            topic.with_topic_id(t.topic_id)
+        } else {
+            topic.with_topic(t.topic.clone())
+        });
+    }
+    (out, total, any_error)
+}

@@ -1,0 +1,175 @@
+//! Metadata: brokers, cluster id, controller, topics and partitions, with
+//! auto-creation of unknown topics when allowed.
+
+use std::sync::Arc;
+
+use strata_metadata::channel::CreateTopicSpec;
+use strata_metadata::MetadataImage;
+use strata_protocol::kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use strata_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use strata_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::{
+    str_bytes, topic_name, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS_ALL,
+    TOPIC_OPERATIONS_ALL,
+};
+use crate::Broker;
+
+enum Wanted {
+    Name(String),
+    Id(Uuid),
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
+    let mut image = broker.replicas.image();
+    let wanted: Option<Vec<Wanted>> = request.topics.as_ref().map(|topics| {
+        topics
+            .iter()
+            .map(|t| match &t.name {
+                Some(n) => Wanted::Name(n.to_string()),
+                None => Wanted::Id(t.topic_id),
+            })
+            .collect()
+    });
+    let allow_auto =
+        broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
+    let mut creation_errors = Vec::new();
+    if let (Some(wanted), true) = (&wanted, allow_auto) {
+        let missing: Vec<CreateTopicSpec> = wanted
+            .iter()
+            .filter_map(|w| match w {
+                Wanted::Name(n)
+                    if image.topic(n).is_none() && strata_metadata::check_topic_name(n).is_ok() =>
+                {
+                    Some(CreateTopicSpec {
+                        name: n.clone(),
+                        num_partitions: -1,
+                        replication_factor: -1,
+                        ..Default::default()
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        if !missing.is_empty() {
+            for result in broker.controller.create_topics(missing, false).await {
+                match result.result {
+                    Ok(_) => tracing::info!(topic = %result.name, "auto-created topic"),
+                    Err(e) if e.error == ResponseError::TopicAlreadyExists => {}
+                    Err(e) => creation_errors.push((result.name, e.error)),
+                }
+            }
+            image = broker.replicas.image();
+        }
+    }
+    let include_ops = version >= 8 && request.include_topic_authorized_operations;
+    let topics = match wanted {
+        None => image
+            .topics()
+            .map(|t| describe_topic(&image, &t.name, include_ops, version))
+            .collect(),
+        Some(wanted) => wanted
+            .into_iter()
+            .map(|w| match w {
+                Wanted::Name(name) => {
+                    if let Some((_, e)) = creation_errors.iter().find(|(n, _)| *n == name) {
+                        missing_topic(Some(&name), Uuid::nil(), *e)
+                    } else if image.topic(&name).is_some() {
+                        describe_topic(&image, &name, include_ops, version)
+                    } else if strata_metadata::check_topic_name(&name).is_err() {
+                        missing_topic(
+                            Some(&name),
+                            Uuid::nil(),
+                            ResponseError::InvalidTopicException,
+                        )
+                    } else {
+                        missing_topic(
+                            Some(&name),
+                            Uuid::nil(),
+                            ResponseError::UnknownTopicOrPartition,
+                        )
+                    }
+                }
+                Wanted::Id(id) => match image.topic_by_id(&id) {
+                    Some(t) => describe_topic(&image, &t.name.clone(), include_ops, version),
+                    None => missing_topic(None, id, ResponseError::UnknownTopicId),
+                },
+            })
+            .collect(),
+    };
+    let brokers = image
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    MetadataResponse::default()
+        .with_brokers(brokers)
+        .with_cluster_id(image.cluster_id.clone().map(str_bytes))
+        .with_controller_id(BrokerId(broker.node_id))
+        .with_topics(topics)
+        .with_cluster_authorized_operations(
+            if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
+                CLUSTER_OPERATIONS_ALL
+            } else {
+                AUTHORIZED_OPERATIONS_OMITTED
+            },
+        )
+}
+
+fn missing_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_error_code(error.code())
+        .with_name(name.map(topic_name))
+        .with_topic_id(id)
+        .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+}
+
+fn describe_topic(
+    image: &MetadataImage,
+    name: &str,
+    include_ops: bool,
+    _version: i16,
+) -> MetadataResponseTopic {
+    let Some(topic) = image.topic(name) else {
+        return missing_topic(
+            Some(name),
+            Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
+    };
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            MetadataResponsePartition::default()
+                .with_partition_index(p.partition)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
+                .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(name)))
+        .with_topic_id(topic.id)
+        .with_is_internal(false)
+        .with_partitions(partitions)
+        .with_topic_authorized_operations(if include_ops {
+            TOPIC_OPERATIONS_ALL
+        } else {
+            AUTHORIZED_OPERATIONS_OMITTED
+        })
+}

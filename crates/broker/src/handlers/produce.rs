@@ -1,0 +1,126 @@
+//! Produce: validate each partition's batch, append it, answer with offsets.
+//!
+//! With one replica the high watermark moves with the append, so acks=1 and
+//! acks=all complete at once; acks=0 gets no response at all.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_protocol::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, TopicProduceResponse,
+};
+use strata_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use strata_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::error::BrokerError;
+use crate::replica::{now_ms, AppendResult, Partition};
+use crate::Broker;
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let acks_valid = matches!(acks, -1..=1);
+    let image = broker.replicas.image();
+    let mut responses = Vec::with_capacity(request.topic_data.len());
+    for topic in request.topic_data {
+        // v13 names topics by id.
+        let name = if version >= 13 {
+            image.topic_by_id(&topic.topic_id).map(|t| t.name.clone())
+        } else {
+            Some(topic.name.to_string())
+        };
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for p in topic.partition_data {
+            let result = if !acks_valid {
+                Err(BrokerError::InvalidRequest(format!(
+                    "acks must be -1, 0 or 1, not {acks}"
+                )))
+            } else if request.transactional_id.is_some() {
+                Err(BrokerError::TransactionsUnsupported)
+            } else {
+                match &name {
+                    None => Err(BrokerError::UnknownTopicId),
+                    Some(name) => match broker.replicas.get(name, p.index) {
+                        Ok(partition) => append(partition, p.records.unwrap_or_default()).await,
+                        Err(e) => Err(e),
+                    },
+                }
+            };
+            partitions.push(partition_response(
+                p.index,
+                result,
+                acks_valid,
+                name.as_deref(),
+                acks,
+            ));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(if version >= 13 {
+                    Default::default()
+                } else {
+                    topic.name
+                })
+                .with_topic_id(if version >= 13 {
+                    topic.topic_id
+                } else {
+                    Default::default()
+                })
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+async fn append(partition: Arc<Partition>, records: Bytes) -> Result<AppendResult, BrokerError> {
+    let now = now_ms();
+    if partition.settings().log.flush_interval_messages == u64::MAX {
+        partition.append(&records, now)
+    } else {
+        // This append may fsync: keep it off the async workers.
+        tokio::task::spawn_blocking(move || partition.append(&records, now))
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))
+    }
+}
+
+fn partition_response(
+    index: i32,
+    result: Result<AppendResult, BrokerError>,
+    acks_valid: bool,
+    topic: Option<&str>,
+    acks: i16,
+) -> PartitionProduceResponse {
+    let base = PartitionProduceResponse::default().with_index(index);
+    match result {
+        Ok(r) => base
+            .with_base_offset(r.base_offset)
+            .with_log_append_time_ms(r.log_append_time)
+            .with_log_start_offset(r.log_start_offset),
+        Err(e) => {
+            let code = if acks_valid {
+                e.code()
+            } else {
+                ResponseError::InvalidRequiredAcks
+            };
+            if !matches!(
+                e,
+                BrokerError::UnknownTopicOrPartition | BrokerError::UnknownTopicId
+            ) {
+                tracing::debug!(topic = topic.unwrap_or("?"), partition = index, acks, error = %e, "produce rejected");
+            }
+            base.with_error_code(code.code())
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+                .with_error_message(Some(str_bytes(e.to_string())))
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! The Kafka-facing broker: network, one handler per API, and the partitions
+//! it hosts.
+//!
+//! # Layout
+//! - [`config`]: broker config keys (Kafka's names) and per-topic settings.
+//! - [`net`]: listener, connections, in-order responses, limits, shutdown.
+//! - [`handlers`]: one module per Kafka API, dispatched from one `match`.
+//! - [`replica`]: partitions, their logs, produce validation, producer state.
+//! - [`producer_ids`]: producer-id blocks leased from the controller.
+//! - [`error`]: the broker's error enum and its mapping to Kafka codes.
+
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod net;
+pub mod producer_ids;
+pub mod replica;
+
+use std::sync::Arc;
+
+use strata_metadata::channel::ControllerChannel;
+
+pub use config::BrokerConfig;
+pub use error::BrokerError;
+pub use replica::ReplicaManager;
+
+/// Everything a request handler can reach. Shared as `Arc<Broker>`.
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub node_id: i32,
+    pub controller: Arc<dyn ControllerChannel>,
+    pub replicas: Arc<ReplicaManager>,
+    pub producer_ids: producer_ids::ProducerIdManager,
+}
+
+impl Broker {
+    pub fn new(
+        config: BrokerConfig,
+        controller: Arc<dyn ControllerChannel>,
+        replicas: Arc<ReplicaManager>,
+    ) -> Self {
+        let node_id = config.node_id();
+        Self {
+            producer_ids: producer_ids::ProducerIdManager::new(node_id),
+            config,
+            node_id,
+            controller,
+            replicas,
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! One client connection.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use strata_protocol::frame::FrameDecoder;
+use strata_protocol::request::{decode_request, peek_prefix, Decoded};
+use strata_protocol::response::encode_unsupported_api_versions;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+
+use super::Limits;
+use crate::{handlers, Broker};
+
+/// Frames read ahead of the one being handled.
+const READ_AHEAD: usize = 8;
+
+/// A whole request frame and its share of the bytes-in-flight budget.
+struct Frame {
+    bytes: bytes::Bytes,
+    _permit: OwnedSemaphorePermit,
+}
+
+pub(super) async fn run(
+    stream: TcpStream,
+    peer: SocketAddr,
+    broker: Arc<Broker>,
+    limits: Limits,
+    bytes_in_flight: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let (read_half, mut write_half) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel::<Frame>(READ_AHEAD);
+    let reader = tokio::spawn(read_frames(
+        read_half,
+        peer,
+        limits,
+        bytes_in_flight,
+        shutdown,
+        tx,
+    ));
+    let mut out = BytesMut::with_capacity(64 * 1024);
+    while let Some(frame) = rx.recv().await {
+        out.clear();
+        if let Err(reason) = handle_frame(&broker, frame.bytes, &mut out).await {
+            tracing::info!(%peer, %reason, "closing connection");
+            break;
+        }
+        if out.is_empty() {
+            continue; // acks=0 produce: no response
+        }
+        match tokio::time::timeout(limits.idle_timeout, write_half.write_all(&out)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "client went away before reading its response");
+                break;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "client read nothing for connections.max.idle.ms; closing");
+                break;
+            }
+        }
+    }
+    rx.close();
+    reader.abort();
+    let _ = write_half.shutdown().await;
+}
+
+/// Handles one frame, appending the encoded response (if any) to `out`. An
+/// error means the connection must close.
+async fn handle_frame(
+    broker: &Arc<Broker>,
+    frame: bytes::Bytes,
+    out: &mut BytesMut,
+) -> Result<(), String> {
+    let prefix = peek_prefix(&frame).map_err(|e| e.to_string())?;
+    match decode_request(frame) {
+        Ok(Decoded::Request(request)) => handlers::handle(broker, *request, out)
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(Decoded::UnsupportedApiVersions {
+            correlation_id,
+            version,
+        }) => {
+            tracing::debug!(
+                version,
+                "ApiVersions above the supported range; answering per KIP-511"
+            );
+            encode_unsupported_api_versions(out, correlation_id).map_err(|e| e.to_string())
+        }
+        Err(e) => Err(format!(
+            "{e} (api key {}, version {}, correlation id {})",
+            prefix.api_key, prefix.version, prefix.correlation_id
+        )),
+    }
+}
+
+/// Reads frames until EOF, an error, idleness or shutdown.
+async fn read_frames(
+    mut rd: OwnedReadHalf,
+    peer: SocketAddr,
+    limits: Limits,
+    bytes_in_flight: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Frame>,
+) {
+    let decoder = FrameDecoder::new(limits.max_frame);
+    loop {
+        let mut prefix = [0u8; 4];
+        let read_prefix = tokio::select! {
+            _ = shutdown.changed() => return,
+            r = tokio::time::timeout(limits.idle_timeout, rd.read_exact(&mut prefix)) => r,
+        };
+        match read_prefix {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                }
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(%peer, "idle for connections.max.idle.ms; closing");
+                return;
+            }
+        }
+        let size = match decoder.peek_size(&prefix) {
+            Ok(Some(size)) => size,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "refusing frame; closing connection");
+                return;
+            }
+        };
+        // Reserve the frame's bytes before allocating them, so that many
+        // connections announcing big frames cannot exhaust memory.
+        let want = size.min(limits.queued_max_bytes).min(u32::MAX as usize) as u32;
+        let permit = tokio::select! {
+            _ = shutdown.changed() => return,
+            p = bytes_in_flight.clone().acquire_many_owned(want) => match p {
+                Ok(p) => p,
+                Err(_) => return,
+            },
+        };
+        let mut body = BytesMut::zeroed(size);
+        match tokio::time::timeout(limits.idle_timeout, rd.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!(%peer, size, "frame body not received within connections.max.idle.ms; closing");
+                return;
+            }
+        }
+        if tx
+            .send(Frame {
+                bytes: body.freeze(),
+                _permit: permit,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}

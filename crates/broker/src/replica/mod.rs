@@ -1,0 +1,274 @@
+//! The partitions this broker hosts, kept in step with the metadata image.
+//!
+//! `ReplicaManager` is a metadata publisher: each new image creates the logs
+//! of new partitions, deletes those of deleted topics, and applies changed
+//! topic configs. Handlers look partitions up here.
+//!
+//! On disk each partition is a directory `<topic>-<partition>` under the data
+//! directory holding the log's segments and a `partition.metadata` file with
+//! the topic id, so that a directory left by a deleted topic of the same name
+//! is never mistaken for the new topic's.
+
+pub mod partition;
+pub mod producer_state;
+pub mod validate;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use strata_log::Log;
+use strata_metadata::{ConfigResource, MetadataDelta, MetadataImage, MetadataPublisher};
+use uuid::Uuid;
+
+use crate::config::TopicSettings;
+use crate::error::BrokerError;
+pub use partition::{AppendResult, Partition, ReadResult};
+
+/// Directory of the local metadata log inside the data directory.
+pub const METADATA_DIR: &str = "__cluster_metadata-0";
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// All hosted partitions and the current metadata image.
+pub struct ReplicaManager {
+    data_dir: PathBuf,
+    broker_defaults: BTreeMap<String, String>,
+    image: RwLock<Arc<MetadataImage>>,
+    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+}
+
+impl ReplicaManager {
+    pub fn new(data_dir: PathBuf, broker_defaults: BTreeMap<String, String>) -> Self {
+        Self {
+            data_dir,
+            broker_defaults,
+            image: RwLock::new(Arc::new(MetadataImage::empty())),
+            partitions: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The latest published metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub fn broker_defaults(&self) -> &BTreeMap<String, String> {
+        &self.broker_defaults
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_string(), index))
+            .cloned()
+    }
+
+    /// Looks a partition up by topic name, distinguishing an unknown topic
+    /// from an unknown partition number (both UNKNOWN_TOPIC_OR_PARTITION).
+    pub fn get(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
+        self.partition(topic, index)
+            .ok_or(BrokerError::UnknownTopicOrPartition)
+    }
+
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn settings_for(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
+        TopicSettings::resolve(
+            image.configs(&ConfigResource::Topic(topic.to_string())),
+            &self.broker_defaults,
+        )
+    }
+
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{index}"))
+    }
+
+    fn open_partition(
+        &self,
+        image: &MetadataImage,
+        topic: &str,
+        topic_id: Uuid,
+        index: i32,
+    ) -> Result<Arc<Partition>, BrokerError> {
+        let dir = self.partition_dir(topic, index);
+        let id_file = dir.join(PARTITION_METADATA_FILE);
+        match std::fs::read_to_string(&id_file) {
+            Ok(text) if parse_topic_id(&text) == Some(topic_id) => {}
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(), "removing the log of an older topic with the same name");
+                remove_dir(&dir)?;
+            }
+            Err(_) if dir.exists() => {
+                // A directory without its id file predates it being written: a
+                // crash right after creating the directory. Nothing in it was
+                // ever acknowledged under another topic id, so keep it.
+            }
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
+        if !id_file.exists() {
+            write_synced(
+                &id_file,
+                format!("version: 0\ntopic_id: {topic_id}\n").as_bytes(),
+            )?;
+        }
+        let settings = self.settings_for(image, topic);
+        let now = now_ms();
+        let log = Log::open(&dir, settings.log.clone(), now)?;
+        Ok(Arc::new(Partition::new(
+            topic.to_string(),
+            topic_id,
+            index,
+            log,
+            settings,
+        )?))
+    }
+
+    /// Removes partition directories that no topic of the image owns (left
+    /// by a crash between a topic's deletion and the removal of its files).
+    pub fn remove_orphans(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        let hosted: Vec<PathBuf> = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .map(|(t, p)| self.partition_dir(t, *p))
+            .collect();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir()
+                && path.join(PARTITION_METADATA_FILE).exists()
+                && !hosted.contains(&path)
+            {
+                tracing::info!(dir = %path.display(), "removing the log of a deleted topic");
+                if let Err(e) = remove_dir(&path) {
+                    tracing::warn!(error = %e, "cannot remove orphaned log");
+                }
+            }
+        }
+    }
+
+    /// Enforces retention on every partition.
+    pub fn enforce_retention(&self, now_ms: i64) {
+        for p in self.all_partitions() {
+            match p.with_log(|log| log.enforce_retention(now_ms).map_err(BrokerError::from)) {
+                Ok(0) | Err(BrokerError::ShuttingDown) => {}
+                Ok(n) => {
+                    tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// Applies the time-based flush policy (`flush.ms`) to every partition.
+    pub fn flush_due(&self, now_ms: i64) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.with_log(|log| log.maybe_flush(now_ms).map_err(BrokerError::from)) {
+                if !matches!(e, BrokerError::ShuttingDown) {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log (graceful shutdown).
+    pub fn close_all(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.close() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
+            }
+        }
+    }
+}
+
+fn parse_topic_id(text: &str) -> Option<Uuid> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id:"))
+        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
+    use std::io::Write;
+    let err = |e: std::io::Error| BrokerError::Storage(format!("writing {}: {e}", path.display()));
+    let mut f = std::fs::File::create(path).map_err(err)?;
+    f.write_all(bytes).map_err(err)?;
+    f.sync_all().map_err(err)
+}
+
+fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
+    std::fs::remove_dir_all(dir)
+        .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", dir.display())))
+}
+
+impl MetadataPublisher for ReplicaManager {
+    fn publish(&self, image: &Arc<MetadataImage>, delta: &MetadataDelta) {
+        *self.image.write().unwrap_or_else(PoisonError::into_inner) = image.clone();
+        for (name, id) in &delta.deleted_topics {
+            let removed: Vec<Arc<Partition>> = {
+                let mut parts = self
+                    .partitions
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();
+                keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
+            };
+            for p in removed.into_iter().filter(|p| p.topic_id == *id) {
+                if let Err(e) = p.delete() {
+                    tracing::error!(topic = %name, partition = p.index, error = %e, "cannot delete the log of a deleted topic");
+                }
+            }
+        }
+        for (name, id, index) in &delta.created_partitions {
+            match self.open_partition(image, name, *id, *index) {
+                Ok(p) => {
+                    self.partitions
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .insert((name.clone(), *index), p);
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, partition = index, error = %e, "cannot open partition log")
+                }
+            }
+        }
+        for resource in &delta.changed_configs {
+            if let ConfigResource::Topic(name) = resource {
+                if image.topic(name).is_some() {
+                    let settings = self.settings_for(image, name);
+                    for p in self
+                        .all_partitions()
+                        .into_iter()
+                        .filter(|p| &p.topic == name)
+                    {
+                        p.update_settings(settings.clone());
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! One partition this broker leads: its log, its producer state, and the
+//! fetches waiting for it to grow.
+//!
+//! Invariant: `log_start <= high_watermark <= log_end`. With one replica the
+//! high watermark is the log end: an appended batch is committed at once
+//! (Kafka's behaviour with replication factor 1). What "committed" means for
+//! durability — fsynced or only in the page cache — is the flush policy's
+//! business, see `docs/durability.md`.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::{Bytes, BytesMut};
+use strata_log::Log;
+use strata_protocol::batch::{set_log_append_time, BatchHeader};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::config::TopicSettings;
+use crate::error::BrokerError;
+use crate::replica::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::replica::validate::validate_batch;
+
+/// What a produce to this partition returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendResult {
+    pub base_offset: i64,
+    /// The broker's timestamp when the topic uses LogAppendTime, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+}
+
+/// What a fetch from this partition returned.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+}
+
+struct State {
+    /// `None` once the partition is closed (shutdown or deletion).
+    log: Option<Log>,
+    producers: ProducerStateTable,
+    settings: TopicSettings,
+}
+
+/// A partition and its log.
+pub struct Partition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub index: i32,
+    state: Mutex<State>,
+    /// Mirrors of the log's offsets, readable without the lock.
+    log_end: AtomicI64,
+    log_start: AtomicI64,
+    waiters: Mutex<Vec<Arc<Notify>>>,
+}
+
+impl Partition {
+    /// Wraps an opened log, rebuilding idempotent-producer state from it.
+    pub fn new(
+        topic: String,
+        topic_id: Uuid,
+        index: i32,
+        log: Log,
+        settings: TopicSettings,
+    ) -> Result<Self, BrokerError> {
+        let mut producers = ProducerStateTable::default();
+        for header in log.batch_headers(log.log_start_offset())? {
+            producers.record(&header);
+        }
+        Ok(Self {
+            topic,
+            topic_id,
+            index,
+            log_end: AtomicI64::new(log.log_end_offset()),
+            log_start: AtomicI64::new(log.log_start_offset()),
+            state: Mutex::new(State {
+                log: Some(log),
+                producers,
+                settings,
+            }),
+            waiters: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end.load(Ordering::Acquire)
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        self.log_end_offset()
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+
+    pub fn settings(&self) -> TopicSettings {
+        self.lock().settings.clone()
+    }
+
+    pub fn update_settings(&self, settings: TopicSettings) {
+        let mut st = self.lock();
+        if let Some(log) = st.log.as_mut() {
+            log.update_config(settings.log.clone());
+        }
+        st.settings = settings;
+    }
+
+    fn publish_offsets(&self, log: &Log) {
+        self.log_start
+            .store(log.log_start_offset(), Ordering::Release);
+        self.log_end.store(log.log_end_offset(), Ordering::Release);
+    }
+
+    /// Validates and appends one producer batch (the bytes of one partition
+    /// of a Produce request). A retried duplicate of an idempotent batch
+    /// returns the offsets it got the first time.
+    pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let header = validate_batch(records, &st.settings, now_ms)?;
+        let log_append_time = if st.settings.log_append_time {
+            now_ms
+        } else {
+            -1
+        };
+        if header.has_producer_id() {
+            if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
+                let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
+                return Ok(AppendResult {
+                    base_offset: meta.first_offset,
+                    log_append_time,
+                    log_start_offset: log_start,
+                });
+            }
+        }
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        // The request's bytes are shared with the rest of its frame; the
+        // offsets are patched into our own copy of the one batch.
+        let mut batch = BytesMut::from(&records[..header.total_size()]);
+        if st.settings.log_append_time {
+            set_log_append_time(&mut batch, now_ms)
+                .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+        }
+        let info = log.append(&mut batch, now_ms)?;
+        let stored = BatchHeader {
+            base_offset: info.first_offset,
+            ..header
+        };
+        st.producers.record(&stored);
+        self.publish_offsets(log);
+        let log_start_offset = log.log_start_offset();
+        drop(guard);
+        self.wake_waiters();
+        Ok(AppendResult {
+            base_offset: info.first_offset,
+            log_append_time,
+            log_start_offset,
+        })
+    }
+
+    /// Reads from `offset` up to `max_bytes` (at least one whole batch if any
+    /// is there), never past the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, BrokerError> {
+        let st = self.lock();
+        let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
+        let hw = log.log_end_offset();
+        let info = log.read(offset, max_bytes, hw)?;
+        Ok(ReadResult {
+            records: info.records,
+            high_watermark: hw,
+            log_start_offset: info.log_start_offset,
+        })
+    }
+
+    /// Runs `f` on the log under the partition lock.
+    pub fn with_log<T>(
+        &self,
+        f: impl FnOnce(&mut Log) -> Result<T, BrokerError>,
+    ) -> Result<T, BrokerError> {
+        let mut st = self.lock();
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        let out = f(log);
+        self.publish_offsets(log);
+        out
+    }
+
+    /// Asks to be notified at the next append. The notification is kept if it
+    /// fires before the waiter awaits it, so no append is missed.
+    pub fn register_waiter(&self, waiter: &Arc<Notify>) {
+        self.waiters
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(waiter.clone());
+    }
+
+    fn wake_waiters(&self) {
+        let waiters =
+            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        for w in waiters {
+            w.notify_one();
+        }
+    }
+
+    /// Closes the log cleanly (flush, clean-shutdown marker). Later calls
+    /// answer ShuttingDown.
+    pub fn close(&self) -> Result<(), BrokerError> {
+        let log = self.lock().log.take();
+        self.wake_waiters();
+        match log {
+            Some(log) => log.close().map_err(BrokerError::from),
+            None => Ok(()),
+        }
+    }
+
+    /// Closes and removes the log's files (topic deletion).
+    pub fn delete(&self) -> Result<(), BrokerError> {
+        let log = self.lock().log.take();
+        self.wake_waiters();
+        match log {
+            Some(log) => log.delete().map_err(BrokerError::from),
+            None => Ok(()),
+        }
+    }
+}

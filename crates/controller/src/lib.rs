@@ -1,0 +1,37 @@
+//! The metadata controller: decides metadata changes and makes them durable.
+//!
+//! Decisions are pure functions of the current image ([`decisions`]); the
+//! driver ([`local::LocalController`]) appends the records they return to the
+//! metadata log, applies them and tells publishers. On one node the log is a
+//! local file ([`metadata_log`]); the Raft quorum will replace that file with
+//! a replicated log carrying the same record bytes, keeping the decisions.
+//!
+//! # Layout
+//! - [`decisions`]: `(image, request) -> (records, result)` for every controller request.
+//! - [`metadata_log`]: an append-only, checksummed, fsynced file of metadata records.
+//! - [`local`]: the single-node controller that implements `ControllerChannel`.
+
+pub mod decisions;
+pub mod local;
+pub mod metadata_log;
+
+pub use local::{ControllerConfig, LocalController};
+
+/// Errors of the controller crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("metadata log {path}: {source}")]
+    Io {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("metadata log {path} is damaged at byte {position}: {reason}")]
+    Corrupt {
+        path: std::path::PathBuf,
+        position: u64,
+        reason: String,
+    },
+    #[error(transparent)]
+    Metadata(#[from] strata_metadata::MetadataError),
+}

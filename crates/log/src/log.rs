@@ -1,0 +1,705 @@
+//! [`Log`]: one partition's log — a directory of segments.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use strata_protocol::batch::{set_base_offset, BatchHeader, BatchIter};
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::segment::{Segment, SegmentRead};
+use crate::storage::{FsStorage, MemStorage, Storage};
+
+/// Name of the clean-shutdown marker written by [`Log::close`].
+pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
+/// Name of the checkpoint holding the log start offset (see [`Log::advance_log_start`]).
+pub const LOG_START_CHECKPOINT_FILE: &str = "log-start-offset";
+
+/// What an append did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record (the LEO before the append).
+    pub first_offset: i64,
+    /// Offset of the last record.
+    pub last_offset: i64,
+    /// Largest `maxTimestamp` of the appended batches.
+    pub max_timestamp: i64,
+    /// Last offset of the first batch carrying `max_timestamp`.
+    pub offset_of_max_timestamp: i64,
+    /// Sum of the batches' `recordsCount`.
+    pub num_records: u64,
+    /// Number of batches appended.
+    pub num_batches: u32,
+    /// Bytes appended.
+    pub size_bytes: u64,
+}
+
+/// What a read returned.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadInfo {
+    /// Whole batches, a zero-copy slice of one segment (empty at the log end).
+    pub records: Bytes,
+    /// The log start offset when the read happened.
+    pub log_start_offset: i64,
+    /// The log end offset when the read happened.
+    pub log_end_offset: i64,
+}
+
+/// One partition's log: a directory of segments, each a `.log` file of RecordBatch v2 exactly as
+/// received, with a sparse `.index` and `.timeindex` (Apache Kafka's layout).
+///
+/// Invariants (checked by the test suite after every operation):
+/// - `log_start_offset <= log_end_offset`;
+/// - offsets are dense and increasing: each batch starts right after the previous one ends;
+/// - appends happen only at the log end offset (LEO); the last segment is the only one written
+///   (the *active* segment), and there is always one;
+/// - after [`Log::open`] every batch of the active segment passed its CRC check (closed
+///   segments were fsynced when they were rolled).
+///
+/// Not internally synchronized: readers take `&self`, writers `&mut self`; wrap the log in a
+/// lock to share it. `Bytes` returned by reads stay valid after the log changes or is dropped.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    storage: Arc<dyn Storage>,
+    config: LogConfig,
+    /// Keyed by base offset; never empty; the last one is active.
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    unflushed_messages: u64,
+    last_flush_ms: i64,
+}
+
+fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
+    let (stem, ext) = name.split_once('.')?;
+    if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((stem.parse().ok()?, ext))
+}
+
+impl Log {
+    /// Opens (creating if missing) the log in `dir` on the local file system, recovering it if
+    /// the clean-shutdown marker is absent.
+    pub fn open(dir: &Path, config: LogConfig, now_ms: i64) -> Result<Log, LogError> {
+        Log::open_with_storage(Arc::new(FsStorage), dir, config, now_ms)
+    }
+
+    /// A fresh, empty log on its own in-memory storage (the twin used in tests and simulation).
+    pub fn open_in_memory(config: LogConfig, now_ms: i64) -> Log {
+        let storage = Arc::new(MemStorage::new());
+        match Log::open_with_storage(storage, Path::new("/in-memory/log"), config, now_ms) {
+            Ok(log) => log,
+            // A new in-memory file system has no failing operation on this path.
+            Err(e) => unreachable!("opening an empty in-memory log failed: {e}"),
+        }
+    }
+
+    /// Opens (creating if missing) the log in `dir` of `storage`.
+    ///
+    /// Without the clean-shutdown marker, the active segment is scanned: every batch's header
+    /// and CRC are checked, a torn or corrupt tail is cut after the last valid batch and the
+    /// indexes are rebuilt. Index files of any segment that are missing or fail a sanity check
+    /// are rebuilt (a closed segment found damaged on the way is cut too, and the segments
+    /// after it are deleted, as Apache Kafka does). The marker is deleted before anything is
+    /// written.
+    pub fn open_with_storage(
+        storage: Arc<dyn Storage>,
+        dir: &Path,
+        config: LogConfig,
+        now_ms: i64,
+    ) -> Result<Log, LogError> {
+        let io = LogError::io(dir);
+        storage.create_dir_all(dir).map_err(LogError::io(dir))?;
+        let marker = dir.join(CLEAN_SHUTDOWN_FILE);
+        let clean = storage.exists(&marker).map_err(LogError::io(&marker))?;
+        if clean {
+            storage.remove(&marker).map_err(LogError::io(&marker))?;
+            storage.sync_dir(dir).map_err(LogError::io(dir))?;
+        }
+        let names = storage.list(dir).map_err(io)?;
+        let mut bases = Vec::new();
+        for name in &names {
+            if name.ends_with(".truncating") || name.ends_with(".tmp") {
+                let p = dir.join(name);
+                storage.remove(&p).map_err(LogError::io(&p))?;
+            } else if let Some((base, "log")) = parse_segment_name(name) {
+                bases.push(base);
+            }
+        }
+        bases.sort_unstable();
+        for name in &names {
+            if let Some((base, "index" | "timeindex")) = parse_segment_name(name) {
+                if bases.binary_search(&base).is_err() {
+                    let p = dir.join(name);
+                    storage.remove(&p).map_err(LogError::io(&p))?;
+                }
+            }
+        }
+        let checkpoint = read_checkpoint(&*storage, dir)?;
+
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            storage: storage.clone(),
+            config,
+            segments: BTreeMap::new(),
+            log_start_offset: 0,
+            log_end_offset: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+        };
+        let mut leo = None;
+        let mut remaining = bases.iter().copied().peekable();
+        while let Some(base) = remaining.next() {
+            let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
+            let is_last = remaining.peek().is_none();
+            if is_last {
+                let resumed = if clean && !damaged {
+                    seg.resume_clean(&log.config)?
+                } else {
+                    None
+                };
+                let next = match resumed {
+                    Some(next) => next,
+                    None => {
+                        if clean {
+                            tracing::warn!(dir = %dir.display(), "clean shutdown marker present but the active segment needs recovery");
+                        }
+                        seg.recover(&log.config, true)?.next_offset
+                    }
+                };
+                leo = Some(next);
+                log.segments.insert(base, seg);
+            } else if damaged {
+                tracing::info!(path = %seg.log_path().display(), "rebuilding missing or damaged index files");
+                let rec = seg.recover(&log.config, false)?;
+                if rec.truncated_bytes > 0 {
+                    tracing::warn!(path = %seg.log_path().display(), "closed segment was damaged; deleting the segments after it");
+                    for later in remaining.by_ref() {
+                        let (s, _) = Segment::open(&storage, dir, later, &log.config)?;
+                        s.delete_files()?;
+                    }
+                    seg.truncate_to(rec.next_offset, &log.config)?;
+                    leo = Some(rec.next_offset);
+                }
+                log.segments.insert(base, seg);
+            } else {
+                log.segments.insert(base, seg);
+            }
+        }
+        match (log.segments.first_key_value(), leo) {
+            (Some((&first, _)), Some(leo)) => {
+                log.log_end_offset = leo;
+                log.log_start_offset = checkpoint.unwrap_or(first).max(first);
+            }
+            _ => {
+                let start = checkpoint.unwrap_or(0).max(0);
+                let seg = Segment::create(&storage, dir, start, &log.config)?;
+                log.segments.insert(start, seg);
+                log.log_start_offset = start;
+                log.log_end_offset = start;
+            }
+        }
+        if let Some(active) = log.segments.values_mut().next_back() {
+            if active.size() > 0 {
+                // `segment.ms` counts from the first append; after a restart, from the open
+                // (Kafka likewise restarts its segment clock when it loads a segment).
+                active.first_append_ms = Some(now_ms);
+            }
+        }
+        if log.log_start_offset > log.log_end_offset {
+            // Unflushed data below a persisted log start was lost in a crash: restart empty at
+            // the log start so offsets never go backwards for consumers.
+            tracing::warn!(dir = %dir.display(), log_start = log.log_start_offset, log_end = log.log_end_offset,
+                "log end is below the checkpointed log start after a crash; starting empty at the log start");
+            log.truncate_fully_and_start_at(log.log_start_offset)?;
+        }
+        storage.sync_dir(dir).map_err(LogError::io(dir))?;
+        tracing::debug!(dir = %dir.display(), clean, segments = log.segments.len(),
+            log_start = log.log_start_offset, log_end = log.log_end_offset, "log opened");
+        Ok(log)
+    }
+
+    /// The directory of this log.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration; segment and index sizes apply to segments created from now on.
+    pub fn update_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    /// First offset that may be read. Invariant: `log_start_offset() <= log_end_offset()`.
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record gets (LEO).
+    pub fn log_end_offset(&self) -> i64 {
+        self.log_end_offset
+    }
+
+    /// Bytes of all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    /// Number of segments (at least one).
+    pub fn num_segments(&self) -> usize {
+        self.segments.len()
+    }
+
+    fn active(&mut self) -> Result<&mut Segment, LogError> {
+        match self.segments.values_mut().next_back() {
+            Some(s) => Ok(s),
+            None => Err(LogError::InvalidArgument(
+                "log has no segment (it was being deleted)".to_owned(),
+            )),
+        }
+    }
+
+    /// Appends one or more already-validated v2 batches (concatenated, exactly as received).
+    ///
+    /// Assigns offsets from the LEO by patching each batch's `baseOffset` in place (so `batches`
+    /// holds what was written), rolls first if the active segment is full or old, and applies the
+    /// `flush.messages` policy. Only ever appends at the LEO. Nothing is written when the input
+    /// is not a sequence of whole, well-formed batches (CRCs are the caller's to check).
+    pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        if batches.is_empty() {
+            return Err(LogError::InvalidArgument(
+                "append of zero bytes: at least one record batch is required".to_owned(),
+            ));
+        }
+        // Pass 1: validate, and measure what the append spans.
+        let mut span: i64 = 0;
+        let mut num_records: u64 = 0;
+        let mut num_batches: u32 = 0;
+        let mut max_ts: Option<(i64, i64)> = None;
+        let mut it = BatchIter::new(batches);
+        loop {
+            let position = it.position();
+            let Some(item) = it.next() else { break };
+            let (h, _) = item.map_err(|source| LogError::InvalidBatch { position, source })?;
+            if h.last_offset_delta < 0 || h.records_count < 0 {
+                return Err(LogError::BadBatchHeader {
+                    position,
+                    reason: format!(
+                        "lastOffsetDelta {} and recordsCount {} must not be negative",
+                        h.last_offset_delta, h.records_count
+                    ),
+                });
+            }
+            let last = self.log_end_offset + span + i64::from(h.last_offset_delta);
+            if max_ts.is_none_or(|(ts, _)| h.max_timestamp > ts) {
+                max_ts = Some((h.max_timestamp, last));
+            }
+            span += i64::from(h.last_offset_delta) + 1;
+            num_records += h.records_count as u64;
+            num_batches += 1;
+        }
+        let size = batches.len() as u64;
+        if span > i64::from(i32::MAX) || size > i32::MAX as u64 {
+            return Err(LogError::AppendTooLarge {
+                size,
+                offsets: span,
+            });
+        }
+        let first_offset = self.log_end_offset;
+        let last_offset = first_offset
+            .checked_add(span - 1)
+            .ok_or(LogError::AppendTooLarge {
+                size,
+                offsets: span,
+            })?;
+
+        // Roll if needed, before any byte is written.
+        let seg_bytes = self.config.effective_segment_bytes();
+        let segment_ms = self.config.segment_ms;
+        let active = self.active()?;
+        let must_roll = active.size() > 0
+            && (active.size() + size > seg_bytes
+                || active
+                    .first_append_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
+                || last_offset - active.base_offset > i64::from(i32::MAX)
+                || active.indexes_nearly_full());
+        if must_roll {
+            self.roll_at()?;
+        }
+
+        // Pass 2: assign offsets in place. Every batch parsed above, so the loop cannot fail.
+        let mut pos = 0usize;
+        let mut next = first_offset;
+        while let Some(rest) = batches.get_mut(pos..).filter(|r| !r.is_empty()) {
+            let h = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch {
+                position: pos,
+                source,
+            })?;
+            set_base_offset(rest, next).map_err(|source| LogError::InvalidBatch {
+                position: pos,
+                source,
+            })?;
+            next += i64::from(h.last_offset_delta) + 1;
+            pos += h.total_size();
+        }
+
+        let config = self.config.clone();
+        self.active()?.append(batches, now_ms, &config)?;
+        self.log_end_offset = last_offset + 1;
+        self.unflushed_messages = self.unflushed_messages.saturating_add(num_records);
+        if self.unflushed_messages >= self.config.flush_interval_messages {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        let (max_timestamp, offset_of_max_timestamp) = max_ts.unwrap_or((-1, last_offset));
+        Ok(AppendInfo {
+            first_offset,
+            last_offset,
+            max_timestamp,
+            offset_of_max_timestamp,
+            num_records,
+            num_batches,
+            size_bytes: size,
+        })
+    }
+
+    fn out_of_range(&self, offset: i64) -> LogError {
+        LogError::OffsetOutOfRange {
+            offset,
+            log_start: self.log_start_offset,
+            log_end: self.log_end_offset,
+        }
+    }
+
+    /// Reads whole batches starting with the one holding `offset`, from one segment: at most
+    /// `max_bytes`, but always at least one whole batch if there is one (KIP-74), and no batch
+    /// whose base offset is `>= max_offset` (exclusive bound, e.g. the high watermark).
+    ///
+    /// Zero copy: the records are a slice of the segment's mapping. `offset == LEO` (or
+    /// `>= max_offset`) gives empty records; `offset` below the log start or above the LEO is
+    /// [`LogError::OffsetOutOfRange`]. The first batch may start before `offset` (a batch is
+    /// never split); readers skip the records they did not ask for, as Kafka clients do.
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<ReadInfo, LogError> {
+        if offset < self.log_start_offset || offset > self.log_end_offset {
+            return Err(self.out_of_range(offset));
+        }
+        let info = |records| ReadInfo {
+            records,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        };
+        if offset == self.log_end_offset || offset >= max_offset {
+            return Ok(info(Bytes::new()));
+        }
+        let start = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for seg in self.segments.range(start..).map(|(_, s)| s) {
+            if let SegmentRead::Found(bytes) = seg.read(offset, max_bytes, max_offset)? {
+                return Ok(info(bytes));
+            }
+        }
+        Ok(info(Bytes::new()))
+    }
+
+    /// DeleteRecords: moves the log start forward to `offset` (clamped to the LEO; never
+    /// backwards), persists it in the `log-start-offset` checkpoint, and deletes the segments
+    /// that lie wholly below it. Returns the new log start offset.
+    pub fn advance_log_start(&mut self, offset: i64) -> Result<i64, LogError> {
+        let new = offset.min(self.log_end_offset);
+        if new <= self.log_start_offset {
+            return Ok(self.log_start_offset);
+        }
+        write_checkpoint(&*self.storage, &self.dir, new)?;
+        self.log_start_offset = new;
+        self.delete_segments_while(|_, next_base, log_start| next_base <= log_start)?;
+        Ok(new)
+    }
+
+    /// Deletes closed segments from the oldest while `pred(segment, next_segment_base, log_start)`
+    /// holds. Never deletes the active segment. Moves the log start to the first remaining
+    /// segment if needed (persisted). Returns how many were deleted.
+    fn delete_segments_while(
+        &mut self,
+        mut pred: impl FnMut(&Segment, i64, i64) -> bool,
+    ) -> Result<usize, LogError> {
+        let mut deleted = 0;
+        loop {
+            let mut keys = self.segments.keys();
+            let (Some(&first), Some(&second)) = (keys.next(), keys.next()) else {
+                break;
+            };
+            let Some(seg) = self.segments.get(&first) else {
+                break;
+            };
+            if !pred(seg, second, self.log_start_offset) {
+                break;
+            }
+            if let Some(seg) = self.segments.remove(&first) {
+                tracing::info!(path = %seg.log_path().display(), "deleting segment");
+                seg.delete_files()?;
+                deleted += 1;
+            }
+        }
+        if deleted > 0 {
+            self.storage
+                .sync_dir(&self.dir)
+                .map_err(LogError::io(&self.dir))?;
+            if let Some((&first, _)) = self.segments.first_key_value() {
+                if first > self.log_start_offset {
+                    write_checkpoint(&*self.storage, &self.dir, first)?;
+                    self.log_start_offset = first;
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Applies `retention.ms` (by each segment's largest timestamp; segments without a
+    /// non-negative timestamp are kept) and `retention.bytes` (by total size), and deletes
+    /// segments wholly below the log start. Never deletes the active segment. Moves the log
+    /// start to the first remaining segment. Returns the number of segments deleted.
+    pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        let retention_ms = self.config.retention_ms;
+        let retention_bytes = self.config.retention_bytes;
+        let mut total = self.size_bytes();
+        self.delete_segments_while(|seg, next_base, log_start| {
+            let expired = retention_ms >= 0
+                && seg
+                    .max_timestamp()
+                    .is_some_and(|(ts, _)| ts >= 0 && now_ms.saturating_sub(ts) > retention_ms);
+            let oversize =
+                retention_bytes >= 0 && total.saturating_sub(seg.size()) >= retention_bytes as u64;
+            let below_start = next_base <= log_start;
+            let delete = expired || oversize || below_start;
+            if delete {
+                total -= seg.size();
+            }
+            delete
+        })
+    }
+
+    /// The first batch (at or after the log start) whose max timestamp is `>= ts`; the broker
+    /// then finds the exact record in it. Uses each segment's max timestamp, the time index,
+    /// then scans.
+    pub fn find_batch_by_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
+        for seg in self.segments.values() {
+            if seg.max_timestamp().is_some_and(|(max, _)| max >= ts) {
+                if let Some(b) = seg.find_by_timestamp(ts, self.log_start_offset)? {
+                    return Ok(Some(b));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The batch holding the largest timestamp of the log (the first such if tied), for
+    /// ListOffsets `MAX_TIMESTAMP` (-3).
+    pub fn max_timestamp_batch(&self) -> Result<Option<Bytes>, LogError> {
+        let mut best: Option<(&Segment, i64, i64)> = None;
+        for seg in self.segments.values() {
+            if let Some((ts, off)) = seg.max_timestamp() {
+                if best.is_none_or(|(_, b, _)| ts > b) {
+                    best = Some((seg, ts, off));
+                }
+            }
+        }
+        match best {
+            Some((seg, _, off)) => seg.batch_at(off),
+            None => Ok(None),
+        }
+    }
+
+    /// Headers of all batches holding offsets `>= from_offset` (clamped to the log start), in
+    /// order — used to rebuild idempotent-producer state on start.
+    pub fn batch_headers(&self, from_offset: i64) -> Result<Vec<BatchHeader>, LogError> {
+        let from = from_offset.max(self.log_start_offset);
+        let mut out = Vec::new();
+        if from >= self.log_end_offset {
+            return Ok(out);
+        }
+        let start = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for seg in self.segments.range(start..).map(|(_, s)| s) {
+            seg.headers_from(from, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// Removes every batch holding an offset `>= offset`; the LEO becomes the end of the last
+    /// kept batch (`offset` itself when it is a batch boundary). A no-op when `offset >= LEO`.
+    /// Below the log start, the log is emptied and restarts at `offset` (as Kafka's
+    /// `truncateFullyAndStartAt`). Durable on return.
+    ///
+    /// Never shrinks a file readers may have mapped: the kept prefix is then written to a new
+    /// file renamed over the old one.
+    pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        if offset < 0 {
+            return Err(LogError::InvalidArgument(format!(
+                "cannot truncate to negative offset {offset}"
+            )));
+        }
+        if offset >= self.log_end_offset {
+            return Ok(());
+        }
+        let first = self.segments.first_key_value().map_or(0, |(b, _)| *b);
+        if offset < self.log_start_offset || offset <= first {
+            return self.truncate_fully_and_start_at(offset);
+        }
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        for base in doomed {
+            if let Some(seg) = self.segments.remove(&base) {
+                seg.delete_files()?;
+            }
+        }
+        let config = self.config.clone();
+        let next = self.active()?.truncate_to(offset, &config)?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(LogError::io(&self.dir))?;
+        self.log_end_offset = next;
+        if self.log_end_offset < self.log_start_offset {
+            // The cut removed the batch holding the log start.
+            let start = self.log_start_offset;
+            return self.truncate_fully_and_start_at(start);
+        }
+        tracing::info!(dir = %self.dir.display(), offset, log_end = next, "log truncated");
+        Ok(())
+    }
+
+    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        let segments = std::mem::take(&mut self.segments);
+        for (_, seg) in segments {
+            seg.delete_files()?;
+        }
+        let seg = Segment::create(&self.storage, &self.dir, offset, &self.config)?;
+        self.segments.insert(offset, seg);
+        write_checkpoint(&*self.storage, &self.dir, offset)?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(LogError::io(&self.dir))?;
+        self.log_start_offset = offset;
+        self.log_end_offset = offset;
+        self.unflushed_messages = 0;
+        tracing::info!(dir = %self.dir.display(), offset, "log emptied, restarting at offset");
+        Ok(())
+    }
+
+    /// Starts a new active segment at the LEO (a no-op when the active segment is empty). The
+    /// old segment is sealed: fsynced, its indexes trimmed.
+    pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        let _ = now_ms;
+        if self.active()?.size() == 0 {
+            return Ok(());
+        }
+        self.roll_at()
+    }
+
+    fn roll_at(&mut self) -> Result<(), LogError> {
+        let leo = self.log_end_offset;
+        self.active()?.seal()?;
+        let seg = Segment::create(&self.storage, &self.dir, leo, &self.config)?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(LogError::io(&self.dir))?;
+        self.segments.insert(leo, seg);
+        self.unflushed_messages = 0;
+        tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
+        Ok(())
+    }
+
+    /// Makes everything appended so far durable (data and indexes of the active segment;
+    /// closed segments were made durable when rolled).
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.active()?.flush()?;
+        self.unflushed_messages = 0;
+        Ok(())
+    }
+
+    /// Applies the `flush.ms` policy: flushes when there is unflushed data and
+    /// `flush_interval_ms` has passed since the last flush. Returns whether it flushed.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        if self.unflushed_messages > 0
+            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms
+        {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Flushes, trims the active segment's indexes and writes the clean-shutdown marker, so the
+    /// next open skips recovery.
+    pub fn close(mut self) -> Result<(), LogError> {
+        self.active()?.seal()?;
+        let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
+        let f = self
+            .storage
+            .open(&marker, true)
+            .map_err(LogError::io(&marker))?;
+        f.sync().map_err(LogError::io(&marker))?;
+        self.storage
+            .sync_dir(&self.dir)
+            .map_err(LogError::io(&self.dir))?;
+        Ok(())
+    }
+
+    /// Removes the whole directory. `Bytes` handed out earlier stay valid.
+    pub fn delete(mut self) -> Result<(), LogError> {
+        self.segments.clear();
+        self.storage
+            .remove_dir_all(&self.dir)
+            .map_err(LogError::io(&self.dir))
+    }
+}
+
+fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<i64>, LogError> {
+    let path = dir.join(LOG_START_CHECKPOINT_FILE);
+    if !storage.exists(&path).map_err(LogError::io(&path))? {
+        return Ok(None);
+    }
+    let f = storage.open(&path, false).map_err(LogError::io(&path))?;
+    let len = f.len().map_err(LogError::io(&path))?.min(64);
+    let mut buf = vec![0u8; len as usize];
+    f.read_at(0, &mut buf).map_err(LogError::io(&path))?;
+    let parsed = std::str::from_utf8(&buf)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .filter(|v| *v >= 0);
+    if parsed.is_none() {
+        tracing::warn!(path = %path.display(), "unreadable log start checkpoint; using the first segment's base offset");
+    }
+    Ok(parsed)
+}
+
+fn write_checkpoint(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<(), LogError> {
+    let path = dir.join(LOG_START_CHECKPOINT_FILE);
+    let tmp = dir.join(format!("{LOG_START_CHECKPOINT_FILE}.tmp"));
+    let f = storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
+    f.set_len(0).map_err(LogError::io(&tmp))?;
+    f.write_all_at(0, format!("{offset}\n").as_bytes())
+        .map_err(LogError::io(&tmp))?;
+    f.sync().map_err(LogError::io(&tmp))?;
+    storage.rename(&tmp, &path).map_err(LogError::io(&path))?;
+    storage.sync_dir(dir).map_err(LogError::io(dir))
+}

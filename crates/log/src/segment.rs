@@ -1,0 +1,632 @@
+//! One segment: a `.log` file of batches plus its `.index` and `.timeindex`.
+//!
+//! Invariants:
+//! - `size` is the number of valid bytes: `[0, size)` of the `.log` file is a sequence of whole
+//!   batches with increasing, non-overlapping offsets, all `>= base_offset` and within
+//!   `base_offset + i32::MAX`; bytes are only ever written at `size` (appends).
+//! - `max_mapped_len` is the largest length ever mapped for the current file; the file is never
+//!   shrunk below it (see the `mmap` module). Truncating below it replaces the file instead.
+//! - The indexes are writable (mapped read-write, preallocated) only while the segment is the
+//!   log's active segment.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use bytes::Bytes;
+use strata_protocol::batch::{compute_crc, BatchHeader, BatchIter};
+
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::index::{Entry, Index, IndexKind};
+use crate::storage::{Storage, StorageFile};
+
+/// File name of a segment file: the base offset zero-padded to 20 digits plus `ext`.
+pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
+    format!("{base_offset:020}.{ext}")
+}
+
+#[derive(Debug, Default)]
+struct MapState {
+    bytes: Option<Bytes>,
+    max_mapped_len: u64,
+}
+
+/// Outcome of reading from one segment.
+pub(crate) enum SegmentRead {
+    /// No batch in this segment reaches the offset: look in the next segment.
+    NotHere,
+    /// The bytes to return (possibly empty when the bound excluded the first batch).
+    Found(Bytes),
+}
+
+/// Result of scanning a segment during recovery.
+pub(crate) struct Recovered {
+    /// Offset after the last valid batch (the base offset if none).
+    pub next_offset: i64,
+    /// Bytes cut from the end because they were not valid batches.
+    pub truncated_bytes: u64,
+}
+
+/// A segment of a log. See the module docs for its invariants.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base_offset: i64,
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+    log_path: PathBuf,
+    file: Box<dyn StorageFile>,
+    size: u64,
+    offset_index: Index,
+    time_index: Index,
+    bytes_since_index: u64,
+    /// Largest batch max-timestamp and the last offset of the first batch reaching it.
+    max_ts: Option<(i64, i64)>,
+    /// Wall-clock time of the first append (for `segment.ms`).
+    pub(crate) first_append_ms: Option<i64>,
+    map: Mutex<MapState>,
+}
+
+fn sane(h: &BatchHeader, expected_min: i64, base: i64) -> Result<(), String> {
+    if h.base_offset < expected_min {
+        return Err(format!(
+            "batch base offset {} is below the expected {expected_min}",
+            h.base_offset
+        ));
+    }
+    if h.last_offset_delta < 0 || h.records_count < 0 {
+        return Err(format!(
+            "negative lastOffsetDelta {} or recordsCount {}",
+            h.last_offset_delta, h.records_count
+        ));
+    }
+    if h.last_offset().saturating_sub(base) > i64::from(i32::MAX) {
+        return Err(format!(
+            "offset {} is out of the segment's range",
+            h.last_offset()
+        ));
+    }
+    Ok(())
+}
+
+impl Segment {
+    fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
+        (
+            dir.join(file_name(base, "log")),
+            dir.join(file_name(base, "index")),
+            dir.join(file_name(base, "timeindex")),
+        )
+    }
+
+    /// Creates an empty active segment at `base_offset`, replacing any files of that name.
+    pub(crate) fn create(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<Segment, LogError> {
+        let (log_path, oi, ti) = Self::paths(dir, base_offset);
+        let file = storage
+            .open(&log_path, true)
+            .map_err(LogError::io(&log_path))?;
+        file.set_len(0).map_err(LogError::io(&log_path))?;
+        Ok(Segment {
+            base_offset,
+            storage: storage.clone(),
+            dir: dir.to_path_buf(),
+            offset_index: Index::create(
+                storage,
+                IndexKind::Offset,
+                &oi,
+                config.segment_index_bytes,
+            )?,
+            time_index: Index::create(storage, IndexKind::Time, &ti, config.segment_index_bytes)?,
+            log_path,
+            file,
+            size: 0,
+            bytes_since_index: 0,
+            max_ts: None,
+            first_append_ms: None,
+            map: Mutex::new(MapState::default()),
+        })
+    }
+
+    /// Opens an existing segment without reading its data. Returns whether its indexes were
+    /// missing or failed the sanity check (the caller must then call [`Segment::recover`]).
+    pub(crate) fn open(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<(Segment, bool), LogError> {
+        let (log_path, oi, ti) = Self::paths(dir, base_offset);
+        let file = storage
+            .open(&log_path, false)
+            .map_err(LogError::io(&log_path))?;
+        let size = file.len().map_err(LogError::io(&log_path))?;
+        let offset_index = Index::open_checked(storage, IndexKind::Offset, &oi, size)?;
+        let time_index = Index::open_checked(storage, IndexKind::Time, &ti, u64::MAX)?;
+        let damaged = offset_index.is_none() || time_index.is_none();
+        let offset_index = match offset_index {
+            Some(i) => i,
+            None => Index::create(storage, IndexKind::Offset, &oi, config.segment_index_bytes)?,
+        };
+        let time_index = match time_index {
+            Some(i) => i,
+            None => Index::create(storage, IndexKind::Time, &ti, config.segment_index_bytes)?,
+        };
+        let max_ts = time_index
+            .last_entry()?
+            .map(|e| (e.key, base_offset + i64::from(e.value)));
+        Ok((
+            Segment {
+                base_offset,
+                storage: storage.clone(),
+                dir: dir.to_path_buf(),
+                log_path,
+                file,
+                size,
+                offset_index,
+                time_index,
+                bytes_since_index: 0,
+                max_ts,
+                first_append_ms: None,
+                map: Mutex::new(MapState::default()),
+            },
+            damaged,
+        ))
+    }
+
+    /// Bytes of valid batches.
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Largest max-timestamp of the segment's batches and the offset holding it.
+    pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
+        self.max_ts
+    }
+
+    /// Path of the `.log` file.
+    pub(crate) fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    fn rel(&self, offset: i64) -> u32 {
+        u32::try_from(offset - self.base_offset).unwrap_or(u32::MAX)
+    }
+
+    /// Whether the indexes have room for another append (keeping one time-index slot for the
+    /// final entry written when the segment is sealed).
+    pub(crate) fn indexes_nearly_full(&self) -> bool {
+        self.offset_index.free_slots() < 1 || self.time_index.free_slots() < 2
+    }
+
+    /// Updates in-memory maxima and, every `index.interval.bytes`, the indexes for a batch at
+    /// `position` — the same rule on append and on recovery, as in Apache Kafka.
+    fn index_batch(&mut self, h: &BatchHeader, position: u64, interval: u32) {
+        if self.max_ts.is_none_or(|(ts, _)| h.max_timestamp > ts) {
+            self.max_ts = Some((h.max_timestamp, h.last_offset()));
+        }
+        if self.bytes_since_index > u64::from(interval) {
+            let pos = u32::try_from(position).unwrap_or(u32::MAX);
+            self.offset_index.append(Entry {
+                key: i64::from(self.rel(h.last_offset())),
+                value: pos,
+            });
+            if let Some((ts, off)) = self.max_ts {
+                // Keep the last slot for the entry written when the segment is sealed.
+                if self.time_index.free_slots() >= 2 {
+                    self.time_index.append(Entry {
+                        key: ts,
+                        value: self.rel(off),
+                    });
+                }
+            }
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += h.total_size() as u64;
+    }
+
+    /// Writes `buf` (whole batches whose offsets were already assigned) at the end of the file
+    /// and indexes them. On error nothing is considered written.
+    pub(crate) fn append(
+        &mut self,
+        buf: &[u8],
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> Result<(), LogError> {
+        if let Err(source) = self.file.write_all_at(self.size, buf) {
+            // Drop any partial write; it lies beyond every mapping, so shrinking is safe.
+            let _ = self.file.set_len(self.size);
+            return Err(LogError::Io {
+                path: self.log_path.clone(),
+                source,
+            });
+        }
+        let mut it = BatchIter::new(buf);
+        loop {
+            let pos = it.position() as u64;
+            match it.next() {
+                Some(Ok((h, _))) => {
+                    self.index_batch(&h, self.size + pos, config.index_interval_bytes)
+                }
+                _ => break,
+            }
+        }
+        self.size += buf.len() as u64;
+        self.first_append_ms.get_or_insert(now_ms);
+        Ok(())
+    }
+
+    /// Scans the whole `.log` file through a temporary mapping, checking every batch's header
+    /// and CRC; cuts the file after the last valid batch and rebuilds both indexes. When
+    /// `active` the indexes stay writable, otherwise they are sealed.
+    pub(crate) fn recover(
+        &mut self,
+        config: &LogConfig,
+        active: bool,
+    ) -> Result<Recovered, LogError> {
+        let len = self.file.len().map_err(LogError::io(&self.log_path))?;
+        let (_, oi, ti) = Self::paths(&self.dir, self.base_offset);
+        self.offset_index = Index::create(
+            &self.storage,
+            IndexKind::Offset,
+            &oi,
+            config.segment_index_bytes,
+        )?;
+        self.time_index = Index::create(
+            &self.storage,
+            IndexKind::Time,
+            &ti,
+            config.segment_index_bytes,
+        )?;
+        self.max_ts = None;
+        self.bytes_since_index = 0;
+        *self.map.lock().unwrap_or_else(PoisonError::into_inner) = MapState::default();
+
+        let data = self.file.map(len).map_err(LogError::io(&self.log_path))?;
+        let mut expected = self.base_offset;
+        let mut it = BatchIter::new(&data);
+        let mut problem = None;
+        let mut valid = 0usize;
+        loop {
+            let pos = it.position();
+            match it.next() {
+                None => break,
+                Some(Err(e)) => {
+                    problem = Some((pos, e.to_string()));
+                    break;
+                }
+                Some(Ok((h, batch))) => {
+                    if let Err(reason) = sane(&h, expected, self.base_offset) {
+                        problem = Some((pos, reason));
+                        break;
+                    }
+                    if u32::try_from(pos + batch.len()).is_err() {
+                        problem = Some((pos, "segment larger than 4 GiB".to_owned()));
+                        break;
+                    }
+                    if compute_crc(batch) != h.crc {
+                        problem = Some((pos, "CRC mismatch".to_owned()));
+                        break;
+                    }
+                    self.index_batch(&h, pos as u64, config.index_interval_bytes);
+                    expected = h.last_offset() + 1;
+                    valid = pos + batch.len();
+                }
+            }
+        }
+        let valid = valid as u64;
+        drop(data); // rule 2 of `mmap`: the temporary mapping goes before the file shrinks
+        let truncated_bytes = len - valid;
+        if let Some((pos, reason)) = problem {
+            tracing::warn!(
+                path = %self.log_path.display(), position = pos, %reason, dropped_bytes = truncated_bytes,
+                "recovery truncates the segment after its last valid batch"
+            );
+        }
+        if truncated_bytes > 0 {
+            self.file
+                .set_len(valid)
+                .map_err(LogError::io(&self.log_path))?;
+            self.file.sync().map_err(LogError::io(&self.log_path))?;
+        }
+        self.size = valid;
+        if !active {
+            self.seal()?;
+        }
+        Ok(Recovered {
+            next_offset: expected,
+            truncated_bytes,
+        })
+    }
+
+    /// Resumes the active segment after a clean shutdown: makes the indexes writable and finds
+    /// the next offset by scanning from the last index entry. Returns `None` when the tail does
+    /// not parse, in which case the caller runs [`Segment::recover`].
+    pub(crate) fn resume_clean(&mut self, config: &LogConfig) -> Result<Option<i64>, LogError> {
+        let start = self
+            .offset_index
+            .last_entry()?
+            .map_or(0, |e| u64::from(e.value));
+        self.offset_index
+            .make_writable(config.segment_index_bytes)?;
+        self.time_index.make_writable(config.segment_index_bytes)?;
+        if start > self.size {
+            return Ok(None);
+        }
+        let mut next = self.base_offset;
+        let mut pos = start;
+        let mut header = [0u8; strata_protocol::batch::BATCH_HEADER_LEN];
+        while pos < self.size {
+            if self.file.read_at(pos, &mut header).is_err() {
+                return Ok(None);
+            }
+            let Ok(h) = BatchHeader::parse(&header) else {
+                return Ok(None);
+            };
+            if sane(&h, next.max(self.base_offset), self.base_offset).is_err() && pos != start {
+                return Ok(None);
+            }
+            next = h.last_offset() + 1;
+            pos += h.total_size() as u64;
+        }
+        if pos != self.size {
+            return Ok(None);
+        }
+        self.bytes_since_index = self.size - start;
+        Ok(Some(next))
+    }
+
+    /// The valid bytes as a (cached, zero-copy) mapping; re-maps when the segment grew.
+    pub(crate) fn data(&self) -> Result<Bytes, LogError> {
+        let size = usize::try_from(self.size).unwrap_or(usize::MAX);
+        let mut m = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(b) = &m.bytes {
+            if b.len() >= size {
+                return Ok(b.slice(..size));
+            }
+        }
+        let bytes = self
+            .file
+            .map(self.size)
+            .map_err(LogError::io(&self.log_path))?;
+        m.max_mapped_len = m.max_mapped_len.max(self.size);
+        m.bytes = Some(bytes.clone());
+        Ok(bytes)
+    }
+
+    fn corrupt(&self, position: usize, reason: impl ToString) -> LogError {
+        LogError::Corrupt {
+            path: self.log_path.clone(),
+            position: position as u64,
+            reason: reason.to_string(),
+        }
+    }
+
+    /// Position of the first batch whose last offset is `>= offset`, if any.
+    fn locate(&self, data: &[u8], offset: i64) -> Result<Option<(usize, BatchHeader)>, LogError> {
+        let rel = offset.saturating_sub(self.base_offset);
+        let start = self
+            .offset_index
+            .floor(rel)?
+            .map_or(0, |e| e.value as usize);
+        let start = if start <= data.len() { start } else { 0 };
+        self.first_batch_from(data, start, |h| h.last_offset() >= offset)
+    }
+
+    fn first_batch_from(
+        &self,
+        data: &[u8],
+        start: usize,
+        pred: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(usize, BatchHeader)>, LogError> {
+        let mut it = BatchIter::new(data.get(start..).unwrap_or(&[]));
+        loop {
+            let pos = start + it.position();
+            match it.next() {
+                None => return Ok(None),
+                Some(Err(e)) => return Err(self.corrupt(pos, e)),
+                Some(Ok((h, _))) if pred(&h) => return Ok(Some((pos, h))),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Reads from the batch holding `offset`: at most `max_bytes` but at least one whole batch,
+    /// no batch whose base offset is `>= max_offset`.
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+    ) -> Result<SegmentRead, LogError> {
+        let data = self.data()?;
+        let Some((start, _)) = self.locate(&data, offset)? else {
+            return Ok(SegmentRead::NotHere);
+        };
+        let mut end = start;
+        let mut it = BatchIter::new(data.get(start..).unwrap_or(&[]));
+        for item in it.by_ref() {
+            let (h, batch) = item.map_err(|e| self.corrupt(end, e))?;
+            if h.base_offset >= max_offset {
+                break;
+            }
+            if end > start && end - start + batch.len() > max_bytes {
+                break;
+            }
+            end += batch.len();
+        }
+        Ok(SegmentRead::Found(data.slice(start..end)))
+    }
+
+    /// The batch holding `offset`, if in this segment.
+    pub(crate) fn batch_at(&self, offset: i64) -> Result<Option<Bytes>, LogError> {
+        let data = self.data()?;
+        Ok(self
+            .locate(&data, offset)?
+            .filter(|(_, h)| h.base_offset <= offset)
+            .map(|(pos, h)| data.slice(pos..pos + h.total_size())))
+    }
+
+    /// The first batch with `max_timestamp >= ts` and last offset `>= min_offset`.
+    pub(crate) fn find_by_timestamp(
+        &self,
+        ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<Bytes>, LogError> {
+        let data = self.data()?;
+        let from_time = self
+            .time_index
+            .floor(ts)?
+            .map(|e| self.base_offset + i64::from(e.value))
+            .unwrap_or(self.base_offset);
+        let from = from_time.max(min_offset);
+        let start = self
+            .offset_index
+            .floor(from.saturating_sub(self.base_offset))?
+            .map_or(0, |e| e.value as usize);
+        let start = if start <= data.len() { start } else { 0 };
+        Ok(self
+            .first_batch_from(&data, start, |h| {
+                h.max_timestamp >= ts && h.last_offset() >= min_offset
+            })?
+            .map(|(pos, h)| data.slice(pos..pos + h.total_size())))
+    }
+
+    /// Headers of the batches whose last offset is `>= from_offset`.
+    pub(crate) fn headers_from(
+        &self,
+        from_offset: i64,
+        out: &mut Vec<BatchHeader>,
+    ) -> Result<(), LogError> {
+        let data = self.data()?;
+        let Some((start, _)) = self.locate(&data, from_offset)? else {
+            return Ok(());
+        };
+        let mut it = BatchIter::new(data.get(start..).unwrap_or(&[]));
+        loop {
+            let pos = start + it.position();
+            match it.next() {
+                None => return Ok(()),
+                Some(Err(e)) => return Err(self.corrupt(pos, e)),
+                Some(Ok((h, _))) => out.push(h),
+            }
+        }
+    }
+
+    /// Removes every batch holding an offset `>= offset` and makes the segment writable (it
+    /// becomes the active segment). Durable on return. Returns the new next offset.
+    pub(crate) fn truncate_to(&mut self, offset: i64, config: &LogConfig) -> Result<i64, LogError> {
+        // Scan with a temporary mapping: it is dropped before the file changes.
+        let data = self
+            .file
+            .map(self.size)
+            .map_err(LogError::io(&self.log_path))?;
+        let mut cut = 0usize;
+        let mut next = self.base_offset;
+        let mut max_ts: Option<(i64, i64)> = None;
+        let mut it = BatchIter::new(&data);
+        for item in it.by_ref() {
+            let (h, batch) = item.map_err(|e| self.corrupt(cut, e))?;
+            if h.last_offset() >= offset {
+                break;
+            }
+            if max_ts.is_none_or(|(ts, _)| h.max_timestamp > ts) {
+                max_ts = Some((h.max_timestamp, h.last_offset()));
+            }
+            cut += batch.len();
+            next = h.last_offset() + 1;
+        }
+        let cut64 = cut as u64;
+        if cut64 < self.size {
+            let max_mapped = self
+                .map
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .max_mapped_len;
+            if cut64 >= max_mapped {
+                // No mapping ever covered the bytes being cut: shrink in place.
+                drop(data);
+                self.file
+                    .set_len(cut64)
+                    .map_err(LogError::io(&self.log_path))?;
+                self.file.sync().map_err(LogError::io(&self.log_path))?;
+            } else {
+                // Readers may hold mappings of the tail: write the kept prefix to a new file and
+                // rename it over the old one (rule 2 of `mmap`).
+                let tmp = self.log_path.with_extension("log.truncating");
+                let f = self.storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
+                f.set_len(0).map_err(LogError::io(&tmp))?;
+                f.write_all_at(0, data.get(..cut).unwrap_or(&[]))
+                    .map_err(LogError::io(&tmp))?;
+                f.sync().map_err(LogError::io(&tmp))?;
+                drop(data);
+                self.storage
+                    .rename(&tmp, &self.log_path)
+                    .map_err(LogError::io(&self.log_path))?;
+                self.storage
+                    .sync_dir(&self.dir)
+                    .map_err(LogError::io(&self.dir))?;
+                self.file = f;
+                *self.map.lock().unwrap_or_else(PoisonError::into_inner) = MapState::default();
+            }
+            self.size = cut64;
+        }
+        self.offset_index
+            .make_writable(config.segment_index_bytes)?;
+        self.time_index.make_writable(config.segment_index_bytes)?;
+        self.offset_index
+            .truncate_while(|e| u64::from(e.value) < cut64)?;
+        let base = self.base_offset;
+        self.time_index
+            .truncate_while(|e| base + i64::from(e.value) < next)?;
+        self.offset_index.flush()?;
+        self.time_index.flush()?;
+        self.max_ts = max_ts;
+        self.bytes_since_index = 0;
+        Ok(next)
+    }
+
+    /// Makes data and indexes durable.
+    pub(crate) fn flush(&self) -> Result<(), LogError> {
+        self.file.sync().map_err(LogError::io(&self.log_path))?;
+        self.offset_index.flush()?;
+        self.time_index.flush()
+    }
+
+    /// The segment stops being active (roll or close): writes the final time-index entry (the
+    /// segment's max timestamp, so a reopen knows it without a scan), flushes everything and
+    /// trims the indexes to their entries.
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        if let Some((ts, off)) = self.max_ts {
+            let e = Entry {
+                key: ts,
+                value: self.rel(off),
+            };
+            self.time_index.append(e);
+        }
+        self.file.sync().map_err(LogError::io(&self.log_path))?;
+        self.offset_index.seal()?;
+        self.time_index.seal()
+    }
+
+    /// Deletes the segment's files. Mappings handed out earlier stay valid.
+    pub(crate) fn delete_files(self) -> Result<(), LogError> {
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+        ];
+        let storage = self.storage.clone();
+        drop(self);
+        for p in paths {
+            match storage.remove(&p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io(p)(e)),
+            }
+        }
+        Ok(())
+    }
+}

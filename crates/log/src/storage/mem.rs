@@ -1,0 +1,315 @@
+//! [`MemStorage`]: the in-memory twin of [`FsStorage`](super::FsStorage), with crash simulation.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use bytes::Bytes;
+
+use super::{IndexMap, Storage, StorageFile};
+
+/// An in-memory file system. Clones share the same files.
+///
+/// Every file keeps its current bytes and its *durable* bytes (as of the last `sync`).
+/// [`MemStorage::crash`] throws unsynced changes away, like a power failure would. Directory
+/// operations are durable at once (a journaling file system after `sync_dir`).
+#[derive(Clone, Debug, Default)]
+pub struct MemStorage {
+    fs: Arc<Mutex<MemFs>>,
+}
+
+#[derive(Debug, Default)]
+struct MemFs {
+    files: BTreeMap<PathBuf, Arc<Mutex<FileData>>>,
+    dirs: BTreeSet<PathBuf>,
+}
+
+/// A file's bytes: `data`, then zeros up to `len` (so preallocated index files cost nothing).
+#[derive(Debug, Default)]
+struct FileData {
+    data: Vec<u8>,
+    len: usize,
+    durable: Vec<u8>,
+    durable_len: usize,
+}
+
+impl FileData {
+    /// Copies `[start, start + buf.len())` into `buf`; false if out of bounds.
+    fn read(&self, start: usize, buf: &mut [u8]) -> bool {
+        let Some(end) = start.checked_add(buf.len()).filter(|e| *e <= self.len) else {
+            return false;
+        };
+        buf.fill(0);
+        if let Some(src) = self.data.get(start..end.min(self.data.len())) {
+            buf[..src.len()].copy_from_slice(src);
+        }
+        true
+    }
+
+    fn write(&mut self, start: usize, src: &[u8]) {
+        let end = start + src.len();
+        if self.data.len() < end {
+            self.data.resize(end, 0);
+        }
+        self.data[start..end].copy_from_slice(src);
+        self.len = self.len.max(end);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn not_found(path: &Path) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("{} not found", path.display()),
+    )
+}
+
+impl MemStorage {
+    /// An empty file system.
+    pub fn new() -> MemStorage {
+        MemStorage::default()
+    }
+
+    /// Simulates a crash: every file falls back to its durable content. When a file's unsynced
+    /// change is a pure append, a pseudo-random prefix (chosen by `seed`, possibly empty or
+    /// all) of the appended bytes survives, which models a torn write. Handles and mappings
+    /// made before the crash must not be used afterwards.
+    pub fn crash(&self, seed: u64) {
+        let fs = lock(&self.fs);
+        let mut state = seed | 1;
+        for file in fs.files.values() {
+            let mut f = lock(file);
+            let d = f.durable.len();
+            // xorshift64
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let pure_append = f.len > f.durable_len
+                && d == f.durable_len
+                && f.data.get(..d) == Some(&f.durable[..]);
+            if pure_append {
+                let extra = f.len - d;
+                let keep = (state % (extra as u64 + 1)) as usize;
+                f.len = d + keep;
+                let n = f.len;
+                f.data.truncate(n);
+            } else {
+                f.data = f.durable.clone();
+                f.len = f.durable_len;
+            }
+            f.durable = f.data.clone();
+            f.durable_len = f.len;
+        }
+    }
+
+    /// Total bytes of all files (for tests).
+    pub fn total_bytes(&self) -> u64 {
+        let fs = lock(&self.fs);
+        fs.files.values().map(|f| lock(f).len as u64).sum()
+    }
+}
+
+impl Storage for MemStorage {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        for a in dir.ancestors() {
+            fs.dirs.insert(a.to_path_buf());
+        }
+        Ok(())
+    }
+
+    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
+        let mut fs = lock(&self.fs);
+        if let Some(f) = fs.files.get(path) {
+            return Ok(Box::new(MemFile { data: f.clone() }));
+        }
+        let parent_exists = path.parent().is_some_and(|p| fs.dirs.contains(p));
+        if !create || !parent_exists {
+            return Err(not_found(path));
+        }
+        let data = Arc::new(Mutex::new(FileData::default()));
+        fs.files.insert(path.to_path_buf(), data.clone());
+        Ok(Box::new(MemFile { data }))
+    }
+
+    fn exists(&self, path: &Path) -> io::Result<bool> {
+        let fs = lock(&self.fs);
+        Ok(fs.files.contains_key(path) || fs.dirs.contains(path))
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let fs = lock(&self.fs);
+        if !fs.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        Ok(fs
+            .files
+            .keys()
+            .filter(|p| p.parent() == Some(dir))
+            .filter_map(|p| p.file_name()?.to_str().map(str::to_owned))
+            .collect())
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        let f = fs.files.remove(from).ok_or_else(|| not_found(from))?;
+        fs.files.insert(to.to_path_buf(), f);
+        Ok(())
+    }
+
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        fs.files
+            .remove(path)
+            .map(|_| ())
+            .ok_or_else(|| not_found(path))
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        let mut fs = lock(&self.fs);
+        if !fs.dirs.contains(dir) {
+            return Err(not_found(dir));
+        }
+        fs.files.retain(|p, _| !p.starts_with(dir));
+        fs.dirs.retain(|p| !p.starts_with(dir));
+        Ok(())
+    }
+
+    fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct MemFile {
+    data: Arc<Mutex<FileData>>,
+}
+
+impl StorageFile for MemFile {
+    fn len(&self) -> io::Result<u64> {
+        Ok(lock(&self.data).len as u64)
+    }
+
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
+        let f = lock(&self.data);
+        let start = usize::try_from(pos).unwrap_or(usize::MAX);
+        if f.read(start, buf) {
+            Ok(())
+        } else {
+            Err(io::Error::from(io::ErrorKind::UnexpectedEof))
+        }
+    }
+
+    fn write_all_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        let start = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
+        lock(&self.data).write(start, data);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+        let mut f = lock(&self.data);
+        f.len = len;
+        f.data.truncate(len);
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        let mut f = lock(&self.data);
+        f.durable = f.data.clone();
+        f.durable_len = f.len;
+        Ok(())
+    }
+
+    fn map(&self, len: u64) -> io::Result<Bytes> {
+        let f = lock(&self.data);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > f.len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        let mut buf = vec![0u8; len];
+        f.read(0, &mut buf);
+        Ok(Bytes::from(buf))
+    }
+
+    fn map_mut(&self, len: u64) -> io::Result<Box<dyn IndexMap>> {
+        let f = lock(&self.data);
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        if len > f.len {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        let mut buf = vec![0u8; len]; // zeroed pages are allocated lazily
+        f.read(0, &mut buf);
+        Ok(Box::new(MemIndexMap {
+            file: self.data.clone(),
+            buf,
+        }))
+    }
+}
+
+/// A "mapping" of an in-memory index: a private buffer written back on flush (durably) and on
+/// drop (not durably), like dirty pages of a shared mapping.
+#[derive(Debug)]
+struct MemIndexMap {
+    file: Arc<Mutex<FileData>>,
+    buf: Vec<u8>,
+}
+
+impl MemIndexMap {
+    fn write_back(&self, durable: bool) {
+        let mut f = lock(&self.file);
+        // Materialize only up to the last non-zero byte; the rest stays implicit zeros.
+        let used = last_non_zero(&self.buf);
+        f.write(0, &self.buf[..used]);
+        let stale_end = f.data.len().min(self.buf.len());
+        if stale_end > used {
+            f.data[used..stale_end].fill(0);
+        }
+        f.len = f.len.max(self.buf.len());
+        if durable {
+            f.durable = f.data.clone();
+            f.durable_len = f.len;
+        }
+    }
+}
+
+/// Length of `buf` without its trailing zeros (page-wise `memcmp`, then byte-wise).
+fn last_non_zero(buf: &[u8]) -> usize {
+    const CHUNK: usize = 4096;
+    static ZEROS: [u8; CHUNK] = [0; CHUNK];
+    let mut end = buf.len();
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK);
+        let chunk = &buf[start..end];
+        if chunk != &ZEROS[..chunk.len()] {
+            return start + chunk.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1);
+        }
+        end = start;
+    }
+    0
+}
+
+impl IndexMap for MemIndexMap {
+    fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.buf
+    }
+
+    fn flush(&self) -> io::Result<()> {
+        self.write_back(true);
+        Ok(())
+    }
+}
+
+impl Drop for MemIndexMap {
+    fn drop(&mut self) {
+        self.write_back(false);
+    }
+}

@@ -1,0 +1,74 @@
+//! The storage seam: a few file operations the log needs, with a real file-system + mmap
+//! implementation ([`FsStorage`]) and an in-memory twin ([`MemStorage`]) that can simulate a crash.
+//!
+//! Contract for every implementation and caller (see also the `mmap` module):
+//! - a `Bytes` returned by [`StorageFile::map`] stays valid and unchanged for as long as it lives,
+//!   provided callers never rewrite bytes below a mapped length and never shrink a file below
+//!   one — the log guarantees both;
+//! - [`StorageFile::sync`] makes the file's content and length durable; directory changes
+//!   (create, rename, remove) are durable after [`Storage::sync_dir`].
+
+use std::fmt;
+use std::io;
+use std::path::Path;
+
+use bytes::Bytes;
+
+mod fs;
+mod mem;
+
+pub use fs::FsStorage;
+pub use mem::MemStorage;
+
+/// A file system: directories of named files.
+pub trait Storage: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its parents if missing.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Opens `path` for reading and writing, creating it (empty) if `create` and it is missing.
+    fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> io::Result<bool>;
+    /// Names of the files directly in `dir`.
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>>;
+    /// Atomically replaces `to` with `from`.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+    /// Removes the file `path`. Open handles and mappings of it stay valid.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+    /// Removes `dir` and everything in it.
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()>;
+    /// Makes creations, renames and removals in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file.
+pub trait StorageFile: Send + Sync + fmt::Debug {
+    /// Current length in bytes.
+    fn len(&self) -> io::Result<u64>;
+    /// Whether the file is empty.
+    fn is_empty(&self) -> io::Result<bool> {
+        Ok(self.len()? == 0)
+    }
+    /// Fills `buf` from position `pos`; `UnexpectedEof` if the file is too short.
+    fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
+    /// Writes all of `data` at position `pos`, extending the file if needed.
+    fn write_all_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
+    /// Sets the length, zero-filling when growing.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Makes content and length durable.
+    fn sync(&self) -> io::Result<()>;
+    /// A read-only view of `[0, len)` (`len` at most the file length). The real implementation
+    /// memory-maps the file and copies nothing.
+    fn map(&self, len: u64) -> io::Result<Bytes>;
+    /// A writable view of `[0, len)` for an index file; the file must be at least `len` long.
+    fn map_mut(&self, len: u64) -> io::Result<Box<dyn IndexMap>>;
+}
+
+/// A writable mapping of an index file, owned by one index.
+pub trait IndexMap: Send + Sync + fmt::Debug {
+    /// The mapped bytes.
+    fn bytes(&self) -> &[u8];
+    /// The mapped bytes, for writing.
+    fn bytes_mut(&mut self) -> &mut [u8];
+    /// Writes the mapped bytes back to the file and makes them durable.
+    fn flush(&self) -> io::Result<()>;
+}

@@ -1,0 +1,531 @@
+//! The shared behaviour suite of `strata-log`, run against the file system and the in-memory
+//! storage.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::*;
+use strata_log::{LogConfig, LogError};
+use strata_protocol::batch::{BatchHeader, BatchIter};
+
+fn small(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 100,
+        segment_index_bytes: 4096,
+        ..LogConfig::default()
+    }
+}
+
+fn append_n(
+    log: &mut strata_log::Log,
+    n: usize,
+    records: i32,
+    payload: usize,
+    ts: i64,
+) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| {
+            let mut b = batch(records, ts + i as i64, payload, i as u8);
+            log.append(&mut b, ts).unwrap();
+            b
+        })
+        .collect()
+}
+
+fn append_and_read(h: &dyn Harness) {
+    let mut log = h.open(LogConfig::default(), 0);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
+    let mut b1 = batch(3, 100, 10, 1);
+    let info = log.append(&mut b1, 5).unwrap();
+    assert_eq!(
+        (info.first_offset, info.last_offset, info.num_records),
+        (0, 2, 3)
+    );
+    assert_eq!(info.max_timestamp, 102);
+    // Two batches in one append.
+    let mut two = batch(2, 200, 5, 2);
+    two.extend_from_slice(&batch(1, 150, 5, 3));
+    let info = log.append(&mut two, 6).unwrap();
+    assert_eq!(
+        (info.first_offset, info.last_offset, info.num_batches),
+        (3, 5, 2)
+    );
+    assert_eq!((info.max_timestamp, info.offset_of_max_timestamp), (201, 4));
+    assert_eq!(log.log_end_offset(), 6);
+    let hs: Vec<i64> = BatchIter::new(&two)
+        .map(|r| r.unwrap().0.base_offset)
+        .collect();
+    assert_eq!(hs, vec![3, 5], "offsets patched in place");
+
+    for offset in 0..6 {
+        let r = log.read(offset, usize::MAX, i64::MAX).unwrap();
+        let hs = headers(&r.records);
+        assert!(hs[0].base_offset <= offset && offset <= hs[0].last_offset());
+    }
+    let all = log.read(0, usize::MAX, i64::MAX).unwrap().records;
+    assert_eq!(&all[..b1.len()], &b1[..]);
+    assert_eq!(&all[b1.len()..], &two[..]);
+    check_invariants(&log);
+}
+
+fn read_bounds(h: &dyn Harness) {
+    let mut log = h.open(LogConfig::default(), 0);
+    let bs = append_n(&mut log, 4, 2, 50, 0); // offsets 0-1, 2-3, 4-5, 6-7
+    let size = bs[0].len();
+    assert!(matches!(
+        log.read(9, 100, i64::MAX),
+        Err(LogError::OffsetOutOfRange { offset: 9, .. })
+    ));
+    assert!(log.read(8, 100, i64::MAX).unwrap().records.is_empty());
+    // KIP-74: at least one batch even if larger than max_bytes.
+    assert_eq!(log.read(0, 1, i64::MAX).unwrap().records.len(), size);
+    assert_eq!(
+        log.read(0, 2 * size, i64::MAX).unwrap().records.len(),
+        2 * size
+    );
+    assert_eq!(
+        log.read(0, 2 * size - 1, i64::MAX).unwrap().records.len(),
+        size
+    );
+    // max_offset is exclusive on base offsets.
+    assert_eq!(log.read(0, usize::MAX, 4).unwrap().records.len(), 2 * size);
+    assert_eq!(log.read(0, usize::MAX, 5).unwrap().records.len(), 3 * size);
+    assert!(log.read(4, usize::MAX, 4).unwrap().records.is_empty());
+    // Reading mid-batch returns the whole batch holding the offset.
+    let r = log.read(3, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(headers(&r.records)[0].base_offset, 2);
+    log.advance_log_start(3).unwrap();
+    assert!(matches!(
+        log.read(2, 100, i64::MAX),
+        Err(LogError::OffsetOutOfRange { log_start: 3, .. })
+    ));
+    assert_eq!(
+        headers(&log.read(3, 1, i64::MAX).unwrap().records)[0].base_offset,
+        2
+    );
+}
+
+fn rolls_by_size_and_reads_one_segment(h: &dyn Harness) {
+    let b = batch(1, 0, 100, 0);
+    let mut log = h.open(small(3 * b.len() as u64), 0);
+    append_n(&mut log, 10, 1, 100, 0);
+    assert_eq!(log.num_segments(), 4); // 3 + 3 + 3 + 1
+    let r = log.read(0, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(
+        headers(&r.records).len(),
+        3,
+        "a read stays within one segment"
+    );
+    let r = log.read(3, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(headers(&r.records)[0].base_offset, 3);
+    let mut names = h.storage().list(&h.dir()).unwrap();
+    names.sort();
+    assert!(names.contains(&"00000000000000000003.log".to_owned()));
+    assert!(names.contains(&"00000000000000000009.timeindex".to_owned()));
+    check_invariants(&log);
+    // A roll of an empty active segment is a no-op.
+    log.roll(0).unwrap();
+    log.roll(0).unwrap();
+    assert_eq!(log.num_segments(), 5);
+    check_invariants(&log);
+}
+
+fn rolls_by_time(h: &dyn Harness) {
+    let config = LogConfig {
+        segment_ms: 1000,
+        ..LogConfig::default()
+    };
+    let mut log = h.open(config, 0);
+    log.append(&mut batch(1, 0, 10, 0), 0).unwrap();
+    log.append(&mut batch(1, 0, 10, 0), 1000).unwrap();
+    assert_eq!(log.num_segments(), 1);
+    log.append(&mut batch(1, 0, 10, 0), 1001).unwrap();
+    assert_eq!(log.num_segments(), 2);
+    check_invariants(&log);
+}
+
+fn clean_reopen(h: &dyn Harness) {
+    let b = batch(2, 0, 300, 0);
+    let mut log = h.open(small(4 * b.len() as u64), 0);
+    append_n(&mut log, 10, 2, 300, 1_000);
+    let before = read_all(&log);
+    let (start, end) = (log.log_start_offset(), log.log_end_offset());
+    log.close().unwrap();
+    assert!(h
+        .storage()
+        .exists(&h.dir().join(".clean_shutdown"))
+        .unwrap());
+    let mut log = h.open(small(4 * b.len() as u64), 0);
+    assert!(!h
+        .storage()
+        .exists(&h.dir().join(".clean_shutdown"))
+        .unwrap());
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
+    assert_eq!(read_all(&log), before);
+    // Indexes work after reopening (sparse entries every 100 bytes).
+    for o in 0..end {
+        let r = log.read(o, 1, i64::MAX).unwrap();
+        let h0 = headers(&r.records)[0];
+        assert!(h0.base_offset <= o && o <= h0.last_offset());
+    }
+    let info = log.append(&mut batch(1, 5_000, 10, 9), 0).unwrap();
+    assert_eq!(info.first_offset, end);
+    assert_eq!(
+        log.max_timestamp_batch()
+            .unwrap()
+            .map(|b| headers(&b)[0].max_timestamp),
+        Some(5_000)
+    );
+    check_invariants(&log);
+}
+
+fn crash_recovery_keeps_flushed_data(h: &dyn Harness) {
+    let mut log = h.open(LogConfig::default(), 0);
+    append_n(&mut log, 5, 2, 100, 0);
+    log.flush().unwrap();
+    append_n(&mut log, 5, 2, 100, 0);
+    drop(log);
+    h.crash(7);
+    let log = h.open(LogConfig::default(), 0);
+    assert!(log.log_end_offset() >= 10 && log.log_end_offset() <= 20);
+    if !h.loses_unsynced() {
+        assert_eq!(log.log_end_offset(), 20);
+    }
+    check_invariants(&log);
+}
+
+fn recovery_cuts_torn_and_corrupt_tail(h: &dyn Harness) {
+    let mut log = h.open(small(1 << 20), 0);
+    let bs = append_n(&mut log, 6, 1, 200, 0);
+    drop(log);
+    let seg = h.dir().join("00000000000000000000.log");
+    let f = h.storage().open(&seg, false).unwrap();
+    let len = f.len().unwrap();
+    // A torn write: half a batch at the end.
+    f.write_all_at(len, &bs[0][..100]).unwrap();
+    // Corrupt one byte inside batch 4 (offset 4).
+    let pos = bs[0].len() as u64 * 4 + 120;
+    f.write_all_at(pos, &[0xFF]).unwrap();
+    f.sync().unwrap();
+    drop(f);
+    let mut log = h.open(small(1 << 20), 0);
+    assert_eq!(log.log_end_offset(), 4);
+    check_invariants(&log);
+    assert_eq!(
+        log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset,
+        4
+    );
+    check_invariants(&log);
+}
+
+fn damaged_indexes_are_rebuilt(h: &dyn Harness) {
+    let b = batch(1, 0, 150, 0);
+    let config = small(5 * b.len() as u64);
+    let mut log = h.open(config.clone(), 0);
+    append_n(&mut log, 12, 1, 150, 0);
+    let before = read_all(&log);
+    log.close().unwrap();
+    let st = h.storage();
+    st.remove(&h.dir().join("00000000000000000000.index"))
+        .unwrap();
+    // A length that is not a whole number of entries.
+    let ti = st
+        .open(&h.dir().join("00000000000000000005.timeindex"), false)
+        .unwrap();
+    ti.set_len(13).unwrap();
+    // Out-of-order entries.
+    let oi = st
+        .open(&h.dir().join("00000000000000000005.index"), false)
+        .unwrap();
+    let n = oi.len().unwrap();
+    assert!(n >= 16);
+    oi.write_all_at(0, &[0xFF; 8]).unwrap();
+    drop((ti, oi));
+    let log = h.open(config, 0);
+    assert_eq!(read_all(&log), before);
+    for o in 0..12 {
+        assert_eq!(
+            headers(&log.read(o, 1, i64::MAX).unwrap().records)[0].base_offset,
+            o
+        );
+    }
+    assert_eq!(
+        log.find_batch_by_timestamp(7)
+            .unwrap()
+            .map(|b| headers(&b)[0].base_offset),
+        Some(7)
+    );
+}
+
+fn truncation(h: &dyn Harness) {
+    let b = batch(2, 0, 100, 0);
+    let config = small(3 * b.len() as u64);
+    let mut log = h.open(config.clone(), 0);
+    append_n(&mut log, 9, 2, 100, 0); // 18 offsets, segments at 0, 6, 12
+                                      // Hold a zero-copy read of the tail across the truncation.
+    let held = log.read(14, usize::MAX, i64::MAX).unwrap().records;
+    let held_copy = held.to_vec();
+    log.truncate_to(15).unwrap(); // mid-batch: removes the batch 14-15
+    assert_eq!(log.log_end_offset(), 14);
+    assert_eq!(&held[..], &held_copy[..], "mapped bytes survive truncation");
+    check_invariants(&log);
+    log.truncate_to(8).unwrap();
+    assert_eq!((log.log_end_offset(), log.num_segments()), (8, 2));
+    check_invariants(&log);
+    assert_eq!(
+        log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset,
+        8
+    );
+    log.truncate_to(100).unwrap();
+    assert_eq!(log.log_end_offset(), 9);
+    log.truncate_to(6).unwrap(); // exactly a segment base
+    assert_eq!(log.log_end_offset(), 6);
+    check_invariants(&log);
+    log.close().unwrap();
+    let mut log = h.open(config.clone(), 0);
+    assert_eq!(log.log_end_offset(), 6);
+    check_invariants(&log);
+    // Below the log start: the log restarts empty at the offset.
+    log.advance_log_start(4).unwrap();
+    log.truncate_to(2).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 2));
+    assert!(matches!(
+        log.truncate_to(-1),
+        Err(LogError::InvalidArgument(_))
+    ));
+    log.append(&mut batch(1, 0, 10, 0), 0).unwrap();
+    check_invariants(&log);
+}
+
+fn truncation_is_durable(h: &dyn Harness) {
+    let mut log = h.open(LogConfig::default(), 0);
+    append_n(&mut log, 6, 1, 100, 0);
+    log.flush().unwrap();
+    log.truncate_to(3).unwrap();
+    drop(log);
+    h.crash(3);
+    let log = h.open(LogConfig::default(), 0);
+    assert_eq!(log.log_end_offset(), 3);
+    check_invariants(&log);
+}
+
+fn log_start_advances_and_persists(h: &dyn Harness) {
+    let b = batch(1, 0, 100, 0);
+    let config = small(2 * b.len() as u64);
+    let mut log = h.open(config.clone(), 0);
+    append_n(&mut log, 7, 1, 100, 0); // segments 0,2,4,6
+    assert_eq!(log.advance_log_start(3).unwrap(), 3);
+    assert_eq!(log.num_segments(), 3, "segment 0-1 deleted, 2-3 kept");
+    assert_eq!(log.advance_log_start(1).unwrap(), 3, "never backwards");
+    assert_eq!(log.advance_log_start(100).unwrap(), 7, "clamped to LEO");
+    assert_eq!(log.num_segments(), 1);
+    assert!(log.read(7, 10, i64::MAX).unwrap().records.is_empty());
+    drop(log);
+    h.crash(1);
+    let mut log = h.open(config, 0);
+    assert_eq!(log.log_start_offset(), 7);
+    assert!(log.log_end_offset() >= 7);
+    assert_eq!(
+        log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset,
+        log.log_end_offset() - 1
+    );
+    check_invariants(&log);
+}
+
+fn retention(h: &dyn Harness) {
+    let b = batch(1, 0, 100, 0);
+    let config = LogConfig {
+        retention_ms: 1000,
+        ..small(2 * b.len() as u64)
+    };
+    let mut log = h.open(config.clone(), 0);
+    for i in 0..8 {
+        log.append(&mut batch(1, i * 1000, 100, 0), 0).unwrap(); // segments hold ts pairs
+    }
+    assert_eq!(log.num_segments(), 4);
+    // Segment max timestamps: 1000, 3000, 5000, 7000 (active).
+    assert_eq!(log.enforce_retention(2500).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), 2);
+    assert_eq!(
+        log.enforce_retention(100_000).unwrap(),
+        2,
+        "never the active segment"
+    );
+    assert_eq!((log.num_segments(), log.log_start_offset()), (1, 6));
+    check_invariants(&log);
+
+    let mut log2 = {
+        log.delete().unwrap();
+        h.open(
+            LogConfig {
+                retention_bytes: 3 * b.len() as i64,
+                ..config
+            },
+            0,
+        )
+    };
+    append_n(&mut log2, 8, 1, 100, 0);
+    assert_eq!(log2.enforce_retention(0).unwrap(), 2);
+    assert_eq!(log2.size_bytes(), 4 * b.len() as u64);
+    assert_eq!(log2.log_start_offset(), 4);
+    check_invariants(&log2);
+}
+
+fn timestamps(h: &dyn Harness) {
+    let b = batch(1, 0, 100, 0);
+    let mut log = h.open(small(3 * b.len() as u64), 0);
+    for ts in [10, 30, 20, 50, 40, 45, 70, 60] {
+        log.append(&mut batch(1, ts, 100, 0), 0).unwrap();
+    }
+    let found = |ts| {
+        log.find_batch_by_timestamp(ts)
+            .unwrap()
+            .map(|b| headers(&b)[0].base_offset)
+    };
+    assert_eq!(found(0), Some(0));
+    assert_eq!(found(10), Some(0));
+    assert_eq!(found(11), Some(1));
+    assert_eq!(found(31), Some(3));
+    assert_eq!(found(51), Some(6));
+    assert_eq!(found(70), Some(6));
+    assert_eq!(found(71), None);
+    let max = log.max_timestamp_batch().unwrap().unwrap();
+    assert_eq!(headers(&max)[0].base_offset, 6);
+    log.advance_log_start(4).unwrap();
+    assert_eq!(
+        log.find_batch_by_timestamp(0)
+            .unwrap()
+            .map(|b| headers(&b)[0].base_offset),
+        Some(4)
+    );
+    let empty = h.open_fresh_sibling();
+    assert!(empty.max_timestamp_batch().unwrap().is_none());
+    assert!(empty.find_batch_by_timestamp(0).unwrap().is_none());
+}
+
+fn batch_headers_from(h: &dyn Harness) {
+    let b = batch(2, 0, 100, 0);
+    let mut log = h.open(small(2 * b.len() as u64), 0);
+    append_n(&mut log, 5, 2, 100, 0);
+    let hs = log.batch_headers(0).unwrap();
+    assert_eq!(
+        hs.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        vec![0, 2, 4, 6, 8]
+    );
+    let hs = log.batch_headers(5).unwrap();
+    assert_eq!(
+        hs.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
+        vec![4, 6, 8]
+    );
+    assert!(log.batch_headers(10).unwrap().is_empty());
+    let _: Vec<BatchHeader> = hs;
+}
+
+fn flush_by_messages(h: &dyn Harness) {
+    let config = LogConfig {
+        flush_interval_messages: 4,
+        ..LogConfig::default()
+    };
+    let mut log = h.open(config.clone(), 0);
+    append_n(&mut log, 5, 1, 50, 0); // flushed after the 4th
+    drop(log);
+    h.crash(0);
+    let log = h.open(config, 0);
+    assert!(log.log_end_offset() >= 4);
+    check_invariants(&log);
+}
+
+fn flush_by_time(h: &dyn Harness) {
+    let config = LogConfig {
+        flush_interval_ms: 100,
+        ..LogConfig::default()
+    };
+    let mut log = h.open(config.clone(), 0);
+    append_n(&mut log, 3, 1, 50, 0);
+    assert!(!log.maybe_flush(50).unwrap());
+    assert!(log.maybe_flush(100).unwrap());
+    assert!(!log.maybe_flush(1000).unwrap(), "nothing new to flush");
+    drop(log);
+    h.crash(0);
+    assert_eq!(h.open(config, 0).log_end_offset(), 3);
+}
+
+fn rejects_bad_appends(h: &dyn Harness) {
+    let mut log = h.open(LogConfig::default(), 0);
+    let good = batch(1, 0, 10, 0);
+    let mut buf = good.clone();
+    buf.extend_from_slice(&good[..good.len() - 1]);
+    assert!(
+        matches!(log.append(&mut buf, 0), Err(LogError::InvalidBatch { position, .. }) if position == good.len())
+    );
+    let mut bad = good.clone();
+    bad[16] = 1;
+    assert!(matches!(
+        log.append(&mut bad, 0),
+        Err(LogError::InvalidBatch { position: 0, .. })
+    ));
+    assert!(log.append(&mut [], 0).is_err());
+    let mut neg = good.clone();
+    neg[23..27].copy_from_slice(&(-1i32).to_be_bytes());
+    assert!(matches!(
+        log.append(&mut neg, 0),
+        Err(LogError::BadBatchHeader { .. })
+    ));
+    assert_eq!(log.log_end_offset(), 0);
+    assert_eq!(log.size_bytes(), 0);
+    assert!(!LogError::InvalidArgument(String::new()).is_storage_error());
+}
+
+fn delete_removes_directory(h: &dyn Harness) {
+    let mut log = h.open(LogConfig::default(), 0);
+    append_n(&mut log, 2, 1, 50, 0);
+    let held = log.read(0, usize::MAX, i64::MAX).unwrap().records;
+    log.delete().unwrap();
+    assert!(!h.storage().exists(&h.dir()).unwrap());
+    assert_eq!(headers(&held).len(), 2, "reads outlive the log");
+}
+
+/// Opens an empty log next to the harness's one.
+trait Sibling {
+    fn open_fresh_sibling(&self) -> strata_log::Log;
+}
+impl Sibling for dyn Harness + '_ {
+    fn open_fresh_sibling(&self) -> strata_log::Log {
+        strata_log::Log::open_with_storage(
+            self.storage(),
+            &self.dir().with_extension("other"),
+            LogConfig::default(),
+            0,
+        )
+        .unwrap()
+    }
+}
+
+#[test]
+fn in_memory_constructor() {
+    let mut log = strata_log::Log::open_in_memory(LogConfig::default(), 0);
+    log.append(&mut batch(1, 0, 10, 0), 0).unwrap();
+    check_invariants(&log);
+}
+
+both_storages!(
+    append_and_read,
+    read_bounds,
+    rolls_by_size_and_reads_one_segment,
+    rolls_by_time,
+    clean_reopen,
+    crash_recovery_keeps_flushed_data,
+    recovery_cuts_torn_and_corrupt_tail,
+    damaged_indexes_are_rebuilt,
+    truncation,
+    truncation_is_durable,
+    log_start_advances_and_persists,
+    retention,
+    timestamps,
+    batch_headers_from,
+    flush_by_messages,
+    flush_by_time,
+    rejects_bad_appends,
+    delete_removes_directory,
+);

@@ -1,0 +1,116 @@
+//! What a broker asks of the controller, and the seam it asks through.
+//!
+//! The broker holds a `dyn ControllerChannel`; on one node it is the
+//! in-process controller, in a cluster it forwards to the active controller.
+//! Broker and controller crates never import each other: both import this.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::ops::Range;
+use std::pin::Pin;
+
+use strata_protocol::ResponseError;
+use uuid::Uuid;
+
+use crate::record::ConfigResource;
+
+/// A boxed, sendable future (the trait must be object safe).
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A Kafka error code with the message the client is shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub error: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(error: ResponseError, message: impl Into<String>) -> Self {
+        Self {
+            error,
+            message: message.into(),
+        }
+    }
+}
+
+/// A topic to create. `num_partitions` / `replication_factor` of -1 mean the
+/// broker defaults; `assignments` (partition -> replicas), when given, fixes
+/// both.
+#[derive(Debug, Clone, Default)]
+pub struct CreateTopicSpec {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// The outcome for one topic of a CreateTopics.
+#[derive(Debug, Clone)]
+pub struct CreateTopicResult {
+    pub name: String,
+    pub result: Result<CreatedTopic, ApiError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// The topic's explicitly set configs.
+    pub configs: BTreeMap<String, String>,
+}
+
+/// A topic named by name or by id (DeleteTopics v6 allows either).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicRef {
+    Name(String),
+    Id(Uuid),
+}
+
+/// The outcome for one topic of a DeleteTopics.
+#[derive(Debug, Clone)]
+pub struct DeleteTopicResult {
+    pub name: Option<String>,
+    pub topic_id: Uuid,
+    pub result: Result<(), ApiError>,
+}
+
+/// One change of an IncrementalAlterConfigs / AlterConfigs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigOp {
+    Set(String, String),
+    Delete(String),
+}
+
+/// The controller, as the broker sees it.
+pub trait ControllerChannel: Send + Sync {
+    fn create_topics(
+        &self,
+        topics: Vec<CreateTopicSpec>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Vec<CreateTopicResult>>;
+    fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>>;
+    /// Grows `topic` to `total_count` partitions.
+    fn create_partitions(
+        &self,
+        topic: String,
+        total_count: i32,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ApiError>>;
+    /// Applies `ops` to one resource atomically. `replace` drops every
+    /// setting not in `ops` first (legacy AlterConfigs semantics).
+    fn alter_configs(
+        &self,
+        resource: ConfigResource,
+        ops: Vec<ConfigOp>,
+        replace: bool,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ApiError>>;
+    /// Reserves `count` fresh producer ids for `broker_id`.
+    fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        count: i64,
+    ) -> BoxFuture<'_, Result<Range<i64>, ApiError>>;
+}

@@ -1,0 +1,125 @@
+//! The API keys Strata serves and the version range of each.
+//!
+//! This table is the single source of truth: ApiVersions advertises it, the
+//! connection refuses anything outside it, and `docs/compatibility.md`
+//! describes it. A key not listed here is not advertised, and a request for
+//! it closes the connection with a log line (Apache Kafka does the same).
+
+use crate::ApiKey;
+
+/// One served API key and its inclusive version range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiRange {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+}
+
+/// Versions a request may be *decoded* at may start above the advertised
+/// minimum: Produce v0–v2 are advertised because librdkafka refuses to send
+/// compressed batches to a broker whose Produce range does not start at 0
+/// (KAFKA-18659), yet they carry message formats v0/v1, which Strata rejects.
+pub const PRODUCE_MIN_DECODABLE: i16 = 3;
+
+/// Every API key Strata answers, with the versions it answers.
+pub const SUPPORTED: &[ApiRange] = &[
+    ApiRange {
+        key: ApiKey::Produce,
+        min: 0,
+        max: 12,
+    },
+    ApiRange {
+        key: ApiKey::Fetch,
+        min: 4,
+        max: 17,
+    },
+    ApiRange {
+        key: ApiKey::ListOffsets,
+        min: 1,
+        max: 9,
+    },
+    ApiRange {
+        key: ApiKey::Metadata,
+        min: 0,
+        max: 12,
+    },
+    ApiRange {
+        key: ApiKey::ApiVersions,
+        min: 0,
+        max: 4,
+    },
+    ApiRange {
+        key: ApiKey::CreateTopics,
+        min: 2,
+        max: 7,
+    },
+    ApiRange {
+        key: ApiKey::DeleteTopics,
+        min: 1,
+        max: 6,
+    },
+    ApiRange {
+        key: ApiKey::DeleteRecords,
+        min: 0,
+        max: 2,
+    },
+    ApiRange {
+        key: ApiKey::InitProducerId,
+        min: 0,
+        max: 5,
+    },
+    ApiRange {
+        key: ApiKey::DescribeConfigs,
+        min: 1,
+        max: 4,
+    },
+    ApiRange {
+        key: ApiKey::AlterConfigs,
+        min: 0,
+        max: 2,
+    },
+    ApiRange {
+        key: ApiKey::CreatePartitions,
+        min: 0,
+        max: 3,
+    },
+    ApiRange {
+        key: ApiKey::IncrementalAlterConfigs,
+        min: 0,
+        max: 1,
+    },
+    ApiRange {
+        key: ApiKey::DescribeCluster,
+        min: 0,
+        max: 1,
+    },
+];
+
+/// The served range for `key`, if Strata serves it at all.
+pub fn supported_range(key: ApiKey) -> Option<ApiRange> {
+    SUPPORTED.iter().copied().find(|r| r.key == key)
+}
+
+/// The lowest version Strata can decode for `key` (see [`PRODUCE_MIN_DECODABLE`]).
+pub fn min_decodable(range: ApiRange) -> i16 {
+    if range.key == ApiKey::Produce {
+        PRODUCE_MIN_DECODABLE.max(range.min)
+    } else {
+        range.min
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_range_is_within_what_the_codec_can_decode() {
+        for r in SUPPORTED {
+            let codec = r.key.valid_versions();
+            assert!(min_decodable(*r) >= codec.min, "{:?}", r.key);
+            assert!(r.max <= codec.max, "{:?}", r.key);
+            assert!(r.min <= r.max);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Command-line flags and the TOML config file, merged into a `BrokerConfig`.
+//! Precedence: `--set` over the dedicated flags over the file over defaults.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use strata_broker::BrokerConfig;
+
+#[derive(clap::Args, Debug, Default)]
+pub struct ServerArgs {
+    /// TOML config file with Kafka config names (see config/strata.toml).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Data directory (log.dirs). Default ./data.
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on (listeners). Default 127.0.0.1:9092.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address clients are told to connect to (advertised.listeners).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub advertise: Option<String>,
+    /// This node's id (node.id). Default 1.
+    #[arg(long, value_name = "N")]
+    pub node_id: Option<i32>,
+    /// Sets any config key, e.g. --set log.segment.bytes=1048576. Repeatable.
+    #[arg(long = "set", value_name = "NAME=VALUE")]
+    pub set: Vec<String>,
+}
+
+/// Reads the file (if any), applies flags, and validates every key.
+pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
+    let mut map = BTreeMap::new();
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let table: toml::Table = text
+            .parse()
+            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        flatten("", &toml::Value::Table(table), &mut map)
+            .with_context(|| format!("in config file {}", path.display()))?;
+    }
+    if let Some(d) = &args.data_dir {
+        map.insert("log.dirs".into(), d.display().to_string());
+    }
+    if let Some(l) = &args.listen {
+        map.insert("listeners".into(), format!("PLAINTEXT://{l}"));
+    }
+    if let Some(a) = &args.advertise {
+        map.insert("advertised.listeners".into(), format!("PLAINTEXT://{a}"));
+    }
+    if let Some(n) = args.node_id {
+        map.insert("node.id".into(), n.to_string());
+    }
+    for kv in &args.set {
+        let Some((k, v)) = kv.split_once('=') else {
+            bail!("--set takes NAME=VALUE, got '{kv}'");
+        };
+        map.insert(k.trim().to_string(), v.trim().to_string());
+    }
+    Ok(BrokerConfig::from_map(map)?)
+}
+
+/// Turns nested TOML tables back into Kafka's dotted names, so that both
+/// `"log.segment.bytes" = 1` and `[log.segment] bytes = 1` work.
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut BTreeMap<String, String>,
+) -> anyhow::Result<()> {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        toml::Value::Integer(i) => {
+            out.insert(prefix.to_string(), i.to_string());
+        }
+        toml::Value::Boolean(b) => {
+            out.insert(prefix.to_string(), b.to_string());
+        }
+        toml::Value::Float(f) => {
+            out.insert(prefix.to_string(), f.to_string());
+        }
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.insert(prefix.to_string(), items.join(","));
+        }
+        toml::Value::Datetime(_) => bail!("config key '{prefix}': dates are not config values"),
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_flags_and_overrides_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("s.toml");
+        std::fs::write(
+            &file,
+            "\"num.partitions\" = 3\n[log.segment]\nbytes = 2048\n",
+        )
+        .unwrap();
+        let args = ServerArgs {
+            config: Some(file),
+            listen: Some("127.0.0.1:9999".into()),
+            set: vec!["num.partitions=5".into()],
+            ..Default::default()
+        };
+        let c = load(&args).unwrap();
+        assert_eq!(c.num_partitions(), 5);
+        assert_eq!(c.get("log.segment.bytes"), Some("2048"));
+        assert_eq!(c.listen_addr().unwrap().1, 9999);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let args = ServerArgs {
+            set: vec!["log.segmnt.bytes=5".into()],
+            ..Default::default()
+        };
+        let e = load(&args).unwrap_err().to_string();
+        assert!(e.contains("log.segmnt.bytes"), "{e}");
+        let args = ServerArgs {
+            set: vec!["oops".into()],
+            ..Default::default()
+        };
+        assert!(load(&args).is_err());
+    }
+}
