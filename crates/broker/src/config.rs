@@ -414,3 +414,18 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod doc_tests {
+    /// docs/configuration.md must list every key Strata accepts.
+    #[test]
+    fn configuration_doc_lists_every_key() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for d in super::BROKER_CONFIGS {
+            assert!(doc.contains(&format!("`{}`", d.name)), "docs/configuration.md misses broker key {}", d.name);
+        }
+        for d in strata_metadata::config::TOPIC_CONFIGS {
+            assert!(doc.contains(&format!("`{}`", d.name)), "docs/configuration.md misses topic key {}", d.name);
+        }
+    }
+}

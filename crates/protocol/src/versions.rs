@@ -26,7 +26,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange {
         key: ApiKey::Produce,
         min: 0,
-        max: 12,
+        max: 13,
     },
     ApiRange {
         key: ApiKey::Fetch,
@@ -36,12 +36,12 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange {
         key: ApiKey::ListOffsets,
         min: 1,
-        max: 9,
+        max: 10,
     },
     ApiRange {
         key: ApiKey::Metadata,
         min: 0,
-        max: 12,
+        max: 13,
     },
     ApiRange {
         key: ApiKey::ApiVersions,
@@ -91,7 +91,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange {
         key: ApiKey::DescribeCluster,
         min: 0,
-        max: 1,
+        max: 2,
     },
 ];
 
