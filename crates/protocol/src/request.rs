@@ -1,6 +1,6 @@
 //! Turning one frame into a request header and a typed body.
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use kafka_protocol::messages::{RequestHeader, RequestKind};
 use kafka_protocol::protocol::Decodable;
 
@@ -95,15 +95,8 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
     let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
-    if frame.has_remaining() && api_key != ApiKey::ApiVersions {
-        // Kafka tolerates nothing after the body; trailing bytes mean the
-        // client and broker disagree about the schema.
-        return Err(ProtocolError::Malformed {
-            api_key,
-            version,
-            reason: format!("{} unexpected trailing bytes", frame.remaining()),
-        });
-    }
+    // Bytes after the body are ignored, as Apache Kafka does: some clients
+    // send them (librdkafka's Metadata v12 carries 3 extra bytes).
     Ok(Decoded::Request(Box::new(Request {
         api_key,
         version,

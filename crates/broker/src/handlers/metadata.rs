@@ -29,7 +29,9 @@ pub async fn handle(
     version: i16,
 ) -> MetadataResponse {
     let mut image = broker.replicas.image();
-    let wanted: Option<Vec<Wanted>> = request.topics.as_ref().map(|topics| {
+    // In v0 an empty list (null is not expressible) means every topic.
+    let topics = if version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty) { None } else { request.topics.as_ref() };
+    let wanted: Option<Vec<Wanted>> = topics.map(|topics| {
         topics
             .iter()
             .map(|t| match &t.name {
