@@ -32,13 +32,7 @@ pub struct BrokerConfigDef {
 
 macro_rules! key {
     ($name:literal, $kind:ident, $default:expr, $min:expr, $doc:literal) => {
-        BrokerConfigDef {
-            name: $name,
-            kind: Kind::$kind,
-            default: $default,
-            min: $min,
-            doc: $doc,
-        }
+        BrokerConfigDef { name: $name, kind: Kind::$kind, default: $default, min: $min, doc: $doc }
     };
 }
 
@@ -85,11 +79,7 @@ pub enum ConfigError {
     #[error("unknown config key '{0}' (see docs/configuration.md for the keys Strata accepts)")]
     UnknownKey(String),
     #[error("invalid value '{value}' for config key '{key}': {reason}")]
-    BadValue {
-        key: String,
-        value: String,
-        reason: String,
-    },
+    BadValue { key: String, value: String, reason: String },
 }
 
 /// The broker's static configuration: every key's effective value.
@@ -106,18 +96,10 @@ fn def(name: &str) -> Option<&'static BrokerConfigDef> {
 fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
     let v = value.trim();
     let n = match def.kind {
-        Kind::Int => Some(
-            v.parse::<i32>()
-                .map(i64::from)
-                .map_err(|_| "expected a 32-bit integer".to_string())?,
-        ),
-        Kind::Long => Some(
-            v.parse::<i64>()
-                .map_err(|_| "expected an integer".to_string())?,
-        ),
+        Kind::Int => Some(v.parse::<i32>().map(i64::from).map_err(|_| "expected a 32-bit integer".to_string())?),
+        Kind::Long => Some(v.parse::<i64>().map_err(|_| "expected an integer".to_string())?),
         Kind::Bool => {
-            v.parse::<bool>()
-                .map_err(|_| "expected true or false".to_string())?;
+            v.parse::<bool>().map_err(|_| "expected true or false".to_string())?;
             None
         }
         Kind::Str => None,
@@ -143,9 +125,7 @@ pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
         return Err("Strata serves one listener; give a single PLAINTEXT://HOST:PORT".into());
     }
     let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
-    let port = port
-        .parse::<u16>()
-        .map_err(|_| format!("bad port '{port}'"))?;
+    let port = port.parse::<u16>().map_err(|_| format!("bad port '{port}'"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     Ok((host.to_string(), port))
 }
@@ -156,21 +136,14 @@ impl BrokerConfig {
     pub fn from_map(explicit: BTreeMap<String, String>) -> Result<Self, ConfigError> {
         for (k, v) in &explicit {
             let d = def(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
-            check(d, v).map_err(|reason| ConfigError::BadValue {
-                key: k.clone(),
-                value: v.clone(),
-                reason,
-            })?;
+            check(d, v).map_err(|reason| ConfigError::BadValue { key: k.clone(), value: v.clone(), reason })?;
         }
         Ok(Self { explicit })
     }
 
     /// The effective value of `name`, if it has one.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.explicit
-            .get(name)
-            .map(String::as_str)
-            .or_else(|| def(name).and_then(|d| d.default))
+        self.explicit.get(name).map(String::as_str).or_else(|| def(name).and_then(|d| d.default))
     }
 
     /// Whether the operator set `name`.
@@ -207,11 +180,7 @@ impl BrokerConfig {
             Some(a) => parse_listener(a)?,
             None => self.listen_addr()?,
         };
-        let host = if host == "0.0.0.0" || host == "::" || host.is_empty() {
-            "localhost".to_string()
-        } else {
-            host
-        };
+        let host = if host == "0.0.0.0" || host == "::" || host.is_empty() { "localhost".to_string() } else { host };
         Ok((host, port))
     }
     pub fn rack(&self) -> Option<String> {
@@ -259,14 +228,10 @@ impl BrokerConfig {
         }
         let retention = self
             .num("log.retention.ms")
-            .or_else(|| {
-                self.num("log.retention.minutes")
-                    .map(|m| if m < 0 { -1 } else { m * 60_000 })
-            })
+            .or_else(|| self.num("log.retention.minutes").map(|m| if m < 0 { -1 } else { m * 60_000 }))
             .or_else(|| {
                 if self.is_explicit("log.retention.hours") {
-                    self.num("log.retention.hours")
-                        .map(|h| if h < 0 { -1 } else { h * 3_600_000 })
+                    self.num("log.retention.hours").map(|h| if h < 0 { -1 } else { h * 3_600_000 })
                 } else {
                     None
                 }
@@ -295,16 +260,7 @@ impl BrokerConfig {
 
     /// Every key with its effective value, for DescribeConfigs on the broker.
     pub fn describe(&self) -> Vec<(&'static BrokerConfigDef, Option<String>, bool)> {
-        BROKER_CONFIGS
-            .iter()
-            .map(|d| {
-                (
-                    d,
-                    self.get(d.name).map(str::to_string),
-                    !self.is_explicit(d.name),
-                )
-            })
-            .collect()
+        BROKER_CONFIGS.iter().map(|d| (d, self.get(d.name).map(str::to_string), !self.is_explicit(d.name))).collect()
     }
 }
 
@@ -321,18 +277,9 @@ pub struct TopicSettings {
 }
 
 impl TopicSettings {
-    pub fn resolve(
-        overrides: Option<&BTreeMap<String, String>>,
-        broker_defaults: &BTreeMap<String, String>,
-    ) -> Self {
+    pub fn resolve(overrides: Option<&BTreeMap<String, String>>, broker_defaults: &BTreeMap<String, String>) -> Self {
         let resolved = resolve_topic_configs(overrides, broker_defaults);
-        let get = |n: &str| {
-            resolved
-                .iter()
-                .find(|c| c.def.name == n)
-                .map(|c| c.value.clone())
-                .unwrap_or_default()
-        };
+        let get = |n: &str| resolved.iter().find(|c| c.def.name == n).map(|c| c.value.clone()).unwrap_or_default();
         let num = |n: &str, fallback: i64| get(n).trim().parse::<i64>().unwrap_or(fallback);
         let defaults = LogConfig::default();
         let max_message_bytes = num("max.message.bytes", 1_048_588).max(0) as usize;
@@ -343,10 +290,8 @@ impl TopicSettings {
             retention_bytes: num("retention.bytes", -1),
             flush_interval_messages: num("flush.messages", i64::MAX).max(1) as u64,
             flush_interval_ms: num("flush.ms", i64::MAX),
-            index_interval_bytes: num("index.interval.bytes", 4096).clamp(0, u32::MAX as i64)
-                as u32,
-            segment_index_bytes: num("segment.index.bytes", 10 * 1024 * 1024)
-                .clamp(4096, u32::MAX as i64) as u32,
+            index_interval_bytes: num("index.interval.bytes", 4096).clamp(0, u32::MAX as i64) as u32,
+            segment_index_bytes: num("segment.index.bytes", 10 * 1024 * 1024).clamp(4096, u32::MAX as i64) as u32,
             max_message_bytes: max_message_bytes.min(u32::MAX as usize) as u32,
         };
         Self {
@@ -355,9 +300,7 @@ impl TopicSettings {
             log_append_time: get("message.timestamp.type") == "LogAppendTime",
             timestamp_before_max_ms: num("message.timestamp.before.max.ms", i64::MAX),
             timestamp_after_max_ms: num("message.timestamp.after.max.ms", i64::MAX),
-            compacted: get("cleanup.policy")
-                .split(',')
-                .any(|p| p.trim() == "compact"),
+            compacted: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
         }
     }
 }
@@ -367,20 +310,12 @@ mod tests {
     use super::*;
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
-        BrokerConfig::from_map(
-            pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-        )
+        BrokerConfig::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
     }
 
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
-        assert_eq!(
-            cfg(&[("log.segmnt.bytes", "1")]).unwrap_err(),
-            ConfigError::UnknownKey("log.segmnt.bytes".into())
-        );
+        assert_eq!(cfg(&[("log.segmnt.bytes", "1")]).unwrap_err(), ConfigError::UnknownKey("log.segmnt.bytes".into()));
         let e = cfg(&[("num.partitions", "zero")]).unwrap_err().to_string();
         assert!(e.contains("num.partitions") && e.contains("zero"), "{e}");
         assert!(cfg(&[("num.partitions", "0")]).is_err());
@@ -406,12 +341,7 @@ mod tests {
         assert_eq!(s.log.flush_interval_messages, 1);
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "5".to_string());
-        assert_eq!(
-            TopicSettings::resolve(Some(&o), &c.topic_defaults())
-                .log
-                .retention_ms,
-            5
-        );
+        assert_eq!(TopicSettings::resolve(Some(&o), &c.topic_defaults()).log.retention_ms, 5);
     }
 }
 

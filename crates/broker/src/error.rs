@@ -20,28 +20,14 @@ pub enum BrokerError {
     InvalidTimestamp(String),
     #[error("message format older than v2 is not supported")]
     UnsupportedMessageFormat,
-    #[error(
-        "out of order sequence number for producer {producer_id}: expected {expected}, got {got}"
-    )]
-    OutOfOrderSequence {
-        producer_id: i64,
-        expected: i32,
-        got: i32,
-    },
+    #[error("out of order sequence number for producer {producer_id}: expected {expected}, got {got}")]
+    OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
-    InvalidProducerEpoch {
-        producer_id: i64,
-        epoch: i16,
-        current: i16,
-    },
+    InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
     #[error("transactional batches are not supported yet")]
     TransactionsUnsupported,
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
-    OffsetOutOfRange {
-        offset: i64,
-        log_start: i64,
-        log_end: i64,
-    },
+    OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
     #[error("storage error: {0}")]
     Storage(String),
     #[error("invalid request: {0}")]
@@ -53,24 +39,15 @@ pub enum BrokerError {
 impl From<LogError> for BrokerError {
     fn from(e: LogError) -> Self {
         match e {
-            LogError::OffsetOutOfRange {
-                offset,
-                log_start,
-                log_end,
-            } => BrokerError::OffsetOutOfRange {
-                offset,
-                log_start,
-                log_end,
-            },
+            LogError::OffsetOutOfRange { offset, log_start, log_end } => {
+                BrokerError::OffsetOutOfRange { offset, log_start, log_end }
+            }
             // A batch the log refuses at append was validated by us first, so
             // reaching here means the header lied about itself.
             LogError::InvalidBatch { .. } | LogError::BadBatchHeader { .. } => {
                 BrokerError::CorruptMessage(e.to_string())
             }
-            LogError::AppendTooLarge { size, .. } => BrokerError::MessageTooLarge {
-                size: size as usize,
-                max: 0,
-            },
+            LogError::AppendTooLarge { size, .. } => BrokerError::MessageTooLarge { size: size as usize, max: 0 },
             other => BrokerError::Storage(other.to_string()),
         }
     }

@@ -34,18 +34,8 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(
-        config: BrokerConfig,
-        controller: Arc<dyn ControllerChannel>,
-        replicas: Arc<ReplicaManager>,
-    ) -> Self {
+    pub fn new(config: BrokerConfig, controller: Arc<dyn ControllerChannel>, replicas: Arc<ReplicaManager>) -> Self {
         let node_id = config.node_id();
-        Self {
-            producer_ids: producer_ids::ProducerIdManager::new(node_id),
-            config,
-            node_id,
-            controller,
-            replicas,
-        }
+        Self { producer_ids: producer_ids::ProducerIdManager::new(node_id), config, node_id, controller, replicas }
     }
 }

@@ -17,19 +17,14 @@ pub struct ProducerIdManager {
 
 impl ProducerIdManager {
     pub fn new(broker_id: i32) -> Self {
-        Self {
-            broker_id,
-            block: Mutex::new(0..0),
-        }
+        Self { broker_id, block: Mutex::new(0..0) }
     }
 
     /// A producer id never handed out before.
     pub async fn next(&self, controller: &dyn ControllerChannel) -> Result<i64, ApiError> {
         let mut block = self.block.lock().await;
         if block.is_empty() {
-            *block = controller
-                .allocate_producer_ids(self.broker_id, BLOCK_SIZE)
-                .await?;
+            *block = controller.allocate_producer_ids(self.broker_id, BLOCK_SIZE).await?;
         }
         let id = block.start;
         block.start += 1;

@@ -5,8 +5,7 @@
 use std::collections::BTreeMap;
 
 use strata_metadata::channel::{
-    ApiError, ConfigOp, CreateTopicResult, CreateTopicSpec, CreatedTopic, DeleteTopicResult,
-    TopicRef,
+    ApiError, ConfigOp, CreateTopicResult, CreateTopicSpec, CreatedTopic, DeleteTopicResult, TopicRef,
 };
 use strata_metadata::config::validate_topic_config;
 use strata_metadata::{ConfigResource, MetadataImage, MetadataRecord};
@@ -25,21 +24,13 @@ pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
 
 /// Kafka's topic name rule, as an INVALID_TOPIC_EXCEPTION.
 pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
-    strata_metadata::check_topic_name(name)
-        .map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))
+    strata_metadata::check_topic_name(name).map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))
 }
 
 fn replicas_for(image: &MetadataImage, partition: i32, rf: i16) -> Vec<i32> {
     let brokers: Vec<i32> = image.brokers.keys().copied().collect();
     let n = brokers.len().max(1);
-    (0..rf as usize)
-        .map(|i| {
-            brokers
-                .get((partition as usize + i) % n)
-                .copied()
-                .unwrap_or(0)
-        })
-        .collect()
+    (0..rf as usize).map(|i| brokers.get((partition as usize + i) % n).copied().unwrap_or(0)).collect()
 }
 
 fn partition_records(
@@ -51,10 +42,7 @@ fn partition_records(
 ) -> Vec<MetadataRecord> {
     range
         .map(|p| {
-            let replicas = assignment
-                .get(&p)
-                .cloned()
-                .unwrap_or_else(|| replicas_for(image, p, rf));
+            let replicas = assignment.get(&p).cloned().unwrap_or_else(|| replicas_for(image, p, rf));
             MetadataRecord::PartitionCreated {
                 topic_id,
                 partition: p,
@@ -95,25 +83,18 @@ fn plan_topic(
 ) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
     validate_topic_name(&spec.name)?;
     if image.topic(&spec.name).is_some() {
-        return Err(ApiError::new(
-            ResponseError::TopicAlreadyExists,
-            format!("Topic '{}' already exists.", spec.name),
-        ));
+        return Err(ApiError::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", spec.name)));
     }
     let broker_count = image.brokers.len().max(1);
     let (num_partitions, rf, assignment) = if spec.assignments.is_empty() {
-        let n = if spec.num_partitions == -1 {
-            defaults.num_partitions
-        } else {
-            spec.num_partitions
-        };
-        let rf = if spec.replication_factor == -1 {
-            defaults.default_replication_factor
-        } else {
-            spec.replication_factor
-        };
+        let n = if spec.num_partitions == -1 { defaults.num_partitions } else { spec.num_partitions };
+        let rf =
+            if spec.replication_factor == -1 { defaults.default_replication_factor } else { spec.replication_factor };
         if n <= 0 || n > MAX_PARTITIONS_PER_TOPIC {
-            return Err(ApiError::new(ResponseError::InvalidPartitions, format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {n}.")));
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {n}."),
+            ));
         }
         if rf <= 0 {
             return Err(ApiError::new(
@@ -158,17 +139,8 @@ fn plan_topic(
         validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
     }
     let topic_id = Uuid::new_v4();
-    let mut records = vec![MetadataRecord::TopicCreated {
-        name: spec.name.clone(),
-        topic_id,
-    }];
-    records.extend(partition_records(
-        image,
-        topic_id,
-        0..num_partitions,
-        &assignment,
-        rf,
-    ));
+    let mut records = vec![MetadataRecord::TopicCreated { name: spec.name.clone(), topic_id }];
+    records.extend(partition_records(image, topic_id, 0..num_partitions, &assignment, rf));
     for (k, v) in &spec.configs {
         records.push(MetadataRecord::ConfigSet {
             resource: ConfigResource::Topic(spec.name.clone()),
@@ -176,22 +148,11 @@ fn plan_topic(
             value: Some(v.clone()),
         });
     }
-    Ok((
-        records,
-        CreatedTopic {
-            topic_id,
-            num_partitions,
-            replication_factor: rf,
-            configs: spec.configs,
-        },
-    ))
+    Ok((records, CreatedTopic { topic_id, num_partitions, replication_factor: rf, configs: spec.configs }))
 }
 
 /// DeleteTopics.
-pub fn delete_topics(
-    image: &MetadataImage,
-    topics: Vec<TopicRef>,
-) -> (Vec<MetadataRecord>, Vec<DeleteTopicResult>) {
+pub fn delete_topics(image: &MetadataImage, topics: Vec<TopicRef>) -> (Vec<MetadataRecord>, Vec<DeleteTopicResult>) {
     let mut records = Vec::new();
     let mut results = Vec::new();
     for t in topics {
@@ -200,30 +161,19 @@ pub fn delete_topics(
             TopicRef::Id(id) => image.topic_by_id(id),
         };
         match found {
-            Some(topic)
-                if !records.contains(&MetadataRecord::TopicDeleted { topic_id: topic.id }) =>
-            {
+            Some(topic) if !records.contains(&MetadataRecord::TopicDeleted { topic_id: topic.id }) => {
                 records.push(MetadataRecord::TopicDeleted { topic_id: topic.id });
-                results.push(DeleteTopicResult {
-                    name: Some(topic.name.clone()),
-                    topic_id: topic.id,
-                    result: Ok(()),
-                });
+                results.push(DeleteTopicResult { name: Some(topic.name.clone()), topic_id: topic.id, result: Ok(()) });
             }
             _ => {
                 let (name, id, error) = match t {
-                    TopicRef::Name(n) => {
-                        (Some(n), Uuid::nil(), ResponseError::UnknownTopicOrPartition)
-                    }
+                    TopicRef::Name(n) => (Some(n), Uuid::nil(), ResponseError::UnknownTopicOrPartition),
                     TopicRef::Id(id) => (None, id, ResponseError::UnknownTopicId),
                 };
                 results.push(DeleteTopicResult {
                     name,
                     topic_id: id,
-                    result: Err(ApiError::new(
-                        error,
-                        "This server does not host this topic.",
-                    )),
+                    result: Err(ApiError::new(error, "This server does not host this topic.")),
                 });
             }
         }
@@ -232,20 +182,16 @@ pub fn delete_topics(
 }
 
 /// CreatePartitions for one topic.
-pub fn create_partitions(
-    image: &MetadataImage,
-    topic: &str,
-    total: i32,
-) -> Result<Vec<MetadataRecord>, ApiError> {
+pub fn create_partitions(image: &MetadataImage, topic: &str, total: i32) -> Result<Vec<MetadataRecord>, ApiError> {
     let t = image.topic(topic).ok_or_else(|| {
-        ApiError::new(
-            ResponseError::UnknownTopicOrPartition,
-            format!("The topic '{topic}' does not exist."),
-        )
+        ApiError::new(ResponseError::UnknownTopicOrPartition, format!("The topic '{topic}' does not exist."))
     })?;
     let current = t.partitions.len() as i32;
     if total < current {
-        return Err(ApiError::new(ResponseError::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {total}.")));
+        return Err(ApiError::new(
+            ResponseError::InvalidPartitions,
+            format!("Topic currently has {current} partitions, which is higher than the requested {total}."),
+        ));
     }
     if total == current {
         return Err(ApiError::new(
@@ -260,13 +206,7 @@ pub fn create_partitions(
         ));
     }
     let rf = t.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
-    Ok(partition_records(
-        image,
-        t.id,
-        current..total,
-        &BTreeMap::new(),
-        rf,
-    ))
+    Ok(partition_records(image, t.id, current..total, &BTreeMap::new(), rf))
 }
 
 /// AlterConfigs / IncrementalAlterConfigs on one resource.
@@ -286,7 +226,10 @@ pub fn alter_configs(
             }
         }
         ConfigResource::Broker(_) => {
-            return Err(ApiError::new(ResponseError::InvalidRequest, "Dynamic broker configs are not supported by Strata; set them in the config file and restart."));
+            return Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                "Dynamic broker configs are not supported by Strata; set them in the config file and restart.",
+            ));
         }
     }
     let mut records = Vec::new();
@@ -294,8 +237,7 @@ pub fn alter_configs(
     for op in ops {
         match op {
             ConfigOp::Set(k, v) => {
-                validate_topic_config(k, v)
-                    .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+                validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
                 touched.push(k.clone());
                 records.push(MetadataRecord::ConfigSet {
                     resource: resource.clone(),
@@ -305,28 +247,17 @@ pub fn alter_configs(
             }
             ConfigOp::Delete(k) => {
                 if strata_metadata::config::topic_config(k).is_none() {
-                    return Err(ApiError::new(
-                        ResponseError::InvalidConfig,
-                        format!("Unknown topic config name: {k}"),
-                    ));
+                    return Err(ApiError::new(ResponseError::InvalidConfig, format!("Unknown topic config name: {k}")));
                 }
                 touched.push(k.clone());
-                records.push(MetadataRecord::ConfigSet {
-                    resource: resource.clone(),
-                    name: k.clone(),
-                    value: None,
-                });
+                records.push(MetadataRecord::ConfigSet { resource: resource.clone(), name: k.clone(), value: None });
             }
         }
     }
     if replace {
         if let Some(current) = image.configs(resource) {
             for k in current.keys().filter(|k| !touched.contains(k)) {
-                records.push(MetadataRecord::ConfigSet {
-                    resource: resource.clone(),
-                    name: k.clone(),
-                    value: None,
-                });
+                records.push(MetadataRecord::ConfigSet { resource: resource.clone(), name: k.clone(), value: None });
             }
         }
     }
@@ -339,20 +270,12 @@ mod tests {
 
     fn image_with_broker() -> MetadataImage {
         MetadataImage::empty()
-            .apply(&[MetadataRecord::BrokerRegistered {
-                broker_id: 1,
-                host: "h".into(),
-                port: 1,
-                rack: None,
-            }])
+            .apply(&[MetadataRecord::BrokerRegistered { broker_id: 1, host: "h".into(), port: 1, rack: None }])
             .unwrap()
             .0
     }
 
-    const D: Defaults = Defaults {
-        num_partitions: 3,
-        default_replication_factor: 1,
-    };
+    const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1 };
 
     #[test]
     fn create_topics_validates_and_uses_defaults() {
@@ -366,35 +289,18 @@ mod tests {
         let (records, results) = create_topics(
             &img,
             &D,
-            vec![
-                spec("a", -1, -1),
-                spec("b", 0, 1),
-                spec("c", 1, 3),
-                spec("bad/name", 1, 1),
-            ],
+            vec![spec("a", -1, -1), spec("b", 0, 1), spec("c", 1, 3), spec("bad/name", 1, 1)],
             false,
         );
         assert_eq!(results[0].result.as_ref().unwrap().num_partitions, 3);
-        assert_eq!(
-            results[1].result.as_ref().unwrap_err().error,
-            ResponseError::InvalidPartitions
-        );
-        assert_eq!(
-            results[2].result.as_ref().unwrap_err().error,
-            ResponseError::InvalidReplicationFactor
-        );
-        assert_eq!(
-            results[3].result.as_ref().unwrap_err().error,
-            ResponseError::InvalidTopicException
-        );
+        assert_eq!(results[1].result.as_ref().unwrap_err().error, ResponseError::InvalidPartitions);
+        assert_eq!(results[2].result.as_ref().unwrap_err().error, ResponseError::InvalidReplicationFactor);
+        assert_eq!(results[3].result.as_ref().unwrap_err().error, ResponseError::InvalidTopicException);
         assert_eq!(records.len(), 4);
         let (img, _) = img.apply(&records).unwrap();
         let (recs, res) = create_topics(&img, &D, vec![spec("a", 1, 1)], false);
         assert!(recs.is_empty());
-        assert_eq!(
-            res[0].result.as_ref().unwrap_err().error,
-            ResponseError::TopicAlreadyExists
-        );
+        assert_eq!(res[0].result.as_ref().unwrap_err().error, ResponseError::TopicAlreadyExists);
         let (recs, res) = create_topics(&img, &D, vec![spec("z", 2, 1)], true);
         assert!(recs.is_empty() && res[0].result.is_ok());
     }
@@ -405,63 +311,27 @@ mod tests {
         let (records, _) = create_topics(
             &img,
             &D,
-            vec![CreateTopicSpec {
-                name: "t".into(),
-                num_partitions: 2,
-                replication_factor: 1,
-                ..Default::default()
-            }],
+            vec![CreateTopicSpec { name: "t".into(), num_partitions: 2, replication_factor: 1, ..Default::default() }],
             false,
         );
         let (img, _) = img.apply(&records).unwrap();
-        assert_eq!(
-            create_partitions(&img, "t", 1).unwrap_err().error,
-            ResponseError::InvalidPartitions
-        );
+        assert_eq!(create_partitions(&img, "t", 1).unwrap_err().error, ResponseError::InvalidPartitions);
         let recs = create_partitions(&img, "t", 5).unwrap();
         let (img, delta) = img.apply(&recs).unwrap();
         assert_eq!(img.topic("t").unwrap().partitions.len(), 5);
         assert_eq!(delta.created_partitions.len(), 3);
         let r = ConfigResource::Topic("t".into());
         assert_eq!(
-            alter_configs(
-                &img,
-                &r,
-                &[ConfigOp::Set("retention.ms".into(), "x".into())],
-                false
-            )
-            .unwrap_err()
-            .error,
+            alter_configs(&img, &r, &[ConfigOp::Set("retention.ms".into(), "x".into())], false).unwrap_err().error,
             ResponseError::InvalidConfig
         );
-        let recs = alter_configs(
-            &img,
-            &r,
-            &[ConfigOp::Set("retention.ms".into(), "5".into())],
-            false,
-        )
-        .unwrap();
+        let recs = alter_configs(&img, &r, &[ConfigOp::Set("retention.ms".into(), "5".into())], false).unwrap();
         let (img, _) = img.apply(&recs).unwrap();
-        let recs = alter_configs(
-            &img,
-            &r,
-            &[ConfigOp::Set("segment.ms".into(), "5000".into())],
-            true,
-        )
-        .unwrap();
+        let recs = alter_configs(&img, &r, &[ConfigOp::Set("segment.ms".into(), "5000".into())], true).unwrap();
         let (img, _) = img.apply(&recs).unwrap();
-        assert_eq!(
-            img.configs(&r).unwrap().keys().collect::<Vec<_>>(),
-            vec!["segment.ms"]
-        );
-        let (recs, res) = delete_topics(
-            &img,
-            vec![TopicRef::Name("t".into()), TopicRef::Name("nope".into())],
-        );
+        assert_eq!(img.configs(&r).unwrap().keys().collect::<Vec<_>>(), vec!["segment.ms"]);
+        let (recs, res) = delete_topics(&img, vec![TopicRef::Name("t".into()), TopicRef::Name("nope".into())]);
         assert_eq!(recs.len(), 1);
-        assert_eq!(
-            res[1].result.as_ref().unwrap_err().error,
-            ResponseError::UnknownTopicOrPartition
-        );
+        assert_eq!(res[1].result.as_ref().unwrap_err().error, ResponseError::UnknownTopicOrPartition);
     }
 }

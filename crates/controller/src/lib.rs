@@ -27,11 +27,7 @@ pub enum ControllerError {
         source: std::io::Error,
     },
     #[error("metadata log {path} is damaged at byte {position}: {reason}")]
-    Corrupt {
-        path: std::path::PathBuf,
-        position: u64,
-        reason: String,
-    },
+    Corrupt { path: std::path::PathBuf, position: u64, reason: String },
     #[error(transparent)]
     Metadata(#[from] strata_metadata::MetadataError),
 }

@@ -6,8 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use strata_metadata::channel::{
-    ApiError, BoxFuture, ConfigOp, ControllerChannel, CreateTopicResult, CreateTopicSpec,
-    DeleteTopicResult, TopicRef,
+    ApiError, BoxFuture, ConfigOp, ControllerChannel, CreateTopicResult, CreateTopicSpec, DeleteTopicResult, TopicRef,
 };
 use strata_metadata::{ConfigResource, MetadataImage, MetadataPublisher, MetadataRecord};
 use strata_protocol::ResponseError;
@@ -47,9 +46,7 @@ impl LocalController {
         let (mut image, _) = MetadataImage::empty().apply(&records)?;
         let mut boot = Vec::new();
         if image.cluster_id.is_none() {
-            boot.push(MetadataRecord::ClusterCreated {
-                cluster_id: new_cluster_id(),
-            });
+            boot.push(MetadataRecord::ClusterCreated { cluster_id: new_cluster_id() });
         }
         let me = MetadataRecord::BrokerRegistered {
             broker_id: config.node_id,
@@ -58,9 +55,7 @@ impl LocalController {
             rack: config.rack.clone(),
         };
         let registered = image.brokers.get(&config.node_id).is_some_and(|b| {
-            b.host == config.advertised_host
-                && b.port == config.advertised_port
-                && b.rack == config.rack
+            b.host == config.advertised_host && b.port == config.advertised_port && b.rack == config.rack
         });
         if !registered {
             boot.push(me);
@@ -76,21 +71,14 @@ impl LocalController {
         );
         Ok(Self {
             config,
-            state: Mutex::new(State {
-                image: Arc::new(image),
-                log,
-            }),
+            state: Mutex::new(State { image: Arc::new(image), log }),
             publishers: Mutex::new(Vec::new()),
         })
     }
 
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.state
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .image
-            .clone()
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).image.clone()
     }
 
     /// Adds a publisher and immediately publishes the current image to it
@@ -100,23 +88,15 @@ impl LocalController {
         let mut delta = strata_metadata::MetadataDelta::default();
         for t in state.image.topics() {
             for p in &t.partitions {
-                delta
-                    .created_partitions
-                    .push((t.name.clone(), t.id, p.partition));
+                delta.created_partitions.push((t.name.clone(), t.id, p.partition));
             }
         }
         publisher.publish(&state.image, &delta);
-        self.publishers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(publisher);
+        self.publishers.lock().unwrap_or_else(PoisonError::into_inner).push(publisher);
     }
 
     /// Runs one decision under the lock and commits its records.
-    fn commit<T>(
-        &self,
-        decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
-    ) -> Result<T, ApiError> {
+    fn commit<T>(&self, decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T)) -> Result<T, ApiError> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (records, answer) = decide(&state.image);
         if records.is_empty() {
@@ -129,12 +109,7 @@ impl LocalController {
         })?;
         let image = Arc::new(image);
         state.image = image.clone();
-        for p in self
-            .publishers
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
+        for p in self.publishers.lock().unwrap_or_else(PoisonError::into_inner).iter() {
             p.publish(&image, &delta);
         }
         Ok(answer)
@@ -149,9 +124,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 fn new_cluster_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits = uuid::Uuid::new_v4().as_u128();
-    (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect()
+    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
 }
 
 impl ControllerChannel for LocalController {
@@ -162,17 +135,9 @@ impl ControllerChannel for LocalController {
     ) -> BoxFuture<'_, Vec<CreateTopicResult>> {
         Box::pin(async move {
             let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
-            match self.commit(|img| {
-                decisions::create_topics(img, &self.config.defaults, topics, validate_only)
-            }) {
+            match self.commit(|img| decisions::create_topics(img, &self.config.defaults, topics, validate_only)) {
                 Ok(results) => results,
-                Err(e) => names
-                    .into_iter()
-                    .map(|name| CreateTopicResult {
-                        name,
-                        result: Err(e.clone()),
-                    })
-                    .collect(),
+                Err(e) => names.into_iter().map(|name| CreateTopicResult { name, result: Err(e.clone()) }).collect(),
             }
         })
     }
@@ -185,16 +150,10 @@ impl ControllerChannel for LocalController {
                 Err(e) => refs
                     .into_iter()
                     .map(|t| match t {
-                        TopicRef::Name(n) => DeleteTopicResult {
-                            name: Some(n),
-                            topic_id: uuid::Uuid::nil(),
-                            result: Err(e.clone()),
-                        },
-                        TopicRef::Id(id) => DeleteTopicResult {
-                            name: None,
-                            topic_id: id,
-                            result: Err(e.clone()),
-                        },
+                        TopicRef::Name(n) => {
+                            DeleteTopicResult { name: Some(n), topic_id: uuid::Uuid::nil(), result: Err(e.clone()) }
+                        }
+                        TopicRef::Id(id) => DeleteTopicResult { name: None, topic_id: id, result: Err(e.clone()) },
                     })
                     .collect(),
             }
@@ -208,13 +167,11 @@ impl ControllerChannel for LocalController {
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move {
-            self.commit(
-                |img| match decisions::create_partitions(img, &topic, total_count) {
-                    Ok(_) if validate_only => (Vec::new(), Ok(())),
-                    Ok(records) => (records, Ok(())),
-                    Err(e) => (Vec::new(), Err(e)),
-                },
-            )?
+            self.commit(|img| match decisions::create_partitions(img, &topic, total_count) {
+                Ok(_) if validate_only => (Vec::new(), Ok(())),
+                Ok(records) => (records, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            })?
         })
     }
 
@@ -226,32 +183,20 @@ impl ControllerChannel for LocalController {
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move {
-            self.commit(
-                |img| match decisions::alter_configs(img, &resource, &ops, replace) {
-                    Ok(_) if validate_only => (Vec::new(), Ok(())),
-                    Ok(records) => (records, Ok(())),
-                    Err(e) => (Vec::new(), Err(e)),
-                },
-            )?
+            self.commit(|img| match decisions::alter_configs(img, &resource, &ops, replace) {
+                Ok(_) if validate_only => (Vec::new(), Ok(())),
+                Ok(records) => (records, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            })?
         })
     }
 
-    fn allocate_producer_ids(
-        &self,
-        broker_id: i32,
-        count: i64,
-    ) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
+    fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
         Box::pin(async move {
             self.commit(|img| {
                 let start = img.next_producer_id;
                 let end = start.saturating_add(count.max(1));
-                (
-                    vec![MetadataRecord::ProducerIdsAllocated {
-                        broker_id,
-                        next_producer_id: end,
-                    }],
-                    start..end,
-                )
+                (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
             })
         })
     }
@@ -267,10 +212,7 @@ mod tests {
             advertised_host: "localhost".into(),
             advertised_port: 9092,
             rack: None,
-            defaults: Defaults {
-                num_partitions: 2,
-                default_replication_factor: 1,
-            },
+            defaults: Defaults { num_partitions: 2, default_replication_factor: 1 },
         }
     }
 
@@ -292,10 +234,7 @@ mod tests {
                 .await;
             let ids = c.allocate_producer_ids(1, 1000).await.unwrap();
             assert_eq!(ids, 0..1000);
-            (
-                c.image().cluster_id.clone().unwrap(),
-                r[0].result.as_ref().unwrap().topic_id,
-            )
+            (c.image().cluster_id.clone().unwrap(), r[0].result.as_ref().unwrap().topic_id)
         };
         let c = LocalController::open(dir.path(), config()).unwrap();
         let img = c.image();

@@ -27,17 +27,9 @@ impl MetadataLog {
     /// Opens (or creates) the log in `dir` and returns it with every record it holds.
     pub fn open(dir: &Path) -> Result<(Self, Vec<MetadataRecord>), ControllerError> {
         let path = dir.join("metadata.log");
-        let io = |source| ControllerError::Io {
-            path: path.clone(),
-            source,
-        };
+        let io = |source| ControllerError::Io { path: path.clone(), source };
         std::fs::create_dir_all(dir).map_err(io)?;
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io)?;
+        let mut file = OpenOptions::new().read(true).append(true).create(true).open(&path).map_err(io)?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(io)?;
         let (records, valid_len) = Self::parse(&path, &bytes)?;
@@ -54,14 +46,8 @@ impl MetadataLog {
         let mut records = Vec::new();
         let mut pos = 0usize;
         while bytes.len() - pos >= 8 {
-            let len =
-                u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
-            let crc = u32::from_be_bytes([
-                bytes[pos + 4],
-                bytes[pos + 5],
-                bytes[pos + 6],
-                bytes[pos + 7],
-            ]);
+            let len = u32::from_be_bytes([bytes[pos], bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]);
+            let crc = u32::from_be_bytes([bytes[pos + 4], bytes[pos + 5], bytes[pos + 6], bytes[pos + 7]]);
             if len > MAX_RECORD || bytes.len() - pos - 8 < len as usize {
                 break;
             }
@@ -90,10 +76,7 @@ impl MetadataLog {
             buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
             buf.extend_from_slice(&payload);
         }
-        let io = |source| ControllerError::Io {
-            path: self.path.clone(),
-            source,
-        };
+        let io = |source| ControllerError::Io { path: self.path.clone(), source };
         self.file.write_all(&buf).map_err(io)?;
         self.file.sync_data().map_err(io)
     }
@@ -106,13 +89,8 @@ mod tests {
     #[test]
     fn records_survive_reopen_and_a_torn_tail_is_cut() {
         let dir = tempfile::tempdir().unwrap();
-        let a = MetadataRecord::ClusterCreated {
-            cluster_id: "x".into(),
-        };
-        let b = MetadataRecord::ProducerIdsAllocated {
-            broker_id: 1,
-            next_producer_id: 10,
-        };
+        let a = MetadataRecord::ClusterCreated { cluster_id: "x".into() };
+        let b = MetadataRecord::ProducerIdsAllocated { broker_id: 1, next_producer_id: 10 };
         {
             let (mut log, recs) = MetadataLog::open(dir.path()).unwrap();
             assert!(recs.is_empty());

@@ -18,10 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         None => std::env::temp_dir().join(format!("strata-recover-{}", std::process::id())),
     };
     let dir = base.join("topic-0");
-    let config = LogConfig {
-        segment_bytes: 2 * 1024 * 1024 * 1024 - 1,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { segment_bytes: 2 * 1024 * 1024 * 1024 - 1, ..LogConfig::default() };
     const BATCH: usize = 16 * 1024;
     const TOTAL: usize = 1024 * 1024 * 1024;
     let payload = BATCH - 61;
@@ -56,11 +53,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         log.append(&mut buf, 0)?;
     }
     let (leo, size) = (log.log_end_offset(), log.size_bytes());
-    println!(
-        "wrote {} MiB, LEO {leo}, in {:?}",
-        size >> 20,
-        started.elapsed()
-    );
+    println!("wrote {} MiB, LEO {leo}, in {:?}", size >> 20, started.elapsed());
     drop(log); // no close: no clean-shutdown marker
 
     let started = Instant::now();

@@ -62,14 +62,8 @@ fn i64_at(b: &[u8], at: usize) -> i64 {
 fn entry_at(kind: IndexKind, bytes: &[u8], i: usize) -> Entry {
     let at = i * kind.entry_size();
     match kind {
-        IndexKind::Offset => Entry {
-            key: i64::from(u32_at(bytes, at)),
-            value: u32_at(bytes, at + 4),
-        },
-        IndexKind::Time => Entry {
-            key: i64_at(bytes, at),
-            value: u32_at(bytes, at + 8),
-        },
+        IndexKind::Offset => Entry { key: i64::from(u32_at(bytes, at)), value: u32_at(bytes, at + 4) },
+        IndexKind::Time => Entry { key: i64_at(bytes, at), value: u32_at(bytes, at + 8) },
     }
 }
 
@@ -90,10 +84,7 @@ fn encode(kind: IndexKind, e: Entry) -> ([u8; 12], usize) {
 
 enum State {
     /// Active segment: mapped read-write, preallocated.
-    Writable {
-        file: Box<dyn StorageFile>,
-        map: Box<dyn IndexMap>,
-    },
+    Writable { file: Box<dyn StorageFile>, map: Box<dyn IndexMap> },
     /// Closed segment: trimmed on disk, mapped read-only on first lookup.
     ReadOnly { map: Mutex<Option<Bytes>> },
 }
@@ -159,15 +150,11 @@ impl Index {
             let mut first = [0u8; 12];
             let mut last = [0u8; 12];
             let sz = kind.entry_size();
-            file.read_at(0, &mut first[..sz])
-                .map_err(LogError::io(path))?;
-            file.read_at(len - size, &mut last[..sz])
-                .map_err(LogError::io(path))?;
+            file.read_at(0, &mut first[..sz]).map_err(LogError::io(path))?;
+            file.read_at(len - size, &mut last[..sz]).map_err(LogError::io(path))?;
             let (f, l) = (entry_at(kind, &first, 0), entry_at(kind, &last, 0));
             let ok = match kind {
-                IndexKind::Offset => {
-                    f.key <= l.key && f.value <= l.value && u64::from(l.value) < max_position.max(1)
-                }
+                IndexKind::Offset => f.key <= l.key && f.value <= l.value && u64::from(l.value) < max_position.max(1),
                 IndexKind::Time => f.key <= l.key && f.value <= l.value,
             };
             if !ok {
@@ -180,9 +167,7 @@ impl Index {
             path: path.to_path_buf(),
             storage: storage.clone(),
             entries,
-            state: State::ReadOnly {
-                map: Mutex::new(None),
-            },
+            state: State::ReadOnly { map: Mutex::new(None) },
         }))
     }
 
@@ -200,30 +185,19 @@ impl Index {
             path: path.to_path_buf(),
             storage: storage.clone(),
             entries: 0,
-            state: State::ReadOnly {
-                map: Mutex::new(None),
-            },
+            state: State::ReadOnly { map: Mutex::new(None) },
         };
         index.make_writable_with(file, capacity_bytes)?;
         Ok(index)
     }
 
-    fn make_writable_with(
-        &mut self,
-        file: Box<dyn StorageFile>,
-        capacity_bytes: u32,
-    ) -> Result<(), LogError> {
+    fn make_writable_with(&mut self, file: Box<dyn StorageFile>, capacity_bytes: u32) -> Result<(), LogError> {
         let size = self.kind.entry_size();
         let capacity = (capacity_bytes as usize / size).max(self.entries).max(1) * size;
         // Growing the file while a read-only mapping may exist is safe; drop ours anyway.
-        self.state = State::ReadOnly {
-            map: Mutex::new(None),
-        };
-        file.set_len(capacity as u64)
-            .map_err(LogError::io(&self.path))?;
-        let map = file
-            .map_mut(capacity as u64)
-            .map_err(LogError::io(&self.path))?;
+        self.state = State::ReadOnly { map: Mutex::new(None) };
+        file.set_len(capacity as u64).map_err(LogError::io(&self.path))?;
+        let map = file.map_mut(capacity as u64).map_err(LogError::io(&self.path))?;
         self.state = State::Writable { file, map };
         Ok(())
     }
@@ -233,19 +207,14 @@ impl Index {
         if matches!(self.state, State::Writable { .. }) {
             return Ok(());
         }
-        let file = self
-            .storage
-            .open(&self.path, true)
-            .map_err(LogError::io(&self.path))?;
+        let file = self.storage.open(&self.path, true).map_err(LogError::io(&self.path))?;
         self.make_writable_with(file, capacity_bytes)
     }
 
     /// How many more entries fit (a read-only index takes none).
     pub(crate) fn free_slots(&self) -> usize {
         match &self.state {
-            State::Writable { map, .. } => {
-                (map.bytes().len() / self.kind.entry_size()).saturating_sub(self.entries)
-            }
+            State::Writable { map, .. } => (map.bytes().len() / self.kind.entry_size()).saturating_sub(self.entries),
             State::ReadOnly { .. } => 0,
         }
     }
@@ -253,18 +222,13 @@ impl Index {
     fn view(&self) -> Result<View<'_>, LogError> {
         let len = self.entries * self.kind.entry_size();
         match &self.state {
-            State::Writable { map, .. } => {
-                Ok(View::Borrowed(map.bytes().get(..len).unwrap_or(&[])))
-            }
+            State::Writable { map, .. } => Ok(View::Borrowed(map.bytes().get(..len).unwrap_or(&[]))),
             State::ReadOnly { map } => {
                 let mut guard = map.lock().unwrap_or_else(PoisonError::into_inner);
                 if let Some(b) = guard.as_ref() {
                     return Ok(View::Shared(b.clone()));
                 }
-                let file = self
-                    .storage
-                    .open(&self.path, false)
-                    .map_err(LogError::io(&self.path))?;
+                let file = self.storage.open(&self.path, false).map_err(LogError::io(&self.path))?;
                 let bytes = file.map(len as u64).map_err(LogError::io(&self.path))?;
                 *guard = Some(bytes.clone());
                 Ok(View::Shared(bytes))
@@ -281,14 +245,10 @@ impl Index {
         if let State::ReadOnly { map } = &self.state {
             let mapped = map.lock().unwrap_or_else(PoisonError::into_inner).is_some();
             if !mapped {
-                let file = self
-                    .storage
-                    .open(&self.path, false)
-                    .map_err(LogError::io(&self.path))?;
+                let file = self.storage.open(&self.path, false).map_err(LogError::io(&self.path))?;
                 let size = self.kind.entry_size();
                 let mut buf = [0u8; 12];
-                file.read_at(((self.entries - 1) * size) as u64, &mut buf[..size])
-                    .map_err(LogError::io(&self.path))?;
+                file.read_at(((self.entries - 1) * size) as u64, &mut buf[..size]).map_err(LogError::io(&self.path))?;
                 return Ok(Some(entry_at(self.kind, &buf, 0)));
             }
         }
@@ -318,11 +278,7 @@ impl Index {
                 hi = mid;
             }
         }
-        Ok(if lo == 0 {
-            None
-        } else {
-            Some(entry_at(self.kind, &v, lo - 1))
-        })
+        Ok(if lo == 0 { None } else { Some(entry_at(self.kind, &v, lo - 1)) })
     }
 
     /// Appends an entry when it keeps the index increasing and there is room; returns whether it
@@ -384,17 +340,11 @@ impl Index {
     /// Flushes, drops the writable mapping, trims the file to its entries and makes the index
     /// read-only (the segment is no longer active, or the log is closing).
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
-        let state = std::mem::replace(
-            &mut self.state,
-            State::ReadOnly {
-                map: Mutex::new(None),
-            },
-        );
+        let state = std::mem::replace(&mut self.state, State::ReadOnly { map: Mutex::new(None) });
         if let State::Writable { file, map } = state {
             map.flush().map_err(LogError::io(&self.path))?;
             drop(map); // rule 2 of `mmap`: unmap before shrinking
-            file.set_len((self.entries * self.kind.entry_size()) as u64)
-                .map_err(LogError::io(&self.path))?;
+            file.set_len((self.entries * self.kind.entry_size()) as u64).map_err(LogError::io(&self.path))?;
             file.sync().map_err(LogError::io(&self.path))?;
         }
         Ok(())

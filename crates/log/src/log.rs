@@ -157,11 +157,7 @@ impl Log {
             let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
             let is_last = remaining.peek().is_none();
             if is_last {
-                let resumed = if clean && !damaged {
-                    seg.resume_clean(&log.config)?
-                } else {
-                    None
-                };
+                let resumed = if clean && !damaged { seg.resume_clean(&log.config)? } else { None };
                 let next = match resumed {
                     Some(next) => next,
                     None => {
@@ -261,9 +257,7 @@ impl Log {
     fn active(&mut self) -> Result<&mut Segment, LogError> {
         match self.segments.values_mut().next_back() {
             Some(s) => Ok(s),
-            None => Err(LogError::InvalidArgument(
-                "log has no segment (it was being deleted)".to_owned(),
-            )),
+            None => Err(LogError::InvalidArgument("log has no segment (it was being deleted)".to_owned())),
         }
     }
 
@@ -308,18 +302,10 @@ impl Log {
         }
         let size = batches.len() as u64;
         if span > i64::from(i32::MAX) || size > i32::MAX as u64 {
-            return Err(LogError::AppendTooLarge {
-                size,
-                offsets: span,
-            });
+            return Err(LogError::AppendTooLarge { size, offsets: span });
         }
         let first_offset = self.log_end_offset;
-        let last_offset = first_offset
-            .checked_add(span - 1)
-            .ok_or(LogError::AppendTooLarge {
-                size,
-                offsets: span,
-            })?;
+        let last_offset = first_offset.checked_add(span - 1).ok_or(LogError::AppendTooLarge { size, offsets: span })?;
 
         // Roll if needed, before any byte is written.
         let seg_bytes = self.config.effective_segment_bytes();
@@ -327,9 +313,7 @@ impl Log {
         let active = self.active()?;
         let must_roll = active.size() > 0
             && (active.size() + size > seg_bytes
-                || active
-                    .first_append_ms
-                    .is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
+                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
                 || last_offset - active.base_offset > i64::from(i32::MAX)
                 || active.indexes_nearly_full());
         if must_roll {
@@ -340,14 +324,8 @@ impl Log {
         let mut pos = 0usize;
         let mut next = first_offset;
         while let Some(rest) = batches.get_mut(pos..).filter(|r| !r.is_empty()) {
-            let h = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch {
-                position: pos,
-                source,
-            })?;
-            set_base_offset(rest, next).map_err(|source| LogError::InvalidBatch {
-                position: pos,
-                source,
-            })?;
+            let h = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
+            set_base_offset(rest, next).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
             next += i64::from(h.last_offset_delta) + 1;
             pos += h.total_size();
         }
@@ -373,11 +351,7 @@ impl Log {
     }
 
     fn out_of_range(&self, offset: i64) -> LogError {
-        LogError::OffsetOutOfRange {
-            offset,
-            log_start: self.log_start_offset,
-            log_end: self.log_end_offset,
-        }
+        LogError::OffsetOutOfRange { offset, log_start: self.log_start_offset, log_end: self.log_end_offset }
     }
 
     /// Reads whole batches starting with the one holding `offset`, from one segment: at most
@@ -388,12 +362,7 @@ impl Log {
     /// `>= max_offset`) gives empty records; `offset` below the log start or above the LEO is
     /// [`LogError::OffsetOutOfRange`]. The first batch may start before `offset` (a batch is
     /// never split); readers skip the records they did not ask for, as Kafka clients do.
-    pub fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-    ) -> Result<ReadInfo, LogError> {
+    pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadInfo, LogError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
         }
@@ -405,11 +374,7 @@ impl Log {
         if offset == self.log_end_offset || offset >= max_offset {
             return Ok(info(Bytes::new()));
         }
-        let start = self
-            .segments
-            .range(..=offset)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
+        let start = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
         for seg in self.segments.range(start..).map(|(_, s)| s) {
             if let SegmentRead::Found(bytes) = seg.read(offset, max_bytes, max_offset)? {
                 return Ok(info(bytes));
@@ -435,10 +400,7 @@ impl Log {
     /// Deletes closed segments from the oldest while `pred(segment, next_segment_base, log_start)`
     /// holds. Never deletes the active segment. Moves the log start to the first remaining
     /// segment if needed (persisted). Returns how many were deleted.
-    fn delete_segments_while(
-        &mut self,
-        mut pred: impl FnMut(&Segment, i64, i64) -> bool,
-    ) -> Result<usize, LogError> {
+    fn delete_segments_while(&mut self, mut pred: impl FnMut(&Segment, i64, i64) -> bool) -> Result<usize, LogError> {
         let mut deleted = 0;
         loop {
             let mut keys = self.segments.keys();
@@ -458,9 +420,7 @@ impl Log {
             }
         }
         if deleted > 0 {
-            self.storage
-                .sync_dir(&self.dir)
-                .map_err(LogError::io(&self.dir))?;
+            self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
             if let Some((&first, _)) = self.segments.first_key_value() {
                 if first > self.log_start_offset {
                     write_checkpoint(&*self.storage, &self.dir, first)?;
@@ -481,11 +441,8 @@ impl Log {
         let mut total = self.size_bytes();
         self.delete_segments_while(|seg, next_base, log_start| {
             let expired = retention_ms >= 0
-                && seg
-                    .max_timestamp()
-                    .is_some_and(|(ts, _)| ts >= 0 && now_ms.saturating_sub(ts) > retention_ms);
-            let oversize =
-                retention_bytes >= 0 && total.saturating_sub(seg.size()) >= retention_bytes as u64;
+                && seg.max_timestamp().is_some_and(|(ts, _)| ts >= 0 && now_ms.saturating_sub(ts) > retention_ms);
+            let oversize = retention_bytes >= 0 && total.saturating_sub(seg.size()) >= retention_bytes as u64;
             let below_start = next_base <= log_start;
             let delete = expired || oversize || below_start;
             if delete {
@@ -534,11 +491,7 @@ impl Log {
         if from >= self.log_end_offset {
             return Ok(out);
         }
-        let start = self
-            .segments
-            .range(..=from)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
+        let start = self.segments.range(..=from).next_back().map_or(i64::MIN, |(b, _)| *b);
         for seg in self.segments.range(start..).map(|(_, s)| s) {
             seg.headers_from(from, &mut out)?;
         }
@@ -554,9 +507,7 @@ impl Log {
     /// file renamed over the old one.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
         if offset < 0 {
-            return Err(LogError::InvalidArgument(format!(
-                "cannot truncate to negative offset {offset}"
-            )));
+            return Err(LogError::InvalidArgument(format!("cannot truncate to negative offset {offset}")));
         }
         if offset >= self.log_end_offset {
             return Ok(());
@@ -573,9 +524,7 @@ impl Log {
         }
         let config = self.config.clone();
         let next = self.active()?.truncate_to(offset, &config)?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(LogError::io(&self.dir))?;
+        self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.log_end_offset = next;
         if self.log_end_offset < self.log_start_offset {
             // The cut removed the batch holding the log start.
@@ -594,9 +543,7 @@ impl Log {
         let seg = Segment::create(&self.storage, &self.dir, offset, &self.config)?;
         self.segments.insert(offset, seg);
         write_checkpoint(&*self.storage, &self.dir, offset)?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(LogError::io(&self.dir))?;
+        self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.log_start_offset = offset;
         self.log_end_offset = offset;
         self.unflushed_messages = 0;
@@ -618,9 +565,7 @@ impl Log {
         let leo = self.log_end_offset;
         self.active()?.seal()?;
         let seg = Segment::create(&self.storage, &self.dir, leo, &self.config)?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(LogError::io(&self.dir))?;
+        self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.segments.insert(leo, seg);
         self.unflushed_messages = 0;
         tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
@@ -638,9 +583,7 @@ impl Log {
     /// Applies the `flush.ms` policy: flushes when there is unflushed data and
     /// `flush_interval_ms` has passed since the last flush. Returns whether it flushed.
     pub fn maybe_flush(&mut self, now_ms: i64) -> Result<bool, LogError> {
-        if self.unflushed_messages > 0
-            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms
-        {
+        if self.unflushed_messages > 0 && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms {
             self.flush()?;
             self.last_flush_ms = now_ms;
             return Ok(true);
@@ -653,23 +596,16 @@ impl Log {
     pub fn close(mut self) -> Result<(), LogError> {
         self.active()?.seal()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
-        let f = self
-            .storage
-            .open(&marker, true)
-            .map_err(LogError::io(&marker))?;
+        let f = self.storage.open(&marker, true).map_err(LogError::io(&marker))?;
         f.sync().map_err(LogError::io(&marker))?;
-        self.storage
-            .sync_dir(&self.dir)
-            .map_err(LogError::io(&self.dir))?;
+        self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         Ok(())
     }
 
     /// Removes the whole directory. `Bytes` handed out earlier stay valid.
     pub fn delete(mut self) -> Result<(), LogError> {
         self.segments.clear();
-        self.storage
-            .remove_dir_all(&self.dir)
-            .map_err(LogError::io(&self.dir))
+        self.storage.remove_dir_all(&self.dir).map_err(LogError::io(&self.dir))
     }
 }
 
@@ -682,10 +618,7 @@ fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<i64>, Log
     let len = f.len().map_err(LogError::io(&path))?.min(64);
     let mut buf = vec![0u8; len as usize];
     f.read_at(0, &mut buf).map_err(LogError::io(&path))?;
-    let parsed = std::str::from_utf8(&buf)
-        .ok()
-        .and_then(|s| s.trim().parse::<i64>().ok())
-        .filter(|v| *v >= 0);
+    let parsed = std::str::from_utf8(&buf).ok().and_then(|s| s.trim().parse::<i64>().ok()).filter(|v| *v >= 0);
     if parsed.is_none() {
         tracing::warn!(path = %path.display(), "unreadable log start checkpoint; using the first segment's base offset");
     }
@@ -697,8 +630,7 @@ fn write_checkpoint(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<()
     let tmp = dir.join(format!("{LOG_START_CHECKPOINT_FILE}.tmp"));
     let f = storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
     f.set_len(0).map_err(LogError::io(&tmp))?;
-    f.write_all_at(0, format!("{offset}\n").as_bytes())
-        .map_err(LogError::io(&tmp))?;
+    f.write_all_at(0, format!("{offset}\n").as_bytes()).map_err(LogError::io(&tmp))?;
     f.sync().map_err(LogError::io(&tmp))?;
     storage.rename(&tmp, &path).map_err(LogError::io(&path))?;
     storage.sync_dir(dir).map_err(LogError::io(dir))

@@ -68,33 +68,20 @@ pub(crate) struct Segment {
 
 fn sane(h: &BatchHeader, expected_min: i64, base: i64) -> Result<(), String> {
     if h.base_offset < expected_min {
-        return Err(format!(
-            "batch base offset {} is below the expected {expected_min}",
-            h.base_offset
-        ));
+        return Err(format!("batch base offset {} is below the expected {expected_min}", h.base_offset));
     }
     if h.last_offset_delta < 0 || h.records_count < 0 {
-        return Err(format!(
-            "negative lastOffsetDelta {} or recordsCount {}",
-            h.last_offset_delta, h.records_count
-        ));
+        return Err(format!("negative lastOffsetDelta {} or recordsCount {}", h.last_offset_delta, h.records_count));
     }
     if h.last_offset().saturating_sub(base) > i64::from(i32::MAX) {
-        return Err(format!(
-            "offset {} is out of the segment's range",
-            h.last_offset()
-        ));
+        return Err(format!("offset {} is out of the segment's range", h.last_offset()));
     }
     Ok(())
 }
 
 impl Segment {
     fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
-        (
-            dir.join(file_name(base, "log")),
-            dir.join(file_name(base, "index")),
-            dir.join(file_name(base, "timeindex")),
-        )
+        (dir.join(file_name(base, "log")), dir.join(file_name(base, "index")), dir.join(file_name(base, "timeindex")))
     }
 
     /// Creates an empty active segment at `base_offset`, replacing any files of that name.
@@ -105,20 +92,13 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<Segment, LogError> {
         let (log_path, oi, ti) = Self::paths(dir, base_offset);
-        let file = storage
-            .open(&log_path, true)
-            .map_err(LogError::io(&log_path))?;
+        let file = storage.open(&log_path, true).map_err(LogError::io(&log_path))?;
         file.set_len(0).map_err(LogError::io(&log_path))?;
         Ok(Segment {
             base_offset,
             storage: storage.clone(),
             dir: dir.to_path_buf(),
-            offset_index: Index::create(
-                storage,
-                IndexKind::Offset,
-                &oi,
-                config.segment_index_bytes,
-            )?,
+            offset_index: Index::create(storage, IndexKind::Offset, &oi, config.segment_index_bytes)?,
             time_index: Index::create(storage, IndexKind::Time, &ti, config.segment_index_bytes)?,
             log_path,
             file,
@@ -139,9 +119,7 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<(Segment, bool), LogError> {
         let (log_path, oi, ti) = Self::paths(dir, base_offset);
-        let file = storage
-            .open(&log_path, false)
-            .map_err(LogError::io(&log_path))?;
+        let file = storage.open(&log_path, false).map_err(LogError::io(&log_path))?;
         let size = file.len().map_err(LogError::io(&log_path))?;
         let offset_index = Index::open_checked(storage, IndexKind::Offset, &oi, size)?;
         let time_index = Index::open_checked(storage, IndexKind::Time, &ti, u64::MAX)?;
@@ -154,9 +132,7 @@ impl Segment {
             Some(i) => i,
             None => Index::create(storage, IndexKind::Time, &ti, config.segment_index_bytes)?,
         };
-        let max_ts = time_index
-            .last_entry()?
-            .map(|e| (e.key, base_offset + i64::from(e.value)));
+        let max_ts = time_index.last_entry()?.map(|e| (e.key, base_offset + i64::from(e.value)));
         Ok((
             Segment {
                 base_offset,
@@ -209,17 +185,11 @@ impl Segment {
         }
         if self.bytes_since_index > u64::from(interval) {
             let pos = u32::try_from(position).unwrap_or(u32::MAX);
-            self.offset_index.append(Entry {
-                key: i64::from(self.rel(h.last_offset())),
-                value: pos,
-            });
+            self.offset_index.append(Entry { key: i64::from(self.rel(h.last_offset())), value: pos });
             if let Some((ts, off)) = self.max_ts {
                 // Keep the last slot for the entry written when the segment is sealed.
                 if self.time_index.free_slots() >= 2 {
-                    self.time_index.append(Entry {
-                        key: ts,
-                        value: self.rel(off),
-                    });
+                    self.time_index.append(Entry { key: ts, value: self.rel(off) });
                 }
             }
             self.bytes_since_index = 0;
@@ -229,27 +199,17 @@ impl Segment {
 
     /// Writes `buf` (whole batches whose offsets were already assigned) at the end of the file
     /// and indexes them. On error nothing is considered written.
-    pub(crate) fn append(
-        &mut self,
-        buf: &[u8],
-        now_ms: i64,
-        config: &LogConfig,
-    ) -> Result<(), LogError> {
+    pub(crate) fn append(&mut self, buf: &[u8], now_ms: i64, config: &LogConfig) -> Result<(), LogError> {
         if let Err(source) = self.file.write_all_at(self.size, buf) {
             // Drop any partial write; it lies beyond every mapping, so shrinking is safe.
             let _ = self.file.set_len(self.size);
-            return Err(LogError::Io {
-                path: self.log_path.clone(),
-                source,
-            });
+            return Err(LogError::Io { path: self.log_path.clone(), source });
         }
         let mut it = BatchIter::new(buf);
         loop {
             let pos = it.position() as u64;
             match it.next() {
-                Some(Ok((h, _))) => {
-                    self.index_batch(&h, self.size + pos, config.index_interval_bytes)
-                }
+                Some(Ok((h, _))) => self.index_batch(&h, self.size + pos, config.index_interval_bytes),
                 _ => break,
             }
         }
@@ -261,25 +221,11 @@ impl Segment {
     /// Scans the whole `.log` file through a temporary mapping, checking every batch's header
     /// and CRC; cuts the file after the last valid batch and rebuilds both indexes. When
     /// `active` the indexes stay writable, otherwise they are sealed.
-    pub(crate) fn recover(
-        &mut self,
-        config: &LogConfig,
-        active: bool,
-    ) -> Result<Recovered, LogError> {
+    pub(crate) fn recover(&mut self, config: &LogConfig, active: bool) -> Result<Recovered, LogError> {
         let len = self.file.len().map_err(LogError::io(&self.log_path))?;
         let (_, oi, ti) = Self::paths(&self.dir, self.base_offset);
-        self.offset_index = Index::create(
-            &self.storage,
-            IndexKind::Offset,
-            &oi,
-            config.segment_index_bytes,
-        )?;
-        self.time_index = Index::create(
-            &self.storage,
-            IndexKind::Time,
-            &ti,
-            config.segment_index_bytes,
-        )?;
+        self.offset_index = Index::create(&self.storage, IndexKind::Offset, &oi, config.segment_index_bytes)?;
+        self.time_index = Index::create(&self.storage, IndexKind::Time, &ti, config.segment_index_bytes)?;
         self.max_ts = None;
         self.bytes_since_index = 0;
         *self.map.lock().unwrap_or_else(PoisonError::into_inner) = MapState::default();
@@ -326,31 +272,22 @@ impl Segment {
             );
         }
         if truncated_bytes > 0 {
-            self.file
-                .set_len(valid)
-                .map_err(LogError::io(&self.log_path))?;
+            self.file.set_len(valid).map_err(LogError::io(&self.log_path))?;
             self.file.sync().map_err(LogError::io(&self.log_path))?;
         }
         self.size = valid;
         if !active {
             self.seal()?;
         }
-        Ok(Recovered {
-            next_offset: expected,
-            truncated_bytes,
-        })
+        Ok(Recovered { next_offset: expected, truncated_bytes })
     }
 
     /// Resumes the active segment after a clean shutdown: makes the indexes writable and finds
     /// the next offset by scanning from the last index entry. Returns `None` when the tail does
     /// not parse, in which case the caller runs [`Segment::recover`].
     pub(crate) fn resume_clean(&mut self, config: &LogConfig) -> Result<Option<i64>, LogError> {
-        let start = self
-            .offset_index
-            .last_entry()?
-            .map_or(0, |e| u64::from(e.value));
-        self.offset_index
-            .make_writable(config.segment_index_bytes)?;
+        let start = self.offset_index.last_entry()?.map_or(0, |e| u64::from(e.value));
+        self.offset_index.make_writable(config.segment_index_bytes)?;
         self.time_index.make_writable(config.segment_index_bytes)?;
         if start > self.size {
             return Ok(None);
@@ -387,30 +324,20 @@ impl Segment {
                 return Ok(b.slice(..size));
             }
         }
-        let bytes = self
-            .file
-            .map(self.size)
-            .map_err(LogError::io(&self.log_path))?;
+        let bytes = self.file.map(self.size).map_err(LogError::io(&self.log_path))?;
         m.max_mapped_len = m.max_mapped_len.max(self.size);
         m.bytes = Some(bytes.clone());
         Ok(bytes)
     }
 
     fn corrupt(&self, position: usize, reason: impl ToString) -> LogError {
-        LogError::Corrupt {
-            path: self.log_path.clone(),
-            position: position as u64,
-            reason: reason.to_string(),
-        }
+        LogError::Corrupt { path: self.log_path.clone(), position: position as u64, reason: reason.to_string() }
     }
 
     /// Position of the first batch whose last offset is `>= offset`, if any.
     fn locate(&self, data: &[u8], offset: i64) -> Result<Option<(usize, BatchHeader)>, LogError> {
         let rel = offset.saturating_sub(self.base_offset);
-        let start = self
-            .offset_index
-            .floor(rel)?
-            .map_or(0, |e| e.value as usize);
+        let start = self.offset_index.floor(rel)?.map_or(0, |e| e.value as usize);
         let start = if start <= data.len() { start } else { 0 };
         self.first_batch_from(data, start, |h| h.last_offset() >= offset)
     }
@@ -435,12 +362,7 @@ impl Segment {
 
     /// Reads from the batch holding `offset`: at most `max_bytes` but at least one whole batch,
     /// no batch whose base offset is `>= max_offset`.
-    pub(crate) fn read(
-        &self,
-        offset: i64,
-        max_bytes: usize,
-        max_offset: i64,
-    ) -> Result<SegmentRead, LogError> {
+    pub(crate) fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<SegmentRead, LogError> {
         let data = self.data()?;
         let Some((start, _)) = self.locate(&data, offset)? else {
             return Ok(SegmentRead::NotHere);
@@ -470,36 +392,20 @@ impl Segment {
     }
 
     /// The first batch with `max_timestamp >= ts` and last offset `>= min_offset`.
-    pub(crate) fn find_by_timestamp(
-        &self,
-        ts: i64,
-        min_offset: i64,
-    ) -> Result<Option<Bytes>, LogError> {
+    pub(crate) fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<Bytes>, LogError> {
         let data = self.data()?;
-        let from_time = self
-            .time_index
-            .floor(ts)?
-            .map(|e| self.base_offset + i64::from(e.value))
-            .unwrap_or(self.base_offset);
+        let from_time =
+            self.time_index.floor(ts)?.map(|e| self.base_offset + i64::from(e.value)).unwrap_or(self.base_offset);
         let from = from_time.max(min_offset);
-        let start = self
-            .offset_index
-            .floor(from.saturating_sub(self.base_offset))?
-            .map_or(0, |e| e.value as usize);
+        let start = self.offset_index.floor(from.saturating_sub(self.base_offset))?.map_or(0, |e| e.value as usize);
         let start = if start <= data.len() { start } else { 0 };
         Ok(self
-            .first_batch_from(&data, start, |h| {
-                h.max_timestamp >= ts && h.last_offset() >= min_offset
-            })?
+            .first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)?
             .map(|(pos, h)| data.slice(pos..pos + h.total_size())))
     }
 
     /// Headers of the batches whose last offset is `>= from_offset`.
-    pub(crate) fn headers_from(
-        &self,
-        from_offset: i64,
-        out: &mut Vec<BatchHeader>,
-    ) -> Result<(), LogError> {
+    pub(crate) fn headers_from(&self, from_offset: i64, out: &mut Vec<BatchHeader>) -> Result<(), LogError> {
         let data = self.data()?;
         let Some((start, _)) = self.locate(&data, from_offset)? else {
             return Ok(());
@@ -519,10 +425,7 @@ impl Segment {
     /// becomes the active segment). Durable on return. Returns the new next offset.
     pub(crate) fn truncate_to(&mut self, offset: i64, config: &LogConfig) -> Result<i64, LogError> {
         // Scan with a temporary mapping: it is dropped before the file changes.
-        let data = self
-            .file
-            .map(self.size)
-            .map_err(LogError::io(&self.log_path))?;
+        let data = self.file.map(self.size).map_err(LogError::io(&self.log_path))?;
         let mut cut = 0usize;
         let mut next = self.base_offset;
         let mut max_ts: Option<(i64, i64)> = None;
@@ -540,17 +443,11 @@ impl Segment {
         }
         let cut64 = cut as u64;
         if cut64 < self.size {
-            let max_mapped = self
-                .map
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .max_mapped_len;
+            let max_mapped = self.map.lock().unwrap_or_else(PoisonError::into_inner).max_mapped_len;
             if cut64 >= max_mapped {
                 // No mapping ever covered the bytes being cut: shrink in place.
                 drop(data);
-                self.file
-                    .set_len(cut64)
-                    .map_err(LogError::io(&self.log_path))?;
+                self.file.set_len(cut64).map_err(LogError::io(&self.log_path))?;
                 self.file.sync().map_err(LogError::io(&self.log_path))?;
             } else {
                 // Readers may hold mappings of the tail: write the kept prefix to a new file and
@@ -558,29 +455,21 @@ impl Segment {
                 let tmp = self.log_path.with_extension("log.truncating");
                 let f = self.storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
                 f.set_len(0).map_err(LogError::io(&tmp))?;
-                f.write_all_at(0, data.get(..cut).unwrap_or(&[]))
-                    .map_err(LogError::io(&tmp))?;
+                f.write_all_at(0, data.get(..cut).unwrap_or(&[])).map_err(LogError::io(&tmp))?;
                 f.sync().map_err(LogError::io(&tmp))?;
                 drop(data);
-                self.storage
-                    .rename(&tmp, &self.log_path)
-                    .map_err(LogError::io(&self.log_path))?;
-                self.storage
-                    .sync_dir(&self.dir)
-                    .map_err(LogError::io(&self.dir))?;
+                self.storage.rename(&tmp, &self.log_path).map_err(LogError::io(&self.log_path))?;
+                self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
                 self.file = f;
                 *self.map.lock().unwrap_or_else(PoisonError::into_inner) = MapState::default();
             }
             self.size = cut64;
         }
-        self.offset_index
-            .make_writable(config.segment_index_bytes)?;
+        self.offset_index.make_writable(config.segment_index_bytes)?;
         self.time_index.make_writable(config.segment_index_bytes)?;
-        self.offset_index
-            .truncate_while(|e| u64::from(e.value) < cut64)?;
+        self.offset_index.truncate_while(|e| u64::from(e.value) < cut64)?;
         let base = self.base_offset;
-        self.time_index
-            .truncate_while(|e| base + i64::from(e.value) < next)?;
+        self.time_index.truncate_while(|e| base + i64::from(e.value) < next)?;
         self.offset_index.flush()?;
         self.time_index.flush()?;
         self.max_ts = max_ts;
@@ -600,10 +489,7 @@ impl Segment {
     /// trims the indexes to their entries.
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         if let Some((ts, off)) = self.max_ts {
-            let e = Entry {
-                key: ts,
-                value: self.rel(off),
-            };
+            let e = Entry { key: ts, value: self.rel(off) };
             self.time_index.append(e);
         }
         self.file.sync().map_err(LogError::io(&self.log_path))?;
@@ -613,11 +499,8 @@ impl Segment {
 
     /// Deletes the segment's files. Mappings handed out earlier stay valid.
     pub(crate) fn delete_files(self) -> Result<(), LogError> {
-        let paths = [
-            self.log_path.clone(),
-            self.offset_index.path().to_path_buf(),
-            self.time_index.path().to_path_buf(),
-        ];
+        let paths =
+            [self.log_path.clone(), self.offset_index.path().to_path_buf(), self.time_index.path().to_path_buf()];
         let storage = self.storage.clone();
         drop(self);
         for p in paths {

@@ -14,33 +14,16 @@ use strata_protocol::batch::BatchHeader;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Append {
-        batches: Vec<(i32, usize)>,
-        ts: i64,
-    },
-    Read {
-        at: prop::sample::Index,
-        max_bytes: usize,
-        bound: Option<prop::sample::Index>,
-    },
+    Append { batches: Vec<(i32, usize)>, ts: i64 },
+    Read { at: prop::sample::Index, max_bytes: usize, bound: Option<prop::sample::Index> },
     Roll,
-    Truncate {
-        at: prop::sample::Index,
-    },
-    AdvanceStart {
-        at: prop::sample::Index,
-    },
-    Retention {
-        now: i64,
-    },
+    Truncate { at: prop::sample::Index },
+    AdvanceStart { at: prop::sample::Index },
+    Retention { now: i64 },
     Flush,
     CloseReopen,
-    CrashReopen {
-        seed: u64,
-    },
-    Hold {
-        at: prop::sample::Index,
-    },
+    CrashReopen { seed: u64 },
+    Hold { at: prop::sample::Index },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -69,19 +52,15 @@ fn config() -> impl Strategy<Value = LogConfig> {
         0u32..500,
         prop_oneof![Just(10 * 1024 * 1024u32), 24u32..128],
     )
-        .prop_map(
-            |(segment_bytes, flush_msgs, retention_bytes, retention_ms, interval, index_bytes)| {
-                LogConfig {
-                    segment_bytes,
-                    flush_interval_messages: flush_msgs,
-                    retention_bytes,
-                    retention_ms,
-                    index_interval_bytes: interval,
-                    segment_index_bytes: index_bytes,
-                    ..LogConfig::default()
-                }
-            },
-        )
+        .prop_map(|(segment_bytes, flush_msgs, retention_bytes, retention_ms, interval, index_bytes)| LogConfig {
+            segment_bytes,
+            flush_interval_messages: flush_msgs,
+            retention_bytes,
+            retention_ms,
+            index_interval_bytes: interval,
+            segment_index_bytes: index_bytes,
+            ..LogConfig::default()
+        })
 }
 
 /// What the log must hold: batches (patched bytes) with `last_offset >= log_start`.
@@ -101,21 +80,14 @@ impl Model {
     }
 
     fn bytes(&self) -> Vec<u8> {
-        self.batches
-            .iter()
-            .flat_map(|(_, b)| b.iter().copied())
-            .collect()
+        self.batches.iter().flat_map(|(_, b)| b.iter().copied()).collect()
     }
 
     fn check(&self, log: &Log) {
         assert_eq!(log.log_start_offset(), self.log_start, "log start");
         assert_eq!(log.log_end_offset(), self.leo, "log end");
         check_invariants(log);
-        assert_eq!(
-            read_all(log),
-            self.bytes(),
-            "log content differs from the model"
-        );
+        assert_eq!(read_all(log), self.bytes(), "log content differs from the model");
     }
 }
 
@@ -141,29 +113,19 @@ fn run(h: &dyn Harness, config: LogConfig, ops: Vec<Op>) {
                 }
                 assert_eq!(info.last_offset + 1, m.leo);
             }
-            Op::Read {
-                at,
-                max_bytes,
-                bound,
-            } => {
+            Op::Read { at, max_bytes, bound } => {
                 let offset = m.log_start + at.index((m.leo - m.log_start + 1) as usize) as i64;
                 let bound = bound.map_or(i64::MAX, |b| b.index(m.leo as usize + 2) as i64);
                 let r = log.read(offset, max_bytes, bound).unwrap();
-                let expected: Vec<&(BatchHeader, Vec<u8>)> = m
-                    .batches
-                    .iter()
-                    .filter(|(h, _)| h.last_offset() >= offset && h.base_offset < bound)
-                    .collect();
+                let expected: Vec<&(BatchHeader, Vec<u8>)> =
+                    m.batches.iter().filter(|(h, _)| h.last_offset() >= offset && h.base_offset < bound).collect();
                 let got = headers(&r.records);
                 if offset >= bound || offset == m.leo {
                     assert!(got.is_empty());
                     continue;
                 }
                 assert!(!got.is_empty(), "read at {offset} returned nothing");
-                assert!(
-                    got.len() == 1 || r.records.len() <= max_bytes,
-                    "max_bytes exceeded"
-                );
+                assert!(got.len() == 1 || r.records.len() <= max_bytes, "max_bytes exceeded");
                 let mut pos = 0;
                 for (i, h) in got.iter().enumerate() {
                     let (eh, eb) = expected[i];
@@ -185,11 +147,7 @@ fn run(h: &dyn Harness, config: LogConfig, ops: Vec<Op>) {
                         m.log_start = target;
                         m.leo = target;
                     } else {
-                        let first_removed = m
-                            .batches
-                            .iter()
-                            .position(|(h, _)| h.last_offset() >= target)
-                            .unwrap();
+                        let first_removed = m.batches.iter().position(|(h, _)| h.last_offset() >= target).unwrap();
                         m.leo = m.batches[first_removed].0.base_offset;
                         m.batches.truncate(first_removed);
                         if m.leo < m.log_start {
@@ -233,10 +191,7 @@ fn run(h: &dyn Harness, config: LogConfig, ops: Vec<Op>) {
                 let leo = log.log_end_offset();
                 assert_eq!(log.log_start_offset(), m.log_start);
                 assert!(leo <= m.leo, "recovery invented data");
-                assert!(
-                    leo >= m.durable_leo.min(m.leo) || leo == m.log_start,
-                    "lost durable data"
-                );
+                assert!(leo >= m.durable_leo.min(m.leo) || leo == m.log_start, "lost durable data");
                 if !h.loses_unsynced() {
                     assert_eq!(leo, m.leo);
                 }
@@ -262,9 +217,7 @@ fn run(h: &dyn Harness, config: LogConfig, ops: Vec<Op>) {
 }
 
 fn common_split(buf: &[u8]) -> Vec<Vec<u8>> {
-    strata_protocol::batch::BatchIter::new(buf)
-        .map(|r| r.unwrap().1.to_vec())
-        .collect()
+    strata_protocol::batch::BatchIter::new(buf).map(|r| r.unwrap().1.to_vec()).collect()
 }
 
 proptest! {

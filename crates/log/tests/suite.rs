@@ -9,21 +9,10 @@ use strata_log::{LogConfig, LogError};
 use strata_protocol::batch::{BatchHeader, BatchIter};
 
 fn small(segment_bytes: u64) -> LogConfig {
-    LogConfig {
-        segment_bytes,
-        index_interval_bytes: 100,
-        segment_index_bytes: 4096,
-        ..LogConfig::default()
-    }
+    LogConfig { segment_bytes, index_interval_bytes: 100, segment_index_bytes: 4096, ..LogConfig::default() }
 }
 
-fn append_n(
-    log: &mut strata_log::Log,
-    n: usize,
-    records: i32,
-    payload: usize,
-    ts: i64,
-) -> Vec<Vec<u8>> {
+fn append_n(log: &mut strata_log::Log, n: usize, records: i32, payload: usize, ts: i64) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
             let mut b = batch(records, ts + i as i64, payload, i as u8);
@@ -38,24 +27,16 @@ fn append_and_read(h: &dyn Harness) {
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 0));
     let mut b1 = batch(3, 100, 10, 1);
     let info = log.append(&mut b1, 5).unwrap();
-    assert_eq!(
-        (info.first_offset, info.last_offset, info.num_records),
-        (0, 2, 3)
-    );
+    assert_eq!((info.first_offset, info.last_offset, info.num_records), (0, 2, 3));
     assert_eq!(info.max_timestamp, 102);
     // Two batches in one append.
     let mut two = batch(2, 200, 5, 2);
     two.extend_from_slice(&batch(1, 150, 5, 3));
     let info = log.append(&mut two, 6).unwrap();
-    assert_eq!(
-        (info.first_offset, info.last_offset, info.num_batches),
-        (3, 5, 2)
-    );
+    assert_eq!((info.first_offset, info.last_offset, info.num_batches), (3, 5, 2));
     assert_eq!((info.max_timestamp, info.offset_of_max_timestamp), (201, 4));
     assert_eq!(log.log_end_offset(), 6);
-    let hs: Vec<i64> = BatchIter::new(&two)
-        .map(|r| r.unwrap().0.base_offset)
-        .collect();
+    let hs: Vec<i64> = BatchIter::new(&two).map(|r| r.unwrap().0.base_offset).collect();
     assert_eq!(hs, vec![3, 5], "offsets patched in place");
 
     for offset in 0..6 {
@@ -73,21 +54,12 @@ fn read_bounds(h: &dyn Harness) {
     let mut log = h.open(LogConfig::default(), 0);
     let bs = append_n(&mut log, 4, 2, 50, 0); // offsets 0-1, 2-3, 4-5, 6-7
     let size = bs[0].len();
-    assert!(matches!(
-        log.read(9, 100, i64::MAX),
-        Err(LogError::OffsetOutOfRange { offset: 9, .. })
-    ));
+    assert!(matches!(log.read(9, 100, i64::MAX), Err(LogError::OffsetOutOfRange { offset: 9, .. })));
     assert!(log.read(8, 100, i64::MAX).unwrap().records.is_empty());
     // KIP-74: at least one batch even if larger than max_bytes.
     assert_eq!(log.read(0, 1, i64::MAX).unwrap().records.len(), size);
-    assert_eq!(
-        log.read(0, 2 * size, i64::MAX).unwrap().records.len(),
-        2 * size
-    );
-    assert_eq!(
-        log.read(0, 2 * size - 1, i64::MAX).unwrap().records.len(),
-        size
-    );
+    assert_eq!(log.read(0, 2 * size, i64::MAX).unwrap().records.len(), 2 * size);
+    assert_eq!(log.read(0, 2 * size - 1, i64::MAX).unwrap().records.len(), size);
     // max_offset is exclusive on base offsets.
     assert_eq!(log.read(0, usize::MAX, 4).unwrap().records.len(), 2 * size);
     assert_eq!(log.read(0, usize::MAX, 5).unwrap().records.len(), 3 * size);
@@ -96,14 +68,8 @@ fn read_bounds(h: &dyn Harness) {
     let r = log.read(3, usize::MAX, i64::MAX).unwrap();
     assert_eq!(headers(&r.records)[0].base_offset, 2);
     log.advance_log_start(3).unwrap();
-    assert!(matches!(
-        log.read(2, 100, i64::MAX),
-        Err(LogError::OffsetOutOfRange { log_start: 3, .. })
-    ));
-    assert_eq!(
-        headers(&log.read(3, 1, i64::MAX).unwrap().records)[0].base_offset,
-        2
-    );
+    assert!(matches!(log.read(2, 100, i64::MAX), Err(LogError::OffsetOutOfRange { log_start: 3, .. })));
+    assert_eq!(headers(&log.read(3, 1, i64::MAX).unwrap().records)[0].base_offset, 2);
 }
 
 fn rolls_by_size_and_reads_one_segment(h: &dyn Harness) {
@@ -112,11 +78,7 @@ fn rolls_by_size_and_reads_one_segment(h: &dyn Harness) {
     append_n(&mut log, 10, 1, 100, 0);
     assert_eq!(log.num_segments(), 4); // 3 + 3 + 3 + 1
     let r = log.read(0, usize::MAX, i64::MAX).unwrap();
-    assert_eq!(
-        headers(&r.records).len(),
-        3,
-        "a read stays within one segment"
-    );
+    assert_eq!(headers(&r.records).len(), 3, "a read stays within one segment");
     let r = log.read(3, usize::MAX, i64::MAX).unwrap();
     assert_eq!(headers(&r.records)[0].base_offset, 3);
     let mut names = h.storage().list(&h.dir()).unwrap();
@@ -132,10 +94,7 @@ fn rolls_by_size_and_reads_one_segment(h: &dyn Harness) {
 }
 
 fn rolls_by_time(h: &dyn Harness) {
-    let config = LogConfig {
-        segment_ms: 1000,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { segment_ms: 1000, ..LogConfig::default() };
     let mut log = h.open(config, 0);
     log.append(&mut batch(1, 0, 10, 0), 0).unwrap();
     log.append(&mut batch(1, 0, 10, 0), 1000).unwrap();
@@ -152,15 +111,9 @@ fn clean_reopen(h: &dyn Harness) {
     let before = read_all(&log);
     let (start, end) = (log.log_start_offset(), log.log_end_offset());
     log.close().unwrap();
-    assert!(h
-        .storage()
-        .exists(&h.dir().join(".clean_shutdown"))
-        .unwrap());
+    assert!(h.storage().exists(&h.dir().join(".clean_shutdown")).unwrap());
     let mut log = h.open(small(4 * b.len() as u64), 0);
-    assert!(!h
-        .storage()
-        .exists(&h.dir().join(".clean_shutdown"))
-        .unwrap());
+    assert!(!h.storage().exists(&h.dir().join(".clean_shutdown")).unwrap());
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
     assert_eq!(read_all(&log), before);
     // Indexes work after reopening (sparse entries every 100 bytes).
@@ -171,12 +124,7 @@ fn clean_reopen(h: &dyn Harness) {
     }
     let info = log.append(&mut batch(1, 5_000, 10, 9), 0).unwrap();
     assert_eq!(info.first_offset, end);
-    assert_eq!(
-        log.max_timestamp_batch()
-            .unwrap()
-            .map(|b| headers(&b)[0].max_timestamp),
-        Some(5_000)
-    );
+    assert_eq!(log.max_timestamp_batch().unwrap().map(|b| headers(&b)[0].max_timestamp), Some(5_000));
     check_invariants(&log);
 }
 
@@ -212,10 +160,7 @@ fn recovery_cuts_torn_and_corrupt_tail(h: &dyn Harness) {
     let mut log = h.open(small(1 << 20), 0);
     assert_eq!(log.log_end_offset(), 4);
     check_invariants(&log);
-    assert_eq!(
-        log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset,
-        4
-    );
+    assert_eq!(log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset, 4);
     check_invariants(&log);
 }
 
@@ -227,17 +172,12 @@ fn damaged_indexes_are_rebuilt(h: &dyn Harness) {
     let before = read_all(&log);
     log.close().unwrap();
     let st = h.storage();
-    st.remove(&h.dir().join("00000000000000000000.index"))
-        .unwrap();
+    st.remove(&h.dir().join("00000000000000000000.index")).unwrap();
     // A length that is not a whole number of entries.
-    let ti = st
-        .open(&h.dir().join("00000000000000000005.timeindex"), false)
-        .unwrap();
+    let ti = st.open(&h.dir().join("00000000000000000005.timeindex"), false).unwrap();
     ti.set_len(13).unwrap();
     // Out-of-order entries.
-    let oi = st
-        .open(&h.dir().join("00000000000000000005.index"), false)
-        .unwrap();
+    let oi = st.open(&h.dir().join("00000000000000000005.index"), false).unwrap();
     let n = oi.len().unwrap();
     assert!(n >= 16);
     oi.write_all_at(0, &[0xFF; 8]).unwrap();
@@ -245,17 +185,9 @@ fn damaged_indexes_are_rebuilt(h: &dyn Harness) {
     let log = h.open(config, 0);
     assert_eq!(read_all(&log), before);
     for o in 0..12 {
-        assert_eq!(
-            headers(&log.read(o, 1, i64::MAX).unwrap().records)[0].base_offset,
-            o
-        );
+        assert_eq!(headers(&log.read(o, 1, i64::MAX).unwrap().records)[0].base_offset, o);
     }
-    assert_eq!(
-        log.find_batch_by_timestamp(7)
-            .unwrap()
-            .map(|b| headers(&b)[0].base_offset),
-        Some(7)
-    );
+    assert_eq!(log.find_batch_by_timestamp(7).unwrap().map(|b| headers(&b)[0].base_offset), Some(7));
 }
 
 fn truncation(h: &dyn Harness) {
@@ -273,10 +205,7 @@ fn truncation(h: &dyn Harness) {
     log.truncate_to(8).unwrap();
     assert_eq!((log.log_end_offset(), log.num_segments()), (8, 2));
     check_invariants(&log);
-    assert_eq!(
-        log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset,
-        8
-    );
+    assert_eq!(log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset, 8);
     log.truncate_to(100).unwrap();
     assert_eq!(log.log_end_offset(), 9);
     log.truncate_to(6).unwrap(); // exactly a segment base
@@ -290,10 +219,7 @@ fn truncation(h: &dyn Harness) {
     log.advance_log_start(4).unwrap();
     log.truncate_to(2).unwrap();
     assert_eq!((log.log_start_offset(), log.log_end_offset()), (2, 2));
-    assert!(matches!(
-        log.truncate_to(-1),
-        Err(LogError::InvalidArgument(_))
-    ));
+    assert!(matches!(log.truncate_to(-1), Err(LogError::InvalidArgument(_))));
     log.append(&mut batch(1, 0, 10, 0), 0).unwrap();
     check_invariants(&log);
 }
@@ -326,19 +252,13 @@ fn log_start_advances_and_persists(h: &dyn Harness) {
     let mut log = h.open(config, 0);
     assert_eq!(log.log_start_offset(), 7);
     assert!(log.log_end_offset() >= 7);
-    assert_eq!(
-        log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset,
-        log.log_end_offset() - 1
-    );
+    assert_eq!(log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset, log.log_end_offset() - 1);
     check_invariants(&log);
 }
 
 fn retention(h: &dyn Harness) {
     let b = batch(1, 0, 100, 0);
-    let config = LogConfig {
-        retention_ms: 1000,
-        ..small(2 * b.len() as u64)
-    };
+    let config = LogConfig { retention_ms: 1000, ..small(2 * b.len() as u64) };
     let mut log = h.open(config.clone(), 0);
     for i in 0..8 {
         log.append(&mut batch(1, i * 1000, 100, 0), 0).unwrap(); // segments hold ts pairs
@@ -347,23 +267,13 @@ fn retention(h: &dyn Harness) {
     // Segment max timestamps: 1000, 3000, 5000, 7000 (active).
     assert_eq!(log.enforce_retention(2500).unwrap(), 1);
     assert_eq!(log.log_start_offset(), 2);
-    assert_eq!(
-        log.enforce_retention(100_000).unwrap(),
-        2,
-        "never the active segment"
-    );
+    assert_eq!(log.enforce_retention(100_000).unwrap(), 2, "never the active segment");
     assert_eq!((log.num_segments(), log.log_start_offset()), (1, 6));
     check_invariants(&log);
 
     let mut log2 = {
         log.delete().unwrap();
-        h.open(
-            LogConfig {
-                retention_bytes: 3 * b.len() as i64,
-                ..config
-            },
-            0,
-        )
+        h.open(LogConfig { retention_bytes: 3 * b.len() as i64, ..config }, 0)
     };
     append_n(&mut log2, 8, 1, 100, 0);
     assert_eq!(log2.enforce_retention(0).unwrap(), 2);
@@ -378,11 +288,7 @@ fn timestamps(h: &dyn Harness) {
     for ts in [10, 30, 20, 50, 40, 45, 70, 60] {
         log.append(&mut batch(1, ts, 100, 0), 0).unwrap();
     }
-    let found = |ts| {
-        log.find_batch_by_timestamp(ts)
-            .unwrap()
-            .map(|b| headers(&b)[0].base_offset)
-    };
+    let found = |ts| log.find_batch_by_timestamp(ts).unwrap().map(|b| headers(&b)[0].base_offset);
     assert_eq!(found(0), Some(0));
     assert_eq!(found(10), Some(0));
     assert_eq!(found(11), Some(1));
@@ -393,12 +299,7 @@ fn timestamps(h: &dyn Harness) {
     let max = log.max_timestamp_batch().unwrap().unwrap();
     assert_eq!(headers(&max)[0].base_offset, 6);
     log.advance_log_start(4).unwrap();
-    assert_eq!(
-        log.find_batch_by_timestamp(0)
-            .unwrap()
-            .map(|b| headers(&b)[0].base_offset),
-        Some(4)
-    );
+    assert_eq!(log.find_batch_by_timestamp(0).unwrap().map(|b| headers(&b)[0].base_offset), Some(4));
     let empty = h.open_fresh_sibling();
     assert!(empty.max_timestamp_batch().unwrap().is_none());
     assert!(empty.find_batch_by_timestamp(0).unwrap().is_none());
@@ -409,24 +310,15 @@ fn batch_headers_from(h: &dyn Harness) {
     let mut log = h.open(small(2 * b.len() as u64), 0);
     append_n(&mut log, 5, 2, 100, 0);
     let hs = log.batch_headers(0).unwrap();
-    assert_eq!(
-        hs.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
-        vec![0, 2, 4, 6, 8]
-    );
+    assert_eq!(hs.iter().map(|h| h.base_offset).collect::<Vec<_>>(), vec![0, 2, 4, 6, 8]);
     let hs = log.batch_headers(5).unwrap();
-    assert_eq!(
-        hs.iter().map(|h| h.base_offset).collect::<Vec<_>>(),
-        vec![4, 6, 8]
-    );
+    assert_eq!(hs.iter().map(|h| h.base_offset).collect::<Vec<_>>(), vec![4, 6, 8]);
     assert!(log.batch_headers(10).unwrap().is_empty());
     let _: Vec<BatchHeader> = hs;
 }
 
 fn flush_by_messages(h: &dyn Harness) {
-    let config = LogConfig {
-        flush_interval_messages: 4,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { flush_interval_messages: 4, ..LogConfig::default() };
     let mut log = h.open(config.clone(), 0);
     append_n(&mut log, 5, 1, 50, 0); // flushed after the 4th
     drop(log);
@@ -437,10 +329,7 @@ fn flush_by_messages(h: &dyn Harness) {
 }
 
 fn flush_by_time(h: &dyn Harness) {
-    let config = LogConfig {
-        flush_interval_ms: 100,
-        ..LogConfig::default()
-    };
+    let config = LogConfig { flush_interval_ms: 100, ..LogConfig::default() };
     let mut log = h.open(config.clone(), 0);
     append_n(&mut log, 3, 1, 50, 0);
     assert!(!log.maybe_flush(50).unwrap());
@@ -456,22 +345,14 @@ fn rejects_bad_appends(h: &dyn Harness) {
     let good = batch(1, 0, 10, 0);
     let mut buf = good.clone();
     buf.extend_from_slice(&good[..good.len() - 1]);
-    assert!(
-        matches!(log.append(&mut buf, 0), Err(LogError::InvalidBatch { position, .. }) if position == good.len())
-    );
+    assert!(matches!(log.append(&mut buf, 0), Err(LogError::InvalidBatch { position, .. }) if position == good.len()));
     let mut bad = good.clone();
     bad[16] = 1;
-    assert!(matches!(
-        log.append(&mut bad, 0),
-        Err(LogError::InvalidBatch { position: 0, .. })
-    ));
+    assert!(matches!(log.append(&mut bad, 0), Err(LogError::InvalidBatch { position: 0, .. })));
     assert!(log.append(&mut [], 0).is_err());
     let mut neg = good.clone();
     neg[23..27].copy_from_slice(&(-1i32).to_be_bytes());
-    assert!(matches!(
-        log.append(&mut neg, 0),
-        Err(LogError::BadBatchHeader { .. })
-    ));
+    assert!(matches!(log.append(&mut neg, 0), Err(LogError::BadBatchHeader { .. })));
     assert_eq!(log.log_end_offset(), 0);
     assert_eq!(log.size_bytes(), 0);
     assert!(!LogError::InvalidArgument(String::new()).is_storage_error());
@@ -492,13 +373,8 @@ trait Sibling {
 }
 impl Sibling for dyn Harness + '_ {
     fn open_fresh_sibling(&self) -> strata_log::Log {
-        strata_log::Log::open_with_storage(
-            self.storage(),
-            &self.dir().with_extension("other"),
-            LogConfig::default(),
-            0,
-        )
-        .unwrap()
+        strata_log::Log::open_with_storage(self.storage(), &self.dir().with_extension("other"), LogConfig::default(), 0)
+            .unwrap()
     }
 }
 

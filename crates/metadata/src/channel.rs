@@ -26,10 +26,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(error: ResponseError, message: impl Into<String>) -> Self {
-        Self {
-            error,
-            message: message.into(),
-        }
+        Self { error, message: message.into() }
     }
 }
 
@@ -85,11 +82,8 @@ pub enum ConfigOp {
 
 /// The controller, as the broker sees it.
 pub trait ControllerChannel: Send + Sync {
-    fn create_topics(
-        &self,
-        topics: Vec<CreateTopicSpec>,
-        validate_only: bool,
-    ) -> BoxFuture<'_, Vec<CreateTopicResult>>;
+    fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
+        -> BoxFuture<'_, Vec<CreateTopicResult>>;
     fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>>;
     /// Grows `topic` to `total_count` partitions.
     fn create_partitions(
@@ -108,9 +102,5 @@ pub trait ControllerChannel: Send + Sync {
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>>;
     /// Reserves `count` fresh producer ids for `broker_id`.
-    fn allocate_producer_ids(
-        &self,
-        broker_id: i32,
-        count: i64,
-    ) -> BoxFuture<'_, Result<Range<i64>, ApiError>>;
+    fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>>;
 }

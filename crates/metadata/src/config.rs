@@ -189,15 +189,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         &[],
         "Replicas that must acknowledge an acks=all write."
     ),
-    def!(
-        "preallocate",
-        Boolean,
-        "false",
-        Some("log.preallocate"),
-        None,
-        &[],
-        "Preallocate segment files."
-    ),
+    def!("preallocate", Boolean, "false", Some("log.preallocate"), None, &[], "Preallocate segment files."),
     def!(
         "retention.bytes",
         Long,
@@ -243,15 +235,7 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         &[],
         "Random jitter subtracted from segment.ms."
     ),
-    def!(
-        "segment.ms",
-        Long,
-        "604800000",
-        Some("log.roll.ms"),
-        Some(1),
-        &[],
-        "Age at which a segment is rolled."
-    ),
+    def!("segment.ms", Long, "604800000", Some("log.roll.ms"), Some(1), &[], "Age at which a segment is rolled."),
     def!(
         "unclean.leader.election.enable",
         Boolean,
@@ -271,11 +255,7 @@ pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
 /// Checks a value for a topic config key; the error says what is wrong.
 pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
     let def = topic_config(name).ok_or_else(|| format!("Unknown topic config name: {name}"))?;
-    let bad = |why: &str| {
-        Err(format!(
-            "Invalid value {value} for configuration {name}: {why}"
-        ))
-    };
+    let bad = |why: &str| Err(format!("Invalid value {value} for configuration {name}: {why}"));
     match def.ty {
         ConfigType::Int | ConfigType::Long => {
             let parsed = if def.ty == ConfigType::Int {
@@ -293,11 +273,7 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             }
         }
         ConfigType::Double => {
-            if !value
-                .trim()
-                .parse::<f64>()
-                .is_ok_and(|v| (0.0..=1.0).contains(&v))
-            {
+            if !value.trim().parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)) {
                 return bad("must be a number between 0 and 1");
             }
         }
@@ -312,11 +288,7 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             }
         }
         ConfigType::List => {
-            let items: Vec<&str> = value
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .collect();
+            let items: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
             if items.is_empty() || items.iter().any(|i| !def.choices.contains(i)) {
                 return bad(&format!("must be a list of {}", def.choices.join(", ")));
             }
@@ -343,23 +315,11 @@ pub fn resolve_topic_configs(
         .iter()
         .map(|def| {
             if let Some(v) = overrides.and_then(|o| o.get(def.name)) {
-                ResolvedConfig {
-                    def,
-                    value: v.clone(),
-                    source: ConfigSource::TopicConfig,
-                }
+                ResolvedConfig { def, value: v.clone(), source: ConfigSource::TopicConfig }
             } else if let Some(v) = def.broker_synonym.and_then(|s| broker_static.get(s)) {
-                ResolvedConfig {
-                    def,
-                    value: v.clone(),
-                    source: ConfigSource::StaticBrokerConfig,
-                }
+                ResolvedConfig { def, value: v.clone(), source: ConfigSource::StaticBrokerConfig }
             } else {
-                ResolvedConfig {
-                    def,
-                    value: def.default.to_string(),
-                    source: ConfigSource::DefaultConfig,
-                }
+                ResolvedConfig { def, value: def.default.to_string(), source: ConfigSource::DefaultConfig }
             }
         })
         .collect()
@@ -372,15 +332,11 @@ mod tests {
     #[test]
     fn validation_names_the_problem() {
         assert!(validate_topic_config("retention.ms", "-1").is_ok());
-        assert!(validate_topic_config("retention.ms", "-2")
-            .unwrap_err()
-            .contains("at least -1"));
+        assert!(validate_topic_config("retention.ms", "-2").unwrap_err().contains("at least -1"));
         assert!(validate_topic_config("segment.bytes", "99999999999").is_err());
         assert!(validate_topic_config("cleanup.policy", "compact,delete").is_ok());
         assert!(validate_topic_config("cleanup.policy", "forever").is_err());
-        assert!(validate_topic_config("no.such", "1")
-            .unwrap_err()
-            .contains("Unknown"));
+        assert!(validate_topic_config("no.such", "1").unwrap_err().contains("Unknown"));
         assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
     }
 
@@ -392,25 +348,12 @@ mod tests {
         b.insert("log.segment.bytes".to_string(), "2048".to_string());
         let r = resolve_topic_configs(Some(&o), &b);
         let get = |n: &str| r.iter().find(|c| c.def.name == n).unwrap().clone();
-        assert_eq!(
-            (
-                get("retention.ms").value.as_str(),
-                get("retention.ms").source
-            ),
-            ("1", ConfigSource::TopicConfig)
-        );
-        assert_eq!(
-            get("segment.bytes").source,
-            ConfigSource::StaticBrokerConfig
-        );
+        assert_eq!((get("retention.ms").value.as_str(), get("retention.ms").source), ("1", ConfigSource::TopicConfig));
+        assert_eq!(get("segment.bytes").source, ConfigSource::StaticBrokerConfig);
         assert_eq!(get("cleanup.policy").source, ConfigSource::DefaultConfig);
         assert!(TOPIC_CONFIGS.windows(2).all(|w| w[0].name < w[1].name));
         for d in TOPIC_CONFIGS {
-            assert!(
-                validate_topic_config(d.name, d.default).is_ok(),
-                "{}",
-                d.name
-            );
+            assert!(validate_topic_config(d.name, d.default).is_ok(), "{}", d.name);
         }
     }
 }

@@ -88,10 +88,7 @@ impl MetadataImage {
     /// Applies `records` in order, returning the new image and what changed.
     /// A record that contradicts the image (a partition of an unknown topic, a
     /// second topic with the same name) is an error: the log is inconsistent.
-    pub fn apply(
-        &self,
-        records: &[MetadataRecord],
-    ) -> Result<(Self, MetadataDelta), MetadataError> {
+    pub fn apply(&self, records: &[MetadataRecord]) -> Result<(Self, MetadataDelta), MetadataError> {
         let mut next = self.clone();
         let mut delta = MetadataDelta::default();
         for record in records {
@@ -101,11 +98,7 @@ impl MetadataImage {
         Ok((next, delta))
     }
 
-    fn apply_one(
-        &mut self,
-        record: &MetadataRecord,
-        delta: &mut MetadataDelta,
-    ) -> Result<(), MetadataError> {
+    fn apply_one(&mut self, record: &MetadataRecord, delta: &mut MetadataDelta) -> Result<(), MetadataError> {
         match record {
             MetadataRecord::ClusterCreated { cluster_id } => {
                 if self.cluster_id.is_some() {
@@ -113,48 +106,28 @@ impl MetadataImage {
                 }
                 self.cluster_id = Some(cluster_id.clone());
             }
-            MetadataRecord::BrokerRegistered {
-                broker_id,
-                host,
-                port,
-                rack,
-            } => {
+            MetadataRecord::BrokerRegistered { broker_id, host, port, rack } => {
                 self.brokers.insert(
                     *broker_id,
-                    BrokerImage {
-                        broker_id: *broker_id,
-                        host: host.clone(),
-                        port: *port,
-                        rack: rack.clone(),
-                    },
+                    BrokerImage { broker_id: *broker_id, host: host.clone(), port: *port, rack: rack.clone() },
                 );
             }
             MetadataRecord::TopicCreated { name, topic_id } => {
                 if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
-                    return Err(MetadataError::Inconsistent(format!(
-                        "topic {name} ({topic_id}) created twice"
-                    )));
+                    return Err(MetadataError::Inconsistent(format!("topic {name} ({topic_id}) created twice")));
                 }
                 self.topic_names.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
-                    Arc::new(TopicImage {
-                        name: name.clone(),
-                        id: *topic_id,
-                        partitions: Vec::new(),
-                    }),
+                    Arc::new(TopicImage { name: name.clone(), id: *topic_id, partitions: Vec::new() }),
                 );
             }
-            MetadataRecord::PartitionCreated {
-                topic_id,
-                partition,
-                replicas,
-                leader,
-                leader_epoch,
-            } => {
-                let name = self.topic_names.get(topic_id).cloned().ok_or_else(|| {
-                    MetadataError::Inconsistent(format!("partition of unknown topic {topic_id}"))
-                })?;
+            MetadataRecord::PartitionCreated { topic_id, partition, replicas, leader, leader_epoch } => {
+                let name = self
+                    .topic_names
+                    .get(topic_id)
+                    .cloned()
+                    .ok_or_else(|| MetadataError::Inconsistent(format!("partition of unknown topic {topic_id}")))?;
                 let topic = self
                     .topics
                     .get_mut(&name)
@@ -176,9 +149,10 @@ impl MetadataImage {
                 delta.created_partitions.push((name, *topic_id, *partition));
             }
             MetadataRecord::TopicDeleted { topic_id } => {
-                let name = self.topic_names.remove(topic_id).ok_or_else(|| {
-                    MetadataError::Inconsistent(format!("deleting unknown topic {topic_id}"))
-                })?;
+                let name = self
+                    .topic_names
+                    .remove(topic_id)
+                    .ok_or_else(|| MetadataError::Inconsistent(format!("deleting unknown topic {topic_id}")))?;
                 self.topics.remove(&name);
                 let resource = ConfigResource::Topic(name.clone());
                 if self.configs.remove(&resource).is_some() {
@@ -187,11 +161,7 @@ impl MetadataImage {
                 delta.created_partitions.retain(|(_, id, _)| id != topic_id);
                 delta.deleted_topics.push((name, *topic_id));
             }
-            MetadataRecord::ConfigSet {
-                resource,
-                name,
-                value,
-            } => {
+            MetadataRecord::ConfigSet { resource, name, value } => {
                 let entry = self.configs.entry(resource.clone()).or_default();
                 match value {
                     Some(v) => {
@@ -208,13 +178,9 @@ impl MetadataImage {
                     delta.changed_configs.push(resource.clone());
                 }
             }
-            MetadataRecord::ProducerIdsAllocated {
-                next_producer_id, ..
-            } => {
+            MetadataRecord::ProducerIdsAllocated { next_producer_id, .. } => {
                 if *next_producer_id < self.next_producer_id {
-                    return Err(MetadataError::Inconsistent(
-                        "producer ids moved backwards".into(),
-                    ));
+                    return Err(MetadataError::Inconsistent("producer ids moved backwards".into()));
                 }
                 self.next_producer_id = *next_producer_id;
             }
@@ -239,13 +205,8 @@ mod tests {
         let t = ConfigResource::Topic("t".into());
         let (img, delta) = MetadataImage::empty()
             .apply(&[
-                MetadataRecord::ClusterCreated {
-                    cluster_id: "c".into(),
-                },
-                MetadataRecord::TopicCreated {
-                    name: "t".into(),
-                    topic_id: id,
-                },
+                MetadataRecord::ClusterCreated { cluster_id: "c".into() },
+                MetadataRecord::TopicCreated { name: "t".into(), topic_id: id },
                 MetadataRecord::PartitionCreated {
                     topic_id: id,
                     partition: 0,
@@ -260,20 +221,14 @@ mod tests {
                     leader: 1,
                     leader_epoch: 0,
                 },
-                MetadataRecord::ConfigSet {
-                    resource: t.clone(),
-                    name: "retention.ms".into(),
-                    value: Some("5".into()),
-                },
+                MetadataRecord::ConfigSet { resource: t.clone(), name: "retention.ms".into(), value: Some("5".into()) },
             ])
             .unwrap();
         assert_eq!(img.records_applied, 5);
         assert_eq!(img.topic_by_id(&id).unwrap().partitions.len(), 2);
         assert_eq!(delta.created_partitions.len(), 2);
         assert_eq!(img.configs(&t).unwrap()["retention.ms"], "5");
-        let (img2, delta) = img
-            .apply(&[MetadataRecord::TopicDeleted { topic_id: id }])
-            .unwrap();
+        let (img2, delta) = img.apply(&[MetadataRecord::TopicDeleted { topic_id: id }]).unwrap();
         assert!(img2.topic("t").is_none() && img2.configs(&t).is_none());
         assert_eq!(delta.deleted_topics, vec![("t".to_string(), id)]);
         // The old image is untouched.
@@ -293,18 +248,8 @@ mod tests {
                 leader_epoch: 0
             }])
             .is_err());
-        let (img, _) = img
-            .apply(&[MetadataRecord::TopicCreated {
-                name: "t".into(),
-                topic_id: id,
-            }])
-            .unwrap();
-        assert!(img
-            .apply(&[MetadataRecord::TopicCreated {
-                name: "t".into(),
-                topic_id: Uuid::new_v4()
-            }])
-            .is_err());
+        let (img, _) = img.apply(&[MetadataRecord::TopicCreated { name: "t".into(), topic_id: id }]).unwrap();
+        assert!(img.apply(&[MetadataRecord::TopicCreated { name: "t".into(), topic_id: Uuid::new_v4() }]).is_err());
         assert!(img
             .apply(&[MetadataRecord::PartitionCreated {
                 topic_id: id,

@@ -56,14 +56,9 @@ pub fn check_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("Topic name cannot be \"{name}\""));
     }
     if name.len() > 249 {
-        return Err(format!(
-            "Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"
-        ));
+        return Err(format!("Topic name is illegal, it can't be longer than 249 characters, topic name: {name}"));
     }
-    if !name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-    {
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')) {
         return Err(format!(
             "Topic name \"{name}\" is illegal, it contains a character other than ASCII alphanumerics, '.', '_' and '-'"
         ));

@@ -37,26 +37,13 @@ pub enum MetadataRecord {
     /// A topic now exists under `name` with the durable id `topic_id`.
     TopicCreated { name: String, topic_id: Uuid },
     /// A partition of an existing topic, with its placement.
-    PartitionCreated {
-        topic_id: Uuid,
-        partition: i32,
-        replicas: Vec<i32>,
-        leader: i32,
-        leader_epoch: i32,
-    },
+    PartitionCreated { topic_id: Uuid, partition: i32, replicas: Vec<i32>, leader: i32, leader_epoch: i32 },
     /// The topic and its partitions and configs are gone.
     TopicDeleted { topic_id: Uuid },
     /// Sets (`Some`) or removes (`None`) one config key of a resource.
-    ConfigSet {
-        resource: ConfigResource,
-        name: String,
-        value: Option<String>,
-    },
+    ConfigSet { resource: ConfigResource, name: String, value: Option<String> },
     /// Producer ids below `next_producer_id` have been handed out.
-    ProducerIdsAllocated {
-        broker_id: i32,
-        next_producer_id: i64,
-    },
+    ProducerIdsAllocated { broker_id: i32, next_producer_id: i64 },
 }
 
 impl MetadataRecord {
@@ -76,9 +63,9 @@ impl MetadataRecord {
             Some((&RECORD_VERSION, json)) => {
                 serde_json::from_slice(json).map_err(|e| MetadataError::Decode(e.to_string()))
             }
-            Some((v, _)) => Err(MetadataError::Decode(format!(
-                "unknown record version {v} (this build reads {RECORD_VERSION})"
-            ))),
+            Some((v, _)) => {
+                Err(MetadataError::Decode(format!("unknown record version {v} (this build reads {RECORD_VERSION})")))
+            }
             None => Err(MetadataError::Decode("empty record".into())),
         }
     }
@@ -92,13 +79,8 @@ mod tests {
     fn records_round_trip() {
         let id = Uuid::new_v4();
         for r in [
-            MetadataRecord::ClusterCreated {
-                cluster_id: "abc".into(),
-            },
-            MetadataRecord::TopicCreated {
-                name: "t".into(),
-                topic_id: id,
-            },
+            MetadataRecord::ClusterCreated { cluster_id: "abc".into() },
+            MetadataRecord::TopicCreated { name: "t".into(), topic_id: id },
             MetadataRecord::PartitionCreated {
                 topic_id: id,
                 partition: 2,
@@ -111,10 +93,7 @@ mod tests {
                 name: "retention.ms".into(),
                 value: None,
             },
-            MetadataRecord::ProducerIdsAllocated {
-                broker_id: 1,
-                next_producer_id: 1000,
-            },
+            MetadataRecord::ProducerIdsAllocated { broker_id: 1, next_producer_id: 1000 },
             MetadataRecord::TopicDeleted { topic_id: id },
         ] {
             assert_eq!(MetadataRecord::decode(&r.encode()).unwrap(), r);

@@ -104,18 +104,15 @@ pub enum BatchError {
 impl fmt::Display for BatchError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BatchError::Truncated { needed, available } => write!(
-                f,
-                "record batch truncated: needs {needed} bytes but only {available} are present"
-            ),
-            BatchError::BadMagic(m) => write!(
-                f,
-                "record batch has magic {m}, only magic 2 (Kafka 0.11+) batches are supported"
-            ),
-            BatchError::BadLength(l) => write!(
-                f,
-                "record batch length {l} is smaller than the minimum {MIN_BATCH_LENGTH}"
-            ),
+            BatchError::Truncated { needed, available } => {
+                write!(f, "record batch truncated: needs {needed} bytes but only {available} are present")
+            }
+            BatchError::BadMagic(m) => {
+                write!(f, "record batch has magic {m}, only magic 2 (Kafka 0.11+) batches are supported")
+            }
+            BatchError::BadLength(l) => {
+                write!(f, "record batch length {l} is smaller than the minimum {MIN_BATCH_LENGTH}")
+            }
             BatchError::UnknownCompression(c) => {
                 write!(f, "record batch uses unknown compression codec {c}")
             }
@@ -234,10 +231,7 @@ impl BatchHeader {
     pub fn parse(buf: &[u8]) -> Result<BatchHeader, BatchError> {
         use offsets::*;
         if buf.len() < BATCH_HEADER_LEN {
-            return Err(BatchError::Truncated {
-                needed: BATCH_HEADER_LEN,
-                available: buf.len(),
-            });
+            return Err(BatchError::Truncated { needed: BATCH_HEADER_LEN, available: buf.len() });
         }
         // The indexing below is in bounds: buf has at least 61 bytes.
         let magic = buf[MAGIC] as i8;
@@ -277,8 +271,7 @@ impl BatchHeader {
         b[MAGIC] = self.magic as u8;
         b[CRC..CRC + 4].copy_from_slice(&self.crc.to_be_bytes());
         b[ATTRIBUTES..ATTRIBUTES + 2].copy_from_slice(&self.attributes.to_be_bytes());
-        b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4]
-            .copy_from_slice(&self.last_offset_delta.to_be_bytes());
+        b[LAST_OFFSET_DELTA..LAST_OFFSET_DELTA + 4].copy_from_slice(&self.last_offset_delta.to_be_bytes());
         b[BASE_TIMESTAMP..BASE_TIMESTAMP + 8].copy_from_slice(&self.base_timestamp.to_be_bytes());
         b[MAX_TIMESTAMP..MAX_TIMESTAMP + 8].copy_from_slice(&self.max_timestamp.to_be_bytes());
         b[PRODUCER_ID..PRODUCER_ID + 8].copy_from_slice(&self.producer_id.to_be_bytes());
@@ -296,8 +289,7 @@ impl BatchHeader {
 
     /// Offset of the last record: `base_offset + last_offset_delta` (saturating).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset
-            .saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// The compression codec; codes 5..=7 are an error.
@@ -353,12 +345,7 @@ pub fn verify_crc(batch: &[u8]) -> bool {
 
 fn header_mut(batch: &mut [u8]) -> Result<&mut [u8], BatchError> {
     let available = batch.len();
-    batch
-        .get_mut(..BATCH_HEADER_LEN)
-        .ok_or(BatchError::Truncated {
-            needed: BATCH_HEADER_LEN,
-            available,
-        })
+    batch.get_mut(..BATCH_HEADER_LEN).ok_or(BatchError::Truncated { needed: BATCH_HEADER_LEN, available })
 }
 
 /// Overwrites `baseOffset`. It lies outside the CRC range, so the CRC stays valid.
@@ -371,8 +358,7 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) -> Result<(), BatchEr
 /// Overwrites `partitionLeaderEpoch`. It lies outside the CRC range, so the CRC stays valid.
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), BatchError> {
     let h = header_mut(batch)?;
-    h[offsets::PARTITION_LEADER_EPOCH..offsets::PARTITION_LEADER_EPOCH + 4]
-        .copy_from_slice(&epoch.to_be_bytes());
+    h[offsets::PARTITION_LEADER_EPOCH..offsets::PARTITION_LEADER_EPOCH + 4].copy_from_slice(&epoch.to_be_bytes());
     Ok(())
 }
 
@@ -387,18 +373,13 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) -> Result<(), Batch
     let header = BatchHeader::parse(batch)?;
     let total = header.total_size();
     let available = batch.len();
-    let batch = batch.get_mut(..total).ok_or(BatchError::Truncated {
-        needed: total,
-        available,
-    })?;
-    if header.timestamp_type() == TimestampType::LogAppendTime && header.max_timestamp == timestamp
-    {
+    let batch = batch.get_mut(..total).ok_or(BatchError::Truncated { needed: total, available })?;
+    if header.timestamp_type() == TimestampType::LogAppendTime && header.max_timestamp == timestamp {
         return Ok(());
     }
     let attributes = header.attributes | TIMESTAMP_TYPE_MASK;
     batch[offsets::ATTRIBUTES..offsets::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[offsets::MAX_TIMESTAMP..offsets::MAX_TIMESTAMP + 8]
-        .copy_from_slice(&timestamp.to_be_bytes());
+    batch[offsets::MAX_TIMESTAMP..offsets::MAX_TIMESTAMP + 8].copy_from_slice(&timestamp.to_be_bytes());
     let crc = compute_crc(batch);
     batch[offsets::CRC..offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())
@@ -421,11 +402,7 @@ pub struct BatchIter<'a> {
 impl<'a> BatchIter<'a> {
     /// An iterator over the batches in `buf`.
     pub fn new(buf: &'a [u8]) -> BatchIter<'a> {
-        BatchIter {
-            buf,
-            pos: 0,
-            done: false,
-        }
+        BatchIter { buf, pos: 0, done: false }
     }
 
     /// Byte position of the next batch: the end of the last batch yielded.
@@ -461,10 +438,7 @@ impl<'a> Iterator for BatchIter<'a> {
             }
             None => {
                 self.done = true;
-                Some(Err(BatchError::Truncated {
-                    needed: total,
-                    available: rest.len(),
-                }))
+                Some(Err(BatchError::Truncated { needed: total, available: rest.len() }))
             }
         }
     }
@@ -559,13 +533,7 @@ mod tests {
     #[test]
     fn parse_errors() {
         let mut b = build_batch(0, 0, &[b"x"]);
-        assert_eq!(
-            BatchHeader::parse(&b[..60]),
-            Err(BatchError::Truncated {
-                needed: 61,
-                available: 60
-            })
-        );
+        assert_eq!(BatchHeader::parse(&b[..60]), Err(BatchError::Truncated { needed: 61, available: 60 }));
         b[16] = 1;
         assert_eq!(BatchHeader::parse(&b), Err(BatchError::BadMagic(1)));
         b[16] = 2;
@@ -591,10 +559,7 @@ mod tests {
         }
         for id in 5..=7 {
             h.attributes = id;
-            assert_eq!(
-                h.compression(),
-                Err(BatchError::UnknownCompression(id as u8))
-            );
+            assert_eq!(h.compression(), Err(BatchError::UnknownCompression(id as u8)));
         }
         h.attributes = 0x08 | 0x10 | 0x20;
         assert_eq!(h.timestamp_type(), TimestampType::LogAppendTime);
@@ -626,10 +591,7 @@ mod tests {
         assert!(set_log_append_time(&mut short, 1).is_err());
         let mut b = build_batch(0, 0, &[b"abc"]);
         let n = b.len();
-        assert!(matches!(
-            set_log_append_time(&mut b[..n - 1], 5),
-            Err(BatchError::Truncated { .. })
-        ));
+        assert!(matches!(set_log_append_time(&mut b[..n - 1], 5), Err(BatchError::Truncated { .. })));
     }
 
     #[test]
@@ -678,23 +640,21 @@ mod tests {
             (any::<i64>(), any::<i64>(), any::<i16>(), any::<i32>()),
             any::<i32>(),
         )
-            .prop_map(
-                |((bo, bl, ple), (crc, at, lod, bt), (mt, pid, pe, bs), rc)| BatchHeader {
-                    base_offset: bo,
-                    batch_length: bl,
-                    partition_leader_epoch: ple,
-                    magic: 2,
-                    crc,
-                    attributes: at,
-                    last_offset_delta: lod,
-                    base_timestamp: bt,
-                    max_timestamp: mt,
-                    producer_id: pid,
-                    producer_epoch: pe,
-                    base_sequence: bs,
-                    records_count: rc,
-                },
-            )
+            .prop_map(|((bo, bl, ple), (crc, at, lod, bt), (mt, pid, pe, bs), rc)| BatchHeader {
+                base_offset: bo,
+                batch_length: bl,
+                partition_leader_epoch: ple,
+                magic: 2,
+                crc,
+                attributes: at,
+                last_offset_delta: lod,
+                base_timestamp: bt,
+                max_timestamp: mt,
+                producer_id: pid,
+                producer_epoch: pe,
+                base_sequence: bs,
+                records_count: rc,
+            })
     }
 
     proptest! {

@@ -11,24 +11,11 @@ pub enum ProtocolError {
     UnknownApiKey { api_key: i16 },
     /// A known API key at a version Strata does not serve.
     #[error("API {api_key:?} v{version} is not supported (supported: v{min}..=v{max})")]
-    UnsupportedVersion {
-        api_key: crate::ApiKey,
-        version: i16,
-        min: i16,
-        max: i16,
-    },
+    UnsupportedVersion { api_key: crate::ApiKey, version: i16, min: i16, max: i16 },
     /// The bytes did not decode as the message they claim to be.
     #[error("malformed {api_key:?} v{version} request: {reason}")]
-    Malformed {
-        api_key: crate::ApiKey,
-        version: i16,
-        reason: String,
-    },
+    Malformed { api_key: crate::ApiKey, version: i16, reason: String },
     /// A response could not be encoded (a bug, or a value out of the wire format's range).
     #[error("cannot encode {api_key:?} v{version} response: {reason}")]
-    Encode {
-        api_key: crate::ApiKey,
-        version: i16,
-        reason: String,
-    },
+    Encode { api_key: crate::ApiKey, version: i16, reason: String },
 }

@@ -40,10 +40,7 @@ impl FrameDecoder {
         }
         let size = size as usize;
         if size > self.max_frame {
-            return Err(FrameError::TooLarge {
-                size,
-                max: self.max_frame,
-            });
+            return Err(FrameError::TooLarge { size, max: self.max_frame });
         }
         Ok(Some(size))
     }
@@ -84,18 +81,9 @@ mod tests {
     fn bad_sizes_are_refused_before_allocating() {
         let mut dec = FrameDecoder::new(100);
         for (bytes, err) in [
-            (
-                [0x7f, 0xff, 0xff, 0xff],
-                FrameError::TooLarge {
-                    size: i32::MAX as usize,
-                    max: 100,
-                },
-            ),
+            ([0x7f, 0xff, 0xff, 0xff], FrameError::TooLarge { size: i32::MAX as usize, max: 100 }),
             ([0, 0, 0, 0], FrameError::InvalidSize { size: 0 }),
-            (
-                [0xff, 0xff, 0xff, 0xff],
-                FrameError::InvalidSize { size: -1 },
-            ),
+            ([0xff, 0xff, 0xff, 0xff], FrameError::InvalidSize { size: -1 }),
         ] {
             let mut buf = BytesMut::from(&bytes[..]);
             assert_eq!(dec.decode(&mut buf), Err(err));

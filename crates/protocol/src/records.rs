@@ -29,10 +29,7 @@ pub enum RecordsError {
 
 /// Calls `f` with the offset and timestamp of every record in `batch` (one
 /// whole v2 batch), in order, until `f` returns `false`.
-pub fn for_each_record(
-    batch: &[u8],
-    mut f: impl FnMut(RecordPosition) -> bool,
-) -> Result<(), RecordsError> {
+pub fn for_each_record(batch: &[u8], mut f: impl FnMut(RecordPosition) -> bool) -> Result<(), RecordsError> {
     let header = BatchHeader::parse(batch)?;
     let end = header.total_size().min(batch.len());
     let mut body = Bytes::copy_from_slice(&batch[BATCH_HEADER_LEN.min(end)..end]);
@@ -61,10 +58,7 @@ pub fn for_each_record(
 }
 
 /// The first record whose timestamp is at or after `target`, if any.
-pub fn first_at_or_after(
-    batch: &[u8],
-    target: i64,
-) -> Result<Option<RecordPosition>, RecordsError> {
+pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<RecordPosition>, RecordsError> {
     let mut found = None;
     for_each_record(batch, |pos| {
         if pos.timestamp >= target {
@@ -137,8 +131,7 @@ mod tests {
     use super::*;
     use bytes::BytesMut;
     use kafka_protocol::records::{
-        Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType as KTimestampType,
+        Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
     };
 
     fn batch(compression: KCompression, timestamps: &[i64]) -> BytesMut {
@@ -162,46 +155,19 @@ mod tests {
             })
             .collect();
         let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
+        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
         buf
     }
 
     #[test]
     fn finds_first_record_at_or_after_in_every_codec() {
-        for c in [
-            KCompression::None,
-            KCompression::Gzip,
-            KCompression::Snappy,
-            KCompression::Lz4,
-            KCompression::Zstd,
-        ] {
+        for c in [KCompression::None, KCompression::Gzip, KCompression::Snappy, KCompression::Lz4, KCompression::Zstd] {
             let b = batch(c, &[10, 30, 20, 40, 40]);
             let hit = first_at_or_after(&b, 25).unwrap().unwrap();
-            assert_eq!(
-                hit,
-                RecordPosition {
-                    offset: 101,
-                    timestamp: 30
-                },
-                "{c:?}"
-            );
+            assert_eq!(hit, RecordPosition { offset: 101, timestamp: 30 }, "{c:?}");
             assert_eq!(first_at_or_after(&b, 41).unwrap(), None);
             let max = max_timestamp_record(&b).unwrap().unwrap();
-            assert_eq!(
-                max,
-                RecordPosition {
-                    offset: 103,
-                    timestamp: 40
-                }
-            );
+            assert_eq!(max, RecordPosition { offset: 103, timestamp: 40 });
         }
     }
 

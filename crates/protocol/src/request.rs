@@ -61,46 +61,23 @@ pub fn peek_prefix(frame: &[u8]) -> Result<HeaderPrefix, ProtocolError> {
 /// the body stay slices of `frame`: nothing is copied.
 pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
     let prefix = peek_prefix(&frame)?;
-    let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| ProtocolError::UnknownApiKey {
-        api_key: prefix.api_key,
-    })?;
+    let api_key =
+        ApiKey::try_from(prefix.api_key).map_err(|_| ProtocolError::UnknownApiKey { api_key: prefix.api_key })?;
     let version = prefix.version;
     let Some(range) = supported_range(api_key) else {
-        return Err(ProtocolError::UnsupportedVersion {
-            api_key,
-            version,
-            min: 0,
-            max: -1,
-        });
+        return Err(ProtocolError::UnsupportedVersion { api_key, version, min: 0, max: -1 });
     };
     if version < min_decodable(range) || version > range.max {
         if api_key == ApiKey::ApiVersions && version > range.max {
-            return Ok(Decoded::UnsupportedApiVersions {
-                correlation_id: prefix.correlation_id,
-                version,
-            });
+            return Ok(Decoded::UnsupportedApiVersions { correlation_id: prefix.correlation_id, version });
         }
-        return Err(ProtocolError::UnsupportedVersion {
-            api_key,
-            version,
-            min: range.min,
-            max: range.max,
-        });
+        return Err(ProtocolError::UnsupportedVersion { api_key, version, min: range.min, max: range.max });
     }
-    let malformed = |e: anyhow::Error| ProtocolError::Malformed {
-        api_key,
-        version,
-        reason: e.to_string(),
-    };
+    let malformed = |e: anyhow::Error| ProtocolError::Malformed { api_key, version, reason: e.to_string() };
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
     let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
     // Bytes after the body are ignored, as Apache Kafka does: some clients
     // send them (librdkafka's Metadata v12 carries 3 extra bytes).
-    Ok(Decoded::Request(Box::new(Request {
-        api_key,
-        version,
-        header,
-        body,
-    })))
+    Ok(Decoded::Request(Box::new(Request { api_key, version, header, body })))
 }

@@ -20,19 +20,10 @@ pub fn encode_response<M: Encodable>(
     correlation_id: i32,
     body: &M,
 ) -> Result<(), ProtocolError> {
-    let err = |e: anyhow::Error| ProtocolError::Encode {
-        api_key,
-        version,
-        reason: e.to_string(),
-    };
-    let header_version = if api_key == ApiKey::ApiVersions {
-        0
-    } else {
-        api_key.response_header_version(version)
-    };
+    let err = |e: anyhow::Error| ProtocolError::Encode { api_key, version, reason: e.to_string() };
+    let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(version) };
     let header = ResponseHeader::default().with_correlation_id(correlation_id);
-    let size = header.compute_size(header_version).map_err(err)?
-        + body.compute_size(version).map_err(err)?;
+    let size = header.compute_size(header_version).map_err(err)? + body.compute_size(version).map_err(err)?;
     let size_prefix = i32::try_from(size).map_err(|_| ProtocolError::Encode {
         api_key,
         version,
@@ -49,32 +40,22 @@ pub fn encode_response<M: Encodable>(
 pub fn api_versions_body(error: Option<ResponseError>) -> ApiVersionsResponse {
     let keys = SUPPORTED
         .iter()
-        .map(|r| {
-            ApiVersion::default()
-                .with_api_key(r.key as i16)
-                .with_min_version(r.min)
-                .with_max_version(r.max)
-        })
+        .map(|r| ApiVersion::default().with_api_key(r.key as i16).with_min_version(r.min).with_max_version(r.max))
         .collect();
-    ApiVersionsResponse::default()
-        .with_error_code(error.map_or(0, |e| e.code()))
-        .with_api_keys(keys)
+    ApiVersionsResponse::default().with_error_code(error.map_or(0, |e| e.code())).with_api_keys(keys)
 }
 
 /// KIP-511: the answer to an ApiVersions request at a version above ours —
 /// v0 format, UNSUPPORTED_VERSION, and only ApiVersions' own range.
-pub fn encode_unsupported_api_versions(
-    out: &mut BytesMut,
-    correlation_id: i32,
-) -> Result<(), ProtocolError> {
-    let range =
-        crate::versions::supported_range(ApiKey::ApiVersions).map_or((0, 0), |r| (r.min, r.max));
-    let body = ApiVersionsResponse::default()
-        .with_error_code(ResponseError::UnsupportedVersion.code())
-        .with_api_keys(vec![ApiVersion::default()
-            .with_api_key(ApiKey::ApiVersions as i16)
-            .with_min_version(range.0)
-            .with_max_version(range.1)]);
+pub fn encode_unsupported_api_versions(out: &mut BytesMut, correlation_id: i32) -> Result<(), ProtocolError> {
+    let range = crate::versions::supported_range(ApiKey::ApiVersions).map_or((0, 0), |r| (r.min, r.max));
+    let body =
+        ApiVersionsResponse::default().with_error_code(ResponseError::UnsupportedVersion.code()).with_api_keys(vec![
+            ApiVersion::default()
+                .with_api_key(ApiKey::ApiVersions as i16)
+                .with_min_version(range.0)
+                .with_max_version(range.1),
+        ]);
     encode_response(out, ApiKey::ApiVersions, 0, correlation_id, &body)
 }
 
@@ -93,12 +74,7 @@ mod tests {
             .with_correlation_id(correlation_id)
             .with_client_id(Some(StrBytes::from_static_str("t")));
         let mut buf = BytesMut::new();
-        header
-            .encode(
-                &mut buf,
-                ApiKey::ApiVersions.request_header_version(version),
-            )
-            .unwrap();
+        header.encode(&mut buf, ApiKey::ApiVersions.request_header_version(version)).unwrap();
         ApiVersionsRequest::default()
             .with_client_software_name(StrBytes::from_static_str("x"))
             .with_client_software_version(StrBytes::from_static_str("1"))
@@ -110,14 +86,7 @@ mod tests {
     #[test]
     fn api_versions_v3_uses_header_v0_and_no_default_tags() {
         let mut out = BytesMut::new();
-        encode_response(
-            &mut out,
-            ApiKey::ApiVersions,
-            3,
-            7,
-            &api_versions_body(None),
-        )
-        .unwrap();
+        encode_response(&mut out, ApiKey::ApiVersions, 3, 7, &api_versions_body(None)).unwrap();
         let mut b = out.freeze();
         let len = b.get_i32() as usize;
         assert_eq!(len, b.len());
@@ -134,17 +103,10 @@ mod tests {
     #[test]
     fn kip_511_answer_for_a_too_new_api_versions() {
         let frame = request_frame(4, 9);
-        assert!(matches!(
-            decode_request(frame).unwrap(),
-            Decoded::Request(_)
-        ));
+        assert!(matches!(decode_request(frame).unwrap(), Decoded::Request(_)));
         let mut raw = BytesMut::from(&request_frame(4, 9)[..]);
         raw[2..4].copy_from_slice(&99i16.to_be_bytes());
-        let Decoded::UnsupportedApiVersions {
-            correlation_id,
-            version,
-        } = decode_request(raw.freeze()).unwrap()
-        else {
+        let Decoded::UnsupportedApiVersions { correlation_id, version } = decode_request(raw.freeze()).unwrap() else {
             panic!("expected the KIP-511 path");
         };
         assert_eq!((correlation_id, version), (9, 99));
@@ -162,13 +124,138 @@ mod tests {
     fn unknown_keys_and_short_frames_are_errors() {
         let mut raw = BytesMut::from(&request_frame(3, 1)[..]);
         raw[0..2].copy_from_slice(&999i16.to_be_bytes());
-        assert!(matches!(
-            decode_request(raw.freeze()),
-            Err(ProtocolError::UnknownApiKey { api_key: 999 })
-        ));
-        assert!(matches!(
-            decode_request(Bytes::from_static(&[0, 18, 0])),
-            Err(ProtocolError::ShortHeader { .. })
-        ));
+        assert!(matches!(decode_request(raw.freeze()), Err(ProtocolError::UnknownApiKey { api_key: 999 })));
+        assert!(matches!(decode_request(Bytes::from_static(&[0, 18, 0])), Err(ProtocolError::ShortHeader { .. })));
+    }
+}
+
+/// Length of the placeholder that stands for a record set while a response
+/// is encoded (see [`splice_records`]).
+pub const MARKER_LEN: usize = 16;
+
+/// A placeholder for the `index`-th record set of a response: unlikely to
+/// occur by chance (it carries a per-response random `nonce`).
+pub fn record_marker(nonce: u64, index: u32) -> [u8; MARKER_LEN] {
+    let mut m = [0u8; MARKER_LEN];
+    m[0..4].copy_from_slice(&0xFEED_5EA1u32.to_be_bytes());
+    m[4..8].copy_from_slice(&index.to_be_bytes());
+    m[8..16].copy_from_slice(&nonce.to_be_bytes());
+    m
+}
+
+/// Replaces placeholder record sets in an encoded response frame by the real
+/// record bytes without copying them: returns the frame as a list of chunks
+/// (encoded bytes, then a record slice, then encoded bytes, …) for a
+/// vectored write, with the size prefix and each record length fixed up.
+///
+/// `frame` is a whole frame from [`encode_response`] whose body holds, in
+/// encoding order, a placeholder from [`record_marker`] (as a RECORDS field:
+/// an `i32` length when `flexible` is false, an unsigned-varint length + 1
+/// when true) for each entry of `records`.
+pub fn splice_records(
+    frame: BytesMut,
+    flexible: bool,
+    records: Vec<([u8; MARKER_LEN], bytes::Bytes)>,
+) -> Result<Vec<bytes::Bytes>, String> {
+    let frame = frame.freeze();
+    let mut chunks = Vec::with_capacity(records.len() * 2 + 1);
+    let mut pos = 4; // after the size prefix
+    let mut extra: i64 = 0;
+    let mut head = BytesMut::new();
+    for (marker, real) in records {
+        let found = frame[pos..]
+            .windows(MARKER_LEN)
+            .position(|w| w == marker)
+            .map(|i| pos + i)
+            .ok_or("record placeholder not found in the encoded response")?;
+        let old_prefix = if flexible { 1 } else { 4 };
+        if found < pos + old_prefix {
+            return Err("record placeholder without its length prefix".into());
+        }
+        head.extend_from_slice(&frame[pos..found - old_prefix]);
+        let len = real.len();
+        if flexible {
+            put_unsigned_varint(&mut head, (len as u64) + 1);
+        } else {
+            head.put_i32(i32::try_from(len).map_err(|_| "record set too large")?);
+        }
+        let new_prefix = if flexible { varint_len((len as u64) + 1) } else { 4 };
+        extra += new_prefix as i64 - old_prefix as i64 + len as i64 - MARKER_LEN as i64;
+        chunks.push(std::mem::take(&mut head).freeze());
+        if !real.is_empty() {
+            chunks.push(real);
+        }
+        pos = found + MARKER_LEN;
+    }
+    chunks.push(frame.slice(pos..));
+    let size = i64::from(i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]])) + extra;
+    let size = i32::try_from(size).map_err(|_| "response too large for one frame")?;
+    let mut first = BytesMut::with_capacity(4 + chunks[0].len());
+    first.put_i32(size);
+    first.extend_from_slice(&chunks[0]);
+    chunks[0] = first.freeze();
+    Ok(chunks)
+}
+
+fn put_unsigned_varint(buf: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+#[cfg(test)]
+mod splice_tests {
+    use super::*;
+    use bytes::Buf;
+    use bytes::Bytes;
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::FetchResponse;
+    use kafka_protocol::protocol::Decodable;
+
+    fn response(records: Vec<Bytes>) -> FetchResponse {
+        FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+            .with_topic(crate::kafka_protocol::messages::TopicName(
+                kafka_protocol::protocol::StrBytes::from_static_str("t"),
+            ))
+            .with_partitions(
+                records
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, r)| PartitionData::default().with_partition_index(i as i32).with_records(Some(r)))
+                    .collect(),
+            )])
+    }
+
+    #[test]
+    fn spliced_response_equals_a_plainly_encoded_one() {
+        let real: Vec<Bytes> =
+            vec![Bytes::from(vec![1u8; 300]), Bytes::new(), Bytes::from(vec![2u8; 5]), Bytes::from(vec![3u8; 70_000])];
+        for version in [4i16, 11, 12, 16] {
+            let mut plain = BytesMut::new();
+            encode_response(&mut plain, ApiKey::Fetch, version, 5, &response(real.clone())).unwrap();
+            let markers: Vec<_> = (0..real.len() as u32).map(|i| record_marker(42, i)).collect();
+            let mut with_markers = BytesMut::new();
+            let body = response(markers.iter().map(|m| Bytes::copy_from_slice(m)).collect());
+            encode_response(&mut with_markers, ApiKey::Fetch, version, 5, &body).unwrap();
+            let chunks =
+                splice_records(with_markers, version >= 12, markers.into_iter().zip(real.clone()).collect()).unwrap();
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            assert_eq!(joined, plain.to_vec(), "v{version}");
+            let mut b = Bytes::from(joined);
+            b.advance(4 + 4 + usize::from(version >= 12));
+            let decoded = FetchResponse::decode(&mut b, version).unwrap();
+            assert_eq!(decoded.responses[0].partitions[3].records.as_ref().unwrap().len(), 70_000);
+        }
     }
 }

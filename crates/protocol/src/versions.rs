@@ -23,76 +23,20 @@ pub const PRODUCE_MIN_DECODABLE: i16 = 3;
 
 /// Every API key Strata answers, with the versions it answers.
 pub const SUPPORTED: &[ApiRange] = &[
-    ApiRange {
-        key: ApiKey::Produce,
-        min: 0,
-        max: 13,
-    },
-    ApiRange {
-        key: ApiKey::Fetch,
-        min: 4,
-        max: 17,
-    },
-    ApiRange {
-        key: ApiKey::ListOffsets,
-        min: 1,
-        max: 10,
-    },
-    ApiRange {
-        key: ApiKey::Metadata,
-        min: 0,
-        max: 13,
-    },
-    ApiRange {
-        key: ApiKey::ApiVersions,
-        min: 0,
-        max: 4,
-    },
-    ApiRange {
-        key: ApiKey::CreateTopics,
-        min: 2,
-        max: 7,
-    },
-    ApiRange {
-        key: ApiKey::DeleteTopics,
-        min: 1,
-        max: 6,
-    },
-    ApiRange {
-        key: ApiKey::DeleteRecords,
-        min: 0,
-        max: 2,
-    },
-    ApiRange {
-        key: ApiKey::InitProducerId,
-        min: 0,
-        max: 5,
-    },
-    ApiRange {
-        key: ApiKey::DescribeConfigs,
-        min: 1,
-        max: 4,
-    },
-    ApiRange {
-        key: ApiKey::AlterConfigs,
-        min: 0,
-        max: 2,
-    },
-    ApiRange {
-        key: ApiKey::CreatePartitions,
-        min: 0,
-        max: 3,
-    },
-    ApiRange {
-        key: ApiKey::IncrementalAlterConfigs,
-        min: 0,
-        max: 1,
-    },
-    ApiRange {
-        key: ApiKey::DescribeCluster,
-        min: 0,
-        max: 2,
-    },
+    ApiRange { key: ApiKey::Produce, min: 0, max: 13 },
+    ApiRange { key: ApiKey::Fetch, min: 4, max: 17 },
+    ApiRange { key: ApiKey::ListOffsets, min: 1, max: 10 },
+    ApiRange { key: ApiKey::Metadata, min: 0, max: 13 },
+    ApiRange { key: ApiKey::ApiVersions, min: 0, max: 4 },
+    ApiRange { key: ApiKey::CreateTopics, min: 2, max: 7 },
+    ApiRange { key: ApiKey::DeleteTopics, min: 1, max: 6 },
+    ApiRange { key: ApiKey::DeleteRecords, min: 0, max: 2 },
+    ApiRange { key: ApiKey::InitProducerId, min: 0, max: 5 },
+    ApiRange { key: ApiKey::DescribeConfigs, min: 1, max: 4 },
+    ApiRange { key: ApiKey::AlterConfigs, min: 0, max: 2 },
+    ApiRange { key: ApiKey::CreatePartitions, min: 0, max: 3 },
+    ApiRange { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
+    ApiRange { key: ApiKey::DescribeCluster, min: 0, max: 2 },
 ];
 
 /// The served range for `key`, if Strata serves it at all.

@@ -20,11 +20,7 @@ use strata_controller::{ControllerConfig, LocalController};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "strata",
-    version,
-    about = "Strata: a Kafka-compatible log broker"
-)]
+#[command(name = "strata", version, about = "Strata: a Kafka-compatible log broker")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -54,10 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("strata: cannot start the runtime: {e}");
@@ -79,15 +72,10 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     prepare_data_dir(&data_dir)?;
     let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
     let (advertised_host, advertised_port) = config.advertised().map_err(anyhow::Error::msg)?;
-    let (listener, local) = net::bind(&listen)
-        .await
-        .with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
+    let (listener, local) =
+        net::bind(&listen).await.with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
     // With port 0 the advertised port is the one the OS picked.
-    let advertised_port = if advertised_port == 0 {
-        local.port()
-    } else {
-        advertised_port
-    };
+    let advertised_port = if advertised_port == 0 { local.port() } else { advertised_port };
 
     let controller = Arc::new(
         LocalController::open(
@@ -105,10 +93,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         )
         .context("cannot open the metadata log")?,
     );
-    let replicas = Arc::new(ReplicaManager::new(
-        data_dir.clone(),
-        config.topic_defaults(),
-    ));
+    let replicas = Arc::new(ReplicaManager::new(data_dir.clone(), config.topic_defaults()));
     let started = std::time::Instant::now();
     controller.register_publisher(replicas.clone());
     replicas.remove_orphans();
@@ -120,11 +105,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
 
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
-    let flush_every = Duration::from_millis(
-        config
-            .flush_scheduler_interval_ms()
-            .min(3_600_000 * 24 * 365),
-    );
+    let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
     let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
@@ -144,33 +125,22 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     let closing = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || replicas.close_all())
-        .await
-        .context("closing logs")?;
-    tracing::info!(
-        elapsed_ms = closing.elapsed().as_millis() as u64,
-        "logs flushed and closed; bye"
-    );
+    tokio::task::spawn_blocking(move || replicas.close_all()).await.context("closing logs")?;
+    tracing::info!(elapsed_ms = closing.elapsed().as_millis() as u64, "logs flushed and closed; bye");
     Ok(())
 }
 
 /// Creates the data directory and checks it can be written, so a bad
 /// directory is refused at start with a clear message.
 fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
     let probe = dir.join(".strata-write-test");
-    std::fs::write(&probe, b"ok")
-        .with_context(|| format!("the data directory {} is not writable", dir.display()))?;
+    std::fs::write(&probe, b"ok").with_context(|| format!("the data directory {} is not writable", dir.display()))?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }
 
-fn spawn_periodic(
-    mut shutdown: watch::Receiver<bool>,
-    every: Duration,
-    task: impl Fn() + Send + Sync + 'static,
-) {
+fn spawn_periodic(mut shutdown: watch::Receiver<bool>, every: Duration, task: impl Fn() + Send + Sync + 'static) {
     let task = Arc::new(task);
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every);
@@ -191,10 +161,7 @@ async fn wait_for_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => {}

@@ -33,11 +33,10 @@ pub struct ServerArgs {
 pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
     let mut map = BTreeMap::new();
     if let Some(path) = &args.config {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let table: toml::Table = text
-            .parse()
-            .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
+        let table: toml::Table =
+            text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
         flatten("", &toml::Value::Table(table), &mut map)
             .with_context(|| format!("in config file {}", path.display()))?;
     }
@@ -64,19 +63,11 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
 
 /// Turns nested TOML tables back into Kafka's dotted names, so that both
 /// `"log.segment.bytes" = 1` and `[log.segment] bytes = 1` work.
-fn flatten(
-    prefix: &str,
-    value: &toml::Value,
-    out: &mut BTreeMap<String, String>,
-) -> anyhow::Result<()> {
+fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
     match value {
         toml::Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out)?;
             }
         }
@@ -115,11 +106,7 @@ mod tests {
     fn file_flags_and_overrides_merge() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("s.toml");
-        std::fs::write(
-            &file,
-            "\"num.partitions\" = 3\n[log.segment]\nbytes = 2048\n",
-        )
-        .unwrap();
+        std::fs::write(&file, "\"num.partitions\" = 3\n[log.segment]\nbytes = 2048\n").unwrap();
         let args = ServerArgs {
             config: Some(file),
             listen: Some("127.0.0.1:9999".into()),
@@ -134,16 +121,10 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let args = ServerArgs {
-            set: vec!["log.segmnt.bytes=5".into()],
-            ..Default::default()
-        };
+        let args = ServerArgs { set: vec!["log.segmnt.bytes=5".into()], ..Default::default() };
         let e = load(&args).unwrap_err().to_string();
         assert!(e.contains("log.segmnt.bytes"), "{e}");
-        let args = ServerArgs {
-            set: vec!["oops".into()],
-            ..Default::default()
-        };
+        let args = ServerArgs { set: vec!["oops".into()], ..Default::default() };
         assert!(load(&args).is_err());
     }
 }

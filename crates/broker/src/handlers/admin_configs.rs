@@ -14,9 +14,8 @@ use strata_protocol::kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use strata_protocol::kafka_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
-    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest, AlterConfigsResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
 };
 use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::ResponseError;
@@ -39,18 +38,11 @@ fn resource(broker: &Broker, resource_type: i8, name: &str) -> Result<ConfigReso
                 format!("Broker {name} is not this broker ({})", broker.node_id),
             )),
         },
-        other => Err(ApiError::new(
-            ResponseError::InvalidRequest,
-            format!("Unsupported config resource type {other}"),
-        )),
+        other => Err(ApiError::new(ResponseError::InvalidRequest, format!("Unsupported config resource type {other}"))),
     }
 }
 
-pub fn describe(
-    broker: &Arc<Broker>,
-    request: DescribeConfigsRequest,
-    version: i16,
-) -> DescribeConfigsResponse {
+pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
     let image = broker.replicas.image();
     let results = request
         .resources
@@ -59,24 +51,15 @@ pub fn describe(
             let base = DescribeConfigsResult::default()
                 .with_resource_type(r.resource_type)
                 .with_resource_name(r.resource_name.clone());
-            let wanted = |name: &str| {
-                r.configuration_keys
-                    .as_ref()
-                    .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
-            };
+            let wanted =
+                |name: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
             let entries = match resource(broker, r.resource_type, &r.resource_name) {
-                Err(e) => {
-                    return base
-                        .with_error_code(e.error.code())
-                        .with_error_message(Some(str_bytes(e.message)))
-                }
+                Err(e) => return base.with_error_code(e.error.code()).with_error_message(Some(str_bytes(e.message))),
                 Ok(ConfigResource::Topic(name)) => {
                     if image.topic(&name).is_none() {
                         return base
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes(format!(
-                                "Topic {name} does not exist"
-                            ))));
+                            .with_error_message(Some(str_bytes(format!("Topic {name} does not exist"))));
                     }
                     let overrides = image.configs(&ConfigResource::Topic(name));
                     let defaults = broker.replicas.broker_defaults();
@@ -87,19 +70,11 @@ pub fn describe(
                             let mut synonyms = Vec::new();
                             if request.include_synonyms {
                                 if let Some(v) = overrides.and_then(|o| o.get(c.def.name)) {
-                                    synonyms.push(synonym(
-                                        c.def.name,
-                                        Some(v.clone()),
-                                        ConfigSource::TopicConfig,
-                                    ));
+                                    synonyms.push(synonym(c.def.name, Some(v.clone()), ConfigSource::TopicConfig));
                                 }
                                 if let Some(s) = c.def.broker_synonym {
                                     if let Some(v) = defaults.get(s) {
-                                        synonyms.push(synonym(
-                                            s,
-                                            Some(v.clone()),
-                                            ConfigSource::StaticBrokerConfig,
-                                        ));
+                                        synonyms.push(synonym(s, Some(v.clone()), ConfigSource::StaticBrokerConfig));
                                     }
                                     synonyms.push(synonym(
                                         s,
@@ -108,16 +83,7 @@ pub fn describe(
                                     ));
                                 }
                             }
-                            entry(
-                                c.def.name,
-                                Some(c.value),
-                                c.source,
-                                c.def.ty,
-                                c.def.doc,
-                                synonyms,
-                                &request,
-                                version,
-                            )
+                            entry(c.def.name, Some(c.value), c.source, c.def.ty, c.def.doc, synonyms, &request, version)
                         })
                         .collect()
                 }
@@ -127,11 +93,8 @@ pub fn describe(
                     .into_iter()
                     .filter(|(d, _, _)| wanted(d.name))
                     .map(|(d, value, is_default)| {
-                        let source = if is_default {
-                            ConfigSource::DefaultConfig
-                        } else {
-                            ConfigSource::StaticBrokerConfig
-                        };
+                        let source =
+                            if is_default { ConfigSource::DefaultConfig } else { ConfigSource::StaticBrokerConfig };
                         let ty = match d.kind {
                             Kind::Int => ConfigType::Int,
                             Kind::Long => ConfigType::Long,
@@ -143,10 +106,7 @@ pub fn describe(
                         } else {
                             Vec::new()
                         };
-                        entry(
-                            d.name, value, source, ty, d.doc, synonyms, &request, version,
-                        )
-                        .with_read_only(true)
+                        entry(d.name, value, source, ty, d.doc, synonyms, &request, version).with_read_only(true)
                     })
                     .collect(),
             };
@@ -180,11 +140,7 @@ fn entry(
         .with_config_source(source as i8)
         .with_synonyms(synonyms)
         .with_config_type(if version >= 3 { ty as i8 } else { 0 })
-        .with_documentation(if version >= 3 && request.include_documentation {
-            Some(str_bytes(doc))
-        } else {
-            None
-        })
+        .with_documentation(if version >= 3 && request.include_documentation { Some(str_bytes(doc)) } else { None })
 }
 
 pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
@@ -202,16 +158,10 @@ pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterC
                     }
                 }
                 match null {
-                    Some(k) => Err(ApiError::new(
-                        ResponseError::InvalidRequest,
-                        format!("Null value not supported for: {k}"),
-                    )),
-                    None => {
-                        broker
-                            .controller
-                            .alter_configs(res, ops, true, request.validate_only)
-                            .await
+                    Some(k) => {
+                        Err(ApiError::new(ResponseError::InvalidRequest, format!("Null value not supported for: {k}")))
                     }
+                    None => broker.controller.alter_configs(res, ops, true, request.validate_only).await,
                 }
             }
         };
@@ -243,14 +193,13 @@ pub async fn incremental_alter(
             Err(e) => Err(e),
             Ok(res) => {
                 let current: BTreeMap<String, String> = match &res {
-                    ConfigResource::Topic(name) => resolve_topic_configs(
-                        image.configs(&res),
-                        broker.replicas.broker_defaults(),
-                    )
-                    .into_iter()
-                    .filter(|_| image.topic(name).is_some())
-                    .map(|c| (c.def.name.to_string(), c.value))
-                    .collect(),
+                    ConfigResource::Topic(name) => {
+                        resolve_topic_configs(image.configs(&res), broker.replicas.broker_defaults())
+                            .into_iter()
+                            .filter(|_| image.topic(name).is_some())
+                            .map(|c| (c.def.name.to_string(), c.value))
+                            .collect()
+                    }
                     ConfigResource::Broker(_) => BTreeMap::new(),
                 };
                 match r
@@ -259,12 +208,7 @@ pub async fn incremental_alter(
                     .map(|c| to_op(c.config_operation, &c.name, c.value.as_ref(), &current))
                     .collect::<Result<Vec<_>, _>>()
                 {
-                    Ok(ops) => {
-                        broker
-                            .controller
-                            .alter_configs(res, ops, false, request.validate_only)
-                            .await
-                    }
+                    Ok(ops) => broker.controller.alter_configs(res, ops, false, request.validate_only).await,
                     Err(e) => Err(e),
                 }
             }
@@ -290,13 +234,7 @@ fn to_op(
     let name = name.to_string();
     let is_list = topic_config(&name).is_some_and(|d| d.ty == ConfigType::List);
     let list = |v: Option<&String>| -> Vec<String> {
-        v.map(|s| {
-            s.split(',')
-                .map(|x| x.trim().to_string())
-                .filter(|x| !x.is_empty())
-                .collect()
-        })
-        .unwrap_or_default()
+        v.map(|s| s.split(',').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()).unwrap_or_default()
     };
     match op {
         OP_SET => match value {
@@ -315,7 +253,10 @@ fn to_op(
             }
             Ok(ConfigOp::Set(name, items.join(",")))
         }
-        OP_APPEND | OP_SUBTRACT => Err(ApiError::new(ResponseError::InvalidConfig, format!("Config value append/subtract is not allowed for config {name}, which is not a list"))),
+        OP_APPEND | OP_SUBTRACT => Err(ApiError::new(
+            ResponseError::InvalidConfig,
+            format!("Config value append/subtract is not allowed for config {name}, which is not a list"),
+        )),
         other => Err(ApiError::new(ResponseError::InvalidRequest, format!("Unknown config operation {other}"))),
     }
 }

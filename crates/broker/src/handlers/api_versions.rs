@@ -7,13 +7,8 @@ use strata_protocol::ResponseError;
 pub fn handle(request: ApiVersionsRequest, version: i16) -> ApiVersionsResponse {
     // v3+ carries the client's software name and version; Kafka rejects
     // values outside [a-zA-Z0-9.-] with INVALID_REQUEST.
-    let valid = |s: &str| {
-        s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
-    };
-    if version >= 3
-        && (!valid(&request.client_software_name) || !valid(&request.client_software_version))
-    {
+    let valid = |s: &str| s.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if version >= 3 && (!valid(&request.client_software_name) || !valid(&request.client_software_version)) {
         return api_versions_body(Some(ResponseError::InvalidRequest));
     }
     api_versions_body(None)

@@ -5,41 +5,24 @@ use std::sync::Arc;
 
 use strata_metadata::channel::CreateTopicSpec;
 use strata_metadata::config::resolve_topic_configs;
-use strata_protocol::kafka_protocol::messages::create_topics_response::{
-    CreatableTopicConfigs, CreatableTopicResult,
-};
+use strata_protocol::kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
 use strata_protocol::kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use strata_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::Broker;
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: CreateTopicsRequest,
-    version: i16,
-) -> CreateTopicsResponse {
+pub async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut seen = HashSet::new();
-    let duplicates: HashSet<String> = request
-        .topics
-        .iter()
-        .map(|t| t.name.to_string())
-        .filter(|n| !seen.insert(n.clone()))
-        .collect();
+    let duplicates: HashSet<String> =
+        request.topics.iter().map(|t| t.name.to_string()).filter(|n| !seen.insert(n.clone())).collect();
     let mut results = Vec::new();
     let mut specs = Vec::new();
     for t in &request.topics {
         let name = t.name.to_string();
         if duplicates.contains(&name) {
-            if !results
-                .iter()
-                .any(|r: &CreatableTopicResult| r.name.as_str() == name)
-            {
-                results.push(failed(
-                    &name,
-                    ResponseError::InvalidRequest,
-                    "Duplicate topic name in the request.",
-                ));
+            if !results.iter().any(|r: &CreatableTopicResult| r.name.as_str() == name) {
+                results.push(failed(&name, ResponseError::InvalidRequest, "Duplicate topic name in the request."));
             }
             continue;
         }
@@ -68,21 +51,12 @@ pub async fn handle(
             assignments: t
                 .assignments
                 .iter()
-                .map(|a| {
-                    (
-                        a.partition_index,
-                        a.broker_ids.iter().map(|b| b.0).collect(),
-                    )
-                })
+                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
                 .collect(),
             configs,
         });
     }
-    for r in broker
-        .controller
-        .create_topics(specs, request.validate_only)
-        .await
-    {
+    for r in broker.controller.create_topics(specs, request.validate_only).await {
         match r.result {
             Ok(created) => {
                 if !request.validate_only {
@@ -102,11 +76,7 @@ pub async fn handle(
                 results.push(
                     CreatableTopicResult::default()
                         .with_name(super::topic_name(&r.name))
-                        .with_topic_id(if request.validate_only {
-                            Default::default()
-                        } else {
-                            created.topic_id
-                        })
+                        .with_topic_id(if request.validate_only { Default::default() } else { created.topic_id })
                         .with_num_partitions(created.num_partitions)
                         .with_replication_factor(created.replication_factor)
                         .with_configs(configs),

@@ -22,38 +22,26 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                 .partitions
                 .iter()
                 .map(|p| {
-                    let base = DeleteRecordsPartitionResult::default()
-                        .with_partition_index(p.partition_index);
-                    let result = broker
-                        .replicas
-                        .get(&t.name, p.partition_index)
-                        .and_then(|part| {
-                            let hw = part.high_watermark();
-                            let target = if p.offset == HIGH_WATERMARK {
-                                hw
-                            } else {
-                                p.offset
-                            };
-                            if target < 0 || target > hw {
-                                return Err(BrokerError::OffsetOutOfRange {
-                                    offset: p.offset,
-                                    log_start: part.log_start_offset(),
-                                    log_end: hw,
-                                });
-                            }
-                            part.with_log(|log| {
-                                log.advance_log_start(target).map_err(BrokerError::from)
-                            })
-                        });
+                    let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                    let result = broker.replicas.get(&t.name, p.partition_index).and_then(|part| {
+                        let hw = part.high_watermark();
+                        let target = if p.offset == HIGH_WATERMARK { hw } else { p.offset };
+                        if target < 0 || target > hw {
+                            return Err(BrokerError::OffsetOutOfRange {
+                                offset: p.offset,
+                                log_start: part.log_start_offset(),
+                                log_end: hw,
+                            });
+                        }
+                        part.with_log(|log| log.advance_log_start(target).map_err(BrokerError::from))
+                    });
                     match result {
                         Ok(low) => base.with_low_watermark(low),
                         Err(e) => base.with_error_code(e.code_i16()).with_low_watermark(-1),
                     }
                 })
                 .collect();
-            DeleteRecordsTopicResult::default()
-                .with_name(t.name)
-                .with_partitions(partitions)
+            DeleteRecordsTopicResult::default().with_name(t.name).with_partitions(partitions)
         })
         .collect();
     DeleteRecordsResponse::default().with_topics(topics)

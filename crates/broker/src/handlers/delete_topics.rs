@@ -9,11 +9,7 @@ use strata_protocol::kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopic
 use super::{str_bytes, topic_name};
 use crate::Broker;
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: DeleteTopicsRequest,
-    version: i16,
-) -> DeleteTopicsResponse {
+pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
     let refs: Vec<TopicRef> = if version >= 6 {
         request
             .topics
@@ -24,11 +20,7 @@ pub async fn handle(
             })
             .collect()
     } else {
-        request
-            .topic_names
-            .iter()
-            .map(|n| TopicRef::Name(n.to_string()))
-            .collect()
+        request.topic_names.iter().map(|n| TopicRef::Name(n.to_string())).collect()
     };
     let responses = broker
         .controller
@@ -39,7 +31,8 @@ pub async fn handle(
             if r.result.is_ok() {
                 tracing::info!(topic = r.name.as_deref().unwrap_or(""), id = %r.topic_id, "deleted topic");
             }
-            let base = DeletableTopicResult::default().with_name(r.name.as_deref().map(topic_name)).with_topic_id(r.topic_id);
+            let base =
+                DeletableTopicResult::default().with_name(r.name.as_deref().map(topic_name)).with_topic_id(r.topic_id);
             match r.result {
                 Ok(()) => base,
                 Err(e) => base.with_error_code(e.error.code()).with_error_message(Some(str_bytes(e.message))),

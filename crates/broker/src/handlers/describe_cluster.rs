@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use strata_protocol::kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use strata_protocol::kafka_protocol::messages::{
-    BrokerId, DescribeClusterRequest, DescribeClusterResponse,
-};
+use strata_protocol::kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
 use strata_protocol::ResponseError;
 
 use super::{str_bytes, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS_ALL};
@@ -18,9 +16,7 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeClusterRequest) -> Describe
     if request.endpoint_type != ENDPOINT_BROKERS {
         return DescribeClusterResponse::default()
             .with_error_code(ResponseError::UnsupportedEndpointType.code())
-            .with_error_message(Some(str_bytes(
-                "Strata serves only the broker endpoint type",
-            )))
+            .with_error_message(Some(str_bytes("Strata serves only the broker endpoint type")))
             .with_endpoint_type(request.endpoint_type);
     }
     let image = broker.replicas.image();

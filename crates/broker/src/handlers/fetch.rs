@@ -6,14 +6,14 @@
 //! names a session id gets FETCH_SESSION_ID_NOT_FOUND and falls back to full
 //! fetches.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, PartitionData,
-};
+use strata_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use strata_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
+use strata_protocol::response::{record_marker, MARKER_LEN};
 use strata_protocol::ResponseError;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -33,14 +33,20 @@ struct Wanted {
     max_bytes: usize,
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> FetchResponse {
+/// Record sets of a response, each with the placeholder that stands for it
+/// in the encoded body (see `strata_protocol::response::splice_records`).
+pub type SplicedRecords = Vec<([u8; MARKER_LEN], Bytes)>;
+
+/// The response body, whose non-empty record sets are placeholders, and the
+/// record slices to write in their place: records go from the mmapped
+/// segment to the socket without being copied into a buffer.
+pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> (FetchResponse, SplicedRecords) {
+    let failed = |e: ResponseError| (FetchResponse::default().with_error_code(e.code()), Vec::new());
     if request.session_id != 0 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::FetchSessionIdNotFound.code());
+        return failed(ResponseError::FetchSessionIdNotFound);
     }
     if request.session_epoch != 0 && request.session_epoch != -1 {
-        return FetchResponse::default()
-            .with_error_code(ResponseError::InvalidFetchSessionEpoch.code());
+        return failed(ResponseError::InvalidFetchSessionEpoch);
     }
     let image = broker.replicas.image();
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -83,14 +89,11 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 }
             }
         }
-        let (responses, bytes, any_error) = read_all(
-            &topics,
-            request.max_bytes.max(0) as usize,
-            version,
-            read_committed,
-        );
+        let (mut responses, bytes, any_error) =
+            read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed);
         if !may_wait || bytes >= min_bytes.max(1) || any_error {
-            return FetchResponse::default().with_responses(responses);
+            let spliced = replace_records_by_markers(&mut responses);
+            return (FetchResponse::default().with_responses(responses), spliced);
         }
         tokio::select! {
             _ = waiter.notified() => {}
@@ -99,11 +102,24 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     }
 }
 
+fn replace_records_by_markers(responses: &mut [FetchableTopicResponse]) -> SplicedRecords {
+    let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    let mut spliced = Vec::new();
+    for p in responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
+        if let Some(records) = p.records.take_if(|r| !r.is_empty()) {
+            let marker = record_marker(nonce, spliced.len() as u32);
+            p.records = Some(Bytes::copy_from_slice(&marker));
+            spliced.push((marker, records));
+        }
+    }
+    spliced
+}
+
+/// Varies the placeholders from one response to the next.
+static NONCE: AtomicU64 = AtomicU64::new(0x05EE_D0F5_7A7A);
+
 fn read_all(
-    topics: &[(
-        &strata_protocol::kafka_protocol::messages::fetch_request::FetchTopic,
-        Vec<Wanted>,
-    )],
+    topics: &[(&strata_protocol::kafka_protocol::messages::fetch_request::FetchTopic, Vec<Wanted>)],
     max_bytes: usize,
     version: i16,
     read_committed: bool,
@@ -116,27 +132,18 @@ fn read_all(
         for w in parts {
             let base = PartitionData::default()
                 .with_partition_index(w.index)
-                .with_aborted_transactions(if read_committed {
-                    Some(Vec::new())
-                } else {
-                    None
-                });
+                .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None });
             let data = match &w.partition {
                 Err(e) => {
                     any_error = true;
-                    base.with_error_code(e.code_i16())
-                        .with_high_watermark(-1)
-                        .with_records(Some(Bytes::new()))
+                    base.with_error_code(e.code_i16()).with_high_watermark(-1).with_records(Some(Bytes::new()))
                 }
                 Ok(p) => {
                     let budget = max_bytes.saturating_sub(total).min(w.max_bytes);
                     // KIP-74: the first data of the response may exceed the
                     // limits by one batch, so a big batch can always be read.
-                    let result = if budget == 0 && total > 0 {
-                        Ok(None)
-                    } else {
-                        p.read(w.offset, budget.max(1)).map(Some)
-                    };
+                    let result =
+                        if budget == 0 && total > 0 { Ok(None) } else { p.read(w.offset, budget.max(1)).map(Some) };
                     match result {
                         Ok(Some(r)) => {
                             total += r.records.len();
@@ -167,11 +174,7 @@ fn read_all(
             partitions.push(data);
         }
         let topic = FetchableTopicResponse::default().with_partitions(partitions);
-        out.push(if version >= 13 {
-            topic.with_topic_id(t.topic_id)
-        } else {
-            topic.with_topic(t.topic.clone())
-        });
+        out.push(if version >= 13 { topic.with_topic_id(t.topic_id) } else { topic.with_topic(t.topic.clone()) });
     }
     (out, total, any_error)
 }

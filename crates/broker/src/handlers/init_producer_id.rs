@@ -4,17 +4,12 @@
 
 use std::sync::Arc;
 
-use strata_protocol::kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId,
-};
+use strata_protocol::kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use strata_protocol::ResponseError;
 
 use crate::Broker;
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: InitProducerIdRequest,
-) -> InitProducerIdResponse {
+pub async fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
@@ -26,9 +21,7 @@ pub async fn handle(
     }
     // An idempotent producer always gets a fresh id with epoch 0, as in Kafka.
     match broker.producer_ids.next(broker.controller.as_ref()).await {
-        Ok(id) => InitProducerIdResponse::default()
-            .with_producer_id(ProducerId(id))
-            .with_producer_epoch(0),
+        Ok(id) => InitProducerIdResponse::default().with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e.message, "cannot allocate producer ids");
             failed(ResponseError::CoordinatorNotAvailable)

@@ -12,10 +12,7 @@ use strata_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, Metad
 use strata_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{
-    str_bytes, topic_name, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS_ALL,
-    TOPIC_OPERATIONS_ALL,
-};
+use super::{str_bytes, topic_name, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS_ALL, TOPIC_OPERATIONS_ALL};
 use crate::Broker;
 
 enum Wanted {
@@ -23,14 +20,11 @@ enum Wanted {
     Id(Uuid),
 }
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: MetadataRequest,
-    version: i16,
-) -> MetadataResponse {
+pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
     let mut image = broker.replicas.image();
     // In v0 an empty list (null is not expressible) means every topic.
-    let topics = if version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty) { None } else { request.topics.as_ref() };
+    let topics =
+        if version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty) { None } else { request.topics.as_ref() };
     let wanted: Option<Vec<Wanted>> = topics.map(|topics| {
         topics
             .iter()
@@ -40,16 +34,13 @@ pub async fn handle(
             })
             .collect()
     });
-    let allow_auto =
-        broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
+    let allow_auto = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
     let mut creation_errors = Vec::new();
     if let (Some(wanted), true) = (&wanted, allow_auto) {
         let missing: Vec<CreateTopicSpec> = wanted
             .iter()
             .filter_map(|w| match w {
-                Wanted::Name(n)
-                    if image.topic(n).is_none() && strata_metadata::check_topic_name(n).is_ok() =>
-                {
+                Wanted::Name(n) if image.topic(n).is_none() && strata_metadata::check_topic_name(n).is_ok() => {
                     Some(CreateTopicSpec {
                         name: n.clone(),
                         num_partitions: -1,
@@ -73,10 +64,7 @@ pub async fn handle(
     }
     let include_ops = version >= 8 && request.include_topic_authorized_operations;
     let topics = match wanted {
-        None => image
-            .topics()
-            .map(|t| describe_topic(&image, &t.name, include_ops, version))
-            .collect(),
+        None => image.topics().map(|t| describe_topic(&image, &t.name, include_ops, version)).collect(),
         Some(wanted) => wanted
             .into_iter()
             .map(|w| match w {
@@ -86,17 +74,9 @@ pub async fn handle(
                     } else if image.topic(&name).is_some() {
                         describe_topic(&image, &name, include_ops, version)
                     } else if strata_metadata::check_topic_name(&name).is_err() {
-                        missing_topic(
-                            Some(&name),
-                            Uuid::nil(),
-                            ResponseError::InvalidTopicException,
-                        )
+                        missing_topic(Some(&name), Uuid::nil(), ResponseError::InvalidTopicException)
                     } else {
-                        missing_topic(
-                            Some(&name),
-                            Uuid::nil(),
-                            ResponseError::UnknownTopicOrPartition,
-                        )
+                        missing_topic(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition)
                     }
                 }
                 Wanted::Id(id) => match image.topic_by_id(&id) {
@@ -139,18 +119,9 @@ fn missing_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> Metadata
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn describe_topic(
-    image: &MetadataImage,
-    name: &str,
-    include_ops: bool,
-    _version: i16,
-) -> MetadataResponseTopic {
+fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool, _version: i16) -> MetadataResponseTopic {
     let Some(topic) = image.topic(name) else {
-        return missing_topic(
-            Some(name),
-            Uuid::nil(),
-            ResponseError::UnknownTopicOrPartition,
-        );
+        return missing_topic(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
     };
     let partitions = topic
         .partitions

@@ -19,27 +19,27 @@ mod produce;
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use strata_protocol::kafka_protocol::messages::{RequestKind, TopicName};
 use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
-use strata_protocol::response::encode_response;
+use strata_protocol::response::{encode_response, splice_records};
 use strata_protocol::ProtocolError;
 
 use crate::Broker;
 
-/// Handles one request, appending its encoded response to `out` (nothing for
-/// an acks=0 produce). An error means the connection must be closed.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: Request,
-    out: &mut BytesMut,
-) -> Result<(), ProtocolError> {
+/// Handles one request, appending its encoded response frame to `out` as
+/// chunks for a vectored write (nothing for an acks=0 produce). An error
+/// means the connection must be closed.
+pub async fn handle(broker: &Arc<Broker>, request: Request, out: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
     macro_rules! respond {
-        ($body:expr) => {
-            encode_response(out, key, version, cid, &$body)
-        };
+        ($body:expr) => {{
+            let mut buf = BytesMut::new();
+            let result = encode_response(&mut buf, key, version, cid, &$body);
+            out.push(buf.freeze());
+            result
+        }};
     }
     match request.body {
         RequestKind::ApiVersions(r) => respond!(api_versions::handle(r, version)),
@@ -48,7 +48,18 @@ pub async fn handle(
             Some(body) => respond!(body),
             None => Ok(()),
         },
-        RequestKind::Fetch(r) => respond!(fetch::handle(broker, r, version).await),
+        RequestKind::Fetch(r) => {
+            let (body, records) = fetch::handle(broker, r, version).await;
+            let mut buf = BytesMut::new();
+            encode_response(&mut buf, key, version, cid, &body)?;
+            let chunks = splice_records(buf, version >= 12, records).map_err(|reason| ProtocolError::Encode {
+                api_key: key,
+                version,
+                reason,
+            })?;
+            out.extend(chunks);
+            Ok(())
+        }
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
         RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version).await),
@@ -63,12 +74,7 @@ pub async fn handle(
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r)),
         // The versions table admits only the keys above; anything else is a
         // mismatch between it and this match.
-        _ => Err(ProtocolError::UnsupportedVersion {
-            api_key: key,
-            version,
-            min: 0,
-            max: -1,
-        }),
+        _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }),
     }
 }
 

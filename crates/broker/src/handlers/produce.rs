@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_protocol::kafka_protocol::messages::produce_response::{
-    PartitionProduceResponse, TopicProduceResponse,
-};
+use strata_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use strata_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_protocol::ResponseError;
 
@@ -17,11 +15,7 @@ use crate::error::BrokerError;
 use crate::replica::{now_ms, AppendResult, Partition};
 use crate::Broker;
 
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: ProduceRequest,
-    version: i16,
-) -> Option<ProduceResponse> {
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let image = broker.replicas.image();
@@ -36,9 +30,7 @@ pub async fn handle(
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let result = if !acks_valid {
-                Err(BrokerError::InvalidRequest(format!(
-                    "acks must be -1, 0 or 1, not {acks}"
-                )))
+                Err(BrokerError::InvalidRequest(format!("acks must be -1, 0 or 1, not {acks}")))
             } else if request.transactional_id.is_some() {
                 Err(BrokerError::TransactionsUnsupported)
             } else {
@@ -50,26 +42,12 @@ pub async fn handle(
                     },
                 }
             };
-            partitions.push(partition_response(
-                p.index,
-                result,
-                acks_valid,
-                name.as_deref(),
-                acks,
-            ));
+            partitions.push(partition_response(p.index, result, acks_valid, name.as_deref(), acks));
         }
         responses.push(
             TopicProduceResponse::default()
-                .with_name(if version >= 13 {
-                    Default::default()
-                } else {
-                    topic.name
-                })
-                .with_topic_id(if version >= 13 {
-                    topic.topic_id
-                } else {
-                    Default::default()
-                })
+                .with_name(if version >= 13 { Default::default() } else { topic.name })
+                .with_topic_id(if version >= 13 { topic.topic_id } else { Default::default() })
                 .with_partition_responses(partitions),
         );
     }
@@ -105,15 +83,8 @@ fn partition_response(
             .with_log_append_time_ms(r.log_append_time)
             .with_log_start_offset(r.log_start_offset),
         Err(e) => {
-            let code = if acks_valid {
-                e.code()
-            } else {
-                ResponseError::InvalidRequiredAcks
-            };
-            if !matches!(
-                e,
-                BrokerError::UnknownTopicOrPartition | BrokerError::UnknownTopicId
-            ) {
+            let code = if acks_valid { e.code() } else { ResponseError::InvalidRequiredAcks };
+            if !matches!(e, BrokerError::UnknownTopicOrPartition | BrokerError::UnknownTopicId) {
                 tracing::debug!(topic = topic.unwrap_or("?"), partition = index, acks, error = %e, "produce rejected");
             }
             base.with_error_code(code.code())

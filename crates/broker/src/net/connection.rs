@@ -3,12 +3,14 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BytesMut;
+use std::io::IoSlice;
+
+use bytes::{Bytes, BytesMut};
 use strata_protocol::frame::FrameDecoder;
 use strata_protocol::request::{decode_request, peek_prefix, Decoded};
 use strata_protocol::response::encode_unsupported_api_versions;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedReadHalf;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
@@ -34,15 +36,8 @@ pub(super) async fn run(
 ) {
     let (read_half, mut write_half) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Frame>(READ_AHEAD);
-    let reader = tokio::spawn(read_frames(
-        read_half,
-        peer,
-        limits,
-        bytes_in_flight,
-        shutdown,
-        tx,
-    ));
-    let mut out = BytesMut::with_capacity(64 * 1024);
+    let reader = tokio::spawn(read_frames(read_half, peer, limits, bytes_in_flight, shutdown, tx));
+    let mut out: Vec<Bytes> = Vec::new();
     while let Some(frame) = rx.recv().await {
         out.clear();
         if let Err(reason) = handle_frame(&broker, frame.bytes, &mut out).await {
@@ -52,7 +47,7 @@ pub(super) async fn run(
         if out.is_empty() {
             continue; // acks=0 produce: no response
         }
-        match tokio::time::timeout(limits.idle_timeout, write_half.write_all(&out)).await {
+        match tokio::time::timeout(limits.idle_timeout, write_chunks(&mut write_half, &out)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(%peer, error = %e, "client went away before reading its response");
@@ -71,31 +66,47 @@ pub(super) async fn run(
 
 /// Handles one frame, appending the encoded response (if any) to `out`. An
 /// error means the connection must close.
-async fn handle_frame(
-    broker: &Arc<Broker>,
-    frame: bytes::Bytes,
-    out: &mut BytesMut,
-) -> Result<(), String> {
+async fn handle_frame(broker: &Arc<Broker>, frame: bytes::Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
     let prefix = peek_prefix(&frame).map_err(|e| e.to_string())?;
     match decode_request(frame) {
-        Ok(Decoded::Request(request)) => handlers::handle(broker, *request, out)
-            .await
-            .map_err(|e| e.to_string()),
-        Ok(Decoded::UnsupportedApiVersions {
-            correlation_id,
-            version,
-        }) => {
-            tracing::debug!(
-                version,
-                "ApiVersions above the supported range; answering per KIP-511"
-            );
-            encode_unsupported_api_versions(out, correlation_id).map_err(|e| e.to_string())
+        Ok(Decoded::Request(request)) => handlers::handle(broker, *request, out).await.map_err(|e| e.to_string()),
+        Ok(Decoded::UnsupportedApiVersions { correlation_id, version }) => {
+            tracing::debug!(version, "ApiVersions above the supported range; answering per KIP-511");
+            let mut buf = BytesMut::new();
+            let r = encode_unsupported_api_versions(&mut buf, correlation_id).map_err(|e| e.to_string());
+            out.push(buf.freeze());
+            r
         }
         Err(e) => Err(format!(
             "{e} (api key {}, version {}, correlation id {})",
             prefix.api_key, prefix.version, prefix.correlation_id
         )),
     }
+}
+
+/// Writes `chunks` in order with vectored writes (record slices go to the
+/// socket straight from the mapped segments).
+async fn write_chunks(w: &mut OwnedWriteHalf, chunks: &[Bytes]) -> std::io::Result<()> {
+    let mut index = 0;
+    let mut offset = 0;
+    while index < chunks.len() {
+        let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[index][offset..])
+            .chain(chunks[index + 1..].iter().map(|c| &c[..]))
+            .take(64)
+            .map(IoSlice::new)
+            .collect();
+        let mut written = w.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while index < chunks.len() && written >= chunks[index].len() - offset {
+            written -= chunks[index].len() - offset;
+            index += 1;
+            offset = 0;
+        }
+        offset += written;
+    }
+    Ok(())
 }
 
 /// Reads frames until EOF, an error, idleness or shutdown.
@@ -154,14 +165,7 @@ async fn read_frames(
                 return;
             }
         }
-        if tx
-            .send(Frame {
-                bytes: body.freeze(),
-                _permit: permit,
-            })
-            .await
-            .is_err()
-        {
+        if tx.send(Frame { bytes: body.freeze(), _permit: permit }).await.is_err() {
             return;
         }
     }

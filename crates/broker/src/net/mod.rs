@@ -45,12 +45,7 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `shutdown` turns true, then waits (at most
 /// [`SHUTDOWN_GRACE`]) for open connections to finish what they have read.
-pub async fn serve(
-    listener: TcpListener,
-    broker: Arc<Broker>,
-    limits: Limits,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let connections = Arc::new(Semaphore::new(limits.max_connections));
     let bytes_in_flight = Arc::new(Semaphore::new(limits.queued_max_bytes));
     let mut tasks = JoinSet::new();
@@ -86,15 +81,9 @@ pub async fn serve(
         while tasks.try_join_next().is_some() {}
     }
     drop(listener);
-    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
-        tracing::warn!(
-            open = tasks.len(),
-            "connections still open after the shutdown grace period; closing them"
-        );
+        tracing::warn!(open = tasks.len(), "connections still open after the shutdown grace period; closing them");
         tasks.abort_all();
     }
 }

@@ -31,9 +31,7 @@ const PARTITION_METADATA_FILE: &str = "partition.metadata";
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// All hosted partitions and the current metadata image.
@@ -56,10 +54,7 @@ impl ReplicaManager {
 
     /// The latest published metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.image.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub fn broker_defaults(&self) -> &BTreeMap<String, String> {
@@ -67,34 +62,21 @@ impl ReplicaManager {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(topic.to_string(), index))
-            .cloned()
+        self.partitions.read().unwrap_or_else(PoisonError::into_inner).get(&(topic.to_string(), index)).cloned()
     }
 
     /// Looks a partition up by topic name, distinguishing an unknown topic
     /// from an unknown partition number (both UNKNOWN_TOPIC_OR_PARTITION).
     pub fn get(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
-        self.partition(topic, index)
-            .ok_or(BrokerError::UnknownTopicOrPartition)
+        self.partition(topic, index).ok_or(BrokerError::UnknownTopicOrPartition)
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .values()
-            .cloned()
-            .collect()
+        self.partitions.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
     }
 
     pub fn settings_for(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
-        TopicSettings::resolve(
-            image.configs(&ConfigResource::Topic(topic.to_string())),
-            &self.broker_defaults,
-        )
+        TopicSettings::resolve(image.configs(&ConfigResource::Topic(topic.to_string())), &self.broker_defaults)
     }
 
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
@@ -123,24 +105,14 @@ impl ReplicaManager {
             }
             Err(_) => {}
         }
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
         if !id_file.exists() {
-            write_synced(
-                &id_file,
-                format!("version: 0\ntopic_id: {topic_id}\n").as_bytes(),
-            )?;
+            write_synced(&id_file, format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())?;
         }
         let settings = self.settings_for(image, topic);
         let now = now_ms();
         let log = Log::open(&dir, settings.log.clone(), now)?;
-        Ok(Arc::new(Partition::new(
-            topic.to_string(),
-            topic_id,
-            index,
-            log,
-            settings,
-        )?))
+        Ok(Arc::new(Partition::new(topic.to_string(), topic_id, index, log, settings)?))
     }
 
     /// Removes partition directories that no topic of the image owns (left
@@ -158,10 +130,7 @@ impl ReplicaManager {
             .collect();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir()
-                && path.join(PARTITION_METADATA_FILE).exists()
-                && !hosted.contains(&path)
-            {
+            if path.is_dir() && path.join(PARTITION_METADATA_FILE).exists() && !hosted.contains(&path) {
                 tracing::info!(dir = %path.display(), "removing the log of a deleted topic");
                 if let Err(e) = remove_dir(&path) {
                     tracing::warn!(error = %e, "cannot remove orphaned log");
@@ -207,9 +176,7 @@ impl ReplicaManager {
 }
 
 fn parse_topic_id(text: &str) -> Option<Uuid> {
-    text.lines()
-        .find_map(|l| l.strip_prefix("topic_id:"))
-        .and_then(|v| Uuid::parse_str(v.trim()).ok())
+    text.lines().find_map(|l| l.strip_prefix("topic_id:")).and_then(|v| Uuid::parse_str(v.trim()).ok())
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
@@ -221,8 +188,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
 }
 
 fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
-    std::fs::remove_dir_all(dir)
-        .map_err(|e| BrokerError::Storage(format!("removing {}: {e}", dir.display())))
+    std::fs::remove_dir_all(dir).map_err(|e| BrokerError::Storage(format!("removing {}: {e}", dir.display())))
 }
 
 impl MetadataPublisher for ReplicaManager {
@@ -230,10 +196,7 @@ impl MetadataPublisher for ReplicaManager {
         *self.image.write().unwrap_or_else(PoisonError::into_inner) = image.clone();
         for (name, id) in &delta.deleted_topics {
             let removed: Vec<Arc<Partition>> = {
-                let mut parts = self
-                    .partitions
-                    .write()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut parts = self.partitions.write().unwrap_or_else(PoisonError::into_inner);
                 let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();
                 keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
             };
@@ -246,10 +209,7 @@ impl MetadataPublisher for ReplicaManager {
         for (name, id, index) in &delta.created_partitions {
             match self.open_partition(image, name, *id, *index) {
                 Ok(p) => {
-                    self.partitions
-                        .write()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .insert((name.clone(), *index), p);
+                    self.partitions.write().unwrap_or_else(PoisonError::into_inner).insert((name.clone(), *index), p);
                 }
                 Err(e) => {
                     tracing::error!(topic = %name, partition = index, error = %e, "cannot open partition log")
@@ -260,11 +220,7 @@ impl MetadataPublisher for ReplicaManager {
             if let ConfigResource::Topic(name) = resource {
                 if image.topic(name).is_some() {
                     let settings = self.settings_for(image, name);
-                    for p in self
-                        .all_partitions()
-                        .into_iter()
-                        .filter(|p| &p.topic == name)
-                    {
+                    for p in self.all_partitions().into_iter().filter(|p| &p.topic == name) {
                         p.update_settings(settings.clone());
                     }
                 }

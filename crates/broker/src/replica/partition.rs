@@ -76,11 +76,7 @@ impl Partition {
             index,
             log_end: AtomicI64::new(log.log_end_offset()),
             log_start: AtomicI64::new(log.log_start_offset()),
-            state: Mutex::new(State {
-                log: Some(log),
-                producers,
-                settings,
-            }),
+            state: Mutex::new(State { log: Some(log), producers, settings }),
             waiters: Mutex::new(Vec::new()),
         })
     }
@@ -114,8 +110,7 @@ impl Partition {
     }
 
     fn publish_offsets(&self, log: &Log) {
-        self.log_start
-            .store(log.log_start_offset(), Ordering::Release);
+        self.log_start.store(log.log_start_offset(), Ordering::Release);
         self.log_end.store(log.log_end_offset(), Ordering::Release);
     }
 
@@ -126,11 +121,7 @@ impl Partition {
         let mut guard = self.lock();
         let st = &mut *guard;
         let header = validate_batch(records, &st.settings, now_ms)?;
-        let log_append_time = if st.settings.log_append_time {
-            now_ms
-        } else {
-            -1
-        };
+        let log_append_time = if st.settings.log_append_time { now_ms } else { -1 };
         if header.has_producer_id() {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
@@ -146,24 +137,16 @@ impl Partition {
         // offsets are patched into our own copy of the one batch.
         let mut batch = BytesMut::from(&records[..header.total_size()]);
         if st.settings.log_append_time {
-            set_log_append_time(&mut batch, now_ms)
-                .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+            set_log_append_time(&mut batch, now_ms).map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
         }
         let info = log.append(&mut batch, now_ms)?;
-        let stored = BatchHeader {
-            base_offset: info.first_offset,
-            ..header
-        };
+        let stored = BatchHeader { base_offset: info.first_offset, ..header };
         st.producers.record(&stored);
         self.publish_offsets(log);
         let log_start_offset = log.log_start_offset();
         drop(guard);
         self.wake_waiters();
-        Ok(AppendResult {
-            base_offset: info.first_offset,
-            log_append_time,
-            log_start_offset,
-        })
+        Ok(AppendResult { base_offset: info.first_offset, log_append_time, log_start_offset })
     }
 
     /// Reads from `offset` up to `max_bytes` (at least one whole batch if any
@@ -173,18 +156,11 @@ impl Partition {
         let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
         let hw = log.log_end_offset();
         let info = log.read(offset, max_bytes, hw)?;
-        Ok(ReadResult {
-            records: info.records,
-            high_watermark: hw,
-            log_start_offset: info.log_start_offset,
-        })
+        Ok(ReadResult { records: info.records, high_watermark: hw, log_start_offset: info.log_start_offset })
     }
 
     /// Runs `f` on the log under the partition lock.
-    pub fn with_log<T>(
-        &self,
-        f: impl FnOnce(&mut Log) -> Result<T, BrokerError>,
-    ) -> Result<T, BrokerError> {
+    pub fn with_log<T>(&self, f: impl FnOnce(&mut Log) -> Result<T, BrokerError>) -> Result<T, BrokerError> {
         let mut st = self.lock();
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
         let out = f(log);
@@ -195,15 +171,11 @@ impl Partition {
     /// Asks to be notified at the next append. The notification is kept if it
     /// fires before the waiter awaits it, so no append is missed.
     pub fn register_waiter(&self, waiter: &Arc<Notify>) {
-        self.waiters
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(waiter.clone());
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner).push(waiter.clone());
     }
 
     fn wake_waiters(&self) {
-        let waiters =
-            std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
         for w in waiters {
             w.notify_one();
         }

@@ -48,8 +48,7 @@ pub struct ProducerStateTable {
 
 fn last_seq(header: &BatchHeader) -> i32 {
     // Sequences wrap at i32::MAX back to 0, as in Kafka.
-    ((i64::from(header.base_sequence) + i64::from(header.last_offset_delta))
-        % (i64::from(i32::MAX) + 1)) as i32
+    ((i64::from(header.base_sequence) + i64::from(header.last_offset_delta)) % (i64::from(i32::MAX) + 1)) as i32
 }
 
 fn next_seq(seq: i32) -> i32 {
@@ -80,10 +79,7 @@ impl ProducerStateTable {
         }
         let last = last_seq(header);
         if header.producer_epoch == entry.epoch {
-            if let Some(dup) = entry
-                .batches
-                .iter()
-                .find(|b| b.first_seq == header.base_sequence && b.last_seq == last)
+            if let Some(dup) = entry.batches.iter().find(|b| b.first_seq == header.base_sequence && b.last_seq == last)
             {
                 return Ok(SequenceCheck::Duplicate(*dup));
             }
@@ -98,11 +94,7 @@ impl ProducerStateTable {
                 }
             }
         } else if header.base_sequence != 0 {
-            return Err(BrokerError::OutOfOrderSequence {
-                producer_id: pid,
-                expected: 0,
-                got: header.base_sequence,
-            });
+            return Err(BrokerError::OutOfOrderSequence { producer_id: pid, expected: 0, got: header.base_sequence });
         }
         Ok(SequenceCheck::Append)
     }
@@ -171,23 +163,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Gap.
-        assert!(matches!(
-            t.check(&h(7, 0, 5, 1, 3)),
-            Err(BrokerError::OutOfOrderSequence {
-                expected: 3,
-                got: 5,
-                ..
-            })
-        ));
+        assert!(matches!(t.check(&h(7, 0, 5, 1, 3)), Err(BrokerError::OutOfOrderSequence { expected: 3, got: 5, .. })));
         assert_eq!(t.check(&h(7, 0, 3, 1, 3)).unwrap(), SequenceCheck::Append);
         t.record(&h(7, 0, 3, 1, 3));
         // New epoch must restart at 0; old epoch is fenced after it.
         assert!(t.check(&h(7, 1, 4, 1, 4)).is_err());
         t.record(&h(7, 1, 0, 1, 4));
-        assert!(matches!(
-            t.check(&h(7, 0, 4, 1, 5)),
-            Err(BrokerError::InvalidProducerEpoch { .. })
-        ));
+        assert!(matches!(t.check(&h(7, 0, 4, 1, 5)), Err(BrokerError::InvalidProducerEpoch { .. })));
         // Unknown producers may start anywhere.
         assert_eq!(t.check(&h(8, 3, 42, 1, 6)).unwrap(), SequenceCheck::Append);
     }

@@ -9,11 +9,7 @@ use crate::error::BrokerError;
 /// Validates the bytes a producer sent for one partition and returns the
 /// header of the single batch they must hold (Produce v3+ carries exactly
 /// one RecordBatch v2 per partition).
-pub fn validate_batch(
-    records: &[u8],
-    settings: &TopicSettings,
-    now_ms: i64,
-) -> Result<BatchHeader, BrokerError> {
+pub fn validate_batch(records: &[u8], settings: &TopicSettings, now_ms: i64) -> Result<BatchHeader, BrokerError> {
     let mut iter = BatchIter::new(records);
     let (header, batch) = match iter.next() {
         Some(Ok(x)) => x,
@@ -27,20 +23,12 @@ pub fn validate_batch(
         ));
     }
     if batch.len() > settings.max_message_bytes {
-        return Err(BrokerError::MessageTooLarge {
-            size: batch.len(),
-            max: settings.max_message_bytes,
-        });
+        return Err(BrokerError::MessageTooLarge { size: batch.len(), max: settings.max_message_bytes });
     }
     if !verify_crc(batch) {
-        return Err(BrokerError::CorruptMessage(format!(
-            "CRC mismatch (stored {:#010x})",
-            header.crc
-        )));
+        return Err(BrokerError::CorruptMessage(format!("CRC mismatch (stored {:#010x})", header.crc)));
     }
-    header
-        .compression()
-        .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+    header.compression().map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
     if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
         return Err(BrokerError::InvalidRecord(format!(
             "batch claims {} records but a last offset delta of {}",
@@ -48,17 +36,13 @@ pub fn validate_batch(
         )));
     }
     if header.is_control() {
-        return Err(BrokerError::InvalidRecord(
-            "clients may not produce control batches".into(),
-        ));
+        return Err(BrokerError::InvalidRecord("clients may not produce control batches".into()));
     }
     if header.is_transactional() {
         return Err(BrokerError::TransactionsUnsupported);
     }
     if header.has_producer_id() && header.base_sequence < 0 {
-        return Err(BrokerError::InvalidRecord(
-            "idempotent batch without a base sequence".into(),
-        ));
+        return Err(BrokerError::InvalidRecord("idempotent batch without a base sequence".into()));
     }
     if !settings.log_append_time {
         let ts = header.max_timestamp;
@@ -76,9 +60,7 @@ pub fn validate_batch(
                 )));
             }
         } else if ts != -1 {
-            return Err(BrokerError::InvalidTimestamp(format!(
-                "negative timestamp {ts}"
-            )));
+            return Err(BrokerError::InvalidTimestamp(format!("negative timestamp {ts}")));
         }
     }
     Ok(header)

@@ -28,16 +28,8 @@ impl Storage for FsStorage {
     }
 
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(create)
-            .truncate(false)
-            .open(path)?;
-        Ok(Box::new(FsFile {
-            file,
-            path: path.to_path_buf(),
-        }))
+        let file = OpenOptions::new().read(true).write(true).create(create).truncate(false).open(path)?;
+        Ok(Box::new(FsFile { file, path: path.to_path_buf() }))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -103,11 +95,7 @@ impl StorageFile for FsFile {
 
     fn map_mut(&self, len: u64) -> io::Result<Box<dyn IndexMap>> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("mapping too large"))?;
-        let map = if len == 0 {
-            None
-        } else {
-            Some(mmap::map_read_write(&self.file, len)?)
-        };
+        let map = if len == 0 { None } else { Some(mmap::map_read_write(&self.file, len)?) };
         Ok(Box::new(FsIndexMap { map }))
     }
 }

@@ -62,10 +62,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 fn not_found(path: &Path) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("{} not found", path.display()),
-    )
+    io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))
 }
 
 impl MemStorage {
@@ -88,9 +85,7 @@ impl MemStorage {
             state ^= state << 13;
             state ^= state >> 7;
             state ^= state << 17;
-            let pure_append = f.len > f.durable_len
-                && d == f.durable_len
-                && f.data.get(..d) == Some(&f.durable[..]);
+            let pure_append = f.len > f.durable_len && d == f.durable_len && f.data.get(..d) == Some(&f.durable[..]);
             if pure_append {
                 let extra = f.len - d;
                 let keep = (state % (extra as u64 + 1)) as usize;
@@ -163,10 +158,7 @@ impl Storage for MemStorage {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut fs = lock(&self.fs);
-        fs.files
-            .remove(path)
-            .map(|_| ())
-            .ok_or_else(|| not_found(path))
+        fs.files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
@@ -244,10 +236,7 @@ impl StorageFile for MemFile {
         }
         let mut buf = vec![0u8; len]; // zeroed pages are allocated lazily
         f.read(0, &mut buf);
-        Ok(Box::new(MemIndexMap {
-            file: self.data.clone(),
-            buf,
-        }))
+        Ok(Box::new(MemIndexMap { file: self.data.clone(), buf }))
     }
 }
 

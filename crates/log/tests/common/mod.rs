@@ -66,11 +66,7 @@ pub fn check_invariants(log: &Log) {
     let all = read_all(log);
     let hs = headers(&all);
     for w in hs.windows(2) {
-        assert_eq!(
-            w[0].last_offset() + 1,
-            w[1].base_offset,
-            "offsets not dense"
-        );
+        assert_eq!(w[0].last_offset() + 1, w[1].base_offset, "offsets not dense");
     }
     if let Some(last) = hs.last() {
         assert_eq!(last.last_offset() + 1, log.log_end_offset());
@@ -99,9 +95,7 @@ pub struct MemHarness {
 
 impl MemHarness {
     pub fn new() -> Self {
-        MemHarness {
-            storage: MemStorage::new(),
-        }
+        MemHarness { storage: MemStorage::new() }
     }
 }
 
@@ -129,9 +123,7 @@ pub struct FsHarness {
 
 impl FsHarness {
     pub fn new() -> Self {
-        FsHarness {
-            tmp: tempfile::tempdir().unwrap(),
-        }
+        FsHarness { tmp: tempfile::tempdir().unwrap() }
     }
 }
 
