@@ -14,6 +14,8 @@ use crate::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
 pub struct RecordPosition {
     pub offset: i64,
     pub timestamp: i64,
+    /// Whether the record has a key (a null key has length -1).
+    pub has_key: bool,
 }
 
 /// Why the records of a batch could not be read.
@@ -96,9 +98,11 @@ fn read_record(buf: &mut Bytes, header: &BatchHeader) -> Option<RecordPosition> 
     rec.advance(1); // attributes
     let ts_delta = read_varlong(&mut rec)?;
     let offset_delta = read_varint(&mut rec)?;
+    let key_len = read_varint(&mut rec)?;
     Some(RecordPosition {
         offset: header.base_offset.checked_add(i64::from(offset_delta))?,
         timestamp: header.base_timestamp.checked_add(ts_delta)?,
+        has_key: key_len >= 0,
     })
 }
 
@@ -164,10 +168,10 @@ mod tests {
         for c in [KCompression::None, KCompression::Gzip, KCompression::Snappy, KCompression::Lz4, KCompression::Zstd] {
             let b = batch(c, &[10, 30, 20, 40, 40]);
             let hit = first_at_or_after(&b, 25).unwrap().unwrap();
-            assert_eq!(hit, RecordPosition { offset: 101, timestamp: 30 }, "{c:?}");
+            assert_eq!(hit, RecordPosition { offset: 101, timestamp: 30, has_key: true }, "{c:?}");
             assert_eq!(first_at_or_after(&b, 41).unwrap(), None);
             let max = max_timestamp_record(&b).unwrap().unwrap();
-            assert_eq!(max, RecordPosition { offset: 103, timestamp: 40 });
+            assert_eq!(max, RecordPosition { offset: 103, timestamp: 40, has_key: true });
         }
     }
 

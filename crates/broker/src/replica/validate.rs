@@ -44,6 +44,20 @@ pub fn validate_batch(records: &[u8], settings: &TopicSettings, now_ms: i64) -> 
     if header.has_producer_id() && header.base_sequence < 0 {
         return Err(BrokerError::InvalidRecord("idempotent batch without a base sequence".into()));
     }
+    if settings.compacted {
+        // Compaction keeps the last record per key, so Kafka refuses records
+        // without one. This is the only produce check that reads records, and
+        // only compacted topics pay for it.
+        let mut keyless = false;
+        strata_protocol::records::for_each_record(batch, |r| {
+            keyless |= !r.has_key;
+            !keyless
+        })
+        .map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+        if keyless {
+            return Err(BrokerError::InvalidRecord("Compacted topic cannot accept message without key.".into()));
+        }
+    }
     if !settings.log_append_time {
         let ts = header.max_timestamp;
         if ts >= 0 {

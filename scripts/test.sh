@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Strata's full test run (README and CI): installs the test dependencies,
+# builds the workspace, runs the Rust tests, then the end-to-end client tests.
+#   ./scripts/test.sh                 everything
+#   ./scripts/test.sh -k kcat         extra args go to pytest (e2e selection)
+# Env: STRATA_BIN (default target/debug/strata), E2E_TIMEOUT (whole pytest run, s).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$PWD"
+
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+export PYTHONDONTWRITEBYTECODE=1
+LOG_DIR="$ROOT/target/test-logs"
+mkdir -p "$LOG_DIR"
+
+declare -a NAMES=() RESULTS=()
+overall=0
+start_all=$SECONDS
+
+record() { # record NAME RC SECONDS
+    local name=$1 rc=$2 secs=$3 res
+    if [[ $rc == 0 ]]; then res="ok"; else res="FAILED (exit $rc)"; overall=1; fi
+    NAMES+=("$name"); RESULTS+=("$res, ${secs}s")
+}
+banner() { printf '\n==== %s ====\n' "$*"; }
+
+summary() {
+    banner "summary"
+    local i
+    for i in "${!NAMES[@]}"; do printf '  %-28s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}"; done
+    if [[ -f "$LOG_DIR/pytest.log" ]]; then
+        local line
+        line="$(grep -E '^=+ .*(passed|failed|error|skipped|deselected|xfailed|xpassed|no tests ran).* =+$' "$LOG_DIR/pytest.log" | tail -1 || true)"
+        [[ -n $line ]] && printf '  e2e result: %s\n' "$line"
+    fi
+    printf '  total time: %ss\n' "$((SECONDS - start_all))"
+    if [[ $overall == 0 ]]; then echo "  RESULT: all steps passed"; else echo "  RESULT: FAILED"; fi
+}
+
+run_step() { # run_step NAME CMD...
+    local name=$1; shift
+    banner "$name: $*"
+    local t0=$SECONDS rc=0
+    "$@" || rc=$?
+    record "$name" "$rc" "$((SECONDS - t0))"
+    return "$rc"
+}
+
+if ! run_step "install test deps" ./scripts/install-test-deps.sh; then
+    summary; exit 1
+fi
+if ! run_step "cargo build" cargo build --workspace --all-targets; then
+    summary; exit 1
+fi
+run_step "cargo test" cargo test --workspace || true
+
+STRATA_BIN="${STRATA_BIN:-$ROOT/target/debug/strata}"
+export STRATA_BIN
+rm -f "$LOG_DIR/pytest.log"
+e2e() {
+    # pytest exit 5 ("no tests collected") counts as a failure: the suite must run.
+    # The outer timeout is a last resort; every test has its own (pytest-timeout).
+    timeout --signal=TERM --kill-after=30 "${E2E_TIMEOUT:-1200}" \
+        "$ROOT/.venv-test/bin/python" -m pytest tests/e2e -v -rfEsxX \
+        --junitxml="$LOG_DIR/e2e-junit.xml" "$@" 2>&1 | tee "$LOG_DIR/pytest.log"
+    return "${PIPESTATUS[0]}"
+}
+run_step "e2e (pytest tests/e2e)" e2e "$@" || true
+
+summary
+exit "$overall"

@@ -1,0 +1,64 @@
+"""Apache Kafka's own Java client (kafka-clients 3.9.1): admin createTopics /
+describeTopics / listOffsets, a default-config (idempotent, acks=all) producer
+per codec with keys and headers, and a group-less assign()/seekToBeginning()
+consumer. The Java program checks every record and prints a JSON summary."""
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from e2e_util import E2E_DIR, VERSIONS
+
+JAR_DIR = E2E_DIR / ".deps" / "java"
+JAVA_SRC = E2E_DIR / "java" / "StrataE2E.java"
+N = 20_000
+PARTS = 3
+
+pytestmark = pytest.mark.java
+
+
+def classpath():
+    jars = [JAR_DIR / f"{j}.jar" for j in VERSIONS["JAVA_JARS"].split()]
+    missing = [str(j) for j in jars if not j.exists()]
+    if missing:
+        pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
+    return ":".join(map(str, jars))
+
+
+@pytest.fixture(scope="session")
+def java_program(tmp_path_factory):
+    if not shutil.which("javac") or not shutil.which("java"):
+        pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
+    cp = classpath()
+    out = tmp_path_factory.mktemp("java-classes")
+    r = subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SRC)],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
+    return ["java", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-cp", f"{out}:{cp}", "StrataE2E"]
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("codec", ["none", "gzip", "snappy", "lz4", "zstd"])
+def test_java_client(broker, topic_name, java_program, codec):
+    try:
+        r = subprocess.run(java_program + [broker.bootstrap, topic_name, codec, str(N)],
+                           capture_output=True, text=True, timeout=200)
+    except subprocess.TimeoutExpired as e:
+        raise AssertionError(f"java client hung; stderr tail:\n{(e.stderr or '')[-4000:]}")
+    lines = [l[7:] for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, (
+        f"java client exited {r.returncode}\nstdout:\n{r.stdout[-2000:]}\nstderr:\n{r.stderr[-6000:]}")
+    res = json.loads(lines[-1])
+    assert res["created"] is True
+    d = res["describe"]
+    assert d["name"] == topic_name and d["internal"] is False
+    assert d["topic_id"] not in ("AAAAAAAAAAAAAAAAAAAAAA", "None"), f"zero topic id: {d}"
+    assert sorted(p["partition"] for p in d["partitions"]) == [0, 1, 2], d
+    assert all(p["leader"] == 1 and p["replicas"] == 1 and p["isr"] == 1 for p in d["partitions"]), d
+    per = {p: len(range(p, N, PARTS)) for p in range(PARTS)}
+    assert res["list_offsets"] == {str(p): {"earliest": 0, "latest": per[p], "ts0": 0}
+                                   for p in range(PARTS)}, res["list_offsets"]
+    assert res["mismatches"] == [], res["mismatches"]
+    assert res["produced"] == N and res["consumed"] == N, (res["produced"], res["consumed"])
