@@ -31,11 +31,19 @@ pub struct Broker {
     pub controller: Arc<dyn ControllerChannel>,
     pub replicas: Arc<ReplicaManager>,
     pub producer_ids: producer_ids::ProducerIdManager,
+    /// Turns true when the broker starts shutting down; long-polling fetches
+    /// answer at once instead of holding the shutdown up.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Broker {
-    pub fn new(config: BrokerConfig, controller: Arc<dyn ControllerChannel>, replicas: Arc<ReplicaManager>) -> Self {
+    pub fn new(
+        config: BrokerConfig,
+        controller: Arc<dyn ControllerChannel>,
+        replicas: Arc<ReplicaManager>,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let node_id = config.node_id();
-        Self { producer_ids: producer_ids::ProducerIdManager::new(node_id), config, node_id, controller, replicas }
+        Self { producer_ids: producer_ids::ProducerIdManager::new(node_id), config, node_id, controller, replicas, shutdown }
     }
 }

@@ -106,8 +106,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
-    let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), shutdown_rx.clone()));
 
     spawn_periodic(shutdown_rx.clone(), retention_every, {
         let replicas = replicas.clone();

@@ -72,7 +72,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         topics.push((t, parts));
     }
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
+    let mut shutdown = broker.shutdown.clone();
     let min_bytes = request.min_bytes.max(0) as usize;
     let read_committed = request.isolation_level == READ_COMMITTED;
     loop {
@@ -95,9 +96,14 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             let spliced = replace_records_by_markers(&mut responses);
             return (FetchResponse::default().with_responses(responses), spliced);
         }
+        if *shutdown.borrow_and_update() {
+            deadline = Instant::now();
+            continue;
+        }
         tokio::select! {
             _ = waiter.notified() => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            _ = shutdown.changed() => deadline = Instant::now(),
         }
     }
 }
