@@ -71,6 +71,20 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("log.cleanup.policy", Str, Some("delete"), None, "Default cleanup.policy of topics."),
     key!("compression.type", Str, Some("producer"), None, "Default compression.type of topics."),
     key!("unclean.leader.election.enable", Bool, Some("false"), None, "Default unclean.leader.election.enable of topics."),
+    key!("offsets.topic.num.partitions", Int, Some("50"), Some(1), "Partitions of __consumer_offsets (fixed once the topic exists)."),
+    key!("offsets.topic.replication.factor", Int, Some("1"), Some(1), "Replication factor of __consumer_offsets."),
+    key!("offsets.topic.segment.bytes", Int, Some("104857600"), Some(1024), "Segment size of __consumer_offsets."),
+    key!("offsets.retention.minutes", Int, Some("10080"), Some(1), "How long committed offsets of an empty group are kept."),
+    key!("offsets.retention.check.interval.ms", Long, Some("600000"), Some(1), "How often expired offsets are removed."),
+    key!("offset.metadata.max.bytes", Int, Some("4096"), Some(0), "Largest metadata string of a committed offset."),
+    key!("group.initial.rebalance.delay.ms", Int, Some("3000"), Some(0), "How long the first rebalance of an empty classic group waits for more members."),
+    key!("group.min.session.timeout.ms", Int, Some("6000"), Some(1), "Smallest session timeout a classic member may ask for."),
+    key!("group.max.session.timeout.ms", Int, Some("1800000"), Some(1), "Largest session timeout a classic member may ask for."),
+    key!("group.max.size", Int, Some("2147483647"), Some(1), "Most members of a classic group."),
+    key!("group.consumer.session.timeout.ms", Int, Some("45000"), Some(1), "Session timeout of KIP-848 consumer group members."),
+    key!("group.consumer.heartbeat.interval.ms", Int, Some("5000"), Some(1), "Heartbeat interval given to KIP-848 consumer group members."),
+    key!("group.consumer.max.size", Int, Some("2147483647"), Some(1), "Most members of a KIP-848 consumer group."),
+    key!("group.consumer.assignors", Str, Some("uniform,range"), None, "Server-side assignors of KIP-848 groups; the first is the default."),
 ];
 
 /// Why a configuration was refused.
@@ -209,6 +223,11 @@ impl BrokerConfig {
     }
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.num_or("log.retention.check.interval.ms", 300_000) as u64
+    }
+    /// A numeric key's effective value (0 if unset or unparsable; keys are
+    /// validated at start, so only keys without a default can be unset).
+    pub fn number(&self, name: &str) -> i64 {
+        self.num_or(name, 0)
     }
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.num_or("log.flush.scheduler.interval.ms", i64::MAX) as u64

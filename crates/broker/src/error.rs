@@ -32,6 +32,8 @@ pub enum BrokerError {
     Storage(String),
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -74,6 +76,7 @@ impl BrokerError {
             // operator fixes the disk, as with Kafka.
             BrokerError::Storage(_) => ResponseError::KafkaStorageError,
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
             // Retriable, so clients come back after the restart.
             BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
         }

@@ -6,11 +6,13 @@
 //! - [`net`]: listener, connections, in-order responses, limits, shutdown.
 //! - [`handlers`]: one module per Kafka API, dispatched from one `match`.
 //! - [`replica`]: partitions, their logs, produce validation, producer state.
+//! - [`groups`]: the driver of the group coordinator shards over `__consumer_offsets`.
 //! - [`producer_ids`]: producer-id blocks leased from the controller.
 //! - [`error`]: the broker's error enum and its mapping to Kafka codes.
 
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod handlers;
 pub mod net;
 pub mod producer_ids;
@@ -31,6 +33,7 @@ pub struct Broker {
     pub controller: Arc<dyn ControllerChannel>,
     pub replicas: Arc<ReplicaManager>,
     pub producer_ids: producer_ids::ProducerIdManager,
+    pub groups: Arc<groups::GroupCoordinator>,
     /// Turns true when the broker starts shutting down; long-polling fetches
     /// answer at once instead of holding the shutdown up.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -41,9 +44,18 @@ impl Broker {
         config: BrokerConfig,
         controller: Arc<dyn ControllerChannel>,
         replicas: Arc<ReplicaManager>,
+        groups: Arc<groups::GroupCoordinator>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let node_id = config.node_id();
-        Self { producer_ids: producer_ids::ProducerIdManager::new(node_id), config, node_id, controller, replicas, shutdown }
+        Self {
+            producer_ids: producer_ids::ProducerIdManager::new(node_id),
+            config,
+            node_id,
+            controller,
+            replicas,
+            groups,
+            shutdown,
+        }
     }
 }

@@ -37,6 +37,19 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::CreatePartitions, min: 0, max: 3 },
     ApiRange { key: ApiKey::IncrementalAlterConfigs, min: 0, max: 1 },
     ApiRange { key: ApiKey::DescribeCluster, min: 0, max: 2 },
+    ApiRange { key: ApiKey::FindCoordinator, min: 0, max: 6 },
+    ApiRange { key: ApiKey::JoinGroup, min: 0, max: 9 },
+    ApiRange { key: ApiKey::SyncGroup, min: 0, max: 5 },
+    ApiRange { key: ApiKey::Heartbeat, min: 0, max: 4 },
+    ApiRange { key: ApiKey::LeaveGroup, min: 0, max: 5 },
+    ApiRange { key: ApiKey::OffsetCommit, min: 2, max: 9 },
+    ApiRange { key: ApiKey::OffsetFetch, min: 1, max: 9 },
+    ApiRange { key: ApiKey::OffsetDelete, min: 0, max: 0 },
+    ApiRange { key: ApiKey::DescribeGroups, min: 0, max: 6 },
+    ApiRange { key: ApiKey::ListGroups, min: 0, max: 5 },
+    ApiRange { key: ApiKey::DeleteGroups, min: 0, max: 2 },
+    ApiRange { key: ApiKey::ConsumerGroupHeartbeat, min: 0, max: 1 },
+    ApiRange { key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
 ];
 
 /// The served range for `key`, if Strata serves it at all.
@@ -65,5 +78,27 @@ mod tests {
             assert!(r.max <= codec.max, "{:?}", r.key);
             assert!(r.min <= r.max);
         }
+    }
+}
+
+#[cfg(test)]
+mod doc_tests {
+    use super::*;
+
+    /// docs/compatibility.md must state exactly the served ranges.
+    #[test]
+    fn compatibility_doc_matches_the_table() {
+        let doc = include_str!("../../../docs/compatibility.md");
+        let served = doc.split("## Not served yet").next().unwrap_or_default();
+        for r in SUPPORTED {
+            let range = if r.min == r.max { format!("{}", r.min) } else { format!("{}–{}", r.min, r.max) };
+            let row = format!("| {} | {:?} | {} |", r.key as i16, r.key, range);
+            assert!(served.contains(&row), "docs/compatibility.md lacks the row starting {row}");
+        }
+        let rows = served
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+            .count();
+        assert_eq!(rows, SUPPORTED.len(), "docs/compatibility.md serves keys the table does not");
     }
 }

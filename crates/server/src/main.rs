@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use strata_broker::groups::GroupCoordinator;
 use strata_broker::net::{self, Limits};
 use strata_broker::replica::{now_ms, METADATA_DIR};
 use strata_broker::{Broker, ReplicaManager};
@@ -106,8 +107,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
+    let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
+        .await
+        .context("cannot start the group coordinator")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), shutdown_rx.clone()));
+    tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
+    let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));
 
     spawn_periodic(shutdown_rx.clone(), retention_every, {
         let replicas = replicas.clone();

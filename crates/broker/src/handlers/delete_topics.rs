@@ -6,7 +6,10 @@ use strata_metadata::channel::TopicRef;
 use strata_protocol::kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use strata_protocol::kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 
+use strata_protocol::ResponseError;
+
 use super::{str_bytes, topic_name};
+use crate::groups::OFFSETS_TOPIC;
 use crate::Broker;
 
 pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
@@ -22,6 +25,20 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version:
     } else {
         request.topic_names.iter().map(|n| TopicRef::Name(n.to_string())).collect()
     };
+    let image = broker.replicas.image();
+    let internal_id = image.topic(OFFSETS_TOPIC).map(|t| t.id);
+    let is_internal = |r: &TopicRef| match r {
+        TopicRef::Name(n) => n == OFFSETS_TOPIC,
+        TopicRef::Id(id) => Some(*id) == internal_id,
+    };
+    let (refused, refs): (Vec<TopicRef>, Vec<TopicRef>) = refs.into_iter().partition(is_internal);
+    let refused = refused.into_iter().map(|_| {
+        DeletableTopicResult::default()
+            .with_name(Some(topic_name(OFFSETS_TOPIC)))
+            .with_topic_id(internal_id.unwrap_or_default())
+            .with_error_code(ResponseError::InvalidTopicException.code())
+            .with_error_message(Some(str_bytes("Cannot delete internal topic __consumer_offsets")))
+    });
     let responses = broker
         .controller
         .delete_topics(refs)
@@ -38,6 +55,7 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version:
                 Err(e) => base.with_error_code(e.error.code()).with_error_message(Some(str_bytes(e.message))),
             }
         })
+        .chain(refused)
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
 }

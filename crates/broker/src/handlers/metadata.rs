@@ -138,7 +138,7 @@ fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool, _version
     MetadataResponseTopic::default()
         .with_name(Some(topic_name(name)))
         .with_topic_id(topic.id)
-        .with_is_internal(false)
+        .with_is_internal(name == crate::groups::OFFSETS_TOPIC)
         .with_partitions(partitions)
         .with_topic_authorized_operations(if include_ops {
             TOPIC_OPERATIONS_ALL

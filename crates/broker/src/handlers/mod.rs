@@ -12,6 +12,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -31,8 +32,15 @@ use crate::Broker;
 /// Handles one request, appending its encoded response frame to `out` as
 /// chunks for a vectored write (nothing for an acks=0 produce). An error
 /// means the connection must be closed.
-pub async fn handle(broker: &Arc<Broker>, request: Request, out: &mut Vec<Bytes>) -> Result<(), ProtocolError> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    peer: &str,
+    out: &mut Vec<Bytes>,
+) -> Result<(), ProtocolError> {
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
+    let client_id = request.client_id().to_string();
+    let client = (client_id.as_str(), peer);
     macro_rules! respond {
         ($body:expr) => {{
             let mut buf = BytesMut::new();
@@ -72,6 +80,21 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, out: &mut Vec<Bytes>
             respond!(admin_configs::incremental_alter(broker, r).await)
         }
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r)),
+        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
+        RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),
+        RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client).await),
+        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version, client)),
+        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version, client)),
+        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(broker, r, version, client)),
+        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(broker, r, version, client)),
+        RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(broker, r, version, client)),
+        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version, client)),
+        RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version, client)),
+        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version, client)),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            respond!(groups::consumer_group_heartbeat(broker, r, version, client))
+        }
+        RequestKind::ConsumerGroupDescribe(r) => respond!(groups::consumer_group_describe(broker, r, version, client)),
         // The versions table admits only the keys above; anything else is a
         // mismatch between it and this match.
         _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }),

@@ -12,6 +12,7 @@ use strata_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::error::BrokerError;
+use crate::groups::OFFSETS_TOPIC;
 use crate::replica::{now_ms, AppendResult, Partition};
 use crate::Broker;
 
@@ -36,6 +37,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
             } else {
                 match &name {
                     None => Err(BrokerError::UnknownTopicId),
+                    Some(name) if name == OFFSETS_TOPIC => {
+                        Err(BrokerError::InvalidTopic(format!("Cannot append to internal topic {name}")))
+                    }
                     Some(name) => match broker.replicas.get(name, p.index) {
                         Ok(partition) => append(partition, p.records.unwrap_or_default()).await,
                         Err(e) => Err(e),

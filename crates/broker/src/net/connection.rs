@@ -38,9 +38,11 @@ pub(super) async fn run(
     let (tx, mut rx) = mpsc::channel::<Frame>(READ_AHEAD);
     let reader = tokio::spawn(read_frames(read_half, peer, limits, bytes_in_flight, shutdown, tx));
     let mut out: Vec<Bytes> = Vec::new();
+    // As Kafka shows a client's host in DescribeGroups.
+    let client_host = format!("/{}", peer.ip());
     while let Some(frame) = rx.recv().await {
         out.clear();
-        if let Err(reason) = handle_frame(&broker, frame.bytes, &mut out).await {
+        if let Err(reason) = handle_frame(&broker, &client_host, frame.bytes, &mut out).await {
             tracing::info!(%peer, %reason, "closing connection");
             break;
         }
@@ -66,10 +68,17 @@ pub(super) async fn run(
 
 /// Handles one frame, appending the encoded response (if any) to `out`. An
 /// error means the connection must close.
-async fn handle_frame(broker: &Arc<Broker>, frame: bytes::Bytes, out: &mut Vec<Bytes>) -> Result<(), String> {
+async fn handle_frame(
+    broker: &Arc<Broker>,
+    client_host: &str,
+    frame: bytes::Bytes,
+    out: &mut Vec<Bytes>,
+) -> Result<(), String> {
     let prefix = peek_prefix(&frame).map_err(|e| e.to_string())?;
     match decode_request(frame) {
-        Ok(Decoded::Request(request)) => handlers::handle(broker, *request, out).await.map_err(|e| e.to_string()),
+        Ok(Decoded::Request(request)) => {
+            handlers::handle(broker, *request, client_host, out).await.map_err(|e| e.to_string())
+        }
         Ok(Decoded::UnsupportedApiVersions { correlation_id, version }) => {
             tracing::debug!(version, "ApiVersions above the supported range; answering per KIP-511");
             let mut buf = BytesMut::new();

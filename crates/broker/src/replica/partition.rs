@@ -202,3 +202,105 @@ impl Partition {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_protocol::kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+
+    fn batch(pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Bytes {
+        let records: Vec<Record> = (0..n)
+            .map(|i| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: pid,
+                producer_epoch: epoch,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                sequence: if pid >= 0 { seq + i as i32 } else { i as i32 },
+                timestamp: ts,
+                key: Some(Bytes::from(format!("k{i}"))),
+                value: Some(Bytes::from_static(b"value")),
+                headers: Default::default(),
+            })
+            .collect();
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            &records,
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
+        )
+        .unwrap();
+        buf.freeze()
+    }
+
+    fn partition(settings: TopicSettings) -> Partition {
+        let log = Log::open_in_memory(settings.log.clone(), 0);
+        Partition::new("t".into(), Uuid::new_v4(), 0, log, settings).unwrap()
+    }
+
+    fn settings() -> TopicSettings {
+        TopicSettings::resolve(None, &Default::default())
+    }
+
+    #[test]
+    fn appends_assign_dense_offsets_and_reads_return_them() {
+        let p = partition(settings());
+        assert_eq!(p.append(&batch(-1, -1, 0, 3, 1000), 1000).unwrap().base_offset, 0);
+        assert_eq!(p.append(&batch(-1, -1, 0, 2, 1000), 1000).unwrap().base_offset, 3);
+        assert_eq!((p.log_end_offset(), p.high_watermark(), p.log_start_offset()), (5, 5, 0));
+        let r = p.read(0, 1 << 20).unwrap();
+        let headers: Vec<_> =
+            strata_protocol::batch::BatchIter::new(&r.records).map(|b| b.unwrap().0.base_offset).collect();
+        assert_eq!(headers, vec![0, 3]);
+        assert!(p.read(5, 100).unwrap().records.is_empty());
+        assert!(matches!(p.read(6, 100), Err(BrokerError::OffsetOutOfRange { .. })));
+    }
+
+    #[test]
+    fn retried_idempotent_batches_get_their_first_offsets() {
+        let p = partition(settings());
+        let first = batch(7, 0, 0, 3, 1000);
+        assert_eq!(p.append(&first, 1000).unwrap().base_offset, 0);
+        assert_eq!(p.append(&batch(7, 0, 3, 1, 1000), 1000).unwrap().base_offset, 3);
+        // The retry is answered with the original offset and not appended again.
+        assert_eq!(p.append(&first, 1000).unwrap().base_offset, 0);
+        assert_eq!(p.log_end_offset(), 4);
+        assert!(matches!(p.append(&batch(7, 0, 9, 1, 1000), 1000), Err(BrokerError::OutOfOrderSequence { .. })));
+    }
+
+    #[test]
+    fn bad_batches_get_precise_errors() {
+        let p = partition(settings());
+        let mut corrupt = BytesMut::from(&batch(-1, -1, 0, 2, 1000)[..]);
+        let last = corrupt.len() - 1;
+        corrupt[last] ^= 0xff;
+        assert!(matches!(p.append(&corrupt.freeze(), 1000), Err(BrokerError::CorruptMessage(_))));
+        let mut small = settings();
+        small.max_message_bytes = 50;
+        let p = partition(small);
+        assert!(matches!(p.append(&batch(-1, -1, 0, 2, 1000), 1000), Err(BrokerError::MessageTooLarge { .. })));
+        let mut two = BytesMut::from(&batch(-1, -1, 0, 1, 1000)[..]);
+        two.extend_from_slice(&batch(-1, -1, 0, 1, 1000));
+        let p = partition(settings());
+        assert!(matches!(p.append(&two.freeze(), 1000), Err(BrokerError::InvalidRecord(_))));
+        assert_eq!(p.log_end_offset(), 0);
+    }
+
+    #[test]
+    fn log_append_time_overrides_the_producer_timestamp() {
+        let mut s = settings();
+        s.log_append_time = true;
+        let p = partition(s);
+        let r = p.append(&batch(-1, -1, 0, 2, 5), 777).unwrap();
+        assert_eq!(r.log_append_time, 777);
+        let stored = p.read(0, 1 << 20).unwrap().records;
+        let h = strata_protocol::batch::BatchHeader::parse(&stored).unwrap();
+        assert_eq!(h.max_timestamp, 777);
+        assert!(strata_protocol::batch::verify_crc(&stored[..h.total_size()]));
+    }
+}

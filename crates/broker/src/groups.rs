@@ -1,0 +1,344 @@
+//! The driver of the group coordinator: one `strata_group` shard per
+//! `__consumer_offsets` partition, its records made durable in that
+//! partition's log before any response they justify is sent.
+//!
+//! - **Load**: at start every shard replays the records of its partition.
+//! - **Requests**: the handler locks the shard, calls it, appends the
+//!   returned records to the partition, unlocks, then sends the response and
+//!   every parked response the call completed. A parked request (classic
+//!   JoinGroup or SyncGroup) waits on a oneshot channel keyed by its token.
+//! - **Time**: a task calls `tick` on shards whose deadline has come
+//!   (sessions, rebalance timeouts, offset retention), woken early whenever a
+//!   call may have moved a deadline.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use strata_group::{
+    CoordinatorResult, GroupConfig, GroupCoordinatorShard, GroupRecord, RequestContext, RequestToken, ResponseKind,
+    TopicMetadata,
+};
+use strata_metadata::channel::CreateTopicSpec;
+use strata_metadata::MetadataImage;
+use strata_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::{oneshot, Notify};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::replica::{now_ms, ReplicaManager};
+use crate::BrokerError;
+
+/// The internal topic holding group state and committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Reads per load step while replaying a partition.
+const LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
+
+/// The group coordinator's settings from the broker config.
+pub fn group_config(c: &BrokerConfig) -> GroupConfig {
+    let d = GroupConfig::default();
+    GroupConfig {
+        initial_rebalance_delay_ms: c.number("group.initial.rebalance.delay.ms"),
+        min_session_timeout_ms: c.number("group.min.session.timeout.ms") as i32,
+        max_session_timeout_ms: c.number("group.max.session.timeout.ms") as i32,
+        max_group_size: c.number("group.max.size") as usize,
+        offsets_retention_ms: c.number("offsets.retention.minutes") * 60_000,
+        offsets_retention_check_interval_ms: c.number("offsets.retention.check.interval.ms"),
+        offset_metadata_max_bytes: c.number("offset.metadata.max.bytes") as usize,
+        consumer_session_timeout_ms: c.number("group.consumer.session.timeout.ms") as i32,
+        consumer_heartbeat_interval_ms: c.number("group.consumer.heartbeat.interval.ms") as i32,
+        consumer_max_size: c.number("group.consumer.max.size") as usize,
+        consumer_assignors: c
+            .get("group.consumer.assignors")
+            .map(|v| v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
+            .filter(|v: &Vec<String>| !v.is_empty())
+            .unwrap_or(d.consumer_assignors.clone()),
+        ..d
+    }
+}
+
+/// What a shard call gave: an answer now, a wait for a parked one, or a
+/// failure to make its records durable (the caller answers NOT_COORDINATOR,
+/// so the client looks the coordinator up again and retries).
+pub enum Outcome<T> {
+    Now(T),
+    Parked(oneshot::Receiver<ResponseKind>),
+    NotDurable,
+}
+
+/// All shards of this broker.
+pub struct GroupCoordinator {
+    shards: Vec<Mutex<GroupCoordinatorShard>>,
+    replicas: Arc<ReplicaManager>,
+    waiters: Mutex<HashMap<RequestToken, oneshot::Sender<ResponseKind>>>,
+    next_token: AtomicU64,
+    deadlines_moved: Notify,
+}
+
+/// Topic metadata for the KIP-848 assignors, from a metadata image.
+pub struct ImageTopics(pub Arc<MetadataImage>);
+
+impl TopicMetadata for ImageTopics {
+    fn partitions(&self, topic: &str) -> Option<(Uuid, i32)> {
+        self.0.topic(topic).map(|t| (t.id, t.partitions.len() as i32))
+    }
+    fn by_id(&self, id: Uuid) -> Option<(String, i32)> {
+        self.0.topic_by_id(&id).map(|t| (t.name.clone(), t.partitions.len() as i32))
+    }
+}
+
+impl GroupCoordinator {
+    /// Creates `__consumer_offsets` if it does not exist, then loads every shard
+    /// from its partition.
+    pub async fn start(
+        config: &BrokerConfig,
+        controller: &dyn strata_metadata::channel::ControllerChannel,
+        replicas: Arc<ReplicaManager>,
+    ) -> Result<Arc<Self>, BrokerError> {
+        if replicas.image().topic(OFFSETS_TOPIC).is_none() {
+            let spec = CreateTopicSpec {
+                name: OFFSETS_TOPIC.to_string(),
+                num_partitions: config.number("offsets.topic.num.partitions") as i32,
+                replication_factor: config.number("offsets.topic.replication.factor") as i16,
+                assignments: Vec::new(),
+                configs: [
+                    ("cleanup.policy".to_string(), "compact".to_string()),
+                    ("segment.bytes".to_string(), config.number("offsets.topic.segment.bytes").to_string()),
+                    ("max.message.bytes".to_string(), (16 * 1024 * 1024).to_string()),
+                ]
+                .into_iter()
+                .collect(),
+            };
+            for r in controller.create_topics(vec![spec], false).await {
+                if let Err(e) = r.result {
+                    return Err(BrokerError::Storage(format!("cannot create {OFFSETS_TOPIC}: {}", e.message)));
+                }
+            }
+        }
+        let image = replicas.image();
+        let partitions = image.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+        let group_config = group_config(config);
+        let mut shards = Vec::with_capacity(partitions);
+        let started = std::time::Instant::now();
+        let mut replayed = 0usize;
+        for index in 0..partitions {
+            let mut shard = GroupCoordinatorShard::new(group_config.clone());
+            replayed += load(&replicas, index as i32, &mut shard)?;
+            shards.push(Mutex::new(shard));
+        }
+        tracing::info!(
+            partitions,
+            records = replayed,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "group coordinator loaded"
+        );
+        Ok(Arc::new(Self {
+            shards,
+            replicas,
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            deadlines_moved: Notify::new(),
+        }))
+    }
+
+    pub fn num_partitions(&self) -> i32 {
+        self.shards.len() as i32
+    }
+
+    /// The shard coordinating `group_id`.
+    pub fn shard_for(&self, group_id: &str) -> usize {
+        strata_group::partition_for(group_id, self.num_partitions()) as usize
+    }
+
+    pub fn context(&self, api_version: i16, client_id: &str, client_host: &str) -> RequestContext {
+        let token = RequestToken(self.next_token.fetch_add(1, Ordering::Relaxed));
+        RequestContext { token, api_version, client_id: client_id.to_string(), client_host: client_host.to_string() }
+    }
+
+    /// Calls shard `index` with `f`, makes its records durable, sends the
+    /// responses it completed, and returns this request's own outcome.
+    pub fn call<T>(
+        &self,
+        index: usize,
+        ctx: &RequestContext,
+        f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
+    ) -> Outcome<T> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(ctx.token, tx);
+        let result = match self.shards.get(index) {
+            Some(shard) => {
+                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                let now = now_ms();
+                let result = f(&mut shard, now);
+                if !self.persist(index, &mut shard, &result.records, now) {
+                    drop(shard);
+                    self.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&ctx.token);
+                    return Outcome::NotDurable;
+                }
+                result
+            }
+            None => CoordinatorResult { records: Vec::new(), response: None, completions: Vec::new() },
+        };
+        self.deliver(result.completions);
+        self.deadlines_moved.notify_one();
+        match result.response {
+            Some(r) => {
+                self.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&ctx.token);
+                Outcome::Now(r)
+            }
+            None => Outcome::Parked(rx),
+        }
+    }
+
+    /// Runs `f` on every shard (ListGroups).
+    pub fn each_shard<T>(&self, mut f: impl FnMut(&mut GroupCoordinatorShard, i64) -> T) -> Vec<T> {
+        self.shards.iter().map(|s| f(&mut s.lock().unwrap_or_else(PoisonError::into_inner), now_ms())).collect()
+    }
+
+    fn deliver(&self, completions: Vec<(RequestToken, ResponseKind)>) {
+        if completions.is_empty() {
+            return;
+        }
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        for (token, response) in completions {
+            if let Some(tx) = waiters.remove(&token) {
+                // The client may have gone away; nothing to do then.
+                let _ = tx.send(response);
+            }
+        }
+    }
+
+    /// Appends records to the shard's partition. Called with the shard locked,
+    /// so records reach the log in the order the shard produced them.
+    ///
+    /// If the append fails, the shard's memory is ahead of its log: it is
+    /// rebuilt from the log, and every request parked in it is dropped (its
+    /// client is answered NOT_COORDINATOR and retries). Returns whether the
+    /// records are durable.
+    fn persist(&self, index: usize, shard: &mut GroupCoordinatorShard, records: &[GroupRecord], now: i64) -> bool {
+        if records.is_empty() {
+            return true;
+        }
+        let result = encode_batch(records, now)
+            .and_then(|batch| self.replicas.get(OFFSETS_TOPIC, index as i32)?.append(&batch, now));
+        let Err(e) = result else { return true };
+        tracing::error!(partition = index, error = %e, "cannot write group records to {OFFSETS_TOPIC}; reloading the shard");
+        let parked = shard.parked_tokens();
+        let mut fresh = GroupCoordinatorShard::new(shard.config().clone());
+        if let Err(e) = load(&self.replicas, index as i32, &mut fresh) {
+            tracing::error!(partition = index, error = %e, "cannot reload the group coordinator shard");
+        }
+        *shard = fresh;
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        for token in parked {
+            waiters.remove(&token);
+        }
+        false
+    }
+
+    /// Ticks due shards until shutdown.
+    pub async fn run_timers(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let now = now_ms();
+            let mut next = now + 1_000;
+            for (index, shard) in self.shards.iter().enumerate() {
+                let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+                if shard.next_deadline().is_some_and(|d| d <= now) {
+                    let result = shard.tick(now);
+                    let durable = self.persist(index, &mut shard, &result.records, now);
+                    drop(shard);
+                    if durable {
+                        self.deliver(result.completions);
+                    }
+                    continue;
+                }
+                if let Some(d) = shard.next_deadline() {
+                    next = next.min(d);
+                }
+            }
+            let wait = Duration::from_millis((next - now_ms()).clamp(1, 1_000) as u64);
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.deadlines_moved.notified() => {}
+            }
+        }
+    }
+}
+
+/// Replays partition `index` into `shard`; returns the number of records.
+fn load(replicas: &ReplicaManager, index: i32, shard: &mut GroupCoordinatorShard) -> Result<usize, BrokerError> {
+    let partition = replicas.get(OFFSETS_TOPIC, index)?;
+    let mut offset = partition.log_start_offset();
+    let end = partition.log_end_offset();
+    let mut count = 0;
+    while offset < end {
+        let read = partition.read(offset, LOAD_READ_BYTES)?;
+        if read.records.is_empty() {
+            break;
+        }
+        let mut buf = read.records.clone();
+        let sets = RecordBatchDecoder::decode_all(&mut buf)
+            .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}-{index}: undecodable batch: {e}")))?;
+        let mut next = offset;
+        for set in sets {
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.offset < offset || r.control {
+                    continue;
+                }
+                let Some(key) = r.key.as_deref() else { continue };
+                match GroupRecord::decode(key, r.value.as_deref()) {
+                    Ok(record) => {
+                        shard.replay(&record);
+                        count += 1;
+                    }
+                    Err(e) => {
+                        tracing::warn!(partition = index, offset = r.offset, error = %e, "skipping an unreadable group record")
+                    }
+                }
+            }
+        }
+        if next <= offset {
+            break;
+        }
+        offset = next;
+    }
+    Ok(count)
+}
+
+/// One uncompressed batch holding `records` as key/value pairs.
+fn encode_batch(records: &[GroupRecord], now: i64) -> Result<Bytes, BrokerError> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let (key, value) = r.encode();
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                // The encoder starts a new batch when offset - sequence changes.
+                offset: i as i64,
+                sequence: i as i32,
+                timestamp: now,
+                key: Some(key),
+                value,
+                headers: Default::default(),
+            }
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
+        .map_err(|e| BrokerError::Storage(format!("cannot encode group records: {e}")))?;
+    Ok(buf.freeze())
+}

@@ -1,0 +1,351 @@
+//! The consumer-group APIs. Each is a thin driver call into the group
+//! coordinator shard that owns the group (`strata-group` holds the rules);
+//! APIs naming several groups are split by shard and their answers merged in
+//! request order.
+
+use std::sync::Arc;
+
+use strata_group::{ResponseKind, TopicMetadata};
+use strata_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
+use strata_protocol::kafka_protocol::messages::*;
+use strata_protocol::kafka_protocol::protocol::StrBytes;
+use strata_protocol::ResponseError;
+
+use super::str_bytes;
+use crate::groups::{GroupCoordinator, ImageTopics, Outcome};
+use crate::Broker;
+
+const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
+
+/// FindCoordinator: this broker coordinates every group. Transactions are
+/// not served: a transactional key gets a non-retriable error so that the
+/// client fails at once instead of retrying until its timeout.
+pub fn find_coordinator(
+    broker: &Arc<Broker>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let image = broker.replicas.image();
+    let me = image.brokers.get(&broker.node_id);
+    let (host, port) = me.map_or((String::new(), -1), |b| (b.host.clone(), i32::from(b.port)));
+    let answer = |key: StrBytes| -> (Option<ResponseError>, Option<String>, StrBytes) {
+        match request.key_type {
+            KEY_TYPE_GROUP if me.is_some() => (None, None, key),
+            KEY_TYPE_GROUP => {
+                (Some(ResponseError::CoordinatorNotAvailable), Some("broker not registered yet".into()), key)
+            }
+            KEY_TYPE_TRANSACTION => (
+                Some(ResponseError::TransactionalIdAuthorizationFailed),
+                Some("transactions are not supported by this broker yet".into()),
+                key,
+            ),
+            other => {
+                (Some(ResponseError::InvalidRequest), Some(format!("unsupported coordinator key type {other}")), key)
+            }
+        }
+    };
+    if version < 4 {
+        let (error, message, _) = answer(request.key.clone());
+        let ok = error.is_none();
+        return FindCoordinatorResponse::default()
+            .with_error_code(error.map_or(0, |e| e.code()))
+            .with_error_message(message.map(str_bytes))
+            .with_node_id(BrokerId(if ok { broker.node_id } else { -1 }))
+            .with_host(str_bytes(if ok { host.clone() } else { String::new() }))
+            .with_port(if ok { port } else { -1 });
+    }
+    let coordinators = request
+        .coordinator_keys
+        .iter()
+        .map(|k| {
+            let (error, message, key) = answer(k.clone());
+            let ok = error.is_none();
+            Coordinator::default()
+                .with_key(key)
+                .with_node_id(BrokerId(if ok { broker.node_id } else { -1 }))
+                .with_host(str_bytes(if ok { host.clone() } else { String::new() }))
+                .with_port(if ok { port } else { -1 })
+                .with_error_code(error.map_or(0, |e| e.code()))
+                .with_error_message(message.map(str_bytes))
+        })
+        .collect();
+    FindCoordinatorResponse::default().with_coordinators(coordinators)
+}
+
+fn coordinator(broker: &Arc<Broker>) -> &Arc<GroupCoordinator> {
+    &broker.groups
+}
+
+/// Waits for a parked classic request. One whose shard was reloaded after a
+/// failed write (or was dropped) is answered by `lost` with
+/// NOT_COORDINATOR, which makes the client find the coordinator and rejoin.
+async fn settle<T>(outcome: Outcome<T>, pick: impl FnOnce(ResponseKind) -> Option<T>, lost: impl FnOnce() -> T) -> T {
+    match outcome {
+        Outcome::Now(r) => r,
+        Outcome::Parked(rx) => match rx.await {
+            Ok(kind) => pick(kind).unwrap_or_else(lost),
+            Err(_) => lost(),
+        },
+        Outcome::NotDurable => lost(),
+    }
+}
+
+const NOT_COORDINATOR: i16 = 16;
+
+pub async fn join_group(
+    broker: &Arc<Broker>,
+    r: JoinGroupRequest,
+    version: i16,
+    client: (&str, &str),
+) -> JoinGroupResponse {
+    let g = coordinator(broker);
+    let ctx = g.context(version, client.0, client.1);
+    let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.join_group(now, &ctx, &r));
+    settle(
+        outcome,
+        |k| match k {
+            ResponseKind::JoinGroup(r) => Some(r),
+            _ => None,
+        },
+        || JoinGroupResponse::default().with_error_code(NOT_COORDINATOR),
+    )
+    .await
+}
+
+pub async fn sync_group(
+    broker: &Arc<Broker>,
+    r: SyncGroupRequest,
+    version: i16,
+    client: (&str, &str),
+) -> SyncGroupResponse {
+    let g = coordinator(broker);
+    let ctx = g.context(version, client.0, client.1);
+    let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.sync_group(now, &ctx, &r));
+    settle(
+        outcome,
+        |k| match k {
+            ResponseKind::SyncGroup(r) => Some(r),
+            _ => None,
+        },
+        || SyncGroupResponse::default().with_error_code(NOT_COORDINATOR),
+    )
+    .await
+}
+
+/// Calls one shard for a request that never parks.
+macro_rules! immediate {
+    ($broker:expr, $version:expr, $client:expr, $group:expr, $method:ident, $req:expr, $default:expr) => {{
+        let g = coordinator($broker);
+        let ctx = g.context($version, $client.0, $client.1);
+        let req = $req;
+        match g.call(g.shard_for($group), &ctx, |s, now| s.$method(now, &ctx, &req)) {
+            Outcome::Now(r) => r,
+            Outcome::Parked(_) | Outcome::NotDurable => $default,
+        }
+    }};
+}
+
+pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest, version: i16, client: (&str, &str)) -> HeartbeatResponse {
+    let group = r.group_id.to_string();
+    immediate!(
+        broker,
+        version,
+        client,
+        &group,
+        heartbeat,
+        r,
+        HeartbeatResponse::default().with_error_code(NOT_COORDINATOR)
+    )
+}
+
+pub fn leave_group(
+    broker: &Arc<Broker>,
+    r: LeaveGroupRequest,
+    version: i16,
+    client: (&str, &str),
+) -> LeaveGroupResponse {
+    let group = r.group_id.to_string();
+    immediate!(
+        broker,
+        version,
+        client,
+        &group,
+        leave_group,
+        r,
+        LeaveGroupResponse::default().with_error_code(NOT_COORDINATOR)
+    )
+}
+
+pub fn offset_commit(
+    broker: &Arc<Broker>,
+    r: OffsetCommitRequest,
+    version: i16,
+    client: (&str, &str),
+) -> OffsetCommitResponse {
+    let group = r.group_id.to_string();
+    {
+        let failed = commit_failed(&r);
+        immediate!(broker, version, client, &group, offset_commit, r, failed)
+    }
+}
+
+pub fn offset_delete(
+    broker: &Arc<Broker>,
+    r: OffsetDeleteRequest,
+    version: i16,
+    client: (&str, &str),
+) -> OffsetDeleteResponse {
+    let group = r.group_id.to_string();
+    immediate!(
+        broker,
+        version,
+        client,
+        &group,
+        offset_delete,
+        r,
+        OffsetDeleteResponse::default().with_error_code(NOT_COORDINATOR)
+    )
+}
+
+pub fn offset_fetch(
+    broker: &Arc<Broker>,
+    r: OffsetFetchRequest,
+    version: i16,
+    client: (&str, &str),
+) -> OffsetFetchResponse {
+    let g = coordinator(broker);
+    if version < 8 {
+        let group = r.group_id.to_string();
+        return immediate!(broker, version, client, &group, offset_fetch, r, OffsetFetchResponse::default());
+    }
+    // v8+: several groups, possibly on several shards.
+    let mut groups = Vec::with_capacity(r.groups.len());
+    for one in &r.groups {
+        let sub = r.clone().with_groups(vec![one.clone()]);
+        let ctx = g.context(version, client.0, client.1);
+        if let Outcome::Now(resp) = g.call(g.shard_for(&one.group_id), &ctx, |s, now| s.offset_fetch(now, &ctx, &sub)) {
+            groups.extend(resp.groups);
+        }
+    }
+    OffsetFetchResponse::default().with_groups(groups)
+}
+
+pub fn describe_groups(
+    broker: &Arc<Broker>,
+    r: DescribeGroupsRequest,
+    version: i16,
+    client: (&str, &str),
+) -> DescribeGroupsResponse {
+    let g = coordinator(broker);
+    let mut groups = Vec::with_capacity(r.groups.len());
+    for id in &r.groups {
+        let sub = r.clone().with_groups(vec![id.clone()]);
+        let ctx = g.context(version, client.0, client.1);
+        if let Outcome::Now(resp) = g.call(g.shard_for(id), &ctx, |s, now| s.describe_groups(now, &ctx, &sub)) {
+            groups.extend(resp.groups);
+        }
+    }
+    DescribeGroupsResponse::default().with_groups(groups)
+}
+
+pub fn delete_groups(
+    broker: &Arc<Broker>,
+    r: DeleteGroupsRequest,
+    version: i16,
+    client: (&str, &str),
+) -> DeleteGroupsResponse {
+    let g = coordinator(broker);
+    let mut results = Vec::with_capacity(r.groups_names.len());
+    for id in &r.groups_names {
+        let sub = r.clone().with_groups_names(vec![id.clone()]);
+        let ctx = g.context(version, client.0, client.1);
+        if let Outcome::Now(resp) = g.call(g.shard_for(id), &ctx, |s, now| s.delete_groups(now, &ctx, &sub)) {
+            results.extend(resp.results);
+        }
+    }
+    DeleteGroupsResponse::default().with_results(results)
+}
+
+pub fn list_groups(
+    broker: &Arc<Broker>,
+    r: ListGroupsRequest,
+    version: i16,
+    client: (&str, &str),
+) -> ListGroupsResponse {
+    let g = coordinator(broker);
+    let ctx = g.context(version, client.0, client.1);
+    let mut groups = Vec::new();
+    let mut error = 0;
+    for resp in g.each_shard(|s, now| s.list_groups(now, &ctx, &r)) {
+        if let Some(resp) = resp.response {
+            groups.extend(resp.groups);
+            if resp.error_code != 0 {
+                error = resp.error_code;
+            }
+        }
+    }
+    ListGroupsResponse::default().with_groups(groups).with_error_code(error)
+}
+
+pub fn consumer_group_heartbeat(
+    broker: &Arc<Broker>,
+    r: ConsumerGroupHeartbeatRequest,
+    version: i16,
+    client: (&str, &str),
+) -> ConsumerGroupHeartbeatResponse {
+    let g = coordinator(broker);
+    let topics = ImageTopics(broker.replicas.image());
+    let ctx = g.context(version, client.0, client.1);
+    let topics: &dyn TopicMetadata = &topics;
+    match g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.consumer_group_heartbeat(now, &ctx, &r, topics)) {
+        Outcome::Now(resp) => resp,
+        Outcome::Parked(_) | Outcome::NotDurable => {
+            ConsumerGroupHeartbeatResponse::default().with_error_code(NOT_COORDINATOR)
+        }
+    }
+}
+
+pub fn consumer_group_describe(
+    broker: &Arc<Broker>,
+    r: ConsumerGroupDescribeRequest,
+    version: i16,
+    client: (&str, &str),
+) -> ConsumerGroupDescribeResponse {
+    let g = coordinator(broker);
+    let topics = ImageTopics(broker.replicas.image());
+    let topics: &dyn TopicMetadata = &topics;
+    let mut groups = Vec::with_capacity(r.group_ids.len());
+    for id in &r.group_ids {
+        let sub = r.clone().with_group_ids(vec![id.clone()]);
+        let ctx = g.context(version, client.0, client.1);
+        if let Outcome::Now(resp) =
+            g.call(g.shard_for(id), &ctx, |s, now| s.consumer_group_describe(now, &ctx, &sub, topics))
+        {
+            groups.extend(resp.groups);
+        }
+    }
+    ConsumerGroupDescribeResponse::default().with_groups(groups)
+}
+
+/// NOT_COORDINATOR for every partition of an OffsetCommit.
+fn commit_failed(r: &OffsetCommitRequest) -> OffsetCommitResponse {
+    use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
+    OffsetCommitResponse::default().with_topics(
+        r.topics
+            .iter()
+            .map(|t| {
+                OffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            OffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(NOT_COORDINATOR)
+                        })
+                        .collect(),
+                )
+            })
+            .collect(),
+    )
+}
