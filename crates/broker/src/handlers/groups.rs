@@ -220,14 +220,24 @@ pub fn offset_fetch(
         return immediate!(broker, version, client, &group, offset_fetch, r, OffsetFetchResponse::default());
     }
     // v8+: several groups, possibly on several shards.
-    let mut groups = Vec::with_capacity(r.groups.len());
-    for one in &r.groups {
-        let sub = r.clone().with_groups(vec![one.clone()]);
-        let ctx = g.context(version, client.0, client.1);
-        if let Outcome::Now(resp) = g.call(g.shard_for(&one.group_id), &ctx, |s, now| s.offset_fetch(now, &ctx, &sub)) {
-            groups.extend(resp.groups);
-        }
-    }
+    let answers = per_group(
+        g,
+        version,
+        client,
+        r.groups.iter().map(|x| x.group_id.as_str()),
+        |i| r.clone().with_groups(vec![r.groups[i].clone()]),
+        |s, now, ctx, q| s.offset_fetch(now, ctx, q),
+    );
+    let groups = answers
+        .into_iter()
+        .zip(&r.groups)
+        .flat_map(|(a, asked)| match a {
+            Some(resp) => resp.groups,
+            None => vec![offset_fetch_response::OffsetFetchResponseGroup::default()
+                .with_group_id(asked.group_id.clone())
+                .with_error_code(NOT_COORDINATOR)],
+        })
+        .collect();
     OffsetFetchResponse::default().with_groups(groups)
 }
 
@@ -237,15 +247,24 @@ pub fn describe_groups(
     version: i16,
     client: (&str, &str),
 ) -> DescribeGroupsResponse {
-    let g = coordinator(broker);
-    let mut groups = Vec::with_capacity(r.groups.len());
-    for id in &r.groups {
-        let sub = r.clone().with_groups(vec![id.clone()]);
-        let ctx = g.context(version, client.0, client.1);
-        if let Outcome::Now(resp) = g.call(g.shard_for(id), &ctx, |s, now| s.describe_groups(now, &ctx, &sub)) {
-            groups.extend(resp.groups);
-        }
-    }
+    let answers = per_group(
+        coordinator(broker),
+        version,
+        client,
+        r.groups.iter().map(|x| x.as_str()),
+        |i| r.clone().with_groups(vec![r.groups[i].clone()]),
+        |s, now, ctx, q| s.describe_groups(now, ctx, q),
+    );
+    let groups = answers
+        .into_iter()
+        .zip(&r.groups)
+        .flat_map(|(a, asked)| match a {
+            Some(resp) => resp.groups,
+            None => vec![describe_groups_response::DescribedGroup::default()
+                .with_group_id(asked.clone())
+                .with_error_code(NOT_COORDINATOR)],
+        })
+        .collect();
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
@@ -255,16 +274,53 @@ pub fn delete_groups(
     version: i16,
     client: (&str, &str),
 ) -> DeleteGroupsResponse {
-    let g = coordinator(broker);
-    let mut results = Vec::with_capacity(r.groups_names.len());
-    for id in &r.groups_names {
-        let sub = r.clone().with_groups_names(vec![id.clone()]);
-        let ctx = g.context(version, client.0, client.1);
-        if let Outcome::Now(resp) = g.call(g.shard_for(id), &ctx, |s, now| s.delete_groups(now, &ctx, &sub)) {
-            results.extend(resp.results);
-        }
-    }
+    let answers = per_group(
+        coordinator(broker),
+        version,
+        client,
+        r.groups_names.iter().map(|x| x.as_str()),
+        |i| r.clone().with_groups_names(vec![r.groups_names[i].clone()]),
+        |s, now, ctx, q| s.delete_groups(now, ctx, q),
+    );
+    let results = answers
+        .into_iter()
+        .zip(&r.groups_names)
+        .flat_map(|(a, asked)| match a {
+            Some(resp) => resp.results,
+            None => vec![delete_groups_response::DeletableGroupResult::default()
+                .with_group_id(asked.clone())
+                .with_error_code(NOT_COORDINATOR)],
+        })
+        .collect();
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// For an API naming several groups: calls each group's shard with the
+/// request narrowed to that group (`narrow(i)` for the i-th id). `None` for a
+/// group whose records could not be made durable.
+fn per_group<'a, Q, A>(
+    g: &GroupCoordinator,
+    version: i16,
+    client: (&str, &str),
+    ids: impl Iterator<Item = &'a str>,
+    narrow: impl Fn(usize) -> Q,
+    call: impl Fn(
+        &mut strata_group::GroupCoordinatorShard,
+        i64,
+        &strata_group::RequestContext,
+        &Q,
+    ) -> strata_group::CoordinatorResult<A>,
+) -> Vec<Option<A>> {
+    ids.enumerate()
+        .map(|(i, id)| {
+            let q = narrow(i);
+            let ctx = g.context(version, client.0, client.1);
+            match g.call(g.shard_for(id), &ctx, |s, now| call(s, now, &ctx, &q)) {
+                Outcome::Now(resp) => Some(resp),
+                Outcome::Parked(_) | Outcome::NotDurable => None,
+            }
+        })
+        .collect()
 }
 
 pub fn list_groups(
@@ -315,16 +371,15 @@ pub fn consumer_group_describe(
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
     let topics: &dyn TopicMetadata = &topics;
-    let mut groups = Vec::with_capacity(r.group_ids.len());
-    for id in &r.group_ids {
-        let sub = r.clone().with_group_ids(vec![id.clone()]);
-        let ctx = g.context(version, client.0, client.1);
-        if let Outcome::Now(resp) =
-            g.call(g.shard_for(id), &ctx, |s, now| s.consumer_group_describe(now, &ctx, &sub, topics))
-        {
-            groups.extend(resp.groups);
-        }
-    }
+    let answers = per_group(
+        g,
+        version,
+        client,
+        r.group_ids.iter().map(|x| x.as_str()),
+        |i| r.clone().with_group_ids(vec![r.group_ids[i].clone()]),
+        |s, now, ctx, q| s.consumer_group_describe(now, ctx, q, topics),
+    );
+    let groups: Vec<_> = answers.into_iter().flatten().flat_map(|resp| resp.groups).collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
 
