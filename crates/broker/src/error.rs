@@ -49,6 +49,12 @@ impl From<LogError> for BrokerError {
             LogError::InvalidBatch { .. } | LogError::BadBatchHeader { .. } => {
                 BrokerError::CorruptMessage(e.to_string())
             }
+            // Stored data that fails its CRC or does not parse: Kafka answers a fetch that hits
+            // it with CORRUPT_MESSAGE (its log read throws CorruptRecordException, which
+            // `Errors.forException` maps so). KAFKA_STORAGE_ERROR would be wrong: clients treat
+            // it as a leader move and retry forever, hiding the damage, while the Java consumer
+            // surfaces CORRUPT_MESSAGE to the application with the offset.
+            LogError::Corrupt { .. } => BrokerError::CorruptMessage(e.to_string()),
             LogError::AppendTooLarge { size, .. } => BrokerError::MessageTooLarge { size: size as usize, max: 0 },
             other => BrokerError::Storage(other.to_string()),
         }

@@ -196,7 +196,7 @@ impl Index {
         let capacity = (capacity_bytes as usize / size).max(self.entries).max(1) * size;
         // Growing the file while a read-only mapping may exist is safe; drop ours anyway.
         self.state = State::ReadOnly { map: Mutex::new(None) };
-        file.set_len(capacity as u64).map_err(LogError::io(&self.path))?;
+        file.allocate(capacity as u64).map_err(LogError::io(&self.path))?;
         let map = file.map_mut(capacity as u64).map_err(LogError::io(&self.path))?;
         self.state = State::Writable { file, map };
         Ok(())

@@ -266,7 +266,9 @@ impl Log {
     /// Assigns offsets from the LEO by patching each batch's `baseOffset` in place (so `batches`
     /// holds what was written), rolls first if the active segment is full or old, and applies the
     /// `flush.messages` policy. Only ever appends at the LEO. Nothing is written when the input
-    /// is not a sequence of whole, well-formed batches (CRCs are the caller's to check).
+    /// is not a sequence of whole, well-formed batches (CRCs are the caller's to check; reads
+    /// trust what was appended). On an I/O error (e.g. a full disk) whatever part of the append
+    /// reached the file is cut off again and the LEO does not move.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         if batches.is_empty() {
             return Err(LogError::InvalidArgument(
@@ -362,6 +364,10 @@ impl Log {
     /// `>= max_offset`) gives empty records; `offset` below the log start or above the LEO is
     /// [`LogError::OffsetOutOfRange`]. The first batch may start before `offset` (a batch is
     /// never split); readers skip the records they did not ask for, as Kafka clients do.
+    ///
+    /// Every batch returned passed its CRC32C check; each batch is checked once per process
+    /// (appended and recovered bytes count as checked). A read that runs into a damaged batch
+    /// stops before it; one that starts at it is [`LogError::Corrupt`] with the file and position.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadInfo, LogError> {
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
@@ -484,7 +490,9 @@ impl Log {
     }
 
     /// Headers of all batches holding offsets `>= from_offset` (clamped to the log start), in
-    /// order — used to rebuild idempotent-producer state on start.
+    /// order — used to rebuild idempotent-producer state on start. Headers are not CRC-checked
+    /// (that would read every byte of the log at start); a segment whose headers stop parsing
+    /// contributes the headers before the damage, which is logged.
     pub fn batch_headers(&self, from_offset: i64) -> Result<Vec<BatchHeader>, LogError> {
         let from = from_offset.max(self.log_start_offset);
         let mut out = Vec::new();
@@ -493,7 +501,15 @@ impl Log {
         }
         let start = self.segments.range(..=from).next_back().map_or(i64::MIN, |(b, _)| *b);
         for seg in self.segments.range(start..).map(|(_, s)| s) {
-            seg.headers_from(from, &mut out)?;
+            match seg.headers_from(from, &mut out) {
+                Ok(()) => {}
+                // A damaged header in a segment must not make the whole log unusable: keep what
+                // was read and go on with the next segment; reads report the damage.
+                Err(e @ LogError::Corrupt { .. }) => {
+                    tracing::error!(error = %e, "skipping the rest of a damaged segment while reading batch headers");
+                }
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }
@@ -561,10 +577,23 @@ impl Log {
         self.roll_at()
     }
 
+    /// Creates the new segment before sealing the old one, so that a failure (a full disk)
+    /// leaves the old segment active and writable, with the new one's files removed.
     fn roll_at(&mut self) -> Result<(), LogError> {
         let leo = self.log_end_offset;
-        self.active()?.seal()?;
-        let seg = Segment::create(&self.storage, &self.dir, leo, &self.config)?;
+        let seg = match Segment::create(&self.storage, &self.dir, leo, &self.config) {
+            Ok(seg) => seg,
+            Err(e) => {
+                Segment::remove_files(&*self.storage, &self.dir, leo);
+                return Err(e);
+            }
+        };
+        if let Err(e) = self.active()?.seal() {
+            // A partly sealed segment stays usable: a read-only index takes no entries and
+            // counts as full, so the next append tries the roll again.
+            let _ = seg.delete_files();
+            return Err(e);
+        }
         self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.segments.insert(leo, seg);
         self.unflushed_messages = 0;

@@ -8,7 +8,13 @@
 //!   shrunk below it (see the `mmap` module). Truncating below it replaces the file instead.
 //! - The indexes are writable (mapped read-write, preallocated) only while the segment is the
 //!   log's active segment.
+//! - Every batch a read, `batch_at` or `find_by_timestamp` hands out passed its CRC32C check,
+//!   once: ranges of the file known to hold checked batches (written by this process, scanned by
+//!   recovery, or checked on an earlier read) are remembered in [`MapState::verified`], so a batch
+//!   is checked at most once per process however often it is fetched. A batch that fails is
+//!   reported as [`LogError::Corrupt`] and never handed out.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -29,6 +35,53 @@ pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
 struct MapState {
     bytes: Option<Bytes>,
     max_mapped_len: u64,
+    /// Byte ranges of the `.log` file whose batches passed their CRC check.
+    verified: RangeSet,
+}
+
+/// Disjoint, non-adjacent byte ranges `[start, end)`, keyed by start.
+#[derive(Debug, Default)]
+pub(crate) struct RangeSet(BTreeMap<u64, u64>);
+
+impl RangeSet {
+    /// Whether `[start, end)` lies within one range.
+    pub(crate) fn contains(&self, start: u64, end: u64) -> bool {
+        self.0.range(..=start).next_back().is_some_and(|(_, &e)| e >= end)
+    }
+
+    /// Adds `[start, end)`, merging it with overlapping or adjacent ranges.
+    pub(crate) fn insert(&mut self, mut start: u64, mut end: u64) {
+        if start >= end {
+            return;
+        }
+        if let Some((&s, &e)) = self.0.range(..=start).next_back() {
+            if e >= start {
+                start = s;
+                end = end.max(e);
+            }
+        }
+        let absorbed: Vec<u64> = self.0.range(start..=end).map(|(&s, _)| s).collect();
+        for s in absorbed {
+            if let Some(e) = self.0.remove(&s) {
+                end = end.max(e);
+            }
+        }
+        self.0.insert(start, end);
+    }
+
+    /// Forgets everything at or after `len`.
+    pub(crate) fn truncate(&mut self, len: u64) {
+        self.0.retain(|&s, _| s < len);
+        for e in self.0.values_mut() {
+            *e = (*e).min(len);
+        }
+    }
+
+    /// Number of ranges.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Outcome of reading from one segment.
@@ -213,6 +266,12 @@ impl Segment {
                 _ => break,
             }
         }
+        // The caller checked the CRCs of what it appends (see `Log::append`).
+        self.map
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .verified
+            .insert(self.size, self.size + buf.len() as u64);
         self.size += buf.len() as u64;
         self.first_append_ms.get_or_insert(now_ms);
         Ok(())
@@ -276,6 +335,7 @@ impl Segment {
             self.file.sync().map_err(LogError::io(&self.log_path))?;
         }
         self.size = valid;
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.insert(0, valid);
         if !active {
             self.seal()?;
         }
@@ -360,38 +420,86 @@ impl Segment {
         }
     }
 
+    /// Checks the CRC of `batch` (the batch at `position`, with header `h`) unless a read, an
+    /// append or recovery already did; remembers a success.
+    fn verify(&self, position: usize, h: &BatchHeader, batch: &[u8]) -> Result<(), LogError> {
+        let (start, end) = (position as u64, (position + batch.len()) as u64);
+        if self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.contains(start, end) {
+            return Ok(());
+        }
+        if compute_crc(batch) != h.crc {
+            return Err(self.corrupt(
+                position,
+                format!("CRC mismatch in the batch at offsets {}..={}", h.base_offset, h.last_offset()),
+            ));
+        }
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.insert(start, end);
+        Ok(())
+    }
+
     /// Reads from the batch holding `offset`: at most `max_bytes` but at least one whole batch,
-    /// no batch whose base offset is `>= max_offset`.
+    /// no batch whose base offset is `>= max_offset`. Every batch returned passed its CRC check
+    /// (see [`Segment::verify`]). Stops before a damaged batch when batches precede it, so the
+    /// data before the damage stays readable; a read that starts at the damaged batch gets
+    /// [`LogError::Corrupt`].
     pub(crate) fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<SegmentRead, LogError> {
         let data = self.data()?;
         let Some((start, _)) = self.locate(&data, offset)? else {
             return Ok(SegmentRead::NotHere);
         };
         let mut end = start;
-        let mut it = BatchIter::new(data.get(start..).unwrap_or(&[]));
-        for item in it.by_ref() {
-            let (h, batch) = item.map_err(|e| self.corrupt(end, e))?;
+        let mut next: Option<i64> = None;
+        for item in BatchIter::new(data.get(start..).unwrap_or(&[])) {
+            let checked = item.map_err(|e| self.corrupt(end, e)).and_then(|(h, batch)| match next {
+                Some(n) if h.base_offset != n => {
+                    Err(self.corrupt(end, format!("batch base offset {} where {n} was expected", h.base_offset)))
+                }
+                _ => Ok((h, batch)),
+            });
+            let (h, batch) = match checked {
+                Ok(ok) => ok,
+                Err(e) if end > start => {
+                    tracing::debug!(error = %e, "read stops before a damaged batch");
+                    break;
+                }
+                Err(e) => return Err(e),
+            };
             if h.base_offset >= max_offset {
                 break;
             }
             if end > start && end - start + batch.len() > max_bytes {
                 break;
             }
+            match self.verify(end, &h, batch) {
+                Ok(()) => {}
+                Err(e) if end > start => {
+                    tracing::debug!(error = %e, "read stops before a damaged batch");
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
             end += batch.len();
+            next = Some(h.last_offset() + 1);
         }
         Ok(SegmentRead::Found(data.slice(start..end)))
     }
 
-    /// The batch holding `offset`, if in this segment.
+    /// The batch holding `offset`, if in this segment (CRC-checked).
     pub(crate) fn batch_at(&self, offset: i64) -> Result<Option<Bytes>, LogError> {
         let data = self.data()?;
-        Ok(self
-            .locate(&data, offset)?
-            .filter(|(_, h)| h.base_offset <= offset)
-            .map(|(pos, h)| data.slice(pos..pos + h.total_size())))
+        match self.locate(&data, offset)?.filter(|(_, h)| h.base_offset <= offset) {
+            Some((pos, h)) => self.checked_slice(&data, pos, &h).map(Some),
+            None => Ok(None),
+        }
     }
 
-    /// The first batch with `max_timestamp >= ts` and last offset `>= min_offset`.
+    fn checked_slice(&self, data: &Bytes, pos: usize, h: &BatchHeader) -> Result<Bytes, LogError> {
+        let batch = data.slice(pos..pos + h.total_size());
+        self.verify(pos, h, &batch)?;
+        Ok(batch)
+    }
+
+    /// The first batch with `max_timestamp >= ts` and last offset `>= min_offset` (CRC-checked).
     pub(crate) fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<Bytes>, LogError> {
         let data = self.data()?;
         let from_time =
@@ -399,9 +507,10 @@ impl Segment {
         let from = from_time.max(min_offset);
         let start = self.offset_index.floor(from.saturating_sub(self.base_offset))?.map_or(0, |e| e.value as usize);
         let start = if start <= data.len() { start } else { 0 };
-        Ok(self
-            .first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)?
-            .map(|(pos, h)| data.slice(pos..pos + h.total_size())))
+        match self.first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)? {
+            Some((pos, h)) => self.checked_slice(&data, pos, &h).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Headers of the batches whose last offset is `>= from_offset`.
@@ -449,6 +558,7 @@ impl Segment {
                 drop(data);
                 self.file.set_len(cut64).map_err(LogError::io(&self.log_path))?;
                 self.file.sync().map_err(LogError::io(&self.log_path))?;
+                self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.truncate(cut64);
             } else {
                 // Readers may hold mappings of the tail: write the kept prefix to a new file and
                 // rename it over the old one (rule 2 of `mmap`).
@@ -461,7 +571,10 @@ impl Segment {
                 self.storage.rename(&tmp, &self.log_path).map_err(LogError::io(&self.log_path))?;
                 self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
                 self.file = f;
-                *self.map.lock().unwrap_or_else(PoisonError::into_inner) = MapState::default();
+                let mut m = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut verified = std::mem::take(&mut m.verified);
+                verified.truncate(cut64);
+                *m = MapState { verified, ..MapState::default() };
             }
             self.size = cut64;
         }
@@ -497,6 +610,14 @@ impl Segment {
         self.time_index.seal()
     }
 
+    /// Best-effort removal of the files of the segment at `base` (cleanup after a failed create).
+    pub(crate) fn remove_files(storage: &dyn Storage, dir: &Path, base: i64) {
+        let (log, oi, ti) = Self::paths(dir, base);
+        for p in [log, oi, ti] {
+            let _ = storage.remove(&p);
+        }
+    }
+
     /// Deletes the segment's files. Mappings handed out earlier stay valid.
     pub(crate) fn delete_files(self) -> Result<(), LogError> {
         let paths =
@@ -511,5 +632,29 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RangeSet;
+
+    #[test]
+    fn range_set_merges_and_truncates() {
+        let mut r = RangeSet::default();
+        r.insert(10, 20);
+        r.insert(30, 40);
+        assert!(r.contains(10, 20) && r.contains(12, 18) && !r.contains(15, 25) && !r.contains(0, 5));
+        r.insert(20, 30); // adjacent on both sides: one range
+        assert_eq!(r.len(), 1);
+        assert!(r.contains(10, 40));
+        r.insert(0, 5);
+        r.insert(5, 5); // empty: ignored
+        assert_eq!(r.len(), 2);
+        r.truncate(15);
+        assert!(r.contains(0, 5) && r.contains(10, 15) && !r.contains(10, 16));
+        r.truncate(3);
+        assert!(r.contains(0, 3) && !r.contains(0, 4));
+        assert_eq!(r.len(), 1);
     }
 }

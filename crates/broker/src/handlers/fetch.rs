@@ -165,8 +165,15 @@ fn read_all(
                             .with_records(Some(Bytes::new())),
                         Err(e) => {
                             any_error = true;
-                            if !matches!(e, BrokerError::OffsetOutOfRange { .. }) {
-                                tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "fetch failed");
+                            match e {
+                                BrokerError::OffsetOutOfRange { .. } => {}
+                                BrokerError::CorruptMessage(_) | BrokerError::Storage(_) => tracing::error!(
+                                    topic = %p.topic, partition = p.index, offset = w.offset, error = %e,
+                                    "fetch failed: the partition's data on disk is damaged or unreadable"
+                                ),
+                                _ => {
+                                    tracing::warn!(topic = %p.topic, partition = p.index, offset = w.offset, error = %e, "fetch failed")
+                                }
                             }
                             base.with_error_code(e.code_i16())
                                 .with_high_watermark(p.high_watermark())

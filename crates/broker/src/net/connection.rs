@@ -23,7 +23,7 @@ const READ_AHEAD: usize = 8;
 /// A whole request frame and its share of the bytes-in-flight budget.
 struct Frame {
     bytes: bytes::Bytes,
-    _permit: OwnedSemaphorePermit,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 pub(super) async fn run(
@@ -155,27 +155,76 @@ async fn read_frames(
                 return;
             }
         };
-        // Reserve the frame's bytes before allocating them, so that many
-        // connections announcing big frames cannot exhaust memory.
-        let want = size.min(limits.queued_max_bytes).min(u32::MAX as usize) as u32;
-        let permit = tokio::select! {
+        // Reserve the frame's bytes as they arrive, chunk by chunk, before
+        // allocating them: many connections announcing big frames then hold
+        // only what they really sent, and a frame waiting for budget never
+        // stalls small requests of other connections behind it (the
+        // semaphore is fair, so one big up-front reservation would).
+        let body = tokio::select! {
             _ = shutdown.changed() => return,
-            p = bytes_in_flight.clone().acquire_many_owned(want) => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+            r = tokio::time::timeout(limits.idle_timeout, read_body(&mut rd, size, limits.queued_max_bytes, &bytes_in_flight)) => r,
         };
-        let mut body = BytesMut::zeroed(size);
-        match tokio::time::timeout(limits.idle_timeout, rd.read_exact(&mut body)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return,
+        let (body, permit) = match body {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
             Err(_) => {
                 tracing::info!(%peer, size, "frame body not received within connections.max.idle.ms; closing");
                 return;
             }
-        }
-        if tx.send(Frame { bytes: body.freeze(), _permit: permit }).await.is_err() {
+        };
+        if tx.send(Frame { bytes: body, _permit: permit }).await.is_err() {
             return;
         }
     }
+}
+
+/// Bytes of a frame body read (and reserved) at a time.
+const BODY_CHUNK: usize = 64 * 1024;
+
+/// Longest a partly read frame waits for more bytes-in-flight budget.
+const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Reads a `size`-byte frame body, reserving bytes-in-flight budget for each
+/// chunk before reading it (at most `max_reserved` in all, so a frame larger
+/// than the whole budget cannot wait for itself). `None` on EOF or error.
+async fn read_body(
+    rd: &mut OwnedReadHalf,
+    size: usize,
+    max_reserved: usize,
+    bytes_in_flight: &Arc<Semaphore>,
+) -> Option<(Bytes, Option<OwnedSemaphorePermit>)> {
+    let mut body = BytesMut::with_capacity(size.min(BODY_CHUNK));
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut reserved = 0usize;
+    while body.len() < size {
+        let chunk = (size - body.len()).min(BODY_CHUNK);
+        let want = chunk.min(max_reserved.saturating_sub(reserved));
+        if want > 0 {
+            // Partial reservations of several big frames could wait for each
+            // other forever; a frame that gets no budget for a while is
+            // dropped with its connection (releasing what it holds), and its
+            // client retries.
+            let p = match tokio::time::timeout(BUDGET_WAIT, bytes_in_flight.clone().acquire_many_owned(want as u32)).await {
+                Ok(p) => p.ok()?,
+                Err(_) => {
+                    tracing::warn!(size, reserved, "no queued.max.request.bytes budget for this request; closing the connection");
+                    return None;
+                }
+            };
+            reserved += want;
+            match permit.as_mut() {
+                Some(held) => held.merge(p),
+                None => permit = Some(p),
+            }
+        }
+        let target = body.len() + chunk;
+        body.reserve(chunk);
+        while body.len() < target {
+            let n = (&mut *rd).take((target - body.len()) as u64).read_buf(&mut body).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+    Some((body.freeze(), permit))
 }

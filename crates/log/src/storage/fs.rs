@@ -80,6 +80,23 @@ impl StorageFile for FsFile {
         self.file.set_len(len)
     }
 
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        // Write zeros over the new range: unlike `set_len`, which leaves a hole, this claims the
+        // blocks now, so a full disk shows up here as an error and not later as SIGBUS.
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        let old = self.len()?;
+        let mut pos = old;
+        while pos < len {
+            let n = (len - pos).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = self.file.write_all_at(&ZEROS[..n], pos) {
+                let _ = self.file.set_len(old);
+                return Err(e);
+            }
+            pos += n as u64;
+        }
+        self.file.set_len(len)
+    }
+
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()
     }

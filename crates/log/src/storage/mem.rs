@@ -23,6 +23,15 @@ pub struct MemStorage {
 struct MemFs {
     files: BTreeMap<PathBuf, Arc<Mutex<FileData>>>,
     dirs: BTreeSet<PathBuf>,
+    /// Simulated disk size (see [`MemStorage::set_space_limit`]).
+    space_limit: Option<u64>,
+}
+
+impl MemFs {
+    /// Bytes the files take (their lengths).
+    fn used(&self) -> u64 {
+        self.files.values().map(|f| lock(f).len as u64).sum()
+    }
 }
 
 /// A file's bytes: `data`, then zeros up to `len` (so preallocated index files cost nothing).
@@ -101,6 +110,13 @@ impl MemStorage {
         }
     }
 
+    /// Simulates a disk of `limit` bytes (all file lengths together), or lifts the limit with
+    /// `None`. A write or growth beyond it fails with [`io::ErrorKind::StorageFull`] (ENOSPC)
+    /// after writing the part that fits, as a real short write on a full disk does.
+    pub fn set_space_limit(&self, limit: Option<u64>) {
+        lock(&self.fs).space_limit = limit;
+    }
+
     /// Total bytes of all files (for tests).
     pub fn total_bytes(&self) -> u64 {
         let fs = lock(&self.fs);
@@ -120,7 +136,7 @@ impl Storage for MemStorage {
     fn open(&self, path: &Path, create: bool) -> io::Result<Box<dyn StorageFile>> {
         let mut fs = lock(&self.fs);
         if let Some(f) = fs.files.get(path) {
-            return Ok(Box::new(MemFile { data: f.clone() }));
+            return Ok(Box::new(MemFile { data: f.clone(), fs: self.fs.clone() }));
         }
         let parent_exists = path.parent().is_some_and(|p| fs.dirs.contains(p));
         if !create || !parent_exists {
@@ -128,7 +144,7 @@ impl Storage for MemStorage {
         }
         let data = Arc::new(Mutex::new(FileData::default()));
         fs.files.insert(path.to_path_buf(), data.clone());
-        Ok(Box::new(MemFile { data }))
+        Ok(Box::new(MemFile { data, fs: self.fs.clone() }))
     }
 
     fn exists(&self, path: &Path) -> io::Result<bool> {
@@ -179,6 +195,22 @@ impl Storage for MemStorage {
 #[derive(Debug)]
 struct MemFile {
     data: Arc<Mutex<FileData>>,
+    fs: Arc<Mutex<MemFs>>,
+}
+
+fn storage_full() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "no space left on device (simulated)")
+}
+
+impl MemFile {
+    /// How far this file may grow: its current length plus the free space, if limited.
+    fn max_len(&self) -> Option<usize> {
+        let fs = lock(&self.fs); // lock order: file system, then file
+        let limit = fs.space_limit?;
+        let free = limit.saturating_sub(fs.used());
+        let own = lock(&self.data).len as u64;
+        Some(usize::try_from(own.saturating_add(free)).unwrap_or(usize::MAX))
+    }
 }
 
 impl StorageFile for MemFile {
@@ -198,13 +230,28 @@ impl StorageFile for MemFile {
 
     fn write_all_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
         let start = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
-        lock(&self.data).write(start, data);
-        Ok(())
+        let max = self.max_len();
+        let mut f = lock(&self.data);
+        match max {
+            Some(max) if start.saturating_add(data.len()) > max.max(f.len) => {
+                let fits = max.max(f.len).saturating_sub(start).min(data.len());
+                f.write(start, &data[..fits]);
+                Err(storage_full())
+            }
+            _ => {
+                f.write(start, data);
+                Ok(())
+            }
+        }
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
+        let max = self.max_len();
         let mut f = lock(&self.data);
+        if len > f.len && max.is_some_and(|m| len > m) {
+            return Err(storage_full());
+        }
         f.len = len;
         f.data.truncate(len);
         Ok(())

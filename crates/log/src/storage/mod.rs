@@ -54,6 +54,13 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn write_all_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
     /// Sets the length, zero-filling when growing.
     fn set_len(&self, len: u64) -> io::Result<()>;
+    /// Sets the length to `len` and reserves disk space for all of it, so that writes through a
+    /// mapping of the file cannot fail for lack of space (a mapped write to a hole on a full
+    /// disk raises SIGBUS). Fails with [`io::ErrorKind::StorageFull`] when the disk is full.
+    /// The default only sets the length.
+    fn allocate(&self, len: u64) -> io::Result<()> {
+        self.set_len(len)
+    }
     /// Makes content and length durable.
     fn sync(&self) -> io::Result<()>;
     /// A read-only view of `[0, len)` (`len` at most the file length). The real implementation

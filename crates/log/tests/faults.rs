@@ -1,0 +1,209 @@
+//! Disk faults, run against the file system and the in-memory storage: corrupt bytes in a closed
+//! segment (found on read and on recovery), damaged headers, a full disk (ENOSPC) during appends
+//! and rolls.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io;
+use std::sync::Arc;
+
+use common::*;
+use strata_log::storage::MemStorage;
+use strata_log::{Log, LogConfig, LogError};
+
+fn small(segment_bytes: u64) -> LogConfig {
+    LogConfig { segment_bytes, index_interval_bytes: 100, segment_index_bytes: 4096, ..LogConfig::default() }
+}
+
+const PAYLOAD: usize = 150;
+
+/// 12 one-record batches, 5 per segment: segments at 0, 5 and 10 (active). Returns the batches.
+fn three_segments(h: &dyn Harness) -> (LogConfig, Vec<Vec<u8>>) {
+    let size = batch(1, 0, PAYLOAD, 0).len();
+    let config = small(5 * size as u64);
+    let mut log = h.open(config.clone(), 0);
+    let bs: Vec<Vec<u8>> = (0..12)
+        .map(|i| {
+            let mut b = batch(1, 1000 + i, PAYLOAD, i as u8);
+            log.append(&mut b, 0).unwrap();
+            b
+        })
+        .collect();
+    assert_eq!(log.num_segments(), 3);
+    log.close().unwrap();
+    (config, bs)
+}
+
+/// Overwrites `bytes` at `pos` of the segment file with base offset `base`.
+fn scribble(h: &dyn Harness, base: i64, pos: u64, bytes: &[u8]) {
+    let f = h.storage().open(&h.dir().join(format!("{base:020}.log")), false).unwrap();
+    f.write_all_at(pos, bytes).unwrap();
+    f.sync().unwrap();
+}
+
+fn first_base(records: &[u8]) -> i64 {
+    headers(records)[0].base_offset
+}
+
+fn corrupt_payload_in_closed_segment_is_found_on_read(h: &dyn Harness) {
+    let (config, bs) = three_segments(h);
+    let size = bs[0].len() as u64;
+    // Offset 7 is the third batch of the segment at 5; damage its payload (the header parses).
+    let at = 2 * size + 80;
+    scribble(h, 5, at, &[0xde, 0xad, 0xbe, 0xef]);
+    let log = h.open(config, 0);
+    assert_eq!(log.log_end_offset(), 12, "a clean open does not scan closed segments");
+
+    // Everything before the damage reads, and a read running into it stops just before it.
+    assert_eq!(headers(&log.read(0, usize::MAX, i64::MAX).unwrap().records).len(), 5);
+    let r = log.read(5, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(headers(&r.records).iter().map(|h| h.base_offset).collect::<Vec<_>>(), vec![5, 6]);
+    // A read at the damaged batch is an error naming the file and the batch's position.
+    match log.read(7, usize::MAX, i64::MAX) {
+        Err(LogError::Corrupt { path, position, reason }) => {
+            assert!(path.ends_with("00000000000000000005.log"), "{}", path.display());
+            assert_eq!(position, 2 * size);
+            assert!(reason.contains("CRC"), "{reason}");
+        }
+        other => panic!("expected Corrupt, got {other:?}"),
+    }
+    // Again (the bad batch is never remembered as good), and via the timestamp lookup.
+    assert!(matches!(log.read(7, 1, i64::MAX), Err(LogError::Corrupt { .. })));
+    assert!(matches!(log.find_batch_by_timestamp(1007), Err(LogError::Corrupt { .. })));
+    // Batches after it (found through the index) and other segments are fine.
+    assert_eq!(first_base(&log.read(8, 1, i64::MAX).unwrap().records), 8);
+    assert_eq!(first_base(&log.read(10, usize::MAX, i64::MAX).unwrap().records), 10);
+    assert_eq!(log.find_batch_by_timestamp(1009).unwrap().map(|b| first_base(&b)), Some(9));
+    // Producer state can still be rebuilt.
+    assert_eq!(log.batch_headers(0).unwrap().len(), 12);
+}
+
+fn damaged_header_in_closed_segment_is_found_on_read(h: &dyn Harness) {
+    let (config, bs) = three_segments(h);
+    let size = bs[0].len() as u64;
+    // The batch length of offset 2 (bytes 8..12 of its header) becomes nonsense.
+    scribble(h, 0, 2 * size + 8, &[0x7f, 0xff, 0xff, 0x00]);
+    let mut log = h.open(config, 0);
+    let r = log.read(0, usize::MAX, i64::MAX).unwrap();
+    assert_eq!(headers(&r.records).len(), 2, "the two batches before the damage");
+    assert!(
+        matches!(log.read(2, usize::MAX, i64::MAX), Err(LogError::Corrupt { position, .. }) if position == 2 * size)
+    );
+    assert_eq!(first_base(&log.read(5, 1, i64::MAX).unwrap().records), 5);
+    // The log stays writable, and headers of undamaged segments are still found.
+    assert_eq!(log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset, 12);
+    assert_eq!(log.batch_headers(5).unwrap().len(), 8);
+}
+
+fn corrupt_closed_segment_is_found_when_recovery_scans_it(h: &dyn Harness) {
+    let (config, bs) = three_segments(h);
+    let size = bs[0].len() as u64;
+    scribble(h, 5, 2 * size + 80, &[0xde, 0xad]);
+    // A missing index makes the open scan the segment.
+    h.storage().remove(&h.dir().join(format!("{:020}.index", 5))).unwrap();
+    let log = h.open(config, 0);
+    // As Apache Kafka's recovery: the segment is cut at its last valid batch (offset 6) and the
+    // segments after it go, so offsets stay dense.
+    assert_eq!(log.log_end_offset(), 7);
+    check_invariants(&log);
+}
+
+fn torn_active_tail_is_cut_after_a_crash(h: &dyn Harness) {
+    let (config, bs) = three_segments(h);
+    let mut log = h.open(config.clone(), 0);
+    for i in 0..3 {
+        log.append(&mut batch(1, 2000 + i, PAYLOAD, 0), 0).unwrap();
+    }
+    log.flush().unwrap();
+    drop(log); // no clean-shutdown marker
+               // Half of a batch at the end of the active segment, then garbage.
+    let active = h.dir().join(format!("{:020}.log", 10));
+    let f = h.storage().open(&active, false).unwrap();
+    let len = f.len().unwrap();
+    f.write_all_at(len, &bs[0][..70]).unwrap();
+    f.write_all_at(len + 70, &[0xAB; 33]).unwrap();
+    f.sync().unwrap();
+    drop(f);
+    let mut log = h.open(config, 0);
+    assert_eq!(log.log_end_offset(), 15);
+    check_invariants(&log);
+    assert_eq!(log.append(&mut batch(1, 0, 10, 0), 0).unwrap().first_offset, 15);
+    check_invariants(&log);
+}
+
+both_storages!(
+    corrupt_payload_in_closed_segment_is_found_on_read,
+    damaged_header_in_closed_segment_is_found_on_read,
+    corrupt_closed_segment_is_found_when_recovery_scans_it,
+    torn_active_tail_is_cut_after_a_crash,
+);
+
+fn is_storage_full(e: &LogError) -> bool {
+    matches!(e, LogError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
+}
+
+#[test]
+fn full_disk_fails_the_append_and_rolls_it_back() {
+    let storage = MemStorage::new();
+    let dir = std::path::Path::new("/data/t-0");
+    let config = LogConfig { flush_interval_messages: 1, ..small(1 << 20) };
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    for i in 0..5 {
+        log.append(&mut batch(1, i, 100, i as u8), 0).unwrap();
+    }
+    let before = read_all(&log);
+    // Room for half a batch: the write is short, then fails.
+    storage.set_space_limit(Some(storage.total_bytes() + 60));
+    let err = log.append(&mut batch(3, 9, 100, 9), 0).unwrap_err();
+    assert!(is_storage_full(&err), "{err:?}");
+    assert!(err.is_storage_error());
+    assert_eq!(log.log_end_offset(), 5, "the LEO is where it was");
+    assert_eq!(read_all(&log), before, "what was written is intact");
+    let seg = storage.open(&dir.join(format!("{:020}.log", 0)), false).unwrap();
+    assert_eq!(seg.len().unwrap(), before.len() as u64, "the partial write was cut off the file");
+    // Still full: still an error, still nothing changes.
+    assert!(is_storage_full(&log.append(&mut batch(1, 9, 100, 9), 0).unwrap_err()));
+    assert_eq!(log.log_end_offset(), 5);
+
+    // Space returns: appends continue at the right offset.
+    storage.set_space_limit(None);
+    assert_eq!(log.append(&mut batch(2, 10, 100, 10), 0).unwrap().first_offset, 5);
+    check_invariants(&log);
+    let acknowledged = read_all(&log);
+    // And it all survives a crash.
+    drop(log);
+    storage.crash(7);
+    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    assert_eq!(read_all(&log), acknowledged);
+    assert_eq!(log.log_end_offset(), 7);
+}
+
+#[test]
+fn full_disk_during_a_roll_keeps_the_old_segment_active() {
+    let storage = MemStorage::new();
+    let dir = std::path::Path::new("/data/t-0");
+    let size = batch(1, 0, 100, 0).len() as u64;
+    let config = small(3 * size);
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    for i in 0..3 {
+        log.append(&mut batch(1, i, 100, 0), 0).unwrap();
+    }
+    // The next append rolls; the new segment's preallocated indexes do not fit.
+    storage.set_space_limit(Some(storage.total_bytes() + size + 100));
+    let err = log.append(&mut batch(1, 3, 100, 0), 0).unwrap_err();
+    assert!(is_storage_full(&err), "{err:?}");
+    assert_eq!((log.num_segments(), log.log_end_offset()), (1, 3));
+    let names = storage.list(dir).unwrap();
+    assert!(!names.iter().any(|n| n.starts_with(&format!("{:020}", 3))), "no leftovers of the new segment: {names:?}");
+    storage.set_space_limit(None);
+    assert_eq!(log.append(&mut batch(1, 3, 100, 0), 0).unwrap().first_offset, 3);
+    assert_eq!(log.num_segments(), 2);
+    check_invariants(&log);
+    log.close().unwrap();
+    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+    check_invariants(&log);
+}
+
+use strata_log::storage::Storage as _;
