@@ -1,0 +1,60 @@
+//! Shared fixtures for Strata's benchmarks: record batches and requests built
+//! with the `kafka-protocol` crate, as clients would send them.
+
+use bytes::{Bytes, BytesMut};
+use strata_protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use strata_protocol::kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
+use strata_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
+use strata_protocol::kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+/// One RecordBatch v2 of `count` records of `value_size` bytes each.
+pub fn batch(count: usize, value_size: usize, compression: Compression) -> Bytes {
+    let value = Bytes::from(vec![b'x'; value_size]);
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: 1_700_000_000_000 + i as i64,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(value.clone()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .unwrap_or_else(|e| panic!("encoding a benchmark batch: {e}"));
+    buf.freeze()
+}
+
+/// A whole Produce v9 request frame body (header + body) carrying `batch`
+/// for `partitions` partitions of one topic.
+pub fn produce_frame(batch: &Bytes, partitions: i32) -> Bytes {
+    let version = 9;
+    let header = RequestHeader::default()
+        .with_request_api_key(ApiKey::Produce as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("bench")));
+    let body = ProduceRequest::default().with_acks(-1).with_timeout_ms(30_000).with_topic_data(vec![
+        TopicProduceData::default().with_name(TopicName(StrBytes::from_static_str("bench"))).with_partition_data(
+            (0..partitions)
+                .map(|p| PartitionProduceData::default().with_index(p).with_records(Some(batch.clone())))
+                .collect(),
+        ),
+    ]);
+    let mut buf = BytesMut::new();
+    header
+        .encode(&mut buf, ApiKey::Produce.request_header_version(version))
+        .unwrap_or_else(|e| panic!("encoding a benchmark header: {e}"));
+    body.encode(&mut buf, version).unwrap_or_else(|e| panic!("encoding a benchmark request: {e}"));
+    buf.freeze()
+}
