@@ -81,10 +81,23 @@ impl StorageFile for FsFile {
     }
 
     fn allocate(&self, len: u64) -> io::Result<()> {
-        // Write zeros over the new range: unlike `set_len`, which leaves a hole, this claims the
-        // blocks now, so a full disk shows up here as an error and not later as SIGBUS.
-        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+        // Claim the blocks now (unlike `set_len`, which leaves a hole), so a
+        // full disk shows up here as an error and not later as SIGBUS when
+        // the mapped index is written. fallocate(2) does it without writing;
+        // where the filesystem lacks it, zeros are written instead.
         let old = self.len()?;
+        if len <= old {
+            return self.file.set_len(len);
+        }
+        match rustix::fs::fallocate(&self.file, rustix::fs::FallocateFlags::empty(), old, len - old) {
+            Ok(()) => return Ok(()),
+            Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => {}
+            Err(e) => {
+                let _ = self.file.set_len(old);
+                return Err(e.into());
+            }
+        }
+        static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
         let mut pos = old;
         while pos < len {
             let n = (len - pos).min(ZEROS.len() as u64) as usize;
