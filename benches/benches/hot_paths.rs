@@ -64,13 +64,16 @@ fn fetch_encode(c: &mut Criterion) {
     g.finish();
 }
 
+const APPENDS: usize = 64;
+
 fn validate_and_append(c: &mut Criterion) {
     let settings = TopicSettings::resolve(None, &Default::default());
     let mut g = c.benchmark_group("partition_append");
     for (name, compression) in [("none", Compression::None), ("lz4", Compression::Lz4)] {
         let b = batch(100, 1024, compression);
-        g.throughput(Throughput::Bytes(b.len() as u64));
-        g.bench_function(format!("in_memory_100x1KiB_{name}"), |bench| {
+        // Each iteration appends the batch APPENDS times.
+        g.throughput(Throughput::Bytes((APPENDS * b.len()) as u64));
+        g.bench_function(format!("in_memory_{APPENDS}x_100x1KiB_{name}"), |bench| {
             bench.iter_batched(
                 || {
                     let log = Log::open_in_memory(settings.log.clone(), 0);
@@ -78,7 +81,7 @@ fn validate_and_append(c: &mut Criterion) {
                         .unwrap_or_else(|e| panic!("{e}"))
                 },
                 |p| {
-                    for _ in 0..64 {
+                    for _ in 0..APPENDS {
                         p.append(&b, 1_700_000_000_000).unwrap_or_else(|e| panic!("{e}"));
                     }
                     p
