@@ -2,7 +2,8 @@
 # Installs everything Strata's end-to-end tests need (tests/e2e):
 #   - a Python venv at .venv-test with the pinned Kafka clients and pytest
 #   - kcat from Debian (needs root; otherwise the kcat tests are skipped)
-#   - kafkajs via npm into tests/e2e/node/node_modules (npm ci from the lockfile)
+#   - kafkajs + its snappy/lz4/zstd codec plugins via npm into tests/e2e/node/node_modules
+#     (npm ci from the lockfile; lz4 is a node-gyp build, so g++ and make are used)
 #   - the Java kafka-clients jars (+ lz4/snappy/zstd/slf4j) into tests/e2e/.deps/java
 # Every step is skipped when its result is already present, so a second run is
 # fast and changes nothing. Versions live in tests/e2e/versions.env only.
@@ -81,17 +82,32 @@ else
 fi
 
 # --------------------------------------------------------------------- kafkajs
-grep -q "\"kafkajs\": \"$KAFKAJS_VERSION\"" "$NODE_DIR/package.json" \
-    || die "tests/e2e/node/package.json does not pin kafkajs $KAFKAJS_VERSION (versions.env)"
-if [[ -f "$NODE_DIR/node_modules/kafkajs/package.json" ]]; then
-    log "kafkajs: present"
+# package.json pins kafkajs and the codec plugins (optionalDependencies: if one
+# cannot be installed, npm ci goes on without it and its codec tests are skipped
+# with the reason). npm ci runs when node_modules is missing or was installed from
+# another package-lock.json (sha256 stamp written after a successful npm ci).
+for pin in "kafkajs:$KAFKAJS_VERSION" "kafkajs-snappy:$KAFKAJS_SNAPPY_VERSION" \
+           "kafkajs-lz4:$KAFKAJS_LZ4_VERSION" "@bokuweb/zstd-wasm:$ZSTD_WASM_VERSION"; do
+    grep -q "\"${pin%%:*}\": \"${pin##*:}\"" "$NODE_DIR/package.json" \
+        || die "tests/e2e/node/package.json does not pin ${pin%%:*} ${pin##*:} (versions.env)"
+done
+NODE_STAMP="$NODE_DIR/node_modules/.strata-lock-sha256"
+NODE_WANT="$(sha256sum "$NODE_DIR/package-lock.json" | cut -d' ' -f1)"
+if [[ -f "$NODE_DIR/node_modules/kafkajs/package.json" && -f "$NODE_STAMP" \
+      && "$(cat "$NODE_STAMP")" == "$NODE_WANT" ]]; then
+    log "kafkajs + codec plugins: present"
 else
     if ! command -v npm >/dev/null 2>&1; then
         is_root || die "npm not found"
         apt_install nodejs npm
     fi
-    log "kafkajs: npm ci in tests/e2e/node"
+    log "kafkajs + codec plugins: npm ci in tests/e2e/node"
     (cd "$NODE_DIR" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$NODE_WANT" >"$NODE_STAMP"
+    for plugin in kafkajs-snappy kafkajs-lz4 @bokuweb/zstd-wasm; do
+        [[ -f "$NODE_DIR/node_modules/$plugin/package.json" ]] \
+            || log "WARNING: optional npm package $plugin was not installed: its kafkajs codec tests will be SKIPPED"
+    done
 fi
 
 # ------------------------------------------------------------ Java client jars

@@ -577,15 +577,20 @@ impl GroupCoordinatorShard {
         if req.member_epoch != 0 && req.member_id.is_empty() || ctx.api_version >= 1 && req.member_id.is_empty() {
             return bad("MemberId can't be empty.");
         }
-        if req.subscribed_topic_regex.is_some() {
+        // An empty regex means "no regex" (librdkafka sends one with its topic
+        // names); only a real pattern is refused, as regex subscriptions are not
+        // served yet.
+        let regex = req.subscribed_topic_regex.as_ref().filter(|r| !r.is_empty());
+        if regex.is_some() {
             return bad("SubscribedTopicRegex is not supported by this broker; subscribe to topic names.");
         }
         if req.member_epoch == 0 {
             if req.rebalance_timeout_ms <= 0 {
                 return bad("RebalanceTimeoutMs must be provided in first request.");
             }
-            if req.subscribed_topic_names.as_ref().is_none_or(Vec::is_empty) {
-                return bad("SubscribedTopicNames must be set in first request.");
+            // Kafka accepts an empty list of names in the first request.
+            if req.subscribed_topic_names.is_none() {
+                return bad("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
             }
             if req.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
                 return bad("TopicPartitions must be empty when (re-)joining.");
