@@ -204,10 +204,16 @@ async fn read_body(
             // other forever; a frame that gets no budget for a while is
             // dropped with its connection (releasing what it holds), and its
             // client retries.
-            let p = match tokio::time::timeout(BUDGET_WAIT, bytes_in_flight.clone().acquire_many_owned(want as u32)).await {
+            let p = match tokio::time::timeout(BUDGET_WAIT, bytes_in_flight.clone().acquire_many_owned(want as u32))
+                .await
+            {
                 Ok(p) => p.ok()?,
                 Err(_) => {
-                    tracing::warn!(size, reserved, "no queued.max.request.bytes budget for this request; closing the connection");
+                    tracing::warn!(
+                        size,
+                        reserved,
+                        "no queued.max.request.bytes budget for this request; closing the connection"
+                    );
                     return None;
                 }
             };
