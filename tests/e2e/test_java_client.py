@@ -62,3 +62,11 @@ def test_java_client(broker, topic_name, java_program, codec):
                                    for p in range(PARTS)}, res["list_offsets"]
     assert res["mismatches"] == [], res["mismatches"]
     assert res["produced"] == N and res["consumed"] == N, (res["produced"], res["consumed"])
+    # Everything is identical after a graceful restart.
+    broker.restart(graceful=True)
+    r = subprocess.run(java_program + [broker.bootstrap, topic_name, codec, str(N), "consume"],
+                       capture_output=True, text=True, timeout=200)
+    lines = [l[7:] for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, f"java re-read failed\nstderr:\n{r.stderr[-4000:]}"
+    again = json.loads(lines[-1])
+    assert again["mismatches"] == [] and again["consumed"] == N, (again["consumed"], again["mismatches"])

@@ -59,9 +59,19 @@ public class StrataE2E {
     public static void main(String[] args) throws Exception {
         String bootstrap = args[0], topic = args[1], codec = args[2];
         int count = Integer.parseInt(args[3]);
+        // "consume": only read the topic back (after a broker restart).
+        boolean consumeOnly = args.length > 4 && args[4].equals("consume");
         List<String> mismatches = new ArrayList<>();
         StringBuilder out = new StringBuilder("{");
         out.append("\"codec\":").append(q(codec));
+        if (!consumeOnly) produceAndDescribe(bootstrap, topic, codec, count, mismatches, out);
+        consumeAll(bootstrap, topic, count, mismatches, out);
+        System.out.println("RESULT " + out);
+        System.exit(0);
+    }
+
+    static void produceAndDescribe(String bootstrap, String topic, String codec, int count, List<String> mismatches,
+                                   StringBuilder out) throws Exception {
 
         Properties ac = new Properties();
         ac.put(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
@@ -143,7 +153,10 @@ public class StrataE2E {
             }
             out.append('}');
         }
+    }
 
+    static void consumeAll(String bootstrap, String topic, int count, List<String> mismatches, StringBuilder out)
+            throws Exception {
         // ---- consume: no group.id, assign + seekToBeginning
         Properties cc = new Properties();
         cc.put("bootstrap.servers", bootstrap);
@@ -188,7 +201,5 @@ public class StrataE2E {
         out.append(",\"mismatches\":[");
         for (int k = 0; k < mismatches.size(); k++) out.append(k > 0 ? "," : "").append(q(mismatches.get(k)));
         out.append("]}");
-        System.out.println("RESULT " + out);
-        System.exit(0);
     }
 }
