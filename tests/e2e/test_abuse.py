@@ -390,3 +390,25 @@ def test_slow_readers_do_not_grow_memory(broker, topic_name):
             s.close()
     wait_until(lambda: b.running(), 1)
     assert_serves(b, "closing the slow readers")
+
+
+@pytest.mark.parametrize("body_hex", [
+    # Metadata v0 whose topic array claims 2^31-1 entries (kafka-protocol sizes
+    # the Vec from the count; with glibc malloc this aborted the broker).
+    "00030000000000010000" + "7fffffff",
+    # Metadata v12 (flexible): client id, empty tags, then a compact topic
+    # array claiming ~2^32 entries.
+    "0003000c0000000100" + "00" + "00" + "ffffffff0f",
+], ids=["int32-count", "varint-count"])
+def test_huge_array_counts_do_not_kill_the_broker(broker, body_hex):
+    """A few bytes claiming billions of array elements: the connection is
+    closed (or answered), the broker keeps serving and its memory stays put."""
+    body = bytes.fromhex(body_hex)
+    before = rss_bytes(broker.proc.pid)
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+            s.sendall(struct.pack(">i", len(body)) + body)
+            closed_by_broker(s)
+    assert broker.proc.poll() is None, "broker died"
+    assert_serves(broker, "after huge array counts")
+    assert rss_bytes(broker.proc.pid) - before < 256 * 1024 * 1024
