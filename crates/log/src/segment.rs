@@ -362,7 +362,7 @@ impl Segment {
             let Ok(h) = BatchHeader::parse(&header) else {
                 return Ok(None);
             };
-            if sane(&h, next.max(self.base_offset), self.base_offset).is_err() && pos != start {
+            if sane(&h, next.max(self.base_offset), self.base_offset).is_err() {
                 return Ok(None);
             }
             next = h.last_offset() + 1;
