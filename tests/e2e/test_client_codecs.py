@@ -104,8 +104,13 @@ def stored_codecs(broker, topic):
 
 
 def check_stored_codec(broker, topic, codec):
+    """Every batch carries the codec — except that a client may send a batch
+    uncompressed when compressing would not make it smaller (kafka-python
+    does this for tiny batches); the broker stores batches as sent."""
     seen = stored_codecs(broker, topic)
-    fail_unless(set(seen) == {codec}, f"{topic}: record batches on disk by codec {dict(seen)}, expected only {codec}")
+    allowed = {codec} if codec == "none" else {codec, "none"}
+    fail_unless(seen.get(codec, 0) > 0 and set(seen) <= allowed,
+                f"{topic}: record batches on disk by codec {dict(seen)}, expected {codec}")
 
 
 def check_identical(before, after, label):
