@@ -5,34 +5,15 @@ use bytes::{Bytes, BytesMut};
 use strata_protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use strata_protocol::kafka_protocol::messages::{ApiKey, ProduceRequest, RequestHeader, TopicName};
 use strata_protocol::kafka_protocol::protocol::{Encodable, StrBytes};
-use strata_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use strata_protocol::kafka_protocol::records::Compression;
+use strata_protocol::records::encode_key_values;
 
 /// One RecordBatch v2 of `count` records of `value_size` bytes each.
 pub fn batch(count: usize, value_size: usize, compression: Compression) -> Bytes {
     let value = Bytes::from(vec![b'x'; value_size]);
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
-        .unwrap_or_else(|e| panic!("encoding a benchmark batch: {e}"));
-    buf.freeze()
+    let entries = (0..count).map(|i| (Some(Bytes::from(format!("key-{i}"))), Some(value.clone())));
+    encode_key_values(entries, 1_700_000_000_000, compression)
+        .unwrap_or_else(|e| panic!("encoding a benchmark batch: {e}"))
 }
 
 /// A whole Produce v9 request frame body (header + body) carrying `batch`

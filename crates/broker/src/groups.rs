@@ -16,16 +16,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use strata_group::{
     CoordinatorResult, GroupConfig, GroupCoordinatorShard, GroupRecord, RequestContext, RequestToken, ResponseKind,
     TopicMetadata,
 };
 use strata_metadata::channel::CreateTopicSpec;
 use strata_metadata::MetadataImage;
-use strata_protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use strata_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
+use strata_protocol::records::encode_key_values;
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
@@ -314,31 +313,10 @@ fn load(replicas: &ReplicaManager, index: i32, shard: &mut GroupCoordinatorShard
 
 /// One uncompressed batch holding `records` as key/value pairs.
 fn encode_batch(records: &[GroupRecord], now: i64) -> Result<Bytes, BrokerError> {
-    let records: Vec<Record> = records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| {
-            let (key, value) = r.encode();
-            Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                // The encoder starts a new batch when offset - sequence changes.
-                offset: i as i64,
-                sequence: i as i32,
-                timestamp: now,
-                key: Some(key),
-                value,
-                headers: Default::default(),
-            }
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression: Compression::None })
-        .map_err(|e| BrokerError::Storage(format!("cannot encode group records: {e}")))?;
-    Ok(buf.freeze())
+    let entries = records.iter().map(|r| {
+        let (key, value) = r.encode();
+        (Some(key), value)
+    });
+    encode_key_values(entries, now, Compression::None)
+        .map_err(|e| BrokerError::Storage(format!("cannot encode group records: {e}")))
 }

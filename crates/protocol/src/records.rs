@@ -1,10 +1,14 @@
 //! Record-level reading of a RecordBatch v2, for the rare paths that need to
-//! look inside a batch (ListOffsets by timestamp). The produce and fetch paths
-//! never come here: they work on batch headers only.
+//! look inside a batch (ListOffsets by timestamp, keys on compacted topics),
+//! and record-level writing for the broker's own batches. The produce and
+//! fetch paths never come here: they work on batch headers only.
 //!
-//! Nothing is allocated per record; a compressed batch is decompressed once.
+//! Reading allocates nothing per record; compressed records are streamed.
 
 use std::io::Read;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
 
 use crate::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
 
@@ -116,6 +120,40 @@ impl Read for SnappyReader<'_> {
     }
 }
 
+/// One RecordBatch v2 without a producer id holding `entries` as key/value
+/// records stamped `timestamp` (the broker's own writes, such as group
+/// records, and test and benchmark fixtures).
+pub fn encode_key_values(
+    entries: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>)>,
+    timestamp: i64,
+    compression: kafka_protocol::records::Compression,
+) -> Result<Bytes, String> {
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            // The encoder starts a new batch whenever offset - sequence changes.
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp,
+            key,
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
+        .map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
 /// The first record whose timestamp is at or after `target`, if any.
 pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<RecordPosition>, RecordsError> {
     let mut found = None;
@@ -188,7 +226,6 @@ fn read_varint(r: &mut dyn Read) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::{Bytes, BytesMut};
     use kafka_protocol::records::{
         Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
     };

@@ -1,6 +1,5 @@
 // kafkajs driver for tests/e2e/test_kafkajs.py.
 //   node kafkajs_e2e.js produce <bootstrap> <topic> <count>   admin create + produce (none, gzip)
-//   node kafkajs_e2e.js consume <bootstrap> <topic> <count>   group consumer (needs consumer groups)
 // Prints one JSON result line prefixed with "RESULT " on stdout; logs go to stderr.
 'use strict';
 process.env.KAFKAJS_NO_PARTITIONER_WARNING = '1';
@@ -66,24 +65,6 @@ async function produce() {
   };
 }
 
-async function consume() {
-  const consumer = kafka.consumer({ groupId: `strata-e2e-${topic}`, maxWaitTimeInMs: 200 });
-  const got = [];
-  await consumer.connect();
-  await consumer.subscribe({ topics: [topic], fromBeginning: true });
-  await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`timeout: consumed ${got.length}/${count}`)), 30000);
-    consumer.run({
-      eachMessage: async ({ partition, message }) => {
-        got.push({ partition, offset: message.offset, key: message.key.toString(), value: message.value.toString() });
-        if (got.length >= count) { clearTimeout(timer); resolve(); }
-      },
-    }).catch(reject);
-    consumer.on(consumer.events.CRASH, (e) => { clearTimeout(timer); reject(e.payload.error); });
-  }).finally(() => consumer.disconnect());
-  return { consumed: got.length, records: got };
-}
-
 // hard stop: never outlive the pytest-side timeout
 setTimeout(() => {
   process.stdout.write('RESULT ' + JSON.stringify({ error: `kafkajs ${mode}: hard timeout after 45s` }) + '\n');
@@ -91,7 +72,7 @@ setTimeout(() => {
 }, 45000).unref();
 
 (async () => {
-  const result = mode === 'produce' ? await produce() : mode === 'consume' ? await consume() : null;
+  const result = mode === 'produce' ? await produce() : null;
   if (result === null) throw new Error(`unknown mode ${mode}`);
   process.stdout.write('RESULT ' + JSON.stringify(result) + '\n');
   process.exit(0);

@@ -228,16 +228,16 @@ pub fn offset_fetch(
         |i| r.clone().with_groups(vec![r.groups[i].clone()]),
         |s, now, ctx, q| s.offset_fetch(now, ctx, q),
     );
-    let groups = answers
-        .into_iter()
-        .zip(&r.groups)
-        .flat_map(|(a, asked)| match a {
-            Some(resp) => resp.groups,
-            None => vec![offset_fetch_response::OffsetFetchResponseGroup::default()
+    let groups = merge(
+        answers,
+        &r.groups,
+        |resp| resp.groups,
+        |asked| {
+            offset_fetch_response::OffsetFetchResponseGroup::default()
                 .with_group_id(asked.group_id.clone())
-                .with_error_code(NOT_COORDINATOR)],
-        })
-        .collect();
+                .with_error_code(NOT_COORDINATOR)
+        },
+    );
     OffsetFetchResponse::default().with_groups(groups)
 }
 
@@ -255,16 +255,16 @@ pub fn describe_groups(
         |i| r.clone().with_groups(vec![r.groups[i].clone()]),
         |s, now, ctx, q| s.describe_groups(now, ctx, q),
     );
-    let groups = answers
-        .into_iter()
-        .zip(&r.groups)
-        .flat_map(|(a, asked)| match a {
-            Some(resp) => resp.groups,
-            None => vec![describe_groups_response::DescribedGroup::default()
+    let groups = merge(
+        answers,
+        &r.groups,
+        |resp| resp.groups,
+        |asked| {
+            describe_groups_response::DescribedGroup::default()
                 .with_group_id(asked.clone())
-                .with_error_code(NOT_COORDINATOR)],
-        })
-        .collect();
+                .with_error_code(NOT_COORDINATOR)
+        },
+    );
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
@@ -282,17 +282,35 @@ pub fn delete_groups(
         |i| r.clone().with_groups_names(vec![r.groups_names[i].clone()]),
         |s, now, ctx, q| s.delete_groups(now, ctx, q),
     );
-    let results = answers
-        .into_iter()
-        .zip(&r.groups_names)
-        .flat_map(|(a, asked)| match a {
-            Some(resp) => resp.results,
-            None => vec![delete_groups_response::DeletableGroupResult::default()
+    let results = merge(
+        answers,
+        &r.groups_names,
+        |resp| resp.results,
+        |asked| {
+            delete_groups_response::DeletableGroupResult::default()
                 .with_group_id(asked.clone())
-                .with_error_code(NOT_COORDINATOR)],
-        })
-        .collect();
+                .with_error_code(NOT_COORDINATOR)
+        },
+    );
     DeleteGroupsResponse::default().with_results(results)
+}
+
+/// Answers of [`per_group`] in request order: each group's entries, or
+/// `failed(asked)` for a group whose records were not made durable.
+fn merge<A, T, E>(
+    answers: Vec<Option<A>>,
+    asked: &[T],
+    entries: impl Fn(A) -> Vec<E>,
+    failed: impl Fn(&T) -> E,
+) -> Vec<E> {
+    answers
+        .into_iter()
+        .zip(asked)
+        .flat_map(|(answer, asked)| match answer {
+            Some(resp) => entries(resp),
+            None => vec![failed(asked)],
+        })
+        .collect()
 }
 
 /// For an API naming several groups: calls each group's shard with the

@@ -64,7 +64,7 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     }
     let include_ops = version >= 8 && request.include_topic_authorized_operations;
     let topics = match wanted {
-        None => image.topics().map(|t| describe_topic(&image, &t.name, include_ops, version)).collect(),
+        None => image.topics().map(|t| describe_topic(&image, &t.name, include_ops)).collect(),
         Some(wanted) => wanted
             .into_iter()
             .map(|w| match w {
@@ -72,7 +72,7 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
                     if let Some((_, e)) = creation_errors.iter().find(|(n, _)| *n == name) {
                         missing_topic(Some(&name), Uuid::nil(), *e)
                     } else if image.topic(&name).is_some() {
-                        describe_topic(&image, &name, include_ops, version)
+                        describe_topic(&image, &name, include_ops)
                     } else if strata_metadata::check_topic_name(&name).is_err() {
                         missing_topic(Some(&name), Uuid::nil(), ResponseError::InvalidTopicException)
                     } else {
@@ -80,7 +80,7 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
                     }
                 }
                 Wanted::Id(id) => match image.topic_by_id(&id) {
-                    Some(t) => describe_topic(&image, &t.name.clone(), include_ops, version),
+                    Some(t) => describe_topic(&image, &t.name.clone(), include_ops),
                     None => missing_topic(None, id, ResponseError::UnknownTopicId),
                 },
             })
@@ -119,7 +119,7 @@ fn missing_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> Metadata
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool, _version: i16) -> MetadataResponseTopic {
+fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool) -> MetadataResponseTopic {
     let Some(topic) = image.topic(name) else {
         return missing_topic(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
     };

@@ -63,7 +63,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
 
 async fn append(partition: Arc<Partition>, records: Bytes) -> Result<AppendResult, BrokerError> {
     let now = now_ms();
-    if partition.settings().log.flush_interval_messages == u64::MAX {
+    if !partition.flushes_on_append() {
         partition.append(&records, now)
     } else {
         // This append may fsync: keep it off the async workers.

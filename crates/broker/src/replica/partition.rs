@@ -7,7 +7,7 @@
 //! durability — fsynced or only in the page cache — is the flush policy's
 //! business, see `docs/durability.md`.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
@@ -54,6 +54,9 @@ pub struct Partition {
     /// Mirrors of the log's offsets, readable without the lock.
     log_end: AtomicI64,
     log_start: AtomicI64,
+    /// Whether appends may fsync (a message-count flush policy is set);
+    /// readable without the lock so the produce path can decide where to run.
+    flushes_on_append: AtomicBool,
     waiters: Mutex<Vec<Arc<Notify>>>,
 }
 
@@ -76,6 +79,7 @@ impl Partition {
             index,
             log_end: AtomicI64::new(log.log_end_offset()),
             log_start: AtomicI64::new(log.log_start_offset()),
+            flushes_on_append: AtomicBool::new(settings.log.flush_interval_messages != u64::MAX),
             state: Mutex::new(State { log: Some(log), producers, settings }),
             waiters: Mutex::new(Vec::new()),
         })
@@ -97,11 +101,14 @@ impl Partition {
         self.log_start.load(Ordering::Acquire)
     }
 
-    pub fn settings(&self) -> TopicSettings {
-        self.lock().settings.clone()
+    /// Whether an append may fsync before returning (so callers keep it off
+    /// the async workers).
+    pub fn flushes_on_append(&self) -> bool {
+        self.flushes_on_append.load(Ordering::Relaxed)
     }
 
     pub fn update_settings(&self, settings: TopicSettings) {
+        self.flushes_on_append.store(settings.log.flush_interval_messages != u64::MAX, Ordering::Relaxed);
         let mut st = self.lock();
         if let Some(log) = st.log.as_mut() {
             log.update_config(settings.log.clone());
