@@ -28,7 +28,7 @@ export RUSTC_BOOTSTRAP=1
 start=$(date +%s)
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "fuzz-ci: installing cargo-fuzz"
-    cargo install cargo-fuzz --locked
+    cargo install cargo-fuzz --locked --version 0.13.2
 fi
 
 echo "fuzz-ci: building fuzz targets"

@@ -2,8 +2,9 @@
 # Strata's full test run (README and CI): installs the test dependencies,
 # builds the workspace, runs the Rust tests, then the end-to-end client tests.
 #   ./scripts/test.sh                 everything
-#   ./scripts/test.sh -k kcat         extra args go to pytest (e2e selection)
-# Env: STRATA_BIN (default target/debug/strata), E2E_TIMEOUT (whole pytest run, s).
+#   ./scripts/test.sh -k kcat         extra args go to pytest (e2e selection; skips fuzzing)
+# Env: STRATA_BIN (default target/debug/strata), E2E_TIMEOUT (whole pytest run, s),
+#      FUZZ_SECONDS (per fuzz target, default 15; 0 skips the fuzz step).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
@@ -66,6 +67,13 @@ e2e() {
     return "${PIPESTATUS[0]}"
 }
 run_step "e2e (pytest tests/e2e)" e2e "$@" || true
+
+# Bounded fuzzing (issue #3): replays fuzz/regressions/ and runs each cargo-fuzz target from
+# its seeds. Skipped for an e2e selection, where the caller wants a quick partial run.
+fuzz_seconds="${FUZZ_SECONDS:-15}"
+if [[ $# == 0 && $fuzz_seconds != 0 ]]; then
+    FUZZ_SECONDS="$fuzz_seconds" run_step "fuzz (scripts/fuzz-ci.sh)" ./scripts/fuzz-ci.sh || true
+fi
 
 summary
 exit "$overall"

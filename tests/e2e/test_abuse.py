@@ -393,8 +393,8 @@ def test_slow_readers_do_not_grow_memory(broker, topic_name):
 
 
 @pytest.mark.parametrize("body_hex", [
-    # Metadata v0 whose topic array claims 2^31-1 entries (kafka-protocol sizes
-    # the Vec from the count; with glibc malloc this aborted the broker).
+    # Metadata v0 whose topic array claims 2^31-1 entries (kafka-protocol 0.18.0
+    # sizes the Vec from the count and aborted the broker; vendor/ has the fix).
     "00030000000000010000" + "7fffffff",
     # Metadata v12 (flexible): client id, empty tags, then a compact topic
     # array claiming ~2^32 entries.

@@ -72,13 +72,22 @@ pub enum LogError {
     /// An argument outside the operation's domain, e.g. a negative offset.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// An earlier I/O failure left the log's files in a state this process cannot vouch for
+    /// (see [`Log::is_offline`](crate::Log::is_offline)); reopening the log recovers it.
+    #[error("log {} is offline after an I/O failure ({reason}); restart the broker to recover it from disk", dir.display())]
+    Offline {
+        /// The log's directory.
+        dir: PathBuf,
+        /// The failure that took it offline.
+        reason: String,
+    },
 }
 
 impl LogError {
     /// Whether the error comes from the storage (I/O failure or corrupt data) rather than from
     /// the request. A broker takes the log directory offline on storage errors.
     pub fn is_storage_error(&self) -> bool {
-        matches!(self, LogError::Io { .. } | LogError::Corrupt { .. })
+        matches!(self, LogError::Io { .. } | LogError::Corrupt { .. } | LogError::Offline { .. })
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> LogError {

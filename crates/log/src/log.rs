@@ -9,7 +9,7 @@ use strata_protocol::batch::{set_base_offset, BatchHeader, BatchIter};
 
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::segment::{Segment, SegmentRead};
+use crate::segment::{AppendFailure, Segment, SegmentRead};
 use crate::storage::{FsStorage, MemStorage, Storage};
 
 /// Name of the clean-shutdown marker written by [`Log::close`].
@@ -56,7 +56,10 @@ pub struct ReadInfo {
 /// - appends happen only at the log end offset (LEO); the last segment is the only one written
 ///   (the *active* segment), and there is always one;
 /// - after [`Log::open`] every batch of the active segment passed its CRC check (closed
-///   segments were fsynced when they were rolled).
+///   segments were fsynced when they were rolled);
+/// - once an fsync has failed, nothing more is read from or written to the log by this process
+///   (see [`Log::is_offline`]): after a failed fsync the kernel may have dropped the pages it
+///   could not write, and a later fsync would report success without them.
 ///
 /// Not internally synchronized: readers take `&self`, writers `&mut self`; wrap the log in a
 /// lock to share it. `Bytes` returned by reads stay valid after the log changes or is dropped.
@@ -71,6 +74,8 @@ pub struct Log {
     log_end_offset: i64,
     unflushed_messages: u64,
     last_flush_ms: i64,
+    /// Why the log went offline, if it did (see [`Log::is_offline`]).
+    offline: Option<String>,
 }
 
 fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
@@ -150,6 +155,7 @@ impl Log {
             log_end_offset: 0,
             unflushed_messages: 0,
             last_flush_ms: now_ms,
+            offline: None,
         };
         let mut leo = None;
         let mut remaining = bases.iter().copied().peekable();
@@ -254,6 +260,42 @@ impl Log {
         self.segments.len()
     }
 
+    /// Whether an I/O failure took the log offline: an fsync failed, or a failed append or
+    /// segment change could not be undone, so the files may not hold what this process believes
+    /// they hold. From then on every operation except [`Log::delete`] fails with
+    /// [`LogError::Offline`] (the broker answers KAFKA_STORAGE_ERROR, as Kafka does for an
+    /// offline log directory), and the periodic flush and retention do nothing. Reopening the
+    /// log (a broker restart) recovers it from what is on disk: nothing acknowledged under
+    /// `flush.messages=1` is lost, because an append whose fsync failed was not acknowledged.
+    pub fn is_offline(&self) -> bool {
+        self.offline.is_some()
+    }
+
+    fn ensure_online(&self) -> Result<(), LogError> {
+        match &self.offline {
+            None => Ok(()),
+            Some(reason) => Err(LogError::Offline { dir: self.dir.clone(), reason: reason.clone() }),
+        }
+    }
+
+    /// Takes the log offline because of `error` (logged once) and returns the error.
+    fn go_offline(&mut self, error: LogError) -> LogError {
+        if self.offline.is_none() {
+            tracing::error!(dir = %self.dir.display(), %error,
+                "taking the log offline: its files may not hold what was written; restart the broker to recover it");
+            self.offline = Some(error.to_string());
+        }
+        error
+    }
+
+    /// Passes `result` through, taking the log offline if it failed on I/O.
+    fn offline_on_io_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+        match result {
+            Err(e @ LogError::Io { .. }) => Err(self.go_offline(e)),
+            other => other,
+        }
+    }
+
     fn active(&mut self) -> Result<&mut Segment, LogError> {
         match self.segments.values_mut().next_back() {
             Some(s) => Ok(s),
@@ -270,6 +312,7 @@ impl Log {
     /// trust what was appended). On an I/O error (e.g. a full disk) whatever part of the append
     /// reached the file is cut off again and the LEO does not move.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.ensure_online()?;
         if batches.is_empty() {
             return Err(LogError::InvalidArgument(
                 "append of zero bytes: at least one record batch is required".to_owned(),
@@ -333,10 +376,17 @@ impl Log {
         }
 
         let config = self.config.clone();
-        self.active()?.append(batches, now_ms, &config)?;
+        if let Err(failure) = self.active()?.append(batches, now_ms, &config) {
+            return Err(match failure {
+                AppendFailure::RolledBack(e) => e,
+                AppendFailure::NotRolledBack(e) => self.go_offline(e),
+            });
+        }
         self.log_end_offset = last_offset + 1;
         self.unflushed_messages = self.unflushed_messages.saturating_add(num_records);
         if self.unflushed_messages >= self.config.flush_interval_messages {
+            // A failed fsync takes the log offline (inside `flush`); the append is not
+            // acknowledged, and what the disk kept is decided by recovery at the next open.
             self.flush()?;
             self.last_flush_ms = now_ms;
         }
@@ -369,6 +419,7 @@ impl Log {
     /// (appended and recovered bytes count as checked). A read that runs into a damaged batch
     /// stops before it; one that starts at it is [`LogError::Corrupt`] with the file and position.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadInfo, LogError> {
+        self.ensure_online()?;
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
         }
@@ -393,10 +444,13 @@ impl Log {
     /// backwards), persists it in the `log-start-offset` checkpoint, and deletes the segments
     /// that lie wholly below it. Returns the new log start offset.
     pub fn advance_log_start(&mut self, offset: i64) -> Result<i64, LogError> {
+        self.ensure_online()?;
         let new = offset.min(self.log_end_offset);
         if new <= self.log_start_offset {
             return Ok(self.log_start_offset);
         }
+        // A failed checkpoint write changes nothing in memory; either checkpoint on disk is a
+        // valid log start, so the log stays online.
         write_checkpoint(&*self.storage, &self.dir, new)?;
         self.log_start_offset = new;
         self.delete_segments_while(|_, next_base, log_start| next_base <= log_start)?;
@@ -406,7 +460,15 @@ impl Log {
     /// Deletes closed segments from the oldest while `pred(segment, next_segment_base, log_start)`
     /// holds. Never deletes the active segment. Moves the log start to the first remaining
     /// segment if needed (persisted). Returns how many were deleted.
-    fn delete_segments_while(&mut self, mut pred: impl FnMut(&Segment, i64, i64) -> bool) -> Result<usize, LogError> {
+    fn delete_segments_while(&mut self, pred: impl FnMut(&Segment, i64, i64) -> bool) -> Result<usize, LogError> {
+        let result = self.delete_segments_while_inner(pred);
+        self.offline_on_io_error(result)
+    }
+
+    fn delete_segments_while_inner(
+        &mut self,
+        mut pred: impl FnMut(&Segment, i64, i64) -> bool,
+    ) -> Result<usize, LogError> {
         let mut deleted = 0;
         loop {
             let mut keys = self.segments.keys();
@@ -442,6 +504,9 @@ impl Log {
     /// segments wholly below the log start. Never deletes the active segment. Moves the log
     /// start to the first remaining segment. Returns the number of segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        if self.is_offline() {
+            return Ok(0);
+        }
         let retention_ms = self.config.retention_ms;
         let retention_bytes = self.config.retention_bytes;
         let mut total = self.size_bytes();
@@ -462,6 +527,7 @@ impl Log {
     /// then finds the exact record in it. Uses each segment's max timestamp, the time index,
     /// then scans.
     pub fn find_batch_by_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
+        self.ensure_online()?;
         for seg in self.segments.values() {
             if seg.max_timestamp().is_some_and(|(max, _)| max >= ts) {
                 if let Some(b) = seg.find_by_timestamp(ts, self.log_start_offset)? {
@@ -475,6 +541,7 @@ impl Log {
     /// The batch holding the largest timestamp of the log (the first such if tied), for
     /// ListOffsets `MAX_TIMESTAMP` (-3).
     pub fn max_timestamp_batch(&self) -> Result<Option<Bytes>, LogError> {
+        self.ensure_online()?;
         let mut best: Option<(&Segment, i64, i64)> = None;
         for seg in self.segments.values() {
             if let Some((ts, off)) = seg.max_timestamp() {
@@ -494,6 +561,7 @@ impl Log {
     /// (that would read every byte of the log at start); a segment whose headers stop parsing
     /// contributes the headers before the damage, which is logged.
     pub fn batch_headers(&self, from_offset: i64) -> Result<Vec<BatchHeader>, LogError> {
+        self.ensure_online()?;
         let from = from_offset.max(self.log_start_offset);
         let mut out = Vec::new();
         if from >= self.log_end_offset {
@@ -522,6 +590,12 @@ impl Log {
     /// Never shrinks a file readers may have mapped: the kept prefix is then written to a new
     /// file renamed over the old one.
     pub fn truncate_to(&mut self, offset: i64) -> Result<(), LogError> {
+        self.ensure_online()?;
+        let result = self.truncate_to_inner(offset);
+        self.offline_on_io_error(result)
+    }
+
+    fn truncate_to_inner(&mut self, offset: i64) -> Result<(), LogError> {
         if offset < 0 {
             return Err(LogError::InvalidArgument(format!("cannot truncate to negative offset {offset}")));
         }
@@ -570,6 +644,7 @@ impl Log {
     /// Starts a new active segment at the LEO (a no-op when the active segment is empty). The
     /// old segment is sealed: fsynced, its indexes trimmed.
     pub fn roll(&mut self, now_ms: i64) -> Result<(), LogError> {
+        self.ensure_online()?;
         let _ = now_ms;
         if self.active()?.size() == 0 {
             return Ok(());
@@ -589,12 +664,16 @@ impl Log {
             }
         };
         if let Err(e) = self.active()?.seal() {
-            // A partly sealed segment stays usable: a read-only index takes no entries and
-            // counts as full, so the next append tries the roll again.
+            // The old segment's fsync (or its index trim) failed: what it holds on disk is
+            // unknown.
             let _ = seg.delete_files();
-            return Err(e);
+            return Err(self.go_offline(e));
         }
-        self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
+        if let Err(e) = self.storage.sync_dir(&self.dir) {
+            // The new segment's directory entry may not survive a crash.
+            let _ = seg.delete_files();
+            return Err(self.go_offline(LogError::io(&self.dir)(e)));
+        }
         self.segments.insert(leo, seg);
         self.unflushed_messages = 0;
         tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
@@ -604,7 +683,9 @@ impl Log {
     /// Makes everything appended so far durable (data and indexes of the active segment;
     /// closed segments were made durable when rolled).
     pub fn flush(&mut self) -> Result<(), LogError> {
-        self.active()?.flush()?;
+        self.ensure_online()?;
+        let result = self.active()?.flush();
+        self.offline_on_io_error(result)?;
         self.unflushed_messages = 0;
         Ok(())
     }
@@ -612,7 +693,10 @@ impl Log {
     /// Applies the `flush.ms` policy: flushes when there is unflushed data and
     /// `flush_interval_ms` has passed since the last flush. Returns whether it flushed.
     pub fn maybe_flush(&mut self, now_ms: i64) -> Result<bool, LogError> {
-        if self.unflushed_messages > 0 && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms {
+        if self.unflushed_messages > 0
+            && self.offline.is_none()
+            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_interval_ms
+        {
             self.flush()?;
             self.last_flush_ms = now_ms;
             return Ok(true);
@@ -623,6 +707,7 @@ impl Log {
     /// Flushes, trims the active segment's indexes and writes the clean-shutdown marker, so the
     /// next open skips recovery.
     pub fn close(mut self) -> Result<(), LogError> {
+        self.ensure_online()?;
         self.active()?.seal()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let f = self.storage.open(&marker, true).map_err(LogError::io(&marker))?;

@@ -132,6 +132,15 @@ fn sane(h: &BatchHeader, expected_min: i64, base: i64) -> Result<(), String> {
     Ok(())
 }
 
+/// Why [`Segment::append`] failed, and whether the file is as it was before the call.
+#[derive(Debug)]
+pub(crate) enum AppendFailure {
+    /// The write failed and whatever part of it reached the file was cut off again.
+    RolledBack(LogError),
+    /// The write failed and the partial write could not be cut off.
+    NotRolledBack(LogError),
+}
+
 impl Segment {
     fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
         (dir.join(file_name(base, "log")), dir.join(file_name(base, "index")), dir.join(file_name(base, "timeindex")))
@@ -252,11 +261,17 @@ impl Segment {
 
     /// Writes `buf` (whole batches whose offsets were already assigned) at the end of the file
     /// and indexes them. On error nothing is considered written.
-    pub(crate) fn append(&mut self, buf: &[u8], now_ms: i64, config: &LogConfig) -> Result<(), LogError> {
+    pub(crate) fn append(&mut self, buf: &[u8], now_ms: i64, config: &LogConfig) -> Result<(), AppendFailure> {
         if let Err(source) = self.file.write_all_at(self.size, buf) {
+            let error = LogError::Io { path: self.log_path.clone(), source };
             // Drop any partial write; it lies beyond every mapping, so shrinking is safe.
-            let _ = self.file.set_len(self.size);
-            return Err(LogError::Io { path: self.log_path.clone(), source });
+            return Err(match self.file.set_len(self.size) {
+                Ok(()) => AppendFailure::RolledBack(error),
+                Err(e) => {
+                    tracing::error!(path = %self.log_path.display(), error = %e, "cannot cut off a failed append");
+                    AppendFailure::NotRolledBack(error)
+                }
+            });
         }
         let mut it = BatchIter::new(buf);
         loop {

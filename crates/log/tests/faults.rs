@@ -1,6 +1,6 @@
 //! Disk faults, run against the file system and the in-memory storage: corrupt bytes in a closed
 //! segment (found on read and on recovery), damaged headers, a full disk (ENOSPC) during appends
-//! and rolls.
+//! and rolls, failed fsyncs.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -207,3 +207,79 @@ fn full_disk_during_a_roll_keeps_the_old_segment_active() {
 }
 
 use strata_log::storage::Storage as _;
+
+fn is_offline(e: &LogError) -> bool {
+    matches!(e, LogError::Offline { .. })
+}
+
+/// After a failed fsync the kernel may have dropped the pages it could not write, and a later
+/// fsync would succeed without them: the log must stop serving until it is reopened, and the
+/// reopened log must hold every acknowledged append.
+#[test]
+fn failed_fsync_takes_the_log_offline_until_reopened() {
+    for seed in 0..8 {
+        failed_fsync_then_crash(seed);
+    }
+}
+
+fn failed_fsync_then_crash(seed: u64) {
+    let storage = MemStorage::new();
+    let dir = std::path::Path::new("/data/t-0");
+    let config = LogConfig { flush_interval_messages: 1, ..small(1 << 20) };
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    for i in 0..5 {
+        log.append(&mut batch(1, i, 100, i as u8), 0).unwrap();
+    }
+    let acknowledged = read_all(&log);
+
+    storage.set_sync_failures(true);
+    let err = log.append(&mut batch(2, 9, 100, 9), 0).unwrap_err();
+    assert!(err.is_storage_error(), "{err:?}");
+    assert!(log.is_offline());
+    // Even with working syncs again, nothing is served or written until a reopen.
+    storage.set_sync_failures(false);
+    assert!(is_offline(&log.append(&mut batch(1, 10, 100, 10), 0).unwrap_err()));
+    assert!(is_offline(&log.read(0, 1 << 20, i64::MAX).unwrap_err()));
+    assert!(is_offline(&log.flush().unwrap_err()));
+    assert!(is_offline(&log.truncate_to(1).unwrap_err()));
+    assert!(is_offline(&log.find_batch_by_timestamp(0).unwrap_err()));
+    assert!(!log.maybe_flush(i64::MAX).unwrap(), "the periodic flush leaves an offline log alone");
+    assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 0);
+    assert!(is_offline(&log.close().unwrap_err()), "no clean-shutdown marker for an offline log");
+
+    // The process dies; the reopened log recovers what the disk kept.
+    // The failed append was not acknowledged; a torn write may keep all of it or none.
+    storage.crash(seed);
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    assert!(!log.is_offline());
+    let leo = log.log_end_offset();
+    assert!(leo == 5 || leo == 7, "seed {seed}: LEO {leo}");
+    let recovered = read_all(&log);
+    assert_eq!(&recovered[..acknowledged.len()], &acknowledged[..], "seed {seed}: acknowledged appends survive");
+    assert_eq!(log.append(&mut batch(1, 10, 100, 10), 0).unwrap().first_offset, leo);
+    check_invariants(&log);
+}
+
+#[test]
+fn failed_fsync_of_a_roll_takes_the_log_offline() {
+    let storage = MemStorage::new();
+    let dir = std::path::Path::new("/data/t-0");
+    let size = batch(1, 0, 100, 0).len() as u64;
+    let config = small(3 * size);
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    for i in 0..3 {
+        log.append(&mut batch(1, i, 100, 0), 0).unwrap();
+    }
+    // The next append rolls, which fsyncs the full segment.
+    storage.set_sync_failures(true);
+    assert!(log.append(&mut batch(1, 3, 100, 0), 0).unwrap_err().is_storage_error());
+    assert!(log.is_offline());
+    assert_eq!((log.num_segments(), log.log_end_offset()), (1, 3));
+    storage.set_sync_failures(false);
+    let names = storage.list(dir).unwrap();
+    assert!(!names.iter().any(|n| n.starts_with(&format!("{:020}", 3))), "no leftovers of the new segment: {names:?}");
+    drop(log);
+    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 3);
+    check_invariants(&log);
+}

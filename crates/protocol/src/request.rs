@@ -73,11 +73,36 @@ pub fn decode_request(mut frame: Bytes) -> Result<Decoded, ProtocolError> {
         }
         return Err(ProtocolError::UnsupportedVersion { api_key, version, min: range.min, max: range.max });
     }
-    let malformed = |e: anyhow::Error| ProtocolError::Malformed { api_key, version, reason: e.to_string() };
+    let malformed = |e: anyhow::Error| ProtocolError::Malformed { api_key, version, reason: format!("{e:#}") };
     let header_version = api_key.request_header_version(version);
     let header = RequestHeader::decode(&mut frame, header_version).map_err(malformed)?;
     let body = RequestKind::decode(api_key, &mut frame, version).map_err(malformed)?;
     // Bytes after the body are ignored, as Apache Kafka does: some clients
     // send them (librdkafka's Metadata v12 carries 3 extra bytes).
     Ok(Decoded::Request(Box::new(Request { api_key, version, header, body })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn malformed_reason(frame: &'static [u8]) -> String {
+        match decode_request(Bytes::from_static(frame)) {
+            Err(ProtocolError::Malformed { reason, .. }) => reason,
+            other => panic!("expected Malformed, got {other:?}"),
+        }
+    }
+
+    /// An array count larger than the bytes left is malformed before anything is allocated
+    /// (the patched kafka-protocol in vendor/; 0.18.0 as released reserves `count` elements).
+    /// Under a strict overcommit policy the unpatched decode aborts the process here.
+    #[test]
+    fn array_counts_beyond_the_frame_are_malformed() {
+        // Metadata v0: header (key 3, version 0, correlation 1, client id ""), topics: 2^31-1.
+        let reason = malformed_reason(b"\x00\x03\x00\x00\x00\x00\x00\x01\x00\x00\x7f\xff\xff\xff");
+        assert!(reason.contains("2147483647"), "{reason}");
+        // Metadata v12 (flexible): client id "", no header tags, compact topics ~2^32.
+        let reason = malformed_reason(b"\x00\x03\x00\x0c\x00\x00\x00\x01\x00\x00\x00\xff\xff\xff\xff\x0f");
+        assert!(reason.contains("4294967294"), "{reason}");
+    }
 }

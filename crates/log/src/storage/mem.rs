@@ -25,6 +25,8 @@ struct MemFs {
     dirs: BTreeSet<PathBuf>,
     /// Simulated disk size (see [`MemStorage::set_space_limit`]).
     space_limit: Option<u64>,
+    /// Whether file syncs fail (see [`MemStorage::set_sync_failures`]).
+    fail_syncs: bool,
 }
 
 impl MemFs {
@@ -115,6 +117,13 @@ impl MemStorage {
     /// after writing the part that fits, as a real short write on a full disk does.
     pub fn set_space_limit(&self, limit: Option<u64>) {
         lock(&self.fs).space_limit = limit;
+    }
+
+    /// Makes every file `sync` fail with EIO (`true`) or work again (`false`). A failed sync makes
+    /// nothing durable, as on Linux, where the pages that could not be written are dropped or
+    /// marked clean, so a crash loses them.
+    pub fn set_sync_failures(&self, fail: bool) {
+        lock(&self.fs).fail_syncs = fail;
     }
 
     /// Total bytes of all files (for tests).
@@ -258,6 +267,9 @@ impl StorageFile for MemFile {
     }
 
     fn sync(&self) -> io::Result<()> {
+        if lock(&self.fs).fail_syncs {
+            return Err(io::Error::other("injected fsync failure (EIO)"));
+        }
         let mut f = lock(&self.data);
         f.durable = f.data.clone();
         f.durable_len = f.len;
