@@ -32,5 +32,12 @@ pub(crate) fn map_read_write(file: &File, len: usize) -> io::Result<MmapMut> {
     // SAFETY: the file is at least `len` bytes long, only the owning index touches it while the
     // mapping lives, and the index drops the mapping before it shrinks the file (rule 2).
     let map = unsafe { MmapOptions::new().len(len).map_mut(file)? };
+    // An index is written one entry at a time at its end and read by binary search. Without this
+    // hint the first touch of a page of the preallocated (unwritten) file reads ahead and zeroes
+    // up to megabytes of page cache; recovering 1,000 partitions after a crash spent most of its
+    // time there. Advice only: a failure changes nothing but speed.
+    if let Err(e) = map.advise(memmap2::Advice::Random) {
+        tracing::debug!(error = %e, "madvise(MADV_RANDOM) on an index mapping failed");
+    }
     Ok(map)
 }

@@ -15,6 +15,7 @@ pub mod validate;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use strata_log::Log;
@@ -165,14 +166,48 @@ impl ReplicaManager {
         }
     }
 
-    /// Flushes and closes every log (graceful shutdown).
+    /// Flushes and closes every log (graceful shutdown), several at a time: closing is mostly
+    /// waiting for fsyncs.
     pub fn close_all(&self) {
-        for p in self.all_partitions() {
+        let partitions = self.all_partitions();
+        parallel_map(&partitions, |p| {
             if let Err(e) = p.close() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
             }
-        }
+        });
     }
+}
+
+/// Threads for opening and closing logs: enough to keep the disk's queue full while each waits
+/// for its fsyncs, few enough to cost nothing.
+const LOG_IO_THREADS: usize = 8;
+
+/// `items.iter().map(f)` on up to [`LOG_IO_THREADS`] threads, results in the order of `items`.
+fn parallel_map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + Sync) -> Vec<R> {
+    let threads = LOG_IO_THREADS.min(items.len());
+    if threads <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut results: Vec<(usize, R)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut done = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        done.push((i, f(item)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        // A worker only panics if `f` does; that panic is re-raised here, as in the serial case.
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    results.sort_by_key(|(i, _)| *i);
+    results.into_iter().map(|(_, r)| r).collect()
 }
 
 fn parse_topic_id(text: &str) -> Option<Uuid> {
@@ -206,10 +241,15 @@ impl MetadataPublisher for ReplicaManager {
                 }
             }
         }
-        for (name, id, index) in &delta.created_partitions {
-            match self.open_partition(image, name, *id, *index) {
+        // Opening a log is mostly waiting for the disk (fsyncs, recovery reads), so many are
+        // opened at once: at start every partition is "created" by the metadata replay.
+        let opened = parallel_map(&delta.created_partitions, |(name, id, index)| {
+            (name, *index, self.open_partition(image, name, *id, *index))
+        });
+        for (name, index, result) in opened {
+            match result {
                 Ok(p) => {
-                    self.partitions.write().unwrap_or_else(PoisonError::into_inner).insert((name.clone(), *index), p);
+                    self.partitions.write().unwrap_or_else(PoisonError::into_inner).insert((name.clone(), index), p);
                 }
                 Err(e) => {
                     tracing::error!(topic = %name, partition = index, error = %e, "cannot open partition log")
