@@ -193,8 +193,13 @@ goals() {
     peak=$("$loadgen" --bootstrap-servers "127.0.0.1:$port" --topic peak-8 --partitions 8 --record-size 1024 \
         --records 1000000 --acks all --consumers 0 --json | tail -n 1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["produce_records_per_s"]))')
     echo "peak: $peak records/s"
-    run_loadgen "half of peak: $((peak / 2)) records/s" --topic half-8 --partitions 8 --record-size 1024 \
-        --records $((peak / 2 * 10)) --acks all --consumers 0 --rate $((peak / 2))
+    local linger
+    for linger in 1 5; do
+        sync
+        run_loadgen "half of peak: $((peak / 2)) records/s, linger.ms=$linger" --topic "half-8-$linger" \
+            --partitions 8 --record-size 1024 --records $((peak / 2 * 10)) --acks all --consumers 0 \
+            --rate $((peak / 2)) --linger-ms "$linger"
+    done
     stop_broker
 
     log "goal: 1,000 idle partitions: peak RSS, then restart time"

@@ -76,6 +76,13 @@ pub struct Log {
     last_flush_ms: i64,
     /// Why the log went offline, if it did (see [`Log::is_offline`]).
     offline: Option<String>,
+    /// Everything below this offset was fsynced by this process, or found on disk at open
+    /// (Kafka's recovery point). Invariant: `log_start_offset <= recovery_point <= log_end_offset`
+    /// except right after a truncation below the log start, where all three are equal.
+    recovery_point: i64,
+    /// Whether appends leave the `flush.messages` policy to the caller (see
+    /// [`Log::set_deferred_flush`]).
+    defer_flush: bool,
 }
 
 fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
@@ -156,6 +163,8 @@ impl Log {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             offline: None,
+            recovery_point: 0,
+            defer_flush: false,
         };
         let mut leo = None;
         let mut remaining = bases.iter().copied().peekable();
@@ -222,6 +231,7 @@ impl Log {
         storage.sync_dir(dir).map_err(LogError::io(dir))?;
         tracing::debug!(dir = %dir.display(), clean, segments = log.segments.len(),
             log_start = log.log_start_offset, log_end = log.log_end_offset, "log opened");
+        log.recovery_point = log.log_end_offset;
         Ok(log)
     }
 
@@ -313,12 +323,53 @@ impl Log {
     /// reached the file is cut off again and the LEO does not move.
     pub fn append(&mut self, batches: &mut [u8], now_ms: i64) -> Result<AppendInfo, LogError> {
         self.ensure_online()?;
+        let plan = self.plan_append(batches)?;
+        self.roll_if_needed(&plan, now_ms)?;
+
+        // Assign offsets in place. Every batch parsed in `plan_append`, so the loop cannot fail.
+        let mut pos = 0usize;
+        let mut next = plan.first_offset;
+        while let Some(rest) = batches.get_mut(pos..).filter(|r| !r.is_empty()) {
+            let h = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
+            set_base_offset(rest, next).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
+            next += i64::from(h.last_offset_delta) + 1;
+            pos += h.total_size();
+        }
+
+        let config = self.config.clone();
+        let written = self.active()?.append(batches, now_ms, &config);
+        self.finish_append(written, plan, now_ms)
+    }
+
+    /// Appends exactly one already-validated v2 batch, like [`Log::append`], without copying or
+    /// changing `batch`: its base offset (assigned from the LEO) is written to the file beside
+    /// the rest of its bytes in one vectored write. The produce path uses this: the batch stays
+    /// a slice of the request it came in.
+    pub fn append_batch(&mut self, batch: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.ensure_online()?;
+        let plan = self.plan_append(batch)?;
+        if plan.num_batches != 1 {
+            return Err(LogError::InvalidArgument(format!(
+                "append_batch takes one record batch, got {}",
+                plan.num_batches
+            )));
+        }
+        self.roll_if_needed(&plan, now_ms)?;
+        let parsed = BatchHeader::parse(batch).map_err(|source| LogError::InvalidBatch { position: 0, source })?;
+        let header = BatchHeader { base_offset: plan.first_offset, ..parsed };
+        let config = self.config.clone();
+        let written = self.active()?.append_batch(&header, batch, now_ms, &config);
+        self.finish_append(written, plan, now_ms)
+    }
+
+    /// Validates `batches` and works out what appending them at the LEO will report. Nothing
+    /// changes.
+    fn plan_append(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
         if batches.is_empty() {
             return Err(LogError::InvalidArgument(
                 "append of zero bytes: at least one record batch is required".to_owned(),
             ));
         }
-        // Pass 1: validate, and measure what the append spans.
         let mut span: i64 = 0;
         let mut num_records: u64 = 0;
         let mut num_batches: u32 = 0;
@@ -351,45 +402,6 @@ impl Log {
         }
         let first_offset = self.log_end_offset;
         let last_offset = first_offset.checked_add(span - 1).ok_or(LogError::AppendTooLarge { size, offsets: span })?;
-
-        // Roll if needed, before any byte is written.
-        let seg_bytes = self.config.effective_segment_bytes();
-        let segment_ms = self.config.segment_ms;
-        let active = self.active()?;
-        let must_roll = active.size() > 0
-            && (active.size() + size > seg_bytes
-                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
-                || last_offset - active.base_offset > i64::from(i32::MAX)
-                || active.indexes_nearly_full());
-        if must_roll {
-            self.roll_at()?;
-        }
-
-        // Pass 2: assign offsets in place. Every batch parsed above, so the loop cannot fail.
-        let mut pos = 0usize;
-        let mut next = first_offset;
-        while let Some(rest) = batches.get_mut(pos..).filter(|r| !r.is_empty()) {
-            let h = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
-            set_base_offset(rest, next).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
-            next += i64::from(h.last_offset_delta) + 1;
-            pos += h.total_size();
-        }
-
-        let config = self.config.clone();
-        if let Err(failure) = self.active()?.append(batches, now_ms, &config) {
-            return Err(match failure {
-                AppendFailure::RolledBack(e) => e,
-                AppendFailure::NotRolledBack(e) => self.go_offline(e),
-            });
-        }
-        self.log_end_offset = last_offset + 1;
-        self.unflushed_messages = self.unflushed_messages.saturating_add(num_records);
-        if self.unflushed_messages >= self.config.flush_interval_messages {
-            // A failed fsync takes the log offline (inside `flush`); the append is not
-            // acknowledged, and what the disk kept is decided by recovery at the next open.
-            self.flush()?;
-            self.last_flush_ms = now_ms;
-        }
         let (max_timestamp, offset_of_max_timestamp) = max_ts.unwrap_or((-1, last_offset));
         Ok(AppendInfo {
             first_offset,
@@ -400,6 +412,47 @@ impl Log {
             num_batches,
             size_bytes: size,
         })
+    }
+
+    /// Rolls before any byte of the planned append is written, if the active segment is full,
+    /// old, or cannot address the append's offsets or index entries.
+    fn roll_if_needed(&mut self, plan: &AppendInfo, now_ms: i64) -> Result<(), LogError> {
+        let seg_bytes = self.config.effective_segment_bytes();
+        let segment_ms = self.config.segment_ms;
+        let active = self.active()?;
+        let must_roll = active.size() > 0
+            && (active.size() + plan.size_bytes > seg_bytes
+                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
+                || plan.last_offset - active.base_offset > i64::from(i32::MAX)
+                || active.indexes_nearly_full());
+        if must_roll {
+            self.roll_at()?;
+        }
+        Ok(())
+    }
+
+    /// Moves the LEO past a written append and applies the `flush.messages` policy.
+    fn finish_append(
+        &mut self,
+        written: Result<(), AppendFailure>,
+        plan: AppendInfo,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        if let Err(failure) = written {
+            return Err(match failure {
+                AppendFailure::RolledBack(e) => e,
+                AppendFailure::NotRolledBack(e) => self.go_offline(e),
+            });
+        }
+        self.log_end_offset = plan.last_offset + 1;
+        self.unflushed_messages = self.unflushed_messages.saturating_add(plan.num_records);
+        if !self.defer_flush && self.unflushed_messages >= self.config.flush_interval_messages {
+            // A failed fsync takes the log offline (inside `flush`); the append is not
+            // acknowledged, and what the disk kept is decided by recovery at the next open.
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(plan)
     }
 
     fn out_of_range(&self, offset: i64) -> LogError {
@@ -616,6 +669,7 @@ impl Log {
         let next = self.active()?.truncate_to(offset, &config)?;
         self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.log_end_offset = next;
+        self.recovery_point = self.recovery_point.min(next);
         if self.log_end_offset < self.log_start_offset {
             // The cut removed the batch holding the log start.
             let start = self.log_start_offset;
@@ -637,6 +691,7 @@ impl Log {
         self.log_start_offset = offset;
         self.log_end_offset = offset;
         self.unflushed_messages = 0;
+        self.recovery_point = offset;
         tracing::info!(dir = %self.dir.display(), offset, "log emptied, restarting at offset");
         Ok(())
     }
@@ -676,6 +731,7 @@ impl Log {
         }
         self.segments.insert(leo, seg);
         self.unflushed_messages = 0;
+        self.recovery_point = leo;
         tracing::debug!(dir = %self.dir.display(), base_offset = leo, "rolled new segment");
         Ok(())
     }
@@ -687,7 +743,22 @@ impl Log {
         let result = self.active()?.flush();
         self.offline_on_io_error(result)?;
         self.unflushed_messages = 0;
+        self.recovery_point = self.log_end_offset;
         Ok(())
+    }
+
+    /// The offset below which every record is durable: fsynced by this process, or found on
+    /// disk when the log was opened.
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// With `true`, appends never fsync on their own when `flush.messages` is reached; the
+    /// caller calls [`Log::flush`] (after releasing whatever lock serializes appends, so one
+    /// fsync can cover the appends of several producers: group commit) and must not acknowledge
+    /// an append before [`Log::recovery_point`] passes it. `flush.ms` still applies.
+    pub fn set_deferred_flush(&mut self, defer: bool) {
+        self.defer_flush = defer;
     }
 
     /// Applies the `flush.ms` policy: flushes when there is unflushed data and

@@ -262,17 +262,7 @@ impl Segment {
     /// Writes `buf` (whole batches whose offsets were already assigned) at the end of the file
     /// and indexes them. On error nothing is considered written.
     pub(crate) fn append(&mut self, buf: &[u8], now_ms: i64, config: &LogConfig) -> Result<(), AppendFailure> {
-        if let Err(source) = self.file.write_all_at(self.size, buf) {
-            let error = LogError::Io { path: self.log_path.clone(), source };
-            // Drop any partial write; it lies beyond every mapping, so shrinking is safe.
-            return Err(match self.file.set_len(self.size) {
-                Ok(()) => AppendFailure::RolledBack(error),
-                Err(e) => {
-                    tracing::error!(path = %self.log_path.display(), error = %e, "cannot cut off a failed append");
-                    AppendFailure::NotRolledBack(error)
-                }
-            });
-        }
+        self.write_at_end(&[buf])?;
         let mut it = BatchIter::new(buf);
         loop {
             let pos = it.position() as u64;
@@ -281,15 +271,51 @@ impl Segment {
                 _ => break,
             }
         }
-        // The caller checked the CRCs of what it appends (see `Log::append`).
-        self.map
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .verified
-            .insert(self.size, self.size + buf.len() as u64);
-        self.size += buf.len() as u64;
-        self.first_append_ms.get_or_insert(now_ms);
+        self.appended(buf.len() as u64, now_ms);
         Ok(())
+    }
+
+    /// Writes one batch whose offsets start at `header.base_offset` without copying it: the new
+    /// base offset and the rest of `batch` (which still holds the producer's base offset) go to
+    /// the file as two pieces of one vectored write. `header` is the batch's parsed header with
+    /// the new base offset. The base offset is outside the CRC, which stays valid.
+    pub(crate) fn append_batch(
+        &mut self,
+        header: &BatchHeader,
+        batch: &[u8],
+        now_ms: i64,
+        config: &LogConfig,
+    ) -> Result<(), AppendFailure> {
+        let base = header.base_offset.to_be_bytes();
+        let rest = batch.get(base.len()..).unwrap_or_default();
+        self.write_at_end(&[&base, rest])?;
+        self.index_batch(header, self.size, config.index_interval_bytes);
+        self.appended(batch.len() as u64, now_ms);
+        Ok(())
+    }
+
+    /// Writes `parts` at the end of the file; on failure cuts off whatever part of them landed.
+    fn write_at_end(&mut self, parts: &[&[u8]]) -> Result<(), AppendFailure> {
+        let Err(source) = self.file.write_all_vectored_at(self.size, parts) else {
+            return Ok(());
+        };
+        let error = LogError::Io { path: self.log_path.clone(), source };
+        // Drop any partial write; it lies beyond every mapping, so shrinking is safe.
+        Err(match self.file.set_len(self.size) {
+            Ok(()) => AppendFailure::RolledBack(error),
+            Err(e) => {
+                tracing::error!(path = %self.log_path.display(), error = %e, "cannot cut off a failed append");
+                AppendFailure::NotRolledBack(error)
+            }
+        })
+    }
+
+    /// Bookkeeping after `len` bytes were written and indexed at the end.
+    fn appended(&mut self, len: u64, now_ms: i64) {
+        // The caller checked the CRCs of what it appends (see `Log::append`).
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.insert(self.size, self.size + len);
+        self.size += len;
+        self.first_append_ms.get_or_insert(now_ms);
     }
 
     /// Scans the whole `.log` file through a temporary mapping, checking every batch's header

@@ -181,6 +181,9 @@ async fn read_frames(
 /// Bytes of a frame body read (and reserved) at a time.
 const BODY_CHUNK: usize = 64 * 1024;
 
+/// Frames up to this size are allocated whole before their first byte is read.
+const WHOLE_FRAME_ALLOC: usize = 1024 * 1024;
+
 /// Longest a partly read frame waits for more bytes-in-flight budget.
 const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -193,7 +196,10 @@ async fn read_body(
     max_reserved: usize,
     bytes_in_flight: &Arc<Semaphore>,
 ) -> Option<(Bytes, Option<OwnedSemaphorePermit>)> {
-    let mut body = BytesMut::with_capacity(size.min(BODY_CHUNK));
+    // Frames up to 1 MiB (most produce requests) get their whole buffer at once, so the body is
+    // never copied by a growing buffer; bigger ones grow chunk by chunk as their bytes arrive
+    // (and are reserved against the budget below).
+    let mut body = BytesMut::with_capacity(if size <= WHOLE_FRAME_ALLOC { size } else { BODY_CHUNK });
     let mut permit: Option<OwnedSemaphorePermit> = None;
     let mut reserved = 0usize;
     while body.len() < size {

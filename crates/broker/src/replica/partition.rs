@@ -140,13 +140,16 @@ impl Partition {
             }
         }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
-        // The request's bytes are shared with the rest of its frame; the
-        // offsets are patched into our own copy of the one batch.
-        let mut batch = BytesMut::from(&records[..header.total_size()]);
-        if st.settings.log_append_time {
-            set_log_append_time(&mut batch, now_ms).map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
-        }
-        let info = log.append(&mut batch, now_ms)?;
+        let batch = &records[..header.total_size()];
+        let info = if st.settings.log_append_time {
+            // The timestamps (and so the CRC) change: patch our own copy of the batch.
+            let mut copy = BytesMut::from(batch);
+            set_log_append_time(&mut copy, now_ms).map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
+            log.append(&mut copy, now_ms)?
+        } else {
+            // The request's bytes go to the file as they are, beside the assigned base offset.
+            log.append_batch(batch, now_ms)?
+        };
         let stored = BatchHeader { base_offset: info.first_offset, ..header };
         st.producers.record(&stored);
         self.publish_offsets(log);

@@ -76,6 +76,35 @@ impl StorageFile for FsFile {
         self.file.write_all_at(data, pos)
     }
 
+    fn write_all_vectored_at(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut written = 0usize;
+        while written < total {
+            // The parts not yet (fully) written, after a short write.
+            let mut skip = written;
+            let slices: Vec<io::IoSlice<'_>> = parts
+                .iter()
+                .filter_map(|p| {
+                    if skip >= p.len() {
+                        skip -= p.len();
+                        None
+                    } else {
+                        let rest = &p[skip..];
+                        skip = 0;
+                        Some(io::IoSlice::new(rest))
+                    }
+                })
+                .collect();
+            match rustix::io::pwritev(&self.file, &slices, pos + written as u64) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => written += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
     fn set_len(&self, len: u64) -> io::Result<()> {
         self.file.set_len(len)
     }

@@ -52,6 +52,17 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()>;
     /// Writes all of `data` at position `pos`, extending the file if needed.
     fn write_all_at(&self, pos: u64, data: &[u8]) -> io::Result<()>;
+    /// Writes `parts` back to back from position `pos`, as one `write_all_at` of their
+    /// concatenation would (the file system implementation uses one `pwritev`). On failure a
+    /// prefix may have been written, as with `write_all_at`.
+    fn write_all_vectored_at(&self, pos: u64, parts: &[&[u8]]) -> io::Result<()> {
+        let mut at = pos;
+        for part in parts {
+            self.write_all_at(at, part)?;
+            at += part.len() as u64;
+        }
+        Ok(())
+    }
     /// Sets the length, zero-filling when growing.
     fn set_len(&self, len: u64) -> io::Result<()>;
     /// Sets the length to `len` and reserves disk space for all of it, so that writes through a
