@@ -55,4 +55,4 @@ pub mod storage;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendInfo, Log, ReadInfo};
+pub use log::{AppendInfo, Log, PendingFlush, ReadInfo};

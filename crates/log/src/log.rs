@@ -36,6 +36,26 @@ pub struct AppendInfo {
     pub size_bytes: u64,
 }
 
+/// An fsync prepared by [`Log::begin_flush`], to run without the log's lock.
+#[derive(Debug)]
+pub struct PendingFlush {
+    file: Arc<dyn crate::storage::StorageFile>,
+    path: PathBuf,
+    end: i64,
+}
+
+impl PendingFlush {
+    /// Runs the fsync (blocking).
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync()
+    }
+
+    /// The offset everything below which this fsync makes durable.
+    pub fn end(&self) -> i64 {
+        self.end
+    }
+}
+
 /// What a read returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadInfo {
@@ -744,6 +764,32 @@ impl Log {
         self.offline_on_io_error(result)?;
         self.unflushed_messages = 0;
         self.recovery_point = self.log_end_offset;
+        Ok(())
+    }
+
+    /// Group commit, step 1, under the lock that serializes access to the log: the fsync that
+    /// will make everything appended so far durable. Run it ([`PendingFlush::sync`]) without
+    /// that lock, so appends go on meanwhile, then report it with [`Log::end_flush`].
+    pub fn begin_flush(&mut self) -> Result<PendingFlush, LogError> {
+        self.ensure_online()?;
+        let active = self.active()?;
+        Ok(PendingFlush { file: active.data_file(), path: active.log_path().to_path_buf(), end: self.log_end_offset })
+    }
+
+    /// Group commit, step 3, under the lock again: records the outcome of the fsync. A failure
+    /// takes the log offline (see [`Log::is_offline`]); success moves the recovery point to
+    /// where the log ended when the fsync was prepared. Only the active segment's data file is
+    /// synced: its indexes are rebuilt by recovery after a crash, and older segments were
+    /// synced when they were rolled.
+    pub fn end_flush(&mut self, pending: PendingFlush, result: std::io::Result<()>) -> Result<(), LogError> {
+        self.ensure_online()?;
+        if let Err(source) = result {
+            return Err(self.go_offline(LogError::Io { path: pending.path, source }));
+        }
+        self.recovery_point = self.recovery_point.max(pending.end).min(self.log_end_offset);
+        if self.recovery_point == self.log_end_offset {
+            self.unflushed_messages = 0;
+        }
         Ok(())
     }
 

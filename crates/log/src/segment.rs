@@ -107,7 +107,8 @@ pub(crate) struct Segment {
     storage: Arc<dyn Storage>,
     dir: PathBuf,
     log_path: PathBuf,
-    file: Box<dyn StorageFile>,
+    /// Shared so that a group-commit fsync can run without the log (see `Log::begin_flush`).
+    file: Arc<dyn StorageFile>,
     size: u64,
     offset_index: Index,
     time_index: Index,
@@ -154,7 +155,7 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<Segment, LogError> {
         let (log_path, oi, ti) = Self::paths(dir, base_offset);
-        let file = storage.open(&log_path, true).map_err(LogError::io(&log_path))?;
+        let file: Arc<dyn StorageFile> = Arc::from(storage.open(&log_path, true).map_err(LogError::io(&log_path))?);
         file.set_len(0).map_err(LogError::io(&log_path))?;
         Ok(Segment {
             base_offset,
@@ -181,7 +182,7 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<(Segment, bool), LogError> {
         let (log_path, oi, ti) = Self::paths(dir, base_offset);
-        let file = storage.open(&log_path, false).map_err(LogError::io(&log_path))?;
+        let file: Arc<dyn StorageFile> = Arc::from(storage.open(&log_path, false).map_err(LogError::io(&log_path))?);
         let size = file.len().map_err(LogError::io(&log_path))?;
         let offset_index = Index::open_checked(storage, IndexKind::Offset, &oi, size)?;
         let time_index = Index::open_checked(storage, IndexKind::Time, &ti, u64::MAX)?;
@@ -225,6 +226,11 @@ impl Segment {
     }
 
     /// Path of the `.log` file.
+    /// The `.log` file, for an fsync outside the log's lock.
+    pub(crate) fn data_file(&self) -> Arc<dyn StorageFile> {
+        self.file.clone()
+    }
+
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
     }
@@ -611,7 +617,7 @@ impl Segment {
                 drop(data);
                 self.storage.rename(&tmp, &self.log_path).map_err(LogError::io(&self.log_path))?;
                 self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
-                self.file = f;
+                self.file = Arc::from(f);
                 let mut m = self.map.lock().unwrap_or_else(PoisonError::into_inner);
                 let mut verified = std::mem::take(&mut m.verified);
                 verified.truncate(cut64);

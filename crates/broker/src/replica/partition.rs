@@ -6,9 +6,16 @@
 //! (Kafka's behaviour with replication factor 1). What "committed" means for
 //! durability — fsynced or only in the page cache — is the flush policy's
 //! business, see `docs/durability.md`.
+//!
+//! With `flush.messages=1` (every acknowledged record durable) appends use
+//! group commit: a producer appends under the partition lock, releases it, and
+//! then waits for an fsync that started after its append; one fsync covers
+//! every append that queued while the previous one ran. The high watermark is
+//! then the log's recovery point, so consumers never see a record before it is
+//! durable, and nothing is acknowledged before that either.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
 use strata_log::Log;
@@ -57,6 +64,12 @@ pub struct Partition {
     /// Whether appends may fsync (a message-count flush policy is set);
     /// readable without the lock so the produce path can decide where to run.
     flushes_on_append: AtomicBool,
+    /// Whether every append waits for an fsync (`flush.messages=1`): group commit.
+    group_commit: AtomicBool,
+    /// Whether a group-commit fsync is running; producers waiting for their
+    /// append to become durable sleep on `commit_done`.
+    commit_running: Mutex<bool>,
+    commit_done: Condvar,
     waiters: Mutex<Vec<Arc<Notify>>>,
 }
 
@@ -73,6 +86,9 @@ impl Partition {
         for header in log.batch_headers(log.log_start_offset())? {
             producers.record(&header);
         }
+        let mut log = log;
+        let group_commit = settings.log.flush_interval_messages == 1;
+        log.set_deferred_flush(group_commit);
         Ok(Self {
             topic,
             topic_id,
@@ -80,6 +96,9 @@ impl Partition {
             log_end: AtomicI64::new(log.log_end_offset()),
             log_start: AtomicI64::new(log.log_start_offset()),
             flushes_on_append: AtomicBool::new(settings.log.flush_interval_messages != u64::MAX),
+            group_commit: AtomicBool::new(group_commit),
+            commit_running: Mutex::new(false),
+            commit_done: Condvar::new(),
             state: Mutex::new(State { log: Some(log), producers, settings }),
             waiters: Mutex::new(Vec::new()),
         })
@@ -108,17 +127,65 @@ impl Partition {
     }
 
     pub fn update_settings(&self, settings: TopicSettings) {
+        let group_commit = settings.log.flush_interval_messages == 1;
         self.flushes_on_append.store(settings.log.flush_interval_messages != u64::MAX, Ordering::Relaxed);
         let mut st = self.lock();
+        self.group_commit.store(group_commit, Ordering::Relaxed);
         if let Some(log) = st.log.as_mut() {
             log.update_config(settings.log.clone());
+            log.set_deferred_flush(group_commit);
+            if !group_commit {
+                // Records appended but not yet flushed become visible as they would have.
+                self.publish_offsets(log);
+            }
         }
         st.settings = settings;
     }
 
+    /// Publishes the offsets readers see. Under group commit the high watermark
+    /// stops at the recovery point (what is fsynced). Called under the lock.
     fn publish_offsets(&self, log: &Log) {
         self.log_start.store(log.log_start_offset(), Ordering::Release);
-        self.log_end.store(log.log_end_offset(), Ordering::Release);
+        let end = if self.group_commit.load(Ordering::Relaxed) { log.recovery_point() } else { log.log_end_offset() };
+        self.log_end.store(end, Ordering::Release);
+    }
+
+    /// Group commit: returns once everything below `end` is fsynced. If no fsync
+    /// is running, this producer runs one for everything appended so far;
+    /// otherwise it waits for the running one and checks again, so one fsync
+    /// answers every producer that appended before it started.
+    fn commit_through(&self, end: i64) -> Result<(), BrokerError> {
+        let mut running = self.commit_running.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.log_end_offset() >= end {
+                return Ok(()); // an fsync that started after this append covered it
+            }
+            if !*running {
+                break;
+            }
+            running = self.commit_done.wait(running).unwrap_or_else(PoisonError::into_inner);
+        }
+        *running = true;
+        drop(running);
+        let result = self.flush_for_commit();
+        *self.commit_running.lock().unwrap_or_else(PoisonError::into_inner) = false;
+        self.commit_done.notify_all();
+        if result.is_ok() {
+            self.wake_waiters();
+        }
+        result
+    }
+
+    /// One group-commit fsync: prepared and recorded under the partition lock,
+    /// run without it so appends go on meanwhile.
+    fn flush_for_commit(&self) -> Result<(), BrokerError> {
+        let pending = self.lock().log.as_mut().ok_or(BrokerError::ShuttingDown)?.begin_flush()?;
+        let synced = pending.sync();
+        let mut st = self.lock();
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        let recorded = log.end_flush(pending, synced);
+        self.publish_offsets(log);
+        Ok(recorded?)
     }
 
     /// Validates and appends one producer batch (the bytes of one partition
@@ -132,6 +199,12 @@ impl Partition {
         if header.has_producer_id() {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
+                let end = st.log.as_ref().map_or(0, Log::log_end_offset);
+                drop(guard);
+                if self.group_commit.load(Ordering::Relaxed) {
+                    // The first attempt may still be waiting for its fsync.
+                    self.commit_through(end)?;
+                }
                 return Ok(AppendResult {
                     base_offset: meta.first_offset,
                     log_append_time,
@@ -155,7 +228,13 @@ impl Partition {
         self.publish_offsets(log);
         let log_start_offset = log.log_start_offset();
         drop(guard);
-        self.wake_waiters();
+        if self.group_commit.load(Ordering::Relaxed) {
+            // Acknowledged only once durable; an fsync failure takes the log
+            // offline and this produce fails with KAFKA_STORAGE_ERROR.
+            self.commit_through(info.last_offset + 1)?;
+        } else {
+            self.wake_waiters();
+        }
         Ok(AppendResult { base_offset: info.first_offset, log_append_time, log_start_offset })
     }
 
@@ -164,7 +243,8 @@ impl Partition {
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, BrokerError> {
         let st = self.lock();
         let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
-        let hw = log.log_end_offset();
+        // The published end (under group commit, the fsynced end), read under the lock.
+        let hw = self.log_end_offset();
         let info = log.read(offset, max_bytes, hw)?;
         Ok(ReadResult { records: info.records, high_watermark: hw, log_start_offset: info.log_start_offset })
     }
@@ -255,6 +335,82 @@ mod tests {
 
     fn settings() -> TopicSettings {
         TopicSettings::resolve(None, &Default::default())
+    }
+
+    fn durable_settings() -> TopicSettings {
+        let mut s = settings();
+        s.log.flush_interval_messages = 1;
+        s
+    }
+
+    fn partition_on(storage: &strata_log::storage::MemStorage, settings: TopicSettings) -> Partition {
+        let log = Log::open_with_storage(
+            Arc::new(storage.clone()),
+            std::path::Path::new("/data/t-0"),
+            settings.log.clone(),
+            0,
+        )
+        .unwrap();
+        Partition::new("t".into(), Uuid::new_v4(), 0, log, settings).unwrap()
+    }
+
+    /// flush.messages=1: every acknowledged append is fsynced, appends of concurrent producers
+    /// share fsyncs, and what readers see never runs ahead of what is durable.
+    #[test]
+    fn group_commit_shares_fsyncs_and_acknowledges_only_durable_appends() {
+        let storage = strata_log::storage::MemStorage::new();
+        let p = Arc::new(partition_on(&storage, durable_settings()));
+        // One append alone: the syncs one flush costs (data file, and whatever else).
+        p.append(&batch(-1, -1, 0, 1, 1000), 1000).unwrap();
+        let syncs_before = storage.file_syncs();
+        p.append(&batch(-1, -1, 0, 1, 1000), 1000).unwrap();
+        let per_flush = storage.file_syncs() - syncs_before;
+        assert!(per_flush >= 1);
+        // A disk whose fsync takes 2 ms, so producers really overlap.
+        storage.set_sync_delay(std::time::Duration::from_millis(2));
+        let syncs_before = storage.file_syncs();
+        let (threads, per_thread) = (8, 50);
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let p = p.clone();
+                std::thread::spawn(move || {
+                    let mut offsets = Vec::new();
+                    for _ in 0..per_thread {
+                        let r = p.append(&batch(-1, -1, 0, 1, 1000), 1000).unwrap();
+                        // Acknowledged means visible (the high watermark is the fsynced end).
+                        assert!(p.high_watermark() > r.base_offset);
+                        offsets.push(r.base_offset);
+                    }
+                    offsets
+                })
+            })
+            .collect();
+        let mut all: Vec<i64> = handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (2..2 + threads * per_thread).collect::<Vec<i64>>(), "dense, no duplicates");
+        assert_eq!(p.high_watermark(), p.with_log(|log| Ok(log.log_end_offset())).unwrap());
+        let flushes = (storage.file_syncs() - syncs_before) / per_flush;
+        let appends = (threads * per_thread) as u64;
+        // Eight producers waiting on one fsync at a time: far fewer flushes than appends.
+        assert!(flushes * 2 <= appends, "{flushes} flushes for {appends} appends");
+        // A crash now loses nothing that was acknowledged.
+        drop(p);
+        storage.set_sync_delay(std::time::Duration::ZERO);
+        storage.crash(11);
+        let p = partition_on(&storage, durable_settings());
+        assert_eq!(p.log_end_offset(), 2 + threads * per_thread);
+    }
+
+    #[test]
+    fn group_commit_failure_is_not_acknowledged_or_visible() {
+        let storage = strata_log::storage::MemStorage::new();
+        let p = partition_on(&storage, durable_settings());
+        p.append(&batch(-1, -1, 0, 2, 1000), 1000).unwrap();
+        assert_eq!(p.high_watermark(), 2);
+        storage.set_sync_failures(true);
+        assert!(matches!(p.append(&batch(-1, -1, 0, 1, 1000), 1000), Err(BrokerError::Storage(_))));
+        assert_eq!(p.high_watermark(), 2, "the unflushed record never became visible");
+        assert!(matches!(p.read(0, 1 << 20), Err(BrokerError::Storage(_))), "the log is offline");
     }
 
     #[test]

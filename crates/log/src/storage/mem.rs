@@ -27,6 +27,10 @@ struct MemFs {
     space_limit: Option<u64>,
     /// Whether file syncs fail (see [`MemStorage::set_sync_failures`]).
     fail_syncs: bool,
+    /// File syncs so far (see [`MemStorage::file_syncs`]).
+    syncs: u64,
+    /// How long each file sync takes (see [`MemStorage::set_sync_delay`]).
+    sync_delay: std::time::Duration,
 }
 
 impl MemFs {
@@ -124,6 +128,16 @@ impl MemStorage {
     /// marked clean, so a crash loses them.
     pub fn set_sync_failures(&self, fail: bool) {
         lock(&self.fs).fail_syncs = fail;
+    }
+
+    /// Makes every file sync take `delay`, as a real disk's does (for tests of fsync batching).
+    pub fn set_sync_delay(&self, delay: std::time::Duration) {
+        lock(&self.fs).sync_delay = delay;
+    }
+
+    /// How many file syncs succeeded so far (for tests of fsync batching).
+    pub fn file_syncs(&self) -> u64 {
+        lock(&self.fs).syncs
     }
 
     /// Total bytes of all files (for tests).
@@ -267,8 +281,16 @@ impl StorageFile for MemFile {
     }
 
     fn sync(&self) -> io::Result<()> {
-        if lock(&self.fs).fail_syncs {
-            return Err(io::Error::other("injected fsync failure (EIO)"));
+        let delay = {
+            let mut fs = lock(&self.fs);
+            if fs.fail_syncs {
+                return Err(io::Error::other("injected fsync failure (EIO)"));
+            }
+            fs.syncs += 1;
+            fs.sync_delay
+        };
+        if !delay.is_zero() {
+            std::thread::sleep(delay);
         }
         let mut f = lock(&self.data);
         f.durable = f.data.clone();
