@@ -16,7 +16,9 @@ pub mod validate;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use strata_log::Log;
 use strata_metadata::{ConfigResource, MetadataDelta, MetadataImage, MetadataPublisher};
@@ -35,12 +37,22 @@ pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Hosted partitions by topic name, then partition number.
+type PartitionMap = HashMap<String, HashMap<i32, Arc<Partition>>>;
+
 /// All hosted partitions and the current metadata image.
+///
+/// Both are read on every request and change only when metadata is published, so they are
+/// immutable snapshots swapped atomically (`ArcSwap`): readers take no lock and never wait for
+/// a publish, which builds a new map and swaps it in.
 pub struct ReplicaManager {
     data_dir: PathBuf,
     broker_defaults: BTreeMap<String, String>,
-    image: RwLock<Arc<MetadataImage>>,
-    partitions: RwLock<HashMap<(String, i32), Arc<Partition>>>,
+    image: ArcSwap<MetadataImage>,
+    partitions: ArcSwap<PartitionMap>,
+    /// Serializes publishers (there is one, the metadata publisher, but a copy-on-write map
+    /// must never have two).
+    publishing: Mutex<()>,
 }
 
 impl ReplicaManager {
@@ -48,14 +60,15 @@ impl ReplicaManager {
         Self {
             data_dir,
             broker_defaults,
-            image: RwLock::new(Arc::new(MetadataImage::empty())),
-            partitions: RwLock::new(HashMap::new()),
+            image: ArcSwap::from_pointee(MetadataImage::empty()),
+            partitions: ArcSwap::from_pointee(HashMap::new()),
+            publishing: Mutex::new(()),
         }
     }
 
     /// The latest published metadata image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.read().unwrap_or_else(PoisonError::into_inner).clone()
+        self.image.load_full()
     }
 
     pub fn broker_defaults(&self) -> &BTreeMap<String, String> {
@@ -63,7 +76,7 @@ impl ReplicaManager {
     }
 
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(PoisonError::into_inner).get(&(topic.to_string(), index)).cloned()
+        self.partitions.load().get(topic).and_then(|parts| parts.get(&index)).cloned()
     }
 
     /// Looks a partition up by topic name, distinguishing an unknown topic
@@ -73,7 +86,7 @@ impl ReplicaManager {
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
-        self.partitions.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+        self.partitions.load().values().flat_map(|parts| parts.values().cloned()).collect()
     }
 
     pub fn settings_for(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
@@ -124,10 +137,9 @@ impl ReplicaManager {
         };
         let hosted: Vec<PathBuf> = self
             .partitions
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .map(|(t, p)| self.partition_dir(t, *p))
+            .load()
+            .iter()
+            .flat_map(|(t, parts)| parts.keys().map(|p| self.partition_dir(t, *p)))
             .collect();
         for entry in entries.flatten() {
             let path = entry.path();
@@ -228,14 +240,13 @@ fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
 
 impl MetadataPublisher for ReplicaManager {
     fn publish(&self, image: &Arc<MetadataImage>, delta: &MetadataDelta) {
-        *self.image.write().unwrap_or_else(PoisonError::into_inner) = image.clone();
+        let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
+        self.image.store(image.clone());
         for (name, id) in &delta.deleted_topics {
-            let removed: Vec<Arc<Partition>> = {
-                let mut parts = self.partitions.write().unwrap_or_else(PoisonError::into_inner);
-                let keys: Vec<_> = parts.keys().filter(|(t, _)| t == name).cloned().collect();
-                keys.into_iter().filter_map(|k| parts.remove(&k)).collect()
-            };
-            for p in removed.into_iter().filter(|p| p.topic_id == *id) {
+            let mut map = PartitionMap::clone(&self.partitions.load());
+            let removed = map.remove(name).unwrap_or_default();
+            self.partitions.store(Arc::new(map));
+            for p in removed.into_values().filter(|p| p.topic_id == *id) {
                 if let Err(e) = p.delete() {
                     tracing::error!(topic = %name, partition = p.index, error = %e, "cannot delete the log of a deleted topic");
                 }
@@ -246,15 +257,19 @@ impl MetadataPublisher for ReplicaManager {
         let opened = parallel_map(&delta.created_partitions, |(name, id, index)| {
             (name, *index, self.open_partition(image, name, *id, *index))
         });
-        for (name, index, result) in opened {
-            match result {
-                Ok(p) => {
-                    self.partitions.write().unwrap_or_else(PoisonError::into_inner).insert((name.clone(), index), p);
-                }
-                Err(e) => {
-                    tracing::error!(topic = %name, partition = index, error = %e, "cannot open partition log")
+        if !opened.is_empty() {
+            let mut map = PartitionMap::clone(&self.partitions.load());
+            for (name, index, result) in opened {
+                match result {
+                    Ok(p) => {
+                        map.entry(name.clone()).or_default().insert(index, p);
+                    }
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition = index, error = %e, "cannot open partition log")
+                    }
                 }
             }
+            self.partitions.store(Arc::new(map));
         }
         for resource in &delta.changed_configs {
             if let ConfigResource::Topic(name) = resource {
