@@ -442,11 +442,29 @@ impl Segment {
     }
 
     /// Position of the first batch whose last offset is `>= offset`, if any.
+    ///
+    /// The offset index only speeds this up. An index that passed the cheap checks at open (a
+    /// clean shutdown trusts it) can still be wrong inside, e.g. damaged on disk: when the scan
+    /// from its entry runs into bytes that are not a batch, or lands on a batch that starts after
+    /// `offset` (offsets are dense, so the right batch starts at or before it), the segment is
+    /// scanned from its start instead, so a bad index never turns into a wrong answer.
     fn locate(&self, data: &[u8], offset: i64) -> Result<Option<(usize, BatchHeader)>, LogError> {
         let rel = offset.saturating_sub(self.base_offset);
         let start = self.offset_index.floor(rel)?.map_or(0, |e| e.value as usize);
         let start = if start <= data.len() { start } else { 0 };
-        self.first_batch_from(data, start, |h| h.last_offset() >= offset)
+        let found = self.first_batch_from(data, start, |h| h.last_offset() >= offset);
+        let index_wrong = start != 0
+            && match &found {
+                Err(LogError::Corrupt { .. }) => true,
+                Ok(Some((_, h))) => h.base_offset > offset,
+                _ => false,
+            };
+        if !index_wrong {
+            return found;
+        }
+        tracing::warn!(path = %self.log_path.display(), offset, index_position = start,
+            "offset index entry does not lead to the batch; scanning the segment from its start");
+        self.first_batch_from(data, 0, |h| h.last_offset() >= offset)
     }
 
     fn first_batch_from(
