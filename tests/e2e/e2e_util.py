@@ -46,7 +46,8 @@ def wait_until(cond, timeout: float, interval: float = 0.1, message=None):
 
 # ------------------------------------------------------- raw Kafka protocol
 
-def _recv_exact(sock, n):
+def recv_exact(sock, n):
+    """Reads exactly n bytes; ConnectionError if the broker closes first."""
     buf = bytearray()
     while len(buf) < n:
         chunk = sock.recv(n - len(buf))
@@ -60,15 +61,17 @@ def _request(sock, api_key, api_version, corr, body=b""):
     cid = b"strata-e2e-probe"
     msg = struct.pack(">hhih", api_key, api_version, corr, len(cid)) + cid + body
     sock.sendall(struct.pack(">i", len(msg)) + msg)
-    (size,) = struct.unpack(">i", _recv_exact(sock, 4))
-    data = _recv_exact(sock, size)
+    (size,) = struct.unpack(">i", recv_exact(sock, 4))
+    data = recv_exact(sock, size)
     (got_corr,) = struct.unpack(">i", data[:4])
     if got_corr != corr:
         raise ValueError(f"correlation id {got_corr} != {corr}")
     return data[4:]
 
 
-class _Reader:
+class Reader:
+    """Reads big-endian fields of a non-flexible Kafka response body."""
+
     def __init__(self, b):
         self.b, self.i = b, 0
 
@@ -85,6 +88,14 @@ class _Reader:
         self.i += n
         return s
 
+    def bytes_(self):
+        n = self.take(">i")
+        if n < 0:
+            return None
+        v = self.b[self.i:self.i + n]
+        self.i += n
+        return v
+
 
 def api_versions(host, port, timeout=2.0) -> dict[int, tuple[int, int]]:
     """ApiVersions v0 -> {api_key: (min, max)}; raises unless error_code == 0."""
@@ -94,7 +105,7 @@ def api_versions(host, port, timeout=2.0) -> dict[int, tuple[int, int]]:
 
 
 def _api_versions(s):
-    r = _Reader(_request(s, 18, 0, 1))
+    r = Reader(_request(s, 18, 0, 1))
     err = r.take(">h")
     if err != 0:
         raise ValueError(f"ApiVersions v0 error_code {err}")
@@ -123,7 +134,7 @@ def probe_broker(host, port, expect_port=None, timeout=2.0):
             body += b"\x00"  # allow_auto_topic_creation = false
         if v >= 8:
             body += b"\x00\x00"  # include cluster/topic authorized operations = false
-        r = _Reader(_request(s, 3, v, 2, body))
+        r = Reader(_request(s, 3, v, 2, body))
         if v >= 3:
             r.take(">i")  # throttle_time_ms
         brokers = []

@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from e2e_util import api_versions, ck_create_topic, ck_producer, probe_broker, wait_until
+from e2e_util import Reader as R
+from e2e_util import api_versions, ck_create_topic, ck_producer, probe_broker, recv_exact, wait_until
 
 # ------------------------------------------------------------- raw protocol helpers
 
@@ -62,16 +63,6 @@ def frame(api_key: int, version: int, corr: int, body: bytes) -> bytes:
     return struct.pack(">i", len(msg)) + msg
 
 
-def recv_exact(s: socket.socket, n: int) -> bytes:
-    buf = bytearray()
-    while len(buf) < n:
-        chunk = s.recv(n - len(buf))
-        if not chunk:
-            raise ConnectionError("connection closed by broker")
-        buf += chunk
-    return bytes(buf)
-
-
 def recv_response(s: socket.socket, corr: int) -> bytes:
     (size,) = struct.unpack(">i", recv_exact(s, 4))
     data = recv_exact(s, size)
@@ -83,30 +74,6 @@ def recv_response(s: socket.socket, corr: int) -> bytes:
 def kstr(s: str) -> bytes:
     b = s.encode()
     return struct.pack(">h", len(b)) + b
-
-
-class R:
-    def __init__(self, b: bytes):
-        self.b, self.i = b, 0
-
-    def take(self, fmt):
-        v = struct.unpack_from(fmt, self.b, self.i)
-        self.i += struct.calcsize(fmt)
-        return v[0] if len(v) == 1 else v
-
-    def string(self):
-        n = self.take(">h")
-        s = self.b[self.i:self.i + n].decode()
-        self.i += n
-        return s
-
-    def bytes_(self):
-        n = self.take(">i")
-        if n < 0:
-            return None
-        v = self.b[self.i:self.i + n]
-        self.i += n
-        return v
 
 
 def produce_v3_body(topic: str, partition: int, records: bytes, acks: int = -1) -> bytes:

@@ -442,29 +442,32 @@ impl Segment {
     }
 
     /// Position of the first batch whose last offset is `>= offset`, if any.
-    ///
-    /// The offset index only speeds this up. An index that passed the cheap checks at open (a
-    /// clean shutdown trusts it) can still be wrong inside, e.g. damaged on disk: when the scan
-    /// from its entry runs into bytes that are not a batch, or lands on a batch that starts after
-    /// `offset` (offsets are dense, so the right batch starts at or before it), the segment is
-    /// scanned from its start instead, so a bad index never turns into a wrong answer.
     fn locate(&self, data: &[u8], offset: i64) -> Result<Option<(usize, BatchHeader)>, LogError> {
+        let start = self.scan_start(data, offset)?;
+        self.first_batch_from(data, start, |h| h.last_offset() >= offset)
+    }
+
+    /// Where a forward scan for `offset` may start: the offset index's entry at or below it.
+    ///
+    /// The index only speeds scans up. One that passed the cheap checks at open (a clean
+    /// shutdown trusts it) can still be wrong inside, e.g. damaged on disk: when its entry does
+    /// not point at a batch starting at or before `offset` (offsets are dense, so the wanted
+    /// batch starts there or later), the scan starts at the segment's beginning instead, so a
+    /// bad index costs time, never an error or a wrong answer.
+    fn scan_start(&self, data: &[u8], offset: i64) -> Result<usize, LogError> {
         let rel = offset.saturating_sub(self.base_offset);
         let start = self.offset_index.floor(rel)?.map_or(0, |e| e.value as usize);
-        let start = if start <= data.len() { start } else { 0 };
-        let found = self.first_batch_from(data, start, |h| h.last_offset() >= offset);
-        let index_wrong = start != 0
-            && match &found {
-                Err(LogError::Corrupt { .. }) => true,
-                Ok(Some((_, h))) => h.base_offset > offset,
-                _ => false,
-            };
-        if !index_wrong {
-            return found;
+        if start == 0 {
+            return Ok(0);
         }
-        tracing::warn!(path = %self.log_path.display(), offset, index_position = start,
-            "offset index entry does not lead to the batch; scanning the segment from its start");
-        self.first_batch_from(data, 0, |h| h.last_offset() >= offset)
+        let leads_there =
+            data.get(start..).and_then(|rest| BatchHeader::parse(rest).ok()).is_some_and(|h| h.base_offset <= offset);
+        if !leads_there {
+            tracing::warn!(path = %self.log_path.display(), offset, index_position = start,
+                "offset index entry does not point at a batch at or before the offset; scanning the segment from its start");
+            return Ok(0);
+        }
+        Ok(start)
     }
 
     fn first_batch_from(
@@ -570,8 +573,7 @@ impl Segment {
         let from_time =
             self.time_index.floor(ts)?.map(|e| self.base_offset + i64::from(e.value)).unwrap_or(self.base_offset);
         let from = from_time.max(min_offset);
-        let start = self.offset_index.floor(from.saturating_sub(self.base_offset))?.map_or(0, |e| e.value as usize);
-        let start = if start <= data.len() { start } else { 0 };
+        let start = self.scan_start(&data, from)?;
         match self.first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)? {
             Some((pos, h)) => self.checked_slice(&data, pos, &h).map(Some),
             None => Ok(None),

@@ -139,6 +139,25 @@ both_storages!(
     torn_active_tail_is_cut_after_a_crash,
 );
 
+/// The directory of the in-memory logs below.
+const DIR: &str = "/data/t-0";
+
+fn open_mem(storage: &MemStorage, config: LogConfig) -> Log {
+    Log::open_with_storage(Arc::new(storage.clone()), std::path::Path::new(DIR), config, 0).unwrap()
+}
+
+/// A log whose active segment is full after three batches: the next append rolls.
+fn one_full_segment() -> (MemStorage, LogConfig, Log) {
+    let storage = MemStorage::new();
+    let size = batch(1, 0, 100, 0).len() as u64;
+    let config = small(3 * size);
+    let mut log = open_mem(&storage, config.clone());
+    for i in 0..3 {
+        log.append(&mut batch(1, i, 100, 0), 0).unwrap();
+    }
+    (storage, config, log)
+}
+
 fn is_storage_full(e: &LogError) -> bool {
     matches!(e, LogError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull)
 }
@@ -146,9 +165,9 @@ fn is_storage_full(e: &LogError) -> bool {
 #[test]
 fn full_disk_fails_the_append_and_rolls_it_back() {
     let storage = MemStorage::new();
-    let dir = std::path::Path::new("/data/t-0");
+    let dir = std::path::Path::new(DIR);
     let config = LogConfig { flush_interval_messages: 1, ..small(1 << 20) };
-    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    let mut log = open_mem(&storage, config.clone());
     for i in 0..5 {
         log.append(&mut batch(1, i, 100, i as u8), 0).unwrap();
     }
@@ -174,22 +193,17 @@ fn full_disk_fails_the_append_and_rolls_it_back() {
     // And it all survives a crash.
     drop(log);
     storage.crash(7);
-    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    let log = open_mem(&storage, config);
     assert_eq!(read_all(&log), acknowledged);
     assert_eq!(log.log_end_offset(), 7);
 }
 
 #[test]
 fn full_disk_during_a_roll_keeps_the_old_segment_active() {
-    let storage = MemStorage::new();
-    let dir = std::path::Path::new("/data/t-0");
-    let size = batch(1, 0, 100, 0).len() as u64;
-    let config = small(3 * size);
-    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
-    for i in 0..3 {
-        log.append(&mut batch(1, i, 100, 0), 0).unwrap();
-    }
+    let (storage, config, mut log) = one_full_segment();
+    let dir = std::path::Path::new(DIR);
     // The next append rolls; the new segment's preallocated indexes do not fit.
+    let size = batch(1, 0, 100, 0).len() as u64;
     storage.set_space_limit(Some(storage.total_bytes() + size + 100));
     let err = log.append(&mut batch(1, 3, 100, 0), 0).unwrap_err();
     assert!(is_storage_full(&err), "{err:?}");
@@ -201,7 +215,7 @@ fn full_disk_during_a_roll_keeps_the_old_segment_active() {
     assert_eq!(log.num_segments(), 2);
     check_invariants(&log);
     log.close().unwrap();
-    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    let log = open_mem(&storage, config);
     assert_eq!(log.log_end_offset(), 4);
     check_invariants(&log);
 }
@@ -224,9 +238,8 @@ fn failed_fsync_takes_the_log_offline_until_reopened() {
 
 fn failed_fsync_then_crash(seed: u64) {
     let storage = MemStorage::new();
-    let dir = std::path::Path::new("/data/t-0");
     let config = LogConfig { flush_interval_messages: 1, ..small(1 << 20) };
-    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    let mut log = open_mem(&storage, config.clone());
     for i in 0..5 {
         log.append(&mut batch(1, i, 100, i as u8), 0).unwrap();
     }
@@ -250,7 +263,7 @@ fn failed_fsync_then_crash(seed: u64) {
     // The process dies; the reopened log recovers what the disk kept.
     // The failed append was not acknowledged; a torn write may keep all of it or none.
     storage.crash(seed);
-    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    let mut log = open_mem(&storage, config);
     assert!(!log.is_offline());
     let leo = log.log_end_offset();
     assert!(leo == 5 || leo == 7, "seed {seed}: LEO {leo}");
@@ -262,14 +275,8 @@ fn failed_fsync_then_crash(seed: u64) {
 
 #[test]
 fn failed_fsync_of_a_roll_takes_the_log_offline() {
-    let storage = MemStorage::new();
-    let dir = std::path::Path::new("/data/t-0");
-    let size = batch(1, 0, 100, 0).len() as u64;
-    let config = small(3 * size);
-    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
-    for i in 0..3 {
-        log.append(&mut batch(1, i, 100, 0), 0).unwrap();
-    }
+    let (storage, config, mut log) = one_full_segment();
+    let dir = std::path::Path::new(DIR);
     // The next append rolls, which fsyncs the full segment.
     storage.set_sync_failures(true);
     assert!(log.append(&mut batch(1, 3, 100, 0), 0).unwrap_err().is_storage_error());
@@ -279,7 +286,7 @@ fn failed_fsync_of_a_roll_takes_the_log_offline() {
     let names = storage.list(dir).unwrap();
     assert!(!names.iter().any(|n| n.starts_with(&format!("{:020}", 3))), "no leftovers of the new segment: {names:?}");
     drop(log);
-    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    let log = open_mem(&storage, config);
     assert_eq!(log.log_end_offset(), 3);
     check_invariants(&log);
 }
@@ -290,9 +297,9 @@ fn failed_fsync_of_a_roll_takes_the_log_offline() {
 #[test]
 fn index_entry_pointing_into_a_batch_does_not_break_reads() {
     let storage = MemStorage::new();
-    let dir = std::path::Path::new("/data/t-0");
+    let dir = std::path::Path::new(DIR);
     let config = small(1 << 20);
-    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.clone(), 0).unwrap();
+    let mut log = open_mem(&storage, config.clone());
     let batches: Vec<Vec<u8>> = (0..12)
         .map(|i| {
             let mut b = batch(1, 1000 + i, PAYLOAD, i as u8);
@@ -313,7 +320,7 @@ fn index_entry_pointing_into_a_batch_does_not_break_reads() {
     index.write_all_at(middle + 4, &(position + 7).to_be_bytes()).unwrap();
     index.sync().unwrap();
 
-    let log = Log::open_with_storage(Arc::new(storage.clone()), dir, config, 0).unwrap();
+    let log = open_mem(&storage, config);
     for (offset, expected) in batches.iter().enumerate() {
         let read = log.read(offset as i64, 1, i64::MAX).unwrap();
         assert_eq!(&read.records[..expected.len()], &expected[..], "offset {offset}");

@@ -130,14 +130,19 @@ impl Partition {
         let group_commit = settings.log.flush_interval_messages == 1;
         self.flushes_on_append.store(settings.log.flush_interval_messages != u64::MAX, Ordering::Relaxed);
         let mut st = self.lock();
-        self.group_commit.store(group_commit, Ordering::Relaxed);
+        let was_group_commit = self.group_commit.swap(group_commit, Ordering::Relaxed);
         if let Some(log) = st.log.as_mut() {
             log.update_config(settings.log.clone());
             log.set_deferred_flush(group_commit);
-            if !group_commit {
-                // Records appended but not yet flushed become visible as they would have.
-                self.publish_offsets(log);
+            if group_commit && !was_group_commit {
+                // The high watermark becomes the recovery point: flush first so that it does not
+                // move back below records consumers may already have read.
+                if let Err(e) = log.flush() {
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                        "flush when turning on flush.messages=1 failed");
+                }
             }
+            self.publish_offsets(log);
         }
         st.settings = settings;
     }
@@ -399,6 +404,19 @@ mod tests {
         storage.crash(11);
         let p = partition_on(&storage, durable_settings());
         assert_eq!(p.log_end_offset(), 2 + threads * per_thread);
+    }
+
+    #[test]
+    fn turning_on_group_commit_never_moves_the_high_watermark_back() {
+        let p = partition(settings());
+        p.append(&batch(-1, -1, 0, 3, 1000), 1000).unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        p.update_settings(durable_settings());
+        // Anything that republishes the offsets (retention, the flush timer, ListOffsets).
+        p.with_log(|_| Ok(())).unwrap();
+        assert_eq!(p.high_watermark(), 3);
+        assert_eq!(p.append(&batch(-1, -1, 0, 1, 1000), 1000).unwrap().base_offset, 3);
+        assert_eq!(p.high_watermark(), 4);
     }
 
     #[test]
