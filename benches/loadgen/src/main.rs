@@ -137,9 +137,13 @@ fn run(args: &Args) -> Result<(), Fail> {
     Ok(())
 }
 
-fn client_config(args: &Args, bootstrap: &str) -> Result<ClientConfig, Fail> {
+/// A client configuration: `bootstrap`, then `defaults`, then every `-X key=value` (which win).
+fn client_config(args: &Args, bootstrap: &str, defaults: &[(&str, String)]) -> Result<ClientConfig, Fail> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap);
+    for (k, v) in defaults {
+        c.set(*k, v);
+    }
     for kv in &args.extra {
         let (k, v) = kv.split_once('=').ok_or_else(|| format!("-X {kv}: expected key=value"))?;
         c.set(k, v);
@@ -148,7 +152,7 @@ fn client_config(args: &Args, bootstrap: &str) -> Result<ClientConfig, Fail> {
 }
 
 fn create_topic(args: &Args, bootstrap: &str) -> Result<(), Fail> {
-    let admin: AdminClient<DefaultClientContext> = client_config(args, bootstrap)?.create()?;
+    let admin: AdminClient<DefaultClientContext> = client_config(args, bootstrap, &[])?.create()?;
     let topic = NewTopic::new(&args.topic, args.partitions, TopicReplication::Fixed(1));
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures_executor::block_on(admin.create_topics([&topic], &opts))?;
@@ -189,20 +193,18 @@ fn warm_up(args: &Args, bootstrap: &str) -> Result<(), Fail> {
 }
 
 fn producer_config(args: &Args, bootstrap: &str) -> Result<ClientConfig, Fail> {
-    let mut c = client_config(args, bootstrap)?;
-    c.set("acks", &args.acks)
-        .set("linger.ms", args.linger_ms.to_string())
-        .set("batch.size", args.batch_size.to_string())
-        .set("compression.codec", &args.compression)
-        .set("queue.buffering.max.kbytes", "1048576")
-        .set("queue.buffering.max.messages", "1000000");
-    // -X given on the command line wins over the settings above.
-    for kv in &args.extra {
-        if let Some((k, v)) = kv.split_once('=') {
-            c.set(k, v);
-        }
-    }
-    Ok(c)
+    client_config(
+        args,
+        bootstrap,
+        &[
+            ("acks", args.acks.clone()),
+            ("linger.ms", args.linger_ms.to_string()),
+            ("batch.size", args.batch_size.to_string()),
+            ("compression.codec", args.compression.clone()),
+            ("queue.buffering.max.kbytes", "1048576".to_owned()),
+            ("queue.buffering.max.messages", "1000000".to_owned()),
+        ],
+    )
 }
 
 /// Sends one record, waiting for room in librdkafka's queue when it is full.
@@ -462,14 +464,15 @@ fn consume_phase(args: &Args, bootstrap: &str) -> Result<Consumed, Fail> {
 }
 
 fn consumer_config(args: &Args, bootstrap: &str) -> Result<ClientConfig, Fail> {
-    let mut c = client_config(args, bootstrap)?;
-    c.set("group.id", "strata-loadgen").set("enable.auto.commit", "false").set("enable.partition.eof", "false");
-    for kv in &args.extra {
-        if let Some((k, v)) = kv.split_once('=') {
-            c.set(k, v);
-        }
-    }
-    Ok(c)
+    client_config(
+        args,
+        bootstrap,
+        &[
+            ("group.id", "strata-loadgen".to_owned()),
+            ("enable.auto.commit", "false".to_owned()),
+            ("enable.partition.eof", "false".to_owned()),
+        ],
+    )
 }
 
 /// CPU time and memory of a process, from /proc.
