@@ -55,4 +55,4 @@ pub mod storage;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendInfo, Log, PendingFlush, ReadInfo};
+pub use log::{AppendInfo, FileRange, Log, PendingFlush, ReadInfo};

@@ -1,6 +1,7 @@
 //! [`Log`]: one partition's log — a directory of segments.
 
 use std::collections::BTreeMap;
+use std::os::fd::BorrowedFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use strata_protocol::batch::{set_base_offset, BatchHeader, BatchIter};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::segment::{AppendFailure, Segment, SegmentRead};
-use crate::storage::{FsStorage, MemStorage, Storage};
+use crate::storage::{FsStorage, MemStorage, Storage, StorageFile};
 
 /// Name of the clean-shutdown marker written by [`Log::close`].
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
@@ -61,11 +62,43 @@ impl PendingFlush {
 pub struct ReadInfo {
     /// Whole batches, a zero-copy slice of one segment (empty at the log end).
     pub records: Bytes,
+    /// Where `records` lie in their segment file (`None` when empty): lets a server send them
+    /// with `sendfile(2)` rather than from the mapping.
+    pub file_range: Option<FileRange>,
     /// The log start offset when the read happened.
     pub log_start_offset: i64,
     /// The log end offset when the read happened.
     pub log_end_offset: i64,
 }
+
+/// The place of a read's records in their segment file. The handle keeps the file open, so a
+/// segment deleted meanwhile stays readable through it, as its mapping does; the bytes in the
+/// range never change while the read's `records` (a mapping of them) are alive.
+#[derive(Clone, Debug)]
+pub struct FileRange {
+    file: Arc<dyn StorageFile>,
+    position: u64,
+}
+
+impl FileRange {
+    /// The segment file's descriptor (`None` for in-memory storage).
+    pub fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.file.fd()
+    }
+
+    /// Where the records start in the file.
+    pub fn position(&self) -> u64 {
+        self.position
+    }
+}
+
+impl PartialEq for FileRange {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.file, &other.file) && self.position == other.position
+    }
+}
+
+impl Eq for FileRange {}
 
 /// One partition's log: a directory of segments, each a `.log` file of RecordBatch v2 exactly as
 /// received, with a sparse `.index` and `.timeindex` (Apache Kafka's layout).
@@ -496,21 +529,22 @@ impl Log {
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
         }
-        let info = |records| ReadInfo {
+        let info = |records: Bytes, file_range| ReadInfo {
+            file_range: if records.is_empty() { None } else { file_range },
             records,
             log_start_offset: self.log_start_offset,
             log_end_offset: self.log_end_offset,
         };
         if offset == self.log_end_offset || offset >= max_offset {
-            return Ok(info(Bytes::new()));
+            return Ok(info(Bytes::new(), None));
         }
         let start = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
         for seg in self.segments.range(start..).map(|(_, s)| s) {
-            if let SegmentRead::Found(bytes) = seg.read(offset, max_bytes, max_offset)? {
-                return Ok(info(bytes));
+            if let SegmentRead::Found { records, position } = seg.read(offset, max_bytes, max_offset)? {
+                return Ok(info(records, Some(FileRange { file: seg.file().clone(), position })));
             }
         }
-        Ok(info(Bytes::new()))
+        Ok(info(Bytes::new(), None))
     }
 
     /// DeleteRecords: moves the log start forward to `offset` (clamped to the LEO; never

@@ -88,8 +88,9 @@ impl RangeSet {
 pub(crate) enum SegmentRead {
     /// No batch in this segment reaches the offset: look in the next segment.
     NotHere,
-    /// The bytes to return (possibly empty when the bound excluded the first batch).
-    Found(Bytes),
+    /// The bytes to return (possibly empty when the bound excluded the first batch), and
+    /// where they start in the segment file.
+    Found { records: Bytes, position: u64 },
 }
 
 /// Result of scanning a segment during recovery.
@@ -216,6 +217,11 @@ impl Segment {
     }
 
     /// Bytes of valid batches.
+    /// The segment's `.log` file.
+    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
+        &self.file
+    }
+
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
@@ -549,7 +555,7 @@ impl Segment {
             end += batch.len();
             next = Some(h.last_offset() + 1);
         }
-        Ok(SegmentRead::Found(data.slice(start..end)))
+        Ok(SegmentRead::Found { records: data.slice(start..end), position: start as u64 })
     }
 
     /// The batch holding `offset`, if in this segment (CRC-checked).

@@ -398,6 +398,35 @@ fn append_batch_matches_append(h: &dyn Harness) {
     check_invariants(&reopened);
 }
 
+fn reads_name_their_place_in_the_segment_file(h: &dyn Harness) {
+    let b = batch(2, 0, 200, 0);
+    let mut log = h.open(small(3 * b.len() as u64), 0);
+    append_n(&mut log, 8, 2, 200, 0);
+    assert!(log.num_segments() > 2);
+    let mut bases: Vec<i64> =
+        h.storage().list(&h.dir()).unwrap().iter().filter_map(|n| n.strip_suffix(".log")?.parse().ok()).collect();
+    bases.sort();
+    for offset in 0..log.log_end_offset() {
+        let r = log.read(offset, 2 * b.len(), i64::MAX).unwrap();
+        let range = r.file_range.as_ref().expect("a non-empty read names its file range");
+        let first = headers(&r.records)[0].base_offset;
+        let base = *bases.iter().rfind(|&&x| x <= first).unwrap();
+        let file = h.storage().open(&h.dir().join(format!("{base:020}.log")), false).unwrap();
+        let mut on_disk = vec![0u8; r.records.len()];
+        file.read_at(range.position(), &mut on_disk).unwrap();
+        assert_eq!(on_disk, r.records.to_vec(), "offset {offset}");
+        assert_eq!(range.fd().is_some(), h.name() == "fs");
+        if let Some(fd) = range.fd() {
+            let own = std::fs::File::from(fd.try_clone_to_owned().unwrap());
+            let mut through_fd = vec![0u8; r.records.len()];
+            std::os::unix::fs::FileExt::read_exact_at(&own, &mut through_fd, range.position()).unwrap();
+            assert_eq!(through_fd, on_disk);
+        }
+    }
+    let end = log.read(log.log_end_offset(), 100, i64::MAX).unwrap();
+    assert!(end.records.is_empty() && end.file_range.is_none());
+}
+
 /// Opens an empty log next to the harness's one.
 trait Sibling {
     fn open_fresh_sibling(&self) -> strata_log::Log;
@@ -439,4 +468,5 @@ both_storages!(
     rejects_bad_appends,
     delete_removes_directory,
     append_batch_matches_append,
+    reads_name_their_place_in_the_segment_file,
 );

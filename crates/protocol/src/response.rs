@@ -143,20 +143,38 @@ pub fn record_marker(nonce: u64, index: u32) -> [u8; MARKER_LEN] {
     m
 }
 
+/// A piece of an encoded response frame, in writing order: encoded bytes, or a record set to
+/// write as it is (the caller decides how: from memory, or from its file with `sendfile`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Chunk<R> {
+    Encoded(bytes::Bytes),
+    Records(R),
+}
+
+impl<R: AsRef<[u8]>> Chunk<R> {
+    /// The chunk's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Encoded(b) => b,
+            Chunk::Records(r) => r.as_ref(),
+        }
+    }
+}
+
 /// Replaces placeholder record sets in an encoded response frame by the real
-/// record bytes without copying them: returns the frame as a list of chunks
-/// (encoded bytes, then a record slice, then encoded bytes, …) for a
-/// vectored write, with the size prefix and each record length fixed up.
+/// record sets without copying them: returns the frame as chunks (encoded
+/// bytes, then a record set, then encoded bytes, …) for a vectored write,
+/// with the size prefix and each record length fixed up.
 ///
 /// `frame` is a whole frame from [`encode_response`] whose body holds, in
 /// encoding order, a placeholder from [`record_marker`] (as a RECORDS field:
 /// an `i32` length when `flexible` is false, an unsigned-varint length + 1
 /// when true) for each entry of `records`.
-pub fn splice_records(
+pub fn splice_records<R: AsRef<[u8]>>(
     frame: BytesMut,
     flexible: bool,
-    records: Vec<([u8; MARKER_LEN], bytes::Bytes)>,
-) -> Result<Vec<bytes::Bytes>, String> {
+    records: Vec<([u8; MARKER_LEN], R)>,
+) -> Result<Vec<Chunk<R>>, String> {
     let frame = frame.freeze();
     let mut chunks = Vec::with_capacity(records.len() * 2 + 1);
     let mut pos = 4; // after the size prefix
@@ -173,7 +191,7 @@ pub fn splice_records(
             return Err("record placeholder without its length prefix".into());
         }
         head.extend_from_slice(&frame[pos..found - old_prefix]);
-        let len = real.len();
+        let len = real.as_ref().len();
         if flexible {
             put_unsigned_varint(&mut head, (len as u64) + 1);
         } else {
@@ -181,19 +199,28 @@ pub fn splice_records(
         }
         let new_prefix = if flexible { varint_len((len as u64) + 1) } else { 4 };
         extra += new_prefix as i64 - old_prefix as i64 + len as i64 - MARKER_LEN as i64;
-        chunks.push(std::mem::take(&mut head).freeze());
-        if !real.is_empty() {
-            chunks.push(real);
+        chunks.push(Chunk::Encoded(std::mem::take(&mut head).freeze()));
+        if len > 0 {
+            chunks.push(Chunk::Records(real));
         }
         pos = found + MARKER_LEN;
     }
-    chunks.push(frame.slice(pos..));
     let size = i64::from(i32::from_be_bytes([frame[0], frame[1], frame[2], frame[3]])) + extra;
     let size = i32::try_from(size).map_err(|_| "response too large for one frame")?;
-    let mut first = BytesMut::with_capacity(4 + chunks[0].len());
+    let mut first = BytesMut::with_capacity(4 + chunks.first().map_or(frame.len() - pos, |c| c.bytes().len()));
     first.put_i32(size);
-    first.extend_from_slice(&chunks[0]);
-    chunks[0] = first.freeze();
+    match chunks.first_mut() {
+        Some(Chunk::Encoded(head)) => {
+            first.extend_from_slice(head);
+            *head = first.freeze();
+            chunks.push(Chunk::Encoded(frame.slice(pos..)));
+        }
+        _ => {
+            // No record sets: the frame as it is after the new size.
+            first.extend_from_slice(&frame[pos..]);
+            chunks.push(Chunk::Encoded(first.freeze()));
+        }
+    }
     Ok(chunks)
 }
 
@@ -250,12 +277,32 @@ mod splice_tests {
             encode_response(&mut with_markers, ApiKey::Fetch, version, 5, &body).unwrap();
             let chunks =
                 splice_records(with_markers, version >= 12, markers.into_iter().zip(real.clone()).collect()).unwrap();
-            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+            let joined: Vec<u8> = chunks.iter().flat_map(|c| c.bytes().iter().copied()).collect();
+            let spliced: Vec<&Bytes> = chunks
+                .iter()
+                .filter_map(|c| match c {
+                    Chunk::Records(r) => Some(r),
+                    Chunk::Encoded(_) => None,
+                })
+                .collect();
+            assert_eq!(spliced.len(), 3, "the empty record set is not a chunk");
+            assert!(
+                spliced.iter().zip([&real[0], &real[2], &real[3]]).all(|(a, b)| a.as_ptr() == b.as_ptr()),
+                "not copied"
+            );
             assert_eq!(joined, plain.to_vec(), "v{version}");
             let mut b = Bytes::from(joined);
             b.advance(4 + 4 + usize::from(version >= 12));
             let decoded = FetchResponse::decode(&mut b, version).unwrap();
             assert_eq!(decoded.responses[0].partitions[3].records.as_ref().unwrap().len(), 70_000);
         }
+    }
+
+    #[test]
+    fn a_response_without_record_sets_is_one_chunk() {
+        let mut plain = BytesMut::new();
+        encode_response(&mut plain, ApiKey::Fetch, 12, 5, &response(vec![Bytes::new()])).unwrap();
+        let chunks = splice_records::<Bytes>(plain.clone(), true, Vec::new()).unwrap();
+        assert_eq!(chunks, vec![Chunk::Encoded(plain.freeze())]);
     }
 }

@@ -18,6 +18,8 @@ use strata_protocol::ResponseError;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use strata_log::FileRange;
+
 use crate::error::BrokerError;
 use crate::replica::Partition;
 use crate::Broker;
@@ -33,9 +35,23 @@ struct Wanted {
     max_bytes: usize,
 }
 
+/// A partition's fetched records: their mapped bytes, and where they lie in
+/// their segment file, so the connection can send them with `sendfile(2)`.
+#[derive(Debug)]
+pub struct FetchedRecords {
+    pub bytes: Bytes,
+    pub file_range: Option<FileRange>,
+}
+
+impl AsRef<[u8]> for FetchedRecords {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
 /// Record sets of a response, each with the placeholder that stands for it
 /// in the encoded body (see `strata_protocol::response::splice_records`).
-pub type SplicedRecords = Vec<([u8; MARKER_LEN], Bytes)>;
+pub type SplicedRecords = Vec<([u8; MARKER_LEN], FetchedRecords)>;
 
 /// The response body, whose non-empty record sets are placeholders, and the
 /// record slices to write in their place: records go from the mmapped
@@ -90,10 +106,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 }
             }
         }
-        let (mut responses, bytes, any_error) =
+        let (mut responses, file_ranges, bytes, any_error) =
             read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed);
         if !may_wait || bytes >= min_bytes.max(1) || any_error {
-            let spliced = replace_records_by_markers(&mut responses);
+            let spliced = replace_records_by_markers(&mut responses, file_ranges);
             return (FetchResponse::default().with_responses(responses), spliced);
         }
         if *shutdown.borrow_and_update() {
@@ -108,14 +124,18 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     }
 }
 
-fn replace_records_by_markers(responses: &mut [FetchableTopicResponse]) -> SplicedRecords {
+/// `file_ranges` has one entry per partition of `responses`, in order.
+fn replace_records_by_markers(
+    responses: &mut [FetchableTopicResponse],
+    file_ranges: Vec<Option<FileRange>>,
+) -> SplicedRecords {
     let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
     let mut spliced = Vec::new();
-    for p in responses.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-        if let Some(records) = p.records.take_if(|r| !r.is_empty()) {
+    for (p, file_range) in responses.iter_mut().flat_map(|t| t.partitions.iter_mut()).zip(file_ranges) {
+        if let Some(bytes) = p.records.take_if(|r| !r.is_empty()) {
             let marker = record_marker(nonce, spliced.len() as u32);
             p.records = Some(Bytes::copy_from_slice(&marker));
-            spliced.push((marker, records));
+            spliced.push((marker, FetchedRecords { bytes, file_range }));
         }
     }
     spliced
@@ -129,9 +149,10 @@ fn read_all(
     max_bytes: usize,
     version: i16,
     read_committed: bool,
-) -> (Vec<FetchableTopicResponse>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, Vec<Option<FileRange>>, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
+    let mut file_ranges = Vec::new();
     let mut out = Vec::with_capacity(topics.len());
     for (t, parts) in topics {
         let mut partitions = Vec::with_capacity(parts.len());
@@ -139,6 +160,7 @@ fn read_all(
             let base = PartitionData::default()
                 .with_partition_index(w.index)
                 .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None });
+            let mut file_range = None;
             let data = match &w.partition {
                 Err(e) => {
                     any_error = true;
@@ -153,6 +175,7 @@ fn read_all(
                     match result {
                         Ok(Some(r)) => {
                             total += r.records.len();
+                            file_range = r.file_range;
                             base.with_high_watermark(r.high_watermark)
                                 .with_last_stable_offset(r.high_watermark)
                                 .with_log_start_offset(r.log_start_offset)
@@ -185,9 +208,10 @@ fn read_all(
                 }
             };
             partitions.push(data);
+            file_ranges.push(file_range);
         }
         let topic = FetchableTopicResponse::default().with_partitions(partitions);
         out.push(if version >= 13 { topic.with_topic_id(t.topic_id) } else { topic.with_topic(t.topic.clone()) });
     }
-    (out, total, any_error)
+    (out, file_ranges, total, any_error)
 }

@@ -20,23 +20,28 @@ mod produce;
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use strata_protocol::kafka_protocol::messages::{RequestKind, TopicName};
 use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
-use strata_protocol::response::{encode_response, splice_records};
+use strata_protocol::response::{encode_response, splice_records, Chunk};
 use strata_protocol::ProtocolError;
 
 use crate::Broker;
 
+pub use fetch::FetchedRecords;
+
+/// A piece of a response frame to write: encoded bytes or fetched records.
+pub type OutChunk = Chunk<FetchedRecords>;
+
 /// Handles one request, appending its encoded response frame to `out` as
-/// chunks for a vectored write (nothing for an acks=0 produce). An error
+/// chunks to write in order (nothing for an acks=0 produce). An error
 /// means the connection must be closed.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: Request,
     peer: &str,
-    out: &mut Vec<Bytes>,
+    out: &mut Vec<OutChunk>,
 ) -> Result<(), ProtocolError> {
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
     let client_id = request.client_id().to_string();
@@ -45,7 +50,7 @@ pub async fn handle(
         ($body:expr) => {{
             let mut buf = BytesMut::new();
             let result = encode_response(&mut buf, key, version, cid, &$body);
-            out.push(buf.freeze());
+            out.push(Chunk::Encoded(buf.freeze()));
             result
         }};
     }

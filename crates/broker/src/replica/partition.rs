@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::{Bytes, BytesMut};
-use strata_log::Log;
+use strata_log::{FileRange, Log};
 use strata_protocol::batch::{set_log_append_time, BatchHeader};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -41,6 +41,8 @@ pub struct AppendResult {
 #[derive(Debug, Clone)]
 pub struct ReadResult {
     pub records: Bytes,
+    /// Where `records` lie in their segment file (see [`FileRange`]).
+    pub file_range: Option<FileRange>,
     pub high_watermark: i64,
     pub log_start_offset: i64,
 }
@@ -251,7 +253,12 @@ impl Partition {
         // The published end (under group commit, the fsynced end), read under the lock.
         let hw = self.log_end_offset();
         let info = log.read(offset, max_bytes, hw)?;
-        Ok(ReadResult { records: info.records, high_watermark: hw, log_start_offset: info.log_start_offset })
+        Ok(ReadResult {
+            records: info.records,
+            file_range: info.file_range,
+            high_watermark: hw,
+            log_start_offset: info.log_start_offset,
+        })
     }
 
     /// Runs `f` on the log under the partition lock.

@@ -10,6 +10,7 @@
 
 use std::fmt;
 use std::io;
+use std::os::fd::BorrowedFd;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -71,6 +72,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     /// The default only sets the length.
     fn allocate(&self, len: u64) -> io::Result<()> {
         self.set_len(len)
+    }
+    /// The file's descriptor when it is a real file, so a reader can hand a range of it to
+    /// the kernel (`sendfile(2)`) instead of copying it out of a mapping; `None` for
+    /// in-memory files.
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        None
     }
     /// Makes content and length durable.
     fn sync(&self) -> io::Result<()>;
