@@ -189,16 +189,26 @@ goals() {
     run_loadgen "cost" --topic cost-8 --partitions 8 --record-size 1024 --records 2000000 --acks 1
 
     log "goal: p99 produce latency at half of peak, acks=all, 1 KiB, 8 partitions"
-    local peak
-    peak=$("$loadgen" --bootstrap-servers "127.0.0.1:$port" --topic peak-8 --partitions 8 --record-size 1024 \
-        --records 1000000 --acks all --consumers 0 --json | tail -n 1 | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["produce_records_per_s"]))')
-    echo "peak: $peak records/s"
+    # The peak is the median of three runs: one run swings by half on this kind of VM.
+    local peak peaks=() i
+    for i in 1 2 3; do
+        peaks+=("$("$loadgen" --bootstrap-servers "127.0.0.1:$port" --topic "peak-8-$i" --partitions 8 --record-size 1024 \
+            --records 1000000 --acks all --consumers 0 --json | tail -n 1 \
+            | python3 -c 'import json,sys; print(int(json.load(sys.stdin)["produce_records_per_s"]))')")
+    done
+    peak=$(printf '%s\n' "${peaks[@]}" | sort -n | sed -n 2p)
+    echo "peak: $peak records/s (median of ${peaks[*]})"
     local linger
     for linger in 1 5; do
         sync
         run_loadgen "half of peak: $((peak / 2)) records/s, linger.ms=$linger" --topic "half-8-$linger" \
             --partitions 8 --record-size 1024 --records $((peak / 2 * 10)) --acks all --consumers 0 \
             --rate $((peak / 2)) --linger-ms "$linger"
+        # The floor for this client on this machine: the same paced workload against
+        # librdkafka's in-process mock cluster (no sockets, no disk).
+        log "the same against the mock cluster (the client's own latency floor here)"
+        "$loadgen" --mock --topic "half-mock-$linger" --partitions 8 --record-size 1024 \
+            --records $((peak / 2 * 10)) --acks all --consumers 0 --rate $((peak / 2)) --linger-ms "$linger"
     done
     stop_broker
 
