@@ -106,10 +106,9 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 }
             }
         }
-        let (mut responses, file_ranges, bytes, any_error) =
+        let (responses, spliced, bytes, any_error) =
             read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed);
         if !may_wait || bytes >= min_bytes.max(1) || any_error {
-            let spliced = replace_records_by_markers(&mut responses, file_ranges);
             return (FetchResponse::default().with_responses(responses), spliced);
         }
         if *shutdown.borrow_and_update() {
@@ -124,23 +123,6 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     }
 }
 
-/// `file_ranges` has one entry per partition of `responses`, in order.
-fn replace_records_by_markers(
-    responses: &mut [FetchableTopicResponse],
-    file_ranges: Vec<Option<FileRange>>,
-) -> SplicedRecords {
-    let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
-    let mut spliced = Vec::new();
-    for (p, file_range) in responses.iter_mut().flat_map(|t| t.partitions.iter_mut()).zip(file_ranges) {
-        if let Some(bytes) = p.records.take_if(|r| !r.is_empty()) {
-            let marker = record_marker(nonce, spliced.len() as u32);
-            p.records = Some(Bytes::copy_from_slice(&marker));
-            spliced.push((marker, FetchedRecords { bytes, file_range }));
-        }
-    }
-    spliced
-}
-
 /// Varies the placeholders from one response to the next.
 static NONCE: AtomicU64 = AtomicU64::new(0x05EE_D0F5_7A7A);
 
@@ -149,10 +131,11 @@ fn read_all(
     max_bytes: usize,
     version: i16,
     read_committed: bool,
-) -> (Vec<FetchableTopicResponse>, Vec<Option<FileRange>>, usize, bool) {
+) -> (Vec<FetchableTopicResponse>, SplicedRecords, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
-    let mut file_ranges = Vec::new();
+    let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    let mut spliced = Vec::new();
     let mut out = Vec::with_capacity(topics.len());
     for (t, parts) in topics {
         let mut partitions = Vec::with_capacity(parts.len());
@@ -160,7 +143,6 @@ fn read_all(
             let base = PartitionData::default()
                 .with_partition_index(w.index)
                 .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None });
-            let mut file_range = None;
             let data = match &w.partition {
                 Err(e) => {
                     any_error = true;
@@ -175,11 +157,19 @@ fn read_all(
                     match result {
                         Ok(Some(r)) => {
                             total += r.records.len();
-                            file_range = r.file_range;
+                            // A non-empty record set is encoded as a placeholder, and the
+                            // connection writes the records in its place.
+                            let records = if r.records.is_empty() {
+                                Bytes::new()
+                            } else {
+                                let marker = record_marker(nonce, spliced.len() as u32);
+                                spliced.push((marker, FetchedRecords { bytes: r.records, file_range: r.file_range }));
+                                Bytes::copy_from_slice(&marker)
+                            };
                             base.with_high_watermark(r.high_watermark)
                                 .with_last_stable_offset(r.high_watermark)
                                 .with_log_start_offset(r.log_start_offset)
-                                .with_records(Some(r.records))
+                                .with_records(Some(records))
                         }
                         Ok(None) => base
                             .with_high_watermark(p.high_watermark())
@@ -208,10 +198,9 @@ fn read_all(
                 }
             };
             partitions.push(data);
-            file_ranges.push(file_range);
         }
         let topic = FetchableTopicResponse::default().with_partitions(partitions);
         out.push(if version >= 13 { topic.with_topic_id(t.topic_id) } else { topic.with_topic(t.topic.clone()) });
     }
-    (out, file_ranges, total, any_error)
+    (out, spliced, total, any_error)
 }
