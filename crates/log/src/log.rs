@@ -541,7 +541,7 @@ impl Log {
         let start = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
         for seg in self.segments.range(start..).map(|(_, s)| s) {
             if let SegmentRead::Found { records, position } = seg.read(offset, max_bytes, max_offset)? {
-                return Ok(info(records, Some(FileRange { file: seg.file().clone(), position })));
+                return Ok(info(records, Some(FileRange { file: seg.data_file(), position })));
             }
         }
         Ok(info(Bytes::new(), None))

@@ -217,11 +217,6 @@ impl Segment {
     }
 
     /// Bytes of valid batches.
-    /// The segment's `.log` file.
-    pub(crate) fn file(&self) -> &Arc<dyn StorageFile> {
-        &self.file
-    }
-
     pub(crate) fn size(&self) -> u64 {
         self.size
     }
@@ -231,12 +226,12 @@ impl Segment {
         self.max_ts
     }
 
-    /// Path of the `.log` file.
-    /// The `.log` file, for an fsync outside the log's lock.
+    /// The `.log` file (for an fsync outside the log's lock, or for a reader to send from).
     pub(crate) fn data_file(&self) -> Arc<dyn StorageFile> {
         self.file.clone()
     }
 
+    /// Path of the `.log` file.
     pub(crate) fn log_path(&self) -> &Path {
         &self.log_path
     }
