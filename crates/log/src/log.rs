@@ -40,7 +40,7 @@ pub struct AppendInfo {
 /// An fsync prepared by [`Log::begin_flush`], to run without the log's lock.
 #[derive(Debug)]
 pub struct PendingFlush {
-    file: Arc<dyn crate::storage::StorageFile>,
+    file: Arc<dyn StorageFile>,
     path: PathBuf,
     end: i64,
 }

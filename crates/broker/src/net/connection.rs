@@ -161,15 +161,28 @@ async fn send_file(socket: &TcpStream, file: BorrowedFd<'_>, position: u64, len:
         });
         match sent {
             Ok(0) => {
+                // Not the client's doing: the broker's own file is shorter than what it read.
+                tracing::error!(
+                    position,
+                    left,
+                    "segment file ended before the fetched records; closing the connection"
+                );
                 return Err(io::Error::new(
                     io::ErrorKind::UnexpectedEof,
                     "segment file ended before the fetched records",
-                ))
+                ));
             }
             Ok(n) => left -= n.min(left),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.writable().await?,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => {
+                // A closed or reset socket is the client going away (logged by the caller);
+                // anything else (EIO reading the segment) is the broker's problem.
+                if !matches!(e.kind(), io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset) {
+                    tracing::warn!(position, left, error = %e, "sendfile of fetched records failed; closing the connection");
+                }
+                return Err(e);
+            }
         }
     }
     Ok(())
@@ -303,32 +316,14 @@ mod tests {
     use super::*;
     use crate::handlers::FetchedRecords;
     use strata_log::{Log, LogConfig};
-    use strata_protocol::kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use strata_protocol::kafka_protocol::records::Compression;
+    use strata_protocol::records::encode_key_values;
     use tokio::io::AsyncReadExt;
     use tokio::net::TcpListener;
 
     fn batch(value_len: usize, fill: u8) -> Bytes {
-        let record = Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: 0,
-            sequence: 0,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from(vec![fill; value_len])),
-            headers: Default::default(),
-        };
-        let mut buf = BytesMut::new();
-        let options = RecordEncodeOptions { version: 2, compression: Compression::None };
-        RecordBatchEncoder::encode(&mut buf, [&record], &options).unwrap_or_else(|e| panic!("{e}"));
-        buf.freeze()
+        let value = Bytes::from(vec![fill; value_len]);
+        encode_key_values([(None, Some(value))], 0, Compression::None).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// A log holding a big batch (sent with sendfile) then a small one (sent from memory).
