@@ -5,7 +5,11 @@ use strata_protocol::batch::{
     compute_crc, offsets, set_base_offset, set_log_append_time, set_partition_leader_epoch, verify_crc, BatchHeader,
     BatchIter, TimestampType, BATCH_HEADER_LEN, LOG_OVERHEAD, MIN_BATCH_LENGTH,
 };
-use strata_protocol::records::{first_at_or_after, for_each_record, max_timestamp_record, RecordPosition};
+use strata_protocol::batch::Compression;
+use strata_protocol::records::{
+    first_at_or_after, for_each_record, max_timestamp_record, recompress, validate_records, CompressionLevels,
+    RecordPolicy, RecordPosition,
+};
 
 /// Header-level walk, what the produce and fetch paths do: iterate, parse, check CRCs.
 /// Returns the whole batches found.
@@ -93,12 +97,37 @@ fn records(h: &BatchHeader, batch: &[u8]) {
         Ok(()) => {
             assert_eq!(seen, i64::from(h.records_count.max(0)));
             for (t, f) in targets.iter().zip(first) {
-                assert_eq!(first_at_or_after(batch, *t).ok(), Some(f));
+                assert_eq!(first_at_or_after(batch, *t, i64::MIN).ok(), Some(f));
             }
-            assert_eq!(max_timestamp_record(batch).ok(), Some(max));
+            assert_eq!(max_timestamp_record(batch, i64::MIN).ok(), Some(max));
+            validation(h, batch, max);
         }
         Err(e) => {
             let _ = e.to_string();
+        }
+    }
+}
+
+/// Produce validation of a batch whose records all read: either it is refused, or it is
+/// accepted with the records' largest timestamp; recompression keeps the records readable.
+fn validation(h: &BatchHeader, batch: &[u8], max: Option<RecordPosition>) {
+    let policy =
+        RecordPolicy { now_ms: 0, log_append_time: false, before_max_ms: i64::MAX, after_max_ms: i64::MAX, require_keys: false };
+    if let Ok(v) = validate_records(batch, h, &policy) {
+        if h.timestamp_type() == TimestampType::CreateTime {
+            assert_eq!(v.max_timestamp, max.map_or(-1, |m| m.timestamp.max(-1)));
+        }
+        let limit = 4 << 20;
+        if let Ok(out) = recompress(batch, Compression::Zstd, CompressionLevels::default(), limit) {
+            assert!(out.len() <= limit);
+            assert!(verify_crc(&out), "a recompressed batch carries its CRC");
+            let mut seen = 0i64;
+            for_each_record(&out, |_| {
+                seen += 1;
+                true
+            })
+            .expect("recompressed records read back");
+            assert_eq!(seen, i64::from(h.records_count.max(0)));
         }
     }
 }

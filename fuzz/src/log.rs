@@ -105,7 +105,7 @@ fn put(storage: &MemStorage, path: &Path, bytes: &[u8]) {
 /// A valid one-record batch (uncompressed, CRC set), as a producer would send it.
 pub fn small_batch(ts: i64) -> Vec<u8> {
     // One record: attributes 0, timestamp delta 0, offset delta 0, null key, value "v", no headers.
-    let record: [u8; 7] = [0x0c, 0x00, 0x00, 0x00, 0x01, 0x02, b'v'];
+    let record: [u8; 7] = [0x0e, 0x00, 0x00, 0x00, 0x01, 0x02, b'v'];
     let record = [&record[..], &[0x00]].concat();
     let h = BatchHeader {
         base_offset: 0,
@@ -182,9 +182,9 @@ fn check_log(log: &Log, strict_from: Option<i64>) {
     }
 
     let _ = log.batch_headers(start);
-    let _ = log.max_timestamp_batch();
-    let _ = log.find_batch_by_timestamp(NOW);
-    let _ = log.find_batch_by_timestamp(i64::MIN);
+    let _ = log.max_timestamp_offset();
+    let _ = log.offset_for_timestamp(NOW);
+    let _ = log.offset_for_timestamp(i64::MIN);
 }
 
 fn open(storage: &MemStorage, config: &LogConfig) -> Result<Log, LogError> {

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 
 use strata_log::LogConfig;
 use strata_metadata::config::resolve_topic_configs;
+use strata_protocol::batch::Compression;
+use strata_protocol::records::CompressionLevels;
 
 /// Value type of a broker config key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +72,9 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("log.message.timestamp.after.max.ms", Long, Some("9223372036854775807"), Some(0), "Newest CreateTime accepted, relative to now."),
     key!("log.cleanup.policy", Str, Some("delete"), None, "Default cleanup.policy of topics."),
     key!("compression.type", Str, Some("producer"), None, "Default compression.type of topics."),
+    key!("compression.gzip.level", Int, Some("-1"), Some(-1), "Default compression.gzip.level of topics (-1, or 1-9)."),
+    key!("compression.lz4.level", Int, Some("9"), Some(1), "Default compression.lz4.level of topics (1-17)."),
+    key!("compression.zstd.level", Int, Some("3"), Some(-131072), "Default compression.zstd.level of topics (-131072 to 22)."),
     key!("unclean.leader.election.enable", Bool, Some("false"), None, "Default unclean.leader.election.enable of topics."),
     key!("offsets.topic.num.partitions", Int, Some("50"), Some(1), "Partitions of __consumer_offsets (fixed once the topic exists)."),
     key!("offsets.topic.replication.factor", Int, Some("1"), Some(1), "Replication factor of __consumer_offsets."),
@@ -127,6 +132,14 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         "log.message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
             Err("must be CreateTime or LogAppendTime".into())
         }
+        "compression.type" if !matches!(v, "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd") => {
+            Err("must be producer, uncompressed, gzip, snappy, lz4 or zstd".into())
+        }
+        "compression.gzip.level" if !(v == "-1" || (1..=9).contains(&n.unwrap_or(0))) => {
+            Err("must be -1 or 1-9".into())
+        }
+        "compression.lz4.level" if n.unwrap_or(0) > 17 => Err("must be at most 17".into()),
+        "compression.zstd.level" if n.unwrap_or(0) > 22 => Err("must be at most 22".into()),
         "listeners" | "advertised.listeners" => parse_listener(v).map(|_| ()),
         _ => Ok(()),
     }
@@ -293,6 +306,10 @@ pub struct TopicSettings {
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub compacted: bool,
+    /// `compression.type`: the codec batches are stored in; `None` keeps the producer's.
+    pub compression: Option<Compression>,
+    /// `compression.{gzip,lz4,zstd}.level`, for batches the broker recompresses.
+    pub compression_levels: CompressionLevels,
 }
 
 impl TopicSettings {
@@ -313,13 +330,33 @@ impl TopicSettings {
             segment_index_bytes: num("segment.index.bytes", 10 * 1024 * 1024).clamp(4096, u32::MAX as i64) as u32,
             max_message_bytes: max_message_bytes.min(u32::MAX as usize) as u32,
         };
+        // Kafka 3.x's deprecated `message.timestamp.difference.max.ms` bounds both directions
+        // where the newer keys are left at their defaults (Kafka's LogConfig does the same).
+        let difference = num("message.timestamp.difference.max.ms", i64::MAX);
+        let window = |n: &str| match num(n, i64::MAX) {
+            i64::MAX => difference,
+            v => v,
+        };
         Self {
             log,
             max_message_bytes,
             log_append_time: get("message.timestamp.type") == "LogAppendTime",
-            timestamp_before_max_ms: num("message.timestamp.before.max.ms", i64::MAX),
-            timestamp_after_max_ms: num("message.timestamp.after.max.ms", i64::MAX),
+            timestamp_before_max_ms: window("message.timestamp.before.max.ms"),
+            timestamp_after_max_ms: window("message.timestamp.after.max.ms"),
             compacted: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
+            compression: match get("compression.type").trim() {
+                "uncompressed" => Some(Compression::None),
+                "gzip" => Some(Compression::Gzip),
+                "snappy" => Some(Compression::Snappy),
+                "lz4" => Some(Compression::Lz4),
+                "zstd" => Some(Compression::Zstd),
+                _ => None,
+            },
+            compression_levels: CompressionLevels {
+                gzip: u32::try_from(num("compression.gzip.level", -1)).ok(),
+                lz4: u32::try_from(num("compression.lz4.level", 9)).ok(),
+                zstd: i32::try_from(num("compression.zstd.level", 3)).ok(),
+            },
         }
     }
 }

@@ -16,8 +16,10 @@ pub enum BrokerError {
     InvalidRecord(String),
     #[error("record batch of {size} bytes exceeds max.message.bytes ({max})")]
     MessageTooLarge { size: usize, max: usize },
-    #[error("invalid timestamp: {0}")]
-    InvalidTimestamp(String),
+    /// Some records of a batch broke the topic's rules (KIP-467): each is named in the
+    /// response's `record_errors`, and the batch is refused as a whole.
+    #[error("{}", record_errors_message(errors, *invalid_timestamp))]
+    RecordErrors { invalid_timestamp: bool, errors: Vec<RecordErrorOut> },
     #[error("message format older than v2 is not supported")]
     UnsupportedMessageFormat,
     #[error("out of order sequence number for producer {producer_id}: expected {expected}, got {got}")]
@@ -36,6 +38,30 @@ pub enum BrokerError {
     InvalidTopic(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+}
+
+/// One refused record of a batch: its index in the batch and Kafka's message for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordErrorOut {
+    pub index: i32,
+    pub message: String,
+}
+
+/// Kafka's top-level message for a batch refused record by record (`LogValidator`).
+fn record_errors_message(errors: &[RecordErrorOut], invalid_timestamp: bool) -> String {
+    if invalid_timestamp {
+        return "One or more records have been rejected due to invalid timestamp".to_owned();
+    }
+    let shown: Vec<String> = errors
+        .iter()
+        .take(3)
+        .map(|e| format!("RecordError(batchIndex={}, message='{}')", e.index, e.message))
+        .collect();
+    format!(
+        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+        errors.len(),
+        shown.join(", ")
+    )
 }
 
 impl From<LogError> for BrokerError {
@@ -70,7 +96,9 @@ impl BrokerError {
             BrokerError::CorruptMessage(_) => ResponseError::CorruptMessage,
             BrokerError::InvalidRecord(_) => ResponseError::InvalidRecord,
             BrokerError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
-            BrokerError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+            // Kafka answers INVALID_TIMESTAMP if any refused record had a bad timestamp.
+            BrokerError::RecordErrors { invalid_timestamp: true, .. } => ResponseError::InvalidTimestamp,
+            BrokerError::RecordErrors { invalid_timestamp: false, .. } => ResponseError::InvalidRecord,
             BrokerError::UnsupportedMessageFormat => ResponseError::UnsupportedForMessageFormat,
             BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,

@@ -22,7 +22,7 @@ use strata_group::{
     TopicMetadata,
 };
 use strata_metadata::channel::CreateTopicSpec;
-use strata_metadata::MetadataImage;
+use strata_metadata::{MetadataDelta, MetadataImage, MetadataPublisher};
 use strata_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
 use strata_protocol::records::encode_key_values;
 use tokio::sync::{oneshot, Notify};
@@ -89,6 +89,12 @@ impl TopicMetadata for ImageTopics {
     fn by_id(&self, id: Uuid) -> Option<(String, i32)> {
         self.0.topic_by_id(&id).map(|t| (t.name.clone(), t.partitions.len() as i32))
     }
+    fn for_each_topic(&self, f: &mut dyn FnMut(&str)) {
+        self.0.topics().for_each(|t| f(&t.name));
+    }
+    fn version(&self) -> u64 {
+        self.0.records_applied
+    }
 }
 
 impl GroupCoordinator {
@@ -136,13 +142,32 @@ impl GroupCoordinator {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "group coordinator loaded"
         );
-        Ok(Arc::new(Self {
+        let coordinator = Arc::new(Self {
             shards,
             replicas,
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
             deadlines_moved: Notify::new(),
-        }))
+        });
+        // Offsets of topics deleted while the broker was down, or just before it stopped
+        // (between the deletion's metadata record and its offset tombstones).
+        coordinator.delete_offsets_of_topics(&|t| image.topic(t).is_none());
+        Ok(coordinator)
+    }
+
+    /// Deletes, durably, every group's committed offsets of the topics for which `deleted`
+    /// holds (see [`GroupCoordinatorShard::delete_offsets_of_topics`]).
+    pub fn delete_offsets_of_topics(&self, deleted: &dyn Fn(&str) -> bool) {
+        for (index, shard) in self.shards.iter().enumerate() {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = shard.delete_offsets_of_topics(deleted);
+            if !self.persist(index, &mut shard, &result.records, now_ms()) {
+                tracing::error!(
+                    partition = index,
+                    "the offsets of deleted topics could not be deleted; they go at the next start"
+                );
+            }
+        }
     }
 
     pub fn num_partitions(&self) -> i32 {
@@ -267,6 +292,18 @@ impl GroupCoordinator {
                 _ = self.deadlines_moved.notified() => {}
             }
         }
+    }
+}
+
+/// Deleting a topic deletes its committed offsets in every group (Kafka's
+/// `onPartitionsDeleted`), so that a topic created again under the same name starts with none.
+impl MetadataPublisher for GroupCoordinator {
+    fn publish(&self, _image: &Arc<MetadataImage>, delta: &MetadataDelta) {
+        if delta.deleted_topics.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = delta.deleted_topics.iter().map(|(name, _)| name.as_str()).collect();
+        self.delete_offsets_of_topics(&|t| names.contains(&t));
     }
 }
 

@@ -63,17 +63,70 @@ pub fn create_topics(
 ) -> (Vec<MetadataRecord>, Vec<CreateTopicResult>) {
     let mut records = Vec::new();
     let mut results = Vec::new();
+    // Names (with '.' read as '_') created earlier in this request: they collide too.
+    let mut created_here: Vec<(String, String)> = Vec::new();
     for spec in specs {
         let name = spec.name.clone();
-        let result = plan_topic(image, defaults, spec).map(|(recs, created)| {
-            if !validate_only {
-                records.extend(recs);
-            }
-            created
-        });
+        let unified = strata_metadata::unify_collision_chars(&name);
+        let earlier = created_here.iter().find(|(u, n)| *u == unified && *n != name).map(|(_, n)| n.clone());
+        let result = match earlier {
+            Some(other) => Err(collision(&name, &other)),
+            None => plan_topic(image, defaults, spec).map(|(recs, created)| {
+                if !validate_only {
+                    records.extend(recs);
+                }
+                created
+            }),
+        };
+        if result.is_ok() {
+            created_here.push((unified, name.clone()));
+        }
         results.push(CreateTopicResult { name, result });
     }
     (records, results)
+}
+
+fn collision(name: &str, existing: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::InvalidTopicException,
+        format!("Topic '{name}' collides with existing topic: {existing}"),
+    )
+}
+
+/// Kafka's checks of one partition's manual replica list (`ReplicationControlManager.
+/// validateManualPartitionAssignment`): not empty, registered brokers, each broker once, and
+/// as many replicas as the topic's other partitions have.
+fn validate_replicas(image: &MetadataImage, replicas: &[i32], rf: Option<usize>) -> Result<(), ApiError> {
+    let bad = |m: String| Err(ApiError::new(ResponseError::InvalidReplicaAssignment, m));
+    if replicas.is_empty() {
+        return bad("The manual partition assignment includes an empty replica list.".into());
+    }
+    let mut sorted = replicas.to_vec();
+    sorted.sort_unstable();
+    for (i, b) in sorted.iter().enumerate() {
+        if !image.brokers.contains_key(b) {
+            return bad(format!(
+                "The manual partition assignment includes broker {b}, but no such broker is registered."
+            ));
+        }
+        if i > 0 && sorted[i - 1] == *b {
+            return bad(format!("The manual partition assignment includes the broker {b} more than once."));
+        }
+    }
+    match rf {
+        Some(rf) if rf != replicas.len() => bad(format!(
+            "The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).",
+            replicas.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Logs what becomes of a Kafka 3.x topic config that Kafka 4 removed.
+fn note_deprecated(resource: &str, key: &str) {
+    if let Some(reason) = strata_metadata::config::topic_config(key).and_then(|d| d.deprecated) {
+        tracing::info!(topic = resource, config = key, "topic config {key} is {reason}");
+    }
 }
 
 fn plan_topic(
@@ -84,6 +137,9 @@ fn plan_topic(
     validate_topic_name(&spec.name)?;
     if image.topic(&spec.name).is_some() {
         return Err(ApiError::new(ResponseError::TopicAlreadyExists, format!("Topic '{}' already exists.", spec.name)));
+    }
+    if let Some(existing) = image.colliding_topic(&spec.name) {
+        return Err(collision(&spec.name, existing));
     }
     let broker_count = image.brokers.len().max(1);
     let (num_partitions, rf, assignment) = if spec.assignments.is_empty() {
@@ -113,30 +169,33 @@ fn plan_topic(
         if spec.num_partitions != -1 || spec.replication_factor != -1 {
             return Err(ApiError::new(ResponseError::InvalidRequest, "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time."));
         }
-        let assignment: BTreeMap<i32, Vec<i32>> = spec.assignments.iter().cloned().collect();
-        let n = assignment.len() as i32;
-        if assignment.keys().copied().ne(0..n) || assignment.len() != spec.assignments.len() {
-            return Err(ApiError::new(
-                ResponseError::InvalidReplicaAssignment,
-                "Partitions must be numbered consecutively from 0.",
-            ));
-        }
-        let rf = assignment.values().next().map_or(0, |r| r.len()) as i16;
-        for replicas in assignment.values() {
-            if replicas.is_empty()
-                || replicas.len() as i16 != rf
-                || replicas.iter().any(|b| !image.brokers.contains_key(b))
-            {
+        let mut assignment: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        let mut rf = None;
+        for (partition, replicas) in &spec.assignments {
+            if assignment.insert(*partition, replicas.clone()).is_some() {
                 return Err(ApiError::new(
                     ResponseError::InvalidReplicaAssignment,
-                    "Every partition needs the same number of distinct, registered replicas.",
+                    format!("Found multiple manual partition assignments for partition {partition}"),
                 ));
             }
+            validate_replicas(image, replicas, rf)?;
+            rf = Some(replicas.len());
         }
+        let n = assignment.len() as i32;
+        if let Some(p) = assignment.keys().copied().zip(0..n).find(|(p, i)| p != i).map(|(p, _)| p) {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!("The manual partition assignment includes the partition id {p}, but partitions must be numbered consecutively from 0."),
+            ));
+        }
+        let rf = i16::try_from(rf.unwrap_or(0)).unwrap_or(i16::MAX);
         (n, rf, assignment)
     };
     for (k, v) in &spec.configs {
         validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+    }
+    for k in spec.configs.keys() {
+        note_deprecated(&spec.name, k);
     }
     let topic_id = Uuid::new_v4();
     let mut records = vec![MetadataRecord::TopicCreated { name: spec.name.clone(), topic_id }];
@@ -181,8 +240,14 @@ pub fn delete_topics(image: &MetadataImage, topics: Vec<TopicRef>) -> (Vec<Metad
     (records, results)
 }
 
-/// CreatePartitions for one topic.
-pub fn create_partitions(image: &MetadataImage, topic: &str, total: i32) -> Result<Vec<MetadataRecord>, ApiError> {
+/// CreatePartitions for one topic: grows it to `total` partitions, placed by `assignments`
+/// (one replica list per new partition) when given.
+pub fn create_partitions(
+    image: &MetadataImage,
+    topic: &str,
+    total: i32,
+    assignments: Option<&[Vec<i32>]>,
+) -> Result<Vec<MetadataRecord>, ApiError> {
     let t = image.topic(topic).ok_or_else(|| {
         ApiError::new(ResponseError::UnknownTopicOrPartition, format!("The topic '{topic}' does not exist."))
     })?;
@@ -205,8 +270,25 @@ pub fn create_partitions(image: &MetadataImage, topic: &str, total: i32) -> Resu
             format!("A topic may have at most {MAX_PARTITIONS_PER_TOPIC} partitions."),
         ));
     }
-    let rf = t.partitions.first().map_or(1, |p| p.replicas.len()) as i16;
-    Ok(partition_records(image, t.id, current..total, &BTreeMap::new(), rf))
+    let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+    let mut assignment = BTreeMap::new();
+    if let Some(assignments) = assignments {
+        let additional = total - current;
+        if assignments.len() as i32 != additional {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "Attempted to add {additional} additional partition(s), but only {} assignment(s) were specified.",
+                    assignments.len()
+                ),
+            ));
+        }
+        for (partition, replicas) in (current..total).zip(assignments) {
+            validate_replicas(image, replicas, Some(rf))?;
+            assignment.insert(partition, replicas.clone());
+        }
+    }
+    Ok(partition_records(image, t.id, current..total, &assignment, i16::try_from(rf).unwrap_or(i16::MAX)))
 }
 
 /// AlterConfigs / IncrementalAlterConfigs on one resource.
@@ -238,6 +320,9 @@ pub fn alter_configs(
         match op {
             ConfigOp::Set(k, v) => {
                 validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+                if let ConfigResource::Topic(name) = resource {
+                    note_deprecated(name, k);
+                }
                 touched.push(k.clone());
                 records.push(MetadataRecord::ConfigSet {
                     resource: resource.clone(),
@@ -306,6 +391,48 @@ mod tests {
     }
 
     #[test]
+    fn colliding_names_and_bad_assignments_are_refused() {
+        let img = image_with_broker();
+        let spec = |name: &str| CreateTopicSpec {
+            name: name.into(),
+            num_partitions: 1,
+            replication_factor: 1,
+            ..Default::default()
+        };
+        let (records, _) = create_topics(&img, &D, vec![spec("a.b")], false);
+        let (img, _) = img.apply(&records).unwrap();
+        let (recs, res) = create_topics(&img, &D, vec![spec("a_b"), spec("x.y"), spec("x_y")], false);
+        let e = res[0].result.as_ref().unwrap_err();
+        assert_eq!(
+            (e.error, e.message.as_str()),
+            (ResponseError::InvalidTopicException, "Topic 'a_b' collides with existing topic: a.b")
+        );
+        assert!(res[1].result.is_ok());
+        assert_eq!(res[2].result.as_ref().unwrap_err().error, ResponseError::InvalidTopicException);
+        assert_eq!(recs.len(), 2, "only x.y is created");
+        let assigned = |replicas: Vec<Vec<i32>>| CreateTopicSpec {
+            name: "m".into(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: replicas.into_iter().enumerate().map(|(i, r)| (i as i32, r)).collect(),
+            ..Default::default()
+        };
+        for bad in [vec![vec![1, 1]], vec![vec![]], vec![vec![9]], vec![vec![1], vec![]]] {
+            let (recs, res) = create_topics(&img, &D, vec![assigned(bad.clone())], false);
+            assert!(recs.is_empty(), "{bad:?}");
+            assert_eq!(res[0].result.as_ref().unwrap_err().error, ResponseError::InvalidReplicaAssignment, "{bad:?}");
+        }
+        let (recs, _) = create_topics(&img, &D, vec![spec("t")], false);
+        let (img, _) = img.apply(&recs).unwrap();
+        for bad in [vec![vec![1, 1]], vec![vec![1], vec![1]], vec![vec![7]]] {
+            let e = create_partitions(&img, "t", 2, Some(&bad)).unwrap_err();
+            assert_eq!(e.error, ResponseError::InvalidReplicaAssignment, "{bad:?}");
+        }
+        let recs = create_partitions(&img, "t", 2, Some(&[vec![1]])).unwrap();
+        assert_eq!(recs.len(), 1);
+    }
+
+    #[test]
     fn partitions_and_configs() {
         let img = image_with_broker();
         let (records, _) = create_topics(
@@ -315,8 +442,8 @@ mod tests {
             false,
         );
         let (img, _) = img.apply(&records).unwrap();
-        assert_eq!(create_partitions(&img, "t", 1).unwrap_err().error, ResponseError::InvalidPartitions);
-        let recs = create_partitions(&img, "t", 5).unwrap();
+        assert_eq!(create_partitions(&img, "t", 1, None).unwrap_err().error, ResponseError::InvalidPartitions);
+        let recs = create_partitions(&img, "t", 5, None).unwrap();
         let (img, delta) = img.apply(&recs).unwrap();
         assert_eq!(img.topic("t").unwrap().partitions.len(), 5);
         assert_eq!(delta.created_partitions.len(), 3);

@@ -164,10 +164,11 @@ impl ControllerChannel for LocalController {
         &self,
         topic: String,
         total_count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         Box::pin(async move {
-            self.commit(|img| match decisions::create_partitions(img, &topic, total_count) {
+            self.commit(|img| match decisions::create_partitions(img, &topic, total_count, assignments.as_deref()) {
                 Ok(_) if validate_only => (Vec::new(), Ok(())),
                 Ok(records) => (records, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),

@@ -558,6 +558,7 @@ impl ClassicGroup {
         if self.pending_sync.remove(old_id) {
             self.pending_sync.insert(new_id.clone());
         }
+        let leader_before = self.leader.clone();
         if self.leader.as_deref() == Some(old_id) {
             self.leader = Some(new_id.clone());
         }
@@ -581,7 +582,22 @@ impl ClassicGroup {
                     m.join = None;
                 }
                 self.persist(out);
-                Some(self.join_response(&new_id, p.waiter.version, true))
+                if p.waiter.version >= 9 {
+                    // KIP-814: the leader is told it leads, with the members, and to skip
+                    // the assignment.
+                    Some(self.join_response(&new_id, p.waiter.version, true))
+                } else {
+                    // Before v9 a client told it leads runs the assignor, and a Stable group
+                    // would ignore the assignment it then syncs. So, as Kafka does, every
+                    // replaced member is answered with the leader id from before the
+                    // replacement and no members: the old leader's new incarnation acts as
+                    // a follower and keeps its stored assignment.
+                    Some(
+                        self.join_response(&new_id, p.waiter.version, false)
+                            .with_leader(sb(leader_before.as_deref().unwrap_or_default()))
+                            .with_members(Vec::new()),
+                    )
+                }
             }
             ClassicState::PreparingRebalance => {
                 self.maybe_complete_join(now, cfg, out);

@@ -103,6 +103,7 @@ impl ConsumerMember {
                 subscribed_topic_names: Vec::new(),
                 server_assignor: None,
                 rebalance_timeout_ms: 0,
+                subscribed_topic_regex: None,
             },
             member_epoch: 0,
             previous_member_epoch: -1,
@@ -136,6 +137,28 @@ pub struct ConsumerGroup {
     pub(crate) target: BTreeMap<String, Assignment>,
     pub(crate) static_members: BTreeMap<String, String>,
     pub(crate) owners: BTreeMap<(Uuid, i32), String>,
+    /// The members' subscribed regexes resolved against the topics (transient: resolved
+    /// again after a load, and whenever the topics change).
+    pub(crate) regexes: BTreeMap<String, ResolvedRegex>,
+}
+
+/// A subscribed topic regex and the topics it matched at a metadata version.
+#[derive(Debug)]
+pub(crate) struct ResolvedRegex {
+    /// `None` if the pattern does not compile (refused when a member sends it, so only
+    /// possible for records written by another implementation).
+    pattern: Option<regex::Regex>,
+    version: Option<u64>,
+    topics: BTreeSet<String>,
+}
+
+/// Compiles a KIP-848 `SubscribedTopicRegex` as Kafka matches it (RE2/J's `matches()`: the
+/// whole topic name must match). The `regex` crate runs in linear time, like RE2.
+pub(crate) fn compile_regex(regex: &str) -> Result<regex::Regex, GroupError> {
+    regex::RegexBuilder::new(&format!("^(?:{regex})$"))
+        .size_limit(1 << 20)
+        .build()
+        .map_err(|e| GroupError::InvalidRegularExpression(format!("Invalid regular expression '{regex}': {e}")))
 }
 
 fn flatten(a: &Assignment) -> impl Iterator<Item = (Uuid, i32)> + '_ {
@@ -169,6 +192,7 @@ impl ConsumerGroup {
             target: BTreeMap::new(),
             static_members: BTreeMap::new(),
             owners: BTreeMap::new(),
+            regexes: BTreeMap::new(),
         }
     }
 
@@ -202,8 +226,49 @@ impl ConsumerGroup {
         }
     }
 
+    /// Every topic some member subscribes to: by name, or through its regex as last
+    /// resolved ([`ConsumerGroup::resolve_regexes`]).
     pub(crate) fn subscribed_topic_names(&self) -> BTreeSet<String> {
-        self.members.values().flat_map(|m| m.meta.subscribed_topic_names.iter().cloned()).collect()
+        self.members.values().flat_map(|m| self.member_topics(m)).collect()
+    }
+
+    /// The topics `m` subscribes to, by name or by regex.
+    fn member_topics<'a>(&'a self, m: &'a ConsumerMember) -> impl Iterator<Item = String> + 'a {
+        let by_regex = m.meta.subscribed_topic_regex.as_ref().and_then(|r| self.regexes.get(r));
+        m.meta.subscribed_topic_names.iter().chain(by_regex.into_iter().flat_map(|r| r.topics.iter())).cloned()
+    }
+
+    /// Resolves the members' regexes against the current topics, as Kafka's coordinator does
+    /// (every topic whose whole name matches), again whenever the topics may have changed.
+    /// A topic created or deleted thus moves the subscription at the next heartbeat.
+    pub(crate) fn resolve_regexes(&mut self, topics: &dyn TopicMetadata) {
+        let wanted: BTreeSet<&String> =
+            self.members.values().filter_map(|m| m.meta.subscribed_topic_regex.as_ref()).collect();
+        self.regexes.retain(|r, _| wanted.contains(r));
+        let version = topics.version();
+        for regex in wanted {
+            let resolved = self.regexes.entry(regex.clone()).or_insert_with(|| ResolvedRegex {
+                pattern: compile_regex(regex).ok(),
+                version: None,
+                topics: BTreeSet::new(),
+            });
+            if resolved.version == Some(version) {
+                continue;
+            }
+            let mut matched = BTreeSet::new();
+            if let Some(pattern) = &resolved.pattern {
+                topics.for_each_topic(&mut |name| {
+                    if pattern.is_match(name) {
+                        matched.insert(name.to_owned());
+                    }
+                });
+            }
+            if matched != resolved.topics {
+                info!(group = %self.id, %regex, topics = matched.len(), "subscribed regex resolved");
+            }
+            resolved.topics = matched;
+            resolved.version = Some(version);
+        }
     }
 
     /// Applies one of this group's records (live and replay path alike).
@@ -442,11 +507,9 @@ impl ConsumerGroup {
             .members
             .values()
             .map(|m| {
-                let subscribed = m
-                    .meta
-                    .subscribed_topic_names
-                    .iter()
-                    .filter_map(|t| self.subscription_metadata.get(t).map(|(id, _)| *id))
+                let subscribed = self
+                    .member_topics(m)
+                    .filter_map(|t| self.subscription_metadata.get(&t).map(|(id, _)| *id))
                     .collect();
                 (
                     m.member_id.clone(),
@@ -577,19 +640,12 @@ impl GroupCoordinatorShard {
         if req.member_epoch != 0 && req.member_id.is_empty() || ctx.api_version >= 1 && req.member_id.is_empty() {
             return bad("MemberId can't be empty.");
         }
-        // An empty regex means "no regex" (librdkafka sends one with its topic
-        // names); only a real pattern is refused, as regex subscriptions are not
-        // served yet.
-        let regex = req.subscribed_topic_regex.as_ref().filter(|r| !r.is_empty());
-        if regex.is_some() {
-            return bad("SubscribedTopicRegex is not supported by this broker; subscribe to topic names.");
-        }
         if req.member_epoch == 0 {
             if req.rebalance_timeout_ms <= 0 {
                 return bad("RebalanceTimeoutMs must be provided in first request.");
             }
             // Kafka accepts an empty list of names in the first request.
-            if req.subscribed_topic_names.is_none() {
+            if req.subscribed_topic_names.is_none() && req.subscribed_topic_regex.is_none() {
                 return bad("SubscribedTopicNames or SubscribedTopicRegex must be set in first request.");
             }
             if req.topic_partitions.as_ref().is_none_or(|t| !t.is_empty()) {
@@ -794,6 +850,14 @@ impl GroupCoordinatorShard {
             names.dedup();
             meta.subscribed_topic_names = names;
         }
+        if let Some(regex) = &req.subscribed_topic_regex {
+            // An empty regex means "no regex" (librdkafka sends one beside its topic names).
+            let regex = Some(regex.as_str().to_owned()).filter(|r| !r.is_empty());
+            if regex.is_some() && regex != meta.subscribed_topic_regex {
+                compile_regex(regex.as_deref().unwrap_or_default())?;
+            }
+            meta.subscribed_topic_regex = regex;
+        }
         if let Some(a) = &req.server_assignor {
             meta.server_assignor = Some(a.as_str().to_owned());
         }
@@ -802,7 +866,9 @@ impl GroupCoordinatorShard {
         }
         if old_meta.as_ref() != Some(&meta) {
             if old_meta.as_ref().is_some_and(|o| {
-                o.subscribed_topic_names != meta.subscribed_topic_names || o.server_assignor != meta.server_assignor
+                o.subscribed_topic_names != meta.subscribed_topic_names
+                    || o.subscribed_topic_regex != meta.subscribed_topic_regex
+                    || o.server_assignor != meta.server_assignor
             }) {
                 bump = true;
             }
@@ -820,6 +886,7 @@ impl GroupCoordinatorShard {
         }
 
         // Subscribed topics' metadata.
+        g.resolve_regexes(topics);
         let mut sub_meta = BTreeMap::new();
         for name in g.subscribed_topic_names() {
             if let Some(p) = topics.partitions(&name) {
@@ -922,6 +989,7 @@ impl GroupCoordinatorShard {
                                         .with_subscribed_topic_names(
                                             m.meta.subscribed_topic_names.iter().map(|t| topic_name(t)).collect(),
                                         )
+                                        .with_subscribed_topic_regex(m.meta.subscribed_topic_regex.as_deref().map(sb))
                                         .with_assignment(describe(&m.assigned))
                                         .with_target_assignment(describe(g.target.get(&m.member_id).unwrap_or(&empty)))
                                 })

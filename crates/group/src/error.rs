@@ -49,6 +49,9 @@ pub enum GroupError {
     CoordinatorNotAvailable,
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// A KIP-848 `SubscribedTopicRegex` that does not compile.
+    #[error("{0}")]
+    InvalidRegularExpression(String),
 
     // ---- record errors --------------------------------------------------------------
     #[error("group record is truncated or malformed: {0}")]
@@ -82,6 +85,7 @@ impl GroupError {
             GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
             GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            GroupError::InvalidRegularExpression(_) => ResponseError::InvalidRegularExpression,
             // A record that does not decode never reaches a client as such: the partition
             // cannot be loaded, so for clients the coordinator is simply not available.
             GroupError::MalformedRecord(_)

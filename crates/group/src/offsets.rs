@@ -32,7 +32,7 @@ use tracing::info;
 use crate::classic::{sb, topic_name, ClassicGroup, ClassicState};
 use crate::error::{codes, GroupError};
 use crate::record::{GroupRecord, OffsetCommitValue};
-use crate::shard::{Group, GroupCoordinatorShard, Out, RequestContext};
+use crate::shard::{Group, GroupCoordinatorShard, Out, RequestContext, TopicMetadata};
 
 type Offsets = BTreeMap<(String, i32), OffsetCommitValue>;
 
@@ -157,27 +157,38 @@ impl GroupCoordinatorShard {
     /// first and an error fails every partition; then each partition is committed with its
     /// offset, leader epoch, metadata (too long: OFFSET_METADATA_TOO_LARGE) and `now_ms` as
     /// commit timestamp. The response must wait for the records.
+    ///
+    /// A partition of a topic `topics` does not know, or a partition number the topic lacks,
+    /// is answered UNKNOWN_TOPIC_OR_PARTITION and nothing is stored for it (Kafka checks its
+    /// metadata cache before the coordinator); the request's other partitions commit.
     pub fn offset_commit(
         &mut self,
         now_ms: i64,
         ctx: &RequestContext,
         req: &OffsetCommitRequest,
+        topics: &dyn TopicMetadata,
     ) -> crate::CoordinatorResult<OffsetCommitResponse> {
         let mut out = Out::default();
-        let group_err = self.validate_offset_commit(now_ms, ctx.api_version, req).err();
         let gid = req.group_id.as_str();
+        let known = |topic: &str, partition: i32| {
+            topics.partitions(topic).is_some_and(|(_, count)| (0..count).contains(&partition))
+        };
+        let any_known = req.topics.iter().any(|t| t.partitions.iter().any(|p| known(&t.name, p.partition_index)));
+        // Nothing to store: the group is neither created nor checked (Kafka answers from its
+        // metadata alone).
+        let group_err = if any_known { self.validate_offset_commit(now_ms, ctx.api_version, req).err() } else { None };
         // v2–v4: an explicit retention overrides the broker's.
         let expire =
             (ctx.api_version <= 4 && req.retention_time_ms > 0).then(|| now_ms.saturating_add(req.retention_time_ms));
-        let mut topics = Vec::new();
+        let mut answers = Vec::new();
         for t in &req.topics {
             let mut parts = Vec::new();
             for p in &t.partitions {
                 let metadata = p.committed_metadata.as_deref().unwrap_or_default();
-                let code = if let Some(e) = &group_err {
-                    e.code()
-                } else if t.name.is_empty() || p.partition_index < 0 {
+                let code = if !known(&t.name, p.partition_index) {
                     codes::UNKNOWN_TOPIC_OR_PARTITION
+                } else if let Some(e) = &group_err {
+                    e.code()
                 } else if metadata.len() > self.config.offset_metadata_max_bytes {
                     GroupError::OffsetMetadataTooLarge.code()
                 } else {
@@ -203,7 +214,7 @@ impl GroupCoordinatorShard {
                         .with_error_code(code),
                 );
             }
-            topics.push(
+            answers.push(
                 OffsetCommitResponseTopic::default()
                     .with_name(t.name.clone())
                     .with_topic_id(t.topic_id)
@@ -211,7 +222,36 @@ impl GroupCoordinatorShard {
             );
         }
         self.gc_transient(gid);
-        out.finish(Some(OffsetCommitResponse::default().with_topics(topics)))
+        out.finish(Some(OffsetCommitResponse::default().with_topics(answers)))
+    }
+
+    /// Deletes every group's committed offsets of the topics for which `deleted` holds
+    /// (Kafka's `GroupCoordinator.onPartitionsDeleted`): a topic deleted and created again
+    /// starts with no committed offsets, so a consumer group reads it from its reset policy
+    /// instead of resuming at offsets of the old topic. Empty classic groups left without
+    /// offsets are deleted, as retention does.
+    pub fn delete_offsets_of_topics(&mut self, deleted: &dyn Fn(&str) -> bool) -> crate::CoordinatorResult<()> {
+        let mut out = Out::default();
+        let doomed: Vec<(String, String, i32)> = self
+            .offsets
+            .groups
+            .iter()
+            .flat_map(|(g, offsets)| {
+                offsets.keys().filter(|(t, _)| deleted(t)).map(move |(t, p)| (g.clone(), t.clone(), *p))
+            })
+            .collect();
+        let mut groups = BTreeSet::new();
+        for (g, t, p) in doomed {
+            self.offsets.tombstone(&g, &t, p, &mut out);
+            groups.insert(g);
+        }
+        for g in groups {
+            if !out.records.is_empty() {
+                info!(group = %g, "deleted the committed offsets of deleted topics");
+            }
+            self.maybe_delete_empty_classic(&g, &mut out);
+        }
+        out.finish(Some(()))
     }
 
     fn fetch_group(

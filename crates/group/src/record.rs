@@ -6,7 +6,8 @@
 //!
 //! # Encoding
 //! All integers are big-endian. Key: `i16 record type`, then the key fields. Value:
-//! `i16 value version` (currently 0 for every type), then the value fields. Strings are
+//! `i16 value version` (0 for every type; a type-5 value is version 1 when it carries a
+//! subscribed topic regex, appended after the version-0 fields), then the value fields. Strings are
 //! `i32 length` + UTF-8 (`-1` = null), byte blobs are `i32 length` + bytes, UUIDs are 16
 //! bytes, an assignment is `i32 topics` × (`uuid`, `i32 count`, `count` × `i32`). A
 //! decoder rejects unknown types, unknown versions and trailing bytes.
@@ -91,6 +92,8 @@ pub struct ConsumerMemberMetadataValue {
     pub subscribed_topic_names: Vec<String>,
     pub server_assignor: Option<String>,
     pub rebalance_timeout_ms: i32,
+    /// `SubscribedTopicRegex` (RE2 syntax, KIP-848), if the member subscribes by pattern.
+    pub subscribed_topic_regex: Option<String>,
 }
 
 /// A KIP-848 member's reconciled (current) assignment.
@@ -151,6 +154,8 @@ const T_CG_TARGET_META: i16 = 6;
 const T_CG_TARGET_MEMBER: i16 = 7;
 const T_CG_CURRENT: i16 = 8;
 const VALUE_VERSION: i16 = 0;
+/// Type-5 values (member metadata) holding a subscribed topic regex.
+const MEMBER_REGEX_VERSION: i16 = 1;
 
 impl GroupRecord {
     /// The group this record belongs to.
@@ -240,7 +245,7 @@ impl GroupRecord {
                 put_str(&mut k, group);
                 put_str(&mut k, member_id);
                 value.as_ref().map(|x| {
-                    v.put_i16(VALUE_VERSION);
+                    v.put_i16(if x.subscribed_topic_regex.is_some() { MEMBER_REGEX_VERSION } else { VALUE_VERSION });
                     put_opt_str(&mut v, x.instance_id.as_deref());
                     put_opt_str(&mut v, x.rack_id.as_deref());
                     put_str(&mut v, &x.client_id);
@@ -251,6 +256,9 @@ impl GroupRecord {
                     }
                     put_opt_str(&mut v, x.server_assignor.as_deref());
                     v.put_i32(x.rebalance_timeout_ms);
+                    if let Some(regex) = &x.subscribed_topic_regex {
+                        put_str(&mut v, regex);
+                    }
                 })
             }
             GroupRecord::ConsumerGroupTargetAssignmentMetadata { group, value } => {
@@ -293,12 +301,13 @@ impl GroupRecord {
     pub fn decode(key: &[u8], value: Option<&[u8]>) -> Result<GroupRecord, GroupError> {
         let mut k = Reader(key);
         let ty = k.i16()?;
+        let mut version = VALUE_VERSION;
         let mut val = match value {
             None => None,
             Some(bytes) => {
                 let mut r = Reader(bytes);
-                let version = r.i16()?;
-                if version != VALUE_VERSION {
+                version = r.i16()?;
+                if version != VALUE_VERSION && !(ty == T_CG_MEMBER && version == MEMBER_REGEX_VERSION) {
                     return Err(GroupError::UnsupportedRecordVersion { record_type: ty, version });
                 }
                 Some(r)
@@ -399,6 +408,11 @@ impl GroupRecord {
                             subscribed_topic_names,
                             server_assignor: r.opt_string()?,
                             rebalance_timeout_ms: r.i32()?,
+                            subscribed_topic_regex: if version == MEMBER_REGEX_VERSION {
+                                Some(r.string()?)
+                            } else {
+                                None
+                            },
                         })
                     }
                 };
@@ -659,7 +673,16 @@ mod tests {
             (
                 s(),
                 s(),
-                proptest::option::of((os(), os(), s(), s(), proptest::collection::vec(s(), 0..4), os(), any::<i32>()))
+                proptest::option::of((
+                    os(),
+                    os(),
+                    s(),
+                    s(),
+                    proptest::collection::vec(s(), 0..4),
+                    os(),
+                    any::<i32>(),
+                    os()
+                ))
             )
                 .prop_map(|(group, member_id, v)| GroupRecord::ConsumerGroupMemberMetadata {
                     group,
@@ -673,6 +696,7 @@ mod tests {
                             subscribed_topic_names,
                             server_assignor,
                             rebalance_timeout_ms,
+                            subscribed_topic_regex,
                         )| {
                             ConsumerMemberMetadataValue {
                                 instance_id,
@@ -682,6 +706,7 @@ mod tests {
                                 subscribed_topic_names,
                                 server_assignor,
                                 rebalance_timeout_ms,
+                                subscribed_topic_regex,
                             }
                         }
                     ),

@@ -131,6 +131,11 @@ pub trait TopicMetadata {
     fn partitions(&self, topic: &str) -> Option<(Uuid, i32)>;
     /// Name and partition count of the topic with id `id`, if it exists.
     fn by_id(&self, id: Uuid) -> Option<(String, i32)>;
+    /// Calls `f` with the name of every topic.
+    fn for_each_topic(&self, f: &mut dyn FnMut(&str));
+    /// A number that changes whenever the set of topics may have changed (the metadata
+    /// image's position); regex subscriptions are resolved again when it moves.
+    fn version(&self) -> u64;
 }
 
 /// Effects accumulated while handling one call.

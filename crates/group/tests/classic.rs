@@ -165,6 +165,50 @@ fn clean_leave_batched_and_last_member_leaves_empty() {
     h.assert_replay_matches();
 }
 
+/// A static leader restarting with a new member id in a Stable group: before JoinGroup v9
+/// (librdkafka sends v5) it is answered with the old leader id and no members, so it acts as
+/// a follower and keeps the stored assignment; from v9 it is told it leads, with the members,
+/// and to skip the assignment (KIP-814).
+#[test]
+fn static_leader_restart_is_answered_as_kafka_does() {
+    for version in [5, 9] {
+        let mut h = Harness::new(GroupConfig::default());
+        let (ta, _) = h.join(&Harness::join_req("g", "", Some("inst-a"), RANGE), version);
+        let (tb, _) = h.join(&Harness::join_req("g", "", Some("inst-b"), RANGE), version);
+        h.tick(3_000);
+        h.tick(6_000);
+        let (ra, rb) = (h.join_done(ta), h.join_done(tb));
+        let leader = ra.leader.to_string();
+        let (a, b) = (ra.member_id.to_string(), rb.member_id.to_string());
+        let (follower, leader_inst) = if leader == a { (b.clone(), "inst-a") } else { (a.clone(), "inst-b") };
+        let (tf, _) = h.sync("g", &follower, 1, &[]);
+        let (_, r) = h.sync("g", &leader, 1, &[(a.as_str(), b"A"), (b.as_str(), b"B")]);
+        assert_eq!(r.unwrap().error_code, 0);
+        h.sync_done(tf);
+
+        let (_, r) = h.join(&Harness::join_req("g", "", Some(leader_inst), RANGE), version);
+        let r = r.expect("answered without a rebalance");
+        assert_eq!(r.error_code, 0);
+        let new_id = r.member_id.to_string();
+        assert_ne!(new_id, leader);
+        if version < 9 {
+            assert_eq!(r.leader.as_str(), leader, "v{version}: the old leader id");
+            assert!(r.members.is_empty(), "v{version}: no member list, so no assignor runs");
+            assert!(!r.skip_assignment);
+        } else {
+            assert_eq!(r.leader.as_str(), new_id, "v{version}: the new id leads");
+            assert_eq!(r.members.len(), 2);
+            assert!(r.skip_assignment);
+        }
+        // Either way the stored assignment stands.
+        let (_, r) = h.sync("g", &new_id, 1, &[]);
+        let expected: &[u8] = if leader == a { b"A" } else { b"B" };
+        assert_eq!(&r.unwrap().assignment[..], expected, "v{version}");
+        assert_eq!(h.shard.classic_group("g").unwrap().state(), ClassicState::Stable);
+        h.assert_replay_matches();
+    }
+}
+
 #[test]
 fn static_member_restart_keeps_its_place_without_rebalance() {
     let mut h = Harness::new(GroupConfig::default());

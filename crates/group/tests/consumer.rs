@@ -155,3 +155,61 @@ fn describe_and_validation() {
     let (_, r) = h.join(&Harness::join_req("cg", "", None, &[("range", b"")]), 9);
     assert_eq!(r.unwrap().error_code, 23);
 }
+
+fn regex_join(h: &mut Harness, topics: &Topics, regex: &str) -> ConsumerGroupHeartbeatResponse {
+    let ctx = h.ctx(0);
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(gid("cg"))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_regex(Some(s(regex)))
+        .with_topic_partitions(Some(vec![]));
+    let r = h.shard.consumer_group_heartbeat(h.now, &ctx, &req, topics);
+    h.absorb(r).unwrap()
+}
+
+fn assigned_topics(r: &ConsumerGroupHeartbeatResponse) -> Vec<(Uuid, usize)> {
+    r.assignment.as_ref().map_or_else(Vec::new, |a| {
+        let mut v: Vec<(Uuid, usize)> = a.topic_partitions.iter().map(|t| (t.topic_id, t.partitions.len())).collect();
+        v.sort();
+        v
+    })
+}
+
+/// KIP-848 `SubscribedTopicRegex`: resolved on the coordinator against every topic name
+/// (whole-name match, RE2 syntax), and again when topics are created or deleted.
+#[test]
+fn regex_subscriptions_follow_the_topics() {
+    let topics = Topics::default().with("orders-eu", 1, 2).with("orders-us", 2, 1).with("payments", 3, 1);
+    let mut h = Harness::new(GroupConfig::default());
+    let a = regex_join(&mut h, &topics, "orders-.*");
+    assert_eq!(a.error_code, 0, "{:?}", a.error_message);
+    assert_eq!(assigned_topics(&a), vec![(Uuid::from_u128(1), 2), (Uuid::from_u128(2), 1)]);
+    let id = a.member_id.clone().unwrap().to_string();
+    // "orders" alone does not match: the whole name must.
+    let topics = topics.with("orders", 4, 1).with("orders-ap", 5, 3);
+    let r = hb(&mut h, &topics, &id, a.member_epoch, None, Some(vec![]));
+    assert!(r.member_epoch > a.member_epoch, "a new matching topic bumps the group epoch");
+    assert_eq!(assigned_topics(&r), vec![(Uuid::from_u128(1), 2), (Uuid::from_u128(2), 1), (Uuid::from_u128(5), 3)]);
+    h.assert_replay_matches();
+    // Deleting a matching topic takes it out again.
+    let mut fewer = Topics::default().with("orders-eu", 1, 2).with("payments", 3, 1);
+    fewer = fewer.with("orders", 4, 1);
+    let epoch_before = h.shard.consumer_group("cg").unwrap().group_epoch();
+    let r2 = hb(&mut h, &fewer, &id, r.member_epoch, None, Some(vec![]));
+    assert!(h.shard.consumer_group("cg").unwrap().group_epoch() > epoch_before);
+    // Once it confirms the revocation, it holds the one topic left.
+    let r3 = hb(&mut h, &fewer, &id, r2.member_epoch, None, Some(vec![]));
+    let last = if r3.assignment.is_some() { r3 } else { r2 };
+    assert_eq!(assigned_topics(&last), vec![(Uuid::from_u128(1), 2)]);
+    // A pattern that does not compile is INVALID_REGULAR_EXPRESSION.
+    let bad = regex_join(&mut h, &topics, "orders-(");
+    assert_eq!(bad.error_code, 128);
+    let described = {
+        let ctx = h.ctx(0);
+        let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("cg")]);
+        let r = h.shard.consumer_group_describe(h.now, &ctx, &req, &fewer);
+        h.absorb(r).unwrap()
+    };
+    assert_eq!(described.groups[0].members[0].subscribed_topic_regex.as_deref(), Some("orders-.*"));
+}

@@ -41,7 +41,8 @@ fn commit(
                 })
                 .collect(),
         )]);
-    let r = h.shard.offset_commit(h.now, &ctx, &req);
+    let topics = Topics::default().with("t", 1, 8).with("u", 2, 8);
+    let r = h.shard.offset_commit(h.now, &ctx, &req, &topics);
     h.absorb(r).unwrap().topics[0].partitions.iter().map(|p| p.error_code).collect()
 }
 
@@ -161,5 +162,36 @@ fn retention_expires_offsets_of_empty_groups_with_tombstones() {
     }
     assert!(h.shard.committed_offset("simple", "t", 1).is_none());
     assert!(h.shard.classic_group("simple").is_none(), "empty group without offsets is deleted");
+    h.assert_replay_matches();
+}
+
+#[test]
+fn unknown_topics_and_partitions_are_refused_and_the_rest_commits() {
+    let mut h = Harness::new(GroupConfig::default());
+    // Partition 8 of "t" (8 partitions) and topic "nope" are unknown.
+    assert_eq!(commit(&mut h, "g", "", -1, "t", &[(0, 5, -1, None), (8, 5, -1, None)]), vec![0, 3]);
+    assert_eq!(commit(&mut h, "g", "", -1, "nope", &[(0, 5, -1, None)]), vec![3]);
+    assert!(h.shard.committed_offset("g", "t", 0).is_some());
+    assert!(h.shard.committed_offset("g", "t", 8).is_none());
+    assert!(h.shard.committed_offset("g", "nope", 0).is_none());
+    // A request with nothing known creates no group.
+    assert_eq!(commit(&mut h, "fresh", "", -1, "nope", &[(0, 5, -1, None)]), vec![3]);
+    assert!(h.shard.snapshot_records().iter().all(|r| r.group_id() != "fresh"));
+}
+
+#[test]
+fn deleting_a_topic_deletes_its_offsets_in_every_group() {
+    let mut h = Harness::new(GroupConfig::default());
+    commit(&mut h, "a", "", -1, "t", &[(0, 3, -1, None), (1, 4, -1, None)]);
+    commit(&mut h, "a", "", -1, "u", &[(0, 7, -1, None)]);
+    commit(&mut h, "b", "", -1, "t", &[(0, 9, -1, None)]);
+    let r = h.shard.delete_offsets_of_topics(&|t| t == "t");
+    h.absorb(r).unwrap();
+    for (g, p) in [("a", 0), ("a", 1), ("b", 0)] {
+        assert!(h.shard.committed_offset(g, "t", p).is_none(), "{g}/{p}");
+    }
+    assert_eq!(h.shard.committed_offset("a", "u", 0).map(|o| o.offset), Some(7));
+    // Group "b" had nothing else: it is gone, durably (a replay agrees).
+    assert!(h.shard.snapshot_records().iter().all(|r| r.group_id() != "b"));
     h.assert_replay_matches();
 }

@@ -267,6 +267,10 @@ impl Log {
                 log.log_end_offset = start;
             }
         }
+        for seg in log.segments.values_mut() {
+            // A file system that cannot date a file: the retention clock starts at the open.
+            seg.last_modified_ms.get_or_insert(now_ms);
+        }
         if let Some(active) = log.segments.values_mut().next_back() {
             if active.size() > 0 {
                 // `segment.ms` counts from the first append; after a restart, from the open
@@ -606,8 +610,9 @@ impl Log {
         Ok(deleted)
     }
 
-    /// Applies `retention.ms` (by each segment's largest timestamp; segments without a
-    /// non-negative timestamp are kept) and `retention.bytes` (by total size), and deletes
+    /// Applies `retention.ms` (by each segment's largest record timestamp, or when no record
+    /// has one, the time the segment was last written, as Kafka does) and `retention.bytes`
+    /// (by total size), and deletes
     /// segments wholly below the log start. Never deletes the active segment. Moves the log
     /// start to the first remaining segment. Returns the number of segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
@@ -618,8 +623,8 @@ impl Log {
         let retention_bytes = self.config.retention_bytes;
         let mut total = self.size_bytes();
         self.delete_segments_while(|seg, next_base, log_start| {
-            let expired = retention_ms >= 0
-                && seg.max_timestamp().is_some_and(|(ts, _)| ts >= 0 && now_ms.saturating_sub(ts) > retention_ms);
+            let expired =
+                retention_ms >= 0 && seg.largest_timestamp().is_some_and(|ts| now_ms.saturating_sub(ts) > retention_ms);
             let oversize = retention_bytes >= 0 && total.saturating_sub(seg.size()) >= retention_bytes as u64;
             let below_start = next_base <= log_start;
             let delete = expired || oversize || below_start;
@@ -630,35 +635,54 @@ impl Log {
         })
     }
 
-    /// The first batch (at or after the log start) whose max timestamp is `>= ts`; the broker
-    /// then finds the exact record in it. Uses each segment's max timestamp, the time index,
-    /// then scans.
-    pub fn find_batch_by_timestamp(&self, ts: i64) -> Result<Option<Bytes>, LogError> {
+    /// ListOffsets by timestamp (Kafka's `UnifiedLog.fetchOffsetByTimestamp`): the first record
+    /// at or above the log start whose timestamp is `>= ts`, as (offset, timestamp); `None`
+    /// when there is none. Segments whose largest timestamp is below `ts` are skipped, then the
+    /// time index, batch headers and the records of one batch narrow it down. Records below the
+    /// log start (DeleteRecords can cut a batch) never answer: a client given an offset below
+    /// it would be told OFFSET_OUT_OF_RANGE and lose its place.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
         self.ensure_online()?;
-        for seg in self.segments.values() {
+        let start = self.segments.range(..=self.log_start_offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+        for seg in self.segments.range(start..).map(|(_, s)| s) {
             if seg.max_timestamp().is_some_and(|(max, _)| max >= ts) {
-                if let Some(b) = seg.find_by_timestamp(ts, self.log_start_offset)? {
-                    return Ok(Some(b));
+                if let Some(found) = seg.find_by_timestamp(ts, self.log_start_offset)? {
+                    return Ok(Some(found));
                 }
             }
         }
         Ok(None)
     }
 
-    /// The batch holding the largest timestamp of the log (the first such if tied), for
-    /// ListOffsets `MAX_TIMESTAMP` (-3).
-    pub fn max_timestamp_batch(&self) -> Result<Option<Bytes>, LogError> {
+    /// ListOffsets `MAX_TIMESTAMP` (-3): the record at or above the log start holding the
+    /// log's largest timestamp (the first such if tied), as (offset, timestamp).
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
         self.ensure_online()?;
-        let mut best: Option<(&Segment, i64, i64)> = None;
-        for seg in self.segments.values() {
-            if let Some((ts, off)) = seg.max_timestamp() {
-                if best.is_none_or(|(_, b, _)| ts > b) {
-                    best = Some((seg, ts, off));
+        let mut best: Option<(i64, i64)> = None;
+        for (&base, seg) in self.segments.range(..) {
+            let candidate = if base >= self.log_start_offset {
+                seg.max_timestamp()
+            } else {
+                // The segment the log start falls inside: only what lies above it counts.
+                seg.max_timestamp_from(self.log_start_offset)?
+            };
+            if let Some((ts, off)) = candidate {
+                if best.is_none_or(|(b, _)| ts > b) {
+                    best = Some((ts, off));
                 }
             }
         }
-        match best {
-            Some((seg, _, off)) => seg.batch_at(off),
+        let Some((_, off)) = best else { return Ok(None) };
+        let seg_base = self.segments.range(..=off).next_back().map_or(i64::MIN, |(b, _)| *b);
+        let Some(seg) = self.segments.get(&seg_base) else { return Ok(None) };
+        match seg.batch_at(off)? {
+            Some(batch) => Ok(strata_protocol::records::max_timestamp_record(&batch, self.log_start_offset)
+                .map_err(|e| LogError::Corrupt {
+                    path: seg.log_path().to_path_buf(),
+                    position: 0,
+                    reason: e.to_string(),
+                })?
+                .map(|r| (r.offset, r.timestamp))),
             None => Ok(None),
         }
     }

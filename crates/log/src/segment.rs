@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use strata_protocol::batch::{compute_crc, BatchHeader, BatchIter};
+use strata_protocol::records::{first_at_or_after, max_timestamp_record};
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -118,6 +119,9 @@ pub(crate) struct Segment {
     max_ts: Option<(i64, i64)>,
     /// Wall-clock time of the first append (for `segment.ms`).
     pub(crate) first_append_ms: Option<i64>,
+    /// Wall-clock time of the last append, or the file's modification time when it was
+    /// opened (for retention of segments whose records carry no timestamp).
+    pub(crate) last_modified_ms: Option<i64>,
     map: Mutex<MapState>,
 }
 
@@ -170,6 +174,7 @@ impl Segment {
             bytes_since_index: 0,
             max_ts: None,
             first_append_ms: None,
+            last_modified_ms: None,
             map: Mutex::new(MapState::default()),
         })
     }
@@ -197,6 +202,7 @@ impl Segment {
             None => Index::create(storage, IndexKind::Time, &ti, config.segment_index_bytes)?,
         };
         let max_ts = time_index.last_entry()?.map(|e| (e.key, base_offset + i64::from(e.value)));
+        let last_modified_ms = file.modified_ms().map_err(LogError::io(&log_path))?;
         Ok((
             Segment {
                 base_offset,
@@ -210,6 +216,7 @@ impl Segment {
                 bytes_since_index: 0,
                 max_ts,
                 first_append_ms: None,
+                last_modified_ms,
                 map: Mutex::new(MapState::default()),
             },
             damaged,
@@ -224,6 +231,16 @@ impl Segment {
     /// Largest max-timestamp of the segment's batches and the offset holding it.
     pub(crate) fn max_timestamp(&self) -> Option<(i64, i64)> {
         self.max_ts
+    }
+
+    /// The time retention judges the segment by (Kafka's `LogSegment.largestTimestamp`): its
+    /// largest record timestamp, or, when no record carries one (producers may write -1), the
+    /// time it was last written. `None` only for a segment never written nor dated.
+    pub(crate) fn largest_timestamp(&self) -> Option<i64> {
+        match self.max_ts {
+            Some((ts, _)) if ts >= 0 => Some(ts),
+            _ => self.last_modified_ms,
+        }
     }
 
     /// The `.log` file (for an fsync outside the log's lock, or for a reader to send from).
@@ -323,6 +340,7 @@ impl Segment {
         self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.insert(self.size, self.size + len);
         self.size += len;
         self.first_append_ms.get_or_insert(now_ms);
+        self.last_modified_ms = Some(now_ms);
     }
 
     /// Scans the whole `.log` file through a temporary mapping, checking every batch's header
@@ -568,17 +586,55 @@ impl Segment {
         Ok(batch)
     }
 
-    /// The first batch with `max_timestamp >= ts` and last offset `>= min_offset` (CRC-checked).
-    pub(crate) fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<Bytes>, LogError> {
+    /// The first record at offset `>= min_offset` whose timestamp is `>= ts`, as (offset,
+    /// timestamp): the time index gives where to start, batches whose max timestamp is below
+    /// `ts` are skipped by their header, the others are read record by record (Kafka's
+    /// `LogSegment.findOffsetByTimestamp`). A batch may hold records on both sides of
+    /// `min_offset` (the log start after DeleteRecords): those below never answer.
+    pub(crate) fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<(i64, i64)>, LogError> {
         let data = self.data()?;
         let from_time =
             self.time_index.floor(ts)?.map(|e| self.base_offset + i64::from(e.value)).unwrap_or(self.base_offset);
-        let from = from_time.max(min_offset);
-        let start = self.scan_start(&data, from)?;
-        match self.first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)? {
-            Some((pos, h)) => self.checked_slice(&data, pos, &h).map(Some),
-            None => Ok(None),
+        let mut start = self.scan_start(&data, from_time.max(min_offset))?;
+        while let Some((pos, h)) =
+            self.first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)?
+        {
+            let batch = self.checked_slice(&data, pos, &h)?;
+            let found = first_at_or_after(&batch, ts, min_offset).map_err(|e| self.corrupt(pos, e))?;
+            if let Some(r) = found {
+                return Ok(Some((r.offset, r.timestamp)));
+            }
+            start = pos + h.total_size();
         }
+        Ok(None)
+    }
+
+    /// The largest record timestamp at offsets `>= min_offset` and the first offset holding
+    /// it, as (timestamp, offset). Batches wholly at or above `min_offset` answer from their
+    /// header; the one `min_offset` falls inside is read record by record.
+    pub(crate) fn max_timestamp_from(&self, min_offset: i64) -> Result<Option<(i64, i64)>, LogError> {
+        let data = self.data()?;
+        let Some((mut pos, _)) = self.locate(&data, min_offset)? else {
+            return Ok(None);
+        };
+        let mut best: Option<(i64, i64)> = None;
+        while let Some((at, h)) = self.first_batch_from(&data, pos, |_| true)? {
+            let candidate = if h.base_offset >= min_offset {
+                Some((h.max_timestamp, h.last_offset()))
+            } else {
+                let batch = self.checked_slice(&data, at, &h)?;
+                max_timestamp_record(&batch, min_offset)
+                    .map_err(|e| self.corrupt(at, e))?
+                    .map(|r| (r.timestamp, r.offset))
+            };
+            if let Some((ts, off)) = candidate {
+                if best.is_none_or(|(b, _)| ts > b) {
+                    best = Some((ts, off));
+                }
+            }
+            pos = at + h.total_size();
+        }
+        Ok(best)
     }
 
     /// Headers of the batches whose last offset is `>= from_offset`.

@@ -70,11 +70,11 @@ fn corrupt_payload_in_closed_segment_is_found_on_read(h: &dyn Harness) {
     }
     // Again (the bad batch is never remembered as good), and via the timestamp lookup.
     assert!(matches!(log.read(7, 1, i64::MAX), Err(LogError::Corrupt { .. })));
-    assert!(matches!(log.find_batch_by_timestamp(1007), Err(LogError::Corrupt { .. })));
+    assert!(matches!(log.offset_for_timestamp(1007), Err(LogError::Corrupt { .. })));
     // Batches after it (found through the index) and other segments are fine.
     assert_eq!(first_base(&log.read(8, 1, i64::MAX).unwrap().records), 8);
     assert_eq!(first_base(&log.read(10, usize::MAX, i64::MAX).unwrap().records), 10);
-    assert_eq!(log.find_batch_by_timestamp(1009).unwrap().map(|b| first_base(&b)), Some(9));
+    assert_eq!(log.offset_for_timestamp(1009).unwrap(), Some((9, 1009)));
     // Producer state can still be rebuilt.
     assert_eq!(log.batch_headers(0).unwrap().len(), 12);
 }
@@ -255,7 +255,7 @@ fn failed_fsync_then_crash(seed: u64) {
     assert!(is_offline(&log.read(0, 1 << 20, i64::MAX).unwrap_err()));
     assert!(is_offline(&log.flush().unwrap_err()));
     assert!(is_offline(&log.truncate_to(1).unwrap_err()));
-    assert!(is_offline(&log.find_batch_by_timestamp(0).unwrap_err()));
+    assert!(is_offline(&log.offset_for_timestamp(0).unwrap_err()));
     assert!(!log.maybe_flush(i64::MAX).unwrap(), "the periodic flush leaves an offline log alone");
     assert_eq!(log.enforce_retention(i64::MAX).unwrap(), 0);
     assert!(is_offline(&log.close().unwrap_err()), "no clean-shutdown marker for an offline log");

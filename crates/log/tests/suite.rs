@@ -124,7 +124,7 @@ fn clean_reopen(h: &dyn Harness) {
     }
     let info = log.append(&mut batch(1, 5_000, 10, 9), 0).unwrap();
     assert_eq!(info.first_offset, end);
-    assert_eq!(log.max_timestamp_batch().unwrap().map(|b| headers(&b)[0].max_timestamp), Some(5_000));
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((end, 5_000)));
     check_invariants(&log);
 }
 
@@ -187,7 +187,7 @@ fn damaged_indexes_are_rebuilt(h: &dyn Harness) {
     for o in 0..12 {
         assert_eq!(headers(&log.read(o, 1, i64::MAX).unwrap().records)[0].base_offset, o);
     }
-    assert_eq!(log.find_batch_by_timestamp(7).unwrap().map(|b| headers(&b)[0].base_offset), Some(7));
+    assert_eq!(log.offset_for_timestamp(7).unwrap(), Some((7, 7)));
 }
 
 fn truncation(h: &dyn Harness) {
@@ -288,7 +288,7 @@ fn timestamps(h: &dyn Harness) {
     for ts in [10, 30, 20, 50, 40, 45, 70, 60] {
         log.append(&mut batch(1, ts, 100, 0), 0).unwrap();
     }
-    let found = |ts| log.find_batch_by_timestamp(ts).unwrap().map(|b| headers(&b)[0].base_offset);
+    let found = |ts| log.offset_for_timestamp(ts).unwrap().map(|(offset, _)| offset);
     assert_eq!(found(0), Some(0));
     assert_eq!(found(10), Some(0));
     assert_eq!(found(11), Some(1));
@@ -296,13 +296,12 @@ fn timestamps(h: &dyn Harness) {
     assert_eq!(found(51), Some(6));
     assert_eq!(found(70), Some(6));
     assert_eq!(found(71), None);
-    let max = log.max_timestamp_batch().unwrap().unwrap();
-    assert_eq!(headers(&max)[0].base_offset, 6);
+    assert_eq!(log.max_timestamp_offset().unwrap(), Some((6, 70)));
     log.advance_log_start(4).unwrap();
-    assert_eq!(log.find_batch_by_timestamp(0).unwrap().map(|b| headers(&b)[0].base_offset), Some(4));
+    assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((4, 40)));
     let empty = h.open_fresh_sibling();
-    assert!(empty.max_timestamp_batch().unwrap().is_none());
-    assert!(empty.find_batch_by_timestamp(0).unwrap().is_none());
+    assert!(empty.max_timestamp_offset().unwrap().is_none());
+    assert!(empty.offset_for_timestamp(0).unwrap().is_none());
 }
 
 fn batch_headers_from(h: &dyn Harness) {
@@ -386,7 +385,7 @@ fn append_batch_matches_append(h: &dyn Harness) {
         (0..log.log_end_offset()).map(|o| log.read(o, 1, i64::MAX).unwrap().records.to_vec()).collect()
     };
     assert_eq!(every(&direct), every(&copied));
-    assert_eq!(direct.find_batch_by_timestamp(1020).unwrap(), copied.find_batch_by_timestamp(1020).unwrap());
+    assert_eq!(direct.offset_for_timestamp(1020).unwrap(), copied.offset_for_timestamp(1020).unwrap());
     check_invariants(&direct);
     let mut two = batch(1, 0, 10, 0);
     two.extend_from_slice(&batch(1, 0, 10, 0));

@@ -59,7 +59,7 @@ pub struct CreatedTopic {
 }
 
 /// A topic named by name or by id (DeleteTopics v6 allows either).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum TopicRef {
     Name(String),
     Id(Uuid),
@@ -85,11 +85,13 @@ pub trait ControllerChannel: Send + Sync {
     fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
         -> BoxFuture<'_, Vec<CreateTopicResult>>;
     fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>>;
-    /// Grows `topic` to `total_count` partitions.
+    /// Grows `topic` to `total_count` partitions, placing the new ones on `assignments` (one
+    /// replica list per new partition) when given.
     fn create_partitions(
         &self,
         topic: String,
         total_count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>>;
     /// Applies `ops` to one resource atomically. `replace` drops every

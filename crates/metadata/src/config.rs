@@ -33,21 +33,31 @@ pub struct TopicConfigDef {
     pub broker_synonym: Option<&'static str>,
     /// Smallest allowed value for numeric types.
     pub min: Option<i64>,
+    /// Largest allowed value for numeric types.
+    pub max: Option<i64>,
     /// Allowed values for string/list types (empty: anything).
     pub choices: &'static [&'static str],
     pub doc: &'static str,
+    /// Kafka 3.x keys that Kafka 4 removed: accepted (tools written for 3.x set them), with a
+    /// log line saying what becomes of them, and only described when set.
+    pub deprecated: Option<&'static str>,
 }
 
 macro_rules! def {
     ($name:literal, $ty:ident, $default:expr, $syn:expr, $min:expr, $choices:expr, $doc:literal) => {
+        def!($name, $ty, $default, $syn, $min, None, $choices, None, $doc)
+    };
+    ($name:literal, $ty:ident, $default:expr, $syn:expr, $min:expr, $max:expr, $choices:expr, $deprecated:expr, $doc:literal) => {
         TopicConfigDef {
             name: $name,
             ty: ConfigType::$ty,
             default: $default,
             broker_synonym: $syn,
             min: $min,
+            max: $max,
             choices: $choices,
             doc: $doc,
+            deprecated: $deprecated,
         }
     };
 }
@@ -64,13 +74,46 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Retention policy: delete old segments, or compact by key."
     ),
     def!(
+        "compression.gzip.level",
+        Int,
+        "-1",
+        Some("compression.gzip.level"),
+        Some(-1),
+        Some(9),
+        &[],
+        None,
+        "Gzip level (1-9, -1: the codec's default, 6) of batches the broker compresses (KIP-390)."
+    ),
+    def!(
+        "compression.lz4.level",
+        Int,
+        "9",
+        Some("compression.lz4.level"),
+        Some(1),
+        Some(17),
+        &[],
+        None,
+        "LZ4 level (1-17) of batches the broker compresses (KIP-390)."
+    ),
+    def!(
         "compression.type",
         String,
         "producer",
         Some("compression.type"),
         None,
         &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"],
-        "Codec for stored batches; 'producer' keeps the producer's."
+        "Codec for stored batches; 'producer' keeps the producer's, any other value makes the broker recompress batches that arrive in another codec."
+    ),
+    def!(
+        "compression.zstd.level",
+        Int,
+        "3",
+        Some("compression.zstd.level"),
+        Some(-131072),
+        Some(22),
+        &[],
+        None,
+        "Zstandard level (-131072 to 22) of batches the broker compresses (KIP-390)."
     ),
     def!(
         "delete.retention.ms",
@@ -136,6 +179,28 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Largest record batch accepted."
     ),
     def!(
+        "message.downconversion.enable",
+        Boolean,
+        "true",
+        None,
+        None,
+        None,
+        &[],
+        Some("accepted and ignored: Strata stores and serves only RecordBatch v2 and never down-converts (Kafka 4 removed the key)"),
+        "Kafka 3.x: down-convert for old consumers. Accepted and ignored."
+    ),
+    def!(
+        "message.format.version",
+        String,
+        "3.0-IV1",
+        None,
+        None,
+        None,
+        &[],
+        Some("accepted and ignored: Strata always stores RecordBatch v2, as Kafka 3.0+ does (Kafka 4 removed the key)"),
+        "Kafka 3.x: message format of stored batches. Accepted and ignored."
+    ),
+    def!(
         "message.timestamp.after.max.ms",
         Long,
         "9223372036854775807",
@@ -152,6 +217,17 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some(0),
         &[],
         "How far in the past a CreateTime timestamp may be."
+    ),
+    def!(
+        "message.timestamp.difference.max.ms",
+        Long,
+        "9223372036854775807",
+        None,
+        Some(0),
+        None,
+        &[],
+        Some("deprecated (Kafka 4 removed it): it bounds CreateTime timestamps in both directions where message.timestamp.before.max.ms and message.timestamp.after.max.ms are not set"),
+        "Kafka 3.x: largest difference between a CreateTime timestamp and the broker's clock; the before/after keys win."
     ),
     def!(
         "message.timestamp.type",
@@ -271,6 +347,11 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                     return bad(&format!("must be at least {min}"));
                 }
             }
+            if let Some(max) = def.max {
+                if n > max {
+                    return bad(&format!("must be at most {max}"));
+                }
+            }
         }
         ConfigType::Double => {
             if !value.trim().parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)) {
@@ -286,6 +367,9 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             if !def.choices.is_empty() && !def.choices.contains(&value.trim()) {
                 return bad(&format!("must be one of {}", def.choices.join(", ")));
             }
+            if name == "message.format.version" && !is_version_string(value.trim()) {
+                return bad("must be a Kafka version such as 2.8 or 3.0-IV1");
+            }
         }
         ConfigType::List => {
             let items: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
@@ -295,6 +379,19 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// A Kafka release or metadata version as `message.format.version` takes it: `0.10.0`,
+/// `0.10.0.1`, `2.8`, `3.0-IV1`.
+fn is_version_string(v: &str) -> bool {
+    let (release, iv) = match v.split_once("-IV") {
+        Some((r, iv)) => (r, Some(iv)),
+        None => (v, None),
+    };
+    let parts: Vec<&str> = release.split('.').collect();
+    (2..=4).contains(&parts.len())
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && iv.is_none_or(|iv| !iv.is_empty() && iv.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// One config of a topic with its effective value and origin.
@@ -307,12 +404,15 @@ pub struct ResolvedConfig {
 
 /// The effective value of every topic config: the topic's own setting, else the
 /// broker's static setting of the synonym, else Kafka's default.
+///
+/// Deprecated keys ([`TopicConfigDef::deprecated`]) are listed only when the topic sets them.
 pub fn resolve_topic_configs(
     overrides: Option<&BTreeMap<String, String>>,
     broker_static: &BTreeMap<String, String>,
 ) -> Vec<ResolvedConfig> {
     TOPIC_CONFIGS
         .iter()
+        .filter(|def| def.deprecated.is_none() || overrides.is_some_and(|o| o.contains_key(def.name)))
         .map(|def| {
             if let Some(v) = overrides.and_then(|o| o.get(def.name)) {
                 ResolvedConfig { def, value: v.clone(), source: ConfigSource::TopicConfig }

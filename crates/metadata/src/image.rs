@@ -46,6 +46,9 @@ pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerImage>,
     topics: BTreeMap<String, Arc<TopicImage>>,
     topic_names: HashMap<Uuid, String>,
+    /// Names of topics holding '.' or '_', by their name with '.' read as '_' (Kafka's
+    /// `topicsWithCollisionChars`): such names collide in metric names.
+    collision_names: HashMap<String, Vec<String>>,
     configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
@@ -78,6 +81,19 @@ impl MetadataImage {
 
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
         self.topics.values()
+    }
+
+    /// An existing topic other than `name` whose name equals `name` once '.' and '_' are
+    /// taken as the same character ("a.b" and "a_b"): Kafka refuses to create `name` then.
+    pub fn colliding_topic(&self, name: &str) -> Option<&str> {
+        if !crate::has_collision_chars(name) {
+            return None;
+        }
+        self.collision_names
+            .get(&crate::unify_collision_chars(name))?
+            .iter()
+            .find(|other| other.as_str() != name)
+            .map(String::as_str)
     }
 
     /// The explicitly set configs of a resource (not the defaults).
@@ -117,6 +133,9 @@ impl MetadataImage {
                     return Err(MetadataError::Inconsistent(format!("topic {name} ({topic_id}) created twice")));
                 }
                 self.topic_names.insert(*topic_id, name.clone());
+                if crate::has_collision_chars(name) {
+                    self.collision_names.entry(crate::unify_collision_chars(name)).or_default().push(name.clone());
+                }
                 self.topics.insert(
                     name.clone(),
                     Arc::new(TopicImage { name: name.clone(), id: *topic_id, partitions: Vec::new() }),
@@ -154,6 +173,15 @@ impl MetadataImage {
                     .remove(topic_id)
                     .ok_or_else(|| MetadataError::Inconsistent(format!("deleting unknown topic {topic_id}")))?;
                 self.topics.remove(&name);
+                if crate::has_collision_chars(&name) {
+                    let key = crate::unify_collision_chars(&name);
+                    if let Some(names) = self.collision_names.get_mut(&key) {
+                        names.retain(|n| *n != name);
+                        if names.is_empty() {
+                            self.collision_names.remove(&key);
+                        }
+                    }
+                }
                 let resource = ConfigResource::Topic(name.clone());
                 if self.configs.remove(&resource).is_some() {
                     delta.changed_configs.push(resource);
@@ -233,6 +261,18 @@ mod tests {
         assert_eq!(delta.deleted_topics, vec![("t".to_string(), id)]);
         // The old image is untouched.
         assert!(img.topic("t").is_some());
+    }
+
+    #[test]
+    fn names_that_differ_in_dot_and_underscore_collide() {
+        let id = Uuid::new_v4();
+        let (img, _) =
+            MetadataImage::empty().apply(&[MetadataRecord::TopicCreated { name: "a.b".into(), topic_id: id }]).unwrap();
+        assert_eq!(img.colliding_topic("a_b"), Some("a.b"));
+        assert_eq!(img.colliding_topic("a.b"), None, "a topic does not collide with itself");
+        assert_eq!(img.colliding_topic("ab"), None);
+        let (img, _) = img.apply(&[MetadataRecord::TopicDeleted { topic_id: id }]).unwrap();
+        assert_eq!(img.colliding_topic("a_b"), None);
     }
 
     #[test]

@@ -46,6 +46,17 @@ pub enum MetadataError {
     Inconsistent(String),
 }
 
+/// Whether a topic name holds '.' or '_', which Kafka's metric names cannot tell apart.
+pub fn has_collision_chars(name: &str) -> bool {
+    name.contains(['.', '_'])
+}
+
+/// `name` with every '.' replaced by '_' (Kafka's `Topic.unifyCollisionChars`): two names
+/// collide when these are equal.
+pub fn unify_collision_chars(name: &str) -> String {
+    name.replace('.', "_")
+}
+
 /// Kafka's topic name rule: 1–249 chars of `[a-zA-Z0-9._-]`, not "." or "..".
 /// The error is the message clients are shown.
 pub fn check_topic_name(name: &str) -> Result<(), String> {

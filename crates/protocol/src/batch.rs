@@ -363,21 +363,31 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
 }
 
 /// Stamps the batch with the broker's LogAppendTime, as Apache Kafka's `LogValidator` does for
-/// v2 batches (`DefaultRecordBatch.setMaxTimestamp`): sets the timestamp-type bit and
-/// `maxTimestamp`, leaves `baseTimestamp` and the records' timestamp deltas untouched (readers
-/// take every record's timestamp from `maxTimestamp` when the bit is set), and recomputes the CRC.
+/// v2 batches: [`set_max_timestamp`] with [`TimestampType::LogAppendTime`]. `baseTimestamp` and
+/// the records' timestamp deltas stay untouched (readers take every record's timestamp from
+/// `maxTimestamp` when the bit is set).
+pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) -> Result<(), BatchError> {
+    set_max_timestamp(batch, TimestampType::LogAppendTime, timestamp)
+}
+
+/// Sets the batch's timestamp type and `maxTimestamp` and recomputes the CRC, as Kafka's
+/// `DefaultRecordBatch.setMaxTimestamp`: the broker stores the largest record timestamp it
+/// found (CreateTime), or its own clock (LogAppendTime), never what the producer claimed.
 ///
 /// `batch` must hold the whole batch: [`BatchError::Truncated`] otherwise. When the batch
 /// already carries that type and timestamp nothing is written (Kafka skips the CRC as well).
-pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) -> Result<(), BatchError> {
+pub fn set_max_timestamp(batch: &mut [u8], kind: TimestampType, timestamp: i64) -> Result<(), BatchError> {
     let header = BatchHeader::parse(batch)?;
     let total = header.total_size();
     let available = batch.len();
     let batch = batch.get_mut(..total).ok_or(BatchError::Truncated { needed: total, available })?;
-    if header.timestamp_type() == TimestampType::LogAppendTime && header.max_timestamp == timestamp {
+    if header.timestamp_type() == kind && header.max_timestamp == timestamp {
         return Ok(());
     }
-    let attributes = header.attributes | TIMESTAMP_TYPE_MASK;
+    let attributes = match kind {
+        TimestampType::LogAppendTime => header.attributes | TIMESTAMP_TYPE_MASK,
+        TimestampType::CreateTime => header.attributes & !TIMESTAMP_TYPE_MASK,
+    };
     batch[offsets::ATTRIBUTES..offsets::ATTRIBUTES + 2].copy_from_slice(&attributes.to_be_bytes());
     batch[offsets::MAX_TIMESTAMP..offsets::MAX_TIMESTAMP + 8].copy_from_slice(&timestamp.to_be_bytes());
     let crc = compute_crc(batch);

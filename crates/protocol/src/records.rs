@@ -1,16 +1,26 @@
-//! Record-level reading of a RecordBatch v2, for the rare paths that need to
-//! look inside a batch (ListOffsets by timestamp, keys on compacted topics),
-//! and record-level writing for the broker's own batches. The produce and
-//! fetch paths never come here: they work on batch headers only.
+//! Record-level work on RecordBatch v2: reading records inside a batch (ListOffsets by
+//! timestamp, produce validation), changing a batch's codec, and writing the broker's own
+//! batches.
 //!
-//! Reading allocates nothing per record; compressed records are streamed.
+//! Nothing here allocates per record; compressed records are streamed through a fixed buffer.
+//!
+//! # Layout
+//! - [`scan`]: walks a batch's records, checking each record's structure.
+//! - [`validate`]: Kafka's per-record produce checks (`LogValidator`) on top of the scan.
+//! - [`codec`]: streaming decompression, and [`codec::recompress`] for topic codecs.
 
-use std::io::Read;
+pub mod codec;
+pub mod scan;
+pub mod validate;
+
+use std::ops::ControlFlow;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
 
-use crate::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
+pub use codec::{recompress, CompressionLevels, RecompressError};
+pub use scan::{scan_records, RecordView};
+pub use validate::{validate_records, BatchRejection, RecordError, RecordFault, RecordPolicy, Validated};
 
 /// Offset and timestamp of one record, as found inside a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,15 +31,16 @@ pub struct RecordPosition {
     pub has_key: bool,
 }
 
-/// Why the records of a batch could not be read.
+/// Why the records of a batch could not be read. Every case is Kafka's
+/// `InvalidRecordException` (INVALID_RECORD) on the produce path.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     #[error("batch header: {0}")]
     Header(#[from] crate::batch::BatchError),
     #[error("cannot decompress batch: {0}")]
     Decompress(String),
-    #[error("record {index} of the batch is malformed")]
-    Malformed { index: i32 },
+    #[error("record {index} of the batch is malformed: {reason}")]
+    Malformed { index: i32, reason: String },
 }
 
 /// Calls `f` with the offset and timestamp of every record in `batch` (one
@@ -39,85 +50,15 @@ pub enum RecordsError {
 /// record by record, so memory stays constant whatever the batch claims: a
 /// decompression bomb costs time bounded by its records, never memory.
 pub fn for_each_record(batch: &[u8], mut f: impl FnMut(RecordPosition) -> bool) -> Result<(), RecordsError> {
-    let header = BatchHeader::parse(batch)?;
-    let end = header.total_size().min(batch.len());
-    let body = &batch[BATCH_HEADER_LEN.min(end)..end];
-    let decompress = |e: std::io::Error| RecordsError::Decompress(e.to_string());
-    let mut reader: Box<dyn Read + '_> = match header.compression()? {
-        Compression::None => Box::new(body),
-        Compression::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
-        Compression::Snappy => Box::new(SnappyReader::new(body).map_err(decompress)?),
-        Compression::Lz4 => Box::new(lz4::Decoder::new(body).map_err(decompress)?),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(body).map_err(decompress)?),
-    };
-    let log_append = header.timestamp_type() == TimestampType::LogAppendTime;
-    for index in 0..header.records_count.max(0) {
-        let Some(mut pos) = read_record(&mut reader, &header) else {
-            return Err(RecordsError::Malformed { index });
-        };
-        if log_append {
-            pos.timestamp = header.max_timestamp;
-        }
-        if !f(pos) {
-            break;
-        }
-    }
-    Ok(())
-}
-
-/// Snappy as Kafka clients write it: either xerial-framed blocks (Java) or one
-/// raw snappy block (librdkafka). Blocks are decompressed one at a time, and a
-/// block may not claim more than snappy can expand its input to.
-struct SnappyReader<'a> {
-    blocks: &'a [u8],
-    framed: bool,
-    current: std::io::Cursor<Vec<u8>>,
-}
-
-const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
-/// Snappy's densest op turns 3 input bytes into 64 output bytes.
-const SNAPPY_MAX_RATIO: usize = 22;
-
-impl<'a> SnappyReader<'a> {
-    fn new(body: &'a [u8]) -> std::io::Result<Self> {
-        if body.len() >= 16 && body.starts_with(XERIAL_MAGIC) {
-            Ok(Self { blocks: &body[16..], framed: true, current: std::io::Cursor::new(Vec::new()) })
+    let base_offset = crate::batch::BatchHeader::parse(batch)?.base_offset;
+    scan_records(batch, |r| {
+        let pos = RecordPosition { offset: r.offset(base_offset), timestamp: r.timestamp, has_key: r.has_key() };
+        if f(pos) {
+            ControlFlow::Continue(())
         } else {
-            let mut r = Self { blocks: &[], framed: false, current: std::io::Cursor::new(Vec::new()) };
-            r.current = std::io::Cursor::new(Self::block(body)?);
-            Ok(r)
+            ControlFlow::Break(())
         }
-    }
-
-    fn block(compressed: &[u8]) -> std::io::Result<Vec<u8>> {
-        let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidData, m);
-        let len = snap::raw::decompress_len(compressed).map_err(|e| bad(e.to_string()))?;
-        if len > compressed.len().saturating_mul(SNAPPY_MAX_RATIO) + 64 {
-            return Err(bad(format!("snappy block of {} bytes claims {len} bytes", compressed.len())));
-        }
-        snap::raw::Decoder::new().decompress_vec(compressed).map_err(|e| bad(e.to_string()))
-    }
-}
-
-impl Read for SnappyReader<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        loop {
-            let n = self.current.read(buf)?;
-            if n > 0 || buf.is_empty() || !self.framed || self.blocks.is_empty() {
-                return Ok(n);
-            }
-            if self.blocks.len() < 4 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            let len = u32::from_be_bytes([self.blocks[0], self.blocks[1], self.blocks[2], self.blocks[3]]) as usize;
-            let rest = &self.blocks[4..];
-            if rest.len() < len {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            self.current = std::io::Cursor::new(Self::block(&rest[..len])?);
-            self.blocks = &rest[len..];
-        }
-    }
+    })
 }
 
 /// One RecordBatch v2 without a producer id holding `entries` as key/value
@@ -154,11 +95,12 @@ pub fn encode_key_values(
     Ok(buf.freeze())
 }
 
-/// The first record whose timestamp is at or after `target`, if any.
-pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<RecordPosition>, RecordsError> {
+/// The first record at or above offset `min_offset` (the log start) whose timestamp is at or
+/// after `target`, if any.
+pub fn first_at_or_after(batch: &[u8], target: i64, min_offset: i64) -> Result<Option<RecordPosition>, RecordsError> {
     let mut found = None;
     for_each_record(batch, |pos| {
-        if pos.timestamp >= target {
+        if pos.offset >= min_offset && pos.timestamp >= target {
             found = Some(pos);
             false
         } else {
@@ -168,11 +110,12 @@ pub fn first_at_or_after(batch: &[u8], target: i64) -> Result<Option<RecordPosit
     Ok(found)
 }
 
-/// The record holding the batch's largest timestamp (the first such, if tied).
-pub fn max_timestamp_record(batch: &[u8]) -> Result<Option<RecordPosition>, RecordsError> {
+/// The record at or above offset `min_offset` (the log start) holding the largest timestamp
+/// of the batch's records there (the first such, if tied).
+pub fn max_timestamp_record(batch: &[u8], min_offset: i64) -> Result<Option<RecordPosition>, RecordsError> {
     let mut best: Option<RecordPosition> = None;
     for_each_record(batch, |pos| {
-        if best.is_none_or(|b| pos.timestamp > b.timestamp) {
+        if pos.offset >= min_offset && best.is_none_or(|b| pos.timestamp > b.timestamp) {
             best = Some(pos);
         }
         true
@@ -180,91 +123,99 @@ pub fn max_timestamp_record(batch: &[u8]) -> Result<Option<RecordPosition>, Reco
     Ok(best)
 }
 
-fn read_record(r: &mut dyn Read, header: &BatchHeader) -> Option<RecordPosition> {
-    let len = u64::try_from(read_varint(r)?).ok()?;
-    // The record's bytes, bounded by its length: read the leading fields,
-    // then skip the rest without buffering it.
-    let mut rec = r.take(len);
-    let mut attributes = [0u8; 1];
-    rec.read_exact(&mut attributes).ok()?;
-    let ts_delta = read_varlong(&mut rec)?;
-    let offset_delta = read_varint(&mut rec)?;
-    let key_len = read_varint(&mut rec)?;
-    let left = rec.limit();
-    if std::io::copy(&mut rec, &mut std::io::sink()).ok()? != left {
-        return None;
-    }
-    Some(RecordPosition {
-        offset: header.base_offset.checked_add(i64::from(offset_delta))?,
-        timestamp: header.base_timestamp.checked_add(ts_delta)?,
-        has_key: key_len >= 0,
-    })
-}
-
-fn read_unsigned_varint(r: &mut dyn Read) -> Option<u64> {
-    let mut value = 0u64;
-    for shift in (0..64).step_by(7) {
-        let mut byte = [0u8; 1];
-        r.read_exact(&mut byte).ok()?;
-        value |= u64::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
-fn read_varlong(r: &mut dyn Read) -> Option<i64> {
-    let raw = read_unsigned_varint(r)?;
-    Some(((raw >> 1) as i64) ^ -((raw & 1) as i64))
-}
-
-fn read_varint(r: &mut dyn Read) -> Option<i32> {
-    i32::try_from(read_varlong(r)?).ok()
-}
-
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as KTimestampType,
-    };
+    use crate::batch::{verify_crc, BatchHeader, Compression, BATCH_HEADER_LEN};
+    use kafka_protocol::records::{Compression as KCompression, RecordBatchDecoder, TimestampType as KTimestampType};
+
+    const CODECS: [KCompression; 5] =
+        [KCompression::None, KCompression::Gzip, KCompression::Snappy, KCompression::Lz4, KCompression::Zstd];
+
+    fn record(i: usize, ts: i64, key: Option<&str>) -> Record {
+        Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: 7,
+            producer_epoch: 3,
+            timestamp_type: KTimestampType::Creation,
+            offset: 100 + i as i64,
+            sequence: 40 + i as i32,
+            timestamp: ts,
+            key: key.map(|k| Bytes::from(k.to_owned())),
+            value: Some(Bytes::from(vec![7u8; 300])),
+            headers: [(
+                crate::kafka_protocol::protocol::StrBytes::from_static_str("h"),
+                Some(Bytes::from_static(b"v")),
+            )]
+            .into_iter()
+            .collect(),
+        }
+    }
+
+    fn encode(records: &[Record], compression: KCompression) -> BytesMut {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(&mut buf, records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+        buf
+    }
 
     fn batch(compression: KCompression, timestamps: &[i64]) -> BytesMut {
-        let records: Vec<Record> = timestamps
-            .iter()
-            .enumerate()
-            .map(|(i, ts)| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: KTimestampType::Creation,
-                offset: 100 + i as i64,
-                sequence: i as i32,
-                timestamp: *ts,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(vec![7u8; 300])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
-        buf
+        let records: Vec<Record> =
+            timestamps.iter().enumerate().map(|(i, ts)| record(i, *ts, Some(&format!("k{i}")))).collect();
+        encode(&records, compression)
+    }
+
+    /// A batch whose records are exactly `records` (raw record bytes) behind a valid header.
+    fn raw_batch(records: &[u8], count: i32) -> Vec<u8> {
+        let mut b = batch(KCompression::None, &[1]).to_vec();
+        b.truncate(BATCH_HEADER_LEN);
+        b.extend_from_slice(records);
+        let h = BatchHeader {
+            batch_length: (b.len() - 12) as i32,
+            records_count: count,
+            last_offset_delta: count - 1,
+            ..BatchHeader::parse(&b).unwrap()
+        };
+        b[..BATCH_HEADER_LEN].copy_from_slice(&h.to_bytes());
+        b
+    }
+
+    fn policy(now_ms: i64) -> RecordPolicy {
+        RecordPolicy {
+            now_ms,
+            log_append_time: false,
+            before_max_ms: i64::MAX,
+            after_max_ms: i64::MAX,
+            require_keys: false,
+        }
     }
 
     #[test]
     fn finds_first_record_at_or_after_in_every_codec() {
-        for c in [KCompression::None, KCompression::Gzip, KCompression::Snappy, KCompression::Lz4, KCompression::Zstd] {
+        for c in CODECS {
             let b = batch(c, &[10, 30, 20, 40, 40]);
-            let hit = first_at_or_after(&b, 25).unwrap().unwrap();
+            let hit = first_at_or_after(&b, 25, 0).unwrap().unwrap();
             assert_eq!(hit, RecordPosition { offset: 101, timestamp: 30, has_key: true }, "{c:?}");
-            assert_eq!(first_at_or_after(&b, 41).unwrap(), None);
-            let max = max_timestamp_record(&b).unwrap().unwrap();
+            assert_eq!(first_at_or_after(&b, 41, 0).unwrap(), None);
+            let max = max_timestamp_record(&b, 0).unwrap().unwrap();
             assert_eq!(max, RecordPosition { offset: 103, timestamp: 40, has_key: true });
         }
+    }
+
+    #[test]
+    fn lookups_skip_records_below_the_log_start() {
+        let b = batch(KCompression::Lz4, &[10, 30, 20, 40, 15]);
+        // Offsets 100..=104; the log starts at 102.
+        assert_eq!(first_at_or_after(&b, 0, 102).unwrap().unwrap().offset, 102);
+        assert_eq!(first_at_or_after(&b, 25, 102).unwrap().unwrap().offset, 103);
+        assert_eq!(
+            max_timestamp_record(&b, 104).unwrap().unwrap(),
+            RecordPosition { offset: 104, timestamp: 15, has_key: true }
+        );
+        assert_eq!(max_timestamp_record(&b, 105).unwrap(), None);
     }
 
     #[test]
@@ -275,7 +226,7 @@ mod tests {
         b.extend_from_slice(&[0x80, 0x80, 0x80, 0x80, 0x04, 0x00, 0x01]);
         let len = (b.len() - 12) as i32;
         b[8..12].copy_from_slice(&len.to_be_bytes());
-        assert!(matches!(first_at_or_after(&b, 0), Err(RecordsError::Decompress(_))));
+        assert!(matches!(first_at_or_after(&b, 0, 0), Err(RecordsError::Decompress(_))));
     }
 
     #[test]
@@ -283,7 +234,142 @@ mod tests {
         let mut b = batch(KCompression::None, &[1, 2, 3]);
         // The first record's length varint now claims ~2^31 bytes.
         b[61..66].copy_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
-        assert!(first_at_or_after(&b, 100).is_err());
-        assert!(first_at_or_after(&b[..30], 0).is_err());
+        assert!(first_at_or_after(&b, 100, 0).is_err());
+        assert!(first_at_or_after(&b[..30], 0, 0).is_err());
+    }
+
+    #[test]
+    fn validation_computes_the_max_timestamp_from_the_records() {
+        for c in CODECS {
+            let mut b = batch(c, &[1_000, 1_020, 1_010]);
+            // An old Sarama writes -1 as the header's max timestamp.
+            b[35..43].copy_from_slice(&(-1i64).to_be_bytes());
+            let h = BatchHeader::parse(&b).unwrap();
+            let v = validate_records(&b, &h, &policy(1_000)).unwrap();
+            assert_eq!(v.max_timestamp, 1_020, "{c:?}");
+        }
+        // Records without timestamps leave it at -1.
+        let b = batch(KCompression::None, &[-1, -1]);
+        let h = BatchHeader::parse(&b).unwrap();
+        assert_eq!(validate_records(&b, &h, &policy(1_000)).unwrap().max_timestamp, -1);
+    }
+
+    #[test]
+    fn every_record_timestamp_is_checked_whatever_the_header_claims() {
+        let day = 86_400_000;
+        let now = 10 * day;
+        for c in CODECS {
+            let mut b = batch(c, &[now, now + day, now - 5]);
+            // The header claims "now".
+            b[35..43].copy_from_slice(&now.to_be_bytes());
+            let h = BatchHeader::parse(&b).unwrap();
+            let p = RecordPolicy { after_max_ms: 60_000, ..policy(now) };
+            let err = validate_records(&b, &h, &p).unwrap_err();
+            assert!(err.is_timestamp());
+            let BatchRejection::Records { errors } = err else { panic!("{c:?}") };
+            assert_eq!(errors.len(), 1);
+            assert_eq!(errors[0].index, 1);
+            assert!(errors[0].message(&p).contains("out of range"), "{}", errors[0].message(&p));
+            // A LogAppendTime topic does not look at them.
+            let p = RecordPolicy { log_append_time: true, ..p };
+            assert!(validate_records(&b, &h, &p).is_ok());
+        }
+    }
+
+    #[test]
+    fn keyless_records_on_a_compacted_topic_are_named() {
+        let records = [record(0, 5, Some("a")), record(1, 5, None), record(2, 5, Some("c")), record(3, 5, None)];
+        for c in CODECS {
+            let b = encode(&records, c);
+            let h = BatchHeader::parse(&b).unwrap();
+            let p = RecordPolicy { require_keys: true, ..policy(5) };
+            let err = validate_records(&b, &h, &p).unwrap_err();
+            assert!(!err.is_timestamp());
+            let BatchRejection::Records { errors } = err else { panic!() };
+            assert_eq!(errors.iter().map(|e| e.index).collect::<Vec<_>>(), vec![1, 3]);
+            assert!(validate_records(&b, &h, &policy(5)).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_producer_may_not_claim_log_append_time() {
+        let mut b = batch(KCompression::None, &[5]);
+        crate::batch::set_log_append_time(&mut b, -1).unwrap();
+        let h = BatchHeader::parse(&b).unwrap();
+        let err = validate_records(&b, &h, &policy(5)).unwrap_err();
+        assert!(err.is_timestamp());
+    }
+
+    fn one_record(body: &[u8]) -> Vec<u8> {
+        let mut r = vec![(body.len() as u8) << 1];
+        r.extend_from_slice(body);
+        r
+    }
+
+    #[test]
+    fn malformed_records_reject_the_whole_batch() {
+        let ok = [0u8, 0, 0, 2, b'k', 2, b'v', 0]; // attrs, ts, delta 0, key "k", value "v", 0 headers
+        let good = raw_batch(&one_record(&ok), 1);
+        let h = BatchHeader::parse(&good).unwrap();
+        assert!(validate_records(&good, &h, &policy(0)).is_ok());
+        let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
+        // A record longer than its fields.
+        let mut long = one_record(&ok);
+        long[0] += 2;
+        long.push(0);
+        cases.push(("record size", raw_batch(&long, 1)));
+        // Bytes after the declared records.
+        let mut trailing = one_record(&ok);
+        trailing.push(0);
+        cases.push(("still remaining", raw_batch(&trailing, 1)));
+        // Fewer records than the header counts.
+        cases.push(("premature EOF", raw_batch(&one_record(&ok), 2)));
+        // A negative header count and a negative header key length.
+        cases.push(("number of record headers", raw_batch(&one_record(&[0, 0, 0, 2, b'k', 2, b'v', 1]), 1)));
+        cases.push(("header key size", raw_batch(&one_record(&[0, 0, 0, 2, b'k', 2, b'v', 2, 1, 0]), 1)));
+        // A key length below -1.
+        cases.push(("key size", raw_batch(&one_record(&[0, 0, 0, 3, 2, b'v', 0]), 1)));
+        // Offset delta 1 for the first record.
+        cases.push(("offset delta", raw_batch(&one_record(&[0, 0, 2, 2, b'k', 2, b'v', 0]), 1)));
+        for (what, b) in cases {
+            let h = BatchHeader::parse(&b).unwrap();
+            match validate_records(&b, &h, &policy(0)) {
+                Err(BatchRejection::Malformed(e)) => assert!(e.to_string().contains(what), "{what}: {e}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+    }
+
+    fn decoded(b: &[u8]) -> Vec<Record> {
+        let mut bytes = Bytes::copy_from_slice(b);
+        RecordBatchDecoder::decode_all(&mut bytes).unwrap().into_iter().flat_map(|s| s.records).collect()
+    }
+
+    #[test]
+    fn recompression_keeps_every_record_and_header_field() {
+        let records: Vec<Record> = (0..50).map(|i| record(i, 1_000 + i as i64, Some("key"))).collect();
+        for from in CODECS {
+            let original = encode(&records, from);
+            let oh = BatchHeader::parse(&original).unwrap();
+            for to in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+                let out = recompress(&original, to, CompressionLevels::default(), 1 << 20).unwrap();
+                assert!(verify_crc(&out), "{from:?} -> {to:?}");
+                let h = BatchHeader::parse(&out).unwrap();
+                assert_eq!(h.total_size(), out.len());
+                assert_eq!(h.compression().unwrap(), to);
+                let same = BatchHeader { attributes: oh.attributes, batch_length: oh.batch_length, crc: oh.crc, ..h };
+                assert_eq!(same, oh, "every other header field is kept");
+                assert_eq!(decoded(&out), decoded(&original), "{from:?} -> {to:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn recompression_of_a_bomb_stops_at_the_size_limit() {
+        let big = Record { value: Some(Bytes::from(vec![0u8; 4 << 20])), ..record(0, 1, Some("k")) };
+        let b = encode(&[big], KCompression::Zstd);
+        assert!(b.len() < 64 << 10);
+        let err = recompress(&b, Compression::None, CompressionLevels::default(), 1 << 20).unwrap_err();
+        assert!(matches!(err, RecompressError::TooLarge { .. }), "{err}");
     }
 }

@@ -50,6 +50,9 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::DeleteGroups, min: 0, max: 2 },
     ApiRange { key: ApiKey::ConsumerGroupHeartbeat, min: 0, max: 1 },
     ApiRange { key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
+    // Answered ILLEGAL_SASL_STATE: no listener has SASL yet (as Kafka on a PLAINTEXT listener).
+    ApiRange { key: ApiKey::SaslHandshake, min: 0, max: 1 },
+    ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
 ];
 
 /// The served range for `key`, if Strata serves it at all.

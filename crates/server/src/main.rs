@@ -114,6 +114,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
         .await
         .context("cannot start the group coordinator")?;
+    controller.register_publisher(groups.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
     let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));

@@ -4,7 +4,7 @@
 //! every broker); broker configs are static, read from the config file and
 //! flags, and can be described but not altered at run time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use strata_metadata::channel::{ApiError, ConfigOp};
@@ -20,7 +20,7 @@ use strata_protocol::kafka_protocol::messages::{
 use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{duplicates, str_bytes};
 use crate::config::Kind;
 use crate::Broker;
 
@@ -143,12 +143,32 @@ fn entry(
         .with_documentation(if version >= 3 && request.include_documentation { Some(str_bytes(doc)) } else { None })
 }
 
+/// Kafka's answer for a resource named twice in one alter request (nothing changes for it).
+fn duplicate_resource() -> ApiError {
+    ApiError::new(ResponseError::InvalidRequest, "Duplicate resource.")
+}
+
+/// Kafka's answer for a config key set twice for one resource.
+fn duplicate_keys<'a>(keys: impl IntoIterator<Item = &'a StrBytes>) -> Option<ApiError> {
+    (!duplicates(keys).is_empty())
+        .then(|| ApiError::new(ResponseError::InvalidRequest, "Error due to duplicate config keys"))
+}
+
 pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+    let twice = duplicates(request.resources.iter().map(|r| (r.resource_type, r.resource_name.clone())));
+    let mut answered = HashSet::new();
     let mut responses = Vec::new();
     for r in request.resources {
-        let result = match resource(broker, r.resource_type, &r.resource_name) {
-            Err(e) => Err(e),
-            Ok(res) => {
+        let key = (r.resource_type, r.resource_name.clone());
+        let named_twice = twice.contains(&key);
+        if named_twice && !answered.insert(key) {
+            continue;
+        }
+        let refused =
+            if named_twice { Some(duplicate_resource()) } else { duplicate_keys(r.configs.iter().map(|c| &c.name)) };
+        let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(res)) => {
                 let mut ops = Vec::new();
                 let mut null = None;
                 for c in &r.configs {
@@ -187,11 +207,20 @@ pub async fn incremental_alter(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let image = broker.replicas.image();
+    let twice = duplicates(request.resources.iter().map(|r| (r.resource_type, r.resource_name.clone())));
+    let mut answered = HashSet::new();
     let mut responses = Vec::new();
     for r in request.resources {
-        let result = match resource(broker, r.resource_type, &r.resource_name) {
-            Err(e) => Err(e),
-            Ok(res) => {
+        let key = (r.resource_type, r.resource_name.clone());
+        let named_twice = twice.contains(&key);
+        if named_twice && !answered.insert(key) {
+            continue;
+        }
+        let refused =
+            if named_twice { Some(duplicate_resource()) } else { duplicate_keys(r.configs.iter().map(|c| &c.name)) };
+        let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
+            (Some(e), _) | (None, Err(e)) => Err(e),
+            (None, Ok(res)) => {
                 let current: BTreeMap<String, String> = match &res {
                     ConfigResource::Topic(name) => {
                         resolve_topic_configs(image.configs(&res), broker.replicas.broker_defaults())

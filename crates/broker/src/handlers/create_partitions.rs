@@ -1,34 +1,33 @@
-//! CreatePartitions, through the controller. Explicit assignments are
-//! accepted when they name registered brokers; placement is the controller's.
+//! CreatePartitions, through the controller, which validates explicit assignments (registered
+//! brokers, each once, the topic's replication factor) as Kafka's controller does. A topic
+//! named twice in one request is refused (INVALID_REQUEST) and changes nothing.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use strata_protocol::kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use strata_protocol::kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 use strata_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{duplicates, str_bytes};
 use crate::Broker;
 
 pub async fn handle(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let twice: HashSet<String> = duplicates(request.topics.iter().map(|t| t.name.to_string()));
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let image = broker.replicas.image();
-        let bad_assignment = t.assignments.as_ref().is_some_and(|a| {
-            let current = image.topic(&t.name).map_or(0, |x| x.partitions.len() as i32);
-            a.len() as i32 != t.count - current
-                || a.iter().any(|x| x.broker_ids.iter().any(|b| !image.brokers.contains_key(&b.0)))
-        });
-        let result = if bad_assignment {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                "Assignments must name registered brokers, one entry per new partition.".to_string(),
-            ))
+        let result = if twice.contains(t.name.as_str()) {
+            if results.iter().any(|r: &CreatePartitionsTopicResult| r.name == t.name) {
+                continue;
+            }
+            Err((ResponseError::InvalidRequest, "Duplicate topic name.".to_string()))
         } else {
+            let assignments =
+                t.assignments.map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());
             broker
                 .controller
-                .create_partitions(t.name.to_string(), t.count, request.validate_only)
+                .create_partitions(t.name.to_string(), t.count, assignments, request.validate_only)
                 .await
                 .map_err(|e| (e.error, e.message))
         };

@@ -8,7 +8,7 @@ use strata_protocol::kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopic
 
 use strata_protocol::ResponseError;
 
-use super::{str_bytes, topic_name};
+use super::{duplicates, str_bytes, topic_name};
 use crate::groups::OFFSETS_TOPIC;
 use crate::Broker;
 
@@ -25,6 +25,26 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version:
     } else {
         request.topic_names.iter().map(|n| TopicRef::Name(n.to_string())).collect()
     };
+    // A topic named twice (by name, or by id) is refused and not deleted, as Kafka's controller does.
+    let twice = duplicates(refs.iter().cloned());
+    let (twice_refs, refs): (Vec<TopicRef>, Vec<TopicRef>) = refs.into_iter().partition(|r| twice.contains(r));
+    let mut refused_twice: Vec<DeletableTopicResult> = Vec::new();
+    for r in twice_refs {
+        let (name, id, message) = match r {
+            TopicRef::Name(n) => (Some(n), uuid::Uuid::nil(), "Duplicate topic name."),
+            TopicRef::Id(id) => (None, id, "Duplicate topic id."),
+        };
+        if refused_twice.iter().any(|x| x.name.as_ref().map(|n| n.as_str()) == name.as_deref() && x.topic_id == id) {
+            continue;
+        }
+        refused_twice.push(
+            DeletableTopicResult::default()
+                .with_name(name.as_deref().map(topic_name))
+                .with_topic_id(id)
+                .with_error_code(ResponseError::InvalidRequest.code())
+                .with_error_message(Some(str_bytes(message))),
+        );
+    }
     let image = broker.replicas.image();
     let internal_id = image.topic(OFFSETS_TOPIC).map(|t| t.id);
     let is_internal = |r: &TopicRef| match r {
@@ -56,6 +76,7 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version:
             }
         })
         .chain(refused)
+        .chain(refused_twice)
         .collect();
     DeleteTopicsResponse::default().with_responses(responses)
 }

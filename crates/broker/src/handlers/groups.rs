@@ -184,9 +184,12 @@ pub fn offset_commit(
     client: (&str, &str),
 ) -> OffsetCommitResponse {
     let group = r.group_id.to_string();
-    {
-        let failed = commit_failed(&r);
-        immediate!(broker, version, client, &group, offset_commit, r, failed)
+    let g = coordinator(broker);
+    let topics = ImageTopics(broker.replicas.image());
+    let ctx = g.context(version, client.0, client.1);
+    match g.call(g.shard_for(&group), &ctx, |s, now| s.offset_commit(now, &ctx, &r, &topics)) {
+        Outcome::Now(resp) => resp,
+        Outcome::Parked(_) | Outcome::NotDurable => commit_failed(&r),
     }
 }
 

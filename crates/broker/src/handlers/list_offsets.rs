@@ -7,8 +7,8 @@ use strata_protocol::kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use strata_protocol::kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use strata_protocol::records::{first_at_or_after, max_timestamp_record};
 
+use super::duplicates;
 use crate::error::BrokerError;
 use crate::replica::Partition;
 use crate::Broker;
@@ -20,6 +20,11 @@ const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
 pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // A partition asked for twice is answered INVALID_REQUEST each time (Kafka's
+    // `ListOffsetsRequest.duplicatePartitions`).
+    let twice = duplicates(
+        request.topics.iter().flat_map(|t| t.partitions.iter().map(move |p| (t.name.clone(), p.partition_index))),
+    );
     let topics = request
         .topics
         .into_iter()
@@ -29,7 +34,12 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
                 .iter()
                 .map(|p| {
                     let base = ListOffsetsPartitionResponse::default().with_partition_index(p.partition_index);
-                    match broker.replicas.get(&t.name, p.partition_index).and_then(|part| lookup(&part, p.timestamp)) {
+                    let answer = if twice.contains(&(t.name.clone(), p.partition_index)) {
+                        Err(BrokerError::InvalidRequest("Duplicate partition in the request.".into()))
+                    } else {
+                        broker.replicas.get(&t.name, p.partition_index).and_then(|part| lookup(&part, p.timestamp))
+                    };
+                    match answer {
                         Ok((offset, timestamp)) => base
                             .with_offset(offset)
                             .with_timestamp(timestamp)
@@ -46,31 +56,19 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// (offset, timestamp) for one partition; (-1, -1) when no record matches.
+/// (offset, timestamp) for one partition; (-1, -1) when no record matches. Every answer is at
+/// or above the log start (a lookup by time never lands on a record DeleteRecords removed,
+/// even one still inside a kept batch).
 fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
-    let corrupt =
-        |e: strata_protocol::records::RecordsError| BrokerError::Storage(format!("reading a stored batch: {e}"));
-    match timestamp {
-        LATEST => Ok((p.high_watermark(), -1)),
-        EARLIEST | EARLIEST_LOCAL => Ok((p.log_start_offset(), -1)),
+    let found = match timestamp {
+        LATEST => return Ok((p.high_watermark(), -1)),
+        EARLIEST | EARLIEST_LOCAL => return Ok((p.log_start_offset(), -1)),
         // No tiered storage: nothing is pending upload.
-        EARLIEST_PENDING_UPLOAD => Ok((-1, -1)),
-        MAX_TIMESTAMP => {
-            let batch = p.with_log(|log| log.max_timestamp_batch().map_err(BrokerError::from))?;
-            match batch {
-                Some(b) => Ok(max_timestamp_record(&b).map_err(corrupt)?.map_or((-1, -1), |r| (r.offset, r.timestamp))),
-                None => Ok((-1, -1)),
-            }
-        }
-        ts if ts < 0 => Err(BrokerError::InvalidRequest(format!("unknown special timestamp {ts}"))),
-        ts => {
-            let batch = p.with_log(|log| log.find_batch_by_timestamp(ts).map_err(BrokerError::from))?;
-            match batch {
-                Some(b) => {
-                    Ok(first_at_or_after(&b, ts).map_err(corrupt)?.map_or((-1, -1), |r| (r.offset, r.timestamp)))
-                }
-                None => Ok((-1, -1)),
-            }
-        }
-    }
+        EARLIEST_PENDING_UPLOAD => return Ok((-1, -1)),
+        MAX_TIMESTAMP => p.with_log(|log| log.max_timestamp_offset().map_err(BrokerError::from))?,
+        ts if ts < 0 => return Err(BrokerError::InvalidRequest(format!("unknown special timestamp {ts}"))),
+        ts => p.with_log(|log| log.offset_for_timestamp(ts).map_err(BrokerError::from))?,
+    };
+    // Nothing past the high watermark is visible to consumers.
+    Ok(found.filter(|(offset, _)| *offset < p.high_watermark()).unwrap_or((-1, -1)))
 }

@@ -17,7 +17,9 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod sasl;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -34,15 +36,21 @@ pub use fetch::FetchedRecords;
 /// A piece of a response frame to write: encoded bytes or fetched records.
 pub type OutChunk = Chunk<FetchedRecords>;
 
+/// Why a connection must close after a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Close {
+    /// The response cannot be encoded, or the API is not served.
+    #[error(transparent)]
+    Protocol(#[from] ProtocolError),
+    /// An acks=0 produce failed for some partition (logged with the details).
+    #[error("an acks=0 produce failed")]
+    AcksZeroProduceFailed,
+}
+
 /// Handles one request, appending its encoded response frame to `out` as
 /// chunks to write in order (nothing for an acks=0 produce). An error
 /// means the connection must be closed.
-pub async fn handle(
-    broker: &Arc<Broker>,
-    request: Request,
-    peer: &str,
-    out: &mut Vec<OutChunk>,
-) -> Result<(), ProtocolError> {
+pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mut Vec<OutChunk>) -> Result<(), Close> {
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
     let client_id = request.client_id().to_string();
     let client = (client_id.as_str(), peer);
@@ -51,15 +59,20 @@ pub async fn handle(
             let mut buf = BytesMut::new();
             let result = encode_response(&mut buf, key, version, cid, &$body);
             out.push(Chunk::Encoded(buf.freeze()));
-            result
+            result.map_err(Close::from)
         }};
     }
     match request.body {
         RequestKind::ApiVersions(r) => respond!(api_versions::handle(r, version)),
         RequestKind::Metadata(r) => respond!(metadata::handle(broker, r, version).await),
         RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
-            Some(body) => respond!(body),
-            None => Ok(()),
+            produce::Outcome::Respond(body) => respond!(body),
+            produce::Outcome::Silent => Ok(()),
+            produce::Outcome::Close(failed) => {
+                tracing::info!(client_id, peer, correlation_id = cid, %failed,
+                    "closing the connection: an acks=0 produce failed (the producer learns of it no other way)");
+                Err(Close::AcksZeroProduceFailed)
+            }
         },
         RequestKind::Fetch(r) => {
             let (body, records) = fetch::handle(broker, r, version).await;
@@ -100,10 +113,19 @@ pub async fn handle(
             respond!(groups::consumer_group_heartbeat(broker, r, version, client))
         }
         RequestKind::ConsumerGroupDescribe(r) => respond!(groups::consumer_group_describe(broker, r, version, client)),
+        RequestKind::SaslHandshake(r) => respond!(sasl::handshake(&r)),
+        RequestKind::SaslAuthenticate(r) => respond!(sasl::authenticate(&r)),
         // The versions table admits only the keys above; anything else is a
         // mismatch between it and this match.
-        _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }),
+        _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }.into()),
     }
+}
+
+/// The items that occur more than once in `items` (Kafka answers INVALID_REQUEST for each
+/// resource an admin request names twice, and changes nothing for it).
+pub(crate) fn duplicates<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterator<Item = T>) -> HashSet<T> {
+    let mut seen = HashSet::new();
+    items.into_iter().filter(|i| !seen.insert(i.clone())).collect()
 }
 
 pub(crate) fn topic_name(s: &str) -> TopicName {

@@ -1,12 +1,16 @@
 //! Produce: validate each partition's batch, append it, answer with offsets.
 //!
 //! With one replica the high watermark moves with the append, so acks=1 and
-//! acks=all complete at once; acks=0 gets no response at all.
+//! acks=all complete at once; acks=0 gets no response at all, and if any partition
+//! failed the connection is closed instead (as Kafka does: it is the only way an acks=0
+//! producer learns of an error, and librdkafka and the Java client then refresh metadata).
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use strata_protocol::kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use strata_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_protocol::ResponseError;
 
@@ -16,11 +20,20 @@ use crate::groups::OFFSETS_TOPIC;
 use crate::replica::{now_ms, AppendResult, Partition};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+/// What to do after a produce: answer, stay silent (acks=0), or close the connection.
+pub enum Outcome {
+    Respond(ProduceResponse),
+    Silent,
+    /// An acks=0 produce failed for these partitions (`topic-partition: error`, comma separated).
+    Close(String),
+}
+
+pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let image = broker.replicas.image();
     let mut responses = Vec::with_capacity(request.topic_data.len());
+    let mut failed_silently = Vec::new();
     for topic in request.topic_data {
         // v13 names topics by id.
         let name = if version >= 13 {
@@ -46,7 +59,12 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     },
                 }
             };
-            partitions.push(partition_response(p.index, result, acks_valid, name.as_deref(), acks));
+            if acks == 0 {
+                if let Err(e) = &result {
+                    failed_silently.push(format!("{}-{}: {e}", name.as_deref().unwrap_or("?"), p.index));
+                }
+            }
+            partitions.push(partition_response(p.index, result, acks_valid, name.as_deref(), acks, version));
         }
         responses.push(
             TopicProduceResponse::default()
@@ -56,9 +74,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         );
     }
     if acks == 0 {
-        return None;
+        return if failed_silently.is_empty() { Outcome::Silent } else { Outcome::Close(failed_silently.join(", ")) };
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    Outcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
 async fn append(partition: Arc<Partition>, records: Bytes) -> Result<AppendResult, BrokerError> {
@@ -79,6 +97,7 @@ fn partition_response(
     acks_valid: bool,
     topic: Option<&str>,
     acks: i16,
+    version: i16,
 ) -> PartitionProduceResponse {
     let base = PartitionProduceResponse::default().with_index(index);
     match result {
@@ -91,7 +110,20 @@ fn partition_response(
             if !matches!(e, BrokerError::UnknownTopicOrPartition | BrokerError::UnknownTopicId) {
                 tracing::debug!(topic = topic.unwrap_or("?"), partition = index, acks, error = %e, "produce rejected");
             }
+            // KIP-467 (v8+): name each refused record, so the client fails exactly those.
+            let record_errors = match &e {
+                BrokerError::RecordErrors { errors, .. } if version >= 8 => errors
+                    .iter()
+                    .map(|r| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(r.index)
+                            .with_batch_index_error_message(Some(str_bytes(r.message.clone())))
+                    })
+                    .collect(),
+                _ => Vec::new(),
+            };
             base.with_error_code(code.code())
+                .with_record_errors(record_errors)
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1)

@@ -17,16 +17,16 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use strata_log::{FileRange, Log};
-use strata_protocol::batch::{set_log_append_time, BatchHeader};
+use strata_protocol::batch::BatchHeader;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
 use crate::replica::producer_state::{ProducerStateTable, SequenceCheck};
-use crate::replica::validate::validate_batch;
+use crate::replica::validate::prepare_batch;
 
 /// What a produce to this partition returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,7 +201,8 @@ impl Partition {
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let header = validate_batch(records, &st.settings, now_ms)?;
+        let prepared = prepare_batch(records, &st.settings, now_ms)?;
+        let header = prepared.header;
         let log_append_time = if st.settings.log_append_time { now_ms } else { -1 };
         if header.has_producer_id() {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
@@ -220,15 +221,11 @@ impl Partition {
             }
         }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
-        let batch = &records[..header.total_size()];
-        let info = if st.settings.log_append_time {
-            // The timestamps (and so the CRC) change: patch our own copy of the batch.
-            let mut copy = BytesMut::from(batch);
-            set_log_append_time(&mut copy, now_ms).map_err(|e| BrokerError::CorruptMessage(e.to_string()))?;
-            log.append(&mut copy, now_ms)?
-        } else {
+        let info = match prepared.rewritten {
+            // Recompressed, or the broker's maxTimestamp (and so the CRC) differs.
+            Some(mut copy) => log.append(&mut copy, now_ms)?,
             // The request's bytes go to the file as they are, beside the assigned base offset.
-            log.append_batch(batch, now_ms)?
+            None => log.append_batch(&records[..header.total_size()], now_ms)?,
         };
         let stored = BatchHeader { base_offset: info.first_offset, ..header };
         st.producers.record(&stored);
@@ -308,6 +305,7 @@ impl Partition {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
     use strata_protocol::kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };

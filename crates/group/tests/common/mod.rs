@@ -214,4 +214,13 @@ impl TopicMetadata for Topics {
     fn by_id(&self, id: Uuid) -> Option<(String, i32)> {
         self.0.iter().find(|(_, (i, _))| *i == id).map(|(n, (_, p))| (n.clone(), *p))
     }
+    fn for_each_topic(&self, f: &mut dyn FnMut(&str)) {
+        self.0.keys().for_each(|n| f(n));
+    }
+    fn version(&self) -> u64 {
+        // Any change of the topics changes this.
+        self.0.iter().fold(self.0.len() as u64, |h, (n, (id, p))| {
+            h.wrapping_mul(31).wrapping_add(n.len() as u64 ^ id.as_u128() as u64 ^ *p as u64)
+        })
+    }
 }

@@ -148,6 +148,11 @@ impl StorageFile for FsFile {
         self.file.sync_data()
     }
 
+    fn modified_ms(&self) -> io::Result<Option<i64>> {
+        let modified = self.file.metadata()?.modified()?;
+        Ok(modified.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_millis() as i64))
+    }
+
     fn map(&self, len: u64) -> io::Result<Bytes> {
         if len == 0 {
             return Ok(Bytes::new());

@@ -79,6 +79,12 @@ pub trait StorageFile: Send + Sync + fmt::Debug {
     fn fd(&self) -> Option<BorrowedFd<'_>> {
         None
     }
+    /// When the file's content last changed, in ms since the epoch, if the storage knows
+    /// (retention falls back on it for segments without record timestamps, as Kafka's
+    /// `LogSegment.largestTimestamp` falls back on the file's last-modified time).
+    fn modified_ms(&self) -> io::Result<Option<i64>> {
+        Ok(None)
+    }
     /// Makes content and length durable.
     fn sync(&self) -> io::Result<()>;
     /// A read-only view of `[0, len)` (`len` at most the file length). The real implementation

@@ -9,13 +9,36 @@ use strata_log::storage::{FsStorage, MemStorage, Storage};
 use strata_log::{Log, LogConfig};
 use strata_protocol::batch::{compute_crc, verify_crc, BatchHeader, BatchIter};
 
-/// A valid uncompressed-looking v2 batch of `records` records (opaque payload of
-/// `payload` bytes, tagged with `tag` so batches differ), timestamps `ts..ts+records-1`.
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8 & 0x7f) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// A valid uncompressed v2 batch of `records` real records (keyless; the first one's value
+/// is `payload` bytes tagged with `tag` so batches differ, the others are empty), record
+/// timestamps `ts..ts+records-1`.
 pub fn batch(records: i32, ts: i64, payload: usize, tag: u8) -> Vec<u8> {
     let records = records.max(1);
+    let mut body = Vec::new();
+    for i in 0..records {
+        let mut r = vec![0u8]; // attributes
+        put_varint(&mut r, i64::from(i)); // timestamp delta
+        put_varint(&mut r, i64::from(i)); // offset delta
+        put_varint(&mut r, -1); // null key
+        let len = if i == 0 { payload } else { 0 };
+        put_varint(&mut r, len as i64);
+        r.extend((0..len).map(|j| tag.wrapping_add(j as u8)));
+        put_varint(&mut r, 0); // no headers
+        put_varint(&mut body, r.len() as i64);
+        body.extend_from_slice(&r);
+    }
     let h = BatchHeader {
         base_offset: 0,
-        batch_length: (49 + payload) as i32,
+        batch_length: (49 + body.len()) as i32,
         partition_leader_epoch: 0,
         magic: 2,
         crc: 0,
@@ -29,7 +52,7 @@ pub fn batch(records: i32, ts: i64, payload: usize, tag: u8) -> Vec<u8> {
         records_count: records,
     };
     let mut b = h.to_bytes().to_vec();
-    b.extend((0..payload).map(|i| tag.wrapping_add(i as u8)));
+    b.extend_from_slice(&body);
     let crc = compute_crc(&b);
     b[17..21].copy_from_slice(&crc.to_be_bytes());
     b
