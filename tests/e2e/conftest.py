@@ -237,6 +237,54 @@ def topic_name(request) -> str:
     return f"{base}-{uuid.uuid4().hex[:6]}"
 
 
+# ------------------------------------------------------------ CI: no silent skips
+
+ALLOWLIST = E2E_DIR / "skip-allowlist.txt"
+
+
+def load_skip_allowlist() -> list[tuple[str, str]]:
+    """(node id or prefix ending in '*', reason) entries of skip-allowlist.txt."""
+    out = []
+    for line in ALLOWLIST.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        pattern, sep, reason = line.partition(" # ")
+        if not sep or not reason.strip():
+            raise pytest.UsageError(f"{ALLOWLIST.name}: entry without a reason: {line!r}")
+        out.append((pattern.strip(), reason.strip()))
+    return out
+
+
+def skip_allowed(nodeid: str, allowlist: list[tuple[str, str]]) -> bool:
+    nodeid = nodeid if nodeid.startswith("tests/e2e/") else f"tests/e2e/{nodeid}"
+    return any(nodeid.startswith(p[:-1]) if p.endswith("*") else nodeid == p for p, _ in allowlist)
+
+
+_skipped: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _skipped.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """With CI=true a skipped test fails the run unless skip-allowlist.txt names it."""
+    from e2e_util import is_ci
+    if not is_ci() or not _skipped:
+        return
+    allowlist = load_skip_allowlist()
+    unexpected = [(n, r) for n, r in _skipped if not skip_allowed(n, allowlist)]
+    if unexpected:
+        lines = "\n".join(f"  {n}: {r}" for n, r in unexpected)
+        session.config.get_terminal_writer().line(
+            f"\nCI=true: {len(unexpected)} test(s) skipped that tests/e2e/{ALLOWLIST.name} does not allow "
+            f"(fix the environment or the test, or add an entry with its reason):\n{lines}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_report_header(config):
     b = strata_bin()
     return [f"STRATA_BIN: {b} ({'exists' if b.exists() else 'MISSING'})",

@@ -313,6 +313,9 @@ def test_200_connections_announcing_90_mib_frames(broker):
 
 
 def test_slow_readers_do_not_grow_memory(broker, topic_name):
+    """Clients that pipeline fetches but never read the responses: the broker reads a few
+    frames ahead, then stops reading their sockets (backpressure), so their requests back up
+    in the kernel and its memory stays flat; other clients are served meanwhile."""
     b = broker
     ck_create_topic(b.bootstrap, topic_name, 1)
     p = ck_producer(b.bootstrap, linger_ms=20)
@@ -321,18 +324,24 @@ def test_slow_readers_do_not_grow_memory(broker, topic_name):
     assert p.flush(30) == 0
     raise_nofile(1024)
     before = rss_bytes(b.proc.pid)
-    req = b"".join(frame(1, 4, i, fetch_v4_body(topic_name, {0: 0}, max_bytes=4 << 20)) for i in range(500))
+    one = frame(1, 4, 1, fetch_v4_body(topic_name, {0: 0}, max_bytes=4 << 20))
+    # 4 MiB of pipelined fetches per connection: far more than the kernel buffers between the
+    # client and the broker (a few hundred KiB here), so only a broker that keeps reading
+    # requests it cannot answer would take them all.
+    req = one * ((4 << 20) // len(one))
     socks = []
     try:
         for _ in range(20):
             s = socket.create_connection(("127.0.0.1", b.port), timeout=10)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
             s.setblocking(False)
             socks.append([s, 0])
-        # Push as many requests as the broker will take; it stops reading once its read-ahead
-        # is full and the responses cannot be written.
-        deadline = time.monotonic() + 3
-        while time.monotonic() < deadline:
+        # Push as many requests as the broker will take, until every connection is blocked
+        # (or a generous deadline passes).
+        deadline = time.monotonic() + 10
+        idle_rounds = 0
+        while time.monotonic() < deadline and idle_rounds < 20:
             progress = False
             for entry in socks:
                 s, sent = entry
@@ -343,11 +352,17 @@ def test_slow_readers_do_not_grow_memory(broker, topic_name):
                         progress = progress or n > 0
                     except BlockingIOError:
                         pass
+            idle_rounds = 0 if progress else idle_rounds + 1
             if not progress:
                 time.sleep(0.05)
         stuck = sum(1 for _, sent in socks if sent < len(req))
+        accepted = max(sent for _, sent in socks)
         after = rss_bytes(b.proc.pid)
-        print(f"slow readers: {stuck}/20 blocked by the broker; RSS {before >> 20} -> {after >> 20} MiB")
+        print(f"slow readers: {stuck}/20 blocked by the broker after at most {accepted >> 10} KiB each; "
+              f"RSS {before >> 20} -> {after >> 20} MiB")
+        assert stuck == len(socks), (
+            f"only {stuck}/20 connections were blocked: the broker kept reading requests it could "
+            f"not answer (one took {accepted} of {len(req)} bytes)")
         assert after - before < 512 << 20, f"RSS grew by {(after - before) >> 20} MiB"
         assert_serves(b, "slow readers")
         err, _, recs = fetch(b.port, topic_name, {0: 0})[0]

@@ -122,38 +122,59 @@ def test_metadata_and_watermarks(broker, topic_name):
     assert ei.value.args[0].name() == "TOPIC_ALREADY_EXISTS", ei.value
 
 
-def test_fetch_long_poll_wakes_on_produce(broker, topic_name):
-    """A consumer parked at the log end with a long fetch.wait.max.ms gets a new record
-    as soon as it is produced (fetch.min.bytes=1), not after the full wait."""
-    from confluent_kafka import TopicPartition
+def test_fetch_long_poll_parks_and_wakes_on_produce(broker, topic_name):
+    """A Fetch at the log end with min_bytes=1 parks: with nothing produced it is answered
+    after about max_wait_ms (not at once: a broker that never parks fails here), and a
+    record produced while it waits completes it at once (not after the full wait: a broker
+    that only times out fails here). Raw Fetch v4, so no client retry loop hides either."""
+    import socket
+    import threading
+
+    from test_abuse import R, fetch_v4_body, frame, recv_response
+
     ck_create_topic(broker.bootstrap, topic_name, 1)
-    c = ck_consumer(broker.bootstrap, **{"fetch.wait.max.ms": 3000, "fetch.min.bytes": 1})
-    try:
-        c.assign([TopicPartition(topic_name, 0, 0)])
-        # reach EOF first so the next fetch is parked at the end of the log
-        deadline = time.monotonic() + 20
-        eof = False
-        while not eof and time.monotonic() < deadline:
-            for m in c.consume(num_messages=10, timeout=0.2):
-                eof |= bool(m.error()) and m.error().code() == KafkaError._PARTITION_EOF
-        assert eof, "never reached end of the empty partition"
-        time.sleep(0.3)  # let the consumer issue its parked fetch (not a readiness wait)
-        p = ck_producer(broker.bootstrap, **{"acks": "all", "linger.ms": 0})
-        t0 = time.monotonic()
+
+    sent_at = []
+
+    def parked_fetch(max_wait_ms: int) -> tuple[float, bytes]:
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as s:
+            s.settimeout(30)
+            t0 = time.monotonic()
+            s.sendall(frame(1, 4, 5, fetch_v4_body(topic_name, {0: 0}, max_wait_ms=max_wait_ms)))
+            sent_at.append(t0)
+            r = R(recv_response(s, 5))
+            took = time.monotonic() - t0
+        r.take(">i")  # throttle
+        assert r.take(">i") == 1
+        r.string()
+        assert r.take(">i") == 1
+        _p, err, _hw, _lso = r.take(">ihqq")
+        assert err == 0, f"fetch error {err}"
+        for _ in range(max(r.take(">i"), 0)):
+            r.take(">qq")
+        return took, r.bytes_() or b""
+
+    took, records = parked_fetch(1500)
+    assert records == b"", "the partition is empty"
+    assert 1.2 <= took < 6, f"an empty fetch with max_wait_ms=1500 was answered after {took:.2f}s"
+
+    p = ck_producer(broker.bootstrap, **{"acks": "all", "linger.ms": 0})
+    produced_at = []
+
+    def produce_later():
+        time.sleep(0.5)  # the fetch below is parked by then (it is sent first)
+        produced_at.append(time.monotonic())
         p.produce(topic_name, value=b"wake", partition=0)
-        assert p.flush(10) == 0
-        got = None
-        while got is None and time.monotonic() - t0 < 10:
-            for m in c.consume(num_messages=1, timeout=0.1):
-                if not m.error():
-                    got = m
-        latency = time.monotonic() - t0
-        assert got is not None and got.value() == b"wake", "record never arrived"
-        print(f"long-poll latency {latency:.3f}s")
-        assert latency < 1.5, (f"record arrived {latency:.2f}s after produce: the parked fetch "
-                               f"waited out fetch.wait.max.ms=3000 instead of completing on new data")
-    finally:
-        c.close()
+        p.flush(10)
+
+    t = threading.Thread(target=produce_later)
+    t.start()
+    took, records = parked_fetch(10_000)
+    t.join()
+    assert produced_at[0] > sent_at[-1], "the record must be produced while the fetch waits"
+    assert b"wake" in records, "the parked fetch returned without the new record"
+    assert took < 5, (f"the parked fetch returned {took:.2f}s after it was sent: it waited for "
+                      f"max_wait_ms=10000 instead of completing when the record arrived")
 
 
 @pytest.mark.parametrize("acks", ["0", "1"])

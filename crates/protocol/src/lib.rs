@@ -11,7 +11,8 @@
 //! - [`response`]: response header + body encoding.
 //! - [`versions`]: the API keys and version ranges Strata answers.
 //! - [`batch`]: the RecordBatch v2 header view, CRC check and in-place patches.
-//! - [`records`]: record-level decoding for the few paths that need it.
+//! - [`records`]: record-level work inside a batch: the streaming record scan, Kafka's
+//!   per-record produce checks, codec changes, and the broker's own batches.
 //! - [`error`]: this crate's error type.
 //!
 //! # Example
