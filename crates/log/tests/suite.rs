@@ -282,6 +282,31 @@ fn retention(h: &dyn Harness) {
     check_invariants(&log2);
 }
 
+/// Producers may write -1 as every record's timestamp: such a segment is judged by when it
+/// was last written (Kafka's `largestTimestamp` falls back on the file's mtime), not kept for
+/// ever; after a reopen the clock is the file's modification time, or the open itself.
+fn retention_of_segments_without_timestamps(h: &dyn Harness) {
+    let b = batch(1, -1, 100, 0);
+    let config = LogConfig { retention_ms: 1000, ..small(2 * b.len() as u64) };
+    let mut log = h.open(config.clone(), 0);
+    for i in 0..6 {
+        // Written at 10_000, 11_000, ...: two batches per segment.
+        log.append(&mut batch(1, -1, 100, i as u8), 10_000 + i * 1000).unwrap();
+    }
+    assert_eq!(log.num_segments(), 3);
+    assert_eq!(log.enforce_retention(11_900).unwrap(), 0, "the first segment was written at 11_000");
+    assert_eq!(log.enforce_retention(12_100).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), 2);
+    check_invariants(&log);
+    log.close().unwrap();
+    // Reopened: dated by the file's mtime where the storage has one, else by the open.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let mut log = h.open(config, now);
+    assert_eq!(log.enforce_retention(now + 60_000).unwrap(), 1, "not kept for ever after a restart");
+    assert_eq!(log.log_start_offset(), 4);
+    check_invariants(&log);
+}
+
 fn timestamps(h: &dyn Harness) {
     let b = batch(1, 0, 100, 0);
     let mut log = h.open(small(3 * b.len() as u64), 0);
@@ -460,6 +485,7 @@ both_storages!(
     truncation_is_durable,
     log_start_advances_and_persists,
     retention,
+    retention_of_segments_without_timestamps,
     timestamps,
     batch_headers_from,
     flush_by_messages,

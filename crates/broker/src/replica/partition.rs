@@ -199,11 +199,14 @@ impl Partition {
     /// of a Produce request). A retried duplicate of an idempotent batch
     /// returns the offsets it got the first time.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
+        // Validation reads every record (and may recompress): it runs outside the partition
+        // lock, so producers of one partition validate in parallel and readers are not held up.
+        let settings = self.lock().settings.clone();
+        let prepared = prepare_batch(records, &settings, now_ms)?;
+        let header = prepared.header;
+        let log_append_time = if settings.log_append_time { now_ms } else { -1 };
         let mut guard = self.lock();
         let st = &mut *guard;
-        let prepared = prepare_batch(records, &st.settings, now_ms)?;
-        let header = prepared.header;
-        let log_append_time = if st.settings.log_append_time { now_ms } else { -1 };
         if header.has_producer_id() {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
