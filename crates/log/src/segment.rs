@@ -412,7 +412,8 @@ impl Segment {
     /// the next offset by scanning from the last index entry. Returns `None` when the tail does
     /// not parse, in which case the caller runs [`Segment::recover`].
     pub(crate) fn resume_clean(&mut self, config: &LogConfig) -> Result<Option<i64>, LogError> {
-        let start = self.offset_index.last_entry()?.map_or(0, |e| u64::from(e.value));
+        let last = self.offset_index.last_entry()?;
+        let start = last.map_or(0, |e| u64::from(e.value));
         self.offset_index.make_writable(config.segment_index_bytes)?;
         self.time_index.make_writable(config.segment_index_bytes)?;
         if start > self.size {
@@ -429,6 +430,12 @@ impl Segment {
                 return Ok(None);
             };
             if sane(&h, next.max(self.base_offset), self.base_offset).is_err() {
+                return Ok(None);
+            }
+            // The index's last entry names the last offset of the batch at its position (see
+            // `index_batch`): if the batch there says otherwise, the index does not describe
+            // this file, and reads through it would land in the wrong place. Recover instead.
+            if pos == start && last.is_some_and(|e| e.key != h.last_offset() - self.base_offset) {
                 return Ok(None);
             }
             next = h.last_offset() + 1;
