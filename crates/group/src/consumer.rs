@@ -155,11 +155,20 @@ pub(crate) struct ResolvedRegex {
 /// Compiles a KIP-848 `SubscribedTopicRegex` as Kafka matches it (RE2/J's `matches()`: the
 /// whole topic name must match). The `regex` crate runs in linear time, like RE2.
 pub(crate) fn compile_regex(regex: &str) -> Result<regex::Regex, GroupError> {
-    regex::RegexBuilder::new(&format!("^(?:{regex})$"))
-        .size_limit(1 << 20)
-        .build()
-        .map_err(|e| GroupError::InvalidRegularExpression(format!("Invalid regular expression '{regex}': {e}")))
+    let invalid = |e: regex::Error| {
+        let reason = match e {
+            regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_owned(),
+            other => other.to_string(),
+        };
+        GroupError::InvalidRegularExpression(format!("Invalid regular expression '{regex}': {reason}"))
+    };
+    // Checked alone first, so that a syntax error is reported against the client's pattern.
+    regex::RegexBuilder::new(regex).size_limit(REGEX_SIZE_LIMIT).build().map_err(invalid)?;
+    regex::RegexBuilder::new(&format!("^(?:{regex})$")).size_limit(REGEX_SIZE_LIMIT).build().map_err(invalid)
 }
+
+/// Most memory one compiled subscription regex may take (the `regex` crate's size limit).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 fn flatten(a: &Assignment) -> impl Iterator<Item = (Uuid, i32)> + '_ {
     a.iter().flat_map(|(t, ps)| ps.iter().map(move |p| (*t, *p)))
@@ -640,6 +649,11 @@ impl GroupCoordinatorShard {
         if req.member_epoch != 0 && req.member_id.is_empty() || ctx.api_version >= 1 && req.member_id.is_empty() {
             return bad("MemberId can't be empty.");
         }
+        // Checked before anything changes, so a bad pattern leaves no trace (Kafka rolls the
+        // whole heartbeat back).
+        if let Some(regex) = req.subscribed_topic_regex.as_deref().filter(|r| !r.is_empty()) {
+            compile_regex(regex)?;
+        }
         if req.member_epoch == 0 {
             if req.rebalance_timeout_ms <= 0 {
                 return bad("RebalanceTimeoutMs must be provided in first request.");
@@ -851,12 +865,9 @@ impl GroupCoordinatorShard {
             meta.subscribed_topic_names = names;
         }
         if let Some(regex) = &req.subscribed_topic_regex {
-            // An empty regex means "no regex" (librdkafka sends one beside its topic names).
-            let regex = Some(regex.as_str().to_owned()).filter(|r| !r.is_empty());
-            if regex.is_some() && regex != meta.subscribed_topic_regex {
-                compile_regex(regex.as_deref().unwrap_or_default())?;
-            }
-            meta.subscribed_topic_regex = regex;
+            // An empty regex means "no regex" (librdkafka sends one beside its topic names);
+            // a pattern was checked to compile by `cg_validate`.
+            meta.subscribed_topic_regex = Some(regex.as_str().to_owned()).filter(|r| !r.is_empty());
         }
         if let Some(a) = &req.server_assignor {
             meta.server_assignor = Some(a.as_str().to_owned());

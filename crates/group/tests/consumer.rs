@@ -179,6 +179,16 @@ fn assigned_topics(r: &ConsumerGroupHeartbeatResponse) -> Vec<(Uuid, usize)> {
 /// KIP-848 `SubscribedTopicRegex`: resolved on the coordinator against every topic name
 /// (whole-name match, RE2 syntax), and again when topics are created or deleted.
 #[test]
+fn an_invalid_regex_leaves_no_group_behind() {
+    let topics = Topics::default().with("t", T, 1);
+    let mut h = Harness::new(GroupConfig::default());
+    let records = h.log.len();
+    assert_eq!(regex_join(&mut h, &topics, "(").error_code, 128);
+    assert!(h.shard.consumer_group("cg").is_none());
+    assert_eq!(h.log.len(), records);
+}
+
+#[test]
 fn regex_subscriptions_follow_the_topics() {
     let topics = Topics::default().with("orders-eu", 1, 2).with("orders-us", 2, 1).with("payments", 3, 1);
     let mut h = Harness::new(GroupConfig::default());
@@ -205,6 +215,8 @@ fn regex_subscriptions_follow_the_topics() {
     // A pattern that does not compile is INVALID_REGULAR_EXPRESSION.
     let bad = regex_join(&mut h, &topics, "orders-(");
     assert_eq!(bad.error_code, 128);
+    let message = bad.error_message.as_deref().unwrap_or_default().to_owned();
+    assert!(message.starts_with("Invalid regular expression 'orders-('"), "{message}");
     let described = {
         let ctx = h.ctx(0);
         let req = ConsumerGroupDescribeRequest::default().with_group_ids(vec![gid("cg")]);

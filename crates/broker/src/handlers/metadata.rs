@@ -25,14 +25,25 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
     // In v0 an empty list (null is not expressible) means every topic.
     let topics =
         if version == 0 && request.topics.as_ref().is_some_and(Vec::is_empty) { None } else { request.topics.as_ref() };
+    // As Kafka's `handleTopicMetadataRequest`: a request naming any non-zero topic id is a
+    // request by id (names are then ignored; clients send "" or null beside the id, the Java
+    // client ""), otherwise by name.
+    // A topic asked for twice is answered once (Kafka collects the request into a set).
     let wanted: Option<Vec<Wanted>> = topics.map(|topics| {
-        topics
-            .iter()
-            .map(|t| match &t.name {
-                Some(n) => Wanted::Name(n.to_string()),
-                None => Wanted::Id(t.topic_id),
-            })
-            .collect()
+        let mut seen = std::collections::HashSet::new();
+        if topics.iter().any(|t| !t.topic_id.is_nil()) {
+            topics
+                .iter()
+                .filter(|t| !t.topic_id.is_nil() && seen.insert(t.topic_id.to_string()))
+                .map(|t| Wanted::Id(t.topic_id))
+                .collect()
+        } else {
+            topics
+                .iter()
+                .filter_map(|t| t.name.as_ref().filter(|n| seen.insert(n.to_string())))
+                .map(|n| Wanted::Name(n.to_string()))
+                .collect()
+        }
     });
     let allow_auto = broker.config.auto_create_topics() && (version < 4 || request.allow_auto_topic_creation);
     let mut creation_errors = Vec::new();
