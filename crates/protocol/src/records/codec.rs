@@ -23,7 +23,7 @@ pub(crate) fn decompressing_reader<'a>(
         Compression::None => Box::new(body),
         Compression::Gzip => Box::new(flate2::read::GzDecoder::new(body)),
         Compression::Snappy => Box::new(SnappyReader::new(body).map_err(decompress)?),
-        Compression::Lz4 => Box::new(lz4::Decoder::new(body).map_err(decompress)?),
+        Compression::Lz4 => Box::new(lz4_flex::frame::FrameDecoder::new(body)),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::with_buffer(body).map_err(decompress)?),
     })
 }
