@@ -736,20 +736,26 @@ def test_sasl_handshake_on_plaintext_listener(broker, raw, version):
 
 # ================================================================ Java program
 
-JAR_DIR = E2E_DIR / ".deps" / "java"
 JAVA_SRC = E2E_DIR / "java" / "StrataTopicIds.java"
+# Both Java clients the suite installs: kafka-clients 3.9 (.deps/java) and 4.x (.deps/java4).
+JAVA_CLIENTS = {
+    f"kafka-clients-{VERSIONS['JAVA_KAFKA_CLIENTS_VERSION']}": (E2E_DIR / ".deps" / "java", "JAVA_JARS"),
+    f"kafka-clients-{VERSIONS['JAVA4_KAFKA_CLIENTS_VERSION']}": (E2E_DIR / ".deps" / "java4", "JAVA4_JARS"),
+}
 
 
-@pytest.fixture(scope="session")
-def topic_ids_program(tmp_path_factory):
+@pytest.fixture(scope="session", params=sorted(JAVA_CLIENTS))
+def topic_ids_program(request, tmp_path_factory):
+    """The Java checks, compiled against each installed kafka-clients."""
     if not shutil.which("javac") or not shutil.which("java"):
         pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
-    jars = [JAR_DIR / f"{j}.jar" for j in VERSIONS["JAVA_JARS"].split()]
+    jar_dir, jars_key = JAVA_CLIENTS[request.param]
+    jars = [jar_dir / f"{j}.jar" for j in VERSIONS[jars_key].split()]
     missing = [str(j) for j in jars if not j.exists()]
     if missing:
         pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
     cp = ":".join(map(str, jars))
-    out = tmp_path_factory.mktemp("java-topic-ids")
+    out = tmp_path_factory.mktemp(f"java-topic-ids-{request.param}")
     r = subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SRC)],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
@@ -776,7 +782,7 @@ def run_java(program, *args, timeout=150):
 @pytest.mark.java
 @pytest.mark.timeout(150)
 def test_java_admin_with_sasl_against_plaintext_fails_fast(broker, topic_ids_program):
-    """kafka-clients 3.9 Admin with security.protocol=SASL_PLAINTEXT, mechanism PLAIN against a
+    """kafka-clients (3.9 and 4.1) Admin with security.protocol=SASL_PLAINTEXT, mechanism PLAIN against a
     PLAINTEXT listener: Kafka's ILLEGAL_SASL_STATE answer makes listTopics() fail at once with an
     authentication error, not after default.api.timeout.ms (60 s)."""
     res = run_java(topic_ids_program, broker.bootstrap, "sasl")["sasl_list_topics"]
@@ -793,7 +799,7 @@ def test_java_admin_with_sasl_against_plaintext_fails_fast(broker, topic_ids_pro
 @pytest.mark.java
 @pytest.mark.timeout(150)
 def test_java_fetch_and_delete_by_topic_id(broker, topic_name, topic_ids_program):
-    """kafka-clients 3.9: a classic assign() consumer (Fetch v13+ names topics by id) reads every
+    """kafka-clients (3.9 and 4.1): a classic assign() consumer (Fetch v13+ names topics by id) reads every
     record; Admin.deleteTopics(TopicCollection.ofTopicIds) deletes by id, and an unknown id fails
     with UnknownTopicIdException."""
     checks = run_java(topic_ids_program, broker.bootstrap, "ids", topic_name)
@@ -810,7 +816,7 @@ def test_java_fetch_and_delete_by_topic_id(broker, topic_name, topic_ids_program
 @pytest.mark.java
 @pytest.mark.timeout(150)
 def test_java_describe_topics_by_id(broker, topic_name, topic_ids_program):
-    """kafka-clients 3.9 Admin.describeTopics(TopicCollection.ofTopicIds(...)): the right name and
+    """kafka-clients (3.9 and 4.1) Admin.describeTopics(TopicCollection.ofTopicIds(...)): the right name and
     partitions for an existing id; UnknownTopicIdException for an unknown one."""
     checks = run_java(topic_ids_program, broker.bootstrap, "describe", topic_name)
     created = checks["created"]
