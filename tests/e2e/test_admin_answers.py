@@ -19,7 +19,6 @@ G. topic ids: Metadata v12 by id, Java describeTopics/deleteTopics by id, Fetch 
 from __future__ import annotations
 
 import json
-import shutil
 import socket
 import struct
 import subprocess
@@ -43,7 +42,8 @@ from kafka.protocol.consumer.group import (
 from kafka.protocol.metadata import ApiVersionsRequest, MetadataRequest
 from kafka.protocol.sasl import SaslAuthenticateRequest, SaslHandshakeRequest
 
-from e2e_util import E2E_DIR, VERSIONS, ck_conf, ck_producer, recv_exact, wait_until
+from e2e_util import java_program as compile_java
+from e2e_util import E2E_DIR, ck_conf, ck_producer, recv_exact, wait_until
 
 GROUP_SETS = ("group.initial.rebalance.delay.ms=0",)
 
@@ -737,30 +737,10 @@ def test_sasl_handshake_on_plaintext_listener(broker, raw, version):
 # ================================================================ Java program
 
 JAVA_SRC = E2E_DIR / "java" / "StrataTopicIds.java"
-# Both Java clients the suite installs: kafka-clients 3.9 (.deps/java) and 4.x (.deps/java4).
-JAVA_CLIENTS = {
-    f"kafka-clients-{VERSIONS['JAVA_KAFKA_CLIENTS_VERSION']}": (E2E_DIR / ".deps" / "java", "JAVA_JARS"),
-    f"kafka-clients-{VERSIONS['JAVA4_KAFKA_CLIENTS_VERSION']}": (E2E_DIR / ".deps" / "java4", "JAVA4_JARS"),
-}
-
-
-@pytest.fixture(scope="session", params=sorted(JAVA_CLIENTS))
+@pytest.fixture(scope="session", params=["3", "4"], ids=lambda c: f"kafka-clients-{c}")
 def topic_ids_program(request, tmp_path_factory):
-    """The Java checks, compiled against each installed kafka-clients."""
-    if not shutil.which("javac") or not shutil.which("java"):
-        pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
-    jar_dir, jars_key = JAVA_CLIENTS[request.param]
-    jars = [jar_dir / f"{j}.jar" for j in VERSIONS[jars_key].split()]
-    missing = [str(j) for j in jars if not j.exists()]
-    if missing:
-        pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
-    cp = ":".join(map(str, jars))
-    out = tmp_path_factory.mktemp(f"java-topic-ids-{request.param}")
-    r = subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SRC)],
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
-    return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-cp", f"{out}:{cp}", "StrataTopicIds"]
+    """The Java checks, compiled against each installed kafka-clients (3.9 and 4.x)."""
+    return compile_java(request.param, JAVA_SRC, tmp_path_factory.mktemp(f"java{request.param}-topic-ids"))
 
 
 def run_java(program, *args, timeout=150):

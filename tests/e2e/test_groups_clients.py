@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import time
 import uuid
 
 import pytest
 
-from e2e_util import E2E_DIR, VERSIONS, ck_create_topic, ck_producer
+from e2e_util import java_program as compile_java
+from e2e_util import E2E_DIR, ck_create_topic, ck_producer
 
 PARTS = 3
 PER_PART = 300
@@ -23,7 +23,6 @@ TOTAL = PARTS * PER_PART
 FIRST = 400  # records processed + committed by the first run
 GROUP_SETS = ("group.initial.rebalance.delay.ms=0",)
 
-JAR_DIR = E2E_DIR / ".deps" / "java"
 JAVA_SRC = E2E_DIR / "java" / "StrataGroupE2E.java"
 
 
@@ -62,19 +61,7 @@ def check_resume(first, committed, second, fetched=None):
 
 @pytest.fixture(scope="module")
 def java_group_program(tmp_path_factory):
-    if not shutil.which("javac") or not shutil.which("java"):
-        pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
-    jars = [JAR_DIR / f"{j}.jar" for j in VERSIONS["JAVA_JARS"].split()]
-    missing = [str(j) for j in jars if not j.exists()]
-    if missing:
-        pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
-    cp = ":".join(map(str, jars))
-    out = tmp_path_factory.mktemp("java-group-classes")
-    r = subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SRC)],
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
-    return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-cp", f"{out}:{cp}", "StrataGroupE2E"]
+    return compile_java("3", JAVA_SRC, tmp_path_factory.mktemp("java-group-classes"))
 
 
 def run_java(program, broker, topic, group, protocol, limit):

@@ -3,14 +3,13 @@ describeTopics / listOffsets, a default-config (idempotent, acks=all) producer
 per codec with keys and headers, and a group-less assign()/seekToBeginning()
 consumer. The Java program checks every record and prints a JSON summary."""
 import json
-import shutil
 import subprocess
 
 import pytest
 
-from e2e_util import E2E_DIR, VERSIONS
+from e2e_util import E2E_DIR
+from e2e_util import java_program as compile_java
 
-JAR_DIR = E2E_DIR / ".deps" / "java"
 JAVA_SRC = E2E_DIR / "java" / "StrataE2E.java"
 N = 20_000
 PARTS = 3
@@ -18,25 +17,9 @@ PARTS = 3
 pytestmark = pytest.mark.java
 
 
-def classpath():
-    jars = [JAR_DIR / f"{j}.jar" for j in VERSIONS["JAVA_JARS"].split()]
-    missing = [str(j) for j in jars if not j.exists()]
-    if missing:
-        pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
-    return ":".join(map(str, jars))
-
-
 @pytest.fixture(scope="session")
 def java_program(tmp_path_factory):
-    if not shutil.which("javac") or not shutil.which("java"):
-        pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
-    cp = classpath()
-    out = tmp_path_factory.mktemp("java-classes")
-    r = subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SRC)],
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
-    return ["java", "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-cp", f"{out}:{cp}", "StrataE2E"]
+    return compile_java("3", JAVA_SRC, tmp_path_factory.mktemp("java-classes"), heap="512m")
 
 
 @pytest.mark.timeout(240)

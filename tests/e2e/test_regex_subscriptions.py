@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import subprocess
 import threading
 import time
@@ -23,6 +22,7 @@ from collections import Counter
 
 import pytest
 
+from e2e_util import java_program as compile_java
 from e2e_util import (E2E_DIR, RDKAFKA_LOGGER, VERSIONS, ck_admin, ck_create_topic, ck_producer,
                       fail_unless, wait_until)
 
@@ -32,7 +32,6 @@ ASSIGN_TIMEOUT = 30.0  # first assignment + every record of the matching topics
 NEW_TOPIC_TIMEOUT = 30.0  # a topic created later is assigned and read within this
 ERROR_TIMEOUT = 30.0   # an invalid regex fails the consumer within this
 
-JAR_DIR = E2E_DIR / ".deps" / "java4"
 JAVA_SRC = E2E_DIR / "java" / "StrataRegexE2E.java"
 INVALID_REGEX_CLASS = "org.apache.kafka.common.errors.InvalidRegularExpression"
 
@@ -81,19 +80,7 @@ def check_records(records, want, who):
 
 @pytest.fixture(scope="module")
 def java4_program(tmp_path_factory):
-    if not shutil.which("javac") or not shutil.which("java"):
-        pytest.fail("javac/java not found (install-test-deps.sh installs a JDK when root)")
-    jars = [JAR_DIR / f"{j}.jar" for j in VERSIONS["JAVA4_JARS"].split()]
-    missing = [str(j) for j in jars if not j.exists()]
-    if missing:
-        pytest.fail(f"missing jars {missing}: run scripts/install-test-deps.sh")
-    cp = ":".join(map(str, jars))
-    out = tmp_path_factory.mktemp("java4-regex-classes")
-    r = subprocess.run(["javac", "-d", str(out), "-cp", cp, str(JAVA_SRC)],
-                       capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, f"javac failed:\n{r.stdout}\n{r.stderr}"
-    return ["java", "-Xmx256m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
-            "-cp", f"{out}:{cp}", "StrataRegexE2E"]
+    return compile_java("4", JAVA_SRC, tmp_path_factory.mktemp("java4-regex-classes"))
 
 
 class JavaConsumer:
