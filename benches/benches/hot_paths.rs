@@ -66,16 +66,19 @@ fn fetch_encode(c: &mut Criterion) {
 
 const APPENDS: usize = 64;
 
+/// Every codec a producer may send, by the name the benchmark ids use.
+const CODECS: [(&str, Compression); 5] = [
+    ("none", Compression::None),
+    ("gzip", Compression::Gzip),
+    ("snappy", Compression::Snappy),
+    ("lz4", Compression::Lz4),
+    ("zstd", Compression::Zstd),
+];
+
 fn validate_and_append(c: &mut Criterion) {
     let settings = TopicSettings::resolve(None, &Default::default());
     let mut g = c.benchmark_group("partition_append");
-    for (name, compression) in [
-        ("none", Compression::None),
-        ("gzip", Compression::Gzip),
-        ("snappy", Compression::Snappy),
-        ("lz4", Compression::Lz4),
-        ("zstd", Compression::Zstd),
-    ] {
+    for (name, compression) in CODECS {
         let b = text_batch(100, 1024, compression);
         // Each iteration appends the batch APPENDS times; throughput counts the bytes as sent.
         g.throughput(Throughput::Bytes((APPENDS * b.len()) as u64));
@@ -104,13 +107,7 @@ fn validate_and_append(c: &mut Criterion) {
 fn produce_validation(c: &mut Criterion) {
     let settings = TopicSettings::resolve(None, &Default::default());
     let mut g = c.benchmark_group("produce_validation");
-    for (name, compression) in [
-        ("none", Compression::None),
-        ("gzip", Compression::Gzip),
-        ("snappy", Compression::Snappy),
-        ("lz4", Compression::Lz4),
-        ("zstd", Compression::Zstd),
-    ] {
+    for (name, compression) in CODECS {
         let b = text_batch(100, 1024, compression);
         g.throughput(Throughput::Bytes(b.len() as u64));
         g.bench_function(format!("100x1KiB_{name}"), |bench| {

@@ -143,29 +143,48 @@ fn entry(
         .with_documentation(if version >= 3 && request.include_documentation { Some(str_bytes(doc)) } else { None })
 }
 
-/// Kafka's answer for a resource named twice in one alter request (nothing changes for it).
-fn duplicate_resource() -> ApiError {
-    ApiError::new(ResponseError::InvalidRequest, "Duplicate resource.")
+/// Kafka's duplicate checks of an alter request: a resource named twice is answered once,
+/// INVALID_REQUEST "Duplicate resource.", and a resource setting a key twice INVALID_REQUEST
+/// "Error due to duplicate config keys"; nothing changes for either.
+struct DuplicateCheck {
+    twice: HashSet<(i8, StrBytes)>,
+    answered: HashSet<(i8, StrBytes)>,
 }
 
-/// Kafka's answer for a config key set twice for one resource.
-fn duplicate_keys<'a>(keys: impl IntoIterator<Item = &'a StrBytes>) -> Option<ApiError> {
-    (!duplicates(keys).is_empty())
-        .then(|| ApiError::new(ResponseError::InvalidRequest, "Error due to duplicate config keys"))
+impl DuplicateCheck {
+    fn new<'a>(resources: impl Iterator<Item = (i8, &'a StrBytes)>) -> Self {
+        Self { twice: duplicates(resources.map(|(t, n)| (t, n.clone()))), answered: HashSet::new() }
+    }
+
+    /// `None` when the resource was answered already (skip it), else its refusal, if any.
+    fn check<'a>(
+        &mut self,
+        ty: i8,
+        name: &StrBytes,
+        keys: impl IntoIterator<Item = &'a StrBytes>,
+    ) -> Option<Option<ApiError>> {
+        let key = (ty, name.clone());
+        if self.twice.contains(&key) {
+            return self
+                .answered
+                .insert(key)
+                .then(|| Some(ApiError::new(ResponseError::InvalidRequest, "Duplicate resource.")));
+        }
+        Some(
+            (!duplicates(keys).is_empty())
+                .then(|| ApiError::new(ResponseError::InvalidRequest, "Error due to duplicate config keys")),
+        )
+    }
 }
 
 pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
-    let twice = duplicates(request.resources.iter().map(|r| (r.resource_type, r.resource_name.clone())));
-    let mut answered = HashSet::new();
+    let mut duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
     let mut responses = Vec::new();
     for r in request.resources {
-        let key = (r.resource_type, r.resource_name.clone());
-        let named_twice = twice.contains(&key);
-        if named_twice && !answered.insert(key) {
+        let Some(refused) = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name))
+        else {
             continue;
-        }
-        let refused =
-            if named_twice { Some(duplicate_resource()) } else { duplicate_keys(r.configs.iter().map(|c| &c.name)) };
+        };
         let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
@@ -207,17 +226,13 @@ pub async fn incremental_alter(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let image = broker.replicas.image();
-    let twice = duplicates(request.resources.iter().map(|r| (r.resource_type, r.resource_name.clone())));
-    let mut answered = HashSet::new();
+    let mut duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
     let mut responses = Vec::new();
     for r in request.resources {
-        let key = (r.resource_type, r.resource_name.clone());
-        let named_twice = twice.contains(&key);
-        if named_twice && !answered.insert(key) {
+        let Some(refused) = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name))
+        else {
             continue;
-        }
-        let refused =
-            if named_twice { Some(duplicate_resource()) } else { duplicate_keys(r.configs.iter().map(|c| &c.name)) };
+        };
         let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
