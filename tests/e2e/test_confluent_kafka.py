@@ -137,8 +137,8 @@ def test_fetch_long_poll_parks_and_wakes_on_produce(broker, topic_name):
     sent_at = []
 
     def parked_fetch(max_wait_ms: int) -> tuple[float, bytes]:
-        with socket.create_connection(("127.0.0.1", broker.port), timeout=30) as s:
-            s.settimeout(30)
+        with socket.create_connection(("127.0.0.1", broker.port), timeout=90) as s:
+            s.settimeout(90)
             t0 = time.monotonic()
             s.sendall(frame(1, 4, 5, fetch_v4_body(topic_name, {0: 0}, max_wait_ms=max_wait_ms)))
             sent_at.append(t0)
@@ -156,7 +156,9 @@ def test_fetch_long_poll_parks_and_wakes_on_produce(broker, topic_name):
 
     took, records = parked_fetch(1500)
     assert records == b"", "the partition is empty"
-    assert 1.2 <= took < 6, f"an empty fetch with max_wait_ms=1500 was answered after {took:.2f}s"
+    # At least about max_wait_ms (a broker that never parks answers at once); the upper bound
+    # is generous, for a busy machine.
+    assert 1.2 <= took < 20, f"an empty fetch with max_wait_ms=1500 was answered after {took:.2f}s"
 
     p = ck_producer(broker.bootstrap, **{"acks": "all", "linger.ms": 0})
     produced_at = []
@@ -169,12 +171,12 @@ def test_fetch_long_poll_parks_and_wakes_on_produce(broker, topic_name):
 
     t = threading.Thread(target=produce_later)
     t.start()
-    took, records = parked_fetch(10_000)
+    took, records = parked_fetch(60_000)
     t.join()
     assert produced_at[0] > sent_at[-1], "the record must be produced while the fetch waits"
     assert b"wake" in records, "the parked fetch returned without the new record"
-    assert took < 5, (f"the parked fetch returned {took:.2f}s after it was sent: it waited for "
-                      f"max_wait_ms=10000 instead of completing when the record arrived")
+    assert took < 30, (f"the parked fetch returned {took:.2f}s after it was sent: it waited for "
+                       f"max_wait_ms=60000 instead of completing when the record arrived")
 
 
 @pytest.mark.parametrize("acks", ["0", "1"])
