@@ -39,6 +39,7 @@ UNKNOWN_TOPIC_OR_PARTITION = 3
 INVALID_TIMESTAMP = 32
 INVALID_CONFIG = 40
 INVALID_RECORD = 87
+UNSUPPORTED_COMPRESSION_TYPE = 76
 
 # ListOffsets special timestamps
 LATEST, EARLIEST, MAX_TIMESTAMP = -1, -2, -3
@@ -120,16 +121,24 @@ def list_offsets(port, topic, partition, timestamp, version=7):
     return p.error_code, p.offset, p.timestamp
 
 
-def fetch_batches(port, topic, partition=0, offset=0):
-    """Fetch v4 from `offset` -> (high_watermark, [DefaultRecordBatch]) of every stored batch."""
+def fetch_partition(port, topic, partition=0, offset=0, version=11):
+    """Fetch (v4..v12) from `offset` -> the partition's response."""
     F = FetchRequest
-    req = F(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=16 << 20, isolation_level=0,
+    req = F(replica_id=-1, max_wait_ms=0, min_bytes=0, max_bytes=16 << 20, isolation_level=0, session_id=0,
+            session_epoch=-1, forgotten_topics_data=[], rack_id="",
             topics=[F.FetchTopic(topic=topic, partitions=[F.FetchTopic.FetchPartition(
-                partition=partition, fetch_offset=offset, partition_max_bytes=16 << 20)])])
+                partition=partition, current_leader_epoch=-1, fetch_offset=offset, log_start_offset=-1,
+                partition_max_bytes=16 << 20)])])
     with Conn(port) as c:
-        resp = c.call(req, FetchResponse, 4)
+        resp = c.call(req, FetchResponse, version)
     [t] = resp.responses
     [p] = t.partitions
+    return p
+
+
+def fetch_batches(port, topic, partition=0, offset=0):
+    """Fetch v11 from `offset` -> (high_watermark, [DefaultRecordBatch]) of every stored batch."""
+    p = fetch_partition(port, topic, partition, offset)
     assert p.error_code == NONE, f"Fetch {topic}-{partition}@{offset}: error_code {p.error_code}"
     data = bytes(p.records or b"")
     batches, i = [], 0
@@ -435,6 +444,24 @@ def test_topic_compression_zstd_recompresses(broker, topic_name):
     sent = produce_ck(broker.bootstrap, topic_name, "lz4", 0, 200)
     sent += produce_ck(broker.bootstrap, topic_name, "none", 200, 200)
     check_stored_and_read_back(broker, topic_name, sent, "zstd")
+
+
+def test_zstd_needs_produce_v7_and_fetch_v10(broker, topic_name):
+    """As Kafka: a zstd batch in Produce below v7, and Fetch below v10 of a topic whose
+    compression.type is zstd, are UNSUPPORTED_COMPRESSION_TYPE; v7 / v10 work."""
+    ck_create_topic(broker.bootstrap, topic_name, 1, config={"compression.type": "zstd"})
+    # Compressible enough that kafka-python keeps the codec (it stores a batch uncompressed
+    # when compression does not make it smaller).
+    batch = bytes(build_batch([(b"k", b"v" * 1000, now_ms())], codec=CODEC["zstd"]))
+    assert batch[21 + 1] & 7 == CODEC["zstd"], "the test batch is not zstd"
+    p = produce(broker.port, topic_name, 0, batch, version=6)
+    assert p.error_code == UNSUPPORTED_COMPRESSION_TYPE, f"Produce v6 with zstd: error {p.error_code}"
+    p = produce(broker.port, topic_name, 0, batch, version=7)
+    assert (p.error_code, p.base_offset) == (NONE, 0), f"Produce v7 with zstd: {p}"
+    old = fetch_partition(broker.port, topic_name, version=9)
+    assert old.error_code == UNSUPPORTED_COMPRESSION_TYPE, f"Fetch v9 of a zstd topic: error {old.error_code}"
+    new = fetch_partition(broker.port, topic_name, version=10)
+    assert new.error_code == NONE and new.records, f"Fetch v10 of a zstd topic: error {new.error_code}"
 
 
 def test_topic_compression_uncompressed_and_producer(broker, topic_name):

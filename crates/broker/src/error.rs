@@ -26,6 +26,10 @@ pub enum BrokerError {
     OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
     InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+    #[error("{0}")]
+    UnsupportedCompressionType(&'static str),
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("transactional batches are not supported yet")]
     TransactionsUnsupported,
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
@@ -57,9 +61,14 @@ fn record_errors_message(errors: &[RecordErrorOut], invalid_timestamp: bool) -> 
         .take(3)
         .map(|e| format!("RecordError(batchIndex={}, message='{}')", e.index, e.message))
         .collect();
+    // The list stops at MAX_RECORD_ERRORS; a batch with more says "at least".
+    let total = if errors.len() >= strata_protocol::records::validate::MAX_RECORD_ERRORS {
+        format!("at least {}", errors.len())
+    } else {
+        errors.len().to_string()
+    };
     format!(
-        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
-        errors.len(),
+        "One or more records have been rejected due to {total} record errors in total, and only showing the first three errors at most: [{}]",
         shown.join(", ")
     )
 }
@@ -105,6 +114,8 @@ impl BrokerError {
             // No transactional producer id is ever handed out, so such a batch
             // is a client bug or a forgery: the transaction state is invalid.
             BrokerError::TransactionsUnsupported => ResponseError::InvalidTxnState,
+            BrokerError::UnsupportedCompressionType(_) => ResponseError::UnsupportedCompressionType,
+            BrokerError::Internal(_) => ResponseError::UnknownServerError,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // KAFKA_STORAGE_ERROR is retriable: the client retries while the
             // operator fixes the disk, as with Kafka.

@@ -35,6 +35,10 @@ use crate::BrokerError;
 /// The internal topic holding group state and committed offsets.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
+/// Tombstones per batch when deleting the offsets of deleted topics: about 100 bytes each, so
+/// a batch stays far below the partition's `max.message.bytes` (16 MiB).
+const TOMBSTONES_PER_BATCH: usize = 10_000;
+
 /// Reads per load step while replaying a partition.
 const LOAD_READ_BYTES: usize = 8 * 1024 * 1024;
 
@@ -155,17 +159,25 @@ impl GroupCoordinator {
         Ok(coordinator)
     }
 
-    /// Deletes, durably, every group's committed offsets of the topics for which `deleted`
-    /// holds (see [`GroupCoordinatorShard::delete_offsets_of_topics`]).
+    /// Deletes every group's committed offsets of the topics for which `deleted` holds (see
+    /// [`GroupCoordinatorShard::delete_offsets_of_topics`]), as tombstones in batches of at most
+    /// [`TOMBSTONES_PER_BATCH`] (each is independent, so splitting them loses no atomicity).
+    ///
+    /// If a shard's partition cannot be written, the shard is reloaded from its log and keeps
+    /// what was not written; the broker's next start deletes it, as long as no topic of that
+    /// name exists then (a topic created again meanwhile would inherit those offsets).
     pub fn delete_offsets_of_topics(&self, deleted: &dyn Fn(&str) -> bool) {
         for (index, shard) in self.shards.iter().enumerate() {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let result = shard.delete_offsets_of_topics(deleted);
-            if !self.persist(index, &mut shard, &result.records, now_ms()) {
-                tracing::error!(
-                    partition = index,
-                    "the offsets of deleted topics could not be deleted; they go at the next start"
-                );
+            for chunk in result.records.chunks(TOMBSTONES_PER_BATCH) {
+                if !self.persist(index, &mut shard, chunk, now_ms()) {
+                    tracing::error!(
+                        partition = index,
+                        "the offsets of deleted topics could not all be deleted; the rest go at the next start"
+                    );
+                    break;
+                }
             }
         }
     }

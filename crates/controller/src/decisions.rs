@@ -63,24 +63,14 @@ pub fn create_topics(
 ) -> (Vec<MetadataRecord>, Vec<CreateTopicResult>) {
     let mut records = Vec::new();
     let mut results = Vec::new();
-    // Names (with '.' read as '_') created earlier in this request: they collide too.
-    let mut created_here: Vec<(String, String)> = Vec::new();
     for spec in specs {
         let name = spec.name.clone();
-        let unified = strata_metadata::unify_collision_chars(&name);
-        let earlier = created_here.iter().find(|(u, n)| *u == unified && *n != name).map(|(_, n)| n.clone());
-        let result = match earlier {
-            Some(other) => Err(collision(&name, &other)),
-            None => plan_topic(image, defaults, spec).map(|(recs, created)| {
-                if !validate_only {
-                    records.extend(recs);
-                }
-                created
-            }),
-        };
-        if result.is_ok() {
-            created_here.push((unified, name.clone()));
-        }
+        let result = plan_topic(image, defaults, spec).map(|(recs, created)| {
+            if !validate_only {
+                records.extend(recs);
+            }
+            created
+        });
         results.push(CreateTopicResult { name, result });
     }
     (records, results)
@@ -407,9 +397,10 @@ mod tests {
             (e.error, e.message.as_str()),
             (ResponseError::InvalidTopicException, "Topic 'a_b' collides with existing topic: a.b")
         );
-        assert!(res[1].result.is_ok());
-        assert_eq!(res[2].result.as_ref().unwrap_err().error, ResponseError::InvalidTopicException);
-        assert_eq!(recs.len(), 2, "only x.y is created");
+        // As Kafka's controller: names are checked against existing topics only, so two
+        // colliding names in one request are both created.
+        assert!(res[1].result.is_ok() && res[2].result.is_ok());
+        assert_eq!(recs.len(), 4);
         let assigned = |replicas: Vec<Vec<i32>>| CreateTopicSpec {
             name: "m".into(),
             num_partitions: -1,

@@ -155,16 +155,52 @@ pub(crate) struct ResolvedRegex {
 /// Compiles a KIP-848 `SubscribedTopicRegex` as Kafka matches it (RE2/J's `matches()`: the
 /// whole topic name must match). The `regex` crate runs in linear time, like RE2.
 pub(crate) fn compile_regex(regex: &str) -> Result<regex::Regex, GroupError> {
-    let invalid = |e: regex::Error| {
-        let reason = match e {
-            regex::Error::Syntax(s) => s.lines().last().unwrap_or_default().trim().to_owned(),
-            other => other.to_string(),
+    let pattern = expand_quotes(regex);
+    let build = |p: &str| regex::RegexBuilder::new(p).size_limit(REGEX_SIZE_LIMIT).build();
+    build(&format!("^(?:{pattern})$")).map_err(|_| {
+        // Compiled again alone, so that the error is reported against the client's pattern.
+        let reason = match build(&pattern) {
+            Err(regex::Error::Syntax(s)) => s.lines().last().unwrap_or_default().trim().to_owned(),
+            Err(other) => other.to_string(),
+            Ok(_) => "it cannot be anchored".to_owned(),
         };
         GroupError::InvalidRegularExpression(format!("Invalid regular expression '{regex}': {reason}"))
-    };
-    // Checked alone first, so that a syntax error is reported against the client's pattern.
-    regex::RegexBuilder::new(regex).size_limit(REGEX_SIZE_LIMIT).build().map_err(invalid)?;
-    regex::RegexBuilder::new(&format!("^(?:{regex})$")).size_limit(REGEX_SIZE_LIMIT).build().map_err(invalid)
+    })
+}
+
+/// RE2 (and so Kafka's RE2/J) quotes literal text between `\Q` and `\E` (or the end); the
+/// `regex` crate has no such syntax, so the quoted text is escaped instead.
+fn expand_quotes(regex: &str) -> std::borrow::Cow<'_, str> {
+    if !regex.contains("\\Q") {
+        return std::borrow::Cow::Borrowed(regex);
+    }
+    let mut out = String::with_capacity(regex.len() + 16);
+    let mut chars = regex.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('Q') => {
+                let mut literal = String::new();
+                while let Some(x) = chars.next() {
+                    if x == '\\' && chars.peek() == Some(&'E') {
+                        chars.next();
+                        break;
+                    }
+                    literal.push(x);
+                }
+                out.push_str(&regex::escape(&literal));
+            }
+            Some(next) => {
+                out.push('\\');
+                out.push(next);
+            }
+            None => out.push('\\'),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Most memory one compiled subscription regex may take (the `regex` crate's size limit).

@@ -246,9 +246,7 @@ impl GroupCoordinatorShard {
             groups.insert(g);
         }
         for g in groups {
-            if !out.records.is_empty() {
-                info!(group = %g, "deleted the committed offsets of deleted topics");
-            }
+            info!(group = %g, "deleted the committed offsets of deleted topics");
             self.maybe_delete_empty_classic(&g, &mut out);
         }
         out.finish(Some(()))

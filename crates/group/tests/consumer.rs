@@ -212,6 +212,9 @@ fn regex_subscriptions_follow_the_topics() {
     let r3 = hb(&mut h, &fewer, &id, r2.member_epoch, None, Some(vec![]));
     let last = if r3.assignment.is_some() { r3 } else { r2 };
     assert_eq!(assigned_topics(&last), vec![(Uuid::from_u128(1), 2)]);
+    // RE2's \Q...\E quoting (Java's Pattern.quote) works.
+    let quoted = regex_join(&mut h, &fewer, "\\Qorders-eu\\E|pay.*");
+    assert_eq!(quoted.error_code, 0, "{:?}", quoted.error_message);
     // A pattern that does not compile is INVALID_REGULAR_EXPRESSION.
     let bad = regex_join(&mut h, &topics, "orders-(");
     assert_eq!(bad.error_code, 128);
@@ -223,5 +226,8 @@ fn regex_subscriptions_follow_the_topics() {
         let r = h.shard.consumer_group_describe(h.now, &ctx, &req, &fewer);
         h.absorb(r).unwrap()
     };
-    assert_eq!(described.groups[0].members[0].subscribed_topic_regex.as_deref(), Some("orders-.*"));
+    let mut regexes: Vec<Option<String>> =
+        described.groups[0].members.iter().map(|m| m.subscribed_topic_regex.as_ref().map(|r| r.to_string())).collect();
+    regexes.sort();
+    assert_eq!(regexes, vec![Some("\\Qorders-eu\\E|pay.*".to_owned()), Some("orders-.*".to_owned())]);
 }

@@ -352,6 +352,10 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                     return bad(&format!("must be at most {max}"));
                 }
             }
+            // Kafka's GzipCompression level validator: Deflater's levels, 0 excluded.
+            if name == "compression.gzip.level" && n == 0 {
+                return bad("must be -1 (the codec's default) or 1 to 9");
+            }
         }
         ConfigType::Double => {
             if !value.trim().parse::<f64>().is_ok_and(|v| (0.0..=1.0).contains(&v)) {
@@ -438,6 +442,11 @@ mod tests {
         assert!(validate_topic_config("cleanup.policy", "forever").is_err());
         assert!(validate_topic_config("no.such", "1").unwrap_err().contains("Unknown"));
         assert!(validate_topic_config("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate_topic_config("compression.gzip.level", "0").is_err(), "Deflater has no level 0 in Kafka");
+        assert!(validate_topic_config("compression.gzip.level", "-1").is_ok());
+        assert!(validate_topic_config("compression.zstd.level", "23").is_err());
+        assert!(validate_topic_config("message.format.version", "0.10.0").is_ok());
+        assert!(validate_topic_config("message.format.version", "yesterday").is_err());
     }
 
     #[test]

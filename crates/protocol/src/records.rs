@@ -31,8 +31,9 @@ pub struct RecordPosition {
     pub has_key: bool,
 }
 
-/// Why the records of a batch could not be read. Every case is Kafka's
-/// `InvalidRecordException` (INVALID_RECORD) on the produce path.
+/// Why the records of a batch could not be read. On the produce path a malformed or inflated
+/// batch is INVALID_RECORD (Kafka's `InvalidRecordException`); a bad header or a codec stream
+/// that does not decompress is CORRUPT_MESSAGE.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordsError {
     #[error("batch header: {0}")]
@@ -41,7 +42,15 @@ pub enum RecordsError {
     Decompress(String),
     #[error("record {index} of the batch is malformed: {reason}")]
     Malformed { index: i32, reason: String },
+    /// The records decompress to more than [`MAX_RECORDS_BYTES`].
+    #[error("the batch's records decompress to more than {} bytes", MAX_RECORDS_BYTES)]
+    Inflated,
 }
+
+/// Most bytes the records of one batch may decompress to: 2 GiB, more than any client can
+/// build (the Java producer assembles a batch in one `ByteBuffer`, whose size is an `int`;
+/// librdkafka caps it at 1 GB). It bounds the work a decompression bomb can cost the broker.
+pub const MAX_RECORDS_BYTES: u64 = i32::MAX as u64;
 
 /// Calls `f` with the offset and timestamp of every record in `batch` (one
 /// whole v2 batch), in order, until `f` returns `false`.
@@ -312,6 +321,10 @@ mod tests {
         let good = raw_batch(&one_record(&ok), 1);
         let h = BatchHeader::parse(&good).unwrap();
         assert!(validate_records(&good, &h, &policy(0)).is_ok());
+        // Any negative key length reads as a null key, as in Kafka.
+        let null_key = raw_batch(&one_record(&[0, 0, 0, 3, 2, b'v', 0]), 1);
+        let h = BatchHeader::parse(&null_key).unwrap();
+        assert!(validate_records(&null_key, &h, &policy(0)).is_ok());
         let mut cases: Vec<(&str, Vec<u8>)> = Vec::new();
         // A record longer than its fields.
         let mut long = one_record(&ok);
@@ -327,8 +340,6 @@ mod tests {
         // A negative header count and a negative header key length.
         cases.push(("number of record headers", raw_batch(&one_record(&[0, 0, 0, 2, b'k', 2, b'v', 1]), 1)));
         cases.push(("header key size", raw_batch(&one_record(&[0, 0, 0, 2, b'k', 2, b'v', 2, 1, 0]), 1)));
-        // A key length below -1.
-        cases.push(("key size", raw_batch(&one_record(&[0, 0, 0, 3, 2, b'v', 0]), 1)));
         // Offset delta 1 for the first record.
         cases.push(("offset delta", raw_batch(&one_record(&[0, 0, 2, 2, b'k', 2, b'v', 0]), 1)));
         for (what, b) in cases {

@@ -143,48 +143,34 @@ fn entry(
         .with_documentation(if version >= 3 && request.include_documentation { Some(str_bytes(doc)) } else { None })
 }
 
-/// Kafka's duplicate checks of an alter request: a resource named twice is answered once,
-/// INVALID_REQUEST "Duplicate resource.", and a resource setting a key twice INVALID_REQUEST
+/// Kafka's duplicate checks of an alter request (`ConfigAdminManager.preprocess`, what a
+/// broker answers): every occurrence of a resource named more than once is INVALID_REQUEST
+/// "Each resource must appear at most once.", and a resource setting a key twice INVALID_REQUEST
 /// "Error due to duplicate config keys"; nothing changes for either.
 struct DuplicateCheck {
     twice: HashSet<(i8, StrBytes)>,
-    answered: HashSet<(i8, StrBytes)>,
 }
 
 impl DuplicateCheck {
     fn new<'a>(resources: impl Iterator<Item = (i8, &'a StrBytes)>) -> Self {
-        Self { twice: duplicates(resources.map(|(t, n)| (t, n.clone()))), answered: HashSet::new() }
+        Self { twice: duplicates(resources.map(|(t, n)| (t, n.clone()))) }
     }
 
-    /// `None` when the resource was answered already (skip it), else its refusal, if any.
-    fn check<'a>(
-        &mut self,
-        ty: i8,
-        name: &StrBytes,
-        keys: impl IntoIterator<Item = &'a StrBytes>,
-    ) -> Option<Option<ApiError>> {
-        let key = (ty, name.clone());
-        if self.twice.contains(&key) {
-            return self
-                .answered
-                .insert(key)
-                .then(|| Some(ApiError::new(ResponseError::InvalidRequest, "Duplicate resource.")));
+    /// The refusal of this resource, if any.
+    fn check<'a>(&self, ty: i8, name: &StrBytes, keys: impl IntoIterator<Item = &'a StrBytes>) -> Option<ApiError> {
+        if self.twice.contains(&(ty, name.clone())) {
+            return Some(ApiError::new(ResponseError::InvalidRequest, "Each resource must appear at most once."));
         }
-        Some(
-            (!duplicates(keys).is_empty())
-                .then(|| ApiError::new(ResponseError::InvalidRequest, "Error due to duplicate config keys")),
-        )
+        (!duplicates(keys).is_empty())
+            .then(|| ApiError::new(ResponseError::InvalidRequest, "Error due to duplicate config keys"))
     }
 }
 
 pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
-    let mut duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
+    let duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
     let mut responses = Vec::new();
     for r in request.resources {
-        let Some(refused) = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name))
-        else {
-            continue;
-        };
+        let refused = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name));
         let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
@@ -226,13 +212,10 @@ pub async fn incremental_alter(
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let image = broker.replicas.image();
-    let mut duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
+    let duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
     let mut responses = Vec::new();
     for r in request.resources {
-        let Some(refused) = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name))
-        else {
-            continue;
-        };
+        let refused = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name));
         let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {

@@ -14,11 +14,12 @@ use crate::Broker;
 
 pub async fn handle(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let twice: HashSet<String> = duplicates(request.topics.iter().map(|t| t.name.to_string()));
+    let mut answered = HashSet::new();
     let mut results = Vec::with_capacity(request.topics.len());
     for t in request.topics {
         let base = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let result = if twice.contains(t.name.as_str()) {
-            if results.iter().any(|r: &CreatePartitionsTopicResult| r.name == t.name) {
+            if !answered.insert(t.name.to_string()) {
                 continue;
             }
             Err((ResponseError::InvalidRequest, "Duplicate topic name.".to_string()))

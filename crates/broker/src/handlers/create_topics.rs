@@ -9,19 +9,18 @@ use strata_protocol::kafka_protocol::messages::create_topics_response::{Creatabl
 use strata_protocol::kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use strata_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{duplicates, str_bytes};
 use crate::Broker;
 
 pub async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
-    let mut seen = HashSet::new();
-    let duplicates: HashSet<String> =
-        request.topics.iter().map(|t| t.name.to_string()).filter(|n| !seen.insert(n.clone())).collect();
+    let twice: HashSet<String> = duplicates(request.topics.iter().map(|t| t.name.to_string()));
+    let mut answered = HashSet::new();
     let mut results = Vec::new();
     let mut specs = Vec::new();
     for t in &request.topics {
         let name = t.name.to_string();
-        if duplicates.contains(&name) {
-            if !results.iter().any(|r: &CreatableTopicResult| r.name.as_str() == name) {
+        if twice.contains(&name) {
+            if answered.insert(name.clone()) {
                 results.push(failed(&name, ResponseError::InvalidRequest, "Duplicate topic name in the request."));
             }
             continue;

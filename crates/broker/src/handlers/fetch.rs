@@ -23,6 +23,7 @@ use strata_log::FileRange;
 use crate::error::BrokerError;
 use crate::replica::Partition;
 use crate::Broker;
+use strata_protocol::batch::Compression;
 
 /// Longest a fetch may wait, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(60);
@@ -72,11 +73,20 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         } else {
             Some(t.topic.to_string())
         };
+        // Fetch supports zstd from v10: older fetchers of a topic whose compression.type is
+        // zstd get UNSUPPORTED_COMPRESSION_TYPE, as from Kafka.
+        let zstd_topic = version < 10
+            && name
+                .as_ref()
+                .is_some_and(|n| broker.replicas.settings_for(&image, n).compression == Some(Compression::Zstd));
         let parts: Vec<Wanted> = t
             .partitions
             .iter()
             .map(|p| Wanted {
                 partition: match &name {
+                    _ if zstd_topic => Err(BrokerError::UnsupportedCompressionType(
+                        "fetch requests below v10 cannot read this topic's zstd batches",
+                    )),
                     Some(n) => broker.replicas.get(n, p.partition),
                     None => Err(BrokerError::UnknownTopicId),
                 },

@@ -19,7 +19,47 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
-pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+/// Lookups by time and MAX_TIMESTAMP read (and may decompress) stored records under the
+/// partition lock: a request with any runs on the blocking pool, off the async workers.
+pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let reads_records =
+        request.topics.iter().flat_map(|t| &t.partitions).any(|p| p.timestamp >= 0 || p.timestamp == MAX_TIMESTAMP);
+    if !reads_records {
+        return answer(broker, request, version);
+    }
+    let (b, fallback) = (broker.clone(), request.clone());
+    match tokio::task::spawn_blocking(move || answer(&b, request, version)).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::error!(error = %e, "ListOffsets lookup task failed");
+            failed(fallback, BrokerError::Internal(e.to_string()))
+        }
+    }
+}
+
+/// Every partition of `request` answered with `error`.
+fn failed(request: ListOffsetsRequest, error: BrokerError) -> ListOffsetsResponse {
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let partitions = t.partitions.iter().map(|p| refused(p.partition_index, &error)).collect();
+            ListOffsetsTopicResponse::default().with_name(t.name).with_partitions(partitions)
+        })
+        .collect();
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+fn refused(partition: i32, e: &BrokerError) -> ListOffsetsPartitionResponse {
+    ListOffsetsPartitionResponse::default()
+        .with_partition_index(partition)
+        .with_error_code(e.code_i16())
+        .with_offset(-1)
+        .with_timestamp(-1)
+        .with_leader_epoch(-1)
+}
+
+fn answer(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     // A partition asked for twice is answered INVALID_REQUEST each time (Kafka's
     // `ListOffsetsRequest.duplicatePartitions`).
     let twice = duplicates(
@@ -44,9 +84,7 @@ pub fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -
                             .with_offset(offset)
                             .with_timestamp(timestamp)
                             .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
-                        Err(e) => {
-                            base.with_error_code(e.code_i16()).with_offset(-1).with_timestamp(-1).with_leader_epoch(-1)
-                        }
+                        Err(e) => refused(p.partition_index, &e),
                     }
                 })
                 .collect();

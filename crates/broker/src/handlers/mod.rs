@@ -86,7 +86,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             out.extend(chunks);
             Ok(())
         }
-        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version)),
+        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version).await),
         RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version).await),
         RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r).await),

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use strata_protocol::batch::BatchHeader;
 use strata_protocol::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
@@ -53,6 +54,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     Some(name) if name == OFFSETS_TOPIC => {
                         Err(BrokerError::InvalidTopic(format!("Cannot append to internal topic {name}")))
                     }
+                    Some(_) if version < 7 && is_zstd(p.records.as_deref()) => {
+                        Err(BrokerError::UnsupportedCompressionType(
+                            "Produce requests with ZStandard compression must be version 7 or higher",
+                        ))
+                    }
                     Some(name) => match broker.replicas.get(name, p.index) {
                         Ok(partition) => append(partition, p.records.unwrap_or_default()).await,
                         Err(e) => Err(e),
@@ -79,12 +85,19 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     Outcome::Respond(ProduceResponse::default().with_responses(responses))
 }
 
+/// Whether the record set starts with a zstd batch (Kafka refuses those below Produce v7).
+fn is_zstd(records: Option<&[u8]>) -> bool {
+    records
+        .and_then(|r| BatchHeader::parse(r).ok())
+        .is_some_and(|h| h.compression().ok() == Some(strata_protocol::batch::Compression::Zstd))
+}
+
 async fn append(partition: Arc<Partition>, records: Bytes) -> Result<AppendResult, BrokerError> {
     let now = now_ms();
-    if !partition.flushes_on_append() {
+    if !partition.append_may_block(&records) {
         partition.append(&records, now)
     } else {
-        // This append may fsync: keep it off the async workers.
+        // This append may fsync, decompress or recompress: keep it off the async workers.
         tokio::task::spawn_blocking(move || partition.append(&records, now))
             .await
             .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use strata_log::{FileRange, Log};
-use strata_protocol::batch::BatchHeader;
+use strata_protocol::batch::{BatchHeader, Compression};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -68,6 +68,8 @@ pub struct Partition {
     flushes_on_append: AtomicBool,
     /// Whether every append waits for an fsync (`flush.messages=1`): group commit.
     group_commit: AtomicBool,
+    /// Whether the topic's `compression.type` names a codec (appends may recompress).
+    recompresses: AtomicBool,
     /// Whether a group-commit fsync is running; producers waiting for their
     /// append to become durable sleep on `commit_done`.
     commit_running: Mutex<bool>,
@@ -99,6 +101,7 @@ impl Partition {
             log_start: AtomicI64::new(log.log_start_offset()),
             flushes_on_append: AtomicBool::new(settings.log.flush_interval_messages != u64::MAX),
             group_commit: AtomicBool::new(group_commit),
+            recompresses: AtomicBool::new(settings.compression.is_some()),
             commit_running: Mutex::new(false),
             commit_done: Condvar::new(),
             state: Mutex::new(State { log: Some(log), producers, settings }),
@@ -122,14 +125,18 @@ impl Partition {
         self.log_start.load(Ordering::Acquire)
     }
 
-    /// Whether an append may fsync before returning (so callers keep it off
-    /// the async workers).
-    pub fn flushes_on_append(&self) -> bool {
+    /// Whether appending `records` may block for long: fsync (a message-count flush policy),
+    /// decompression (a compressed batch, whose every record is read) or recompression (the
+    /// topic names a codec). Callers run such appends off the async workers.
+    pub fn append_may_block(&self, records: &[u8]) -> bool {
         self.flushes_on_append.load(Ordering::Relaxed)
+            || self.recompresses.load(Ordering::Relaxed)
+            || BatchHeader::parse(records).is_ok_and(|h| h.compression().ok() != Some(Compression::None))
     }
 
     pub fn update_settings(&self, settings: TopicSettings) {
         let group_commit = settings.log.flush_interval_messages == 1;
+        self.recompresses.store(settings.compression.is_some(), Ordering::Relaxed);
         self.flushes_on_append.store(settings.log.flush_interval_messages != u64::MAX, Ordering::Relaxed);
         let mut st = self.lock();
         let was_group_commit = self.group_commit.swap(group_commit, Ordering::Relaxed);

@@ -86,7 +86,8 @@ pub fn prepare_batch(records: &[u8], settings: &TopicSettings, now_ms: i64) -> R
                         BrokerError::MessageTooLarge { size: limit.saturating_add(1), max: limit }
                     }
                     RecompressError::Records(e) => records_error(e),
-                    other => BrokerError::Storage(other.to_string()),
+                    // Compressing into memory does not fail; if it did, it is a bug of ours.
+                    other => BrokerError::Internal(other.to_string()),
                 },
             )?)
         }
@@ -113,7 +114,7 @@ pub fn prepare_batch(records: &[u8], settings: &TopicSettings, now_ms: i64) -> R
 fn records_error(e: RecordsError) -> BrokerError {
     match e {
         // Kafka's InvalidRecordException: the records do not parse or disagree with the header.
-        RecordsError::Malformed { .. } => BrokerError::InvalidRecord(e.to_string()),
+        RecordsError::Malformed { .. } | RecordsError::Inflated => BrokerError::InvalidRecord(e.to_string()),
         RecordsError::Header(_) | RecordsError::Decompress(_) => BrokerError::CorruptMessage(e.to_string()),
     }
 }

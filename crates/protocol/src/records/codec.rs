@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 
 use crate::batch::{compute_crc, BatchHeader, Compression, BATCH_HEADER_LEN, LOG_OVERHEAD};
 
-use super::RecordsError;
+use super::{RecordsError, MAX_RECORDS_BYTES};
 
 /// A reader of the uncompressed records section of a batch whose (compressed) section is
 /// `body`. Decompressors stream: memory stays bounded whatever the section expands to.
@@ -160,6 +160,7 @@ pub fn recompress(
     // Reading errors come from the decompressor; writing errors from the bound or compressor.
     let copy = |input: &mut dyn Read, output: &mut dyn Write| -> Result<(), RecompressError> {
         let mut buf = [0u8; 16 * 1024];
+        let mut total = 0u64;
         loop {
             let n = match input.read(&mut buf) {
                 Ok(0) => return Ok(()),
@@ -167,6 +168,10 @@ pub fn recompress(
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(RecordsError::Decompress(e.to_string()).into()),
             };
+            total += n as u64;
+            if total > MAX_RECORDS_BYTES {
+                return Err(RecordsError::Inflated.into());
+            }
             output.write_all(&buf[..n]).map_err(fail)?;
         }
     };

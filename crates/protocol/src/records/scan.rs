@@ -17,8 +17,10 @@
 //! ```
 //!
 //! Uncompressed batches are read in place from the slice; compressed ones through a streaming
-//! decompressor and a fixed 32 KiB buffer, so a batch costs the same small, constant memory
-//! whatever its records claim, and time bounded by its (decompressed) bytes.
+//! decompressor and a fixed 32 KiB buffer. Memory is bounded by the codec, not by what the
+//! records claim: the decoder's own window (up to 4 MiB per LZ4 block, up to the zstd window a
+//! frame declares, one whole raw snappy block of at most 22x its compressed size) plus the
+//! buffer. Time is bounded by the decompressed bytes, at most [`MAX_RECORDS_BYTES`].
 
 use std::io::{BufRead, BufReader, Read};
 use std::ops::ControlFlow;
@@ -26,7 +28,7 @@ use std::ops::ControlFlow;
 use crate::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
 
 use super::codec::decompressing_reader;
-use super::RecordsError;
+use super::{RecordsError, MAX_RECORDS_BYTES};
 
 /// One record of a batch, as much of it as the broker's checks need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,14 +40,14 @@ pub struct RecordView {
     /// The record's timestamp: `baseTimestamp + timestampDelta`, or the batch's
     /// `maxTimestamp` when the batch carries LogAppendTime.
     pub timestamp: i64,
-    /// Key length; -1 for a null key.
+    /// Key length; negative (written as -1) for a null key.
     pub key_len: i32,
-    /// Value length; -1 for a null value (a tombstone).
+    /// Value length; negative (written as -1) for a null value (a tombstone).
     pub value_len: i32,
 }
 
 impl RecordView {
-    /// Whether the record has a key (a null key has length -1).
+    /// Whether the record has a key (a null key has a negative length).
     pub fn has_key(&self) -> bool {
         self.key_len >= 0
     }
@@ -115,6 +117,9 @@ fn decompress_error(e: std::io::Error) -> RecordsError {
 impl<R: Read> Source for StreamSource<R> {
     #[inline]
     fn byte(&mut self) -> Result<Option<u8>, RecordsError> {
+        if self.pos >= MAX_RECORDS_BYTES {
+            return Err(RecordsError::Inflated);
+        }
         let b = self.reader.fill_buf().map_err(decompress_error)?.first().copied();
         if b.is_some() {
             self.reader.consume(1);
@@ -124,6 +129,9 @@ impl<R: Read> Source for StreamSource<R> {
     }
 
     fn skip(&mut self, mut n: usize) -> Result<bool, RecordsError> {
+        if self.pos.saturating_add(n as u64) > MAX_RECORDS_BYTES {
+            return Err(RecordsError::Inflated);
+        }
         while n > 0 {
             let available = self.reader.fill_buf().map_err(decompress_error)?.len();
             if available == 0 {
@@ -199,8 +207,8 @@ fn read_record(s: &mut impl Source, header: &BatchHeader, index: i32) -> Result<
     let _attributes = s.byte()?.ok_or_else(premature)?;
     let timestamp_delta = read_varlong(s, index)?.ok_or_else(premature)?;
     let offset_delta = read_varint(s, index)?.ok_or_else(premature)?;
-    let key_len = read_length(s, index, "key")?;
-    let value_len = read_length(s, index, "value")?;
+    let key_len = read_length(s, index)?;
+    let value_len = read_length(s, index)?;
     let header_count = read_varint(s, index)?.ok_or_else(premature)?;
     if header_count < 0 {
         return Err(malformed(index, format!("Found invalid number of record headers {header_count}")));
@@ -221,7 +229,7 @@ fn read_record(s: &mut impl Source, header: &BatchHeader, index: i32) -> Result<
         if !s.skip(key as usize)? {
             return Err(premature());
         }
-        read_length(s, index, "header value")?;
+        read_length(s, index)?;
     }
     let read = s.position() - start;
     if read != length {
@@ -237,13 +245,12 @@ fn read_record(s: &mut impl Source, header: &BatchHeader, index: i32) -> Result<
     Ok(RecordView { index, offset_delta, timestamp, key_len, value_len })
 }
 
-/// A length-prefixed field (`-1` is null) whose bytes are skipped; returns the length.
-fn read_length(s: &mut impl Source, index: i32, what: &str) -> Result<i32, RecordsError> {
+/// A length-prefixed field whose bytes are skipped; returns the length. Any negative length
+/// is a null field, as Kafka's `Utils.readBytes` reads it (the record's size check then
+/// catches a record whose lengths do not add up).
+fn read_length(s: &mut impl Source, index: i32) -> Result<i32, RecordsError> {
     let len = read_varint(s, index)?
         .ok_or_else(|| malformed(index, "Incorrect declared batch size, premature EOF reached"))?;
-    if len < -1 {
-        return Err(malformed(index, format!("Invalid {what} size {len}")));
-    }
     if len > 0 && !s.skip(len as usize)? {
         return Err(malformed(index, "Incorrect declared batch size, premature EOF reached"));
     }
