@@ -319,7 +319,10 @@ impl TopicSettings {
         let num = |n: &str, fallback: i64| get(n).trim().parse::<i64>().unwrap_or(fallback);
         let defaults = LogConfig::default();
         let max_message_bytes = num("max.message.bytes", 1_048_588).max(0) as usize;
+        let policies = get("cleanup.policy");
+        let policy = |p: &str| policies.split(',').any(|x| x.trim() == p);
         let log = LogConfig {
+            cleanup_delete: policy("delete"),
             segment_bytes: num("segment.bytes", defaults.segment_bytes as i64).max(1) as u64,
             segment_ms: num("segment.ms", defaults.segment_ms),
             retention_ms: num("retention.ms", defaults.retention_ms),
@@ -343,7 +346,7 @@ impl TopicSettings {
             log_append_time: get("message.timestamp.type") == "LogAppendTime",
             timestamp_before_max_ms: window("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: window("message.timestamp.after.max.ms"),
-            compacted: get("cleanup.policy").split(',').any(|p| p.trim() == "compact"),
+            compacted: policy("compact"),
             compression: match get("compression.type").trim() {
                 "uncompressed" => Some(Compression::None),
                 "gzip" => Some(Compression::Gzip),

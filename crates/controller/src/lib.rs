@@ -26,8 +26,13 @@ pub enum ControllerError {
         #[source]
         source: std::io::Error,
     },
-    #[error("metadata log {path} is damaged at byte {position}: {reason}")]
+    #[error("metadata log {path} is damaged at byte {position}: {reason}; restore the file from a backup (refusing to start: replaying around the damage would lose committed metadata)")]
     Corrupt { path: std::path::PathBuf, position: u64, reason: String },
+    #[error("metadata log {path} is offline ({reason}); restart the broker")]
+    Offline { path: std::path::PathBuf, reason: String },
     #[error(transparent)]
     Metadata(#[from] strata_metadata::MetadataError),
+    /// The metadata log does not belong to this node or to the data beside it.
+    #[error("{0}")]
+    Identity(String),
 }

@@ -41,9 +41,40 @@ pub struct LocalController {
 impl LocalController {
     /// Opens the metadata log in `dir`, replays it, and on first start writes
     /// the cluster id; (re-)registers this node if its endpoint changed.
-    pub fn open(dir: &Path, config: ControllerConfig) -> Result<Self, ControllerError> {
+    ///
+    /// `cluster_id` is the cluster the data directory belongs to (its `meta.properties`), if
+    /// known: a log that holds no cluster, or another, is refused ([`ControllerError::Identity`])
+    /// rather than replayed, so a lost or foreign metadata log never makes the broker start a
+    /// new cluster over existing data. So is a log whose registered brokers do not include
+    /// this node's id (the node id changed).
+    pub fn open(dir: &Path, config: ControllerConfig, cluster_id: Option<&str>) -> Result<Self, ControllerError> {
         let (mut log, records) = MetadataLog::open(dir)?;
         let (mut image, _) = MetadataImage::empty().apply(&records)?;
+        let log_path = dir.join("metadata.log");
+        match (cluster_id, image.cluster_id.as_deref()) {
+            (Some(expected), None) => {
+                return Err(ControllerError::Identity(format!(
+                    "the metadata log {} is missing or empty, but the data directory belongs to cluster {expected} (meta.properties); refusing to start a new cluster over its data: restore the metadata log",
+                    log_path.display()
+                )))
+            }
+            (Some(expected), Some(found)) if expected != found => {
+                return Err(ControllerError::Identity(format!(
+                    "the metadata log {} belongs to cluster {found}, but the data directory to cluster {expected} (meta.properties); refusing to start",
+                    log_path.display()
+                )))
+            }
+            _ => {}
+        }
+        if !image.brokers.is_empty() && !image.brokers.contains_key(&config.node_id) {
+            let stored: Vec<String> = image.brokers.keys().map(i32::to_string).collect();
+            return Err(ControllerError::Identity(format!(
+                "node.id {} does not match the stored {} (registered in {}); start with that node id, or give this node its own data directory",
+                config.node_id,
+                stored.join(", "),
+                log_path.display()
+            )));
+        }
         let mut boot = Vec::new();
         if image.cluster_id.is_none() {
             boot.push(MetadataRecord::ClusterCreated { cluster_id: new_cluster_id() });
@@ -221,7 +252,7 @@ mod tests {
     async fn metadata_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let (cluster_id, topic_id) = {
-            let c = LocalController::open(dir.path(), config()).unwrap();
+            let c = LocalController::open(dir.path(), config(), None).unwrap();
             let r = c
                 .create_topics(
                     vec![CreateTopicSpec {
@@ -237,7 +268,7 @@ mod tests {
             assert_eq!(ids, 0..1000);
             (c.image().cluster_id.clone().unwrap(), r[0].result.as_ref().unwrap().topic_id)
         };
-        let c = LocalController::open(dir.path(), config()).unwrap();
+        let c = LocalController::open(dir.path(), config(), None).unwrap();
         let img = c.image();
         assert_eq!(img.cluster_id.as_deref(), Some(cluster_id.as_str()));
         assert_eq!(cluster_id.len(), 22);
@@ -247,7 +278,22 @@ mod tests {
         // Re-opening with the same endpoint writes nothing new.
         let before = img.records_applied;
         drop(c);
-        let c = LocalController::open(dir.path(), config()).unwrap();
+        let c = LocalController::open(dir.path(), config(), Some(&cluster_id)).unwrap();
         assert_eq!(c.image().records_applied, before + 1);
+        drop(c);
+        // Another cluster's id, or another node id, is refused.
+        assert!(matches!(
+            LocalController::open(dir.path(), config(), Some("other")),
+            Err(ControllerError::Identity(_))
+        ));
+        let other_node = ControllerConfig { node_id: 2, ..config() };
+        let e = LocalController::open(dir.path(), other_node, None).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(e.starts_with("node.id 2 does not match the stored 1"), "{e}");
+        // A missing log where meta.properties names a cluster: refused, nothing created.
+        let empty = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            LocalController::open(empty.path(), config(), Some("abc")),
+            Err(ControllerError::Identity(_))
+        ));
     }
 }

@@ -8,6 +8,9 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// `segment.ms`: roll when the active segment's first append is older than this.
     pub segment_ms: i64,
+    /// Whether `cleanup.policy` contains `delete`: only then do `retention.ms` and
+    /// `retention.bytes` delete segments (a compacted topic keeps its data until compaction).
+    pub cleanup_delete: bool,
     /// `retention.ms`: delete closed segments whose largest timestamp is older; -1 = unlimited.
     pub retention_ms: i64,
     /// `retention.bytes`: delete the oldest closed segments while the log is larger; -1 = unlimited.
@@ -30,6 +33,7 @@ impl Default for LogConfig {
         LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
+            cleanup_delete: true,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
             flush_interval_messages: u64::MAX,

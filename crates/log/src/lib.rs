@@ -18,6 +18,7 @@
 //! - [`storage`] — the storage trait and its file-system and in-memory implementations.
 //! - `mmap` — the only module with `unsafe` (memory maps), and the rules that make it sound.
 //! - [`config`] — [`LogConfig`] with Kafka's defaults.
+//! - [`data_dir`] — the data directory's lock (`.lock`) and identity (`meta.properties`).
 //! - [`error`] — [`LogError`].
 //!
 //! # Example
@@ -45,6 +46,7 @@
 //! ```
 
 pub mod config;
+pub mod data_dir;
 pub mod error;
 mod index;
 pub mod log;

@@ -612,15 +612,16 @@ impl Log {
 
     /// Applies `retention.ms` (by each segment's largest record timestamp, or when no record
     /// has one, the time the segment was last written, as Kafka does) and `retention.bytes`
-    /// (by total size), and deletes
+    /// (by total size), only when `cleanup.policy` contains `delete`, and deletes
     /// segments wholly below the log start. Never deletes the active segment. Moves the log
     /// start to the first remaining segment. Returns the number of segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
         if self.is_offline() {
             return Ok(0);
         }
-        let retention_ms = self.config.retention_ms;
-        let retention_bytes = self.config.retention_bytes;
+        // A compact-only topic (`__consumer_offsets` among them) is never trimmed by time or size.
+        let (retention_ms, retention_bytes) =
+            if self.config.cleanup_delete { (self.config.retention_ms, self.config.retention_bytes) } else { (-1, -1) };
         let mut total = self.size_bytes();
         self.delete_segments_while(|seg, next_base, log_start| {
             let expired =

@@ -285,6 +285,22 @@ fn retention(h: &dyn Harness) {
 /// Producers may write -1 as every record's timestamp: such a segment is judged by when it
 /// was last written (Kafka's `largestTimestamp` falls back on the file's mtime), not kept for
 /// ever; after a reopen the clock is the file's modification time, or the open itself.
+/// `cleanup.policy=compact` alone: neither `retention.ms` nor `retention.bytes` deletes data
+/// (`__consumer_offsets` kept offsets committed a week ago only until the next retention run).
+fn compacted_logs_are_not_trimmed_by_retention(h: &dyn Harness) {
+    let b = batch(1, 0, 100, 0);
+    let config =
+        LogConfig { cleanup_delete: false, retention_ms: 1000, retention_bytes: 0, ..small(2 * b.len() as u64) };
+    let mut log = h.open(config, 0);
+    append_n(&mut log, 6, 1, 100, 0);
+    assert_eq!(log.enforce_retention(1_000_000_000).unwrap(), 0);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (0, 6));
+    // Segments below a DeleteRecords log start still go.
+    log.advance_log_start(4).unwrap();
+    assert_eq!(log.num_segments(), 1);
+    check_invariants(&log);
+}
+
 fn retention_of_segments_without_timestamps(h: &dyn Harness) {
     let b = batch(1, -1, 100, 0);
     let config = LogConfig { retention_ms: 1000, ..small(2 * b.len() as u64) };
@@ -486,6 +502,7 @@ both_storages!(
     log_start_advances_and_persists,
     retention,
     retention_of_segments_without_timestamps,
+    compacted_logs_are_not_trimmed_by_retention,
     timestamps,
     batch_headers_from,
     flush_by_messages,

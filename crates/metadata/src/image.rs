@@ -1,6 +1,6 @@
 //! `MetadataImage`: the state after applying a prefix of the metadata log.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use uuid::Uuid;
@@ -49,6 +49,9 @@ pub struct MetadataImage {
     /// Names of topics holding '.' or '_', by their name with '.' read as '_' (Kafka's
     /// `topicsWithCollisionChars`): such names collide in metric names.
     collision_names: HashMap<String, Vec<String>>,
+    /// Ids of every topic a committed record deleted: their data may be removed from disk
+    /// (and only theirs: data whose topic the image does not know is kept).
+    deleted_topic_ids: HashSet<Uuid>,
     configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
@@ -81,6 +84,11 @@ impl MetadataImage {
 
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
         self.topics.values()
+    }
+
+    /// Whether a committed record deleted the topic with id `id`.
+    pub fn was_deleted(&self, id: &Uuid) -> bool {
+        self.deleted_topic_ids.contains(id)
     }
 
     /// An existing topic other than `name` whose name equals `name` once '.' and '_' are
@@ -187,6 +195,7 @@ impl MetadataImage {
                     delta.changed_configs.push(resource);
                 }
                 delta.created_partitions.retain(|(_, id, _)| id != topic_id);
+                self.deleted_topic_ids.insert(*topic_id);
                 delta.deleted_topics.push((name, *topic_id));
             }
             MetadataRecord::ConfigSet { resource, name, value } => {
@@ -258,6 +267,7 @@ mod tests {
         assert_eq!(img.configs(&t).unwrap()["retention.ms"], "5");
         let (img2, delta) = img.apply(&[MetadataRecord::TopicDeleted { topic_id: id }]).unwrap();
         assert!(img2.topic("t").is_none() && img2.configs(&t).is_none());
+        assert!(img2.was_deleted(&id) && !img.was_deleted(&id));
         assert_eq!(delta.deleted_topics, vec![("t".to_string(), id)]);
         // The old image is untouched.
         assert!(img.topic("t").is_some());

@@ -22,6 +22,7 @@ use strata_broker::replica::{now_ms, METADATA_DIR};
 use strata_broker::{Broker, ReplicaManager};
 use strata_controller::decisions::Defaults;
 use strata_controller::{ControllerConfig, LocalController};
+use strata_log::data_dir::{random_id, DataDirLock, MetaProperties};
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -75,6 +76,12 @@ fn main() -> ExitCode {
 async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let data_dir: PathBuf = config.data_dir();
     prepare_data_dir(&data_dir)?;
+    // Held until the process ends: a second broker on this directory is refused.
+    let _lock = DataDirLock::acquire(&data_dir)?;
+    let meta = MetaProperties::read(&data_dir)?;
+    if let Some(m) = &meta {
+        m.check_node_id(&data_dir, config.node_id())?;
+    }
     let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
     let (advertised_host, advertised_port) = config.advertised().map_err(anyhow::Error::msg)?;
     let (listener, local) =
@@ -95,13 +102,19 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
                     default_replication_factor: config.default_replication_factor(),
                 },
             },
+            meta.as_ref().map(|m| m.cluster_id.as_str()),
         )
         .context("cannot open the metadata log")?,
     );
+    if meta.is_none() {
+        // First start on this directory (or one written before meta.properties existed).
+        let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
+        MetaProperties { cluster_id, node_id: config.node_id(), directory_id: random_id() }.write(&data_dir)?;
+    }
     let replicas = Arc::new(ReplicaManager::new(data_dir.clone(), config.topic_defaults()));
     let started = std::time::Instant::now();
     controller.register_publisher(replicas.clone());
-    replicas.remove_orphans();
+    replicas.remove_deleted_topics_data();
     tracing::info!(
         partitions = replicas.all_partitions().len(),
         elapsed_ms = started.elapsed().as_millis() as u64,

@@ -108,10 +108,21 @@ impl ReplicaManager {
         let id_file = dir.join(PARTITION_METADATA_FILE);
         match std::fs::read_to_string(&id_file) {
             Ok(text) if parse_topic_id(&text) == Some(topic_id) => {}
-            Ok(_) => {
-                tracing::warn!(dir = %dir.display(), "removing the log of an older topic with the same name");
-                remove_dir(&dir)?;
-            }
+            // Only a committed delete removes data: the directory of a deleted topic of the
+            // same name goes, one whose topic the metadata does not know stays untouched.
+            Ok(text) => match parse_topic_id(&text) {
+                Some(old) if image.was_deleted(&old) => {
+                    tracing::info!(dir = %dir.display(), old_topic_id = %old, "removing the log of a deleted topic of the same name");
+                    remove_dir(&dir)?;
+                }
+                other => {
+                    return Err(BrokerError::Storage(format!(
+                        "{} holds topic id {}, the metadata names {topic_id} for {topic}; not touching it (move it aside to use the partition)",
+                        dir.display(),
+                        other.map_or_else(|| "(unreadable)".to_owned(), |id| id.to_string())
+                    )))
+                }
+            },
             Err(_) if dir.exists() => {
                 // A directory without its id file predates it being written: a
                 // crash right after creating the directory. Nothing in it was
@@ -129,12 +140,14 @@ impl ReplicaManager {
         Ok(Arc::new(Partition::new(topic.to_string(), topic_id, index, log, settings)?))
     }
 
-    /// Removes partition directories that no topic of the image owns (left
-    /// by a crash between a topic's deletion and the removal of its files).
-    pub fn remove_orphans(&self) {
+    /// Removes the partition directories of topics a committed record deleted (left by a crash
+    /// between the deletion and the removal of the files). A directory whose topic the metadata
+    /// does not know at all is kept, with a warning: missing metadata never removes data.
+    pub fn remove_deleted_topics_data(&self) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
         };
+        let image = self.image();
         let hosted: Vec<PathBuf> = self
             .partitions
             .load()
@@ -143,11 +156,21 @@ impl ReplicaManager {
             .collect();
         for entry in entries.flatten() {
             let path = entry.path();
-            if path.is_dir() && path.join(PARTITION_METADATA_FILE).exists() && !hosted.contains(&path) {
-                tracing::info!(dir = %path.display(), "removing the log of a deleted topic");
-                if let Err(e) = remove_dir(&path) {
-                    tracing::warn!(error = %e, "cannot remove orphaned log");
+            if !path.is_dir() || hosted.contains(&path) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(path.join(PARTITION_METADATA_FILE)) else {
+                continue;
+            };
+            match parse_topic_id(&text) {
+                Some(id) if image.was_deleted(&id) => {
+                    tracing::info!(dir = %path.display(), topic_id = %id, "removing the log of a deleted topic");
+                    if let Err(e) = remove_dir(&path) {
+                        tracing::warn!(error = %e, "cannot remove the log of a deleted topic");
+                    }
                 }
+                id => tracing::warn!(dir = %path.display(), topic_id = ?id,
+                    "keeping a partition directory the metadata does not know (no committed record deleted its topic)"),
             }
         }
     }
