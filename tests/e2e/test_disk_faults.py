@@ -197,6 +197,43 @@ def test_missing_and_garbled_index_files_are_rebuilt(broker_factory, topic_name)
     assert all(p.exists() for p in indexes + timeindexes), "index files were not rebuilt"
 
 
+def test_a_partition_whose_log_cannot_be_opened_is_offline(broker_factory, topic_name):
+    """A partition whose log fails to open at start (here: its segment file is a directory;
+    on a real disk, an I/O error while recovery reads it) is offline: Produce, Fetch and
+    ListOffsets earliest/latest answer KAFKA_STORAGE_ERROR, not UNKNOWN_TOPIC_OR_PARTITION
+    (which makes clients drop their metadata) nor offsets it cannot serve; the other
+    partition of the topic serves."""
+    from kafka.protocol.consumer.offsets import ListOffsetsRequest, ListOffsetsResponse
+
+    from test_kafka_answers import Conn
+
+    b = broker_factory()
+    ck_create_topic(b.bootstrap, topic_name, 2)
+    produce_values(b, topic_name, 10, 2)
+    b.kill()
+    seg = segment_files(b, topic_name, 1)[0]
+    seg.unlink()
+    seg.mkdir()
+    b.start()
+    L = ListOffsetsRequest
+    for ts in (-1, -2):
+        req = L(replica_id=-1, isolation_level=0, topics=[L.ListOffsetsTopic(name=topic_name, partitions=[
+            L.ListOffsetsTopic.ListOffsetsPartition(partition_index=p, current_leader_epoch=-1, timestamp=ts)
+            for p in (0, 1)])])
+        with Conn(b.port) as c:
+            r = c.call(req, ListOffsetsResponse, 7)
+        got = {p.partition_index: (p.error_code, p.offset) for p in r.topics[0].partitions}
+        assert got[0] == (0, 10 if ts == -1 else 0), got
+        assert got[1][0] == KAFKA_STORAGE_ERROR, f"ListOffsets({ts}) of the offline partition: {got[1]}"
+    import socket
+    with socket.create_connection(("127.0.0.1", b.port), timeout=10) as s:
+        s.settimeout(10)
+        assert produce(s, topic_name, 1, record_batch([b"x"]), 1)[0] == KAFKA_STORAGE_ERROR
+        assert produce(s, topic_name, 0, record_batch([b"x"]), 2) == (0, 10)
+    assert fetch(b.port, topic_name, {1: 0})[1][0] == KAFKA_STORAGE_ERROR
+    assert "cannot open partition log" in b.log_text()
+
+
 def _mount_tmpfs(path: Path, opts: str):
     path.mkdir(parents=True, exist_ok=True)
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)

@@ -2,12 +2,14 @@
 log.flush.interval.messages=1), an idempotent producer neither loses nor
 duplicates across a broker restart, SIGTERM exits 0 within 20 s idle and under
 load."""
+import socket
 import threading
 import time
 
 import pytest
 
-from e2e_util import assert_dense, ck_conf, ck_create_topic, ck_read_partitions, fail_unless, wait_until
+from e2e_util import Reader, assert_dense, ck_conf, ck_create_topic, ck_read_partitions, fail_unless, wait_until
+from test_abuse import fetch, frame, produce_v3_body, record_batch, recv_response
 
 PARTS = 3
 
@@ -205,3 +207,22 @@ def test_sigterm_with_parked_long_poll_fetch(broker_factory, topic_name):
         assert elapsed < 20
     finally:
         c.close()
+
+
+def test_min_insync_replicas_is_enforced_for_acks_all(broker, topic_name):
+    """A topic with min.insync.replicas=2 on one replica: acks=all is refused with
+    NOT_ENOUGH_REPLICAS (19) and nothing is appended; acks=1 is not held to it (as Kafka)."""
+    ck_create_topic(broker.bootstrap, topic_name, 1, config={"min.insync.replicas": "2"})
+    batch = record_batch([b"x"])
+    with socket.create_connection(("127.0.0.1", broker.port), timeout=10) as s:
+        s.settimeout(10)
+        for corr, acks, want in [(1, -1, 19), (2, 1, 0), (3, -1, 19)]:
+            s.sendall(frame(0, 3, corr, produce_v3_body(topic_name, 0, batch, acks=acks)))
+            r = Reader(recv_response(s, corr))
+            r.take(">i")
+            r.string()
+            r.take(">i")
+            _, err, base, _ = r.take(">ihqq")
+            assert err == want, f"acks={acks}: error {err}, expected {want}"
+    # Only the acks=1 record was appended.
+    assert fetch(broker.port, topic_name, {0: 0})[0][1] == 1

@@ -306,6 +306,8 @@ pub struct TopicSettings {
     pub timestamp_before_max_ms: i64,
     pub timestamp_after_max_ms: i64,
     pub compacted: bool,
+    /// `min.insync.replicas`: in-sync replicas an acks=all produce needs.
+    pub min_insync_replicas: usize,
     /// `compression.type`: the codec batches are stored in; `None` keeps the producer's.
     pub compression: Option<Compression>,
     /// `compression.{gzip,lz4,zstd}.level`, for batches the broker recompresses.
@@ -347,6 +349,7 @@ impl TopicSettings {
             timestamp_before_max_ms: window("message.timestamp.before.max.ms"),
             timestamp_after_max_ms: window("message.timestamp.after.max.ms"),
             compacted: policy("compact"),
+            min_insync_replicas: num("min.insync.replicas", 1).max(1) as usize,
             compression: match get("compression.type").trim() {
                 "uncompressed" => Some(Compression::None),
                 "gzip" => Some(Compression::Gzip),

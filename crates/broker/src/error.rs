@@ -28,6 +28,8 @@ pub enum BrokerError {
     InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
     #[error("{0}")]
     UnsupportedCompressionType(&'static str),
+    #[error("the partition has {in_sync} in-sync replica(s), below min.insync.replicas={required}")]
+    NotEnoughReplicas { in_sync: usize, required: usize },
     #[error("internal error: {0}")]
     Internal(String),
     #[error("transactional batches are not supported yet")]
@@ -115,6 +117,8 @@ impl BrokerError {
             // is a client bug or a forgery: the transaction state is invalid.
             BrokerError::TransactionsUnsupported => ResponseError::InvalidTxnState,
             BrokerError::UnsupportedCompressionType(_) => ResponseError::UnsupportedCompressionType,
+            // Retriable: the producer retries while the ISR is short.
+            BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // KAFKA_STORAGE_ERROR is retriable: the client retries while the

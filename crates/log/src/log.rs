@@ -220,6 +220,9 @@ impl Log {
             defer_flush: false,
         };
         let mut leo = None;
+        // Whether the active segment was scanned by recovery: what it found may sit only in the
+        // page cache (a process crash keeps it there), so it is fsynced before it is served.
+        let mut recovered_active = false;
         let mut remaining = bases.iter().copied().peekable();
         while let Some(base) = remaining.next() {
             let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
@@ -232,6 +235,7 @@ impl Log {
                         if clean {
                             tracing::warn!(dir = %dir.display(), "clean shutdown marker present but the active segment needs recovery");
                         }
+                        recovered_active = true;
                         seg.recover(&log.config, true)?.next_offset
                     }
                 };
@@ -285,6 +289,12 @@ impl Log {
                 "log end is below the checkpointed log start after a crash; starting empty at the log start");
             log.truncate_fully_and_start_at(log.log_start_offset)?;
         }
+        if recovered_active {
+            // The recovery point below says "everything up to the LEO is durable", and with
+            // flush.messages=1 the high watermark is the recovery point: make it true before a
+            // consumer can read a record that a power cut could still take back.
+            log.active()?.flush()?;
+        }
         storage.sync_dir(dir).map_err(LogError::io(dir))?;
         tracing::debug!(dir = %dir.display(), clean, segments = log.segments.len(),
             log_start = log.log_start_offset, log_end = log.log_end_offset, "log opened");
@@ -336,6 +346,11 @@ impl Log {
     /// `flush.messages=1` is lost, because an append whose fsync failed was not acknowledged.
     pub fn is_offline(&self) -> bool {
         self.offline.is_some()
+    }
+
+    /// [`LogError::Offline`] if the log is offline (see [`Log::is_offline`]).
+    pub fn check_online(&self) -> Result<(), LogError> {
+        self.ensure_online()
     }
 
     fn ensure_online(&self) -> Result<(), LogError> {

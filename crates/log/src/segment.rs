@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
-use strata_protocol::batch::{compute_crc, BatchHeader, BatchIter};
+use strata_protocol::batch::{offsets, BatchHeader, BatchIter, BATCH_HEADER_LEN};
 use strata_protocol::records::{first_at_or_after, max_timestamp_record};
 
 use crate::config::LogConfig;
@@ -355,40 +355,47 @@ impl Segment {
         self.bytes_since_index = 0;
         *self.map.lock().unwrap_or_else(PoisonError::into_inner) = MapState::default();
 
-        let data = self.file.map(len).map_err(LogError::io(&self.log_path))?;
+        // Read with pread, never through a mapping: a bad sector is then an I/O error that
+        // takes this log offline, not a SIGBUS that kills the broker.
+        let mut header = [0u8; BATCH_HEADER_LEN];
         let mut expected = self.base_offset;
-        let mut it = BatchIter::new(&data);
         let mut problem = None;
-        let mut valid = 0usize;
-        loop {
-            let pos = it.position();
-            match it.next() {
-                None => break,
-                Some(Err(e)) => {
+        let mut pos = 0u64;
+        while pos < len {
+            if len - pos < BATCH_HEADER_LEN as u64 {
+                problem = Some((pos, "truncated batch header".to_owned()));
+                break;
+            }
+            self.file.read_at(pos, &mut header).map_err(LogError::io(&self.log_path))?;
+            let h = match BatchHeader::parse(&header) {
+                Ok(h) => h,
+                Err(e) => {
                     problem = Some((pos, e.to_string()));
                     break;
                 }
-                Some(Ok((h, batch))) => {
-                    if let Err(reason) = sane(&h, expected, self.base_offset) {
-                        problem = Some((pos, reason));
-                        break;
-                    }
-                    if u32::try_from(pos + batch.len()).is_err() {
-                        problem = Some((pos, "segment larger than 4 GiB".to_owned()));
-                        break;
-                    }
-                    if compute_crc(batch) != h.crc {
-                        problem = Some((pos, "CRC mismatch".to_owned()));
-                        break;
-                    }
-                    self.index_batch(&h, pos as u64, config.index_interval_bytes);
-                    expected = h.last_offset() + 1;
-                    valid = pos + batch.len();
-                }
+            };
+            if let Err(reason) = sane(&h, expected, self.base_offset) {
+                problem = Some((pos, reason));
+                break;
             }
+            let total = h.total_size() as u64;
+            if total > len - pos {
+                problem = Some((pos, format!("batch of {total} bytes runs past the end of the file")));
+                break;
+            }
+            if u32::try_from(pos + total).is_err() {
+                problem = Some((pos, "segment larger than 4 GiB".to_owned()));
+                break;
+            }
+            if self.crc_at(pos, total).map_err(LogError::io(&self.log_path))? != h.crc {
+                problem = Some((pos, "CRC mismatch".to_owned()));
+                break;
+            }
+            self.index_batch(&h, pos, config.index_interval_bytes);
+            expected = h.last_offset() + 1;
+            pos += total;
         }
-        let valid = valid as u64;
-        drop(data); // rule 2 of `mmap`: the temporary mapping goes before the file shrinks
+        let valid = pos;
         let truncated_bytes = len - valid;
         if let Some((pos, reason)) = problem {
             tracing::warn!(
@@ -516,12 +523,15 @@ impl Segment {
 
     /// Checks the CRC of `batch` (the batch at `position`, with header `h`) unless a read, an
     /// append or recovery already did; remembers a success.
-    fn verify(&self, position: usize, h: &BatchHeader, batch: &[u8]) -> Result<(), LogError> {
-        let (start, end) = (position as u64, (position + batch.len()) as u64);
+    fn verify(&self, position: usize, h: &BatchHeader) -> Result<(), LogError> {
+        let (start, end) = (position as u64, (position + h.total_size()) as u64);
         if self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.contains(start, end) {
             return Ok(());
         }
-        if compute_crc(batch) != h.crc {
+        // pread, not the mapping: a bad sector is an I/O error here (KAFKA_STORAGE_ERROR for
+        // the read), never a SIGBUS. Checked once, then only the mapping is read.
+        let crc = self.crc_at(start, end - start).map_err(LogError::io(&self.log_path))?;
+        if crc != h.crc {
             return Err(self.corrupt(
                 position,
                 format!("CRC mismatch in the batch at offsets {}..={}", h.base_offset, h.last_offset()),
@@ -529,6 +539,24 @@ impl Segment {
         }
         self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.insert(start, end);
         Ok(())
+    }
+
+    /// CRC32C of the batch at `pos` (`total` bytes), from the CRC-covered range on, read from the
+    /// file with `pread` in fixed chunks.
+    fn crc_at(&self, pos: u64, total: u64) -> std::io::Result<u32> {
+        const CHUNK: usize = 256 * 1024;
+        let from = offsets::ATTRIBUTES as u64;
+        let mut buf = vec![0u8; CHUNK.min(total.saturating_sub(from) as usize)];
+        let mut crc = 0u32;
+        let mut at = pos + from;
+        let end = pos + total;
+        while at < end {
+            let n = ((end - at) as usize).min(CHUNK);
+            self.file.read_at(at, &mut buf[..n])?;
+            crc = crc32c::crc32c_append(crc, &buf[..n]);
+            at += n as u64;
+        }
+        Ok(crc)
     }
 
     /// Reads from the batch holding `offset`: at most `max_bytes` but at least one whole batch,
@@ -564,7 +592,7 @@ impl Segment {
             if end > start && end - start + batch.len() > max_bytes {
                 break;
             }
-            match self.verify(end, &h, batch) {
+            match self.verify(end, &h) {
                 Ok(()) => {}
                 Err(e) if end > start => {
                     tracing::debug!(error = %e, "read stops before a damaged batch");
@@ -589,7 +617,7 @@ impl Segment {
 
     fn checked_slice(&self, data: &Bytes, pos: usize, h: &BatchHeader) -> Result<Bytes, LogError> {
         let batch = data.slice(pos..pos + h.total_size());
-        self.verify(pos, h, &batch)?;
+        self.verify(pos, h)?;
         Ok(batch)
     }
 

@@ -326,3 +326,62 @@ fn index_entry_pointing_into_a_batch_does_not_break_reads() {
         assert_eq!(&read.records[..expected.len()], &expected[..], "offset {offset}");
     }
 }
+
+/// A process crash keeps unflushed appends in the page cache; the next open finds them and
+/// serves them. They must be fsynced first: a power cut after that open must not take back a
+/// record the reopened log already counted as durable (its recovery point, which is the high
+/// watermark with flush.messages=1).
+#[test]
+fn what_recovery_finds_is_fsynced_before_it_is_served() {
+    for seed in 0..20 {
+        let storage = MemStorage::new();
+        let config = small(1 << 20);
+        let mut log = open_mem(&storage, config.clone());
+        for i in 0..5 {
+            log.append(&mut batch(1, 1000 + i, 100, i as u8), 0).unwrap();
+        }
+        // The process dies: no close, no fsync; the page cache (MemStorage's data) survives.
+        drop(log);
+        let reopened = open_mem(&storage, config.clone());
+        let served = reopened.recovery_point();
+        assert_eq!((served, reopened.log_end_offset()), (5, 5));
+        drop(reopened);
+        // Then the machine loses power.
+        storage.crash(seed);
+        let after = open_mem(&storage, config.clone());
+        assert_eq!(after.log_end_offset(), served, "seed {seed}: records served after recovery were lost");
+    }
+}
+
+/// A bad sector is an I/O error wherever the log verifies stored bytes (recovery scans, the
+/// first CRC check of a read), read with `pread`: on a real disk a memory-mapped read of it
+/// raises SIGBUS and kills the broker. The in-memory twin fails `read_at` on the range, so a
+/// code path that verified through the mapping would not see it and this test would fail.
+#[test]
+fn a_bad_sector_is_an_io_error_not_a_crash() {
+    let storage = MemStorage::new();
+    let config = small(1 << 20);
+    let mut log = open_mem(&storage, config.clone());
+    for i in 0..4 {
+        log.append(&mut batch(1, 1000 + i, 100, i as u8), 0).unwrap();
+    }
+    log.close().unwrap();
+    let seg = std::path::Path::new("/data/t-0/00000000000000000000.log");
+    let size = batch(1, 1000, 100, 0).len();
+    storage.set_bad_range(seg, 2 * size + 70..2 * size + 71);
+    // A clean start trusts the files; the first read of the batch checks its CRC and fails.
+    let log = open_mem(&storage, config.clone());
+    assert_eq!(log.read(0, 1, i64::MAX).unwrap().records.len(), size, "the batches before it read");
+    match log.read(2, 1, i64::MAX) {
+        Err(LogError::Io { path, .. }) => assert!(path.ends_with("00000000000000000000.log")),
+        other => panic!("expected an I/O error, got {other:?}"),
+    }
+    // After a crash, recovery scans the segment and meets the bad sector: the open fails.
+    drop(log);
+    storage.remove(&std::path::Path::new("/data/t-0").join(strata_log::log::CLEAN_SHUTDOWN_FILE)).ok();
+    let err = Log::open_with_storage(Arc::new(storage.clone()), std::path::Path::new("/data/t-0"), config, 0)
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+    assert!(err.contains("00000000000000000000.log") && err.contains("bad sector"), "{err}");
+}

@@ -376,7 +376,15 @@ pub fn consumer_group_heartbeat(
     let ctx = g.context(version, client.0, client.1);
     let topics: &dyn TopicMetadata = &topics;
     match g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.consumer_group_heartbeat(now, &ctx, &r, topics)) {
-        Outcome::Now(resp) => resp,
+        Outcome::Now(resp) => {
+            tracing::debug!(
+                group = %r.group_id.as_str(), member = %r.member_id.as_str(), request_epoch = r.member_epoch,
+                error = resp.error_code, epoch = resp.member_epoch,
+                assignment = ?resp.assignment.as_ref().map(|a| a.topic_partitions.len()),
+                "ConsumerGroupHeartbeat answered"
+            );
+            resp
+        }
         Outcome::Parked(_) | Outcome::NotDurable => {
             ConsumerGroupHeartbeatResponse::default().with_error_code(NOT_COORDINATOR)
         }

@@ -99,8 +99,11 @@ fn answer(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> Li
 /// even one still inside a kept batch).
 fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
     let found = match timestamp {
-        LATEST => return Ok((p.high_watermark(), -1)),
-        EARLIEST | EARLIEST_LOCAL => return Ok((p.log_start_offset(), -1)),
+        // An offline log answers KAFKA_STORAGE_ERROR here too, not offsets it cannot serve.
+        LATEST => return p.with_log(|log| Ok(log.check_online()?)).map(|()| (p.high_watermark(), -1)),
+        EARLIEST | EARLIEST_LOCAL => {
+            return p.with_log(|log| Ok(log.check_online()?)).map(|()| (p.log_start_offset(), -1))
+        }
         // No tiered storage: nothing is pending upload.
         EARLIEST_PENDING_UPLOAD => return Ok((-1, -1)),
         MAX_TIMESTAMP => p.with_log(|log| log.max_timestamp_offset().map_err(BrokerError::from))?,

@@ -79,10 +79,22 @@ impl ReplicaManager {
         self.partitions.load().get(topic).and_then(|parts| parts.get(&index)).cloned()
     }
 
-    /// Looks a partition up by topic name, distinguishing an unknown topic
-    /// from an unknown partition number (both UNKNOWN_TOPIC_OR_PARTITION).
+    /// Looks a partition up by topic name: UNKNOWN_TOPIC_OR_PARTITION if the metadata has no
+    /// such partition, KAFKA_STORAGE_ERROR if it has but its log could not be opened (an I/O
+    /// error at start: the partition is offline, as in Kafka, until the disk is fixed and the
+    /// broker restarted).
     pub fn get(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
-        self.partition(topic, index).ok_or(BrokerError::UnknownTopicOrPartition)
+        self.partition(topic, index).ok_or_else(|| {
+            let known =
+                self.image().topic(topic).is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()));
+            if known {
+                BrokerError::Storage(format!(
+                    "{topic}-{index} is offline: its log could not be opened (see the broker's log)"
+                ))
+            } else {
+                BrokerError::UnknownTopicOrPartition
+            }
+        })
     }
 
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {

@@ -202,6 +202,17 @@ impl Partition {
         Ok(recorded?)
     }
 
+    /// Kafka's check before an acks=all append (`Partition.appendRecordsToLeader`): with fewer
+    /// in-sync replicas than the topic's `min.insync.replicas`, the produce is refused with
+    /// NOT_ENOUGH_REPLICAS (retriable) and nothing is appended. acks 0 and 1 are not checked.
+    pub fn check_min_isr(&self, acks: i16, in_sync: usize) -> Result<(), BrokerError> {
+        let required = self.lock().settings.min_insync_replicas;
+        if acks == -1 && in_sync < required {
+            return Err(BrokerError::NotEnoughReplicas { in_sync, required });
+        }
+        Ok(())
+    }
+
     /// Validates and appends one producer batch (the bytes of one partition
     /// of a Produce request). A retried duplicate of an idempotent batch
     /// returns the offsets it got the first time.

@@ -47,6 +47,8 @@ struct FileData {
     len: usize,
     durable: Vec<u8>,
     durable_len: usize,
+    /// Byte ranges whose reads fail with EIO (see [`MemStorage::set_bad_range`]).
+    bad: Vec<std::ops::Range<usize>>,
 }
 
 impl FileData {
@@ -138,6 +140,15 @@ impl MemStorage {
     /// How many file syncs succeeded so far (for tests of fsync batching).
     pub fn file_syncs(&self) -> u64 {
         lock(&self.fs).syncs
+    }
+
+    /// Makes reads (`read_at`) of `range` of the file at `path` fail with EIO, as a bad disk
+    /// sector does (a memory-mapped read of it would raise SIGBUS on a real disk, which is why
+    /// the log reads with `pread` wherever it verifies stored bytes). No-op for a missing file.
+    pub fn set_bad_range(&self, path: &Path, range: std::ops::Range<usize>) {
+        if let Some(f) = lock(&self.fs).files.get(path) {
+            lock(f).bad.push(range);
+        }
     }
 
     /// Total bytes of all files (for tests).
@@ -244,6 +255,10 @@ impl StorageFile for MemFile {
     fn read_at(&self, pos: u64, buf: &mut [u8]) -> io::Result<()> {
         let f = lock(&self.data);
         let start = usize::try_from(pos).unwrap_or(usize::MAX);
+        let end = start.saturating_add(buf.len());
+        if f.bad.iter().any(|r| r.start < end && start < r.end) {
+            return Err(io::Error::other("input/output error (simulated bad sector)"));
+        }
         if f.read(start, buf) {
             Ok(())
         } else {
