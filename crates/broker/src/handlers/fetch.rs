@@ -6,6 +6,7 @@
 //! names a session id gets FETCH_SESSION_ID_NOT_FOUND and falls back to full
 //! fetches.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use strata_log::FileRange;
 
 use crate::error::BrokerError;
+use crate::replica::watchers::Watch;
 use crate::replica::Partition;
 use crate::Broker;
 use strata_protocol::batch::Compression;
@@ -102,20 +104,25 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     let mut shutdown = broker.shutdown.clone();
     let min_bytes = request.min_bytes.max(0) as usize;
     let read_committed = request.isolation_level == READ_COMMITTED;
+    // Parked the way Kafka's fetch purgatory parks a DelayedFetch: one watch per distinct
+    // partition (a request may name one many times), held until this request completes,
+    // times out or is dropped with its connection. Watching before the first read means an
+    // append between a read and the wait still wakes us.
+    let waiter = Arc::new(Notify::new());
+    let _watches: Vec<Watch> = if Instant::now() < deadline {
+        let mut seen = HashSet::new();
+        topics
+            .iter()
+            .flat_map(|(_, parts)| parts.iter())
+            .filter_map(|w| w.partition.as_ref().ok())
+            .filter(|p| seen.insert(Arc::as_ptr(p)))
+            .map(|p| p.watch(&waiter))
+            .collect()
+    } else {
+        Vec::new()
+    };
     loop {
-        let waiter = Arc::new(Notify::new());
         let may_wait = Instant::now() < deadline;
-        if may_wait {
-            // Register before reading, so an append between the read and the
-            // wait still wakes us.
-            for (_, parts) in &topics {
-                for w in parts {
-                    if let Ok(p) = &w.partition {
-                        p.register_waiter(&waiter);
-                    }
-                }
-            }
-        }
         let (responses, spliced, bytes, any_error) =
             read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed);
         if !may_wait || bytes >= min_bytes.max(1) || any_error {

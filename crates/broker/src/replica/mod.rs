@@ -12,6 +12,7 @@
 pub mod partition;
 pub mod producer_state;
 pub mod validate;
+pub mod watchers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};

@@ -27,6 +27,7 @@ use crate::config::TopicSettings;
 use crate::error::BrokerError;
 use crate::replica::producer_state::{ProducerStateTable, SequenceCheck};
 use crate::replica::validate::prepare_batch;
+use crate::replica::watchers::{Watch, Watchers};
 
 /// What a produce to this partition returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +75,8 @@ pub struct Partition {
     /// append to become durable sleep on `commit_done`.
     commit_running: Mutex<bool>,
     commit_done: Condvar,
-    waiters: Mutex<Vec<Arc<Notify>>>,
+    /// Long-poll fetches parked on this partition (see [`Watchers`]).
+    watchers: Arc<Watchers>,
 }
 
 impl Partition {
@@ -105,7 +107,7 @@ impl Partition {
             commit_running: Mutex::new(false),
             commit_done: Condvar::new(),
             state: Mutex::new(State { log: Some(log), producers, settings }),
-            waiters: Mutex::new(Vec::new()),
+            watchers: Arc::default(),
         })
     }
 
@@ -288,17 +290,20 @@ impl Partition {
         out
     }
 
-    /// Asks to be notified at the next append. The notification is kept if it
-    /// fires before the waiter awaits it, so no append is missed.
-    pub fn register_waiter(&self, waiter: &Arc<Notify>) {
-        self.waiters.lock().unwrap_or_else(PoisonError::into_inner).push(waiter.clone());
+    /// Parks a long-poll fetch on this partition until the returned [`Watch`] is dropped:
+    /// `waiter` is notified at every append, close or delete meanwhile. A notification that
+    /// fires before the waiter awaits it is kept, so no append is missed.
+    pub fn watch(&self, waiter: &Arc<Notify>) -> Watch {
+        self.watchers.watch(waiter)
+    }
+
+    /// How many fetches are parked on this partition right now.
+    pub fn parked_fetches(&self) -> usize {
+        self.watchers.len()
     }
 
     fn wake_waiters(&self) {
-        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(PoisonError::into_inner));
-        for w in waiters {
-            w.notify_one();
-        }
+        self.watchers.wake_all();
     }
 
     /// Closes the log cleanly (flush, clean-shutdown marker). Later calls
