@@ -111,3 +111,31 @@ def test_meta_properties_is_written_once_and_kept(broker):
     assert len(props["cluster.id"]) == 22 and len(props["directory.id"]) == 22, text
     broker.restart()
     assert (broker.data_dir / "meta.properties").read_text() == text
+
+
+def disk_usage(root: Path) -> int:
+    """Bytes of disk the files under `root` occupy (allocated blocks, as `du` counts them)."""
+    return sum(p.stat().st_blocks * 512 for p in root.rglob("*") if p.is_file())
+
+
+def test_an_idle_broker_uses_a_few_mb_of_disk(broker_factory, topic_name):
+    """Disk use follows data (issue #11 point 11): the indexes of an active segment are
+    allocated as they fill, not preallocated to segment.index.bytes (10 MiB each, twice per
+    partition: ~1 GiB for the 50 partitions of __consumer_offsets alone). A fresh broker with
+    its offsets partitions and a 12-partition topic occupies a few MB, and after a clean
+    restart (indexes trimmed, producer snapshots written) still does."""
+    b = broker_factory()
+    ck_create_topic(b.bootstrap, topic_name, 12)
+    p = ck_producer(b.bootstrap)
+    for i in range(100):
+        p.produce(topic_name, value=b"x" * 100, partition=i % 12)
+    assert p.flush(30) == 0
+    partitions = [d for d in b.data_dir.iterdir() if d.is_dir() and d.name.startswith("__consumer_offsets-")]
+    assert len(partitions) == 50, f"expected the 50 offsets partitions, found {len(partitions)}"
+    used = disk_usage(b.data_dir)
+    print(f"idle broker with 62 partitions: {used / 2**20:.1f} MiB on disk")
+    assert used < 8 << 20, f"an idle broker occupies {used / 2**20:.1f} MiB"
+    b.stop()
+    b.start()
+    used = disk_usage(b.data_dir)
+    assert used < 8 << 20, f"after a restart the idle broker occupies {used / 2**20:.1f} MiB"

@@ -38,6 +38,9 @@ macro_rules! key {
     };
 }
 
+/// `producer.id.expiration.ms` when not set: one day, as in Kafka.
+pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
 /// Every broker config key, with Kafka's default where Strata keeps it.
 pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("node.id", Int, Some("1"), Some(0), "This node's id in the cluster."),
@@ -76,6 +79,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("compression.lz4.level", Int, Some("9"), Some(1), "Default compression.lz4.level of topics (1-17)."),
     key!("compression.zstd.level", Int, Some("3"), Some(-131072), "Default compression.zstd.level of topics (-131072 to 22)."),
     key!("unclean.leader.election.enable", Bool, Some("false"), None, "Default unclean.leader.election.enable of topics."),
+    key!("producer.id.expiration.ms", Int, Some("86400000"), Some(1), "Forget an idempotent producer whose last batch is this old (its sequence state goes)."),
+    key!("producer.id.expiration.check.interval.ms", Int, Some("600000"), Some(1), "How often expired producer ids are removed."),
     key!("offsets.topic.num.partitions", Int, Some("50"), Some(1), "Partitions of __consumer_offsets (fixed once the topic exists)."),
     key!("offsets.topic.replication.factor", Int, Some("1"), Some(1), "Replication factor of __consumer_offsets."),
     key!("offsets.topic.segment.bytes", Int, Some("104857600"), Some(1024), "Segment size of __consumer_offsets."),
@@ -237,6 +242,10 @@ impl BrokerConfig {
     pub fn retention_check_interval_ms(&self) -> u64 {
         self.num_or("log.retention.check.interval.ms", 300_000) as u64
     }
+    /// `producer.id.expiration.check.interval.ms`: how often idle producers are forgotten.
+    pub fn producer_id_expiration_check_interval_ms(&self) -> u64 {
+        self.num_or("producer.id.expiration.check.interval.ms", 600_000) as u64
+    }
     /// A numeric key's effective value (0 if unset or unparsable; keys are
     /// validated at start, so only keys without a default can be unset).
     pub fn number(&self, name: &str) -> i64 {
@@ -312,6 +321,8 @@ pub struct TopicSettings {
     pub compression: Option<Compression>,
     /// `compression.{gzip,lz4,zstd}.level`, for batches the broker recompresses.
     pub compression_levels: CompressionLevels,
+    /// `producer.id.expiration.ms` (a broker config): how long an idle producer's state is kept.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl TopicSettings {
@@ -350,6 +361,11 @@ impl TopicSettings {
             timestamp_after_max_ms: window("message.timestamp.after.max.ms"),
             compacted: policy("compact"),
             min_insync_replicas: num("min.insync.replicas", 1).max(1) as usize,
+            producer_id_expiration_ms: broker_defaults
+                .get("producer.id.expiration.ms")
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .unwrap_or(DEFAULT_PRODUCER_ID_EXPIRATION_MS)
+                .max(1),
             compression: match get("compression.type").trim() {
                 "uncompressed" => Some(Compression::None),
                 "gzip" => Some(Compression::Gzip),

@@ -9,8 +9,12 @@
 //!
 //! Invariants: keys strictly increase from entry to entry and values never decrease; an index
 //! has `entries * entry_size` meaningful bytes (a preallocated file is zero beyond them).
-//! The active segment's index is mapped read-write and preallocated to `segment.index.bytes`;
-//! a closed segment's index is trimmed to its entries and mapped read-only on first use.
+//! The active segment's index is mapped read-write. Its file is allocated lazily: it starts at
+//! [`INITIAL_INDEX_BYTES`] and doubles when full, up to `segment.index.bytes` (whose room
+//! decides when the segment rolls, as in Kafka), so disk use follows data: an idle partition's
+//! two indexes take a few KiB, not twice `segment.index.bytes`. Each growth claims its blocks
+//! (`fallocate`), so a full disk is an error there and never a fault on a mapped write. A
+//! closed segment's index is trimmed to its entries and mapped read-only on first use.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,6 +23,9 @@ use bytes::Bytes;
 
 use crate::error::LogError;
 use crate::storage::{IndexMap, Storage, StorageFile};
+
+/// Bytes an active segment's index file starts with (then doubled as needed).
+pub(crate) const INITIAL_INDEX_BYTES: usize = 8 * 1024;
 
 /// Which of the two index formats.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,8 +90,8 @@ fn encode(kind: IndexKind, e: Entry) -> ([u8; 12], usize) {
 }
 
 enum State {
-    /// Active segment: mapped read-write, preallocated.
-    Writable { file: Box<dyn StorageFile>, map: Box<dyn IndexMap> },
+    /// Active segment: mapped read-write; the mapping (and file) may grow to `max_bytes`.
+    Writable { file: Box<dyn StorageFile>, map: Box<dyn IndexMap>, max_bytes: usize },
     /// Closed segment: trimmed on disk, mapped read-only on first lookup.
     ReadOnly { map: Mutex<Option<Bytes>> },
 }
@@ -193,13 +200,46 @@ impl Index {
 
     fn make_writable_with(&mut self, file: Box<dyn StorageFile>, capacity_bytes: u32) -> Result<(), LogError> {
         let size = self.kind.entry_size();
-        let capacity = (capacity_bytes as usize / size).max(self.entries).max(1) * size;
+        let max_bytes = (capacity_bytes as usize / size).max(self.entries).max(1) * size;
+        // Room for the entries already there plus some, rounded to whole entries.
+        let initial = (self.entries * size).max(INITIAL_INDEX_BYTES).min(max_bytes);
+        let capacity = initial.div_ceil(size).max(self.entries).max(1) * size;
         // Growing the file while a read-only mapping may exist is safe; drop ours anyway.
         self.state = State::ReadOnly { map: Mutex::new(None) };
         file.allocate(capacity as u64).map_err(LogError::io(&self.path))?;
         let map = file.map_mut(capacity as u64).map_err(LogError::io(&self.path))?;
-        self.state = State::Writable { file, map };
+        self.state = State::Writable { file, map, max_bytes };
         Ok(())
+    }
+
+    /// Doubles the writable mapping (up to its maximum) when it is full. On failure (a full
+    /// disk) the index keeps its mapping and simply takes no more entries until a later
+    /// growth succeeds: entries are sparse hints, a missing one costs only a longer scan.
+    fn grow(&mut self) -> bool {
+        let size = self.kind.entry_size();
+        let State::Writable { file, map, max_bytes } = &mut self.state else {
+            return false;
+        };
+        let current = map.bytes().len();
+        let wanted = (current * 2).min(*max_bytes) / size * size;
+        if wanted <= current {
+            return false;
+        }
+        let grown = file
+            .allocate(wanted as u64)
+            // Written-back first, so the new mapping starts from the entries the old one holds.
+            .and_then(|()| map.flush())
+            .and_then(|()| file.map_mut(wanted as u64));
+        match grown {
+            Ok(new_map) => {
+                *map = new_map;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), error = %e, "cannot grow the index; it takes no more entries for now");
+                false
+            }
+        }
     }
 
     /// Turns a closed segment's index back into a writable one (the segment became active).
@@ -214,7 +254,16 @@ impl Index {
     /// How many more entries fit (a read-only index takes none).
     pub(crate) fn free_slots(&self) -> usize {
         match &self.state {
-            State::Writable { map, .. } => (map.bytes().len() / self.kind.entry_size()).saturating_sub(self.entries),
+            State::Writable { max_bytes, .. } => (max_bytes / self.kind.entry_size()).saturating_sub(self.entries),
+            State::ReadOnly { .. } => 0,
+        }
+    }
+
+    /// Bytes of the file the writable mapping covers now (0 for a closed index).
+    #[cfg(test)]
+    pub(crate) fn mapped_bytes(&self) -> usize {
+        match &self.state {
+            State::Writable { map, .. } => map.bytes().len(),
             State::ReadOnly { .. } => 0,
         }
     }
@@ -302,6 +351,13 @@ impl Index {
         }
         let (buf, len) = encode(self.kind, entry);
         let at = self.entries * size;
+        let mapped = match &self.state {
+            State::Writable { map, .. } => map.bytes().len(),
+            State::ReadOnly { .. } => 0,
+        };
+        if at + len > mapped && !self.grow() {
+            return false;
+        }
         if let State::Writable { map, .. } = &mut self.state {
             if let Some(dst) = map.bytes_mut().get_mut(at..at + len) {
                 dst.copy_from_slice(&buf[..len]);
@@ -330,7 +386,7 @@ impl Index {
 
     /// Makes the entries durable.
     pub(crate) fn flush(&self) -> Result<(), LogError> {
-        if let State::Writable { file, map } = &self.state {
+        if let State::Writable { file, map, .. } = &self.state {
             map.flush().map_err(LogError::io(&self.path))?;
             file.sync().map_err(LogError::io(&self.path))?;
         }
@@ -341,7 +397,7 @@ impl Index {
     /// read-only (the segment is no longer active, or the log is closing).
     pub(crate) fn seal(&mut self) -> Result<(), LogError> {
         let state = std::mem::replace(&mut self.state, State::ReadOnly { map: Mutex::new(None) });
-        if let State::Writable { file, map } = state {
+        if let State::Writable { file, map, .. } = state {
             map.flush().map_err(LogError::io(&self.path))?;
             drop(map); // rule 2 of `mmap`: unmap before shrinking
             file.set_len((self.entries * self.kind.entry_size()) as u64).map_err(LogError::io(&self.path))?;
@@ -353,5 +409,48 @@ impl Index {
     /// Path of the index file.
     pub(crate) fn path(&self) -> &Path {
         &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::MemStorage;
+
+    #[test]
+    fn an_active_index_starts_small_and_grows_to_its_maximum() {
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+        storage.create_dir_all(Path::new("/d")).unwrap();
+        let path = Path::new("/d/00000000000000000000.index");
+        let max = 10 * 1024 * 1024;
+        let mut index = Index::create(&storage, IndexKind::Offset, path, max).unwrap();
+        assert_eq!(index.mapped_bytes(), INITIAL_INDEX_BYTES, "not preallocated to segment.index.bytes");
+        assert_eq!(storage.open(path, false).unwrap().len().unwrap(), INITIAL_INDEX_BYTES as u64);
+        assert_eq!(index.free_slots(), max as usize / 8, "the roll decision still sees the whole room");
+        let n = 5_000;
+        for i in 0..n {
+            assert!(index.append(Entry { key: i, value: (i * 100) as u32 }), "entry {i}");
+        }
+        assert_eq!(index.mapped_bytes(), 64 * 1024, "doubled as it filled");
+        for i in (0..n).step_by(97) {
+            assert_eq!(index.floor(i).unwrap(), Some(Entry { key: i, value: (i * 100) as u32 }));
+        }
+        // Sealed: trimmed to its entries, still readable.
+        index.seal().unwrap();
+        assert_eq!(storage.open(path, false).unwrap().len().unwrap(), n as u64 * 8);
+        assert_eq!(index.floor(n - 1).unwrap(), Some(Entry { key: n - 1, value: ((n - 1) * 100) as u32 }));
+    }
+
+    #[test]
+    fn an_index_never_grows_past_its_maximum() {
+        let storage: Arc<dyn Storage> = Arc::new(MemStorage::new());
+        storage.create_dir_all(Path::new("/d")).unwrap();
+        let mut index = Index::create(&storage, IndexKind::Time, Path::new("/d/0.timeindex"), 120).unwrap();
+        for i in 0..10 {
+            assert!(index.append(Entry { key: i, value: i as u32 }));
+        }
+        assert_eq!(index.free_slots(), 0);
+        assert!(!index.append(Entry { key: 10, value: 10 }));
+        assert_eq!(index.mapped_bytes(), 120);
     }
 }

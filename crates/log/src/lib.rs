@@ -15,6 +15,7 @@
 //! - [`log`] — [`Log`], the public face: append, read, roll, truncate, retention, recovery.
 //! - `segment` — one `.log` file with its two indexes.
 //! - `index` — the sparse offset and time indexes.
+//! - [`snapshot`] — `<offset>.snapshot` files of state derived from the log (producer state).
 //! - [`storage`] — the storage trait and its file-system and in-memory implementations.
 //! - `mmap` — the only module with `unsafe` (memory maps), and the rules that make it sound.
 //! - [`config`] — [`LogConfig`] with Kafka's defaults.
@@ -53,8 +54,9 @@ pub mod log;
 #[allow(unsafe_code)]
 mod mmap;
 mod segment;
+pub mod snapshot;
 pub mod storage;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendInfo, FileRange, Log, PendingFlush, ReadInfo};
+pub use log::{AppendInfo, FileRange, Log, PendingFlush, ReadInfo, SnapshotWriter};

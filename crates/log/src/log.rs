@@ -11,6 +11,7 @@ use strata_protocol::batch::{set_base_offset, BatchHeader, BatchIter};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::segment::{AppendFailure, Segment, SegmentRead};
+use crate::snapshot;
 use crate::storage::{FsStorage, MemStorage, Storage, StorageFile};
 
 /// Name of the clean-shutdown marker written by [`Log::close`].
@@ -54,6 +55,31 @@ impl PendingFlush {
     /// The offset everything below which this fsync makes durable.
     pub fn end(&self) -> i64 {
         self.end
+    }
+}
+
+/// Writes snapshot files into a log's directory (see [`crate::snapshot`]); made by
+/// [`Log::snapshot_writer`], usable without the log.
+#[derive(Debug, Clone)]
+pub struct SnapshotWriter {
+    storage: Arc<dyn Storage>,
+    dir: PathBuf,
+}
+
+impl SnapshotWriter {
+    /// How many snapshots are kept: the newest, and one to fall back on should it be damaged.
+    pub const KEPT: usize = 2;
+
+    /// Durably writes the snapshot of state derived from every batch below `offset`, then
+    /// deletes all but the [`Self::KEPT`] newest snapshots.
+    pub fn write(&self, offset: i64, payload: &[u8]) -> Result<(), LogError> {
+        snapshot::write(&*self.storage, &self.dir, offset, payload)?;
+        let names = self.storage.list(&self.dir).map_err(LogError::io(&self.dir))?;
+        let offsets = snapshot::offsets_in(&names);
+        for old in &offsets[..offsets.len().saturating_sub(Self::KEPT)] {
+            snapshot::remove(&*self.storage, &self.dir, *old)?;
+        }
+        Ok(())
     }
 }
 
@@ -335,6 +361,48 @@ impl Log {
     /// Number of segments (at least one).
     pub fn num_segments(&self) -> usize {
         self.segments.len()
+    }
+
+    /// Base offset of the active segment; it changes when the log rolls.
+    pub fn active_base_offset(&self) -> i64 {
+        self.segments.keys().next_back().copied().unwrap_or(self.log_end_offset)
+    }
+
+    /// A handle that writes snapshots into this log's directory without the log (so without
+    /// whatever lock guards it); see [`SnapshotWriter::write`].
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter { storage: self.storage.clone(), dir: self.dir.clone() }
+    }
+
+    /// The newest intact snapshot at or below the log end offset, as `(offset, payload)`.
+    /// Snapshots above the LEO describe batches a crash or a truncation removed: they are
+    /// deleted. A damaged snapshot is skipped (logged) in favour of the next older one.
+    pub fn latest_snapshot(&self) -> Result<Option<(i64, Vec<u8>)>, LogError> {
+        let names = self.storage.list(&self.dir).map_err(LogError::io(&self.dir))?;
+        for offset in snapshot::offsets_in(&names).into_iter().rev() {
+            if offset > self.log_end_offset {
+                self.remove_snapshots_above(self.log_end_offset)?;
+                continue;
+            }
+            if let Some(payload) = snapshot::read(&*self.storage, &self.dir, offset)? {
+                return Ok(Some((offset, payload)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes the snapshots above `offset`, durably: a stale snapshot that came back after a
+    /// crash would be loaded once the log grows past it again.
+    fn remove_snapshots_above(&self, offset: i64) -> Result<(), LogError> {
+        let names = self.storage.list(&self.dir).map_err(LogError::io(&self.dir))?;
+        let doomed: Vec<i64> = snapshot::offsets_in(&names).into_iter().filter(|s| *s > offset).collect();
+        for s in &doomed {
+            snapshot::remove(&*self.storage, &self.dir, *s)?;
+        }
+        if !doomed.is_empty() {
+            self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
+        }
+        Ok(())
     }
 
     /// Whether an I/O failure took the log offline: an fsync failed, or a failed append or
@@ -764,6 +832,7 @@ impl Log {
         self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.log_end_offset = next;
         self.recovery_point = self.recovery_point.min(next);
+        self.remove_snapshots_above(next)?;
         if self.log_end_offset < self.log_start_offset {
             // The cut removed the batch holding the log start.
             let start = self.log_start_offset;
@@ -786,6 +855,7 @@ impl Log {
         self.log_end_offset = offset;
         self.unflushed_messages = 0;
         self.recovery_point = offset;
+        self.remove_snapshots_above(-1)?;
         tracing::info!(dir = %self.dir.display(), offset, "log emptied, restarting at offset");
         Ok(())
     }

@@ -124,6 +124,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
+    let producer_expiry_every = config.producer_id_expiration_check_interval_ms();
     let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
         .await
         .context("cannot start the group coordinator")?;
@@ -135,6 +136,10 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     spawn_periodic(shutdown_rx.clone(), retention_every, {
         let replicas = replicas.clone();
         move || replicas.enforce_retention(now_ms())
+    });
+    spawn_periodic(shutdown_rx.clone(), Duration::from_millis(producer_expiry_every), {
+        let replicas = replicas.clone();
+        move || replicas.remove_expired_producers(now_ms())
     });
     spawn_periodic(shutdown_rx.clone(), flush_every, {
         let replicas = replicas.clone();

@@ -203,6 +203,15 @@ impl ReplicaManager {
         }
     }
 
+    /// Forgets, in every partition, the idempotent producers idle longer than
+    /// `producer.id.expiration.ms` (run every `producer.id.expiration.check.interval.ms`).
+    pub fn remove_expired_producers(&self, now_ms: i64) {
+        let removed: usize = self.all_partitions().iter().map(|p| p.remove_expired_producers(now_ms)).sum();
+        if removed > 0 {
+            tracing::debug!(producers = removed, "expired idle producer ids");
+        }
+    }
+
     /// Applies the time-based flush policy (`flush.ms`) to every partition.
     pub fn flush_due(&self, now_ms: i64) {
         for p in self.all_partitions() {

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use strata_log::{FileRange, Log};
+use strata_log::{FileRange, Log, SnapshotWriter};
 use strata_protocol::batch::{BatchHeader, Compression};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -77,10 +77,14 @@ pub struct Partition {
     commit_done: Condvar,
     /// Long-poll fetches parked on this partition (see [`Watchers`]).
     watchers: Arc<Watchers>,
+    /// Batch headers replayed at open to rebuild producer state.
+    replayed_at_open: usize,
 }
 
 impl Partition {
-    /// Wraps an opened log, rebuilding idempotent-producer state from it.
+    /// Wraps an opened log, rebuilding idempotent-producer state from it: the newest intact
+    /// producer snapshot, then the batches from its offset on (the whole log when there is no
+    /// usable snapshot), without the producers idle longer than `producer.id.expiration.ms`.
     pub fn new(
         topic: String,
         topic_id: Uuid,
@@ -88,10 +92,25 @@ impl Partition {
         log: Log,
         settings: TopicSettings,
     ) -> Result<Self, BrokerError> {
-        let mut producers = ProducerStateTable::default();
-        for header in log.batch_headers(log.log_start_offset())? {
-            producers.record(&header);
+        let (mut producers, replay_from) = match log.latest_snapshot()? {
+            Some((offset, payload)) => match ProducerStateTable::decode(&payload) {
+                Ok(table) => (table, offset),
+                Err(reason) => {
+                    tracing::warn!(%topic, partition = index, offset, reason,
+                        "unreadable producer snapshot; rebuilding producer state from the whole log");
+                    (ProducerStateTable::default(), log.log_start_offset())
+                }
+            },
+            None => (ProducerStateTable::default(), log.log_start_offset()),
+        };
+        let headers = log.batch_headers(replay_from)?;
+        for header in &headers {
+            producers.record(header);
         }
+        let expired = producers.remove_expired(super::now_ms(), settings.producer_id_expiration_ms);
+        let replayed_at_open = headers.len();
+        tracing::debug!(%topic, partition = index, snapshot_offset = replay_from, batches_replayed = replayed_at_open,
+            producers = producers.len(), expired, "producer state loaded");
         let mut log = log;
         let group_commit = settings.log.flush_interval_messages == 1;
         log.set_deferred_flush(group_commit);
@@ -108,7 +127,14 @@ impl Partition {
             commit_done: Condvar::new(),
             state: Mutex::new(State { log: Some(log), producers, settings }),
             watchers: Arc::default(),
+            replayed_at_open,
         })
+    }
+
+    /// How many batch headers were replayed to rebuild producer state when the partition was
+    /// opened (those after the producer snapshot loaded; all of them without one).
+    pub fn batches_replayed_at_open(&self) -> usize {
+        self.replayed_at_open
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -244,17 +270,25 @@ impl Partition {
             }
         }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        let segment_before = log.active_base_offset();
         let info = match prepared.rewritten {
             // Recompressed, or the broker's maxTimestamp (and so the CRC) differs.
             Some(mut copy) => log.append(&mut copy, now_ms)?,
             // The request's bytes go to the file as they are, beside the assigned base offset.
             None => log.append_batch(&records[..header.total_size()], now_ms)?,
         };
+        // At a roll, snapshot the producer state of every batch below the new segment (this
+        // batch is the new segment's first), as Kafka does; written without the lock.
+        let snapshot = (log.active_base_offset() != segment_before)
+            .then(|| (log.snapshot_writer(), log.active_base_offset(), st.producers.encode()));
         let stored = BatchHeader { base_offset: info.first_offset, ..header };
         st.producers.record(&stored);
         self.publish_offsets(log);
         let log_start_offset = log.log_start_offset();
         drop(guard);
+        if let Some((writer, offset, payload)) = snapshot {
+            self.write_snapshot(&writer, offset, &payload);
+        }
         if self.group_commit.load(Ordering::Relaxed) {
             // Acknowledged only once durable; an fsync failure takes the log
             // offline and this produce fails with KAFKA_STORAGE_ERROR.
@@ -306,15 +340,41 @@ impl Partition {
         self.watchers.wake_all();
     }
 
-    /// Closes the log cleanly (flush, clean-shutdown marker). Later calls
-    /// answer ShuttingDown.
+    /// Closes the log cleanly: flush, a producer snapshot at the log end (so the next start
+    /// replays nothing), clean-shutdown marker. Later calls answer ShuttingDown.
     pub fn close(&self) -> Result<(), BrokerError> {
-        let log = self.lock().log.take();
+        let (log, payload) = {
+            let mut st = self.lock();
+            (st.log.take(), st.producers.encode())
+        };
         self.wake_waiters();
-        match log {
-            Some(log) => log.close().map_err(BrokerError::from),
-            None => Ok(()),
+        let Some(mut log) = log else { return Ok(()) };
+        if log.flush().is_ok() {
+            self.write_snapshot(&log.snapshot_writer(), log.log_end_offset(), &payload);
         }
+        log.close().map_err(BrokerError::from)
+    }
+
+    /// Writes a producer snapshot. A failure costs only start time (the next start replays
+    /// from an older snapshot), so it is logged, not returned.
+    fn write_snapshot(&self, writer: &SnapshotWriter, offset: i64, payload: &[u8]) {
+        if let Err(e) = writer.write(offset, payload) {
+            tracing::warn!(topic = %self.topic, partition = self.index, offset, error = %e,
+                "writing the producer snapshot failed; the next start replays more of the log");
+        }
+    }
+
+    /// Forgets the producers idle longer than the topic's `producer.id.expiration.ms`.
+    /// Returns how many were forgotten.
+    pub fn remove_expired_producers(&self, now_ms: i64) -> usize {
+        let mut st = self.lock();
+        let expiration = st.settings.producer_id_expiration_ms;
+        st.producers.remove_expired(now_ms, expiration)
+    }
+
+    /// How many producers' state this partition holds.
+    pub fn producer_count(&self) -> usize {
+        self.lock().producers.len()
     }
 
     /// Closes and removes the log's files (topic deletion).
@@ -332,6 +392,7 @@ impl Partition {
 mod tests {
     use super::*;
     use bytes::BytesMut;
+    use std::collections::HashMap;
     use strata_protocol::kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     };
@@ -504,6 +565,102 @@ mod tests {
         let p = partition(settings());
         assert!(matches!(p.append(&two.freeze(), 1000), Err(BrokerError::InvalidRecord(_))));
         assert_eq!(p.log_end_offset(), 0);
+    }
+
+    /// Settings whose segments hold one small batch each, so every append rolls.
+    fn tiny_segments() -> TopicSettings {
+        let mut s = settings();
+        s.log.segment_bytes = 100;
+        s
+    }
+
+    fn now() -> i64 {
+        crate::replica::now_ms()
+    }
+
+    #[test]
+    fn producer_state_outlives_retention_and_a_clean_restart() {
+        let storage = strata_log::storage::MemStorage::new();
+        let p = partition_on(&storage, tiny_segments());
+        let last7 = batch(7, 0, 1, 1, now());
+        p.append(&batch(7, 0, 0, 1, now()), now()).unwrap();
+        assert_eq!(p.append(&last7, now()).unwrap().base_offset, 1);
+        for seq in 0..5 {
+            p.append(&batch(8, 0, seq, 1, now()), now()).unwrap();
+        }
+        // Retention removes every segment that holds producer 7's batches.
+        p.with_log(|log| Ok(log.advance_log_start(5)?)).unwrap();
+        p.with_log(|log| Ok(log.enforce_retention(now())?)).unwrap();
+        assert_eq!(p.log_start_offset(), 5);
+        p.close().unwrap();
+
+        let p = partition_on(&storage, tiny_segments());
+        assert_eq!(p.batches_replayed_at_open(), 0, "the shutdown snapshot covers the whole log");
+        // As in Kafka, producer 7 is still known: its retry is a duplicate, not a second copy.
+        assert_eq!(p.append(&last7, now()).unwrap().base_offset, 1);
+        assert_eq!(p.log_end_offset(), 7);
+        assert!(matches!(p.append(&batch(7, 0, 5, 1, now()), now()), Err(BrokerError::OutOfOrderSequence { .. })));
+        assert_eq!(p.append(&batch(7, 0, 2, 1, now()), now()).unwrap().base_offset, 7);
+    }
+
+    #[test]
+    fn after_a_crash_only_the_batches_after_the_last_roll_snapshot_are_replayed() {
+        for seed in 0..20 {
+            let storage = strata_log::storage::MemStorage::new();
+            let p = partition_on(&storage, tiny_segments());
+            let mut last = HashMap::new();
+            for i in 0..60 {
+                let pid = i % 6;
+                let seq = (i / 6) as i32;
+                let b = batch(pid, 0, seq, 1, now());
+                let offset = p.append(&b, now()).unwrap().base_offset;
+                last.insert(pid, (b, offset, seq));
+            }
+            p.with_log(|log| Ok(log.flush()?)).unwrap();
+            drop(p);
+            storage.crash(seed);
+            let p = partition_on(&storage, tiny_segments());
+            assert!(p.batches_replayed_at_open() <= 1, "seed {seed}: replayed {}", p.batches_replayed_at_open());
+            for (pid, (b, offset, seq)) in &last {
+                assert_eq!(p.append(b, now()).unwrap().base_offset, *offset, "seed {seed}: producer {pid}'s retry");
+                p.append(&batch(*pid, 0, seq + 1, 1, now()), now()).unwrap();
+            }
+            assert_eq!(p.producer_count(), 6);
+        }
+    }
+
+    #[test]
+    fn a_damaged_snapshot_falls_back_to_replaying_the_log() {
+        let storage = strata_log::storage::MemStorage::new();
+        let p = partition_on(&storage, settings());
+        let b = batch(3, 0, 0, 2, now());
+        p.append(&b, now()).unwrap();
+        p.close().unwrap();
+        let snap = std::path::Path::new("/data/t-0").join(strata_log::snapshot::file_name(2));
+        use strata_log::storage::Storage;
+        storage.open(&snap, false).unwrap().write_all_at(20, &[0xAB]).unwrap();
+        let p = partition_on(&storage, settings());
+        assert_eq!(p.batches_replayed_at_open(), 1);
+        assert_eq!(p.append(&b, now()).unwrap().base_offset, 0, "state rebuilt from the log");
+    }
+
+    #[test]
+    fn idle_producers_are_forgotten_after_producer_id_expiration_ms() {
+        let storage = strata_log::storage::MemStorage::new();
+        let mut s = settings();
+        s.producer_id_expiration_ms = 60_000;
+        let p = partition_on(&storage, s.clone());
+        let t = now();
+        p.append(&batch(1, 0, 0, 1, t - 120_000), t).unwrap(); // idle two minutes
+        p.append(&batch(2, 0, 0, 1, t), t).unwrap();
+        assert_eq!(p.producer_count(), 2);
+        assert_eq!(p.remove_expired_producers(t), 1);
+        assert_eq!(p.producer_count(), 1);
+        // Expired producers are dropped at load too: the snapshot has both, the clock says one.
+        p.append(&batch(3, 0, 0, 1, t - 120_000), t).unwrap();
+        p.close().unwrap();
+        let p = partition_on(&storage, s);
+        assert_eq!(p.producer_count(), 1);
     }
 
     #[test]
