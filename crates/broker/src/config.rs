@@ -340,7 +340,11 @@ impl TopicSettings {
             segment_ms: num("segment.ms", defaults.segment_ms),
             retention_ms: num("retention.ms", defaults.retention_ms),
             retention_bytes: num("retention.bytes", -1),
-            flush_interval_messages: num("flush.messages", i64::MAX).max(1) as u64,
+            // Kafka's "never" is Long.MAX_VALUE; the log's is u64::MAX.
+            flush_interval_messages: match num("flush.messages", i64::MAX) {
+                i64::MAX => u64::MAX,
+                n => n.max(1) as u64,
+            },
             flush_interval_ms: num("flush.ms", i64::MAX),
             index_interval_bytes: num("index.interval.bytes", 4096).clamp(0, u32::MAX as i64) as u32,
             segment_index_bytes: num("segment.index.bytes", 10 * 1024 * 1024).clamp(4096, u32::MAX as i64) as u32,
@@ -406,6 +410,10 @@ mod tests {
         assert_eq!(c.listen_addr().unwrap(), ("127.0.0.1".to_string(), 9092));
         assert!(c.auto_create_topics());
         assert!(c.topic_defaults().is_empty());
+        // Kafka's default flush.messages (Long.MAX_VALUE) is "never": no append waits on an fsync.
+        let defaults = TopicSettings::resolve(None, &c.topic_defaults());
+        assert_eq!(defaults.log.flush_interval_messages, u64::MAX);
+        assert_eq!(defaults.producer_id_expiration_ms, DEFAULT_PRODUCER_ID_EXPIRATION_MS);
         let c = cfg(&[
             ("log.retention.hours", "1"),
             ("listeners", "PLAINTEXT://0.0.0.0:9093"),

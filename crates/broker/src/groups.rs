@@ -135,11 +135,14 @@ impl GroupCoordinator {
         let mut shards = Vec::with_capacity(partitions);
         let started = std::time::Instant::now();
         let mut replayed = 0usize;
-        for index in 0..partitions {
-            let mut shard = GroupCoordinatorShard::new(group_config.clone());
-            replayed += load(&replicas, index as i32, &mut shard)?;
-            shards.push(Mutex::new(shard));
-        }
+        crate::blocking::off_worker(|| {
+            for index in 0..partitions {
+                let mut shard = GroupCoordinatorShard::new(group_config.clone());
+                replayed += load(&replicas, index as i32, &mut shard)?;
+                shards.push(Mutex::new(shard));
+            }
+            Ok::<(), BrokerError>(())
+        })?;
         tracing::info!(
             partitions,
             records = replayed,
@@ -260,8 +263,12 @@ impl GroupCoordinator {
         if records.is_empty() {
             return true;
         }
-        let result = encode_batch(records, now)
-            .and_then(|batch| self.replicas.get(OFFSETS_TOPIC, index as i32)?.append(&batch, now));
+        // The append may wait on the disk (an fsync with flush.messages=1, a roll): not on an
+        // async worker. The shard stays locked meanwhile, so its records keep their order.
+        let result = crate::blocking::off_worker(|| {
+            encode_batch(records, now)
+                .and_then(|batch| self.replicas.get(OFFSETS_TOPIC, index as i32)?.append(&batch, now))
+        });
         let Err(e) = result else { return true };
         tracing::error!(partition = index, error = %e, "cannot write group records to {OFFSETS_TOPIC}; reloading the shard");
         let parked = shard.parked_tokens();

@@ -10,6 +10,7 @@
 //! - [`producer_ids`]: producer-id blocks leased from the controller.
 //! - [`error`]: the broker's error enum and its mapping to Kafka codes.
 
+pub mod blocking;
 pub mod config;
 pub mod error;
 pub mod groups;

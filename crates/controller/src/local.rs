@@ -1,15 +1,26 @@
 //! The single-node controller: decisions applied through the local metadata
 //! log, one change at a time.
+//!
+//! One thread owns the metadata log and the publishers (KRaft's `QuorumController` event
+//! queue, single-threaded): every change runs there in order — decide, append and fsync,
+//! apply, publish (publishers create and delete partition logs), answer — so no tokio worker
+//! ever waits on the metadata log's fsync or on a publisher's disk work. The async API sends a
+//! job to the thread and awaits its answer; [`LocalController::image`] reads the last
+//! committed image without waiting.
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
 
+use arc_swap::ArcSwap;
 use strata_metadata::channel::{
     ApiError, BoxFuture, ConfigOp, ControllerChannel, CreateTopicResult, CreateTopicSpec, DeleteTopicResult, TopicRef,
 };
 use strata_metadata::{ConfigResource, MetadataImage, MetadataPublisher, MetadataRecord};
 use strata_protocol::ResponseError;
+use tokio::sync::oneshot;
 
 use crate::decisions::{self, Defaults};
 use crate::metadata_log::MetadataLog;
@@ -25,17 +36,24 @@ pub struct ControllerConfig {
     pub defaults: Defaults,
 }
 
+/// What the controller thread owns.
 struct State {
     image: Arc<MetadataImage>,
     log: MetadataLog,
+    publishers: Vec<Arc<dyn MetadataPublisher>>,
 }
 
-/// A one-voter controller whose log is a local file. Changes are serialized
-/// by one mutex: decide, append + fsync, apply, publish, answer.
+/// Work for the controller thread.
+type Job = Box<dyn FnOnce(&mut State) + Send>;
+
+/// A one-voter controller whose log is a local file, owned by its own thread (see the module
+/// docs). Dropping it finishes the queued changes and stops the thread.
 pub struct LocalController {
     config: ControllerConfig,
-    state: Mutex<State>,
-    publishers: Mutex<Vec<Arc<dyn MetadataPublisher>>>,
+    /// The last committed image, for readers.
+    image: Arc<ArcSwap<MetadataImage>>,
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl LocalController {
@@ -100,51 +118,109 @@ impl LocalController {
             records = image.records_applied,
             "metadata log loaded"
         );
-        Ok(Self {
-            config,
-            state: Mutex::new(State { image: Arc::new(image), log }),
-            publishers: Mutex::new(Vec::new()),
-        })
-    }
-
-    /// The current image.
-    pub fn image(&self) -> Arc<MetadataImage> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner).image.clone()
-    }
-
-    /// Adds a publisher and immediately publishes the current image to it
-    /// with a delta that creates everything that exists.
-    pub fn register_publisher(&self, publisher: Arc<dyn MetadataPublisher>) {
-        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut delta = strata_metadata::MetadataDelta::default();
-        for t in state.image.topics() {
-            for p in &t.partitions {
-                delta.created_partitions.push((t.name.clone(), t.id, p.partition));
-            }
-        }
-        publisher.publish(&state.image, &delta);
-        self.publishers.lock().unwrap_or_else(PoisonError::into_inner).push(publisher);
-    }
-
-    /// Runs one decision under the lock and commits its records.
-    fn commit<T>(&self, decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T)) -> Result<T, ApiError> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let (records, answer) = decide(&state.image);
-        if records.is_empty() {
-            return Ok(answer);
-        }
-        let (image, delta) = state.image.apply(&records).map_err(internal)?;
-        state.log.append(&records).map_err(|e| {
-            tracing::error!(error = %e, "cannot write the metadata log");
-            ApiError::new(ResponseError::KafkaStorageError, e.to_string())
-        })?;
         let image = Arc::new(image);
-        state.image = image.clone();
-        for p in self.publishers.lock().unwrap_or_else(PoisonError::into_inner).iter() {
-            p.publish(&image, &delta);
-        }
-        Ok(answer)
+        let shared = Arc::new(ArcSwap::new(image.clone()));
+        let (tx, rx) = mpsc::channel::<Job>();
+        let mut state = State { image, log, publishers: Vec::new() };
+        let thread = std::thread::Builder::new()
+            .name("strata-controller".into())
+            .spawn(move || {
+                while let Ok(job) = rx.recv() {
+                    job(&mut state);
+                }
+            })
+            .map_err(|source| ControllerError::Io { path: dir.to_path_buf(), source })?;
+        Ok(Self { config, image: shared, jobs: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
     }
+
+    /// The last committed image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.load_full()
+    }
+
+    /// Queues `job` on the controller thread; false if the thread is gone.
+    fn submit(&self, job: Job) -> bool {
+        let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
+        jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Adds a publisher and immediately publishes the current image to it with a delta that
+    /// creates everything that exists; returns once that publish is done (it opens every
+    /// partition's log, so call it at start, not from a request).
+    pub fn register_publisher(&self, publisher: Arc<dyn MetadataPublisher>) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let queued = self.submit(Box::new(move |state: &mut State| {
+            let mut delta = strata_metadata::MetadataDelta::default();
+            for t in state.image.topics() {
+                for p in &t.partitions {
+                    delta.created_partitions.push((t.name.clone(), t.id, p.partition));
+                }
+            }
+            publisher.publish(&state.image, &delta);
+            state.publishers.push(publisher);
+            let _ = done_tx.send(());
+        }));
+        if queued && done_rx.recv().is_err() {
+            tracing::error!("the controller thread stopped while registering a publisher");
+        }
+    }
+
+    /// Runs one decision on the controller thread and commits its records: append and fsync
+    /// to the metadata log, apply, publish; then answers.
+    fn commit<T: Send + 'static>(
+        &self,
+        decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let shared = self.image.clone();
+        let queued = self.submit(Box::new(move |state: &mut State| {
+            let _ = tx.send(commit_on_thread(state, &shared, decide));
+        }));
+        async move {
+            if !queued {
+                return Err(stopped());
+            }
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        }
+    }
+}
+
+impl Drop for LocalController {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once the changes already queued are done.
+        self.jobs.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// One change, on the controller thread.
+fn commit_on_thread<T>(
+    state: &mut State,
+    shared: &ArcSwap<MetadataImage>,
+    decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
+) -> Result<T, ApiError> {
+    let (records, answer) = decide(&state.image);
+    if records.is_empty() {
+        return Ok(answer);
+    }
+    let (image, delta) = state.image.apply(&records).map_err(internal)?;
+    state.log.append(&records).map_err(|e| {
+        tracing::error!(error = %e, "cannot write the metadata log");
+        ApiError::new(ResponseError::KafkaStorageError, e.to_string())
+    })?;
+    let image = Arc::new(image);
+    state.image = image.clone();
+    shared.store(image.clone());
+    for p in &state.publishers {
+        p.publish(&image, &delta);
+    }
+    Ok(answer)
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(ResponseError::UnknownServerError, "the controller thread has stopped".to_owned())
 }
 
 fn internal(e: impl std::fmt::Display) -> ApiError {
@@ -164,9 +240,11 @@ impl ControllerChannel for LocalController {
         topics: Vec<CreateTopicSpec>,
         validate_only: bool,
     ) -> BoxFuture<'_, Vec<CreateTopicResult>> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let defaults = self.config.defaults.clone();
+        let commit = self.commit(move |img| decisions::create_topics(img, &defaults, topics, validate_only));
         Box::pin(async move {
-            let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
-            match self.commit(|img| decisions::create_topics(img, &self.config.defaults, topics, validate_only)) {
+            match commit.await {
                 Ok(results) => results,
                 Err(e) => names.into_iter().map(|name| CreateTopicResult { name, result: Err(e.clone()) }).collect(),
             }
@@ -174,9 +252,10 @@ impl ControllerChannel for LocalController {
     }
 
     fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>> {
+        let refs = topics.clone();
+        let commit = self.commit(move |img| decisions::delete_topics(img, topics));
         Box::pin(async move {
-            let refs = topics.clone();
-            match self.commit(|img| decisions::delete_topics(img, topics)) {
+            match commit.await {
                 Ok(results) => results,
                 Err(e) => refs
                     .into_iter()
@@ -198,13 +277,14 @@ impl ControllerChannel for LocalController {
         assignments: Option<Vec<Vec<i32>>>,
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
-        Box::pin(async move {
-            self.commit(|img| match decisions::create_partitions(img, &topic, total_count, assignments.as_deref()) {
+        let commit = self.commit(move |img| {
+            match decisions::create_partitions(img, &topic, total_count, assignments.as_deref()) {
                 Ok(_) if validate_only => (Vec::new(), Ok(())),
                 Ok(records) => (records, Ok(())),
                 Err(e) => (Vec::new(), Err(e)),
-            })?
-        })
+            }
+        });
+        Box::pin(async move { commit.await? })
     }
 
     fn alter_configs(
@@ -214,23 +294,21 @@ impl ControllerChannel for LocalController {
         replace: bool,
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
-        Box::pin(async move {
-            self.commit(|img| match decisions::alter_configs(img, &resource, &ops, replace) {
-                Ok(_) if validate_only => (Vec::new(), Ok(())),
-                Ok(records) => (records, Ok(())),
-                Err(e) => (Vec::new(), Err(e)),
-            })?
-        })
+        let commit = self.commit(move |img| match decisions::alter_configs(img, &resource, &ops, replace) {
+            Ok(_) if validate_only => (Vec::new(), Ok(())),
+            Ok(records) => (records, Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        });
+        Box::pin(async move { commit.await? })
     }
 
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
-        Box::pin(async move {
-            self.commit(|img| {
-                let start = img.next_producer_id;
-                let end = start.saturating_add(count.max(1));
-                (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
-            })
-        })
+        let commit = self.commit(move |img| {
+            let start = img.next_producer_id;
+            let end = start.saturating_add(count.max(1));
+            (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
+        });
+        Box::pin(commit)
     }
 }
 
@@ -295,5 +373,48 @@ mod tests {
             LocalController::open(empty.path(), config(), Some("abc")),
             Err(ControllerError::Identity(_))
         ));
+    }
+
+    /// A publisher that takes its time (ReplicaManager creating logs, deleting directories):
+    /// the commit waits for it on the controller thread, and the async worker that awaits the
+    /// commit keeps running other tasks meanwhile.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_slow_commit_does_not_stall_the_async_worker() {
+        struct Slow;
+        impl MetadataPublisher for Slow {
+            fn publish(&self, _: &Arc<MetadataImage>, delta: &strata_metadata::MetadataDelta) {
+                if !delta.created_partitions.is_empty() {
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(LocalController::open(dir.path(), config(), None).unwrap());
+        c.register_publisher(Arc::new(Slow));
+        let ticks = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let ticker = {
+            let ticks = ticks.clone();
+            tokio::spawn(async move {
+                loop {
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            })
+        };
+        tokio::task::yield_now().await;
+        let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+        let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 1, ..Default::default() };
+        // On the worker (a test body runs on its own thread, not on one).
+        let on_worker = {
+            let c = c.clone();
+            tokio::spawn(async move { c.create_topics(vec![spec], false).await })
+        };
+        let r = on_worker.await.unwrap();
+        assert!(r[0].result.is_ok());
+        let during = ticks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        ticker.abort();
+        // 500 ms at one tick per 10 ms: dozens, where a blocked worker manages none.
+        assert!(during >= 10, "the only async worker was held up by the commit ({during} ticks in 500 ms)");
+        assert!(c.image().topic("t").is_some());
     }
 }

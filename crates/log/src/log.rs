@@ -557,18 +557,27 @@ impl Log {
     /// Rolls before any byte of the planned append is written, if the active segment is full,
     /// old, or cannot address the append's offsets or index entries.
     fn roll_if_needed(&mut self, plan: &AppendInfo, now_ms: i64) -> Result<(), LogError> {
-        let seg_bytes = self.config.effective_segment_bytes();
-        let segment_ms = self.config.segment_ms;
-        let active = self.active()?;
-        let must_roll = active.size() > 0
-            && (active.size() + plan.size_bytes > seg_bytes
-                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > segment_ms)
-                || plan.last_offset - active.base_offset > i64::from(i32::MAX)
-                || active.indexes_nearly_full());
-        if must_roll {
+        if self.must_roll(plan.size_bytes, plan.last_offset, now_ms) {
             self.roll_at()?;
         }
         Ok(())
+    }
+
+    /// Whether an append of `size_bytes` ending at `last_offset` has to roll first.
+    fn must_roll(&self, size_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+        let Some(active) = self.segments.values().next_back() else { return false };
+        active.size() > 0
+            && (active.size() + size_bytes > self.config.effective_segment_bytes()
+                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms)
+                || last_offset - active.base_offset > i64::from(i32::MAX)
+                || active.indexes_nearly_full())
+    }
+
+    /// Whether appending `size_bytes` (of at most `offsets` offsets) at `now_ms` would roll the
+    /// log first: such an append fsyncs the old segment, so callers run it off the async
+    /// workers.
+    pub fn append_would_roll(&self, size_bytes: u64, offsets: i64, now_ms: i64) -> bool {
+        self.must_roll(size_bytes, self.log_end_offset.saturating_add(offsets.max(1) - 1), now_ms)
     }
 
     /// Moves the LEO past a written append and applies the `flush.messages` policy.
@@ -612,6 +621,26 @@ impl Log {
     /// (appended and recovered bytes count as checked). A read that runs into a damaged batch
     /// stops before it; one that starts at it is [`LogError::Corrupt`] with the file and position.
     pub fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<ReadInfo, LogError> {
+        // A read allowed to check CRCs never asks for the disk.
+        self.read_inner(offset, max_bytes, max_offset, false)?
+            .ok_or_else(|| LogError::InvalidArgument("a full read asked to be repeated".to_owned()))
+    }
+
+    /// [`Log::read`] that never reads the segment file itself: it returns only batches already
+    /// CRC-checked (appended, recovered or read before) and stops before the first one that is
+    /// not; `Ok(None)` when the very first batch is not. Async callers read with this and
+    /// repeat a `None` with [`Log::read`] where waiting on the disk is allowed.
+    pub fn read_cached(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<Option<ReadInfo>, LogError> {
+        self.read_inner(offset, max_bytes, max_offset, true)
+    }
+
+    fn read_inner(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        cached_only: bool,
+    ) -> Result<Option<ReadInfo>, LogError> {
         self.ensure_online()?;
         if offset < self.log_start_offset || offset > self.log_end_offset {
             return Err(self.out_of_range(offset));
@@ -623,15 +652,19 @@ impl Log {
             log_end_offset: self.log_end_offset,
         };
         if offset == self.log_end_offset || offset >= max_offset {
-            return Ok(info(Bytes::new(), None));
+            return Ok(Some(info(Bytes::new(), None)));
         }
         let start = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
         for seg in self.segments.range(start..).map(|(_, s)| s) {
-            if let SegmentRead::Found { records, position } = seg.read(offset, max_bytes, max_offset)? {
-                return Ok(info(records, Some(FileRange { file: seg.data_file(), position })));
+            match seg.read(offset, max_bytes, max_offset, cached_only)? {
+                SegmentRead::Found { records, position } => {
+                    return Ok(Some(info(records, Some(FileRange { file: seg.data_file(), position }))))
+                }
+                SegmentRead::NeedsDisk => return Ok(None),
+                SegmentRead::NotHere => {}
             }
         }
-        Ok(info(Bytes::new(), None))
+        Ok(Some(info(Bytes::new(), None)))
     }
 
     /// DeleteRecords: moves the log start forward to `offset` (clamped to the LEO; never

@@ -92,6 +92,9 @@ pub(crate) enum SegmentRead {
     /// The bytes to return (possibly empty when the bound excluded the first batch), and
     /// where they start in the segment file.
     Found { records: Bytes, position: u64 },
+    /// The first batch to return has not been CRC-checked yet, and the read was asked not to
+    /// read the file for it (see [`Segment::read`]'s `cached_only`).
+    NeedsDisk,
 }
 
 /// Result of scanning a segment during recovery.
@@ -521,6 +524,12 @@ impl Segment {
         }
     }
 
+    /// Whether the batch at `position` (header `h`) was already CRC-checked.
+    fn is_verified(&self, position: usize, h: &BatchHeader) -> bool {
+        let (start, end) = (position as u64, (position + h.total_size()) as u64);
+        self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.contains(start, end)
+    }
+
     /// Checks the CRC of `batch` (the batch at `position`, with header `h`) unless a read, an
     /// append or recovery already did; remembers a success.
     fn verify(&self, position: usize, h: &BatchHeader) -> Result<(), LogError> {
@@ -564,7 +573,13 @@ impl Segment {
     /// (see [`Segment::verify`]). Stops before a damaged batch when batches precede it, so the
     /// data before the damage stays readable; a read that starts at the damaged batch gets
     /// [`LogError::Corrupt`].
-    pub(crate) fn read(&self, offset: i64, max_bytes: usize, max_offset: i64) -> Result<SegmentRead, LogError> {
+    pub(crate) fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        max_offset: i64,
+        cached_only: bool,
+    ) -> Result<SegmentRead, LogError> {
         let data = self.data()?;
         let Some((start, _)) = self.locate(&data, offset)? else {
             return Ok(SegmentRead::NotHere);
@@ -591,6 +606,13 @@ impl Segment {
             }
             if end > start && end - start + batch.len() > max_bytes {
                 break;
+            }
+            if cached_only && !self.is_verified(end, &h) {
+                // Checking it means reading the file: the caller decides where to wait.
+                if end > start {
+                    break;
+                }
+                return Ok(SegmentRead::NeedsDisk);
             }
             match self.verify(end, &h) {
                 Ok(()) => {}

@@ -385,3 +385,29 @@ fn a_bad_sector_is_an_io_error_not_a_crash() {
         .unwrap_or_default();
     assert!(err.contains("00000000000000000000.log") && err.contains("bad sector"), "{err}");
 }
+
+/// The async fetch path reads with `read_cached`: batches already CRC-checked come from the
+/// mapping, and the first batch needing a check from the file makes it hand over to a read
+/// that may wait on the disk (after a clean restart nothing is checked yet).
+#[test]
+fn cached_reads_never_touch_the_file_for_unchecked_batches() {
+    let storage = MemStorage::new();
+    let config = small(1 << 20);
+    let mut log = open_mem(&storage, config.clone());
+    for i in 0..4 {
+        log.append(&mut batch(1, 1000 + i, 100, i as u8), 0).unwrap();
+    }
+    let size = batch(1, 1000, 100, 0).len();
+    // Appended batches count as checked.
+    assert_eq!(log.read_cached(0, 1 << 20, i64::MAX).unwrap().unwrap().records.len(), 4 * size);
+    log.close().unwrap();
+    let log = open_mem(&storage, config);
+    assert!(log.read_cached(0, 1 << 20, i64::MAX).unwrap().is_none(), "a clean start trusts but has not checked");
+    // A full read of the first two checks them; a cached read then returns those and stops
+    // before the unchecked third.
+    assert_eq!(log.read(0, 2 * size, i64::MAX).unwrap().records.len(), 2 * size);
+    assert_eq!(log.read_cached(0, 1 << 20, i64::MAX).unwrap().unwrap().records.len(), 2 * size);
+    assert!(log.read_cached(2, 1 << 20, i64::MAX).unwrap().is_none());
+    // At the log end: empty, no disk needed.
+    assert!(log.read_cached(4, 1 << 20, i64::MAX).unwrap().unwrap().records.is_empty());
+}

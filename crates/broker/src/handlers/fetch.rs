@@ -169,8 +169,16 @@ fn read_all(
                     let budget = max_bytes.saturating_sub(total).min(w.max_bytes);
                     // KIP-74: the first data of the response may exceed the
                     // limits by one batch, so a big batch can always be read.
-                    let result =
-                        if budget == 0 && total > 0 { Ok(None) } else { p.read(w.offset, budget.max(1)).map(Some) };
+                    let result = if budget == 0 && total > 0 {
+                        Ok(None)
+                    } else {
+                        // Batches read for the first time are CRC-checked from the file: that
+                        // read waits on the disk, so it runs off the async worker.
+                        match p.read_cached(w.offset, budget.max(1)) {
+                            Ok(None) => crate::blocking::off_worker(|| p.read(w.offset, budget.max(1))).map(Some),
+                            other => other,
+                        }
+                    };
                     match result {
                         Ok(Some(r)) => {
                             total += r.records.len();

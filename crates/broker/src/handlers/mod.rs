@@ -90,7 +90,8 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version).await),
         RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r).await),
-        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r)),
+        // Moves the log start: a checkpoint fsync and segment deletions.
+        RequestKind::DeleteRecords(r) => respond!(crate::blocking::off_worker(|| delete_records::handle(broker, r))),
         RequestKind::InitProducerId(r) => respond!(init_producer_id::handle(broker, r).await),
         RequestKind::DescribeConfigs(r) => respond!(admin_configs::describe(broker, r, version)),
         RequestKind::AlterConfigs(r) => respond!(admin_configs::alter(broker, r).await),

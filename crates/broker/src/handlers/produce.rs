@@ -103,10 +103,11 @@ fn is_zstd(records: Option<&[u8]>) -> bool {
 
 async fn append(partition: Arc<Partition>, records: Bytes) -> Result<AppendResult, BrokerError> {
     let now = now_ms();
-    if !partition.append_may_block(&records) {
+    if !partition.append_may_block(&records, now) {
         partition.append(&records, now)
     } else {
-        // This append may fsync, decompress or recompress: keep it off the async workers.
+        // This append may fsync (a flush policy or a roll), decompress or recompress: keep it
+        // off the async workers.
         tokio::task::spawn_blocking(move || partition.append(&records, now))
             .await
             .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))

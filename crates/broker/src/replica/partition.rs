@@ -153,13 +153,21 @@ impl Partition {
         self.log_start.load(Ordering::Acquire)
     }
 
-    /// Whether appending `records` may block for long: fsync (a message-count flush policy),
-    /// decompression (a compressed batch, whose every record is read) or recompression (the
-    /// topic names a codec). Callers run such appends off the async workers.
-    pub fn append_may_block(&self, records: &[u8]) -> bool {
+    /// Whether appending `records` at `now_ms` may block for long: fsync (a message-count
+    /// flush policy, or a roll, which fsyncs the segment it closes), decompression (a
+    /// compressed batch, whose every record is read) or recompression (the topic names a
+    /// codec). Callers run such appends off the async workers.
+    pub fn append_may_block(&self, records: &[u8], now_ms: i64) -> bool {
         self.flushes_on_append.load(Ordering::Relaxed)
             || self.recompresses.load(Ordering::Relaxed)
             || BatchHeader::parse(records).is_ok_and(|h| h.compression().ok() != Some(Compression::None))
+            || self.append_would_roll(records, now_ms)
+    }
+
+    /// Whether appending `records` would roll the log first.
+    fn append_would_roll(&self, records: &[u8], now_ms: i64) -> bool {
+        let offsets = BatchHeader::parse(records).map_or(1, |h| i64::from(h.last_offset_delta) + 1);
+        self.lock().log.as_ref().is_some_and(|l| l.append_would_roll(records.len() as u64, offsets, now_ms))
     }
 
     pub fn update_settings(&self, settings: TopicSettings) {
@@ -250,6 +258,12 @@ impl Partition {
         let settings = self.lock().settings.clone();
         let prepared = prepare_batch(records, &settings, now_ms)?;
         let header = prepared.header;
+        if self.append_would_roll(records, now_ms) {
+            // The roll fsyncs the segment it closes, under the partition lock. Fsync it now,
+            // without the lock, so that one has only what arrives meanwhile left to write and
+            // readers of this partition are not held up by a segment-sized fsync.
+            self.flush_for_commit()?;
+        }
         let log_append_time = if settings.log_append_time { now_ms } else { -1 };
         let mut guard = self.lock();
         let st = &mut *guard;
@@ -300,19 +314,33 @@ impl Partition {
     }
 
     /// Reads from `offset` up to `max_bytes` (at least one whole batch if any
-    /// is there), never past the high watermark.
+    /// is there), never past the high watermark. May read the segment file to CRC-check
+    /// batches read for the first time: not for async workers (see [`Partition::read_cached`]).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, BrokerError> {
+        self.read_with(offset, max_bytes, false)?.ok_or(BrokerError::Storage("read asked to be repeated".to_owned()))
+    }
+
+    /// [`Partition::read`] without reading the segment file: only batches already CRC-checked
+    /// are returned (from the mapping, which holds them in the page cache), and `Ok(None)`
+    /// says the first batch needs a check from disk, to be done with [`Partition::read`] off
+    /// the async workers.
+    pub fn read_cached(&self, offset: i64, max_bytes: usize) -> Result<Option<ReadResult>, BrokerError> {
+        self.read_with(offset, max_bytes, true)
+    }
+
+    fn read_with(&self, offset: i64, max_bytes: usize, cached_only: bool) -> Result<Option<ReadResult>, BrokerError> {
         let st = self.lock();
         let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
         // The published end (under group commit, the fsynced end), read under the lock.
         let hw = self.log_end_offset();
-        let info = log.read(offset, max_bytes, hw)?;
-        Ok(ReadResult {
+        let info =
+            if cached_only { log.read_cached(offset, max_bytes, hw)? } else { Some(log.read(offset, max_bytes, hw)?) };
+        Ok(info.map(|info| ReadResult {
             records: info.records,
             file_range: info.file_range,
             high_watermark: hw,
             log_start_offset: info.log_start_offset,
-        })
+        }))
     }
 
     /// Runs `f` on the log under the partition lock.
@@ -661,6 +689,30 @@ mod tests {
         p.close().unwrap();
         let p = partition_on(&storage, s);
         assert_eq!(p.producer_count(), 1);
+    }
+
+    /// An append that will roll fsyncs the closed segment: the produce path must run it off
+    /// the async workers, and the bulk of that fsync happens before the partition lock is taken.
+    #[test]
+    fn an_append_that_rolls_is_flagged_as_blocking_and_pre_flushed() {
+        let storage = strata_log::storage::MemStorage::new();
+        let mut s = settings();
+        s.log.segment_bytes = 300;
+        let p = partition_on(&storage, s);
+        let b = batch(-1, -1, 0, 1, now());
+        assert!(!p.append_may_block(&b, now()), "an empty segment takes it without rolling");
+        p.append(&b, now()).unwrap();
+        let mut appended = b.len();
+        while appended + b.len() <= 300 {
+            assert!(!p.append_may_block(&b, now()));
+            p.append(&b, now()).unwrap();
+            appended += b.len();
+        }
+        assert!(p.append_may_block(&b, now()), "this one rolls");
+        let syncs = storage.file_syncs();
+        p.append(&b, now()).unwrap();
+        assert!(storage.file_syncs() > syncs);
+        assert_eq!(p.with_log(|log| Ok(log.num_segments())).unwrap(), 2);
     }
 
     #[test]
