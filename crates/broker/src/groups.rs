@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::replica::{now_ms, ReplicaManager};
+use crate::replica::{now_ms, Partition, ReplicaManager};
 use crate::BrokerError;
 
 /// The internal topic holding group state and committed offsets.
@@ -266,8 +266,8 @@ impl GroupCoordinator {
         // The append may wait on the disk (an fsync with flush.messages=1, a roll): not on an
         // async worker. The shard stays locked meanwhile, so its records keep their order.
         let result = crate::blocking::off_worker(|| {
-            encode_batch(records, now)
-                .and_then(|batch| self.replicas.get(OFFSETS_TOPIC, index as i32)?.append(&batch, now))
+            let partition = self.replicas.get(OFFSETS_TOPIC, index as i32)?;
+            write_records(&partition, records, now)
         });
         let Err(e) = result else { return true };
         tracing::error!(partition = index, error = %e, "cannot write group records to {OFFSETS_TOPIC}; reloading the shard");
@@ -329,6 +329,19 @@ impl MetadataPublisher for GroupCoordinator {
 /// Replays partition `index` into `shard`; returns the number of records.
 fn load(replicas: &ReplicaManager, index: i32, shard: &mut GroupCoordinatorShard) -> Result<usize, BrokerError> {
     let partition = replicas.get(OFFSETS_TOPIC, index)?;
+    load_shard(&partition, shard)
+}
+
+/// Writes `records` to the shard's `__consumer_offsets` partition as one batch. Returns once
+/// the partition's flush policy is satisfied: with `flush.messages=1`, once they are fsynced.
+pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -> Result<(), BrokerError> {
+    partition.append(&encode_batch(records, now)?, now).map(|_| ())
+}
+
+/// Replays a `__consumer_offsets` partition into `shard` (group state and committed offsets,
+/// as [`write_records`] wrote them); returns the number of records.
+pub fn load_shard(partition: &Partition, shard: &mut GroupCoordinatorShard) -> Result<usize, BrokerError> {
+    let index = partition.index;
     let mut offset = partition.log_start_offset();
     let end = partition.log_end_offset();
     let mut count = 0;

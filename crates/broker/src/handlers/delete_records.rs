@@ -33,7 +33,7 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                                 log_end: hw,
                             });
                         }
-                        part.with_log(|log| log.advance_log_start(target).map_err(BrokerError::from))
+                        part.advance_log_start(target)
                     });
                     match result {
                         Ok(low) => base.with_low_watermark(low),

@@ -383,6 +383,42 @@ impl Partition {
         log.close().map_err(BrokerError::from)
     }
 
+    /// DeleteRecords: moves the log start forward to `offset` (see
+    /// [`Log::advance_log_start`]); returns the new log start. Before it moves, the producer
+    /// state is snapshotted at the log end (made durable first): a restart replays no batch
+    /// below the log start, and producers known only from the batches between the last
+    /// snapshot and the new log start must not be forgotten (a retry of their acknowledged
+    /// batch would be appended again). Snapshot first, so no crash can leave the log start
+    /// moved without it.
+    pub fn advance_log_start(&self, offset: i64) -> Result<i64, BrokerError> {
+        if offset > self.log_start_offset() {
+            self.snapshot_at_log_end()?;
+        }
+        let mut st = self.lock();
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        let result = log.advance_log_start(offset);
+        self.publish_offsets(log);
+        Ok(result?)
+    }
+
+    /// Snapshots the producer state at the log end, after making the log durable up to it
+    /// (the bulk of that fsync without the partition lock).
+    fn snapshot_at_log_end(&self) -> Result<(), BrokerError> {
+        self.flush_for_commit()?;
+        let (writer, offset, payload) = {
+            let mut st = self.lock();
+            let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+            if log.recovery_point() < log.log_end_offset() {
+                log.flush()?; // appends came in meanwhile
+            }
+            let snapshot = (log.snapshot_writer(), log.log_end_offset());
+            self.publish_offsets(log);
+            (snapshot.0, snapshot.1, st.producers.encode())
+        };
+        writer.write(offset, &payload)?;
+        Ok(())
+    }
+
     /// Writes a producer snapshot. A failure costs only start time (the next start replays
     /// from an older snapshot), so it is logged, not returned.
     fn write_snapshot(&self, writer: &SnapshotWriter, offset: i64, payload: &[u8]) {

@@ -31,6 +31,12 @@ struct MemFs {
     syncs: u64,
     /// How long each file sync takes (see [`MemStorage::set_sync_delay`]).
     sync_delay: std::time::Duration,
+    /// Changing operations so far (see [`MemStorage::ops`]).
+    ops: u64,
+    /// Where to take a power-cut image: before operation `.0`, torn writes chosen by `.1`.
+    crash_at: Option<(u64, u64)>,
+    /// The image taken there (see [`MemStorage::take_crash_image`]).
+    crash_image: Option<MemStorage>,
 }
 
 impl MemFs {
@@ -38,6 +44,33 @@ impl MemFs {
     fn used(&self) -> u64 {
         self.files.values().map(|f| lock(f).len as u64).sum()
     }
+
+    /// Counts one changing operation, first taking the power-cut image if this is the
+    /// operation it was asked before. Called with no file locked (lock order: file system,
+    /// then file).
+    fn tick(&mut self) {
+        self.ops += 1;
+        if let Some((at, seed)) = self.crash_at {
+            if self.ops == at && self.crash_image.is_none() {
+                let mut state = seed | 1;
+                let files = self
+                    .files
+                    .iter()
+                    .map(|(path, f)| (path.clone(), Arc::new(Mutex::new(lock(f).after_crash(&mut state)))))
+                    .collect();
+                let image = MemFs { files, dirs: self.dirs.clone(), ..MemFs::default() };
+                self.crash_image = Some(MemStorage { fs: Arc::new(Mutex::new(image)) });
+            }
+        }
+    }
+}
+
+/// One xorshift64 step.
+fn next_random(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
 }
 
 /// A file's bytes: `data`, then zeros up to `len` (so preallocated index files cost nothing).
@@ -62,6 +95,24 @@ impl FileData {
             buf[..src.len()].copy_from_slice(src);
         }
         true
+    }
+
+    /// What a power cut leaves of this file: its durable content, plus, when the unsynced
+    /// change is a pure append, a pseudo-random prefix (possibly empty or all) of the appended
+    /// bytes, as a torn write leaves.
+    fn after_crash(&self, state: &mut u64) -> FileData {
+        let r = next_random(state);
+        let d = self.durable.len();
+        let pure_append =
+            self.len > self.durable_len && d == self.durable_len && self.data.get(..d) == Some(&self.durable[..]);
+        let (data, len) = if pure_append {
+            let keep = (r % ((self.len - d) as u64 + 1)) as usize;
+            let len = d + keep;
+            (self.data[..len.min(self.data.len())].to_vec(), len)
+        } else {
+            (self.durable.clone(), self.durable_len)
+        };
+        FileData { durable: data.clone(), durable_len: len, data, len, bad: self.bad.clone() }
     }
 
     fn write(&mut self, start: usize, src: &[u8]) {
@@ -97,25 +148,31 @@ impl MemStorage {
         let mut state = seed | 1;
         for file in fs.files.values() {
             let mut f = lock(file);
-            let d = f.durable.len();
-            // xorshift64
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            let pure_append = f.len > f.durable_len && d == f.durable_len && f.data.get(..d) == Some(&f.durable[..]);
-            if pure_append {
-                let extra = f.len - d;
-                let keep = (state % (extra as u64 + 1)) as usize;
-                f.len = d + keep;
-                let n = f.len;
-                f.data.truncate(n);
-            } else {
-                f.data = f.durable.clone();
-                f.len = f.durable_len;
-            }
-            f.durable = f.data.clone();
-            f.durable_len = f.len;
+            *f = f.after_crash(&mut state);
         }
+    }
+
+    /// Changing operations (file creation, writes, length changes, syncs, renames, removals,
+    /// directory creation and syncs) done so far: the clock of [`MemStorage::set_crash_point`].
+    pub fn ops(&self) -> u64 {
+        lock(&self.fs).ops
+    }
+
+    /// Asks for a power-cut image to be taken just before changing operation number `op`
+    /// (counting from 1, see [`MemStorage::ops`]), torn writes chosen by `seed` as in
+    /// [`MemStorage::crash`]. The file system goes on unharmed; the image, an independent
+    /// file system holding what a power cut at that moment would have left, is fetched with
+    /// [`MemStorage::take_crash_image`]. What was fsynced by the end of operation `op - 1` is
+    /// in it.
+    pub fn set_crash_point(&self, op: u64, seed: u64) {
+        let mut fs = lock(&self.fs);
+        fs.crash_at = Some((op, seed));
+        fs.crash_image = None;
+    }
+
+    /// The image taken at the crash point, if it was reached.
+    pub fn take_crash_image(&self) -> Option<MemStorage> {
+        lock(&self.fs).crash_image.take()
     }
 
     /// Simulates a disk of `limit` bytes (all file lengths together), or lifts the limit with
@@ -161,6 +218,7 @@ impl MemStorage {
 impl Storage for MemStorage {
     fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut fs = lock(&self.fs);
+        fs.tick();
         for a in dir.ancestors() {
             fs.dirs.insert(a.to_path_buf());
         }
@@ -176,6 +234,7 @@ impl Storage for MemStorage {
         if !create || !parent_exists {
             return Err(not_found(path));
         }
+        fs.tick();
         let data = Arc::new(Mutex::new(FileData::default()));
         fs.files.insert(path.to_path_buf(), data.clone());
         Ok(Box::new(MemFile { data, fs: self.fs.clone() }))
@@ -201,6 +260,7 @@ impl Storage for MemStorage {
 
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         let mut fs = lock(&self.fs);
+        fs.tick();
         let f = fs.files.remove(from).ok_or_else(|| not_found(from))?;
         fs.files.insert(to.to_path_buf(), f);
         Ok(())
@@ -208,11 +268,13 @@ impl Storage for MemStorage {
 
     fn remove(&self, path: &Path) -> io::Result<()> {
         let mut fs = lock(&self.fs);
+        fs.tick();
         fs.files.remove(path).map(|_| ()).ok_or_else(|| not_found(path))
     }
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
         let mut fs = lock(&self.fs);
+        fs.tick();
         if !fs.dirs.contains(dir) {
             return Err(not_found(dir));
         }
@@ -222,6 +284,7 @@ impl Storage for MemStorage {
     }
 
     fn sync_dir(&self, _dir: &Path) -> io::Result<()> {
+        lock(&self.fs).tick();
         Ok(())
     }
 }
@@ -267,6 +330,7 @@ impl StorageFile for MemFile {
     }
 
     fn write_all_at(&self, pos: u64, data: &[u8]) -> io::Result<()> {
+        lock(&self.fs).tick();
         let start = usize::try_from(pos).map_err(|_| io::Error::other("position too large"))?;
         let max = self.max_len();
         let mut f = lock(&self.data);
@@ -284,6 +348,7 @@ impl StorageFile for MemFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        lock(&self.fs).tick();
         let len = usize::try_from(len).map_err(|_| io::Error::other("length too large"))?;
         let max = self.max_len();
         let mut f = lock(&self.data);
@@ -298,6 +363,7 @@ impl StorageFile for MemFile {
     fn sync(&self) -> io::Result<()> {
         let delay = {
             let mut fs = lock(&self.fs);
+            fs.tick();
             if fs.fail_syncs {
                 return Err(io::Error::other("injected fsync failure (EIO)"));
             }
@@ -396,5 +462,55 @@ impl IndexMap for MemIndexMap {
 impl Drop for MemIndexMap {
     fn drop(&mut self) {
         self.write_back(false);
+    }
+}
+
+/// Runs `test` once per seed of a seeded simulation and names the seed of a failure.
+///
+/// Seeds are `0..default_count`, or `0..N` with `STRATA_SEEDS=N` in the environment (more
+/// seeds locally or in a soak), or just `S` with `STRATA_SEED=S` (replaying a failure).
+/// A failing seed panics with `replay: STRATA_SEED=<seed> cargo test ... <name>`.
+pub fn for_each_seed(name: &str, default_count: u64, test: impl Fn(u64)) {
+    let env = |key: &str| std::env::var(key).ok().and_then(|v| v.trim().parse::<u64>().ok());
+    let seeds: Vec<u64> = match (env("STRATA_SEED"), env("STRATA_SEEDS")) {
+        (Some(seed), _) => vec![seed],
+        (None, Some(n)) => (0..n).collect(),
+        (None, None) => (0..default_count).collect(),
+    };
+    for seed in seeds {
+        if let Err(e) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| test(seed))) {
+            let why = e
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| e.downcast_ref::<&str>().copied())
+                .unwrap_or("(non-string panic)");
+            panic!("{name}: seed {seed} failed: {why}\nreplay: STRATA_SEED={seed} cargo test {name}");
+        }
+    }
+}
+
+/// A small deterministic generator for seeded simulations (xorshift64*; not for anything
+/// else).
+#[derive(Debug, Clone)]
+pub struct SimRng(u64);
+
+impl SimRng {
+    /// A generator for `seed` (any value, zero included).
+    pub fn new(seed: u64) -> SimRng {
+        SimRng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    /// The next value.
+    pub fn next_u64(&mut self) -> u64 {
+        next_random(&mut self.0).wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A value in `0..n` (`0` when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 {
+            0
+        } else {
+            self.next_u64() % n
+        }
     }
 }

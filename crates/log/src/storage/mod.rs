@@ -19,7 +19,7 @@ mod fs;
 mod mem;
 
 pub use fs::FsStorage;
-pub use mem::MemStorage;
+pub use mem::{for_each_seed, MemStorage, SimRng};
 
 /// A file system: directories of named files.
 pub trait Storage: Send + Sync + fmt::Debug {
