@@ -59,4 +59,7 @@ pub mod storage;
 
 pub use config::LogConfig;
 pub use error::LogError;
-pub use log::{AppendInfo, FileRange, Log, PendingFlush, ReadInfo, SnapshotWriter};
+pub use log::{
+    AppendInfo, FileRange, Log, PendingFlush, ReadInfo, SnapshotWriter, TimestampBatch, TimestampCandidate,
+    TimestampResume,
+};

@@ -83,6 +83,49 @@ impl SnapshotWriter {
     }
 }
 
+/// A step of the timestamp search ([`Log::timestamp_candidate`]).
+#[derive(Debug)]
+pub enum TimestampCandidate {
+    /// No record at or above the log start has a timestamp that large.
+    None,
+    /// This batch may hold the answer.
+    Batch(TimestampBatch),
+}
+
+/// A batch that may hold the first record with timestamp `>= ts`, checked against its CRC.
+#[derive(Debug)]
+pub struct TimestampBatch {
+    batch: Bytes,
+    ts: i64,
+    min_offset: i64,
+    path: PathBuf,
+    position: usize,
+    /// Where the search goes on if this batch holds no answer.
+    pub resume: TimestampResume,
+}
+
+/// Where a timestamp search goes on: a segment and a byte position in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimestampResume {
+    segment: i64,
+    position: usize,
+}
+
+impl TimestampBatch {
+    /// The first record of the batch at offset `>= min_offset` (the log start) with timestamp
+    /// `>= ts`, as (offset, timestamp). Reads every record up to it, decompressing if need be:
+    /// call it without the log's lock.
+    pub fn find(&self) -> Result<Option<(i64, i64)>, LogError> {
+        strata_protocol::records::first_at_or_after(&self.batch, self.ts, self.min_offset)
+            .map(|r| r.map(|r| (r.offset, r.timestamp)))
+            .map_err(|e| LogError::Corrupt {
+                path: self.path.clone(),
+                position: self.position as u64,
+                reason: e.to_string(),
+            })
+    }
+}
+
 /// What a read returned.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReadInfo {
@@ -758,17 +801,56 @@ impl Log {
     /// time index, batch headers and the records of one batch narrow it down. Records below the
     /// log start (DeleteRecords can cut a batch) never answer: a client given an offset below
     /// it would be told OFFSET_OUT_OF_RANGE and lose its place.
+    ///
+    /// The same search in steps, for callers that hold a lock around the log: see
+    /// [`Log::timestamp_candidate`].
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, LogError> {
-        self.ensure_online()?;
-        let start = self.segments.range(..=self.log_start_offset).next_back().map_or(i64::MIN, |(b, _)| *b);
-        for seg in self.segments.range(start..).map(|(_, s)| s) {
-            if seg.max_timestamp().is_some_and(|(max, _)| max >= ts) {
-                if let Some(found) = seg.find_by_timestamp(ts, self.log_start_offset)? {
-                    return Ok(Some(found));
-                }
+        let mut resume = None;
+        loop {
+            match self.timestamp_candidate(ts, resume)? {
+                TimestampCandidate::None => return Ok(None),
+                TimestampCandidate::Batch(c) => match c.find()? {
+                    Some(found) => return Ok(Some(found)),
+                    None => resume = Some(c.resume),
+                },
             }
         }
-        Ok(None)
+    }
+
+    /// One step of [`Log::offset_for_timestamp`]: the next batch that may hold the answer,
+    /// starting where the previous candidate ended (`resume`) or, with `None`, at the start.
+    /// Only headers are read here (and the candidate's CRC checked): reading its records,
+    /// which may mean decompressing, is [`TimestampBatch::find`], to run without the lock
+    /// that guards the log. If the candidate holds no answer, ask again with its `resume`.
+    pub fn timestamp_candidate(
+        &self,
+        ts: i64,
+        resume: Option<TimestampResume>,
+    ) -> Result<TimestampCandidate, LogError> {
+        self.ensure_online()?;
+        let min_offset = self.log_start_offset;
+        let first = self.segments.range(..=min_offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+        let (from_segment, mut from_pos) = match resume {
+            Some(r) => (r.segment.max(first), Some(r.position)),
+            None => (first, None),
+        };
+        for (&base, seg) in self.segments.range(from_segment..) {
+            let from = if base == from_segment { from_pos.take() } else { None };
+            if seg.max_timestamp().is_none_or(|(max, _)| max < ts) {
+                continue;
+            }
+            if let Some((position, batch)) = seg.timestamp_candidate(ts, min_offset, from)? {
+                return Ok(TimestampCandidate::Batch(TimestampBatch {
+                    resume: TimestampResume { segment: base, position: position + batch.len() },
+                    batch,
+                    ts,
+                    min_offset,
+                    path: seg.log_path().to_path_buf(),
+                    position,
+                }));
+            }
+        }
+        Ok(TimestampCandidate::None)
     }
 
     /// ListOffsets `MAX_TIMESTAMP` (-3): the record at or above the log start holding the

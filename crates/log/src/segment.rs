@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use strata_protocol::batch::{offsets, BatchHeader, BatchIter, BATCH_HEADER_LEN};
-use strata_protocol::records::{first_at_or_after, max_timestamp_record};
+use strata_protocol::records::max_timestamp_record;
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -643,27 +643,33 @@ impl Segment {
         Ok(batch)
     }
 
-    /// The first record at offset `>= min_offset` whose timestamp is `>= ts`, as (offset,
-    /// timestamp): the time index gives where to start, batches whose max timestamp is below
-    /// `ts` are skipped by their header, the others are read record by record (Kafka's
-    /// `LogSegment.findOffsetByTimestamp`). A batch may hold records on both sides of
-    /// `min_offset` (the log start after DeleteRecords): those below never answer.
-    pub(crate) fn find_by_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// The next batch that may hold a record at offset `>= min_offset` with timestamp `>= ts`:
+    /// from byte `from` if given, else from where the time index says (Kafka's
+    /// `LogSegment.findOffsetByTimestamp`); batches whose max timestamp is below `ts` are
+    /// skipped by their header. Returns the batch (CRC-checked) and its position; reading its
+    /// records (decompressing) is the caller's, so it can happen without the log's lock.
+    pub(crate) fn timestamp_candidate(
+        &self,
+        ts: i64,
+        min_offset: i64,
+        from: Option<usize>,
+    ) -> Result<Option<(usize, Bytes)>, LogError> {
         let data = self.data()?;
-        let from_time =
-            self.time_index.floor(ts)?.map(|e| self.base_offset + i64::from(e.value)).unwrap_or(self.base_offset);
-        let mut start = self.scan_start(&data, from_time.max(min_offset))?;
-        while let Some((pos, h)) =
-            self.first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)?
-        {
-            let batch = self.checked_slice(&data, pos, &h)?;
-            let found = first_at_or_after(&batch, ts, min_offset).map_err(|e| self.corrupt(pos, e))?;
-            if let Some(r) = found {
-                return Ok(Some((r.offset, r.timestamp)));
+        let start = match from {
+            Some(pos) => pos,
+            None => {
+                let from_time = self
+                    .time_index
+                    .floor(ts)?
+                    .map(|e| self.base_offset + i64::from(e.value))
+                    .unwrap_or(self.base_offset);
+                self.scan_start(&data, from_time.max(min_offset))?
             }
-            start = pos + h.total_size();
+        };
+        match self.first_batch_from(&data, start, |h| h.max_timestamp >= ts && h.last_offset() >= min_offset)? {
+            Some((pos, h)) => Ok(Some((pos, self.checked_slice(&data, pos, &h)?))),
+            None => Ok(None),
         }
-        Ok(None)
     }
 
     /// The largest record timestamp at offsets `>= min_offset` and the first offset holding

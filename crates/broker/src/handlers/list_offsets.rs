@@ -108,7 +108,7 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
         EARLIEST_PENDING_UPLOAD => return Ok((-1, -1)),
         MAX_TIMESTAMP => p.with_log(|log| log.max_timestamp_offset().map_err(BrokerError::from))?,
         ts if ts < 0 => return Err(BrokerError::InvalidRequest(format!("unknown special timestamp {ts}"))),
-        ts => p.with_log(|log| log.offset_for_timestamp(ts).map_err(BrokerError::from))?,
+        ts => p.offset_for_timestamp(ts)?,
     };
     // Nothing past the high watermark is visible to consumers.
     Ok(found.filter(|(offset, _)| *offset < p.high_watermark()).unwrap_or((-1, -1)))

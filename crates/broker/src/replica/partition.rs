@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use strata_log::{FileRange, Log, SnapshotWriter};
+use strata_log::{FileRange, Log, SnapshotWriter, TimestampCandidate};
 use strata_protocol::batch::{BatchHeader, Compression};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -341,6 +341,26 @@ impl Partition {
             high_watermark: hw,
             log_start_offset: info.log_start_offset,
         }))
+    }
+
+    /// ListOffsets by timestamp ([`Log::offset_for_timestamp`]): batch headers are searched
+    /// under the partition lock, but the candidate batch's records are read (decompressed)
+    /// without it, so appends and reads of the partition are not held up by a big batch.
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, BrokerError> {
+        let mut resume = None;
+        loop {
+            let candidate = {
+                let st = self.lock();
+                st.log.as_ref().ok_or(BrokerError::ShuttingDown)?.timestamp_candidate(ts, resume)?
+            };
+            match candidate {
+                TimestampCandidate::None => return Ok(None),
+                TimestampCandidate::Batch(batch) => match batch.find()? {
+                    Some(found) => return Ok(Some(found)),
+                    None => resume = Some(batch.resume),
+                },
+            }
+        }
     }
 
     /// Runs `f` on the log under the partition lock.
