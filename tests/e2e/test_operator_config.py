@@ -80,3 +80,73 @@ def test_crash_recovery_logs_one_info_line_per_partition_and_no_warnings(broker_
 
 
 # ------------------------------------------------------------------ admin changes
+
+
+def test_admin_changes_each_leave_one_info_line(broker_factory, topic_name):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions,
+                                       ResourceType)
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+
+    b = broker_factory()
+    admin = ck_create_topic(b.bootstrap, topic_name, 2)
+    produce(b.bootstrap, topic_name, 2, 10)
+    group = f"{topic_name}-g"
+    seen = len(b.log_text().splitlines())
+
+    def one_new_line(message: str, *fields: str) -> str:
+        """Waits for exactly one new INFO line with `message`, containing every field."""
+        nonlocal seen
+
+        def found():
+            lines = b.log_text().splitlines()
+            new = [l for l in lines[seen:] if message in l]
+            return new if new else None
+
+        new = wait_until(found, 10, 0.05, lambda: f"no INFO line '{message}'\n{b.log_tail()}")
+        assert len(new) == 1 and " INFO " in new[0], new
+        for f in fields:
+            assert f in new[0], (f, new[0])
+        seen = len(b.log_text().splitlines())
+        return new[0]
+
+    res = ConfigResource(ResourceType.TOPIC, topic_name, incremental_configs=[
+        ConfigEntry("retention.ms", "3600000", incremental_operation=AlterConfigOpType.SET)])
+    admin.incremental_alter_configs([res])[res].result(10)
+    one_new_line("configs altered", f"topic {topic_name}", "retention.ms=3600000")
+
+    admin.create_partitions([NewPartitions(topic_name, 3)])[topic_name].result(10)
+    one_new_line("partitions added", f"topic={topic_name}", "partitions=3")
+
+    for f in admin.delete_records([TopicPartition(topic_name, 0, 4)]).values():
+        f.result(10)
+    one_new_line("records deleted", f"topic={topic_name}", "partition=0", "log_start=4")
+
+    def alter_offsets(offset: int):
+        req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic_name, 0, offset)])
+        for f in admin.alter_consumer_group_offsets([req]).values():
+            f.result(10)
+
+    alter_offsets(7)
+    one_new_line("committed offsets set outside a group generation", f"group={group}", f"{topic_name}-0: 7")
+    alter_offsets(5)
+    one_new_line("committed offsets set outside a group generation", f"{topic_name}-0: 7 -> 5")
+    # Committing the same offset again changes nothing and logs nothing (as a consumer that
+    # assigns its own partitions re-committing its positions).
+    mark = seen
+    alter_offsets(5)
+
+    kadmin = KafkaAdminClient(bootstrap_servers=b.bootstrap, client_id="e2e-admin")
+    try:
+        kadmin.delete_group_offsets(group, [KTopicPartition(topic_name, 0)])
+        one_new_line("committed offsets deleted", f"group={group}", f"{topic_name}-0")
+    finally:
+        kadmin.close()
+    assert not [l for l in b.log_text().splitlines()[mark:] if "outside a group generation" in l]
+
+    alter_offsets(3)
+    one_new_line("committed offsets set outside a group generation", f"{topic_name}-0: 3")
+    for f in admin.delete_consumer_groups([group]).values():
+        f.result(10)
+    one_new_line("group deleted", f"group={group}")
