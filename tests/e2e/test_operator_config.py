@@ -53,6 +53,20 @@ def server_argv(tmp_path: Path, *args: str) -> list[str]:
     return [str(strata_bin()), "server", "--data-dir", str(tmp_path / "data"), *args]
 
 
+def test_the_longest_intervals_are_accepted_and_never_panic(broker_factory, topic_name):
+    from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
+    never = "9223372036854775807"  # Kafka's Long.MAX_VALUE: "never"
+    b = broker_factory(f"offsets.retention.check.interval.ms={never}", f"log.retention.check.interval.ms={never}",
+                       f"connections.max.idle.ms={never}")
+    admin = ck_create_topic(b.bootstrap, topic_name, 1)
+    produce(b.bootstrap, topic_name, 1, 5)
+    req = ConsumerGroupTopicPartitions(f"{topic_name}-g", [TopicPartition(topic_name, 0, 3)])
+    for f in admin.alter_consumer_group_offsets([req]).values():
+        f.result(10)
+    b.stop()
+    assert not b.panic_lines(), b.log_tail()
+
+
 # ------------------------------------------------------------------ signals and logging
 
 
