@@ -46,11 +46,93 @@ def log_since_last_start(b) -> str:
     return b.log_text().rsplit("----- [e2e] start #", 1)[-1]
 
 
+# ------------------------------------------------------------------ log.dirs
+
+
+def test_log_dirs_is_a_list_that_partitions_spread_over(broker_factory, tmp_path, topic_name):
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    b = broker_factory(f"log.dirs={d1}, {d2}")
+    ck_create_topic(b.bootstrap, topic_name, 4)
+    produce(b.bootstrap, topic_name, 4, 10)
+
+    # Two directories (not one named "d1, d2"), each with its own lock and identity; the
+    # metadata log in the first; the partitions spread evenly.
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("d")) == ["d1", "d2"]
+    props = [dict(l.split("=", 1) for l in (d / "meta.properties").read_text().splitlines()
+                  if "=" in l and not l.startswith("#")) for d in (d1, d2)]
+    assert props[0]["cluster.id"] == props[1]["cluster.id"] and props[0]["node.id"] == props[1]["node.id"] == "1"
+    assert props[0]["directory.id"] != props[1]["directory.id"]
+    assert (d1 / ".lock").exists() and (d2 / ".lock").exists()
+    assert (d1 / METADATA_DIR).is_dir() and not (d2 / METADATA_DIR).exists()
+    assert len(partition_dirs(d1, topic_name)) == 2 and len(partition_dirs(d2, topic_name)) == 2
+    assert len(partition_dirs(d1, "__consumer_offsets")) == len(partition_dirs(d2, "__consumer_offsets")) == 25
+
+    # A partition moved to the other directory while the broker is stopped is found there.
+    b.stop()
+    moved = partition_dirs(d1, topic_name)[0]
+    shutil.move(str(d1 / moved), str(d2 / moved))
+    b.start()
+    got = ck_read_partitions(b.bootstrap, topic_name, range(4), expected={p: 10 for p in range(4)})
+    assert sorted(r.value for recs in got.values() for r in recs) == sorted(f"v{i}".encode() for i in range(40))
+    assert not (d1 / moved).exists(), "the moved partition must not be created again in its old directory"
+
+    # The metadata log stays where it is: with the directories listed the other way round the
+    # broker refuses to start, saying where the metadata log is.
+    b.stop()
+    b.sets = [f"log.dirs={d2},{d1}"]
+    err = refused_start(b.argv(), b.workdir)
+    assert f"the metadata log ({METADATA_DIR}) is in {d1}" in err, err
+    # With metadata.log.dir pointing at it, that order works.
+    b.sets = [f"log.dirs={d2},{d1}", f"metadata.log.dir={d1}"]
+    b.start()
+    ck_read_partitions(b.bootstrap, topic_name, range(4), expected={p: 10 for p in range(4)})
+
+
+def test_an_unusable_or_missing_log_dir_fails_startup_naming_it(broker_factory, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    bad = blocker / "data"
+    d1, d2 = tmp_path / "d1", tmp_path / "d2"
+    b = broker_factory(f"log.dirs={d1},{bad}", start=False)
+    err = refused_start(b.argv(), b.workdir)
+    assert f"cannot create the data directory {bad}" in err, err
+
+    # Once the node has data, a directory that is gone (a disk not mounted) is refused rather
+    # than created empty, which would start its partitions empty elsewhere.
+    b.sets = [f"log.dirs={d1},{d2}"]
+    b.start()
+    b.stop()
+    d2.rename(tmp_path / "d2-unmounted")
+    err = refused_start(b.argv(), b.workdir)
+    assert f"the data directory {d2} does not exist" in err, err
+    assert not d2.exists()
+    (tmp_path / "d2-unmounted").rename(d2)
+    b.start()
+
+
 # ------------------------------------------------------------------ refused values
 
 
 def server_argv(tmp_path: Path, *args: str) -> list[str]:
     return [str(strata_bin()), "server", "--data-dir", str(tmp_path / "data"), *args]
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--set", "queued.max.request.bytes=9223372036854775807"],
+     "'queued.max.request.bytes': must be at most 2305843009213693951"),
+    (["--listen", "SSL://127.0.0.1:{port}"],
+     "'listeners': the security protocol SSL is not supported"),
+    (["--set", "listeners=SASL_SSL://127.0.0.1:{port}"],
+     "'listeners': the security protocol SASL_SSL is not supported"),
+    (["--listen", "0.0.0.0:{port}"],
+     "'listeners': binding 0.0.0.0 needs advertised.listeners"),
+    (["--listen", "127.0.0.1:{port}", "--advertise", "0.0.0.0:{port}"],
+     "'advertised.listeners': advertised.listeners cannot use the nonroutable meta-address 0.0.0.0"),
+], ids=["queued-bytes-beyond-a-semaphore", "ssl", "sasl-ssl", "wildcard-without-advertised", "advertised-wildcard"])
+def test_bad_values_are_refused_at_start_naming_the_key(tmp_path, args, says):
+    port = free_port()
+    err = refused_start(server_argv(tmp_path, *[a.format(port=port) for a in args]), tmp_path)
+    assert says in err, err
 
 
 def test_the_longest_intervals_are_accepted_and_never_panic(broker_factory, topic_name):

@@ -9,7 +9,7 @@ mod settings;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +22,7 @@ use strata_broker::replica::{now_ms, METADATA_DIR};
 use strata_broker::{Broker, ReplicaManager};
 use strata_controller::decisions::Defaults;
 use strata_controller::{ControllerConfig, LocalController};
-use strata_log::data_dir::{random_id, DataDirLock, MetaProperties};
+use strata_log::data_dir::DataDirs;
 use tokio::sync::watch;
 
 #[derive(Parser, Debug)]
@@ -74,14 +74,13 @@ fn main() -> ExitCode {
 }
 
 async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
-    let data_dir: PathBuf = config.data_dir();
-    prepare_data_dir(&data_dir)?;
-    // Held until the process ends: a second broker on this directory is refused.
-    let _lock = DataDirLock::acquire(&data_dir)?;
-    let meta = MetaProperties::read(&data_dir)?;
-    if let Some(m) = &meta {
-        m.check_node_id(&data_dir, config.node_id())?;
-    }
+    let log_dirs = config.log_dirs();
+    let metadata_dir = config.metadata_log_dir();
+    // Held until the process ends: a second broker on any of these directories is refused.
+    let mut data_dirs = DataDirs::open(&log_dirs, &metadata_dir)?;
+    data_dirs.check_node_id(config.node_id())?;
+    check_metadata_log_location(&data_dirs, &metadata_dir)?;
+    let cluster_id = data_dirs.cluster_id()?.map(str::to_owned);
     let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
     let (advertised_host, advertised_port) = config.advertised().map_err(anyhow::Error::msg)?;
     let (listener, local) =
@@ -91,7 +90,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
 
     let controller = Arc::new(
         LocalController::open(
-            &data_dir.join(METADATA_DIR),
+            &metadata_dir.join(METADATA_DIR),
             ControllerConfig {
                 node_id: config.node_id(),
                 advertised_host,
@@ -102,16 +101,14 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
                     default_replication_factor: config.default_replication_factor(),
                 },
             },
-            meta.as_ref().map(|m| m.cluster_id.as_str()),
+            cluster_id.as_deref(),
         )
         .context("cannot open the metadata log")?,
     );
-    if meta.is_none() {
-        // First start on this directory (or one written before meta.properties existed).
-        let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
-        MetaProperties { cluster_id, node_id: config.node_id(), directory_id: random_id() }.write(&data_dir)?;
-    }
-    let replicas = Arc::new(ReplicaManager::new(data_dir.clone(), config.topic_defaults()));
+    // A new node, a directory new to log.dirs, or one written before meta.properties existed.
+    let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
+    data_dirs.write_missing(&cluster_id, config.node_id())?;
+    let replicas = Arc::new(ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?);
     let started = std::time::Instant::now();
     controller.register_publisher(replicas.clone());
     replicas.remove_deleted_topics_data();
@@ -141,7 +138,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         move || replicas.flush_due(now_ms())
     });
 
-    tracing::info!(listen = %local, node_id = broker.node_id, data_dir = %data_dir.display(), "strata is serving");
+    let log_dirs: Vec<String> = log_dirs.iter().map(|d| d.display().to_string()).collect();
+    tracing::info!(listen = %local, node_id = broker.node_id, log_dirs = %log_dirs.join(","),
+        metadata_log_dir = %metadata_dir.display(), "strata is serving");
     let server = tokio::spawn(net::serve(listener, broker, limits, shutdown_rx));
     wait_for_signal().await;
     tracing::info!("shutting down: no new connections, finishing requests in flight");
@@ -153,13 +152,21 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data directory and checks it can be written, so a bad
-/// directory is refused at start with a clear message.
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let probe = dir.join(".strata-write-test");
-    std::fs::write(&probe, b"ok").with_context(|| format!("the data directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
+/// Refuses to start when the metadata log is not in `metadata_dir` but in another data
+/// directory (log.dirs reordered, or metadata.log.dir changed): the broker would otherwise look
+/// for it in the wrong place and refuse with a less helpful message.
+fn check_metadata_log_location(data_dirs: &DataDirs, metadata_dir: &Path) -> anyhow::Result<()> {
+    if metadata_dir.join(METADATA_DIR).exists() {
+        return Ok(());
+    }
+    if let Some(other) = data_dirs.paths().find(|d| d.join(METADATA_DIR).exists()) {
+        anyhow::bail!(
+            "the metadata log ({METADATA_DIR}) is in {}, but metadata.log.dir is {} (the first of log.dirs unless set); list {} first in log.dirs or set metadata.log.dir to it",
+            other.display(),
+            metadata_dir.display(),
+            other.display()
+        );
+    }
     Ok(())
 }
 
