@@ -152,6 +152,27 @@ def test_the_longest_intervals_are_accepted_and_never_panic(broker_factory, topi
 # ------------------------------------------------------------------ signals and logging
 
 
+def test_sighup_shuts_down_cleanly(broker_factory, topic_name):
+    b = broker_factory()
+    ck_create_topic(b.bootstrap, topic_name, 1)
+    produce(b.bootstrap, topic_name, 1, 5)
+    b.proc.send_signal(signal.SIGHUP)
+    rc = b.proc.wait(20)
+    assert rc == 0, f"exit {rc} after SIGHUP\n{b.log_tail()}"
+    text = b.log_text()
+    assert "SIGHUP" in text and "logs flushed and closed" in text, b.log_tail()
+    assert (b.data_dir / f"{topic_name}-0" / ".clean_shutdown").exists()
+
+
+@pytest.mark.parametrize("value", ["verbose", "warn,strata=loud"])
+def test_an_invalid_strata_log_warns_and_falls_back_to_info(broker_factory, monkeypatch, value):
+    monkeypatch.setenv("STRATA_LOG", value)
+    b = broker_factory()
+    text = b.log_text()
+    assert re.search(r"WARN .*invalid STRATA_LOG", text), b.log_tail()
+    assert re.search(r"INFO .*strata is serving", text), b.log_tail()
+
+
 def test_crash_recovery_logs_one_info_line_per_partition_and_no_warnings(broker_factory, topic_name):
     b = broker_factory()
     ck_create_topic(b.bootstrap, topic_name, 3)
@@ -173,6 +194,24 @@ def test_crash_recovery_logs_one_info_line_per_partition_and_no_warnings(broker_
         assert ("truncated_bytes=20" in lines[0]) == (p == 1), lines[0]
     got = ck_read_partitions(b.bootstrap, topic_name, range(3), expected={p: 20 for p in range(3)})
     assert all(len(v) == 20 for v in got.values())
+
+
+def test_the_startup_log_shows_version_config_file_and_non_default_settings(broker_factory, tmp_path):
+    config = tmp_path / "strata.toml"
+    config.write_text('"num.partitions" = 3\n"log.segment.bytes" = 1073741824\n')
+    version = subprocess.run([str(strata_bin()), "--version"], capture_output=True, text=True,
+                             check=True).stdout.split()[-1]
+    b = broker_factory("log.retention.hours=1", start=False)
+    argv = b.argv
+    b.argv = lambda: argv() + ["--config", str(config)]
+    b.start()
+    (line,) = [l for l in b.log_text().splitlines() if "starting strata" in l]
+    assert " INFO " in line and version in line and str(config) in line, line
+    settings = re.search(r"non_default=(.*)$", line).group(1)
+    for shown in ["num.partitions=3", "log.retention.hours=1", f"log.dirs={b.data_dir}"]:
+        assert shown in settings, line
+    # Set, but to the default: not shown.
+    assert "log.segment.bytes" not in settings and "node.id" not in settings, line
 
 
 # ------------------------------------------------------------------ admin changes
