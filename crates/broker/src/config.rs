@@ -45,11 +45,13 @@ pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("node.id", Int, Some("1"), Some(0), "This node's id in the cluster."),
     key!("broker.rack", Str, None, None, "Rack of this broker, reported in Metadata."),
-    key!("log.dirs", Str, Some("./data"), None, "Data directory (one directory; set by --data-dir)."),
-    key!("listeners", Str, Some("PLAINTEXT://127.0.0.1:9092"), None, "Listener, as PLAINTEXT://HOST:PORT (set by --listen)."),
-    key!("advertised.listeners", Str, None, None, "Address clients are told to connect to, as PLAINTEXT://HOST:PORT (set by --advertise); defaults to the listener."),
+    key!("log.dirs", Str, None, None, "Data directories, comma-separated (set by --data-dir); each new partition goes to the one holding the fewest. Unset: log.dir."),
+    key!("log.dir", Str, Some("./data"), None, "The data directory when log.dirs is not set (also a comma-separated list)."),
+    key!("metadata.log.dir", Str, None, None, "Directory of the metadata log (__cluster_metadata-0); unset: the first of log.dirs."),
+    key!("listeners", Str, Some("PLAINTEXT://127.0.0.1:9092"), None, "Listener, as PLAINTEXT://HOST:PORT (set by --listen); an empty HOST binds every interface."),
+    key!("advertised.listeners", Str, None, None, "Address clients are told to connect to, as PLAINTEXT://HOST:PORT (set by --advertise); defaults to the listener, which then must not be 0.0.0.0."),
     key!("socket.request.max.bytes", Int, Some("104857600"), Some(1024), "Largest request frame accepted; checked before allocating."),
-    key!("queued.max.request.bytes", Long, Some("268435456"), Some(1048576), "Bytes of requests read but not yet answered, over all connections. Kafka's default is unbounded; Strata bounds it."),
+    key!("queued.max.request.bytes", Long, Some("268435456"), Some(1048576), "Bytes of requests read but not yet answered, over all connections (at most 2305843009213693951). Kafka's default is unbounded; Strata bounds it."),
     key!("max.connections", Int, Some("65536"), Some(1), "Concurrent client connections; more wait in the accept queue."),
     key!("connections.max.idle.ms", Long, Some("600000"), Some(1), "Close connections idle this long."),
     key!("auto.create.topics.enable", Bool, Some("true"), None, "Create unknown topics named in Metadata requests."),
@@ -146,16 +148,75 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         "compression.lz4.level" if n.unwrap_or(0) > 17 => Err("must be at most 17".into()),
         "compression.zstd.level" if n.unwrap_or(0) > 22 => Err("must be at most 22".into()),
         "listeners" | "advertised.listeners" => parse_listener(v).map(|_| ()),
+        "log.dirs" | "log.dir" => parse_dirs(v).map(|_| ()),
+        "metadata.log.dir" if v.is_empty() => Err("must name a directory".into()),
+        // The budget is a semaphore's permits; tokio's semaphore holds at most this many (more
+        // would panic when the listener starts).
+        "queued.max.request.bytes" if n.unwrap_or(0) > MAX_QUEUED_REQUEST_BYTES => {
+            Err(format!("must be at most {MAX_QUEUED_REQUEST_BYTES}"))
+        }
         _ => Ok(()),
     }
 }
 
-/// Parses `PLAINTEXT://HOST:PORT` (or a bare `HOST:PORT`) into host and port.
+/// Largest `queued.max.request.bytes`: the most permits a tokio semaphore holds.
+const MAX_QUEUED_REQUEST_BYTES: i64 = tokio::sync::Semaphore::MAX_PERMITS as i64;
+
+/// Parses a comma-separated list of directories as Kafka does (`log.dirs`): entries are trimmed,
+/// empty ones dropped; at least one must remain and none may be listed twice.
+pub fn parse_dirs(value: &str) -> Result<Vec<PathBuf>, String> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let dir = PathBuf::from(entry);
+        let same = |d: &PathBuf| normalize(d) == normalize(&dir);
+        if let Some(first) = dirs.iter().find(|d| same(d)) {
+            return Err(format!("lists the directory {} twice ({} and {entry})", dir.display(), first.display()));
+        }
+        dirs.push(dir);
+    }
+    if dirs.is_empty() {
+        return Err("must name at least one directory".into());
+    }
+    Ok(dirs)
+}
+
+/// A path without `.` components and trailing separators, for spotting a directory listed twice
+/// (the broker compares canonical paths again once the directories exist).
+fn normalize(path: &std::path::Path) -> Vec<std::path::Component<'_>> {
+    path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
+}
+
+/// Hosts that bind every interface: a client cannot connect to them.
+fn is_wildcard(host: &str) -> bool {
+    matches!(host, "0.0.0.0" | "::")
+}
+
+/// Parses a listener, `NAME://HOST:PORT` as in Kafka (or a bare `HOST:PORT`), into host and
+/// port. Strata serves one listener and only the PLAINTEXT security protocol: the names of
+/// Kafka's other protocols are refused as unsupported, and any other name (Kafka would look it
+/// up in `listener.security.protocol.map`) as having no protocol. An empty host means every
+/// interface, as in Kafka.
 pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
-    let addr = value.strip_prefix("PLAINTEXT://").unwrap_or(value);
-    if addr.contains(',') {
+    let value = value.trim();
+    if value.contains(',') {
         return Err("Strata serves one listener; give a single PLAINTEXT://HOST:PORT".into());
     }
+    let addr = match value.split_once("://") {
+        None => value,
+        Some((name, addr)) => match name.trim().to_ascii_uppercase().as_str() {
+            "PLAINTEXT" => addr,
+            protocol @ ("SSL" | "SASL_PLAINTEXT" | "SASL_SSL") => {
+                return Err(format!(
+                    "the security protocol {protocol} is not supported: Strata serves PLAINTEXT only (no TLS, no SASL)"
+                ))
+            }
+            other => {
+                return Err(format!(
+                    "no security protocol is defined for listener {other}: Strata serves one listener named PLAINTEXT (PLAINTEXT://HOST:PORT)"
+                ))
+            }
+        },
+    };
     let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
     let port = port.parse::<u16>().map_err(|_| format!("bad port '{port}'"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
@@ -170,7 +231,26 @@ impl BrokerConfig {
             let d = def(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
             check(d, v).map_err(|reason| ConfigError::BadValue { key: k.clone(), value: v.clone(), reason })?;
         }
-        Ok(Self { explicit })
+        let config = Self { explicit };
+        config.check_advertised()?;
+        Ok(config)
+    }
+
+    /// Kafka's rule: the advertised address (advertised.listeners, else the listener) must not be
+    /// the nonroutable meta-address 0.0.0.0 (nor `::`): clients told it cannot connect.
+    fn check_advertised(&self) -> Result<(), ConfigError> {
+        let key = if self.is_explicit("advertised.listeners") { "advertised.listeners" } else { "listeners" };
+        let value = self.get(key).unwrap_or_default();
+        let bad = |reason: String| ConfigError::BadValue { key: key.into(), value: value.into(), reason };
+        let (host, _) = parse_listener(value).map_err(bad)?;
+        if !is_wildcard(&host) {
+            return Ok(());
+        }
+        Err(bad(if key == "listeners" {
+            format!("binding {host} needs advertised.listeners (--advertise): clients cannot connect to the nonroutable meta-address {host}; advertise an address they can reach")
+        } else {
+            format!("advertised.listeners cannot use the nonroutable meta-address {host}; advertise an address clients can reach")
+        }))
     }
 
     /// The effective value of `name`, if it has one.
@@ -198,22 +278,45 @@ impl BrokerConfig {
     pub fn node_id(&self) -> i32 {
         self.num_or("node.id", 1) as i32
     }
-    pub fn data_dir(&self) -> PathBuf {
-        PathBuf::from(self.get("log.dirs").unwrap_or("./data"))
+    /// The data directories, in order: `log.dirs`, else `log.dir` (Kafka's precedence). Never
+    /// empty (validated at start).
+    pub fn log_dirs(&self) -> Vec<PathBuf> {
+        let value = self.explicit.get("log.dirs").map(String::as_str).or_else(|| self.get("log.dir"));
+        parse_dirs(value.unwrap_or("./data")).unwrap_or_else(|_| vec![PathBuf::from("./data")])
     }
-    /// The address to bind.
+    /// The directory that holds the metadata log: `metadata.log.dir`, else the first data
+    /// directory (as in Kafka).
+    pub fn metadata_log_dir(&self) -> PathBuf {
+        match self.get("metadata.log.dir") {
+            Some(d) => PathBuf::from(d.trim()),
+            None => self.log_dirs().into_iter().next().unwrap_or_else(|| PathBuf::from("./data")),
+        }
+    }
+    /// The address to bind (an empty host in the listener binds every interface).
     pub fn listen_addr(&self) -> Result<(String, u16), String> {
-        parse_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))
+        let (host, port) = parse_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))?;
+        Ok((if host.is_empty() { "0.0.0.0".to_string() } else { host }, port))
     }
-    /// The address clients are told: advertised.listeners, else the listener
-    /// (with a wildcard host replaced by the machine's loopback name).
+    /// The address clients are told: advertised.listeners, else the listener. An empty host is
+    /// this machine's host name, as in Kafka; a wildcard host was refused at start.
     pub fn advertised(&self) -> Result<(String, u16), String> {
-        let (host, port) = match self.get("advertised.listeners") {
-            Some(a) => parse_listener(a)?,
-            None => self.listen_addr()?,
-        };
-        let host = if host == "0.0.0.0" || host == "::" || host.is_empty() { "localhost".to_string() } else { host };
+        let (host, port) = parse_listener(
+            self.get("advertised.listeners").or_else(|| self.get("listeners")).unwrap_or("127.0.0.1:9092"),
+        )?;
+        if is_wildcard(&host) {
+            return Err(format!("cannot advertise the nonroutable meta-address {host}"));
+        }
+        let host = if host.is_empty() { host_name() } else { host };
         Ok((host, port))
+    }
+    /// The keys whose value differs from the default, with their values, in name order: what
+    /// the start-up log shows.
+    pub fn non_default(&self) -> Vec<(&str, &str)> {
+        self.explicit
+            .iter()
+            .filter(|(k, v)| def(k).and_then(|d| d.default) != Some(v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
     }
     pub fn rack(&self) -> Option<String> {
         self.get("broker.rack").map(str::to_string)
@@ -302,6 +405,17 @@ impl BrokerConfig {
     /// Every key with its effective value, for DescribeConfigs on the broker.
     pub fn describe(&self) -> Vec<(&'static BrokerConfigDef, Option<String>, bool)> {
         BROKER_CONFIGS.iter().map(|d| (d, self.get(d.name).map(str::to_string), !self.is_explicit(d.name))).collect()
+    }
+}
+
+/// This machine's host name (what Kafka advertises for a listener without a host).
+fn host_name() -> String {
+    let uname = rustix::system::uname();
+    let name = uname.nodename().to_string_lossy().into_owned();
+    if name.is_empty() {
+        "localhost".to_string()
+    } else {
+        name
     }
 }
 
@@ -417,17 +531,89 @@ mod tests {
         let c = cfg(&[
             ("log.retention.hours", "1"),
             ("listeners", "PLAINTEXT://0.0.0.0:9093"),
+            ("advertised.listeners", "PLAINTEXT://broker1:9093"),
             ("log.flush.interval.messages", "1"),
         ])
         .unwrap();
         assert_eq!(c.topic_defaults()["log.retention.ms"], "3600000");
-        assert_eq!(c.advertised().unwrap(), ("localhost".to_string(), 9093));
+        assert_eq!(c.advertised().unwrap(), ("broker1".to_string(), 9093));
         let s = TopicSettings::resolve(None, &c.topic_defaults());
         assert_eq!(s.log.retention_ms, 3_600_000);
         assert_eq!(s.log.flush_interval_messages, 1);
         let mut o = BTreeMap::new();
         o.insert("retention.ms".to_string(), "5".to_string());
         assert_eq!(TopicSettings::resolve(Some(&o), &c.topic_defaults()).log.retention_ms, 5);
+    }
+
+    #[test]
+    fn log_dirs_are_a_comma_separated_list() {
+        let c = cfg(&[]).unwrap();
+        assert_eq!(c.log_dirs(), vec![PathBuf::from("./data")]);
+        assert_eq!(c.metadata_log_dir(), PathBuf::from("./data"));
+        let c = cfg(&[("log.dirs", " /a, /b ,,/c")]).unwrap();
+        assert_eq!(c.log_dirs(), ["/a", "/b", "/c"].map(PathBuf::from));
+        assert_eq!(c.metadata_log_dir(), PathBuf::from("/a"));
+        let c = cfg(&[("log.dirs", "/a,/b"), ("metadata.log.dir", "/m")]).unwrap();
+        assert_eq!(c.metadata_log_dir(), PathBuf::from("/m"));
+        // log.dirs wins over log.dir, which is used alone otherwise.
+        let c = cfg(&[("log.dir", "/x,/y")]).unwrap();
+        assert_eq!(c.log_dirs(), ["/x", "/y"].map(PathBuf::from));
+        let c = cfg(&[("log.dir", "/x"), ("log.dirs", "/z")]).unwrap();
+        assert_eq!(c.log_dirs(), [PathBuf::from("/z")]);
+        for (value, reason) in [(" , ", "at least one"), ("/a,/b,/a/", "twice"), ("data,./data", "twice")] {
+            let e = cfg(&[("log.dirs", value)]).unwrap_err().to_string();
+            assert!(e.contains("'log.dirs'") && e.contains(reason), "{value}: {e}");
+        }
+    }
+
+    #[test]
+    fn values_that_would_panic_later_are_refused_naming_the_key() {
+        let max = tokio::sync::Semaphore::MAX_PERMITS;
+        cfg(&[("queued.max.request.bytes", &max.to_string())]).unwrap();
+        let e = cfg(&[("queued.max.request.bytes", "9223372036854775807")]).unwrap_err().to_string();
+        assert!(e.contains("'queued.max.request.bytes'") && e.contains(&format!("at most {max}")), "{e}");
+    }
+
+    #[test]
+    fn listeners_name_an_unsupported_security_protocol() {
+        for (value, says) in [
+            ("SSL://127.0.0.1:9093", "security protocol SSL is not supported"),
+            ("sasl_ssl://h:1", "security protocol SASL_SSL is not supported"),
+            ("SASL_PLAINTEXT://h:1", "security protocol SASL_PLAINTEXT is not supported"),
+            ("INTERNAL://h:1", "no security protocol is defined for listener INTERNAL"),
+            ("PLAINTEXT://a:1,PLAINTEXT://b:2", "one listener"),
+        ] {
+            let e = cfg(&[("listeners", value)]).unwrap_err().to_string();
+            assert!(e.contains("'listeners'") && e.contains(says), "{value}: {e}");
+        }
+        let c = cfg(&[("listeners", "plaintext://h:1")]).unwrap();
+        assert_eq!(c.listen_addr().unwrap(), ("h".to_string(), 1));
+    }
+
+    #[test]
+    fn a_wildcard_listener_needs_an_advertised_address() {
+        for host in ["0.0.0.0", "[::]"] {
+            let listener = format!("PLAINTEXT://{host}:9092");
+            let e = cfg(&[("listeners", listener.as_str())]).unwrap_err().to_string();
+            assert!(
+                e.contains("'listeners'") && e.contains("advertised.listeners") && e.contains("nonroutable"),
+                "{e}"
+            );
+            let e = cfg(&[("advertised.listeners", listener.as_str())]).unwrap_err().to_string();
+            assert!(e.contains("'advertised.listeners'") && e.contains("nonroutable"), "{e}");
+            cfg(&[("listeners", listener.as_str()), ("advertised.listeners", "PLAINTEXT://broker1:9092")]).unwrap();
+        }
+        // An empty host binds every interface and advertises this machine's name, as in Kafka.
+        let c = cfg(&[("listeners", "PLAINTEXT://:9092")]).unwrap();
+        assert_eq!(c.listen_addr().unwrap(), ("0.0.0.0".to_string(), 9092));
+        let (host, port) = c.advertised().unwrap();
+        assert!(!host.is_empty() && host != "0.0.0.0" && port == 9092, "{host}");
+    }
+
+    #[test]
+    fn non_default_lists_what_differs_from_the_defaults() {
+        let c = cfg(&[("num.partitions", "3"), ("log.dirs", "/d"), ("node.id", "1")]).unwrap();
+        assert_eq!(c.non_default(), vec![("log.dirs", "/d"), ("num.partitions", "3")]);
     }
 }
 

@@ -100,7 +100,8 @@ impl MetadataLog {
         file.read_at(0, &mut bytes).map_err(io)?;
         let (records, valid_len) = Self::parse(&path, &bytes)?;
         if valid_len < bytes.len() {
-            tracing::warn!(path = %path.display(), valid_len, file_len = bytes.len(),
+            // What a crash during an append leaves; recovery, not damage (damage is refused above).
+            tracing::info!(path = %path.display(), valid_len, file_len = bytes.len(),
                 "cutting a torn last frame off the metadata log (an append the crash interrupted; never acknowledged)");
             file.set_len(valid_len as u64).map_err(io)?;
             file.sync().map_err(io)?;

@@ -295,10 +295,14 @@ impl GroupCoordinatorShard {
             }
         }
         match self.next_retention_check_ms {
-            None => self.next_retention_check_ms = Some(now_ms + self.config.offsets_retention_check_interval_ms),
+            None => {
+                self.next_retention_check_ms =
+                    Some(now_ms.saturating_add(self.config.offsets_retention_check_interval_ms))
+            }
             Some(t) if t <= now_ms => {
                 self.expire_offsets(now_ms, &mut out);
-                self.next_retention_check_ms = Some(now_ms + self.config.offsets_retention_check_interval_ms);
+                self.next_retention_check_ms =
+                    Some(now_ms.saturating_add(self.config.offsets_retention_check_interval_ms));
             }
             Some(_) => {}
         }

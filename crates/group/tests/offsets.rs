@@ -166,6 +166,19 @@ fn retention_expires_offsets_of_empty_groups_with_tombstones() {
 }
 
 #[test]
+fn the_longest_retention_check_interval_never_overflows() {
+    // Kafka accepts Long.MAX_VALUE for offsets.retention.check.interval.ms ("never"); adding it
+    // to the clock used to overflow and panic on the first tick.
+    let cfg = GroupConfig { offsets_retention_check_interval_ms: i64::MAX, ..GroupConfig::default() };
+    // The driver's first tick comes at the wall clock's time, not at 0.
+    let now = 1_700_000_000_000;
+    let mut shard = strata_group::GroupCoordinatorShard::new(cfg);
+    let _ = shard.tick(now);
+    let _ = shard.tick(now + 1_000);
+    assert_eq!(shard.next_deadline(), Some(i64::MAX));
+}
+
+#[test]
 fn unknown_topics_and_partitions_are_refused_and_the_rest_commits() {
     let mut h = Harness::new(GroupConfig::default());
     // Partition 8 of "t" (8 partitions) and topic "nope" are unknown.

@@ -10,6 +10,10 @@
 //!   `node.id`, `directory.id`), written once when the directory is first used and checked at
 //!   every start, so a broker never serves a directory under another node id, nor starts a new
 //!   cluster over a directory that holds another cluster's data.
+//! - [`DataDirs`]: all data directories of a node (`log.dirs`, plus `metadata.log.dir` when it
+//!   is not one of them), as Kafka's `MetaPropertiesEnsemble`: each is created if missing,
+//!   checked writable and locked, has its own `meta.properties`, and all must name the same
+//!   cluster and this node.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -39,6 +43,16 @@ pub enum DataDirError {
     BadMetaProperties { path: PathBuf, reason: String },
     #[error("node.id {configured} does not match the stored {stored} in {path}; start with --node-id {stored}, or give this node its own data directory")]
     NodeIdMismatch { configured: i32, stored: i32, path: PathBuf },
+    #[error("cannot create the data directory {dir}: {error}")]
+    Uncreatable { dir: PathBuf, error: std::io::Error },
+    #[error("the data directory {dir} is not writable: {error}")]
+    NotWritable { dir: PathBuf, error: std::io::Error },
+    #[error("the data directory {dir} does not exist, but {other} says this node has data; mount it if it is a disk that is not mounted, or create it (empty) to add a directory")]
+    Missing { dir: PathBuf, other: PathBuf },
+    #[error("the data directory {canonical} is listed twice ({first} and {second}); list each directory once")]
+    ListedTwice { first: PathBuf, second: PathBuf, canonical: PathBuf },
+    #[error("{path} belongs to cluster {found}, but {other} to cluster {expected}; all data directories of a node must belong to one cluster: take the foreign one out of log.dirs")]
+    ClusterIdMismatch { path: PathBuf, found: String, other: PathBuf, expected: String },
 }
 
 /// The exclusive lock on a data directory; released when dropped (or when the process ends).
@@ -155,6 +169,123 @@ impl MetaProperties {
     }
 }
 
+/// One data directory of [`DataDirs`].
+#[derive(Debug)]
+struct DataDir {
+    path: PathBuf,
+    meta: Option<MetaProperties>,
+    _lock: DataDirLock,
+}
+
+/// All data directories of a node, created if missing, checked writable, locked for the life of
+/// this value (keep it until the process ends), and with their `meta.properties` read and checked
+/// to agree on the cluster. Directories are kept in the order given: the log directories, then
+/// the metadata log's directory if it is not one of them.
+#[derive(Debug)]
+pub struct DataDirs {
+    dirs: Vec<DataDir>,
+}
+
+impl DataDirs {
+    /// Prepares and locks `log_dirs` and `metadata_dir` (which may be one of them). Creates
+    /// missing directories on a new node only: once a directory holds this node's
+    /// `meta.properties`, a missing one is refused (a disk that is not mounted, or a typo, would
+    /// otherwise make its partitions start empty elsewhere). Refuses a directory that cannot be
+    /// created or written, one listed twice (compared once they exist, through symbolic links),
+    /// one locked by another process, and directories whose `meta.properties` name different
+    /// clusters.
+    pub fn open(log_dirs: &[PathBuf], metadata_dir: &Path) -> Result<DataDirs, DataDirError> {
+        let metadata_dir = metadata_dir.to_path_buf();
+        let all: Vec<&PathBuf> = log_dirs.iter().chain(std::iter::once(&metadata_dir)).collect();
+        if let Some(missing) = all.iter().find(|d| !d.exists()) {
+            let stamped = all.iter().map(|d| d.join(META_PROPERTIES_FILE)).find(|m| m.exists());
+            if let Some(other) = stamped {
+                return Err(DataDirError::Missing { dir: missing.to_path_buf(), other });
+            }
+        }
+        let mut seen: Vec<(PathBuf, PathBuf)> = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, path) in all.into_iter().enumerate() {
+            prepare(path)?;
+            let canonical =
+                std::fs::canonicalize(path).map_err(|source| DataDirError::Io { path: path.clone(), source })?;
+            if let Some((first, _)) = seen.iter().find(|(_, c)| *c == canonical) {
+                if i == log_dirs.len() {
+                    // The metadata log lives in one of the log directories (the usual case).
+                    break;
+                }
+                return Err(DataDirError::ListedTwice { first: first.clone(), second: path.clone(), canonical });
+            }
+            seen.push((path.clone(), canonical));
+            let lock = DataDirLock::acquire(path)?;
+            let meta = MetaProperties::read(path)?;
+            dirs.push(DataDir { path: path.clone(), meta, _lock: lock });
+        }
+        let ensemble = DataDirs { dirs };
+        ensemble.cluster_id()?;
+        Ok(ensemble)
+    }
+
+    /// The directories, in order.
+    pub fn paths(&self) -> impl Iterator<Item = &Path> {
+        self.dirs.iter().map(|d| d.path.as_path())
+    }
+
+    /// The cluster every directory with a `meta.properties` belongs to; `None` if none has one
+    /// (a new node). [`DataDirError::ClusterIdMismatch`] if they disagree.
+    pub fn cluster_id(&self) -> Result<Option<&str>, DataDirError> {
+        let mut found: Option<(&Path, &str)> = None;
+        for d in &self.dirs {
+            let Some(m) = &d.meta else { continue };
+            match found {
+                None => found = Some((&d.path, &m.cluster_id)),
+                Some((other, expected)) if expected != m.cluster_id => {
+                    return Err(DataDirError::ClusterIdMismatch {
+                        path: d.path.join(META_PROPERTIES_FILE),
+                        found: m.cluster_id.clone(),
+                        other: other.join(META_PROPERTIES_FILE),
+                        expected: expected.to_owned(),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(found.map(|(_, id)| id))
+    }
+
+    /// Checks that every directory with a `meta.properties` belongs to node `node_id`.
+    pub fn check_node_id(&self, node_id: i32) -> Result<(), DataDirError> {
+        for d in &self.dirs {
+            if let Some(m) = &d.meta {
+                m.check_node_id(&d.path, node_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `meta.properties` (with a new directory id) into every directory without one: a new
+    /// node, or a directory newly added to `log.dirs`.
+    pub fn write_missing(&mut self, cluster_id: &str, node_id: i32) -> Result<(), DataDirError> {
+        for d in self.dirs.iter_mut().filter(|d| d.meta.is_none()) {
+            let meta = MetaProperties { cluster_id: cluster_id.to_owned(), node_id, directory_id: random_id() };
+            meta.write(&d.path)?;
+            d.meta = Some(meta);
+        }
+        Ok(())
+    }
+}
+
+/// Creates `dir` if missing and checks that it can be written, so that a bad directory is refused
+/// at start with a message naming it.
+fn prepare(dir: &Path) -> Result<(), DataDirError> {
+    let dir_buf = || dir.to_path_buf();
+    std::fs::create_dir_all(dir).map_err(|error| DataDirError::Uncreatable { dir: dir_buf(), error })?;
+    let probe = dir.join(".strata-write-test");
+    std::fs::write(&probe, b"ok")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|error| DataDirError::NotWritable { dir: dir_buf(), error })
+}
+
 /// A random 22-character URL-safe base64 id, as Kafka's `Uuid.randomUuid().toString()`.
 pub fn random_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -195,5 +326,69 @@ mod tests {
         assert!(e.starts_with("node.id 2 does not match the stored 1"), "{e}");
         std::fs::write(dir.path().join(META_PROPERTIES_FILE), "version=1\nnode.id=x\n").unwrap();
         assert!(matches!(MetaProperties::read(dir.path()), Err(DataDirError::BadMetaProperties { .. })));
+    }
+
+    #[test]
+    fn several_directories_are_created_locked_and_stamped() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b, m) = (root.path().join("a"), root.path().join("b"), root.path().join("meta"));
+        let mut dirs = DataDirs::open(&[a.clone(), b.clone()], &a).unwrap();
+        assert_eq!(dirs.paths().collect::<Vec<_>>(), vec![a.as_path(), b.as_path()]);
+        assert_eq!(dirs.cluster_id().unwrap(), None);
+        // Every directory is locked.
+        assert!(matches!(DataDirLock::acquire(&b), Err(DataDirError::Locked { .. })));
+        dirs.write_missing("c1", 3).unwrap();
+        drop(dirs);
+        let (ma, mb) = (MetaProperties::read(&a).unwrap().unwrap(), MetaProperties::read(&b).unwrap().unwrap());
+        assert_eq!((ma.cluster_id.as_str(), ma.node_id, mb.cluster_id.as_str(), mb.node_id), ("c1", 3, "c1", 3));
+        assert_ne!(ma.directory_id, mb.directory_id);
+
+        // Once the node has data, a missing directory is refused (a disk not mounted)...
+        let c = root.path().join("c");
+        let e = DataDirs::open(&[a.clone(), b.clone(), c.clone()], &a).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("the data directory {} does not exist", c.display())), "{e}");
+        assert!(!c.exists());
+        // ... and one created empty is added. A metadata directory of its own is locked and
+        // stamped too.
+        std::fs::create_dir(&c).unwrap();
+        std::fs::create_dir(&m).unwrap();
+        let mut dirs = DataDirs::open(&[a.clone(), b.clone(), c.clone()], &m).unwrap();
+        assert_eq!(dirs.paths().count(), 4);
+        assert_eq!(dirs.cluster_id().unwrap(), Some("c1"));
+        dirs.check_node_id(3).unwrap();
+        let e = dirs.check_node_id(4).unwrap_err().to_string();
+        assert!(e.starts_with("node.id 4 does not match the stored 3"), "{e}");
+        dirs.write_missing("c1", 3).unwrap();
+        drop(dirs);
+        assert_eq!(MetaProperties::read(&c).unwrap().unwrap().cluster_id, "c1");
+        assert_eq!(MetaProperties::read(&m).unwrap().unwrap().cluster_id, "c1");
+    }
+
+    #[test]
+    fn a_directory_listed_twice_or_of_another_cluster_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (a, b) = (root.path().join("a"), root.path().join("b"));
+        std::fs::create_dir(&a).unwrap();
+        std::os::unix::fs::symlink(&a, root.path().join("link")).unwrap();
+        let e = DataDirs::open(&[a.clone(), root.path().join("link")], &a).unwrap_err();
+        assert!(matches!(e, DataDirError::ListedTwice { .. }), "{e}");
+        for (dir, cluster) in [(&a, "c1"), (&b, "c2")] {
+            std::fs::create_dir_all(dir).unwrap();
+            MetaProperties { cluster_id: cluster.into(), node_id: 1, directory_id: random_id() }.write(dir).unwrap();
+        }
+        let e = DataDirs::open(&[a.clone(), b.clone()], &a).unwrap_err().to_string();
+        assert!(e.contains("belongs to cluster c2") && e.contains("to cluster c1"), "{e}");
+    }
+
+    #[test]
+    fn an_unusable_directory_is_refused_naming_it() {
+        let root = tempfile::tempdir().unwrap();
+        // A regular file where a directory should be cannot be created (even by root).
+        let file = root.path().join("file");
+        std::fs::write(&file, b"x").unwrap();
+        let bad = file.join("data");
+        let ok = root.path().join("ok");
+        let e = DataDirs::open(&[ok.clone(), bad.clone()], &ok).unwrap_err().to_string();
+        assert!(e.starts_with(&format!("cannot create the data directory {}", bad.display())), "{e}");
     }
 }

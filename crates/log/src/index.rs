@@ -135,7 +135,9 @@ impl Index {
     /// Opens an existing, trimmed index read-only after a cheap sanity check: the length is a
     /// whole number of entries and the first and last entries are ordered. `max_position` bounds
     /// the positions an offset index may point at (the segment's size). Returns `Ok(None)` when
-    /// the file is missing or fails the check: the caller rebuilds it.
+    /// the file is missing or fails the check: the caller rebuilds it and says so (the failed
+    /// check is only a debug line: after a crash the active segment's index routinely fails it,
+    /// and is rebuilt by recovery anyway).
     pub(crate) fn open_checked(
         storage: &Arc<dyn Storage>,
         kind: IndexKind,
@@ -149,7 +151,7 @@ impl Index {
         let len = file.len().map_err(LogError::io(path))?;
         let size = kind.entry_size() as u64;
         if len % size != 0 {
-            tracing::warn!(path = %path.display(), len, "index length is not a whole number of entries; rebuilding it");
+            tracing::debug!(path = %path.display(), len, "index length is not a whole number of entries; rebuilding it");
             return Ok(None);
         }
         let entries = usize::try_from(len / size).unwrap_or(0);
@@ -165,7 +167,7 @@ impl Index {
                 IndexKind::Time => f.key <= l.key && f.value <= l.value,
             };
             if !ok {
-                tracing::warn!(path = %path.display(), "index entries are out of order or point past the segment; rebuilding it");
+                tracing::debug!(path = %path.display(), "index entries are out of order or point past the segment; rebuilding it");
                 return Ok(None);
             }
         }

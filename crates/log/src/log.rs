@@ -292,6 +292,8 @@ impl Log {
         // Whether the active segment was scanned by recovery: what it found may sit only in the
         // page cache (a process crash keeps it there), so it is fsynced before it is served.
         let mut recovered_active = false;
+        // What recovery of the active segment found, for the one line that reports it.
+        let mut recovery = None;
         let mut remaining = bases.iter().copied().peekable();
         while let Some(base) = remaining.next() {
             let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
@@ -305,7 +307,10 @@ impl Log {
                             tracing::warn!(dir = %dir.display(), "clean shutdown marker present but the active segment needs recovery");
                         }
                         recovered_active = true;
-                        seg.recover(&log.config, true)?.next_offset
+                        let rec = seg.recover(&log.config, true)?;
+                        let next = rec.next_offset;
+                        recovery = Some(rec);
+                        next
                     }
                 };
                 leo = Some(next);
@@ -354,7 +359,8 @@ impl Log {
         if log.log_start_offset > log.log_end_offset {
             // Unflushed data below a persisted log start was lost in a crash: restart empty at
             // the log start so offsets never go backwards for consumers.
-            tracing::warn!(dir = %dir.display(), log_start = log.log_start_offset, log_end = log.log_end_offset,
+            // Only records already deleted (below the log start) are gone: recovery, not loss.
+            tracing::info!(dir = %dir.display(), log_start = log.log_start_offset, log_end = log.log_end_offset,
                 "log end is below the checkpointed log start after a crash; starting empty at the log start");
             log.truncate_fully_and_start_at(log.log_start_offset)?;
         }
@@ -365,6 +371,14 @@ impl Log {
             log.active()?.flush()?;
         }
         storage.sync_dir(dir).map_err(LogError::io(dir))?;
+        if let Some(rec) = recovery {
+            // After a crash every log is recovered: one line each, and a torn last write (what
+            // a crash during an append leaves) is reported here, not as a warning.
+            let (position, reason) = rec.problem.map_or((None, None), |(p, r)| (Some(p), Some(r)));
+            tracing::info!(dir = %dir.display(), log_start = log.log_start_offset, log_end = log.log_end_offset,
+                truncated_bytes = rec.truncated_bytes, truncated_at = position, reason,
+                "recovered the log after an unclean shutdown");
+        }
         tracing::debug!(dir = %dir.display(), clean, segments = log.segments.len(),
             log_start = log.log_start_offset, log_end = log.log_end_offset, "log opened");
         log.recovery_point = log.log_end_offset;

@@ -103,6 +103,9 @@ pub(crate) struct Recovered {
     pub next_offset: i64,
     /// Bytes cut from the end because they were not valid batches.
     pub truncated_bytes: u64,
+    /// Where the scan stopped before the end of the file, and why (a torn last write after a
+    /// crash, or damage). `None` when every byte was a valid batch.
+    pub problem: Option<(u64, String)>,
 }
 
 /// A segment of a log. See the module docs for its invariants.
@@ -400,10 +403,13 @@ impl Segment {
         }
         let valid = pos;
         let truncated_bytes = len - valid;
-        if let Some((pos, reason)) = problem {
+        // The active segment's tail is routinely torn by a crash (the caller reports it in its
+        // recovery line); a closed segment was fsynced when it was rolled, so damage there is
+        // worth a warning.
+        if let (Some((pos, reason)), false) = (&problem, active) {
             tracing::warn!(
                 path = %self.log_path.display(), position = pos, %reason, dropped_bytes = truncated_bytes,
-                "recovery truncates the segment after its last valid batch"
+                "recovery truncates a closed segment after its last valid batch"
             );
         }
         if truncated_bytes > 0 {
@@ -415,7 +421,7 @@ impl Segment {
         if !active {
             self.seal()?;
         }
-        Ok(Recovered { next_offset: expected, truncated_bytes })
+        Ok(Recovered { next_offset: expected, truncated_bytes, problem })
     }
 
     /// Resumes the active segment after a clean shutdown: makes the indexes writable and finds

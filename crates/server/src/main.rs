@@ -2,6 +2,8 @@
 //!
 //! `strata server` runs a node (broker plus its one-voter controller). With
 //! no flags it keeps data in `./data` and listens on 127.0.0.1:9092.
+//! SIGTERM, SIGINT and SIGHUP shut it down cleanly. `STRATA_LOG` sets the log
+//! filter (`info` by default).
 
 mod settings;
 
@@ -9,7 +11,7 @@ mod settings;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +24,9 @@ use strata_broker::replica::{now_ms, METADATA_DIR};
 use strata_broker::{Broker, ReplicaManager};
 use strata_controller::decisions::Defaults;
 use strata_controller::{ControllerConfig, LocalController};
-use strata_log::data_dir::{random_id, DataDirLock, MetaProperties};
+use strata_log::data_dir::DataDirs;
 use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
 
 #[derive(Parser, Debug)]
 #[command(name = "strata", version, about = "Strata: a Kafka-compatible log broker")]
@@ -40,14 +43,16 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let strata_log = std::env::var_os("STRATA_LOG").map(|v| v.to_string_lossy().into_owned());
+    let (filter, bad_filter) = log_filter(strata_log.as_deref());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(problem) = bad_filter {
+        tracing::warn!(STRATA_LOG = %strata_log.as_deref().unwrap_or_default(), %problem, "invalid STRATA_LOG; logging at info");
+    }
     let Command::Server(args) = cli.command;
     let config = match settings::load(&args) {
         Ok(c) => c,
@@ -56,6 +61,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let config_file = args.config.as_ref().map_or_else(
+        || "(none)".to_owned(),
+        |f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()).display().to_string(),
+    );
+    let settings: Vec<String> = config.non_default().iter().map(|(k, v)| format!("{k}={v}")).collect();
+    tracing::info!(version = %env!("CARGO_PKG_VERSION"), %config_file, non_default = %settings.join(" "), "starting strata");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -73,15 +84,37 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
-    let data_dir: PathBuf = config.data_dir();
-    prepare_data_dir(&data_dir)?;
-    // Held until the process ends: a second broker on this directory is refused.
-    let _lock = DataDirLock::acquire(&data_dir)?;
-    let meta = MetaProperties::read(&data_dir)?;
-    if let Some(m) = &meta {
-        m.check_node_id(&data_dir, config.node_id())?;
+/// The log filter `STRATA_LOG` asks for, and what is wrong with it if it cannot be used. Unset or
+/// empty is `info`. A value `EnvFilter` refuses, or a bare word that is not a level (which
+/// `EnvFilter` would take for a target, silencing every other line), falls back to `info`.
+fn log_filter(value: Option<&str>) -> (EnvFilter, Option<String>) {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let fallback = || EnvFilter::new("info");
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return (fallback(), None);
+    };
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        if !directive.contains('=') && !LEVELS.contains(&directive.to_ascii_lowercase().as_str()) {
+            let problem = format!(
+                "'{directive}' is not a level (off, error, warn, info, debug, trace); write TARGET=LEVEL for one target"
+            );
+            return (fallback(), Some(problem));
+        }
     }
+    match EnvFilter::try_new(value) {
+        Ok(filter) => (filter, None),
+        Err(e) => (fallback(), Some(e.to_string())),
+    }
+}
+
+async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
+    let log_dirs = config.log_dirs();
+    let metadata_dir = config.metadata_log_dir();
+    // Held until the process ends: a second broker on any of these directories is refused.
+    let mut data_dirs = DataDirs::open(&log_dirs, &metadata_dir)?;
+    data_dirs.check_node_id(config.node_id())?;
+    check_metadata_log_location(&data_dirs, &metadata_dir)?;
+    let cluster_id = data_dirs.cluster_id()?.map(str::to_owned);
     let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
     let (advertised_host, advertised_port) = config.advertised().map_err(anyhow::Error::msg)?;
     let (listener, local) =
@@ -91,7 +124,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
 
     let controller = Arc::new(
         LocalController::open(
-            &data_dir.join(METADATA_DIR),
+            &metadata_dir.join(METADATA_DIR),
             ControllerConfig {
                 node_id: config.node_id(),
                 advertised_host,
@@ -102,16 +135,14 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
                     default_replication_factor: config.default_replication_factor(),
                 },
             },
-            meta.as_ref().map(|m| m.cluster_id.as_str()),
+            cluster_id.as_deref(),
         )
         .context("cannot open the metadata log")?,
     );
-    if meta.is_none() {
-        // First start on this directory (or one written before meta.properties existed).
-        let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
-        MetaProperties { cluster_id, node_id: config.node_id(), directory_id: random_id() }.write(&data_dir)?;
-    }
-    let replicas = Arc::new(ReplicaManager::new(data_dir.clone(), config.topic_defaults()));
+    // A new node, a directory new to log.dirs, or one written before meta.properties existed.
+    let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
+    data_dirs.write_missing(&cluster_id, config.node_id())?;
+    let replicas = Arc::new(ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?);
     let started = std::time::Instant::now();
     controller.register_publisher(replicas.clone());
     replicas.remove_deleted_topics_data();
@@ -146,10 +177,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         move || replicas.flush_due(now_ms())
     });
 
-    tracing::info!(listen = %local, node_id = broker.node_id, data_dir = %data_dir.display(), "strata is serving");
+    let log_dirs: Vec<String> = log_dirs.iter().map(|d| d.display().to_string()).collect();
+    tracing::info!(listen = %local, node_id = broker.node_id, log_dirs = %log_dirs.join(","),
+        metadata_log_dir = %metadata_dir.display(), "strata is serving");
     let server = tokio::spawn(net::serve(listener, broker, limits, shutdown_rx));
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let signal = wait_for_signal().await;
+    tracing::info!(%signal, "shutting down: no new connections, finishing requests in flight");
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     let closing = std::time::Instant::now();
@@ -158,13 +191,21 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Creates the data directory and checks it can be written, so a bad
-/// directory is refused at start with a clear message.
-fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    let probe = dir.join(".strata-write-test");
-    std::fs::write(&probe, b"ok").with_context(|| format!("the data directory {} is not writable", dir.display()))?;
-    let _ = std::fs::remove_file(&probe);
+/// Refuses to start when the metadata log is not in `metadata_dir` but in another data
+/// directory (log.dirs reordered, or metadata.log.dir changed): the broker would otherwise look
+/// for it in the wrong place and refuse with a less helpful message.
+fn check_metadata_log_location(data_dirs: &DataDirs, metadata_dir: &Path) -> anyhow::Result<()> {
+    if metadata_dir.join(METADATA_DIR).exists() {
+        return Ok(());
+    }
+    if let Some(other) = data_dirs.paths().find(|d| d.join(METADATA_DIR).exists()) {
+        anyhow::bail!(
+            "the metadata log ({METADATA_DIR}) is in {}, but metadata.log.dir is {} (the first of log.dirs unless set); list {} first in log.dirs or set metadata.log.dir to it",
+            other.display(),
+            metadata_dir.display(),
+            other.display()
+        );
+    }
     Ok(())
 }
 
@@ -185,24 +226,48 @@ fn spawn_periodic(mut shutdown: watch::Receiver<bool>, every: Duration, task: im
     });
 }
 
-async fn wait_for_signal() {
+/// Waits for a signal to shut down, returning its name: SIGTERM, SIGINT or SIGHUP (which the
+/// JVM, and so Kafka, also treats as a request to stop cleanly).
+async fn wait_for_signal() -> &'static str {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
-            (Ok(mut term), Ok(mut int)) => {
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(mut term), Ok(mut int), Ok(mut hup)) => {
                 tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                    _ = hup.recv() => "SIGHUP",
                 }
             }
             _ => {
                 let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
             }
         }
     }
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_invalid_strata_log_falls_back_to_info_and_says_why() {
+        for ok in
+            [None, Some(""), Some("debug"), Some("WARN"), Some("info,strata_broker=debug"), Some("strata_log=trace")]
+        {
+            assert!(log_filter(ok).1.is_none(), "{ok:?}");
+        }
+        for bad in ["verbose", "infoo", "warn,strata=loud", "strata_broker"] {
+            let (filter, problem) = log_filter(Some(bad));
+            assert!(problem.is_some(), "{bad}");
+            assert_eq!(filter.to_string(), "info", "{bad}");
+        }
     }
 }

@@ -12,13 +12,13 @@ pub struct ServerArgs {
     /// TOML config file with Kafka config names (see config/strata.toml).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Data directory (log.dirs). Default ./data.
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Address to listen on (listeners). Default 127.0.0.1:9092.
+    /// Data directories (log.dirs): one, or several separated by commas. Default ./data.
+    #[arg(long, value_name = "DIR[,DIR...]")]
+    pub data_dir: Option<String>,
+    /// Address to listen on (listeners), HOST:PORT or PLAINTEXT://HOST:PORT. Default 127.0.0.1:9092.
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// Address clients are told to connect to (advertised.listeners).
+    /// Address clients are told to connect to (advertised.listeners); required when listening on 0.0.0.0.
     #[arg(long, value_name = "HOST:PORT")]
     pub advertise: Option<String>,
     /// This node's id (node.id). Default 1.
@@ -41,13 +41,13 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
             .with_context(|| format!("in config file {}", path.display()))?;
     }
     if let Some(d) = &args.data_dir {
-        map.insert("log.dirs".into(), d.display().to_string());
+        map.insert("log.dirs".into(), d.clone());
     }
     if let Some(l) = &args.listen {
-        map.insert("listeners".into(), format!("PLAINTEXT://{l}"));
+        map.insert("listeners".into(), listener(l));
     }
     if let Some(a) = &args.advertise {
-        map.insert("advertised.listeners".into(), format!("PLAINTEXT://{a}"));
+        map.insert("advertised.listeners".into(), listener(a));
     }
     if let Some(n) = args.node_id {
         map.insert("node.id".into(), n.to_string());
@@ -59,6 +59,16 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(BrokerConfig::from_map(map)?)
+}
+
+/// A listener flag: `HOST:PORT` is a PLAINTEXT listener; one that names its listener
+/// (`NAME://HOST:PORT`) is passed on as it is, to be checked like the config key.
+fn listener(flag: &str) -> String {
+    if flag.contains("://") {
+        flag.to_string()
+    } else {
+        format!("PLAINTEXT://{flag}")
+    }
 }
 
 /// Turns nested TOML tables back into Kafka's dotted names, so that both
@@ -117,6 +127,19 @@ mod tests {
         assert_eq!(c.num_partitions(), 5);
         assert_eq!(c.get("log.segment.bytes"), Some("2048"));
         assert_eq!(c.listen_addr().unwrap().1, 9999);
+    }
+
+    #[test]
+    fn flags_name_several_data_dirs_and_listener_protocols() {
+        let args = ServerArgs {
+            data_dir: Some("/d1,/d2".into()),
+            listen: Some("SSL://127.0.0.1:9093".into()),
+            ..Default::default()
+        };
+        let e = load(&args).unwrap_err().to_string();
+        assert!(e.contains("'listeners'") && e.contains("SSL is not supported"), "{e}");
+        let args = ServerArgs { data_dir: Some("/d1,/d2".into()), ..Default::default() };
+        assert_eq!(load(&args).unwrap().log_dirs(), vec![PathBuf::from("/d1"), PathBuf::from("/d2")]);
     }
 
     #[test]

@@ -186,7 +186,15 @@ pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterC
                     Some(k) => {
                         Err(ApiError::new(ResponseError::InvalidRequest, format!("Null value not supported for: {k}")))
                     }
-                    None => broker.controller.alter_configs(res, ops, true, request.validate_only).await,
+                    None => {
+                        let change = describe_change(&res, &ops);
+                        let result = broker.controller.alter_configs(res, ops, true, request.validate_only).await;
+                        if result.is_ok() && !request.validate_only {
+                            // AlterConfigs replaces: keys it does not name go back to their defaults.
+                            tracing::info!(resource = %change.0, configs = %change.1, "configs replaced");
+                        }
+                        result
+                    }
                 }
             }
         };
@@ -235,7 +243,14 @@ pub async fn incremental_alter(
                     .map(|c| to_op(c.config_operation, &c.name, c.value.as_ref(), &current))
                     .collect::<Result<Vec<_>, _>>()
                 {
-                    Ok(ops) => broker.controller.alter_configs(res, ops, false, request.validate_only).await,
+                    Ok(ops) => {
+                        let change = describe_change(&res, &ops);
+                        let result = broker.controller.alter_configs(res, ops, false, request.validate_only).await;
+                        if result.is_ok() && !request.validate_only {
+                            tracing::info!(resource = %change.0, configs = %change.1, "configs altered");
+                        }
+                        result
+                    }
                     Err(e) => Err(e),
                 }
             }
@@ -286,6 +301,23 @@ fn to_op(
         )),
         other => Err(ApiError::new(ResponseError::InvalidRequest, format!("Unknown config operation {other}"))),
     }
+}
+
+/// The resource and the changes of a config alteration, for its log line: `topic t` and
+/// `retention.ms=1000, cleanup.policy deleted`.
+fn describe_change(resource: &ConfigResource, ops: &[ConfigOp]) -> (String, String) {
+    let resource = match resource {
+        ConfigResource::Topic(name) => format!("topic {name}"),
+        ConfigResource::Broker(id) => format!("broker {id}"),
+    };
+    let ops: Vec<String> = ops
+        .iter()
+        .map(|op| match op {
+            ConfigOp::Set(k, v) => format!("{k}={v}"),
+            ConfigOp::Delete(k) => format!("{k} deleted"),
+        })
+        .collect();
+    (resource, ops.join(", "))
 }
 
 fn error_parts(result: Result<(), ApiError>) -> (i16, Option<StrBytes>) {

@@ -26,11 +26,15 @@ pub async fn handle(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> C
         } else {
             let assignments =
                 t.assignments.map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());
-            broker
+            let result = broker
                 .controller
                 .create_partitions(t.name.to_string(), t.count, assignments, request.validate_only)
                 .await
-                .map_err(|e| (e.error, e.message))
+                .map_err(|e| (e.error, e.message));
+            if result.is_ok() && !request.validate_only {
+                tracing::info!(topic = %t.name.as_str(), partitions = t.count, "partitions added");
+            }
+            result
         };
         results.push(match result {
             Ok(()) => base,

@@ -36,7 +36,11 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                         part.advance_log_start(target)
                     });
                     match result {
-                        Ok(low) => base.with_low_watermark(low),
+                        Ok(low) => {
+                            tracing::info!(topic = %t.name.as_str(), partition = p.partition_index, offset = p.offset,
+                                log_start = low, "records deleted");
+                            base.with_low_watermark(low)
+                        }
                         Err(e) => base.with_error_code(e.code_i16()).with_low_watermark(-1),
                     }
                 })

@@ -187,9 +187,72 @@ pub fn offset_commit(
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
     let ctx = g.context(version, client.0, client.1);
-    match g.call(g.shard_for(&group), &ctx, |s, now| s.offset_commit(now, &ctx, &r, &topics)) {
-        Outcome::Now(resp) => resp,
+    // A commit from outside the group's generations is how offsets are reset
+    // (kafka-consumer-groups --reset-offsets, AdminClient alterConsumerGroupOffsets); consumers
+    // that assign their own partitions commit so too. What it changes is logged.
+    let outside = r.generation_id_or_member_epoch < 0 && r.member_id.is_empty();
+    let mut before = Vec::new();
+    let outcome = g.call(g.shard_for(&group), &ctx, |s, now| {
+        if outside {
+            before = committed_before(s, &group, &r, &topics.0);
+        }
+        s.offset_commit(now, &ctx, &r, &topics)
+    });
+    match outcome {
+        Outcome::Now(resp) => {
+            log_offsets_set(&group, client.0, &before, &resp);
+            resp
+        }
         Outcome::Parked(_) | Outcome::NotDurable => commit_failed(&r),
+    }
+}
+
+/// Each partition an OffsetCommit names (topic, partition, new offset) with the offset committed
+/// before it.
+type OffsetChange = (String, i32, i64, Option<i64>);
+
+fn committed_before(
+    s: &strata_group::GroupCoordinatorShard,
+    group: &str,
+    r: &OffsetCommitRequest,
+    image: &strata_metadata::MetadataImage,
+) -> Vec<OffsetChange> {
+    r.topics
+        .iter()
+        .flat_map(|t| {
+            let name = if t.name.is_empty() {
+                image.topic_by_id(&t.topic_id).map_or_else(|| t.topic_id.to_string(), |x| x.name.clone())
+            } else {
+                t.name.to_string()
+            };
+            t.partitions.iter().map(move |p| {
+                let old = s.committed_offset(group, &name, p.partition_index).map(|v| v.offset);
+                (name.clone(), p.partition_index, p.committed_offset, old)
+            })
+        })
+        .collect()
+}
+
+/// One INFO line for the offsets an OffsetCommit from outside a generation changed (none when it
+/// changed nothing, as a consumer re-committing the same positions does).
+fn log_offsets_set(group: &str, client_id: &str, before: &[OffsetChange], resp: &OffsetCommitResponse) {
+    let committed = |topic: &str, partition: i32| {
+        resp.topics
+            .iter()
+            .filter(|t| t.name.as_str() == topic || t.name.is_empty())
+            .any(|t| t.partitions.iter().any(|p| p.partition_index == partition && p.error_code == 0))
+    };
+    let changes: Vec<String> = before
+        .iter()
+        .filter(|(t, p, new, old)| *old != Some(*new) && committed(t, *p))
+        .map(|(t, p, new, old)| match old {
+            Some(old) => format!("{t}-{p}: {old} -> {new}"),
+            None => format!("{t}-{p}: {new}"),
+        })
+        .collect();
+    if !changes.is_empty() {
+        tracing::info!(%group, %client_id, offsets = %changes.join(", "),
+            "committed offsets set outside a group generation (an offset reset, or a consumer assigning its own partitions)");
     }
 }
 
@@ -200,7 +263,7 @@ pub fn offset_delete(
     client: (&str, &str),
 ) -> OffsetDeleteResponse {
     let group = r.group_id.to_string();
-    immediate!(
+    let resp = immediate!(
         broker,
         version,
         client,
@@ -208,7 +271,23 @@ pub fn offset_delete(
         offset_delete,
         r,
         OffsetDeleteResponse::default().with_error_code(NOT_COORDINATOR)
-    )
+    );
+    if resp.error_code == 0 {
+        let deleted: Vec<String> = resp
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .filter(|p| p.error_code == 0)
+                    .map(move |p| format!("{}-{}", t.name.as_str(), p.partition_index))
+            })
+            .collect();
+        if !deleted.is_empty() {
+            tracing::info!(%group, client_id = %client.0, partitions = %deleted.join(", "), "committed offsets deleted");
+        }
+    }
+    resp
 }
 
 pub fn offset_fetch(
@@ -295,6 +374,9 @@ pub fn delete_groups(
                 .with_error_code(NOT_COORDINATOR)
         },
     );
+    for deleted in results.iter().filter(|g| g.error_code == 0) {
+        tracing::info!(group = %deleted.group_id.as_str(), client_id = %client.0, "group deleted");
+    }
     DeleteGroupsResponse::default().with_results(results)
 }
 

@@ -4,10 +4,12 @@
 //! of new partitions, deletes those of deleted topics, and applies changed
 //! topic configs. Handlers look partitions up here.
 //!
-//! On disk each partition is a directory `<topic>-<partition>` under the data
-//! directory holding the log's segments and a `partition.metadata` file with
-//! the topic id, so that a directory left by a deleted topic of the same name
-//! is never mistaken for the new topic's.
+//! On disk each partition is a directory `<topic>-<partition>` under one of the
+//! data directories (`log.dirs`) holding the log's segments and a
+//! `partition.metadata` file with the topic id, so that a directory left by a
+//! deleted topic of the same name is never mistaken for the new topic's. A
+//! partition found in a data directory at start stays there; a new one goes to
+//! the directory holding the fewest partitions (Kafka's `LogManager` rule).
 
 pub mod partition;
 pub mod producer_state;
@@ -41,13 +43,31 @@ pub fn now_ms() -> i64 {
 /// Hosted partitions by topic name, then partition number.
 type PartitionMap = HashMap<String, HashMap<i32, Arc<Partition>>>;
 
+/// The name of a partition's directory.
+fn partition_dir_name(topic: &str, index: i32) -> String {
+    format!("{topic}-{index}")
+}
+
+/// Whether a directory name has the form of a partition's (`<topic>-<n>`); the metadata log's
+/// directory does, and is not one.
+fn is_partition_dir_name(name: &str) -> bool {
+    name != METADATA_DIR
+        && name
+            .rsplit_once('-')
+            .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// All hosted partitions and the current metadata image.
 ///
 /// Both are read on every request and change only when metadata is published, so they are
 /// immutable snapshots swapped atomically (`ArcSwap`): readers take no lock and never wait for
 /// a publish, which builds a new map and swaps it in.
 pub struct ReplicaManager {
-    data_dir: PathBuf,
+    /// The data directories (`log.dirs`), in configured order; never empty.
+    log_dirs: Vec<PathBuf>,
+    /// Which data directory (index into `log_dirs`) holds each partition directory, by name:
+    /// those found at start and those placed since.
+    placement: Mutex<HashMap<String, usize>>,
     broker_defaults: BTreeMap<String, String>,
     image: ArcSwap<MetadataImage>,
     partitions: ArcSwap<PartitionMap>,
@@ -57,9 +77,55 @@ pub struct ReplicaManager {
 }
 
 impl ReplicaManager {
+    /// A replica manager keeping every partition in the one directory `data_dir`.
     pub fn new(data_dir: PathBuf, broker_defaults: BTreeMap<String, String>) -> Self {
+        Self::build(vec![data_dir], HashMap::new(), broker_defaults)
+    }
+
+    /// A replica manager spreading partitions over `log_dirs` (which must exist). Scans them for
+    /// the partition directories they hold, so that each partition is opened where it is; a
+    /// partition directory present in two of them is refused (which one holds the data to serve
+    /// is unknowable), as an unreadable directory is.
+    pub fn with_log_dirs(
+        log_dirs: Vec<PathBuf>,
+        broker_defaults: BTreeMap<String, String>,
+    ) -> Result<Self, BrokerError> {
+        if log_dirs.is_empty() {
+            return Err(BrokerError::Storage("no data directory (log.dirs is empty)".into()));
+        }
+        let mut placement: HashMap<String, usize> = HashMap::new();
+        for (i, dir) in log_dirs.iter().enumerate() {
+            let entries = std::fs::read_dir(dir)
+                .map_err(|e| BrokerError::Storage(format!("cannot read the data directory {}: {e}", dir.display())))?;
+            for entry in entries {
+                let entry = entry.map_err(|e| {
+                    BrokerError::Storage(format!("cannot read the data directory {}: {e}", dir.display()))
+                })?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_partition_dir_name(&name) || !entry.path().is_dir() {
+                    continue;
+                }
+                if let Some(&other) = placement.get(&name) {
+                    return Err(BrokerError::Storage(format!(
+                        "the partition directory {name} is in two data directories, {} and {}; move one aside (the broker cannot tell which holds the data to serve)",
+                        log_dirs[other].display(),
+                        dir.display()
+                    )));
+                }
+                placement.insert(name, i);
+            }
+        }
+        Ok(Self::build(log_dirs, placement, broker_defaults))
+    }
+
+    fn build(
+        log_dirs: Vec<PathBuf>,
+        placement: HashMap<String, usize>,
+        broker_defaults: BTreeMap<String, String>,
+    ) -> Self {
         Self {
-            data_dir,
+            log_dirs,
+            placement: Mutex::new(placement),
             broker_defaults,
             image: ArcSwap::from_pointee(MetadataImage::empty()),
             partitions: ArcSwap::from_pointee(HashMap::new()),
@@ -106,8 +172,40 @@ impl ReplicaManager {
         TopicSettings::resolve(image.configs(&ConfigResource::Topic(topic.to_string())), &self.broker_defaults)
     }
 
+    /// The data directories, in configured order.
+    pub fn log_dirs(&self) -> &[PathBuf] {
+        &self.log_dirs
+    }
+
+    /// The directory of a partition: where it is, or, for a new partition, in the data directory
+    /// holding the fewest partitions (the first of those on a tie).
     fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
-        self.data_dir.join(format!("{topic}-{index}"))
+        let name = partition_dir_name(topic, index);
+        let mut placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
+        let dir = match placement.get(&name) {
+            Some(&i) => i,
+            None => {
+                let mut held = vec![0usize; self.log_dirs.len()];
+                for &i in placement.values() {
+                    held[i] += 1;
+                }
+                let fewest = (0..held.len()).min_by_key(|&i| held[i]).unwrap_or(0);
+                placement.insert(name.clone(), fewest);
+                fewest
+            }
+        };
+        self.log_dirs[dir].join(name)
+    }
+
+    /// The directory of a partition already placed, if any.
+    fn placed_dir(&self, name: &str) -> Option<PathBuf> {
+        let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
+        placement.get(name).map(|&i| self.log_dirs[i].join(name))
+    }
+
+    /// Forgets where a removed partition directory was, so that it no longer counts.
+    fn forget_placement(&self, name: &str) {
+        self.placement.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
     }
 
     fn open_partition(
@@ -157,17 +255,15 @@ impl ReplicaManager {
     /// between the deletion and the removal of the files). A directory whose topic the metadata
     /// does not know at all is kept, with a warning: missing metadata never removes data.
     pub fn remove_deleted_topics_data(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
-            return;
-        };
         let image = self.image();
         let hosted: Vec<PathBuf> = self
             .partitions
             .load()
             .iter()
-            .flat_map(|(t, parts)| parts.keys().map(|p| self.partition_dir(t, *p)))
+            .flat_map(|(t, parts)| parts.keys().filter_map(|p| self.placed_dir(&partition_dir_name(t, *p))))
             .collect();
-        for entry in entries.flatten() {
+        let entries = self.log_dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flat_map(|e| e.flatten());
+        for entry in entries {
             let path = entry.path();
             if !path.is_dir() || hosted.contains(&path) {
                 continue;
@@ -178,8 +274,9 @@ impl ReplicaManager {
             match parse_topic_id(&text) {
                 Some(id) if image.was_deleted(&id) => {
                     tracing::info!(dir = %path.display(), topic_id = %id, "removing the log of a deleted topic");
-                    if let Err(e) = remove_dir(&path) {
-                        tracing::warn!(error = %e, "cannot remove the log of a deleted topic");
+                    match remove_dir(&path) {
+                        Ok(()) => self.forget_placement(&entry.file_name().to_string_lossy()),
+                        Err(e) => tracing::warn!(error = %e, "cannot remove the log of a deleted topic"),
                     }
                 }
                 id => tracing::warn!(dir = %path.display(), topic_id = ?id,
@@ -292,8 +389,11 @@ impl MetadataPublisher for ReplicaManager {
             let removed = map.remove(name).unwrap_or_default();
             self.partitions.store(Arc::new(map));
             for p in removed.into_values().filter(|p| p.topic_id == *id) {
-                if let Err(e) = p.delete() {
-                    tracing::error!(topic = %name, partition = p.index, error = %e, "cannot delete the log of a deleted topic");
+                match p.delete() {
+                    Ok(()) => self.forget_placement(&partition_dir_name(name, p.index)),
+                    Err(e) => {
+                        tracing::error!(topic = %name, partition = p.index, error = %e, "cannot delete the log of a deleted topic")
+                    }
                 }
             }
         }
@@ -325,6 +425,121 @@ impl MetadataPublisher for ReplicaManager {
                     }
                 }
             }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use strata_metadata::MetadataRecord;
+
+    /// Publishes topics (name, partitions) created on one broker, returning the image.
+    fn create(rm: &ReplicaManager, image: &MetadataImage, topics: &[(&str, i32)]) -> Arc<MetadataImage> {
+        let mut records = Vec::new();
+        for (name, partitions) in topics {
+            let topic_id = Uuid::new_v4();
+            records.push(MetadataRecord::TopicCreated { name: name.to_string(), topic_id });
+            for partition in 0..*partitions {
+                records.push(MetadataRecord::PartitionCreated {
+                    topic_id,
+                    partition,
+                    replicas: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                });
+            }
+        }
+        let (next, delta) = image.apply(&records).unwrap();
+        let next = Arc::new(next);
+        rm.publish(&next, &delta);
+        next
+    }
+
+    fn held(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.path().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn partitions_spread_over_the_log_dirs_and_are_found_where_they_are() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = ["a", "b", "c"].iter().map(|d| root.path().join(d)).collect();
+        for d in &dirs {
+            std::fs::create_dir(d).unwrap();
+        }
+        let rm = ReplicaManager::with_log_dirs(dirs.clone(), BTreeMap::new()).unwrap();
+        let image = create(&rm, &MetadataImage::empty(), &[("t", 6)]);
+        // Six new partitions over three empty directories: two each.
+        let counts: Vec<usize> = dirs.iter().map(|d| held(d).len()).collect();
+        assert_eq!(counts, vec![2, 2, 2]);
+        // A partition moved to another directory while the broker is down is found there.
+        let moved = dirs.iter().find(|d| held(d).contains(&"t-0".to_string())).unwrap().clone();
+        let target = dirs.iter().find(|d| **d != moved).unwrap().clone();
+        rm.close_all();
+        drop(rm);
+        std::fs::rename(moved.join("t-0"), target.join("t-0")).unwrap();
+        let rm = ReplicaManager::with_log_dirs(dirs.clone(), BTreeMap::new()).unwrap();
+        let (replayed, delta) = MetadataImage::empty().apply(&image_records(&image)).unwrap();
+        rm.publish(&Arc::new(replayed), &delta);
+        assert_eq!(rm.all_partitions().len(), 6);
+        assert!(held(&target).contains(&"t-0".to_string()));
+        assert!(!held(&moved).contains(&"t-0".to_string()), "not created again in its old directory");
+        // A new topic fills the directory holding the fewest partitions first.
+        let _ = create(&rm, &rm.image(), &[("u", 1)]);
+        assert!(held(&moved).contains(&"u-0".to_string()));
+    }
+
+    /// Records that rebuild `image`'s topics (a metadata replay at start).
+    fn image_records(image: &MetadataImage) -> Vec<MetadataRecord> {
+        let mut records = Vec::new();
+        for topic in image.topics() {
+            records.push(MetadataRecord::TopicCreated { name: topic.name.clone(), topic_id: topic.id });
+            for partition in 0..topic.partitions.len() as i32 {
+                records.push(MetadataRecord::PartitionCreated {
+                    topic_id: topic.id,
+                    partition,
+                    replicas: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                });
+            }
+        }
+        records
+    }
+
+    #[test]
+    fn a_partition_in_two_log_dirs_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let dirs: Vec<PathBuf> = ["a", "b"].iter().map(|d| root.path().join(d)).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d.join("t-0")).unwrap();
+        }
+        std::fs::create_dir_all(dirs[0].join(METADATA_DIR)).unwrap();
+        std::fs::create_dir_all(dirs[1].join(METADATA_DIR)).unwrap();
+        let e = ReplicaManager::with_log_dirs(dirs.clone(), BTreeMap::new()).err().unwrap().to_string();
+        assert!(e.contains("t-0 is in two data directories"), "{e}");
+        std::fs::remove_dir(dirs[1].join("t-0")).unwrap();
+        // The metadata log's directory is not a partition's.
+        ReplicaManager::with_log_dirs(dirs, BTreeMap::new()).unwrap();
+    }
+
+    #[test]
+    fn partition_directory_names() {
+        assert!(
+            is_partition_dir_name("t-0")
+                && is_partition_dir_name("a-b-12")
+                && is_partition_dir_name("__consumer_offsets-49")
+        );
+        for name in [METADATA_DIR, "t", "t-", "-1", "t-x", "lost+found"] {
+            assert!(!is_partition_dir_name(name), "{name}");
         }
     }
 }
