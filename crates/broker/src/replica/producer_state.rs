@@ -256,7 +256,9 @@ impl Cursor<'_> {
 mod tests {
     use super::*;
 
-    fn h(pid: i64, epoch: i16, seq: i32, n: i32, offset: i64) -> BatchHeader {
+    /// A batch header of producer `pid`: `n` records from sequence `seq` at `offset`, `ts` as
+    /// both timestamps.
+    pub(super) fn header(pid: i64, epoch: i16, seq: i32, n: i32, offset: i64, ts: i64) -> BatchHeader {
         BatchHeader {
             base_offset: offset,
             batch_length: 49,
@@ -265,13 +267,17 @@ mod tests {
             crc: 0,
             attributes: 0,
             last_offset_delta: n - 1,
-            base_timestamp: 0,
-            max_timestamp: 0,
+            base_timestamp: ts,
+            max_timestamp: ts,
             producer_id: pid,
             producer_epoch: epoch,
             base_sequence: seq,
             records_count: n,
         }
+    }
+
+    fn h(pid: i64, epoch: i16, seq: i32, n: i32, offset: i64) -> BatchHeader {
+        header(pid, epoch, seq, n, offset, 0)
     }
 
     #[test]
@@ -306,26 +312,9 @@ mod tests {
 
 #[cfg(test)]
 mod snapshot_tests {
+    use super::tests::header;
     use super::*;
     use proptest::prelude::*;
-
-    fn header(pid: i64, epoch: i16, seq: i32, n: i32, offset: i64, ts: i64) -> BatchHeader {
-        BatchHeader {
-            base_offset: offset,
-            batch_length: 49,
-            partition_leader_epoch: 0,
-            magic: 2,
-            crc: 0,
-            attributes: 0,
-            last_offset_delta: n - 1,
-            base_timestamp: ts,
-            max_timestamp: ts,
-            producer_id: pid,
-            producer_epoch: epoch,
-            base_sequence: seq,
-            records_count: n,
-        }
-    }
 
     proptest! {
         /// Whatever batches were recorded, a snapshot decodes to the same table, and the
