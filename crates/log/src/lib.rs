@@ -60,6 +60,6 @@ pub mod storage;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use log::{
-    AppendInfo, FileRange, Log, PendingFlush, ReadInfo, SnapshotWriter, TimestampBatch, TimestampCandidate,
-    TimestampResume,
+    AppendInfo, FileRange, Log, MaxTimestampFound, MaxTimestampPlan, PendingFlush, ReadInfo, SnapshotWriter,
+    TimestampBatch, TimestampCandidate, TimestampResume,
 };

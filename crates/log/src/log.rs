@@ -112,6 +112,19 @@ pub struct TimestampResume {
 }
 
 impl TimestampBatch {
+    /// The first record of the batch at offset `>= min_offset` (the log start) holding the
+    /// batch's largest timestamp, as (offset, timestamp). Reads every record, decompressing if
+    /// need be: call it without the log's lock.
+    pub fn max_record(&self) -> Result<Option<(i64, i64)>, LogError> {
+        strata_protocol::records::max_timestamp_record(&self.batch, self.min_offset)
+            .map(|r| r.map(|r| (r.offset, r.timestamp)))
+            .map_err(|e| LogError::Corrupt {
+                path: self.path.clone(),
+                position: self.position as u64,
+                reason: e.to_string(),
+            })
+    }
+
     /// The first record of the batch at offset `>= min_offset` (the log start) with timestamp
     /// `>= ts`, as (offset, timestamp). Reads every record up to it, decompressing if need be:
     /// call it without the log's lock.
@@ -123,6 +136,46 @@ impl TimestampBatch {
                 position: self.position as u64,
                 reason: e.to_string(),
             })
+    }
+}
+
+/// Step 1 of [`Log::max_timestamp_offset`].
+#[derive(Debug)]
+pub struct MaxTimestampPlan {
+    /// (timestamp, last offset of its batch) from headers and segment maxima.
+    headers: Option<(i64, i64)>,
+    /// The batch the log start falls inside, whose records above it must be read.
+    partial: Option<TimestampBatch>,
+}
+
+/// Where the answer of [`Log::max_timestamp_offset`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxTimestampFound {
+    /// The record itself, as (offset, timestamp).
+    Record((i64, i64)),
+    /// In the batch holding this offset: read it ([`Log::batch_holding`]).
+    InBatch(i64),
+}
+
+impl MaxTimestampPlan {
+    /// Step 2, without the lock: the largest timestamp among the records of the batch the log
+    /// start falls inside, as (timestamp, offset).
+    pub fn partial_best(&self) -> Result<Option<(i64, i64)>, LogError> {
+        match &self.partial {
+            None => Ok(None),
+            Some(b) => b.max_record().map(|r| r.map(|(offset, ts)| (ts, offset))),
+        }
+    }
+
+    /// Step 3: the winner, given [`Self::partial_best`]'s answer. The partial batch holds the
+    /// lowest offsets, so it wins a tie (the first record holding the largest timestamp).
+    pub fn best(&self, partial: Option<(i64, i64)>) -> Option<MaxTimestampFound> {
+        match (partial, self.headers) {
+            (Some((pts, poff)), Some((hts, _))) if pts >= hts => Some(MaxTimestampFound::Record((poff, pts))),
+            (Some((pts, poff)), None) => Some(MaxTimestampFound::Record((poff, pts))),
+            (_, Some((_, off))) => Some(MaxTimestampFound::InBatch(off)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -869,34 +922,71 @@ impl Log {
 
     /// ListOffsets `MAX_TIMESTAMP` (-3): the record at or above the log start holding the
     /// log's largest timestamp (the first such if tied), as (offset, timestamp).
+    ///
+    /// The same in steps, for callers that hold a lock around the log: [`Log::max_timestamp_plan`]
+    /// under the lock, [`MaxTimestampPlan::partial_best`] without it, then the winning batch
+    /// from [`Log::batch_holding`] under the lock and [`TimestampBatch::max_record`] without.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, LogError> {
+        let plan = self.max_timestamp_plan()?;
+        match plan.best(plan.partial_best()?) {
+            None => Ok(None),
+            Some(MaxTimestampFound::Record(found)) => Ok(Some(found)),
+            Some(MaxTimestampFound::InBatch(offset)) => match self.batch_holding(offset)? {
+                Some(batch) => batch.max_record(),
+                None => Ok(None),
+            },
+        }
+    }
+
+    /// Step 1 of [`Log::max_timestamp_offset`]: what batch headers and segment maxima tell.
+    pub fn max_timestamp_plan(&self) -> Result<MaxTimestampPlan, LogError> {
         self.ensure_online()?;
-        let mut best: Option<(i64, i64)> = None;
+        let min_offset = self.log_start_offset;
+        let mut plan = MaxTimestampPlan { headers: None, partial: None };
         for (&base, seg) in self.segments.range(..) {
-            let candidate = if base >= self.log_start_offset {
-                seg.max_timestamp()
+            let (candidate, partial) = if base >= min_offset {
+                (seg.max_timestamp(), None)
             } else {
                 // The segment the log start falls inside: only what lies above it counts.
-                seg.max_timestamp_from(self.log_start_offset)?
+                seg.max_timestamp_from(min_offset)?
             };
+            if let Some((position, batch)) = partial {
+                plan.partial = Some(self.timestamp_batch(seg, batch, position, i64::MIN, min_offset, 0));
+            }
             if let Some((ts, off)) = candidate {
-                if best.is_none_or(|(b, _)| ts > b) {
-                    best = Some((ts, off));
+                if plan.headers.is_none_or(|(b, _)| ts > b) {
+                    plan.headers = Some((ts, off));
                 }
             }
         }
-        let Some((_, off)) = best else { return Ok(None) };
-        let seg_base = self.segments.range(..=off).next_back().map_or(i64::MIN, |(b, _)| *b);
+        Ok(plan)
+    }
+
+    /// The batch holding `offset` (CRC-checked), its records to be read with
+    /// [`TimestampBatch::max_record`] without the log's lock.
+    pub fn batch_holding(&self, offset: i64) -> Result<Option<TimestampBatch>, LogError> {
+        self.ensure_online()?;
+        let seg_base = self.segments.range(..=offset).next_back().map_or(i64::MIN, |(b, _)| *b);
         let Some(seg) = self.segments.get(&seg_base) else { return Ok(None) };
-        match seg.batch_at(off)? {
-            Some(batch) => Ok(strata_protocol::records::max_timestamp_record(&batch, self.log_start_offset)
-                .map_err(|e| LogError::Corrupt {
-                    path: seg.log_path().to_path_buf(),
-                    position: 0,
-                    reason: e.to_string(),
-                })?
-                .map(|r| (r.offset, r.timestamp))),
-            None => Ok(None),
+        Ok(seg.batch_at(offset)?.map(|batch| self.timestamp_batch(seg, batch, 0, i64::MIN, self.log_start_offset, 0)))
+    }
+
+    fn timestamp_batch(
+        &self,
+        seg: &Segment,
+        batch: Bytes,
+        position: usize,
+        ts: i64,
+        min_offset: i64,
+        resume_position: usize,
+    ) -> TimestampBatch {
+        TimestampBatch {
+            batch,
+            ts,
+            min_offset,
+            path: seg.log_path().to_path_buf(),
+            position,
+            resume: TimestampResume { segment: seg.base_offset, position: resume_position },
         }
     }
 

@@ -20,7 +20,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use strata_protocol::batch::{offsets, BatchHeader, BatchIter, BATCH_HEADER_LEN};
-use strata_protocol::records::max_timestamp_record;
 
 use crate::config::LogConfig;
 use crate::error::LogError;
@@ -96,6 +95,10 @@ pub(crate) enum SegmentRead {
     /// read the file for it (see [`Segment::read`]'s `cached_only`).
     NeedsDisk,
 }
+
+/// What [`Segment::max_timestamp_from`] finds: (timestamp, offset) from batch headers, and the
+/// batch the minimum offset falls inside with its position.
+pub(crate) type HeaderMaxima = (Option<(i64, i64)>, Option<(usize, Bytes)>);
 
 /// Result of scanning a segment during recovery.
 pub(crate) struct Recovered {
@@ -679,31 +682,31 @@ impl Segment {
     }
 
     /// The largest record timestamp at offsets `>= min_offset` and the first offset holding
-    /// it, as (timestamp, offset). Batches wholly at or above `min_offset` answer from their
-    /// header; the one `min_offset` falls inside is read record by record.
-    pub(crate) fn max_timestamp_from(&self, min_offset: i64) -> Result<Option<(i64, i64)>, LogError> {
+    /// it, as far as batch headers tell: `(best, partial)`. `best` is (timestamp, last offset
+    /// of the batch) over the batches wholly at or above `min_offset`; `partial` is the batch
+    /// `min_offset` falls inside (CRC-checked, with its position), whose records the caller
+    /// reads without the log's lock.
+    pub(crate) fn max_timestamp_from(
+        &self,
+        min_offset: i64,
+    ) -> Result<HeaderMaxima, LogError> {
         let data = self.data()?;
         let Some((mut pos, _)) = self.locate(&data, min_offset)? else {
-            return Ok(None);
+            return Ok((None, None));
         };
         let mut best: Option<(i64, i64)> = None;
+        let mut partial = None;
         while let Some((at, h)) = self.first_batch_from(&data, pos, |_| true)? {
-            let candidate = if h.base_offset >= min_offset {
-                Some((h.max_timestamp, h.last_offset()))
-            } else {
-                let batch = self.checked_slice(&data, at, &h)?;
-                max_timestamp_record(&batch, min_offset)
-                    .map_err(|e| self.corrupt(at, e))?
-                    .map(|r| (r.timestamp, r.offset))
-            };
-            if let Some((ts, off)) = candidate {
-                if best.is_none_or(|(b, _)| ts > b) {
-                    best = Some((ts, off));
+            if h.base_offset >= min_offset {
+                if best.is_none_or(|(b, _)| h.max_timestamp > b) {
+                    best = Some((h.max_timestamp, h.last_offset()));
                 }
+            } else if h.last_offset() >= min_offset {
+                partial = Some((at, self.checked_slice(&data, at, &h)?));
             }
             pos = at + h.total_size();
         }
-        Ok(best)
+        Ok((best, partial))
     }
 
     /// Headers of the batches whose last offset is `>= from_offset`.

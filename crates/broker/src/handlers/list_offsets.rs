@@ -106,7 +106,7 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
         }
         // No tiered storage: nothing is pending upload.
         EARLIEST_PENDING_UPLOAD => return Ok((-1, -1)),
-        MAX_TIMESTAMP => p.with_log(|log| log.max_timestamp_offset().map_err(BrokerError::from))?,
+        MAX_TIMESTAMP => p.max_timestamp_offset()?,
         ts if ts < 0 => return Err(BrokerError::InvalidRequest(format!("unknown special timestamp {ts}"))),
         ts => p.offset_for_timestamp(ts)?,
     };

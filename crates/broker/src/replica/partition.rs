@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
-use strata_log::{FileRange, Log, SnapshotWriter, TimestampCandidate};
+use strata_log::{FileRange, Log, MaxTimestampFound, SnapshotWriter, TimestampCandidate};
 use strata_protocol::batch::{BatchHeader, Compression};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -359,6 +359,23 @@ impl Partition {
                     Some(found) => return Ok(Some(found)),
                     None => resume = Some(batch.resume),
                 },
+            }
+        }
+    }
+
+    /// ListOffsets `MAX_TIMESTAMP` ([`Log::max_timestamp_offset`]), with the records of the
+    /// batches it must read (decompressing) read without the partition lock.
+    pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
+        let plan = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.max_timestamp_plan()?;
+        match plan.best(plan.partial_best()?) {
+            None => Ok(None),
+            Some(MaxTimestampFound::Record(found)) => Ok(Some(found)),
+            Some(MaxTimestampFound::InBatch(offset)) => {
+                let batch = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.batch_holding(offset)?;
+                match batch {
+                    Some(batch) => Ok(batch.max_record()?),
+                    None => Ok(None),
+                }
             }
         }
     }
