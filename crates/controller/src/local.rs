@@ -126,7 +126,14 @@ impl LocalController {
             .name("strata-controller".into())
             .spawn(move || {
                 while let Ok(job) = rx.recv() {
-                    job(&mut state);
+                    // A panic here would leave the metadata half-applied and every later
+                    // request unanswered; like Kafka's fatal fault handler for the controller,
+                    // stop the process instead, so it restarts from the durable metadata log.
+                    let run = std::panic::AssertUnwindSafe(|| job(&mut state));
+                    if std::panic::catch_unwind(run).is_err() {
+                        tracing::error!("a metadata job panicked on the controller thread; stopping the broker");
+                        std::process::abort();
+                    }
                 }
             })
             .map_err(|source| ControllerError::Io { path: dir.to_path_buf(), source })?;

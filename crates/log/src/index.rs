@@ -119,6 +119,9 @@ pub(crate) struct Index {
     storage: Arc<dyn Storage>,
     entries: usize,
     state: State,
+    /// The last attempt to grow the writable mapping failed (a full disk): room is then what
+    /// is mapped, so the segment rolls before its last slots are gone.
+    grow_failed: bool,
 }
 
 impl std::fmt::Debug for Index {
@@ -162,9 +165,13 @@ impl Index {
             file.read_at(0, &mut first[..sz]).map_err(LogError::io(path))?;
             file.read_at(len - size, &mut last[..sz]).map_err(LogError::io(path))?;
             let (f, l) = (entry_at(kind, &first, 0), entry_at(kind, &last, 0));
+            // Keys strictly increase, so with more than one entry the last key is above the
+            // first: an index left unsealed by a crash (zeros after its entries, or all zeros)
+            // fails here and is rebuilt from the segment.
+            let ordered = if entries > 1 { f.key < l.key } else { f.key <= l.key };
             let ok = match kind {
-                IndexKind::Offset => f.key <= l.key && f.value <= l.value && u64::from(l.value) < max_position.max(1),
-                IndexKind::Time => f.key <= l.key && f.value <= l.value,
+                IndexKind::Offset => ordered && f.value <= l.value && u64::from(l.value) < max_position.max(1),
+                IndexKind::Time => ordered && f.value <= l.value,
             };
             if !ok {
                 tracing::debug!(path = %path.display(), "index entries are out of order or point past the segment; rebuilding it");
@@ -177,6 +184,7 @@ impl Index {
             storage: storage.clone(),
             entries,
             state: State::ReadOnly { map: Mutex::new(None) },
+            grow_failed: false,
         }))
     }
 
@@ -195,6 +203,7 @@ impl Index {
             storage: storage.clone(),
             entries: 0,
             state: State::ReadOnly { map: Mutex::new(None) },
+            grow_failed: false,
         };
         index.make_writable_with(file, capacity_bytes)?;
         Ok(index)
@@ -229,16 +238,20 @@ impl Index {
         }
         let grown = file
             .allocate(wanted as u64)
-            // Written-back first, so the new mapping starts from the entries the old one holds.
-            .and_then(|()| map.flush())
+            // Written back first (not made durable), so the new mapping starts from the
+            // entries the old one holds.
+            .and_then(|()| map.write_back())
             .and_then(|()| file.map_mut(wanted as u64));
         match grown {
             Ok(new_map) => {
                 *map = new_map;
+                self.grow_failed = false;
                 true
             }
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "cannot grow the index; it takes no more entries for now");
+                tracing::warn!(path = %self.path.display(), error = %e,
+                    "cannot grow the index; the segment rolls once the mapped room is used");
+                self.grow_failed = true;
                 false
             }
         }
@@ -254,9 +267,14 @@ impl Index {
     }
 
     /// How many more entries fit (a read-only index takes none).
+    /// Entries the index can still take: up to its maximum size (the roll decision), or, once
+    /// growing it failed, up to what is mapped.
     pub(crate) fn free_slots(&self) -> usize {
         match &self.state {
-            State::Writable { max_bytes, .. } => (max_bytes / self.kind.entry_size()).saturating_sub(self.entries),
+            State::Writable { max_bytes, map, .. } => {
+                let room = if self.grow_failed { map.bytes().len() } else { *max_bytes };
+                (room / self.kind.entry_size()).saturating_sub(self.entries)
+            }
             State::ReadOnly { .. } => 0,
         }
     }
@@ -364,6 +382,12 @@ impl Index {
             if let Some(dst) = map.bytes_mut().get_mut(at..at + len) {
                 dst.copy_from_slice(&buf[..len]);
                 self.entries += 1;
+                // Keep two mapped slots free ahead of need: the entry a seal writes must not
+                // depend on a growth that could fail then (with growth failing, the segment
+                // rolls while one mapped slot is left for it).
+                if (self.entries + 2) * size > map.bytes().len() {
+                    self.grow();
+                }
                 return true;
             }
         }
@@ -441,6 +465,25 @@ mod tests {
         index.seal().unwrap();
         assert_eq!(storage.open(path, false).unwrap().len().unwrap(), n as u64 * 8);
         assert_eq!(index.floor(n - 1).unwrap(), Some(Entry { key: n - 1, value: ((n - 1) * 100) as u32 }));
+    }
+
+    #[test]
+    fn a_full_disk_stops_growth_with_a_mapped_slot_left_for_the_seal() {
+        let mem = MemStorage::new();
+        let storage: Arc<dyn Storage> = Arc::new(mem.clone());
+        storage.create_dir_all(Path::new("/d")).unwrap();
+        let path = Path::new("/d/0.timeindex");
+        let mut index = Index::create(&storage, IndexKind::Time, path, 10 * 1024 * 1024).unwrap();
+        mem.set_space_limit(Some(mem.total_bytes()));
+        let mut key = 0;
+        // Room is what is mapped once growing failed; appends stop with slots to spare.
+        while index.free_slots() >= 2 {
+            key += 1;
+            assert!(index.append(Entry { key, value: key as u32 }));
+        }
+        assert!(index.free_slots() >= 1, "a mapped slot is left for the seal's entry");
+        assert!(index.append(Entry { key: key + 1, value: key as u32 + 1 }), "the seal's entry fits");
+        assert_eq!(index.mapped_bytes(), INITIAL_INDEX_BYTES.div_ceil(12) * 12, "it never grew");
     }
 
     #[test]

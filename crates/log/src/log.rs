@@ -146,6 +146,8 @@ pub struct MaxTimestampPlan {
     headers: Option<(i64, i64)>,
     /// The batch the log start falls inside, whose records above it must be read.
     partial: Option<TimestampBatch>,
+    /// The log start offset the plan was made at.
+    min_offset: i64,
 }
 
 /// Where the answer of [`Log::max_timestamp_offset`] is.
@@ -158,6 +160,12 @@ pub enum MaxTimestampFound {
 }
 
 impl MaxTimestampPlan {
+    /// The log start offset the plan was made at: a caller that dropped the log's lock must
+    /// start over when the log start has moved since (the answer may lie below it).
+    pub fn log_start_offset(&self) -> i64 {
+        self.min_offset
+    }
+
     /// Step 2, without the lock: the largest timestamp among the records of the batch the log
     /// start falls inside, as (timestamp, offset).
     pub fn partial_best(&self) -> Result<Option<(i64, i64)>, LogError> {
@@ -347,10 +355,46 @@ impl Log {
         let mut recovered_active = false;
         // What recovery of the active segment found, for the one line that reports it.
         let mut recovery = None;
+        // A crash between a roll's creation of the new (empty) segment and the end of the old
+        // one's sealing can leave the old segment's tail unsynced (torn, or cut at a batch
+        // boundary) and its indexes unsealed, with the empty new one after it: after an unclean
+        // stop with an empty last segment, the one before it is scanned too.
+        let last_is_empty = match bases.last() {
+            Some(&last) if bases.len() >= 2 && !clean => {
+                let path = dir.join(format!("{last:020}.log"));
+                storage.open(&path, false).and_then(|f| f.len()).map_err(LogError::io(&path))? == 0
+            }
+            _ => false,
+        };
+        let before_last = if last_is_empty { bases.len().checked_sub(2).map(|i| bases[i]) } else { None };
         let mut remaining = bases.iter().copied().peekable();
         while let Some(base) = remaining.next() {
             let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
             let is_last = remaining.peek().is_none();
+            if Some(base) == before_last {
+                let rec = seg.recover(&log.config, true)?;
+                let next_base = remaining.peek().copied().unwrap_or(rec.next_offset);
+                if rec.next_offset == next_base {
+                    tracing::info!(path = %seg.log_path().display(), log_end = rec.next_offset,
+                        "recovered the segment before an empty active one (a roll the crash interrupted)");
+                    seg.seal()?;
+                    log.segments.insert(base, seg);
+                    continue;
+                }
+                // It ends short of the empty segment's base: that one goes, this one is active.
+                tracing::info!(path = %seg.log_path().display(), log_end = rec.next_offset,
+                    truncated_bytes = rec.truncated_bytes,
+                    "a roll the crash interrupted left this segment short; it is active again");
+                for later in remaining.by_ref() {
+                    let (s, _) = Segment::open(&storage, dir, later, &log.config)?;
+                    s.delete_files()?;
+                }
+                recovered_active = true;
+                leo = Some(rec.next_offset);
+                recovery = Some(rec);
+                log.segments.insert(base, seg);
+                break;
+            }
             if is_last {
                 let resumed = if clean && !damaged { seg.resume_clean(&log.config)? } else { None };
                 let next = match resumed {
@@ -898,8 +942,10 @@ impl Log {
         let min_offset = self.log_start_offset;
         let first = self.segments.range(..=min_offset).next_back().map_or(i64::MIN, |(b, _)| *b);
         let (from_segment, mut from_pos) = match resume {
-            Some(r) => (r.segment.max(first), Some(r.position)),
-            None => (first, None),
+            // A resume point in a segment retention has since removed restarts at the first
+            // segment still there, from its start: the position belongs to the old file.
+            Some(r) if r.segment >= first => (r.segment, Some(r.position)),
+            _ => (first, None),
         };
         for (&base, seg) in self.segments.range(from_segment..) {
             let from = if base == from_segment { from_pos.take() } else { None };
@@ -942,7 +988,7 @@ impl Log {
     pub fn max_timestamp_plan(&self) -> Result<MaxTimestampPlan, LogError> {
         self.ensure_online()?;
         let min_offset = self.log_start_offset;
-        let mut plan = MaxTimestampPlan { headers: None, partial: None };
+        let mut plan = MaxTimestampPlan { headers: None, partial: None, min_offset };
         for (&base, seg) in self.segments.range(..) {
             let (candidate, partial) = if base >= min_offset {
                 (seg.max_timestamp(), None)

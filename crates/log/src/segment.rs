@@ -686,10 +686,7 @@ impl Segment {
     /// of the batch) over the batches wholly at or above `min_offset`; `partial` is the batch
     /// `min_offset` falls inside (CRC-checked, with its position), whose records the caller
     /// reads without the log's lock.
-    pub(crate) fn max_timestamp_from(
-        &self,
-        min_offset: i64,
-    ) -> Result<HeaderMaxima, LogError> {
+    pub(crate) fn max_timestamp_from(&self, min_offset: i64) -> Result<HeaderMaxima, LogError> {
         let data = self.data()?;
         let Some((mut pos, _)) = self.locate(&data, min_offset)? else {
             return Ok((None, None));

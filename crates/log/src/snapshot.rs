@@ -98,9 +98,22 @@ pub fn write(storage: &dyn Storage, dir: &Path, offset: i64, payload: &[u8]) -> 
 pub fn read(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<Option<Vec<u8>>, LogError> {
     let path = dir.join(file_name(offset));
     let f = storage.open(&path, false).map_err(LogError::io(&path))?;
-    let len = f.len().map_err(LogError::io(&path))?;
+    let file_len = f.len().map_err(LogError::io(&path))?;
+    // The header first: the length it gives must account for the whole file, so a damaged
+    // length (or a stray huge file) costs no allocation of its size.
+    let mut header = [0u8; HEADER_LEN];
+    let expected = if file_len >= HEADER_LEN as u64 {
+        f.read_at(0, &mut header).map_err(LogError::io(&path))?;
+        HEADER_LEN as u64 + u64::from(u32::from_be_bytes([header[10], header[11], header[12], header[13]]))
+    } else {
+        u64::MAX
+    };
+    if file_len != expected {
+        tracing::warn!(path = %path.display(), file_len, "ignoring a damaged snapshot file (its length does not match its header)");
+        return Ok(None);
+    }
     let len =
-        usize::try_from(len).map_err(|_| LogError::InvalidArgument(format!("{} is too large", path.display())))?;
+        usize::try_from(file_len).map_err(|_| LogError::InvalidArgument(format!("{} is too large", path.display())))?;
     let mut bytes = vec![0u8; len];
     f.read_at(0, &mut bytes).map_err(LogError::io(&path))?;
     match decode(&bytes) {
@@ -115,10 +128,10 @@ pub fn read(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<Option<Vec
 /// Removes the snapshot at `offset` (no error if it is already gone).
 pub fn remove(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<(), LogError> {
     let path = dir.join(file_name(offset));
-    if storage.exists(&path).map_err(LogError::io(&path))? {
-        storage.remove(&path).map_err(LogError::io(&path))?;
+    match storage.remove(&path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(LogError::io(&path)(e)),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -153,5 +166,28 @@ mod tests {
         .map(|s| s.to_string())
         .collect();
         assert_eq!(offsets_in(&names), vec![7, 42]);
+    }
+
+    #[test]
+    fn a_file_longer_or_shorter_than_its_header_says_is_skipped_unread() {
+        use crate::storage::MemStorage;
+        let storage = MemStorage::new();
+        let dir = Path::new("/d");
+        storage.create_dir_all(dir).unwrap();
+        write(&storage, dir, 5, b"state").unwrap();
+        assert_eq!(read(&storage, dir, 5).unwrap().as_deref(), Some(&b"state"[..]));
+        let f = storage.open(&dir.join(file_name(5)), false).unwrap();
+        f.write_all_at(HEADER_LEN as u64 + 5, b"trailing").unwrap();
+        assert_eq!(read(&storage, dir, 5).unwrap(), None, "longer than the header says");
+        // A header claiming 4 GiB in a small file is refused before anything that size is made.
+        f.set_len(0).unwrap();
+        let mut header = encode(b"state").unwrap();
+        header[10..14].copy_from_slice(&u32::MAX.to_be_bytes());
+        f.write_all_at(0, &header).unwrap();
+        assert_eq!(read(&storage, dir, 5).unwrap(), None, "shorter than the header says");
+        f.set_len(3).unwrap();
+        assert_eq!(read(&storage, dir, 5).unwrap(), None, "shorter than a header");
+        remove(&storage, dir, 5).unwrap();
+        remove(&storage, dir, 5).unwrap(); // already gone: not an error
     }
 }

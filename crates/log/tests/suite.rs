@@ -338,6 +338,17 @@ fn timestamps(h: &dyn Harness) {
     assert_eq!(found(70), Some(6));
     assert_eq!(found(71), None);
     assert_eq!(log.max_timestamp_offset().unwrap(), Some((6, 70)));
+    // A search resumed after the segment it was in was deleted starts over at the start of
+    // the first segment left, not at the old position in it.
+    let strata_log::TimestampCandidate::Batch(first) = log.timestamp_candidate(15, None).unwrap() else {
+        panic!("no candidate for 15")
+    };
+    assert_eq!(first.find().unwrap(), Some((1, 30)));
+    log.advance_log_start(3).unwrap();
+    let strata_log::TimestampCandidate::Batch(next) = log.timestamp_candidate(15, Some(first.resume)).unwrap() else {
+        panic!("no candidate after the resume")
+    };
+    assert_eq!(next.find().unwrap(), Some((3, 50)));
     log.advance_log_start(4).unwrap();
     assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((4, 40)));
     let empty = h.open_fresh_sibling();

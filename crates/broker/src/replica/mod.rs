@@ -288,7 +288,7 @@ impl ReplicaManager {
     /// Enforces retention on every partition.
     pub fn enforce_retention(&self, now_ms: i64) {
         for p in self.all_partitions() {
-            match p.with_log(|log| log.enforce_retention(now_ms).map_err(BrokerError::from)) {
+            match p.enforce_retention(now_ms) {
                 Ok(0) | Err(BrokerError::ShuttingDown) => {}
                 Ok(n) => {
                     tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")

@@ -79,6 +79,10 @@ pub struct Partition {
     watchers: Arc<Watchers>,
     /// Batch headers replayed at open to rebuild producer state.
     replayed_at_open: usize,
+    /// Offset of the newest producer snapshot written (or found at open); -1 for none.
+    snapshot_offset: AtomicI64,
+    /// Serializes snapshot writes (each also prunes old snapshots), taken without `state`.
+    snapshot_write: Mutex<()>,
 }
 
 impl Partition {
@@ -92,9 +96,13 @@ impl Partition {
         log: Log,
         settings: TopicSettings,
     ) -> Result<Self, BrokerError> {
+        let mut snapshot_offset = -1;
         let (mut producers, replay_from) = match log.latest_snapshot()? {
             Some((offset, payload)) => match ProducerStateTable::decode(&payload) {
-                Ok(table) => (table, offset),
+                Ok(table) => {
+                    snapshot_offset = offset;
+                    (table, offset)
+                }
                 Err(reason) => {
                     tracing::warn!(%topic, partition = index, offset, reason,
                         "unreadable producer snapshot; rebuilding producer state from the whole log");
@@ -128,6 +136,8 @@ impl Partition {
             state: Mutex::new(State { log: Some(log), producers, settings }),
             watchers: Arc::default(),
             replayed_at_open,
+            snapshot_offset: AtomicI64::new(snapshot_offset),
+            snapshot_write: Mutex::new(()),
         })
     }
 
@@ -220,9 +230,6 @@ impl Partition {
         let result = self.flush_for_commit();
         *self.commit_running.lock().unwrap_or_else(PoisonError::into_inner) = false;
         self.commit_done.notify_all();
-        if result.is_ok() {
-            self.wake_waiters();
-        }
         result
     }
 
@@ -234,7 +241,13 @@ impl Partition {
         let mut st = self.lock();
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
         let recorded = log.end_flush(pending, synced);
+        let before = self.log_end_offset();
         self.publish_offsets(log);
+        drop(st);
+        if self.log_end_offset() > before {
+            // Under group commit the high watermark moved: parked fetches may now answer.
+            self.wake_waiters();
+        }
         Ok(recorded?)
     }
 
@@ -356,7 +369,12 @@ impl Partition {
             match candidate {
                 TimestampCandidate::None => return Ok(None),
                 TimestampCandidate::Batch(batch) => match batch.find()? {
-                    Some(found) => return Ok(Some(found)),
+                    // The log start may have passed the answer while the lock was dropped
+                    // (DeleteRecords, retention): search again from the new start.
+                    Some(found) => match self.lock().log.as_ref().map(|l| l.log_start_offset()) {
+                        Some(start) if start > found.0 => resume = None,
+                        _ => return Ok(Some(found)),
+                    },
                     None => resume = Some(batch.resume),
                 },
             }
@@ -366,18 +384,29 @@ impl Partition {
     /// ListOffsets `MAX_TIMESTAMP` ([`Log::max_timestamp_offset`]), with the records of the
     /// batches it must read (decompressing) read without the partition lock.
     pub fn max_timestamp_offset(&self) -> Result<Option<(i64, i64)>, BrokerError> {
-        let plan = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.max_timestamp_plan()?;
-        match plan.best(plan.partial_best()?) {
-            None => Ok(None),
-            Some(MaxTimestampFound::Record(found)) => Ok(Some(found)),
-            Some(MaxTimestampFound::InBatch(offset)) => {
-                let batch = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.batch_holding(offset)?;
-                match batch {
-                    Some(batch) => Ok(batch.max_record()?),
-                    None => Ok(None),
+        // The lock is dropped between the steps: when the log start moved meanwhile
+        // (DeleteRecords, retention), the plan may point below it, so start over. Each retry
+        // follows a move of the log start (or a truncation); after a few, the answer is worked
+        // out under the lock in one go.
+        for _ in 0..8 {
+            let plan = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.max_timestamp_plan()?;
+            let best = plan.best(plan.partial_best()?);
+            let st = self.lock();
+            let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
+            if log.log_start_offset() != plan.log_start_offset() {
+                continue;
+            }
+            match best {
+                None => return Ok(None),
+                Some(MaxTimestampFound::Record(found)) => return Ok(Some(found)),
+                Some(MaxTimestampFound::InBatch(offset)) => {
+                    let Some(batch) = log.batch_holding(offset)? else { continue };
+                    drop(st);
+                    return Ok(batch.max_record()?);
                 }
             }
         }
+        Ok(self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.max_timestamp_offset()?)
     }
 
     /// Runs `f` on the log under the partition lock.
@@ -452,17 +481,40 @@ impl Partition {
             self.publish_offsets(log);
             (snapshot.0, snapshot.1, st.producers.encode())
         };
+        let _serial = self.snapshot_write.lock().unwrap_or_else(PoisonError::into_inner);
         writer.write(offset, &payload)?;
+        self.snapshot_offset.fetch_max(offset, Ordering::Relaxed);
         Ok(())
     }
 
     /// Writes a producer snapshot. A failure costs only start time (the next start replays
     /// from an older snapshot), so it is logged, not returned.
     fn write_snapshot(&self, writer: &SnapshotWriter, offset: i64, payload: &[u8]) {
-        if let Err(e) = writer.write(offset, payload) {
-            tracing::warn!(topic = %self.topic, partition = self.index, offset, error = %e,
-                "writing the producer snapshot failed; the next start replays more of the log");
+        let _serial = self.snapshot_write.lock().unwrap_or_else(PoisonError::into_inner);
+        match writer.write(offset, payload) {
+            Ok(()) => {
+                self.snapshot_offset.fetch_max(offset, Ordering::Relaxed);
+            }
+            Err(e) => tracing::warn!(topic = %self.topic, partition = self.index, offset, error = %e,
+                "writing the producer snapshot failed; the next start replays more of the log"),
         }
+    }
+
+    /// Retention ([`Log::enforce_retention`]). Deleting segments moves the log start, so the
+    /// producer state of their batches must be in a snapshot first (as for
+    /// [`Self::advance_log_start`]); the one written at the last roll normally covers them,
+    /// and when it is missing (its write failed, or the log predates snapshots) the state is
+    /// snapshotted at the log end before anything is deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
+        let (active_base, log_start) = {
+            let st = self.lock();
+            let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
+            (log.active_base_offset(), log.log_start_offset())
+        };
+        if active_base > log_start && self.snapshot_offset.load(Ordering::Relaxed) < active_base {
+            self.snapshot_at_log_end()?;
+        }
+        self.with_log(|log| Ok(log.enforce_retention(now_ms)?))
     }
 
     /// Forgets the producers idle longer than the topic's `producer.id.expiration.ms`.
@@ -728,6 +780,52 @@ mod tests {
             }
             assert_eq!(p.producer_count(), 6);
         }
+    }
+
+    /// A log written with no producer snapshot (by a broker before snapshots, or whose roll
+    /// snapshots failed): retention must snapshot before it deletes the only record of a
+    /// producer, or a restart forgets it and a retry of its acknowledged batch is appended twice.
+    #[test]
+    fn retention_snapshots_first_when_no_snapshot_covers_what_it_deletes() {
+        let storage = strata_log::storage::MemStorage::new();
+        let dir = std::path::Path::new("/data/t-0");
+        let mut config = tiny_segments();
+        config.log.retention_ms = 60_000;
+        let old = now() - 3_600_000;
+        let last7 = batch(7, 0, 1, 1, old);
+        {
+            let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config.log.clone(), 0).unwrap();
+            log.append_batch(&batch(7, 0, 0, 1, old), old).unwrap();
+            log.append_batch(&last7, old).unwrap();
+            for seq in 0..5 {
+                log.append_batch(&batch(8, 0, seq, 1, now()), now()).unwrap();
+            }
+            log.close().unwrap();
+        }
+        use strata_log::storage::Storage;
+        assert!(strata_log::snapshot::offsets_in(&storage.list(dir).unwrap()).is_empty());
+        let p = partition_on(&storage, config.clone());
+        assert!(p.enforce_retention(now()).unwrap() > 0, "producer 7's segments expired");
+        assert!(p.log_start_offset() >= 2);
+        drop(p); // no clean close: no shutdown snapshot
+        let p = partition_on(&storage, config);
+        assert_eq!(p.append(&last7, now()).unwrap().base_offset, 1, "producer 7's retry is a duplicate");
+        assert_eq!(p.log_end_offset(), 7);
+    }
+
+    /// Under group commit, any fsync that moves the high watermark (here the one before a
+    /// DeleteRecords snapshot) wakes parked fetches: the producer whose records it covered
+    /// finds them durable and returns without a wake of its own.
+    #[tokio::test]
+    async fn every_fsync_that_moves_the_high_watermark_wakes_parked_fetches() {
+        let p = partition(durable_settings());
+        p.with_log(|log| Ok(log.append_batch(&batch(-1, -1, 0, 2, now()), now())?)).unwrap();
+        assert_eq!(p.log_end_offset(), 0, "not durable, not visible");
+        let waiter = Arc::new(tokio::sync::Notify::new());
+        let _watch = p.watch(&waiter);
+        p.advance_log_start(1).unwrap();
+        assert_eq!(p.log_end_offset(), 2);
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter.notified()).await.expect("the fetch was woken");
     }
 
     #[test]

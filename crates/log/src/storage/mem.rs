@@ -454,14 +454,19 @@ impl IndexMap for MemIndexMap {
     }
 
     fn flush(&self) -> io::Result<()> {
-        self.write_back(true);
+        MemIndexMap::write_back(self, true);
+        Ok(())
+    }
+
+    fn write_back(&self) -> io::Result<()> {
+        MemIndexMap::write_back(self, false);
         Ok(())
     }
 }
 
 impl Drop for MemIndexMap {
     fn drop(&mut self) {
-        self.write_back(false);
+        MemIndexMap::write_back(self, false);
     }
 }
 

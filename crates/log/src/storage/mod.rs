@@ -102,4 +102,10 @@ pub trait IndexMap: Send + Sync + fmt::Debug {
     fn bytes_mut(&mut self) -> &mut [u8];
     /// Writes the mapped bytes back to the file and makes them durable.
     fn flush(&self) -> io::Result<()>;
+    /// Makes the mapped bytes visible to a new mapping of the file, without making them
+    /// durable. A shared memory map of a real file already is (no-op); the in-memory twin
+    /// copies its buffer back.
+    fn write_back(&self) -> io::Result<()> {
+        Ok(())
+    }
 }
