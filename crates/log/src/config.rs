@@ -1,7 +1,7 @@
 //! [`LogConfig`]: per-log settings, with Apache Kafka's defaults.
 
 /// Settings of one log. Field names follow the Kafka topic configs they mirror.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when the next append would make the active segment larger.
     /// Values above `i32::MAX` act as `i32::MAX` (file positions in the index are 31-bit).
@@ -11,6 +11,19 @@ pub struct LogConfig {
     /// Whether `cleanup.policy` contains `delete`: only then do `retention.ms` and
     /// `retention.bytes` delete segments (a compacted topic keeps its data until compaction).
     pub cleanup_delete: bool,
+    /// Whether `cleanup.policy` contains `compact`: the log cleaner keeps only the latest
+    /// record of each key (see [`crate::cleaner`]).
+    pub cleanup_compact: bool,
+    /// `delete.retention.ms`: how long a tombstone stays after its first cleaning (KIP-534).
+    pub delete_retention_ms: i64,
+    /// `min.compaction.lag.ms`: segments holding a record younger than this are not cleaned.
+    pub min_compaction_lag_ms: i64,
+    /// `max.compaction.lag.ms`: a log whose oldest dirty record is older is cleaned whatever
+    /// its dirty ratio.
+    pub max_compaction_lag_ms: i64,
+    /// `min.cleanable.dirty.ratio`: dirty bytes over all cleanable bytes above which the log
+    /// is cleaned.
+    pub min_cleanable_dirty_ratio: f64,
     /// `retention.ms`: delete closed segments whose largest timestamp is older; -1 = unlimited.
     pub retention_ms: i64,
     /// `retention.bytes`: delete the oldest closed segments while the log is larger; -1 = unlimited.
@@ -34,6 +47,11 @@ impl Default for LogConfig {
             segment_bytes: 1024 * 1024 * 1024,
             segment_ms: 7 * 24 * 60 * 60 * 1000,
             cleanup_delete: true,
+            cleanup_compact: false,
+            delete_retention_ms: 24 * 60 * 60 * 1000,
+            min_compaction_lag_ms: 0,
+            max_compaction_lag_ms: i64::MAX,
+            min_cleanable_dirty_ratio: 0.5,
             retention_ms: 7 * 24 * 60 * 60 * 1000,
             retention_bytes: -1,
             flush_interval_messages: u64::MAX,

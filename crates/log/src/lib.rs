@@ -15,6 +15,7 @@
 //! - [`log`] — [`Log`], the public face: append, read, roll, truncate, retention, recovery.
 //! - `segment` — one `.log` file with its two indexes.
 //! - `index` — the sparse offset and time indexes.
+//! - [`cleaner`] — log compaction: the cleaner threads, cleaning, the crash-safe segment swap.
 //! - [`snapshot`] — `<offset>.snapshot` files of state derived from the log (producer state).
 //! - [`storage`] — the storage trait and its file-system and in-memory implementations.
 //! - `mmap` — the only module with `unsafe` (memory maps), and the rules that make it sound.
@@ -46,6 +47,7 @@
 //! # Ok::<(), strata_log::LogError>(())
 //! ```
 
+pub mod cleaner;
 pub mod config;
 pub mod data_dir;
 pub mod error;

@@ -62,8 +62,8 @@ impl PendingFlush {
 /// [`Log::snapshot_writer`], usable without the log.
 #[derive(Debug, Clone)]
 pub struct SnapshotWriter {
-    storage: Arc<dyn Storage>,
-    dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) dir: PathBuf,
 }
 
 impl SnapshotWriter {
@@ -235,7 +235,8 @@ impl Eq for FileRange {}
 ///
 /// Invariants (checked by the test suite after every operation):
 /// - `log_start_offset <= log_end_offset`;
-/// - offsets are dense and increasing: each batch starts right after the previous one ends;
+/// - offsets are increasing: each batch starts right after the previous one ends, except where
+///   the log cleaner removed batches of a compacted log (offsets never change; gaps remain);
 /// - appends happen only at the log end offset (LEO); the last segment is the only one written
 ///   (the *active* segment), and there is always one;
 /// - after [`Log::open`] every batch of the active segment passed its CRC check (closed
@@ -248,13 +249,13 @@ impl Eq for FileRange {}
 /// lock to share it. `Bytes` returned by reads stay valid after the log changes or is dropped.
 #[derive(Debug)]
 pub struct Log {
-    dir: PathBuf,
-    storage: Arc<dyn Storage>,
-    config: LogConfig,
+    pub(crate) dir: PathBuf,
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) config: LogConfig,
     /// Keyed by base offset; never empty; the last one is active.
-    segments: BTreeMap<i64, Segment>,
-    log_start_offset: i64,
-    log_end_offset: i64,
+    pub(crate) segments: BTreeMap<i64, Segment>,
+    pub(crate) log_start_offset: i64,
+    pub(crate) log_end_offset: i64,
     unflushed_messages: u64,
     last_flush_ms: i64,
     /// Why the log went offline, if it did (see [`Log::is_offline`]).
@@ -315,6 +316,8 @@ impl Log {
             storage.remove(&marker).map_err(LogError::io(&marker))?;
             storage.sync_dir(dir).map_err(LogError::io(dir))?;
         }
+        // A cleaner swap a stop interrupted is finished (or undone) before segments are read.
+        crate::cleaner::clean::recover_swaps(&*storage, dir)?;
         let names = storage.list(dir).map_err(io)?;
         let mut bases = Vec::new();
         for name in &names {
@@ -374,7 +377,10 @@ impl Log {
             if Some(base) == before_last {
                 let rec = seg.recover(&log.config, true)?;
                 let next_base = remaining.peek().copied().unwrap_or(rec.next_offset);
-                if rec.next_offset == next_base {
+                // A whole segment with sealed indexes finished its roll; it may end short of the
+                // next base when the cleaner removed its last batches.
+                let whole = !damaged && rec.truncated_bytes == 0 && rec.problem.is_none();
+                if rec.next_offset == next_base || whole {
                     tracing::info!(path = %seg.log_path().display(), log_end = rec.next_offset,
                         "recovered the segment before an empty active one (a roll the crash interrupted)");
                     seg.seal()?;
@@ -575,7 +581,7 @@ impl Log {
         self.ensure_online()
     }
 
-    fn ensure_online(&self) -> Result<(), LogError> {
+    pub(crate) fn ensure_online(&self) -> Result<(), LogError> {
         match &self.offline {
             None => Ok(()),
             Some(reason) => Err(LogError::Offline { dir: self.dir.clone(), reason: reason.clone() }),
@@ -593,7 +599,7 @@ impl Log {
     }
 
     /// Passes `result` through, taking the log offline if it failed on I/O.
-    fn offline_on_io_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+    pub(crate) fn offline_on_io_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
         match result {
             Err(e @ LogError::Io { .. }) => Err(self.go_offline(e)),
             other => other,

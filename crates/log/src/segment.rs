@@ -158,7 +158,14 @@ pub(crate) enum AppendFailure {
 
 impl Segment {
     fn paths(dir: &Path, base: i64) -> (PathBuf, PathBuf, PathBuf) {
-        (dir.join(file_name(base, "log")), dir.join(file_name(base, "index")), dir.join(file_name(base, "timeindex")))
+        Self::paths_with_suffix(dir, base, "")
+    }
+
+    /// The `.log`, `.index` and `.timeindex` paths of the segment at `base`, each followed by
+    /// `suffix` (the cleaner writes `.cleaned` files).
+    pub(crate) fn paths_with_suffix(dir: &Path, base: i64, suffix: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let path = |ext: &str| dir.join(format!("{}{suffix}", file_name(base, ext)));
+        (path("log"), path("index"), path("timeindex"))
     }
 
     /// Creates an empty active segment at `base_offset`, replacing any files of that name.
@@ -168,7 +175,18 @@ impl Segment {
         base_offset: i64,
         config: &LogConfig,
     ) -> Result<Segment, LogError> {
-        let (log_path, oi, ti) = Self::paths(dir, base_offset);
+        Self::create_with_suffix(storage, dir, base_offset, config, "")
+    }
+
+    /// [`Segment::create`] with every file name followed by `suffix`.
+    pub(crate) fn create_with_suffix(
+        storage: &Arc<dyn Storage>,
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        suffix: &str,
+    ) -> Result<Segment, LogError> {
+        let (log_path, oi, ti) = Self::paths_with_suffix(dir, base_offset, suffix);
         let file: Arc<dyn StorageFile> = Arc::from(storage.open(&log_path, true).map_err(LogError::io(&log_path))?);
         file.set_len(0).map_err(LogError::io(&log_path))?;
         Ok(Segment {

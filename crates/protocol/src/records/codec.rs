@@ -147,8 +147,22 @@ pub fn recompress(
     let end = header.total_size().min(batch.len());
     let body = &batch[BATCH_HEADER_LEN.min(end)..end];
     let mut input = decompressing_reader(header.compression().map_err(RecordsError::Header)?, body)?;
+    let out = compress_records(&mut input, target, levels, max_size, body.len())?;
+    finish_batch(out, header, target, max_size)
+}
+
+/// Compresses the records section read from `input` with `target`, after room for a batch
+/// header: the result is `BATCH_HEADER_LEN` zero bytes, then the section. More than `max_size`
+/// bytes in all is [`RecompressError::TooLarge`].
+pub(crate) fn compress_records(
+    input: &mut dyn Read,
+    target: Compression,
+    levels: CompressionLevels,
+    max_size: usize,
+    size_hint: usize,
+) -> Result<Vec<u8>, RecompressError> {
     let too_large = RecompressError::TooLarge { codec: target, limit: max_size };
-    let mut out = Bounded { out: Vec::with_capacity(body.len().min(max_size) + BATCH_HEADER_LEN), limit: max_size };
+    let mut out = Bounded { out: Vec::with_capacity(size_hint.min(max_size) + BATCH_HEADER_LEN), limit: max_size };
     out.out.extend_from_slice(&[0; BATCH_HEADER_LEN]);
     let fail = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::OutOfMemory {
@@ -175,20 +189,20 @@ pub fn recompress(
             output.write_all(&buf[..n]).map_err(fail)?;
         }
     };
-    let mut out = match target {
+    let out = match target {
         Compression::None => {
-            copy(&mut input, &mut out)?;
+            copy(input, &mut out)?;
             out
         }
         Compression::Gzip => {
             let level = flate2::Compression::new(levels.gzip.unwrap_or(6).min(9));
             let mut w = flate2::write::GzEncoder::new(out, level);
-            copy(&mut input, &mut w)?;
+            copy(input, &mut w)?;
             w.finish().map_err(fail)?
         }
         Compression::Snappy => {
             let mut w = XerialWriter::new(out).map_err(fail)?;
-            copy(&mut input, &mut w)?;
+            copy(input, &mut w)?;
             w.finish().map_err(fail)?
         }
         Compression::Lz4 => {
@@ -197,7 +211,7 @@ pub fn recompress(
                 .block_mode(lz4::BlockMode::Independent)
                 .build(out)
                 .map_err(fail)?;
-            copy(&mut input, &mut w)?;
+            copy(input, &mut w)?;
             let (out, result) = w.finish();
             result.map_err(fail)?;
             out
@@ -205,22 +219,34 @@ pub fn recompress(
         Compression::Zstd => {
             let level = levels.zstd.unwrap_or(3);
             let mut w = zstd::stream::write::Encoder::new(out, level).map_err(fail)?;
-            copy(&mut input, &mut w)?;
+            copy(input, &mut w)?;
             w.finish().map_err(fail)?
         }
     };
     if out.out.len() > max_size {
         return Err(too_large);
     }
+    Ok(out.out)
+}
+
+/// Fills in the header of `out` (from [`compress_records`]): `header` with the codec bits of
+/// `codec`, the batch length and the CRC.
+pub(crate) fn finish_batch(
+    mut out: Vec<u8>,
+    header: BatchHeader,
+    codec: Compression,
+    max_size: usize,
+) -> Result<Vec<u8>, RecompressError> {
+    let too_large = RecompressError::TooLarge { codec, limit: max_size };
     let rewritten = BatchHeader {
-        attributes: (header.attributes & !0x07) | i16::from(target.id()),
-        batch_length: i32::try_from(out.out.len() - LOG_OVERHEAD).map_err(|_| too_large)?,
+        attributes: (header.attributes & !0x07) | i16::from(codec.id()),
+        batch_length: i32::try_from(out.len() - LOG_OVERHEAD).map_err(|_| too_large)?,
         ..header
     };
-    out.out[..BATCH_HEADER_LEN].copy_from_slice(&rewritten.to_bytes());
-    let crc = compute_crc(&out.out);
-    out.out[crate::batch::offsets::CRC..crate::batch::offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
-    Ok(out.out)
+    out[..BATCH_HEADER_LEN].copy_from_slice(&rewritten.to_bytes());
+    let crc = compute_crc(&out);
+    out[crate::batch::offsets::CRC..crate::batch::offsets::CRC + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
 }
 
 /// Writes xerial-framed snappy, as the Java client's `SnappyOutputStream` does: the stream

@@ -1,0 +1,330 @@
+//! The log cleaner against a model, and against power cuts at every step of its swap.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use strata_log::cleaner::OffsetMap;
+use strata_log::storage::MemStorage;
+use strata_log::{Log, LogConfig};
+use strata_protocol::batch::{BatchHeader, BatchIter};
+use strata_protocol::kafka_protocol::records::Compression;
+use strata_protocol::records::encode_key_values;
+use strata_protocol::records::filter::{delete_horizon, parse_records, records_section};
+
+const RETENTION: i64 = 1_000;
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        index_interval_bytes: 100,
+        segment_index_bytes: 4096,
+        cleanup_compact: true,
+        cleanup_delete: false,
+        delete_retention_ms: RETENTION,
+        ..LogConfig::default()
+    }
+}
+
+/// (offset, key, value) of every record of the log, in order; checks batch ordering on the way.
+fn records(log: &Log) -> Vec<(i64, String, Option<String>)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    let mut last_end = -1;
+    while offset < log.log_end_offset() {
+        let read = log.read(offset, 1 << 20, i64::MAX).unwrap();
+        if read.records.is_empty() {
+            break;
+        }
+        for b in BatchIter::new(&read.records) {
+            let (h, bytes) = b.unwrap();
+            assert!(h.base_offset > last_end, "batches out of order");
+            last_end = h.last_offset();
+            let section = records_section(bytes).unwrap();
+            for r in parse_records(&section, h.records_count).unwrap() {
+                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                out.push((r.offset(h.base_offset), key, value));
+            }
+            offset = h.last_offset() + 1;
+        }
+    }
+    out
+}
+
+fn append(log: &mut Log, entries: &[(String, Option<String>)], codec: Compression, now: i64) -> i64 {
+    let e = entries.iter().map(|(k, v)| (Some(Bytes::from(k.clone())), v.clone().map(Bytes::from)));
+    let mut b = encode_key_values(e, now, codec).unwrap().to_vec();
+    log.append(&mut b, now).unwrap().first_offset
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Keys (from a small set) and whether each is a tombstone; the codec.
+    Produce(Vec<(u8, bool)>, u8),
+    Clean,
+    Advance(i64),
+    Reopen,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => (prop::collection::vec((0u8..12, prop::bool::weighted(0.15)), 1..6), 0u8..3).prop_map(|(r, c)| Op::Produce(r, c)),
+        2 => Just(Op::Clean),
+        1 => (1i64..800).prop_map(Op::Advance),
+        1 => Just(Op::Reopen),
+    ]
+}
+
+/// The model: what was produced at each offset, and when.
+struct Model {
+    produced: BTreeMap<i64, (String, Option<String>, i64)>,
+}
+
+impl Model {
+    /// After a cleaning that covered `[.., end)`: everything read is what was produced at that
+    /// offset; below `end` each key appears once, as its latest record below `end`; every
+    /// key's latest value is there; a missing latest tombstone had its delete.retention.ms pass.
+    fn check(&self, got: &[(i64, String, Option<String>)], end: i64, now: i64, what: &str) {
+        let mut seen_below_end = HashMap::new();
+        for (offset, key, value) in got {
+            let (k, v, _) = &self.produced[offset];
+            assert_eq!((k, v), (key, value), "{what}: offset {offset} changed");
+            if *offset < end {
+                assert!(seen_below_end.insert(key.clone(), *offset).is_none(), "{what}: key {key} twice below {end}");
+            }
+        }
+        let mut latest_below_end: HashMap<&String, i64> = HashMap::new();
+        let mut latest: HashMap<&String, i64> = HashMap::new();
+        for (offset, (key, _, _)) in &self.produced {
+            latest.insert(key, *offset);
+            if *offset < end {
+                latest_below_end.insert(key, *offset);
+            }
+        }
+        for (key, offset) in &seen_below_end {
+            assert_eq!(latest_below_end.get(key), Some(offset), "{what}: {key} kept at {offset}, not its latest");
+        }
+        let present: HashMap<i64, ()> = got.iter().map(|(o, _, _)| (*o, ())).collect();
+        for (key, offset) in latest {
+            let (_, value, at) = &self.produced[&offset];
+            if value.is_some() {
+                assert!(present.contains_key(&offset), "{what}: latest value of {key} (offset {offset}) lost");
+            } else if !present.contains_key(&offset) {
+                assert!(
+                    now >= at + RETENTION,
+                    "{what}: tombstone of {key} at {offset} dropped before delete.retention.ms"
+                );
+            }
+        }
+    }
+}
+
+fn codec(c: u8) -> Compression {
+    [Compression::None, Compression::Lz4, Compression::Zstd][usize::from(c % 3)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Random produce, cleanings, clock moves and reopens against the model.
+    #[test]
+    fn cleaning_keeps_the_latest_value_of_every_key_and_never_moves_an_offset(
+        ops in prop::collection::vec(op(), 1..60),
+        segment_bytes in 150u64..700,
+    ) {
+        let storage = MemStorage::new();
+        let dir = Path::new("/data/t-0");
+        let open = |now| Log::open_with_storage(Arc::new(storage.clone()), dir, config(segment_bytes), now).unwrap();
+        let mut now = 1_000_000;
+        let mut log = open(now);
+        let mut model = Model { produced: BTreeMap::new() };
+        let mut map = OffsetMap::with_buffer(1 << 16);
+        let mut checkpoint = None;
+        let mut n = 0;
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                Op::Produce(records, c) => {
+                    let entries: Vec<_> = records.iter().map(|(k, tomb)| {
+                        n += 1;
+                        (format!("k{k}"), (!tomb).then(|| format!("v{n}")))
+                    }).collect();
+                    let first = append(&mut log, &entries, codec(*c), now);
+                    for (j, (k, v)) in entries.into_iter().enumerate() {
+                        model.produced.insert(first + j as i64, (k, v, now));
+                    }
+                }
+                Op::Clean => {
+                    let leo = log.log_end_offset();
+                    if let Some(end) = log.clean_now(checkpoint, now, HashMap::new(), &mut map).unwrap() {
+                        checkpoint = Some(end);
+                        prop_assert_eq!(log.log_end_offset(), leo);
+                        model.check(&records(&log), end, now, &format!("op {i}"));
+                    }
+                }
+                Op::Advance(ms) => now += ms,
+                Op::Reopen => {
+                    let before = records(&log);
+                    log.close().unwrap();
+                    log = open(now);
+                    prop_assert_eq!(records(&log), before);
+                }
+            }
+        }
+        // Settle: once delete.retention.ms has passed since a cleaning set their horizon, the
+        // next cleaning drops every tombstone below the active segment.
+        append(&mut log, &[("roll".into(), Some("x".into()))], Compression::None, now);
+        log.roll(now).unwrap();
+        append(&mut log, &[("roll".into(), Some("y".into()))], Compression::None, now);
+        let end = log.clean_now(checkpoint, now, HashMap::new(), &mut map).unwrap().unwrap_or(0);
+        now += RETENTION;
+        log.roll(now).unwrap();
+        append(&mut log, &[("roll".into(), Some("z".into()))], Compression::None, now);
+        let end2 = log.clean_now(Some(end), now, HashMap::new(), &mut map).unwrap().unwrap();
+        let got = records(&log);
+        for (offset, key, value) in &got {
+            prop_assert!(value.is_some() || *offset >= end2, "tombstone of {} at {} outlived its horizon", key, offset);
+        }
+        model.produced.insert(log.log_end_offset() - 3, ("roll".into(), Some("x".into()), now));
+        model.produced.insert(log.log_end_offset() - 2, ("roll".into(), Some("y".into()), now));
+        model.produced.insert(log.log_end_offset() - 1, ("roll".into(), Some("z".into()), now));
+    }
+}
+
+/// Builds a compacted log with several segments of overwritten keys and a tombstone, closed.
+fn build(storage: &MemStorage, now: i64) -> Log {
+    let dir = Path::new("/data/t-0");
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config(400), now).unwrap();
+    for round in 0..6 {
+        let entries: Vec<_> = (0..4).map(|k| (format!("k{k}"), Some(format!("r{round}")))).collect();
+        append(&mut log, &entries, if round % 2 == 0 { Compression::None } else { Compression::Lz4 }, now);
+    }
+    append(&mut log, &[("k1".into(), None)], Compression::None, now);
+    log.roll(now).unwrap();
+    append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now);
+    log.flush().unwrap();
+    log
+}
+
+/// A power cut at every storage operation of a cleaning: the log reopens to what it held
+/// before the cleaning, or after one of its segment swaps (each group of segments is swapped
+/// on its own, as in Kafka) — never a mix within a swap — and stays writable.
+#[test]
+fn a_power_cut_anywhere_in_a_cleaning_leaves_the_old_or_the_new_segments() {
+    let now = 5_000_000;
+    let (states, ops) = {
+        let storage = MemStorage::new();
+        let mut log = build(&storage, now);
+        let mut states = vec![records(&log)];
+        let start = storage.ops();
+        let mut map = OffsetMap::with_buffer(1 << 16);
+        let plan = log.clean_plan(None, now, HashMap::new()).unwrap().unwrap();
+        let end = plan.build_offset_map(&mut map, &mut |_| {}).unwrap();
+        for group in plan.groups(end) {
+            let cleaned = plan.clean_group(group, &map, now, &mut |_| {}).unwrap();
+            assert!(log.replace_segments(cleaned).unwrap());
+            states.push(records(&log));
+        }
+        (states, (start, storage.ops() - start))
+    };
+    assert!(states.len() >= 3, "the cleaning swaps several groups: {}", states.len());
+    assert!(states.last().unwrap().len() < states[0].len(), "the cleaning removed records");
+    let mut outcomes = vec![0; states.len()];
+    for cut in ops.0 + 1..=ops.0 + ops.1 + 1 {
+        for seed in 0..3 {
+            let storage = MemStorage::new();
+            let mut log = build(&storage, now);
+            storage.set_crash_point(cut, seed);
+            log.clean_now(None, now, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+            let Some(image) = storage.take_crash_image() else { continue };
+            drop(log);
+            let mut log = Log::open_with_storage(Arc::new(image), Path::new("/data/t-0"), config(400), now).unwrap();
+            let got = records(&log);
+            let Some(i) = states.iter().position(|s| *s == got) else {
+                panic!("cut at operation {cut} (seed {seed}) left a state no swap makes: {got:?}")
+            };
+            outcomes[i] += 1;
+            let leo = log.log_end_offset();
+            assert_eq!(append(&mut log, &[("k9".into(), Some("after".into()))], Compression::None, now), leo);
+            // And it can be cleaned again.
+            log.clean_now(None, now, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+            assert_eq!(records(&log).last().unwrap().1, "k9");
+        }
+    }
+    // The last state is what the cleaning leaves once its last fsync returned (no cut after it).
+    let before_last = outcomes.len() - 1;
+    assert!(outcomes[..before_last].iter().all(|n| *n > 0), "cuts fell before and after every swap: {outcomes:?}");
+}
+
+/// The first cleaning that keeps a tombstone marks its batch with a delete horizon of
+/// now + delete.retention.ms (KIP-534); a cleaning after the horizon drops it.
+#[test]
+fn tombstones_get_a_delete_horizon_and_go_after_it() {
+    let storage = MemStorage::new();
+    let now = 7_000_000;
+    let mut log = build(&storage, now);
+    let mut map = OffsetMap::with_buffer(1 << 16);
+    let end = log.clean_now(None, now, HashMap::new(), &mut map).unwrap().unwrap();
+    let read = log.read(0, 1 << 20, i64::MAX).unwrap();
+    let mut horizons = Vec::new();
+    let mut offset = 0;
+    while offset < end {
+        let r = log.read(offset, 1 << 20, i64::MAX).unwrap();
+        for b in BatchIter::new(&r.records) {
+            let (h, _) = b.unwrap();
+            horizons.push((h.records_count, delete_horizon(&h)));
+            offset = h.last_offset() + 1;
+        }
+    }
+    drop(read);
+    assert!(horizons.contains(&(1, Some(now + RETENTION))), "{horizons:?}");
+    assert!(records(&log).iter().any(|(_, k, v)| k == "k1" && v.is_none()));
+    // Not yet: the horizon has not passed.
+    log.roll(now + RETENTION - 1).unwrap();
+    append(&mut log, &[("x".into(), Some("1".into()))], Compression::None, now);
+    let end = log.clean_now(Some(end), now + RETENTION - 1, HashMap::new(), &mut map).unwrap().unwrap();
+    assert!(records(&log).iter().any(|(_, k, v)| k == "k1" && v.is_none()));
+    log.roll(now + RETENTION).unwrap();
+    append(&mut log, &[("x".into(), Some("2".into()))], Compression::None, now);
+    log.clean_now(Some(end), now + RETENTION, HashMap::new(), &mut map).unwrap().unwrap();
+    assert!(!records(&log).iter().any(|(_, k, _)| k == "k1"), "the tombstone went");
+}
+
+/// An idempotent producer's last batch stays (empty) when cleaning removes all its records, so
+/// its sequence survives a restart; its earlier emptied batches go.
+#[test]
+fn the_last_batch_of_a_producer_is_kept_empty() {
+    let storage = MemStorage::new();
+    let now = 9_000_000;
+    let dir = Path::new("/data/t-0");
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), dir, config(1 << 20), now).unwrap();
+    let idempotent = |log: &mut Log, seq: i32, key: &str| {
+        let mut b =
+            encode_key_values([(Some(Bytes::from(key.to_string())), Some(Bytes::from("v")))], now, Compression::None)
+                .unwrap()
+                .to_vec();
+        let mut h = BatchHeader::parse(&b).unwrap();
+        h.producer_id = 77;
+        h.producer_epoch = 0;
+        h.base_sequence = seq;
+        b[..61].copy_from_slice(&h.to_bytes());
+        let crc = strata_protocol::batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.append(&mut b, now).unwrap().first_offset
+    };
+    idempotent(&mut log, 0, "a");
+    let last = idempotent(&mut log, 1, "a");
+    log.roll(now).unwrap();
+    append(&mut log, &[("a".into(), Some("newer".into()))], Compression::None, now);
+    log.roll(now).unwrap();
+    append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now);
+    let producers = HashMap::from([(77, last)]);
+    log.clean_now(None, now, producers, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
+    let r = log.read(0, 1 << 20, i64::MAX).unwrap();
+    let batches: Vec<_> = BatchIter::new(&r.records).map(|b| b.unwrap().0).collect();
+    assert_eq!(batches[0].base_offset, last, "the first emptied batch went");
+    assert_eq!((batches[0].records_count, batches[0].producer_id, batches[0].base_sequence), (0, 77, 1));
+}
