@@ -76,6 +76,16 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("log.message.timestamp.before.max.ms", Long, Some("9223372036854775807"), Some(0), "Oldest CreateTime accepted, relative to now."),
     key!("log.message.timestamp.after.max.ms", Long, Some("9223372036854775807"), Some(0), "Newest CreateTime accepted, relative to now."),
     key!("log.cleanup.policy", Str, Some("delete"), None, "Default cleanup.policy of topics."),
+    key!("log.cleaner.enable", Bool, Some("true"), None, "Run the log cleaner, which compacts topics whose cleanup.policy contains compact."),
+    key!("log.cleaner.threads", Int, Some("1"), Some(1), "Log cleaner threads."),
+    key!("log.cleaner.backoff.ms", Long, Some("15000"), Some(0), "How long a cleaner thread sleeps when no log needs cleaning."),
+    key!("log.cleaner.dedupe.buffer.size", Long, Some("134217728"), Some(1024), "Memory for the cleaners' key maps, shared by all threads (32 bytes per key)."),
+    key!("log.cleaner.io.buffer.size", Int, Some("524288"), Some(0), "Accepted for compatibility; the cleaner reads memory-mapped segments."),
+    key!("log.cleaner.io.max.bytes.per.second", Str, Some("1.7976931348623157E308"), None, "Bytes per second all cleaner threads together may read and write."),
+    key!("log.cleaner.min.cleanable.ratio", Str, Some("0.5"), None, "Default min.cleanable.dirty.ratio of topics."),
+    key!("log.cleaner.delete.retention.ms", Long, Some("86400000"), Some(0), "Default delete.retention.ms of topics."),
+    key!("log.cleaner.min.compaction.lag.ms", Long, Some("0"), Some(0), "Default min.compaction.lag.ms of topics."),
+    key!("log.cleaner.max.compaction.lag.ms", Long, Some("9223372036854775807"), Some(1), "Default max.compaction.lag.ms of topics."),
     key!("compression.type", Str, Some("producer"), None, "Default compression.type of topics."),
     key!("compression.gzip.level", Int, Some("-1"), Some(-1), "Default compression.gzip.level of topics (-1, or 1-9)."),
     key!("compression.lz4.level", Int, Some("9"), Some(1), "Default compression.lz4.level of topics (1-17)."),
@@ -136,6 +146,12 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         }
     }
     match def.name {
+        "log.cleaner.io.max.bytes.per.second" if !v.parse::<f64>().is_ok_and(|r| r > 0.0) => {
+            Err("must be a positive number".into())
+        }
+        "log.cleaner.min.cleanable.ratio" if !v.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)) => {
+            Err("must be a number from 0 to 1".into())
+        }
         "log.message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
             Err("must be CreateTime or LogAppendTime".into())
         }
@@ -357,6 +373,23 @@ impl BrokerConfig {
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.num_or("log.flush.scheduler.interval.ms", i64::MAX) as u64
     }
+    /// The `log.cleaner.*` settings of the cleaner threads.
+    pub fn cleaner(&self) -> strata_log::cleaner::CleanerConfig {
+        let defaults = strata_log::cleaner::CleanerConfig::default();
+        strata_log::cleaner::CleanerConfig {
+            enabled: self.get("log.cleaner.enable").is_none_or(|v| v.trim() == "true"),
+            threads: self.num_or("log.cleaner.threads", 1).clamp(1, 64) as usize,
+            dedupe_buffer_size: self
+                .num_or("log.cleaner.dedupe.buffer.size", defaults.dedupe_buffer_size as i64)
+                .max(1024) as u64,
+            io_max_bytes_per_second: self
+                .get("log.cleaner.io.max.bytes.per.second")
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .filter(|r| *r > 0.0)
+                .unwrap_or(defaults.io_max_bytes_per_second),
+            backoff_ms: self.num_or("log.cleaner.backoff.ms", 15_000).max(0) as u64,
+        }
+    }
 
     /// The broker-level values behind topic config defaults, under the broker
     /// key names that topic configs name as synonyms (hours and minutes
@@ -421,7 +454,7 @@ fn host_name() -> String {
 
 /// The effective settings of one topic, resolved from its own configs, the
 /// broker's and Kafka's defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TopicSettings {
     pub log: LogConfig,
     pub max_message_bytes: usize,
@@ -450,6 +483,16 @@ impl TopicSettings {
         let policy = |p: &str| policies.split(',').any(|x| x.trim() == p);
         let log = LogConfig {
             cleanup_delete: policy("delete"),
+            cleanup_compact: policy("compact"),
+            delete_retention_ms: num("delete.retention.ms", defaults.delete_retention_ms).max(0),
+            min_compaction_lag_ms: num("min.compaction.lag.ms", 0).max(0),
+            max_compaction_lag_ms: num("max.compaction.lag.ms", i64::MAX).max(1),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .unwrap_or(defaults.min_cleanable_dirty_ratio),
             segment_bytes: num("segment.bytes", defaults.segment_bytes as i64).max(1) as u64,
             segment_ms: num("segment.ms", defaults.segment_ms),
             retention_ms: num("retention.ms", defaults.retention_ms),

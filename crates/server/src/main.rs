@@ -160,6 +160,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         .await
         .context("cannot start the group coordinator")?;
     controller.register_publisher(groups.clone());
+    let cleaner = strata_log::cleaner::LogCleaner::start(config.cleaner(), replicas.clone())
+        .context("cannot start the log cleaner threads")?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
     let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));
@@ -186,7 +188,13 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let _ = shutdown_tx.send(true);
     let _ = server.await;
     let closing = std::time::Instant::now();
-    tokio::task::spawn_blocking(move || replicas.close_all()).await.context("closing logs")?;
+    // The cleaners stop after the group of segments each is writing, before logs close.
+    tokio::task::spawn_blocking(move || {
+        cleaner.shutdown();
+        replicas.close_all()
+    })
+    .await
+    .context("closing logs")?;
     tracing::info!(elapsed_ms = closing.elapsed().as_millis() as u64, "logs flushed and closed; bye");
     Ok(())
 }

@@ -380,6 +380,14 @@ fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
     std::fs::remove_dir_all(dir).map_err(|e| BrokerError::Storage(format!("removing {}: {e}", dir.display())))
 }
 
+/// Every partition this broker holds, for the log cleaner (it skips logs that are not
+/// compacted).
+impl strata_log::cleaner::LogSource for ReplicaManager {
+    fn logs(&self) -> Vec<Arc<dyn strata_log::cleaner::CleanableLog>> {
+        self.all_partitions().into_iter().map(|p| p as Arc<dyn strata_log::cleaner::CleanableLog>).collect()
+    }
+}
+
 impl MetadataPublisher for ReplicaManager {
     fn publish(&self, image: &Arc<MetadataImage>, delta: &MetadataDelta) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);

@@ -541,6 +541,22 @@ impl Partition {
     }
 }
 
+/// The log cleaner works on the partition's log under the partition lock only for its plan
+/// and each segment swap (see `strata_log::cleaner::clean`).
+impl strata_log::cleaner::CleanableLog for Partition {
+    fn with_log(&self, f: &mut dyn FnMut(&mut Log)) -> bool {
+        let mut st = self.lock();
+        let Some(log) = st.log.as_mut() else { return false };
+        f(log);
+        self.publish_offsets(log);
+        true
+    }
+
+    fn producer_last_offsets(&self) -> std::collections::HashMap<i64, i64> {
+        self.lock().producers.last_offsets()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

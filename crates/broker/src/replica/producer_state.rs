@@ -205,6 +205,12 @@ impl ProducerStateTable {
         Ok(Self { producers })
     }
 
+    /// Each producer id with the last offset of its last batch: the log cleaner keeps that
+    /// batch (emptied if need be) so the producer's sequence survives a restart.
+    pub fn last_offsets(&self) -> HashMap<i64, i64> {
+        self.producers.iter().filter_map(|(id, p)| Some((*id, p.batches.back()?.last_offset))).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.producers.len()
     }
