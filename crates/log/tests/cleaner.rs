@@ -106,7 +106,11 @@ impl Model {
             }
         }
         for (key, offset) in &seen_below_end {
-            assert_eq!(latest_below_end.get(key), Some(offset), "{what}: {key} kept at {offset}, not its latest");
+            assert_eq!(
+                latest_below_end.get(key),
+                Some(offset),
+                "{what}: {key} kept at {offset}, not its latest (map end {end})"
+            );
         }
         let present: HashMap<i64, ()> = got.iter().map(|(o, _, _)| (*o, ())).collect();
         for (key, offset) in latest {
@@ -135,6 +139,7 @@ proptest! {
     fn cleaning_keeps_the_latest_value_of_every_key_and_never_moves_an_offset(
         ops in prop::collection::vec(op(), 1..60),
         segment_bytes in 150u64..700,
+        map_keys in prop_oneof![5usize..12, Just(4096usize)],
     ) {
         let storage = MemStorage::new();
         let dir = Path::new("/data/t-0");
@@ -142,7 +147,9 @@ proptest! {
         let mut now = 1_000_000;
         let mut log = open(now);
         let mut model = Model { produced: BTreeMap::new() };
-        let mut map = OffsetMap::with_buffer(1 << 16);
+        // A map smaller than the key set makes cleanings cover the dirty section in passes.
+        let mut map = OffsetMap::with_buffer((map_keys + 1) * strata_log::cleaner::offset_map::BYTES_PER_ENTRY * 10 / 9);
+        prop_assert!(map.capacity() >= map_keys);
         let mut checkpoint = None;
         let mut n = 0;
         for (i, op) in ops.iter().enumerate() {
@@ -179,11 +186,19 @@ proptest! {
         append(&mut log, &[("roll".into(), Some("x".into()))], Compression::None, now);
         log.roll(now).unwrap();
         append(&mut log, &[("roll".into(), Some("y".into()))], Compression::None, now);
-        let end = log.clean_now(checkpoint, now, HashMap::new(), &mut map).unwrap().unwrap_or(0);
+        let active = log.log_end_offset() - 1;
+        let mut end = checkpoint.unwrap_or(0);
+        while end < active {
+            end = log.clean_now(Some(end), now, HashMap::new(), &mut map).unwrap().unwrap();
+        }
         now += RETENTION;
         log.roll(now).unwrap();
         append(&mut log, &[("roll".into(), Some("z".into()))], Compression::None, now);
-        let end2 = log.clean_now(Some(end), now, HashMap::new(), &mut map).unwrap().unwrap();
+        let active = log.log_end_offset() - 1;
+        let mut end2 = end;
+        while end2 < active {
+            end2 = log.clean_now(Some(end2), now, HashMap::new(), &mut map).unwrap().unwrap();
+        }
         let got = records(&log);
         for (offset, key, value) in &got {
             prop_assert!(value.is_some() || *offset >= end2, "tombstone of {} at {} outlived its horizon", key, offset);
@@ -327,4 +342,27 @@ fn the_last_batch_of_a_producer_is_kept_empty() {
     let batches: Vec<_> = BatchIter::new(&r.records).map(|b| b.unwrap().0).collect();
     assert_eq!(batches[0].base_offset, last, "the first emptied batch went");
     assert_eq!((batches[0].records_count, batches[0].producer_id, batches[0].base_sequence), (0, 77, 1));
+}
+
+/// `max.compaction.lag.ms` makes a log due for cleaning whatever its dirty ratio, once its
+/// oldest dirty record is older; `min.compaction.lag.ms` keeps young segments out of it.
+#[test]
+fn compaction_lags_bound_what_is_cleaned_and_when() {
+    let storage = MemStorage::new();
+    let now = 20_000_000;
+    let mut cfg = config(1 << 20);
+    cfg.max_compaction_lag_ms = 60_000;
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), Path::new("/data/t-0"), cfg.clone(), now).unwrap();
+    append(&mut log, &[("a".into(), Some("1".into()))], Compression::None, now);
+    log.roll(now).unwrap();
+    append(&mut log, &[("a".into(), Some("2".into()))], Compression::None, now + 1_000);
+    let stats = log.cleanable_stats(None, now + 30_000).unwrap().unwrap();
+    assert!(!stats.max_lag_exceeded);
+    assert!(log.cleanable_stats(None, now + 61_000).unwrap().unwrap().max_lag_exceeded);
+    // With min.compaction.lag.ms, the first segment (records at `now`) is too young until then.
+    cfg.min_compaction_lag_ms = 10_000;
+    log.update_config(cfg);
+    assert!(log.cleanable_stats(None, now + 5_000).unwrap().is_none());
+    let stats = log.cleanable_stats(None, now + 10_001).unwrap().unwrap();
+    assert_eq!((stats.first_dirty, stats.first_uncleanable), (0, 1));
 }

@@ -565,8 +565,14 @@ impl CleanPlan {
             .filter(|r| {
                 let offset = r.offset(h.base_offset);
                 let Some(key) = r.key else { return false };
-                let latest = offset >= map_end || map.get(key).is_none_or(|o| offset >= o);
-                let keep = latest && !(r.null_value && horizon_passed);
+                // Past what the map covers, nothing is known of later records of the key: keep
+                // as it is, tombstones too (dropping one whose older values the map has not
+                // yet removed would bring those values back).
+                let keep = if offset >= map_end {
+                    true
+                } else {
+                    map.get(key).is_none_or(|o| offset >= o) && !(r.null_value && horizon_passed)
+                };
                 tombstones |= keep && r.null_value;
                 keep
             })
