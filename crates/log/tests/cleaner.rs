@@ -366,3 +366,28 @@ fn compaction_lags_bound_what_is_cleaned_and_when() {
     let stats = log.cleanable_stats(None, now + 10_001).unwrap().unwrap();
     assert_eq!((stats.first_dirty, stats.first_uncleanable), (0, 1));
 }
+
+/// `cleanup.policy=compact,delete`: the cleaner compacts, and retention deletes old segments
+/// as well.
+#[test]
+fn compact_and_delete_both_apply() {
+    let storage = MemStorage::new();
+    let now = 30_000_000;
+    // Segments too big to merge: a merged segment would be judged by its newest record.
+    let cfg = LogConfig { cleanup_delete: true, retention_ms: 60_000, ..config(120) };
+    let mut log = Log::open_with_storage(Arc::new(storage.clone()), Path::new("/data/t-0"), cfg, now).unwrap();
+    append(&mut log, &[("a".into(), Some("1".into())), ("b".into(), Some("1".into()))], Compression::None, now);
+    log.roll(now).unwrap();
+    append(&mut log, &[("a".into(), Some("2".into()))], Compression::None, now + 100_000);
+    log.roll(now + 100_000).unwrap();
+    append(&mut log, &[("c".into(), Some("1".into()))], Compression::None, now + 100_000);
+    let end = log.clean_now(None, now + 100_000, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+    assert_eq!(end, Some(3));
+    let keys: Vec<_> = records(&log).into_iter().map(|(o, k, _)| (o, k)).collect();
+    assert_eq!(keys, vec![(1, "b".into()), (2, "a".into()), (3, "c".into())]);
+    // The first segment (records at `now`) is past retention.ms; retention deletes it.
+    assert_eq!(log.enforce_retention(now + 100_000).unwrap(), 1);
+    assert_eq!(log.log_start_offset(), 2);
+    let keys: Vec<_> = records(&log).into_iter().map(|(o, k, _)| (o, k)).collect();
+    assert_eq!(keys, vec![(2, "a".into()), (3, "c".into())]);
+}

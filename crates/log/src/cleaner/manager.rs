@@ -326,6 +326,10 @@ fn clean(shared: &Shared, c: &Candidate, map: &mut OffsetMap) {
             );
         }
         Ok(None) => {}
+        // The log was closed or deleted under the cleaner (topic deletion, shutdown).
+        Err(e) if !c.log.with_log(&mut |_| {}) => {
+            tracing::debug!(dir = %c.dir.display(), error = %e, "cleaning stopped: the log was closed");
+        }
         Err(e) => {
             shared.counters.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(dir = %c.dir.display(), error = %e,
