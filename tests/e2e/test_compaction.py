@@ -415,8 +415,9 @@ def test_librdkafka_compressed_batches_compacted(broker_factory, topic_name, cod
     check_compacted(recs, expected, rolls, f"{codec} read-back",
                     compare=lambda r: (r.offset, r.value, r.headers, r.timestamp))
 
-    # Kafka rewrites a batch that lost records in the batch's own codec.
-    batches = stored_batches(b, topic_name)
+    # Kafka rewrites a batch that lost records in the batch's own codec. A batch left with no
+    # record at all is a bare header, which Kafka writes uncompressed (writeEmptyHeader).
+    batches = [x for x in stored_batches(b, topic_name) if x[3] > 0]
     fail_unless(batches and all(c == codec for _, _, c, _ in batches), lambda: (
         f"batches on disk after cleaning by codec {Counter(c for _, _, c, _ in batches)}, expected all "
         f"{codec}; e.g. (segment, base offset, codec, records) {[x for x in batches if x[2] != codec][:5]}"))

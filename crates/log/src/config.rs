@@ -64,6 +64,17 @@ impl Default for LogConfig {
 }
 
 impl LogConfig {
+    /// The age at which the active segment rolls: `segment.ms`, and for a compacted log at most
+    /// `max.compaction.lag.ms` (the cleaner never touches the active segment; Kafka's
+    /// `LogConfig.maxSegmentMs`).
+    pub fn max_segment_ms(&self) -> i64 {
+        if self.cleanup_compact {
+            self.segment_ms.min(self.max_compaction_lag_ms)
+        } else {
+            self.segment_ms
+        }
+    }
+
     /// The segment size limit actually applied.
     pub(crate) fn effective_segment_bytes(&self) -> u64 {
         self.segment_bytes.clamp(1, i32::MAX as u64)

@@ -69,6 +69,10 @@ pub enum LogError {
         /// Offsets the append spans.
         offsets: i64,
     },
+    /// The log cleaner was asked to stop in the middle of a cleaning (shutdown); nothing of
+    /// that cleaning was swapped in.
+    #[error("log cleaning aborted")]
+    CleaningAborted,
     /// An argument outside the operation's domain, e.g. a negative offset.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

@@ -267,7 +267,12 @@ pub struct Log {
     /// Whether appends leave the `flush.messages` policy to the caller (see
     /// [`Log::set_deferred_flush`]).
     defer_flush: bool,
+    /// Which opening of a directory this is (see [`Log::instance_id`]).
+    instance: u64,
 }
+
+/// Numbers each [`Log`] opened by this process.
+static NEXT_INSTANCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 fn parse_segment_name(name: &str) -> Option<(i64, &str)> {
     let (stem, ext) = name.split_once('.')?;
@@ -351,6 +356,7 @@ impl Log {
             offline: None,
             recovery_point: 0,
             defer_flush: false,
+            instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         };
         let mut leo = None;
         // Whether the active segment was scanned by recovery: what it found may sit only in the
@@ -377,10 +383,9 @@ impl Log {
             if Some(base) == before_last {
                 let rec = seg.recover(&log.config, true)?;
                 let next_base = remaining.peek().copied().unwrap_or(rec.next_offset);
-                // A whole segment with sealed indexes finished its roll; it may end short of the
-                // next base when the cleaner removed its last batches.
-                let whole = !damaged && rec.truncated_bytes == 0 && rec.problem.is_none();
-                if rec.next_offset == next_base || whole {
+                // The cleaner keeps the last batch of every segment it writes (emptied if need
+                // be), so a whole closed segment always ends at the next one's base.
+                if rec.next_offset == next_base {
                     tracing::info!(path = %seg.log_path().display(), log_end = rec.next_offset,
                         "recovered the segment before an empty active one (a roll the crash interrupted)");
                     seg.seal()?;
@@ -489,6 +494,13 @@ impl Log {
     }
 
     /// The directory of this log.
+    /// A number unique to this opening of the log within the process: a log deleted and
+    /// created again in the same directory (a topic recreated under its old name) gets another,
+    /// so state kept about the old one (the cleaner's checkpoint) is not taken for the new.
+    pub fn instance_id(&self) -> u64 {
+        self.instance
+    }
+
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -728,7 +740,7 @@ impl Log {
         let Some(active) = self.segments.values().next_back() else { return false };
         active.size() > 0
             && (active.size() + size_bytes > self.config.effective_segment_bytes()
-                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms)
+                || active.first_append_ms.is_some_and(|t| now_ms.saturating_sub(t) > self.config.max_segment_ms())
                 || last_offset - active.base_offset > i64::from(i32::MAX)
                 || active.indexes_nearly_full())
     }

@@ -614,12 +614,13 @@ impl Segment {
         let mut end = start;
         let mut next: Option<i64> = None;
         for item in BatchIter::new(data.get(start..).unwrap_or(&[])) {
-            let checked = item.map_err(|e| self.corrupt(end, e)).and_then(|(h, batch)| match next {
-                Some(n) if h.base_offset != n => {
-                    Err(self.corrupt(end, format!("batch base offset {} where {n} was expected", h.base_offset)))
-                }
-                _ => Ok((h, batch)),
-            });
+            let checked =
+                item.map_err(|e| self.corrupt(end, e)).and_then(|(h, batch)| match next {
+                    // A gap is the log cleaner's doing; going back is damage.
+                    Some(n) if h.base_offset < n => Err(self
+                        .corrupt(end, format!("batch base offset {} where {n} or more was expected", h.base_offset))),
+                    _ => Ok((h, batch)),
+                });
             let (h, batch) = match checked {
                 Ok(ok) => ok,
                 Err(e) if end > start => {

@@ -38,16 +38,15 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use bytes::Bytes;
-use strata_protocol::batch::{verify_crc, BatchHeader, BatchIter};
-use strata_protocol::records::filter::{delete_horizon, parse_records, rebuild_batch, records_section};
+use strata_protocol::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN};
+use strata_protocol::records::filter::{delete_horizon, parse_records, rebuild_batch, records_section_within};
 use strata_protocol::records::CompressionLevels;
 
 use super::offset_map::OffsetMap;
 use crate::error::LogError;
 use crate::log::Log;
 use crate::segment::{AppendFailure, Segment};
-use crate::storage::Storage;
+use crate::storage::{Storage, StorageFile};
 use crate::LogConfig;
 
 /// Suffix of the files of a segment being written by the cleaner.
@@ -82,14 +81,88 @@ impl CleanableStats {
     }
 }
 
-/// A closed segment as the plan saw it.
+/// A closed segment as the plan saw it (its file, read with `pread`: a bad sector is an I/O
+/// error for the cleaner, never a SIGBUS of a mapping).
 #[derive(Debug, Clone)]
 struct SegView {
     base: i64,
     /// Base offset of the segment after it.
     next_base: i64,
     size: u64,
-    data: Bytes,
+    file: Arc<dyn StorageFile>,
+    path: PathBuf,
+}
+
+/// Bytes of a batch's records, decompressed, above which the cleaner leaves the batch as it
+/// is (and out of the offset map) rather than hold them in memory.
+pub const MAX_FILTERED_RECORDS_BYTES: u64 = 64 << 20;
+
+/// Bytes read from a segment file at a time.
+const READ_CHUNK: usize = 1 << 20;
+
+/// Reads the batches of a closed segment in order, CRC-checked, through a reused buffer.
+struct BatchReader<'a> {
+    seg: &'a SegView,
+    pos: u64,
+    buf: Vec<u8>,
+    buf_start: u64,
+}
+
+impl<'a> BatchReader<'a> {
+    fn new(seg: &'a SegView) -> Self {
+        BatchReader { seg, pos: 0, buf: Vec::new(), buf_start: 0 }
+    }
+
+    fn corrupt(&self, reason: impl ToString) -> LogError {
+        LogError::Corrupt { path: self.seg.path.clone(), position: self.pos, reason: reason.to_string() }
+    }
+
+    /// Makes `buf` hold `[pos, pos + need)`.
+    fn fill(&mut self, need: usize) -> Result<(), LogError> {
+        let have_end = self.buf_start + self.buf.len() as u64;
+        if self.pos >= self.buf_start && self.pos + need as u64 <= have_end {
+            return Ok(());
+        }
+        let left = usize::try_from(self.seg.size - self.pos).unwrap_or(usize::MAX);
+        let want = need.max(READ_CHUNK).min(left);
+        self.buf.resize(want, 0);
+        self.seg.file.read_at(self.pos, &mut self.buf[..want]).map_err(LogError::io(&self.seg.path))?;
+        self.buf_start = self.pos;
+        Ok(())
+    }
+
+    /// The next batch, as its header and its range in [`Self::bytes`]; `None` at the end.
+    fn next_batch(&mut self) -> Result<Option<(BatchHeader, Range<usize>)>, LogError> {
+        if self.pos >= self.seg.size {
+            return Ok(None);
+        }
+        if self.seg.size - self.pos < BATCH_HEADER_LEN as u64 {
+            return Err(self.corrupt("a partial batch header ends the segment"));
+        }
+        self.fill(BATCH_HEADER_LEN)?;
+        let at = (self.pos - self.buf_start) as usize;
+        let h = BatchHeader::parse(&self.buf[at..]).map_err(|e| self.corrupt(e))?;
+        let total = h.total_size();
+        if self.pos + total as u64 > self.seg.size {
+            return Err(self.corrupt("a batch runs past the end of the segment"));
+        }
+        self.fill(total)?;
+        let at = (self.pos - self.buf_start) as usize;
+        if !verify_crc(&self.buf[at..at + total]) {
+            return Err(self.corrupt("CRC mismatch"));
+        }
+        self.pos += total as u64;
+        Ok(Some((h, at..at + total)))
+    }
+
+    fn bytes(&self, range: Range<usize>) -> &[u8] {
+        &self.buf[range]
+    }
+
+    /// Whether the last batch returned was the segment's last.
+    fn at_end(&self) -> bool {
+        self.pos >= self.seg.size
+    }
 }
 
 /// What one cleaning works on; see the module docs. Holds mapped segment bytes, not the log.
@@ -165,7 +238,9 @@ impl Log {
             } else {
                 if stats.dirty_bytes == 0 && self.config.max_compaction_lag_ms < i64::MAX {
                     // The first dirty batch's timestamp tells how old the oldest dirty record is.
-                    let first = seg.data()?.get(..seg.size() as usize).and_then(|d| BatchHeader::parse(d).ok());
+                    let mut head = [0u8; BATCH_HEADER_LEN];
+                    let read = seg.data_file().read_at(0, &mut head).is_ok();
+                    let first = if read { BatchHeader::parse(&head).ok() } else { None };
                     let oldest = first.map_or(seg.largest_timestamp().unwrap_or(now_ms), |h| h.max_timestamp);
                     stats.max_lag_exceeded = now_ms.saturating_sub(oldest) > self.config.max_compaction_lag_ms;
                 }
@@ -185,9 +260,9 @@ impl Log {
         map: &mut OffsetMap,
     ) -> Result<Option<i64>, LogError> {
         let Some(plan) = self.clean_plan(checkpoint, now_ms, producer_last)? else { return Ok(None) };
-        let end = plan.build_offset_map(map, &mut |_| {})?;
+        let end = plan.build_offset_map(map, &mut |_| true)?;
         for group in plan.groups(end) {
-            let cleaned = plan.clean_group(group, map, now_ms, &mut |_| {})?;
+            let cleaned = plan.clean_group(group, map, now_ms, &mut |_| true)?;
             if !self.replace_segments(cleaned)? {
                 return Err(LogError::InvalidArgument("the log changed during cleaning".to_owned()));
             }
@@ -244,7 +319,8 @@ impl Log {
                 break;
             }
             let Some(&next_base) = bases.get(i + 1) else { break };
-            segments.push(SegView { base, next_base, size: seg.size(), data: seg.data()? });
+            let path = seg.log_path().to_path_buf();
+            segments.push(SegView { base, next_base, size: seg.size(), file: seg.data_file(), path });
         }
         Ok(Some(CleanPlan {
             dir: self.dir.clone(),
@@ -264,10 +340,11 @@ impl Log {
     pub fn replace_segments(&mut self, mut cleaned: CleanedSegment) -> Result<bool, LogError> {
         self.ensure_online()?;
         let active = self.segments.keys().next_back().copied();
-        let unchanged =
-            cleaned.replaced.iter().all(|(base, size)| {
+        let unchanged = self.config.cleanup_compact
+            && cleaned.replaced.iter().all(|(base, size)| {
                 Some(*base) != active && self.segments.get(base).is_some_and(|s| s.size() == *size)
-            }) && self.segments.range(cleaned.base..cleaned.end).count() == cleaned.replaced.len();
+            })
+            && self.segments.range(cleaned.base..cleaned.end).count() == cleaned.replaced.len();
         if !unchanged {
             cleaned.discard();
             return Ok(false);
@@ -290,6 +367,8 @@ impl Log {
                 seg.delete_files()?;
             }
         }
+        // The deletions are durable before the new segment takes the old first one's name.
+        storage.sync_dir(&dir).map_err(LogError::io(&dir))?;
         finish_swap(&*storage, &dir, cleaned.base, &swap, (&oi_c, &ti_c))?;
         let (seg, damaged) = Segment::open(&self.storage, &dir, cleaned.base, &self.config)?;
         let mut seg = seg;
@@ -375,20 +454,6 @@ pub(crate) fn recover_swaps(storage: &dyn Storage, dir: &Path) -> Result<(), Log
     Ok(())
 }
 
-/// The batches of `data` (a closed segment's bytes), CRC-checked.
-fn batches<'a>(data: &'a [u8], path: &'a Path) -> impl Iterator<Item = Result<(BatchHeader, &'a [u8]), LogError>> + 'a {
-    let mut it = BatchIter::new(data);
-    std::iter::from_fn(move || {
-        let position = it.position() as u64;
-        let corrupt = |reason: String| LogError::Corrupt { path: path.to_path_buf(), position, reason };
-        Some(match it.next()? {
-            Ok((h, b)) if verify_crc(b) => Ok((h, b)),
-            Ok(_) => Err(corrupt("CRC mismatch".to_owned())),
-            Err(e) => Err(corrupt(e.to_string())),
-        })
-    })
-}
-
 /// Whether the cleaner may look inside `h` (control and transactional batches are left as
 /// they are).
 fn filterable(h: &BatchHeader) -> bool {
@@ -414,14 +479,17 @@ impl CleanPlan {
     /// Step 2a: puts the latest offset of every key of the dirty section into `map` (cleared
     /// first), batch by batch until the map is full. Returns the offset up to which the map
     /// covers the dirty section: the next cleaning's first dirty offset. `io` is told how many
-    /// bytes were read (for throttling).
-    pub fn build_offset_map(&self, map: &mut OffsetMap, io: &mut dyn FnMut(u64)) -> Result<i64, LogError> {
+    /// bytes were read (for throttling); when it answers `false` the cleaning stops with
+    /// [`LogError::CleaningAborted`].
+    pub fn build_offset_map(&self, map: &mut OffsetMap, io: &mut dyn FnMut(u64) -> bool) -> Result<i64, LogError> {
         map.clear();
         let mut end = self.first_dirty;
         for seg in self.segments.iter().filter(|s| s.next_base > self.first_dirty) {
-            let path = self.dir.join(crate::segment::file_name(seg.base, "log"));
-            for batch in batches(&seg.data, &path) {
-                let (h, bytes) = batch?;
+            let mut reader = BatchReader::new(seg);
+            while let Some((h, range)) = reader.next_batch()? {
+                if !io(range.len() as u64) {
+                    return Err(LogError::CleaningAborted);
+                }
                 if h.last_offset() < self.first_dirty {
                     continue;
                 }
@@ -437,16 +505,18 @@ impl CleanPlan {
                         map.covered_to(end);
                         return Ok(end);
                     }
-                    let section = records_section(bytes).map_err(|e| corrupt(&path, &e))?;
-                    for r in parse_records(&section, h.records_count).map_err(|e| corrupt(&path, &e))? {
-                        let offset = r.offset(h.base_offset);
-                        if let (Some(key), true) = (r.key, offset >= self.first_dirty) {
-                            map.put(key, offset);
+                    let bytes = reader.bytes(range);
+                    // A batch too big to hold decompressed stays out of the map (and as it is).
+                    if let Some(section) = section_of(bytes, &seg.path)? {
+                        for r in parse_records(&section, h.records_count).map_err(|e| corrupt(&seg.path, &e))? {
+                            let offset = r.offset(h.base_offset);
+                            if let (Some(key), true) = (r.key, offset >= self.first_dirty) {
+                                map.put(key, offset);
+                            }
                         }
                     }
                 }
                 end = h.last_offset() + 1;
-                io(bytes.len() as u64);
             }
             end = end.max(seg.next_base.min(self.first_uncleanable));
         }
@@ -483,13 +553,16 @@ impl CleanPlan {
 
     /// Step 2b: writes the cleaned copy of the segments `group` (from [`Self::groups`]) under
     /// `.cleaned` names, fsynced. `now_ms` decides which tombstones' delete horizon passed and
-    /// sets the horizon of tombstones cleaned for the first time.
+    /// sets the horizon of tombstones cleaned for the first time. The group's last batch is
+    /// always kept (emptied if need be), so the new segment ends where the old ones did and
+    /// recovery can tell a whole closed segment from a torn roll. `io` as for
+    /// [`Self::build_offset_map`].
     pub fn clean_group(
         &self,
         group: Range<usize>,
         map: &OffsetMap,
         now_ms: i64,
-        io: &mut dyn FnMut(u64),
+        io: &mut dyn FnMut(u64) -> bool,
     ) -> Result<CleanedSegment, LogError> {
         let segs = &self.segments[group];
         let (Some(first), Some(last)) = (segs.first(), segs.last()) else {
@@ -510,19 +583,24 @@ impl CleanPlan {
         };
         let mut out = Segment::create_with_suffix(&self.storage, &self.dir, first.base, &self.config, CLEANED_SUFFIX)?;
         let written = (|| -> Result<(), LogError> {
-            for seg in segs {
-                let path = self.dir.join(crate::segment::file_name(seg.base, "log"));
-                for batch in batches(&seg.data, &path) {
-                    let (h, bytes) = batch?;
-                    io(bytes.len() as u64);
+            for (i, seg) in segs.iter().enumerate() {
+                let mut reader = BatchReader::new(seg);
+                while let Some((h, range)) = reader.next_batch()? {
+                    if !io(range.len() as u64) {
+                        return Err(LogError::CleaningAborted);
+                    }
+                    let group_last = i + 1 == segs.len() && reader.at_end();
+                    let bytes = reader.bytes(range);
                     let kept = if filterable(&h) {
-                        self.filter_batch(&h, bytes, map, map_end, now_ms, &path, &mut cleaned)?
+                        self.filter_batch(&h, bytes, map, map_end, now_ms, &seg.path, group_last, &mut cleaned)?
                     } else {
                         Some(std::borrow::Cow::Borrowed(bytes))
                     };
                     if let Some(b) = kept {
                         out.append(&b, now_ms, &self.config).map_err(append_error)?;
-                        io(b.len() as u64);
+                        if !io(b.len() as u64) {
+                            return Err(LogError::CleaningAborted);
+                        }
                     }
                 }
             }
@@ -542,7 +620,8 @@ impl CleanPlan {
         }
     }
 
-    /// The batch with only the records to keep; `None` to drop it whole.
+    /// The batch with only the records to keep; `None` to drop it whole. `group_last`: the last
+    /// batch of the group, kept even when emptied.
     #[allow(clippy::too_many_arguments)]
     fn filter_batch<'a>(
         &self,
@@ -552,9 +631,12 @@ impl CleanPlan {
         map_end: i64,
         now_ms: i64,
         path: &Path,
+        group_last: bool,
         stats: &mut CleanedSegment,
     ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, LogError> {
-        let section = records_section(bytes).map_err(|e| corrupt(path, &e))?;
+        let Some(section) = section_of(bytes, path)? else {
+            return Ok(Some(std::borrow::Cow::Borrowed(bytes)));
+        };
         let records = parse_records(&section, h.records_count).map_err(|e| corrupt(path, &e))?;
         let horizon = delete_horizon(h);
         let horizon_passed = horizon.is_some_and(|t| now_ms >= t);
@@ -579,13 +661,16 @@ impl CleanPlan {
             .collect();
         stats.records_read += records.len() as u64;
         stats.records_kept += kept.len() as u64;
+        // An empty batch is kept only as the last of its producer (its sequence must survive a
+        // restart, Kafka's RETAIN_EMPTY) or as the group's last batch; otherwise it goes, even
+        // one emptied by an earlier cleaning.
+        let last_of_producer = h.has_producer_id() && self.producer_last.get(&h.producer_id) == Some(&h.last_offset());
+        if kept.is_empty() && !last_of_producer && !group_last {
+            return Ok(None);
+        }
         let set_horizon = tombstones && horizon.is_none();
         if kept.len() == records.len() && !set_horizon {
             return Ok(Some(std::borrow::Cow::Borrowed(bytes)));
-        }
-        let last_of_producer = h.has_producer_id() && self.producer_last.get(&h.producer_id) == Some(&h.last_offset());
-        if kept.is_empty() && !last_of_producer {
-            return Ok(None);
         }
         let new_horizon =
             if set_horizon { Some(now_ms.saturating_add(self.config.delete_retention_ms)) } else { horizon };
@@ -595,6 +680,12 @@ impl CleanPlan {
             })?;
         Ok(Some(std::borrow::Cow::Owned(rebuilt)))
     }
+}
+
+/// The decompressed records of `batch`, or `None` when they are more than
+/// [`MAX_FILTERED_RECORDS_BYTES`].
+fn section_of<'a>(batch: &'a [u8], path: &Path) -> Result<Option<std::borrow::Cow<'a, [u8]>>, LogError> {
+    records_section_within(batch, MAX_FILTERED_RECORDS_BYTES).map_err(|e| corrupt(path, &e))
 }
 
 fn corrupt(path: &Path, e: &dyn std::fmt::Display) -> LogError {

@@ -12,7 +12,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -95,9 +95,15 @@ struct Counters {
 struct State {
     stop: bool,
     in_progress: HashSet<PathBuf>,
-    uncleanable: HashSet<PathBuf>,
+    /// Logs whose cleaning failed, by directory and [`Log::instance_id`].
+    uncleanable: HashSet<(PathBuf, u64)>,
     /// Data directory → its checkpoint entries (loaded the first time one of its logs is seen).
     checkpoints: HashMap<PathBuf, Checkpoints>,
+    /// Log directory → the [`Log::instance_id`] its checkpoint entry belongs to. An entry
+    /// read from the file belongs to the first log seen in its directory; a log deleted and
+    /// created again (same directory, new instance) starts with no entry, as in Kafka, where
+    /// deleting a partition removes its checkpoint entry.
+    owners: HashMap<PathBuf, u64>,
 }
 
 /// A shared `log.cleaner.io.max.bytes.per.second` budget (Kafka's `Throttler`).
@@ -108,7 +114,7 @@ struct Throttle {
 
 impl Throttle {
     /// Accounts `bytes` and sleeps the calling (cleaner) thread as long as it runs ahead.
-    fn take(&self, bytes: u64) {
+    fn take(&self, bytes: u64, stopping: &AtomicBool) {
         if self.rate >= f64::MAX / 2.0 || self.rate <= 0.0 {
             return;
         }
@@ -122,13 +128,21 @@ impl Throttle {
             }
             due - elapsed
         };
-        if sleep > 0.0 {
-            std::thread::sleep(Duration::from_secs_f64(sleep.min(5.0)));
+        // In steps, so that a shutdown does not wait for a long throttle.
+        let mut left = Duration::from_secs_f64(sleep.clamp(0.0, 5.0));
+        while !left.is_zero() && !stopping.load(Ordering::Relaxed) {
+            let step = left.min(Duration::from_millis(50));
+            std::thread::sleep(step);
+            left -= step;
         }
     }
 }
 
 struct Shared {
+    /// Set by [`LogCleaner::shutdown`]; checked at every batch a cleaning reads.
+    stopping: AtomicBool,
+    /// Serializes the writes of checkpoint files (all threads write through one `.tmp` name).
+    checkpoint_write: Mutex<()>,
     config: CleanerConfig,
     source: Arc<dyn LogSource>,
     state: Mutex<State>,
@@ -155,6 +169,8 @@ impl LogCleaner {
         let threads = if config.enabled { config.threads.max(1) } else { 0 };
         let map_bytes = usize::try_from(config.dedupe_buffer_size / threads.max(1) as u64).unwrap_or(usize::MAX);
         let shared = Arc::new(Shared {
+            stopping: AtomicBool::new(false),
+            checkpoint_write: Mutex::new(()),
             throttle: Throttle { rate: config.io_max_bytes_per_second, window: Mutex::new((Instant::now(), 0)) },
             config,
             source,
@@ -193,6 +209,7 @@ impl LogCleaner {
 
     /// Stops the threads after the group of segments each is writing; returns when they have.
     pub fn shutdown(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
         self.shared.state.lock().unwrap_or_else(PoisonError::into_inner).stop = true;
         self.shared.wake.notify_all();
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
@@ -215,7 +232,14 @@ fn run(shared: &Shared, map: &mut OffsetMap) {
         }
         match pick(shared) {
             Some(candidate) => {
-                clean(shared, &candidate, map);
+                let run = std::panic::AssertUnwindSafe(|| clean(shared, &candidate, map));
+                if std::panic::catch_unwind(run).is_err() {
+                    shared.counters.failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(dir = %candidate.dir.display(),
+                        "the log cleaner panicked on this log; it is left uncleaned until the broker restarts");
+                    let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+                    state.uncleanable.insert((candidate.dir.clone(), candidate.instance));
+                }
                 shared.state.lock().unwrap_or_else(PoisonError::into_inner).in_progress.remove(&candidate.dir);
             }
             None => {
@@ -233,6 +257,7 @@ fn run(shared: &Shared, map: &mut OffsetMap) {
 struct Candidate {
     log: Arc<dyn CleanableLog>,
     dir: PathBuf,
+    instance: u64,
     data_dir: PathBuf,
     name: String,
     storage: Arc<dyn Storage>,
@@ -250,31 +275,38 @@ fn pick(shared: &Shared) -> Option<Candidate> {
     let now = wall_clock_ms();
     let mut best: Option<(f64, Candidate)> = None;
     let mut max_ratio = 0.0f64;
+    let mut live = HashSet::new();
     for log in shared.source.logs() {
         let mut seen = None;
         log.with_log(&mut |l: &mut Log| {
-            if l.config().cleanup_compact && !l.is_offline() {
-                seen = Some((l.dir().to_path_buf(), l.storage.clone(), l.config().min_cleanable_dirty_ratio));
-            }
+            let compacted = l.config().cleanup_compact && !l.is_offline();
+            let ratio = l.config().min_cleanable_dirty_ratio;
+            seen = Some((l.dir().to_path_buf(), l.instance_id(), l.storage.clone(), ratio, compacted));
         });
-        let Some((dir, storage, min_ratio)) = seen else { continue };
+        let Some((dir, instance, storage, min_ratio, compacted)) = seen else { continue };
+        live.insert(dir.clone());
+        if !compacted {
+            continue;
+        }
         let (data_dir, name) = names(&dir);
+        let loaded = shared.state.lock().unwrap_or_else(PoisonError::into_inner).checkpoints.contains_key(&data_dir);
+        if !loaded {
+            let read = checkpoint::read(&*storage, &data_dir);
+            let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            state.checkpoints.entry(data_dir.clone()).or_insert(read);
+        }
         let checkpoint = {
-            let loaded =
-                shared.state.lock().unwrap_or_else(PoisonError::into_inner).checkpoints.contains_key(&data_dir);
-            if !loaded {
-                let read = checkpoint::read(&*storage, &data_dir);
-                shared
-                    .state
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .checkpoints
-                    .entry(data_dir.clone())
-                    .or_insert(read);
-            }
-            let state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-            if state.in_progress.contains(&dir) || state.uncleanable.contains(&dir) {
+            let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+            if state.in_progress.contains(&dir) || state.uncleanable.contains(&(dir.clone(), instance)) {
                 continue;
+            }
+            let owner = *state.owners.entry(dir.clone()).or_insert(instance);
+            if owner != instance {
+                // The log was deleted and created again: what was clean of the old one is not.
+                state.owners.insert(dir.clone(), instance);
+                if let Some(c) = state.checkpoints.get_mut(&data_dir) {
+                    c.remove(&name);
+                }
             }
             state.checkpoints.get(&data_dir).and_then(|c| c.get(&name)).copied()
         };
@@ -288,12 +320,18 @@ fn pick(shared: &Shared) -> Option<Candidate> {
         }
         let score = if stats.max_lag_exceeded { f64::MAX } else { ratio };
         if best.as_ref().is_none_or(|(s, _)| score > *s) {
-            best = Some((score, Candidate { log, dir, data_dir, name, storage, stats }));
+            best = Some((score, Candidate { log, dir, instance, data_dir, name, storage, stats }));
         }
     }
     shared.counters.max_dirty_percent.store((max_ratio * 100.0) as u64, Ordering::Relaxed);
-    let (_, candidate) = best?;
     let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+    // Entries of logs that are gone (deleted topics) are forgotten, and left out of the next
+    // checkpoint file written.
+    state.owners.retain(|dir, _| live.contains(dir));
+    for (data_dir, entries) in state.checkpoints.iter_mut() {
+        entries.retain(|name, _| live.contains(&data_dir.join(name)));
+    }
+    let (_, candidate) = best?;
     state.in_progress.insert(candidate.dir.clone()).then_some(candidate)
 }
 
@@ -325,7 +363,7 @@ fn clean(shared: &Shared, c: &Candidate, map: &mut OffsetMap) {
                 "log cleaned"
             );
         }
-        Ok(None) => {}
+        Ok(None) | Err(LogError::CleaningAborted) => {}
         // The log was closed or deleted under the cleaner (topic deletion, shutdown).
         Err(e) if !c.log.with_log(&mut |_| {}) => {
             tracing::debug!(dir = %c.dir.display(), error = %e, "cleaning stopped: the log was closed");
@@ -334,7 +372,7 @@ fn clean(shared: &Shared, c: &Candidate, map: &mut OffsetMap) {
             shared.counters.failures.fetch_add(1, Ordering::Relaxed);
             tracing::error!(dir = %c.dir.display(), error = %e,
                 "cleaning the log failed; it is left uncleaned until the broker restarts");
-            shared.state.lock().unwrap_or_else(PoisonError::into_inner).uncleanable.insert(c.dir.clone());
+            shared.state.lock().unwrap_or_else(PoisonError::into_inner).uncleanable.insert((c.dir.clone(), c.instance));
         }
     }
 }
@@ -357,7 +395,10 @@ fn clean_inner(shared: &Shared, c: &Candidate, map: &mut OffsetMap) -> Result<Op
     if !open {
         return Ok(None);
     }
-    let mut io = |bytes: u64| shared.throttle.take(bytes);
+    let mut io = |bytes: u64| {
+        shared.throttle.take(bytes, &shared.stopping);
+        !shared.stopping.load(Ordering::Relaxed)
+    };
     let end = plan.build_offset_map(map, &mut io)?;
     let mut done = Done { bytes_before: 0, bytes_after: 0, records_read: 0, records_kept: 0, end };
     for group in plan.groups(end) {
@@ -394,21 +435,15 @@ fn clean_inner(shared: &Shared, c: &Candidate, map: &mut OffsetMap) -> Result<Op
 /// Sets the log's first dirty offset to `end` and rewrites its data directory's checkpoint,
 /// keeping only entries of logs that still exist.
 fn record_checkpoint(shared: &Shared, c: &Candidate, end: i64) -> Result<(), LogError> {
+    let _serial = shared.checkpoint_write.lock().unwrap_or_else(PoisonError::into_inner);
     let entries: BTreeMap<String, i64> = {
         let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.owners.get(&c.dir) != Some(&c.instance) {
+            return Ok(()); // deleted (and maybe created again) while it was being cleaned
+        }
         let entries = state.checkpoints.entry(c.data_dir.clone()).or_default();
         entries.insert(c.name.clone(), end);
         entries.clone()
     };
-    let gone: Vec<&String> =
-        entries.keys().filter(|name| !c.storage.exists(&c.data_dir.join(name)).unwrap_or(true)).collect();
-    if !gone.is_empty() {
-        let mut state = shared.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(e) = state.checkpoints.get_mut(&c.data_dir) {
-            e.retain(|name, _| !gone.contains(&name));
-        }
-    }
-    let entries: BTreeMap<String, i64> =
-        entries.iter().filter(|(n, _)| !gone.contains(n)).map(|(n, o)| (n.clone(), *o)).collect();
     checkpoint::write(&*c.storage, &c.data_dir, &entries)
 }

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-/// Bytes one entry is counted as against the dedupe buffer: the 16-byte key hash, the 8-byte
-/// offset and the hash table's own overhead at its load factor.
-pub const BYTES_PER_ENTRY: usize = 32;
+/// Bytes one slot of the table takes: the 16-byte key hash, the 8-byte offset and one control
+/// byte of the hash table.
+pub const BYTES_PER_ENTRY: usize = 25;
 
 /// Fraction of the buffer filled before the map counts as full
 /// (Kafka's `log.cleaner.io.buffer.load.factor`).
@@ -36,10 +36,15 @@ pub fn key_hash(key: &[u8]) -> u128 {
 }
 
 impl OffsetMap {
-    /// A map fitting in `buffer_bytes` (Kafka's `log.cleaner.dedupe.buffer.size` divided among
-    /// the cleaner threads); at least one entry.
+    /// A map whose table fits in `buffer_bytes` (Kafka's `log.cleaner.dedupe.buffer.size`
+    /// divided among the cleaner threads); at least one entry. The table (a power of two of
+    /// slots, at most 7/8 of them used) is allocated whole at the first [`OffsetMap::clear`]
+    /// and kept, so it never grows past the buffer.
     pub fn with_buffer(buffer_bytes: usize) -> OffsetMap {
-        let capacity = ((buffer_bytes / BYTES_PER_ENTRY) as f64 * LOAD_FACTOR) as usize;
+        let slots = buffer_bytes / BYTES_PER_ENTRY;
+        let slots =
+            if slots.is_power_of_two() { slots } else { slots.checked_next_power_of_two().map_or(slots, |p| p / 2) };
+        let capacity = ((slots / 8 * 7) as f64 * LOAD_FACTOR) as usize;
         OffsetMap { map: HashMap::new(), capacity: capacity.max(1), end: None }
     }
 
@@ -84,9 +89,12 @@ impl OffsetMap {
         self.map.get(&key_hash(key)).copied()
     }
 
-    /// Empties the map for the next log.
+    /// Empties the map for the next log (allocating its table the first time).
     pub fn clear(&mut self) {
         self.map.clear();
+        if self.map.capacity() < self.capacity {
+            self.map.reserve(self.capacity);
+        }
         self.end = None;
     }
 }
@@ -97,13 +105,14 @@ mod tests {
 
     #[test]
     fn latest_offset_wins_and_capacity_follows_the_buffer() {
-        let mut m = OffsetMap::with_buffer(BYTES_PER_ENTRY * 100);
-        assert_eq!(m.capacity(), 90);
+        let mut m = OffsetMap::with_buffer(BYTES_PER_ENTRY * 128);
+        assert_eq!(m.capacity(), 100);
+        m.clear();
         m.put(b"a", 1);
         m.put(b"b", 2);
         m.put(b"a", 7);
         assert_eq!((m.get(b"a"), m.get(b"b"), m.get(b"c")), (Some(7), Some(2), None));
-        assert!(m.has_room_for(88) && !m.has_room_for(89));
+        assert!(m.has_room_for(98) && !m.has_room_for(99));
         assert_ne!(key_hash(b"ab"), key_hash(b"ba"));
         m.clear();
         assert!(m.is_empty());

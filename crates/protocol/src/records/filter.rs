@@ -57,21 +57,29 @@ impl RawRecord<'_> {
 /// The records section of `batch`, decompressed when it is compressed (at most
 /// [`MAX_RECORDS_BYTES`]).
 pub fn records_section(batch: &[u8]) -> Result<Cow<'_, [u8]>, RecordsError> {
+    records_section_within(batch, MAX_RECORDS_BYTES)?.ok_or(RecordsError::Inflated)
+}
+
+/// [`records_section`], or `None` when the section is (or decompresses to) more than `limit`
+/// bytes: nothing larger is ever held in memory.
+pub fn records_section_within(batch: &[u8], limit: u64) -> Result<Option<Cow<'_, [u8]>>, RecordsError> {
     let header = BatchHeader::parse(batch)?;
     let end = header.total_size().min(batch.len());
     let body = &batch[BATCH_HEADER_LEN.min(end)..end];
+    let limit = limit.min(MAX_RECORDS_BYTES);
     match header.compression()? {
-        Compression::None => Ok(Cow::Borrowed(body)),
+        Compression::None if body.len() as u64 > limit => Ok(None),
+        Compression::None => Ok(Some(Cow::Borrowed(body))),
         codec => {
-            let mut out = Vec::with_capacity(body.len().saturating_mul(2));
+            let mut out = Vec::with_capacity(body.len().saturating_mul(2).min(limit as usize));
             decompressing_reader(codec, body)?
-                .take(MAX_RECORDS_BYTES + 1)
+                .take(limit + 1)
                 .read_to_end(&mut out)
                 .map_err(|e| RecordsError::Decompress(e.to_string()))?;
-            if out.len() as u64 > MAX_RECORDS_BYTES {
-                return Err(RecordsError::Inflated);
+            if out.len() as u64 > limit {
+                return Ok(None);
             }
-            Ok(Cow::Owned(out))
+            Ok(Some(Cow::Owned(out)))
         }
     }
 }
