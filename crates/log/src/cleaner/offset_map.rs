@@ -38,8 +38,9 @@ pub fn key_hash(key: &[u8]) -> u128 {
 impl OffsetMap {
     /// A map whose table fits in `buffer_bytes` (Kafka's `log.cleaner.dedupe.buffer.size`
     /// divided among the cleaner threads); at least one entry. The table (a power of two of
-    /// slots, at most 7/8 of them used) is allocated whole at the first [`OffsetMap::clear`]
-    /// and kept, so it never grows past the buffer.
+    /// slots, at most 7/8 of them used) grows with the keys put, doubling, so a log with few
+    /// keys works in a table that stays in the CPU caches; it never grows past the buffer
+    /// (while it doubles, the old table is held too) and is kept for the next log.
     pub fn with_buffer(buffer_bytes: usize) -> OffsetMap {
         let slots = buffer_bytes / BYTES_PER_ENTRY;
         let slots =
@@ -89,12 +90,9 @@ impl OffsetMap {
         self.map.get(&key_hash(key)).copied()
     }
 
-    /// Empties the map for the next log (allocating its table the first time).
+    /// Empties the map for the next log.
     pub fn clear(&mut self) {
         self.map.clear();
-        if self.map.capacity() < self.capacity {
-            self.map.reserve(self.capacity);
-        }
         self.end = None;
     }
 }
