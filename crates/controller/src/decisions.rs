@@ -345,7 +345,14 @@ mod tests {
 
     fn image_with_broker() -> MetadataImage {
         MetadataImage::empty()
-            .apply(&[MetadataRecord::BrokerRegistered { broker_id: 1, host: "h".into(), port: 1, rack: None }])
+            .apply(&[MetadataRecord::BrokerRegistered {
+                broker_id: 1,
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                epoch: 0,
+                fenced: false,
+            }])
             .unwrap()
             .0
     }

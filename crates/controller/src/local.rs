@@ -102,6 +102,9 @@ impl LocalController {
             host: config.advertised_host.clone(),
             port: config.advertised_port,
             rack: config.rack.clone(),
+            // The registration's epoch is the index of its record in the metadata log.
+            epoch: image.records_applied as i64 + boot.len() as i64,
+            fenced: false,
         };
         let registered = image.brokers.get(&config.node_id).is_some_and(|b| {
             b.host == config.advertised_host && b.port == config.advertised_port && b.rack == config.rack
@@ -157,12 +160,7 @@ impl LocalController {
     pub fn register_publisher(&self, publisher: Arc<dyn MetadataPublisher>) {
         let (done_tx, done_rx) = mpsc::channel();
         let queued = self.submit(Box::new(move |state: &mut State| {
-            let mut delta = strata_metadata::MetadataDelta::default();
-            for t in state.image.topics() {
-                for p in &t.partitions {
-                    delta.created_partitions.push((t.name.clone(), t.id, p.partition));
-                }
-            }
+            let delta = strata_metadata::MetadataDelta::everything_in(&state.image);
             publisher.publish(&state.image, &delta);
             state.publishers.push(publisher);
             let _ = done_tx.send(());

@@ -1,21 +1,32 @@
-//! `MetadataImage`: the state after applying a prefix of the metadata log.
+//! `MetadataImage`: the state after applying a prefix of the metadata log, and
+//! `MetadataDelta`: what one batch of records changed (Kafka's `MetadataImage` and
+//! `MetadataDelta`).
+//!
+//! An image is persistent: [`MetadataImage::apply`] builds the next one sharing every map node
+//! and every topic the records did not touch (imbl's structurally shared maps), so the cost of
+//! a change is proportional to what changed, not to the cluster's size.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use imbl::{HashMap as PHashMap, HashSet as PHashSet, OrdMap};
 use uuid::Uuid;
 
 use crate::record::{ConfigResource, MetadataRecord};
 use crate::MetadataError;
 
-/// One partition's placement.
+/// One partition's placement (Kafka's `PartitionRegistration`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionImage {
     pub partition: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// The leader's broker id; -1 when no replica can lead.
     pub leader: i32,
+    /// Goes up by one at every change of leader.
     pub leader_epoch: i32,
+    /// Goes up by one at every change of the registration (Kafka's partition epoch).
+    pub partition_epoch: i32,
 }
 
 /// One topic: its durable id and its partitions, indexed by partition number.
@@ -27,13 +38,17 @@ pub struct TopicImage {
     pub partitions: Vec<PartitionImage>,
 }
 
-/// A registered broker's endpoint.
+/// A registered broker's endpoint and state.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerImage {
     pub broker_id: i32,
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// The registration's epoch.
+    pub epoch: i64,
+    /// A fenced broker leads no partition (it stopped heartbeating, or has not caught up).
+    pub fenced: bool,
 }
 
 /// The cluster's metadata after applying records up to some point. Immutable:
@@ -43,16 +58,16 @@ pub struct MetadataImage {
     /// Number of records applied so far (the next record's index).
     pub records_applied: u64,
     pub cluster_id: Option<String>,
-    pub brokers: BTreeMap<i32, BrokerImage>,
-    topics: BTreeMap<String, Arc<TopicImage>>,
-    topic_names: HashMap<Uuid, String>,
+    pub brokers: OrdMap<i32, BrokerImage>,
+    topics: OrdMap<String, Arc<TopicImage>>,
+    topic_names: PHashMap<Uuid, String>,
     /// Names of topics holding '.' or '_', by their name with '.' read as '_' (Kafka's
     /// `topicsWithCollisionChars`): such names collide in metric names.
-    collision_names: HashMap<String, Vec<String>>,
+    collision_names: PHashMap<String, Vec<String>>,
     /// Ids of every topic a committed record deleted: their data may be removed from disk
     /// (and only theirs: data whose topic the image does not know is kept).
-    deleted_topic_ids: HashSet<Uuid>,
-    configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+    deleted_topic_ids: PHashSet<Uuid>,
+    configs: OrdMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
 }
@@ -66,6 +81,121 @@ pub struct MetadataDelta {
     pub deleted_topics: Vec<(String, Uuid)>,
     /// Resources whose config changed.
     pub changed_configs: Vec<ConfigResource>,
+    /// Every partition whose registration changed, by (topic id, partition), with what it
+    /// was before the records and after them.
+    pub changed_partitions: BTreeMap<(Uuid, i32), PartitionDelta>,
+    /// Every broker whose registration or fencing changed.
+    pub changed_brokers: BTreeMap<i32, BrokerDelta>,
+}
+
+/// One partition's change: `before` is `None` for a partition created by the records,
+/// `after` is `None` for one deleted with its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionDelta {
+    pub topic: String,
+    pub before: Option<PartitionImage>,
+    pub after: Option<PartitionImage>,
+}
+
+/// One broker's change (`before` is `None` at its first registration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerDelta {
+    pub before: Option<BrokerImage>,
+    pub after: Option<BrokerImage>,
+}
+
+/// One partition a broker holds a replica of, after a delta.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalPartition {
+    pub topic: String,
+    pub topic_id: Uuid,
+    pub partition: PartitionImage,
+    /// Whether the broker held no replica of it before the delta (open its log).
+    pub is_new: bool,
+}
+
+/// What a delta means for one broker's replicas (Kafka's `LocalReplicaChanges`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LocalReplicaChanges {
+    /// Partitions this broker now leads, whose registration changed.
+    pub leaders: Vec<LocalPartition>,
+    /// Partitions this broker now follows, whose registration changed.
+    pub followers: Vec<LocalPartition>,
+    /// (topic, topic id, partition) of replicas this broker no longer holds: their topic was
+    /// deleted, or the replica moved away.
+    pub deletes: Vec<(String, Uuid, i32)>,
+}
+
+impl MetadataDelta {
+    /// The delta from the empty image to `image`: everything in it, as created (what a
+    /// publisher registered after start is told first).
+    pub fn everything_in(image: &MetadataImage) -> MetadataDelta {
+        let mut delta = MetadataDelta::default();
+        for t in image.topics() {
+            for p in &t.partitions {
+                delta.created_partitions.push((t.name.clone(), t.id, p.partition));
+                delta.partition_changed(&t.name, t.id, None, Some(p));
+            }
+        }
+        for b in image.brokers.values() {
+            delta.broker_changed(None, b);
+        }
+        delta.changed_configs = image.configs.keys().cloned().collect();
+        delta
+    }
+
+    /// What the delta means for the replicas of broker `broker_id` (Kafka's
+    /// `TopicsDelta.localChanges`): which it must lead, follow or delete.
+    pub fn local_changes(&self, broker_id: i32) -> LocalReplicaChanges {
+        let mut out = LocalReplicaChanges::default();
+        for ((topic_id, index), change) in &self.changed_partitions {
+            let held_before = change.before.as_ref().is_some_and(|p| p.replicas.contains(&broker_id));
+            match &change.after {
+                Some(after) if after.replicas.contains(&broker_id) => {
+                    let local = LocalPartition {
+                        topic: change.topic.clone(),
+                        topic_id: *topic_id,
+                        partition: after.clone(),
+                        is_new: !held_before,
+                    };
+                    if after.leader == broker_id {
+                        out.leaders.push(local);
+                    } else {
+                        out.followers.push(local);
+                    }
+                }
+                _ if held_before => out.deletes.push((change.topic.clone(), *topic_id, *index)),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn partition_changed(
+        &mut self,
+        topic: &str,
+        topic_id: Uuid,
+        before: Option<&PartitionImage>,
+        after: Option<&PartitionImage>,
+    ) {
+        let entry = self.changed_partitions.entry((topic_id, after.or(before).map_or(0, |p| p.partition)));
+        let change =
+            entry.or_insert_with(|| PartitionDelta { topic: topic.to_string(), before: before.cloned(), after: None });
+        change.after = after.cloned();
+        if change.before.is_none() && change.after.is_none() {
+            // Created and deleted within the same records: nothing to tell.
+            let key = (topic_id, before.or(after).map_or(0, |p| p.partition));
+            self.changed_partitions.remove(&key);
+        }
+    }
+
+    fn broker_changed(&mut self, before: Option<&BrokerImage>, after: &BrokerImage) {
+        let change = self
+            .changed_brokers
+            .entry(after.broker_id)
+            .or_insert_with(|| BrokerDelta { before: before.cloned(), after: None });
+        change.after = Some(after.clone());
+    }
 }
 
 impl MetadataImage {
@@ -130,11 +260,28 @@ impl MetadataImage {
                 }
                 self.cluster_id = Some(cluster_id.clone());
             }
-            MetadataRecord::BrokerRegistered { broker_id, host, port, rack } => {
-                self.brokers.insert(
-                    *broker_id,
-                    BrokerImage { broker_id: *broker_id, host: host.clone(), port: *port, rack: rack.clone() },
-                );
+            MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced } => {
+                let after = BrokerImage {
+                    broker_id: *broker_id,
+                    host: host.clone(),
+                    port: *port,
+                    rack: rack.clone(),
+                    epoch: *epoch,
+                    fenced: *fenced,
+                };
+                let before = self.brokers.insert(*broker_id, after.clone());
+                delta.broker_changed(before.as_ref(), &after);
+            }
+            MetadataRecord::BrokerFenced { broker_id } | MetadataRecord::BrokerUnfenced { broker_id } => {
+                let fenced = matches!(record, MetadataRecord::BrokerFenced { .. });
+                let before = self
+                    .brokers
+                    .get(broker_id)
+                    .cloned()
+                    .ok_or_else(|| MetadataError::Inconsistent(format!("fencing unknown broker {broker_id}")))?;
+                let after = BrokerImage { fenced, ..before.clone() };
+                self.brokers.insert(*broker_id, after.clone());
+                delta.broker_changed(Some(&before), &after);
             }
             MetadataRecord::TopicCreated { name, topic_id } => {
                 if self.topics.contains_key(name) || self.topic_names.contains_key(topic_id) {
@@ -166,21 +313,58 @@ impl MetadataImage {
                         topic.partitions.len()
                     )));
                 }
-                topic.partitions.push(PartitionImage {
+                let created = PartitionImage {
                     partition: *partition,
                     replicas: replicas.clone(),
                     isr: replicas.clone(),
                     leader: *leader,
                     leader_epoch: *leader_epoch,
-                });
+                    partition_epoch: 0,
+                };
+                topic.partitions.push(created.clone());
+                delta.partition_changed(&name, *topic_id, None, Some(&created));
                 delta.created_partitions.push((name, *topic_id, *partition));
+            }
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas } => {
+                let name = self.topic_names.get(topic_id).cloned().ok_or_else(|| {
+                    MetadataError::Inconsistent(format!("change to a partition of unknown topic {topic_id}"))
+                })?;
+                let topic = self
+                    .topics
+                    .get_mut(&name)
+                    .ok_or_else(|| MetadataError::Inconsistent(format!("topic {name} missing")))?;
+                let topic = Arc::make_mut(topic);
+                let current =
+                    usize::try_from(*partition).ok().and_then(|i| topic.partitions.get_mut(i)).ok_or_else(|| {
+                        MetadataError::Inconsistent(format!("change to unknown partition {name}-{partition}"))
+                    })?;
+                let before = current.clone();
+                if let Some(replicas) = replicas {
+                    current.replicas = replicas.clone();
+                }
+                if let Some(isr) = isr {
+                    current.isr = isr.clone();
+                }
+                if let Some(leader) = leader {
+                    if *leader != current.leader {
+                        current.leader = *leader;
+                        current.leader_epoch += 1;
+                    }
+                }
+                current.partition_epoch += 1;
+                let after = current.clone();
+                delta.partition_changed(&name, *topic_id, Some(&before), Some(&after));
             }
             MetadataRecord::TopicDeleted { topic_id } => {
                 let name = self
                     .topic_names
                     .remove(topic_id)
                     .ok_or_else(|| MetadataError::Inconsistent(format!("deleting unknown topic {topic_id}")))?;
-                self.topics.remove(&name);
+                if let Some(topic) = self.topics.remove(&name) {
+                    for p in &topic.partitions {
+                        delta.partition_changed(&name, *topic_id, Some(p), None);
+                    }
+                }
                 if crate::has_collision_chars(&name) {
                     let key = crate::unify_collision_chars(&name);
                     if let Some(names) = self.collision_names.get_mut(&key) {
@@ -309,5 +493,158 @@ mod tests {
                 leader_epoch: 0
             }])
             .is_err());
+    }
+
+    fn two_topics() -> (MetadataImage, Uuid, Uuid) {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut records = vec![
+            MetadataRecord::TopicCreated { name: "a".into(), topic_id: a },
+            MetadataRecord::TopicCreated { name: "b".into(), topic_id: b },
+        ];
+        for (id, leaders) in [(a, [1, 2, 3]), (b, [2, 3, 1])] {
+            for (partition, leader) in leaders.into_iter().enumerate() {
+                records.push(MetadataRecord::PartitionCreated {
+                    topic_id: id,
+                    partition: partition as i32,
+                    replicas: vec![leader],
+                    leader,
+                    leader_epoch: 0,
+                });
+            }
+        }
+        (MetadataImage::empty().apply(&records).unwrap().0, a, b)
+    }
+
+    /// Kafka's `localChanges`: each broker learns which partitions it leads, follows or must
+    /// delete, and whether it held them before.
+    #[test]
+    fn local_changes_tell_each_broker_what_to_lead_follow_and_delete() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let (img, delta) = MetadataImage::empty()
+            .apply(&[
+                MetadataRecord::TopicCreated { name: "a".into(), topic_id: a },
+                MetadataRecord::PartitionCreated {
+                    topic_id: a,
+                    partition: 0,
+                    replicas: vec![1, 2],
+                    leader: 1,
+                    leader_epoch: 0,
+                },
+                MetadataRecord::TopicCreated { name: "b".into(), topic_id: b },
+                MetadataRecord::PartitionCreated {
+                    topic_id: b,
+                    partition: 0,
+                    replicas: vec![2],
+                    leader: 2,
+                    leader_epoch: 0,
+                },
+            ])
+            .unwrap();
+        let one = delta.local_changes(1);
+        assert_eq!((one.leaders.len(), one.followers.len(), one.deletes.len()), (1, 0, 0));
+        assert!(one.leaders[0].is_new);
+        let two = delta.local_changes(2);
+        assert_eq!((two.leaders.len(), two.followers.len()), (1, 1));
+        assert_eq!(two.followers[0].topic, "a");
+
+        // Leadership of a-0 moves to 2, its replicas shrink to [2]; b is deleted.
+        let (img2, delta) = img
+            .apply(&[
+                MetadataRecord::PartitionChange {
+                    topic_id: a,
+                    partition: 0,
+                    leader: Some(2),
+                    isr: Some(vec![2]),
+                    replicas: Some(vec![2]),
+                },
+                MetadataRecord::TopicDeleted { topic_id: b },
+            ])
+            .unwrap();
+        let p = &img2.topic("a").unwrap().partitions[0];
+        assert_eq!((p.leader, p.leader_epoch, p.partition_epoch, p.isr.clone()), (2, 1, 1, vec![2]));
+        assert_eq!(delta.local_changes(1).deletes, vec![("a".to_string(), a, 0)]);
+        let two = delta.local_changes(2);
+        assert_eq!(two.leaders.len(), 1);
+        assert!(!two.leaders[0].is_new, "broker 2 held a-0 already");
+        assert_eq!(two.deletes, vec![("b".to_string(), b, 0)]);
+        assert!(delta.local_changes(3).leaders.is_empty() && delta.local_changes(3).deletes.is_empty());
+        // An ISR-only change keeps the leader epoch and bumps the partition epoch.
+        let (img3, _) = img2
+            .apply(&[MetadataRecord::PartitionChange {
+                topic_id: a,
+                partition: 0,
+                leader: None,
+                isr: Some(vec![2]),
+                replicas: None,
+            }])
+            .unwrap();
+        let p = &img3.topic("a").unwrap().partitions[0];
+        assert_eq!((p.leader_epoch, p.partition_epoch), (1, 2));
+        assert!(img3
+            .apply(&[MetadataRecord::PartitionChange {
+                topic_id: a,
+                partition: 9,
+                leader: None,
+                isr: None,
+                replicas: None
+            }])
+            .is_err());
+    }
+
+    #[test]
+    fn brokers_register_fence_and_unfence() {
+        let register = MetadataRecord::BrokerRegistered {
+            broker_id: 4,
+            host: "h".into(),
+            port: 9092,
+            rack: Some("r1".into()),
+            epoch: 7,
+            fenced: true,
+        };
+        let (img, delta) = MetadataImage::empty().apply(&[register]).unwrap();
+        assert!(img.brokers[&4].fenced);
+        assert!(delta.changed_brokers[&4].before.is_none());
+        let (img, delta) = img.apply(&[MetadataRecord::BrokerUnfenced { broker_id: 4 }]).unwrap();
+        assert!(!img.brokers[&4].fenced);
+        assert_eq!(delta.changed_brokers[&4].before.as_ref().map(|b| b.fenced), Some(true));
+        assert!(img.apply(&[MetadataRecord::BrokerFenced { broker_id: 5 }]).is_err());
+    }
+
+    /// A new image shares every topic the records did not touch with the one before.
+    #[test]
+    fn images_share_what_did_not_change() {
+        let (img, a, b) = two_topics();
+        let (next, _) = img
+            .apply(&[MetadataRecord::PartitionChange {
+                topic_id: a,
+                partition: 1,
+                leader: Some(3),
+                isr: None,
+                replicas: Some(vec![2, 3]),
+            }])
+            .unwrap();
+        assert!(Arc::ptr_eq(img.topic_by_id(&b).unwrap(), next.topic_by_id(&b).unwrap()));
+        assert!(!Arc::ptr_eq(img.topic_by_id(&a).unwrap(), next.topic_by_id(&a).unwrap()));
+        assert_eq!(img.topic_by_id(&a).unwrap().partitions[1].leader, 2, "the old image is untouched");
+    }
+
+    /// Records written before the fencing and epoch fields existed still decode.
+    #[test]
+    fn older_broker_records_decode() {
+        let old = br#"{"type":"BrokerRegistered","broker_id":1,"host":"h","port":9092}"#;
+        let mut bytes = vec![1u8];
+        bytes.extend_from_slice(old);
+        let r = MetadataRecord::decode(&bytes).unwrap();
+        assert_eq!(
+            r,
+            MetadataRecord::BrokerRegistered {
+                broker_id: 1,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                epoch: 0,
+                fenced: false
+            }
+        );
     }
 }

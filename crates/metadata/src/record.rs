@@ -33,11 +33,34 @@ pub enum MetadataRecord {
         port: u16,
         #[serde(default)]
         rack: Option<String>,
+        /// The registration's epoch (Kafka's broker epoch: the offset of its registration).
+        #[serde(default)]
+        epoch: i64,
+        /// Whether the broker starts fenced (Kafka registers brokers fenced until they catch up).
+        #[serde(default)]
+        fenced: bool,
     },
+    /// A broker stopped heartbeating (or shut down): it leads nothing until unfenced.
+    BrokerFenced { broker_id: i32 },
+    /// A fenced broker caught up with the metadata log and may lead again.
+    BrokerUnfenced { broker_id: i32 },
     /// A topic now exists under `name` with the durable id `topic_id`.
     TopicCreated { name: String, topic_id: Uuid },
     /// A partition of an existing topic, with its placement.
     PartitionCreated { topic_id: Uuid, partition: i32, replicas: Vec<i32>, leader: i32, leader_epoch: i32 },
+    /// A partition's leader, ISR or replicas changed (Kafka's `PartitionChangeRecord`): the
+    /// partition epoch goes up by one, and the leader epoch too when the leader changes.
+    /// `None` fields are unchanged; a leader of -1 means none is available.
+    PartitionChange {
+        topic_id: Uuid,
+        partition: i32,
+        #[serde(default)]
+        leader: Option<i32>,
+        #[serde(default)]
+        isr: Option<Vec<i32>>,
+        #[serde(default)]
+        replicas: Option<Vec<i32>>,
+    },
     /// The topic and its partitions and configs are gone.
     TopicDeleted { topic_id: Uuid },
     /// Sets (`Some`) or removes (`None`) one config key of a resource.

@@ -142,7 +142,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // A new node, a directory new to log.dirs, or one written before meta.properties existed.
     let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
     data_dirs.write_missing(&cluster_id, config.node_id())?;
-    let replicas = Arc::new(ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?);
+    let replicas = Arc::new(
+        ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
+    );
     let started = std::time::Instant::now();
     controller.register_publisher(replicas.clone());
     replicas.remove_deleted_topics_data();

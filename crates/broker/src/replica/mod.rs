@@ -74,6 +74,8 @@ pub struct ReplicaManager {
     /// Serializes publishers (there is one, the metadata publisher, but a copy-on-write map
     /// must never have two).
     publishing: Mutex<()>,
+    /// This broker's `node.id`: it holds the partitions whose replicas name it.
+    node_id: i32,
 }
 
 impl ReplicaManager {
@@ -130,7 +132,14 @@ impl ReplicaManager {
             image: ArcSwap::from_pointee(MetadataImage::empty()),
             partitions: ArcSwap::from_pointee(HashMap::new()),
             publishing: Mutex::new(()),
+            node_id: 1,
         }
+    }
+
+    /// Sets this broker's `node.id` (1 unless set): which replicas in the metadata are its own.
+    pub fn with_node_id(mut self, node_id: i32) -> Self {
+        self.node_id = node_id;
+        self
     }
 
     /// The latest published metadata image.
@@ -392,22 +401,39 @@ impl MetadataPublisher for ReplicaManager {
     fn publish(&self, image: &Arc<MetadataImage>, delta: &MetadataDelta) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         self.image.store(image.clone());
-        for (name, id) in &delta.deleted_topics {
+        // What the delta means for this broker's replicas (Kafka's localChanges): replicas it
+        // no longer holds are deleted, replicas it newly holds are opened.
+        let local = delta.local_changes(self.node_id);
+        if !local.deletes.is_empty() {
             let mut map = PartitionMap::clone(&self.partitions.load());
-            let removed = map.remove(name).unwrap_or_default();
+            let mut removed = Vec::new();
+            for (name, id, index) in &local.deletes {
+                let Some(parts) = map.get_mut(name) else { continue };
+                if parts.get(index).is_some_and(|p| p.topic_id == *id) {
+                    removed.extend(parts.remove(index));
+                }
+                if parts.is_empty() {
+                    map.remove(name);
+                }
+            }
             self.partitions.store(Arc::new(map));
-            for p in removed.into_values().filter(|p| p.topic_id == *id) {
+            for p in removed {
                 match p.delete() {
-                    Ok(()) => self.forget_placement(&partition_dir_name(name, p.index)),
+                    Ok(()) => self.forget_placement(&partition_dir_name(&p.topic, p.index)),
                     Err(e) => {
-                        tracing::error!(topic = %name, partition = p.index, error = %e, "cannot delete the log of a deleted topic")
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot delete the log of a removed replica")
                     }
                 }
             }
         }
-        // Opening a log is mostly waiting for the disk (fsyncs, recovery reads), so many are
-        // opened at once: at start every partition is "created" by the metadata replay.
-        let opened = parallel_map(&delta.created_partitions, |(name, id, index)| {
+        let new_replicas: Vec<(String, Uuid, i32)> = local
+            .leaders
+            .iter()
+            .chain(&local.followers)
+            .filter(|l| l.is_new)
+            .map(|l| (l.topic.clone(), l.topic_id, l.partition.partition))
+            .collect();
+        let opened = parallel_map(&new_replicas, |(name, id, index)| {
             (name, *index, self.open_partition(image, name, *id, *index))
         });
         if !opened.is_empty() {
