@@ -44,6 +44,10 @@ pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 /// Every broker config key, with Kafka's default where Strata keeps it.
 pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("node.id", Int, Some("1"), Some(0), "This node's id in the cluster."),
+    key!("process.roles", Str, Some("broker,controller"), None, "This node's roles: broker, controller, or both (comma-separated)."),
+    key!("controller.quorum.voters", Str, None, None, "The controller quorum, as ID@HOST:PORT,...; unset: this node alone (the single-node default)."),
+    key!("controller.listener.names", Str, Some("CONTROLLER"), None, "Name of the listener controllers use among themselves."),
+    key!("inter.broker.listener.name", Str, Some("PLAINTEXT"), None, "Name of the listener brokers use among themselves."),
     key!("broker.rack", Str, None, None, "Rack of this broker, reported in Metadata."),
     key!("log.dirs", Str, None, None, "Data directories, comma-separated (set by --data-dir); each new partition goes to the one holding the fewest. Unset: log.dir."),
     key!("log.dir", Str, Some("./data"), None, "The data directory when log.dirs is not set (also a comma-separated list)."),
@@ -164,6 +168,8 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         "compression.lz4.level" if n.unwrap_or(0) > 17 => Err("must be at most 17".into()),
         "compression.zstd.level" if n.unwrap_or(0) > 22 => Err("must be at most 22".into()),
         "listeners" | "advertised.listeners" => parse_listener(v).map(|_| ()),
+        "process.roles" => parse_roles(v).map(|_| ()),
+        "controller.quorum.voters" => parse_voters(v).map(|_| ()),
         "log.dirs" | "log.dir" => parse_dirs(v).map(|_| ()),
         "metadata.log.dir" if v.is_empty() => Err("must name a directory".into()),
         // The budget is a semaphore's permits; tokio's semaphore holds at most this many (more
@@ -173,6 +179,66 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         }
         _ => Ok(()),
     }
+}
+
+/// One of a node's `process.roles`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Broker,
+    Controller,
+}
+
+/// Parses `process.roles` as Kafka does: `broker`, `controller` or both, comma-separated, each
+/// once.
+pub fn parse_roles(value: &str) -> Result<Vec<Role>, String> {
+    let mut roles = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let role = match entry {
+            "broker" => Role::Broker,
+            "controller" => Role::Controller,
+            other => return Err(format!("unknown role '{other}': the roles are broker and controller")),
+        };
+        if roles.contains(&role) {
+            return Err(format!("lists the role {entry} twice"));
+        }
+        roles.push(role);
+    }
+    if roles.is_empty() {
+        return Err("must name broker, controller, or both".into());
+    }
+    Ok(roles)
+}
+
+/// One voter of `controller.quorum.voters`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `controller.quorum.voters`, `ID@HOST:PORT,...` as in Kafka (KIP-595), each id once.
+pub fn parse_voters(value: &str) -> Result<Vec<Voter>, String> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for entry in value.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, addr) = entry.split_once('@').ok_or_else(|| format!("'{entry}' is not ID@HOST:PORT"))?;
+        let id =
+            id.trim().parse::<i32>().ok().filter(|i| *i >= 0).ok_or_else(|| format!("bad voter id in '{entry}'"))?;
+        let (host, port) = addr.rsplit_once(':').ok_or_else(|| format!("'{entry}' is not ID@HOST:PORT"))?;
+        let port = port.parse::<u16>().map_err(|_| format!("bad port in '{entry}'"))?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("no host in '{entry}'"));
+        }
+        if voters.iter().any(|v| v.id == id) {
+            return Err(format!("lists voter {id} twice"));
+        }
+        voters.push(Voter { id, host: host.to_string(), port });
+    }
+    if voters.is_empty() {
+        return Err("must name at least one voter, as ID@HOST:PORT".into());
+    }
+    Ok(voters)
 }
 
 /// Largest `queued.max.request.bytes`: the most permits a tokio semaphore holds.
@@ -249,7 +315,45 @@ impl BrokerConfig {
         }
         let config = Self { explicit };
         config.check_advertised()?;
+        config.check_quorum()?;
         Ok(config)
+    }
+
+    /// Kafka's rules for roles and voters: a node with the controller role must be one of
+    /// `controller.quorum.voters`; a broker-only or controller-only node needs voters to find
+    /// the quorum.
+    fn check_quorum(&self) -> Result<(), ConfigError> {
+        let roles = self.process_roles();
+        let voters = self.quorum_voters();
+        let bad = |key: &str, reason: String| ConfigError::BadValue {
+            key: key.into(),
+            value: self.get(key).unwrap_or_default().into(),
+            reason,
+        };
+        if voters.is_empty() && roles.len() < 2 {
+            return Err(bad(
+                "process.roles",
+                "a node that is not both broker and controller needs controller.quorum.voters to find the quorum"
+                    .into(),
+            ));
+        }
+        if !voters.is_empty() && roles.contains(&Role::Controller) && !voters.iter().any(|v| v.id == self.node_id()) {
+            return Err(bad(
+                "controller.quorum.voters",
+                format!("node.id {} has the controller role but is not one of the voters", self.node_id()),
+            ));
+        }
+        Ok(())
+    }
+
+    /// `process.roles` (validated at start).
+    pub fn process_roles(&self) -> Vec<Role> {
+        parse_roles(self.get("process.roles").unwrap_or("broker,controller")).unwrap_or_default()
+    }
+
+    /// `controller.quorum.voters`; empty in the single-node default (this node is the quorum).
+    pub fn quorum_voters(&self) -> Vec<Voter> {
+        self.get("controller.quorum.voters").and_then(|v| parse_voters(v).ok()).unwrap_or_default()
     }
 
     /// Kafka's rule: the advertised address (advertised.listeners, else the listener) must not be
@@ -657,6 +761,39 @@ mod tests {
     fn non_default_lists_what_differs_from_the_defaults() {
         let c = cfg(&[("num.partitions", "3"), ("log.dirs", "/d"), ("node.id", "1")]).unwrap();
         assert_eq!(c.non_default(), vec![("log.dirs", "/d"), ("num.partitions", "3")]);
+    }
+}
+
+#[cfg(test)]
+mod quorum_tests {
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        BrokerConfig::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn roles_and_voters_parse_as_kafka_writes_them() {
+        assert_eq!(parse_roles("broker, controller"), Ok(vec![Role::Broker, Role::Controller]));
+        assert!(parse_roles("broker,broker").is_err());
+        assert!(parse_roles("leader").is_err());
+        assert!(parse_roles(" ").is_err());
+        let v = parse_voters("1@127.0.0.1:9093, 2@[::1]:9093,3@c.example:9093").unwrap();
+        assert_eq!(v[1], Voter { id: 2, host: "::1".into(), port: 9093 });
+        for bad in ["1@h", "x@h:1", "1@:9", "1@h:1,1@g:2", "", "1@h:99999", "-1@h:1"] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_controller_must_be_a_voter_and_a_single_role_needs_voters() {
+        assert!(config(&[]).is_ok(), "the single-node default");
+        assert!(config(&[("process.roles", "broker")]).is_err());
+        assert!(config(&[("process.roles", "broker"), ("controller.quorum.voters", "2@h:9093")]).is_ok());
+        assert!(config(&[("node.id", "1"), ("controller.quorum.voters", "2@h:9093")]).is_err());
+        let c = config(&[("node.id", "2"), ("controller.quorum.voters", "2@h:9093,3@h:9094")]).unwrap();
+        assert_eq!(c.quorum_voters().len(), 2);
+        assert_eq!(c.process_roles(), vec![Role::Broker, Role::Controller]);
     }
 }
 

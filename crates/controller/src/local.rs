@@ -143,6 +143,21 @@ impl LocalController {
         Ok(Self { config, image: shared, jobs: Mutex::new(Some(tx)), thread: Mutex::new(Some(thread)) })
     }
 
+    /// Formats a node's metadata log for cluster `cluster_id` (as `kafka-storage format`
+    /// writes the bootstrap metadata): creates it in `dir` holding the record that fixes the
+    /// cluster id. Refuses ([`ControllerError::Identity`]) a log that already holds records.
+    pub fn format(dir: &Path, cluster_id: &str) -> Result<(), ControllerError> {
+        let (mut log, records) = MetadataLog::open(dir)?;
+        if !records.is_empty() {
+            return Err(ControllerError::Identity(format!(
+                "the metadata log in {} already holds {} records: this node is formatted",
+                dir.display(),
+                records.len()
+            )));
+        }
+        log.append(&[MetadataRecord::ClusterCreated { cluster_id: cluster_id.to_owned() }])
+    }
+
     /// The last committed image.
     pub fn image(&self) -> Arc<MetadataImage> {
         self.image.load_full()

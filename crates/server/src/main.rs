@@ -39,6 +39,25 @@ struct Cli {
 enum Command {
     /// Run a broker node.
     Server(settings::ServerArgs),
+    /// Format this node's data directories for a cluster (as `kafka-storage format`): writes
+    /// meta.properties (cluster id, node id, directory id) and the bootstrap metadata. Takes
+    /// the same config flags as `server`. A node of a multi-node cluster must be formatted
+    /// before its first start; the single-node default formats itself.
+    Format(FormatArgs),
+    /// Print a new random cluster id (as `kafka-storage random-uuid`).
+    RandomUuid,
+}
+
+#[derive(clap::Args, Debug)]
+struct FormatArgs {
+    #[command(flatten)]
+    server: settings::ServerArgs,
+    /// The cluster id, e.g. from `strata random-uuid` (22 characters of URL-safe base64).
+    #[arg(long, short = 't', value_name = "ID")]
+    cluster_id: String,
+    /// Leave directories that are already formatted for this cluster as they are.
+    #[arg(long, short = 'g')]
+    ignore_formatted: bool,
 }
 
 fn main() -> ExitCode {
@@ -53,7 +72,27 @@ fn main() -> ExitCode {
     if let Some(problem) = bad_filter {
         tracing::warn!(STRATA_LOG = %strata_log.as_deref().unwrap_or_default(), %problem, "invalid STRATA_LOG; logging at info");
     }
-    let Command::Server(args) = cli.command;
+    let args = match cli.command {
+        Command::Server(args) => args,
+        Command::RandomUuid => {
+            println!("{}", strata_log::data_dir::random_id());
+            return ExitCode::SUCCESS;
+        }
+        Command::Format(format) => {
+            return match settings::load(&format.server)
+                .and_then(|c| format_node(&c, &format.cluster_id, format.ignore_formatted))
+            {
+                Ok(message) => {
+                    println!("{message}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("strata format: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
     let config = match settings::load(&args) {
         Ok(c) => c,
         Err(e) => {
@@ -107,12 +146,71 @@ fn log_filter(value: Option<&str>) -> (EnvFilter, Option<String>) {
     }
 }
 
+/// `strata format`: checks the cluster id, then writes the bootstrap metadata log and
+/// `meta.properties` in every data directory. Refuses directories already formatted (for
+/// another cluster, always).
+fn format_node(
+    config: &strata_broker::BrokerConfig,
+    cluster_id: &str,
+    ignore_formatted: bool,
+) -> anyhow::Result<String> {
+    let valid =
+        cluster_id.len() == 22 && cluster_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        anyhow::bail!(
+            "cluster id '{cluster_id}' is not 22 characters of URL-safe base64 (make one with `strata random-uuid`)"
+        );
+    }
+    let log_dirs = config.log_dirs();
+    let metadata_dir = config.metadata_log_dir();
+    let mut data_dirs = DataDirs::open(&log_dirs, &metadata_dir)?;
+    match data_dirs.cluster_id()? {
+        Some(found) if found != cluster_id => {
+            anyhow::bail!("the data directories are already formatted for cluster {found}")
+        }
+        Some(_) if !ignore_formatted => anyhow::bail!(
+            "the data directories are already formatted for cluster {cluster_id} (--ignore-formatted leaves them as they are)"
+        ),
+        _ => {}
+    }
+    data_dirs.check_node_id(config.node_id())?;
+    let metadata_log = metadata_dir.join(METADATA_DIR);
+    match LocalController::format(&metadata_log, cluster_id) {
+        Ok(()) => {}
+        Err(e) if ignore_formatted && metadata_log.join("metadata.log").exists() => {
+            tracing::info!(error = %e, "metadata log already formatted; left as it is")
+        }
+        Err(e) => return Err(e).context("cannot write the bootstrap metadata"),
+    }
+    data_dirs.write_missing(cluster_id, config.node_id())?;
+    let dirs: Vec<String> = data_dirs.paths().map(|p| p.display().to_string()).collect();
+    Ok(format!("Formatted {} for cluster {cluster_id}, node {}", dirs.join(","), config.node_id()))
+}
+
 async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let log_dirs = config.log_dirs();
     let metadata_dir = config.metadata_log_dir();
     // Held until the process ends: a second broker on any of these directories is refused.
     let mut data_dirs = DataDirs::open(&log_dirs, &metadata_dir)?;
     data_dirs.check_node_id(config.node_id())?;
+    let voters = config.quorum_voters();
+    if !voters.is_empty() {
+        // A node of a configured quorum never formats itself: an empty directory there is a
+        // lost disk or a mistake, not a new cluster (Kafka refuses too).
+        if data_dirs.cluster_id()?.is_none() {
+            anyhow::bail!(
+                "the data directories ({}) are not formatted: a node with controller.quorum.voters must be formatted first, with `strata format --cluster-id ID` and the same config",
+                data_dirs.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+            );
+        }
+        if voters.len() > 1 || config.process_roles().len() < 2 {
+            anyhow::bail!(
+                "controller.quorum.voters names {} voter(s) and process.roles is '{}': this build runs one node that is both broker and controller and its own only voter; a quorum of several controllers is not available yet",
+                voters.len(),
+                config.get("process.roles").unwrap_or_default()
+            );
+        }
+    }
     check_metadata_log_location(&data_dirs, &metadata_dir)?;
     let cluster_id = data_dirs.cluster_id()?.map(str::to_owned);
     let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
