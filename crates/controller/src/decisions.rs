@@ -27,10 +27,33 @@ pub fn validate_topic_name(name: &str) -> Result<(), ApiError> {
     strata_metadata::check_topic_name(name).map_err(|m| ApiError::new(ResponseError::InvalidTopicException, m))
 }
 
-fn replicas_for(image: &MetadataImage, partition: i32, rf: i16) -> Vec<i32> {
-    let brokers: Vec<i32> = image.brokers.keys().copied().collect();
-    let n = brokers.len().max(1);
-    (0..rf as usize).map(|i| brokers.get((partition as usize + i) % n).copied().unwrap_or(0)).collect()
+/// The brokers that may take new replicas: registered and not fenced.
+fn eligible_brokers(image: &MetadataImage) -> Vec<crate::placement::Candidate> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.fenced)
+        .map(|b| crate::placement::Candidate { id: b.broker_id, rack: b.rack.clone() })
+        .collect()
+}
+
+/// Refuses a replication factor the cluster cannot give (Kafka's message), and, until
+/// partition replication lands, any above 1.
+fn check_replication_factor(image: &MetadataImage, rf: i16) -> Result<(), ApiError> {
+    let brokers = eligible_brokers(image).len();
+    if rf as usize > brokers {
+        return Err(ApiError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered."),
+        ));
+    }
+    if rf > 1 {
+        return Err(ApiError::new(
+            ResponseError::InvalidReplicationFactor,
+            format!("Replication factor {rf} needs partition replication, which this Strata build does not have yet: create the topic with replication factor 1."),
+        ));
+    }
+    Ok(())
 }
 
 fn partition_records(
@@ -40,9 +63,15 @@ fn partition_records(
     assignment: &BTreeMap<i32, Vec<i32>>,
     rf: i16,
 ) -> Vec<MetadataRecord> {
+    // Where a topic's leaders start in the broker list comes from its id (random), so topics
+    // do not all lead from the same broker, and the decision stays a function of its inputs.
+    let start = (topic_id.as_u128() % 1_000_003) as usize;
+    let count = range.end - range.start;
+    let placed = crate::placement::place(&eligible_brokers(image), range.start, count, rf.max(1) as usize, start);
     range
-        .map(|p| {
-            let replicas = assignment.get(&p).cloned().unwrap_or_else(|| replicas_for(image, p, rf));
+        .zip(placed)
+        .map(|(p, auto)| {
+            let replicas = assignment.get(&p).cloned().unwrap_or(auto);
             MetadataRecord::PartitionCreated {
                 topic_id,
                 partition: p,
@@ -131,7 +160,6 @@ fn plan_topic(
     if let Some(existing) = image.colliding_topic(&spec.name) {
         return Err(collision(&spec.name, existing));
     }
-    let broker_count = image.brokers.len().max(1);
     let (num_partitions, rf, assignment) = if spec.assignments.is_empty() {
         let n = if spec.num_partitions == -1 { defaults.num_partitions } else { spec.num_partitions };
         let rf =
@@ -148,12 +176,7 @@ fn plan_topic(
                 "Replication factor must be larger than 0.",
             ));
         }
-        if rf as usize > broker_count {
-            return Err(ApiError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {broker_count} broker(s) are registered."),
-            ));
-        }
+        check_replication_factor(image, rf)?;
         (n, rf, BTreeMap::new())
     } else {
         if spec.num_partitions != -1 || spec.replication_factor != -1 {
@@ -179,6 +202,9 @@ fn plan_topic(
             ));
         }
         let rf = i16::try_from(rf.unwrap_or(0)).unwrap_or(i16::MAX);
+        if rf > 1 {
+            check_replication_factor(image, rf)?;
+        }
         (n, rf, assignment)
     };
     for (k, v) in &spec.configs {

@@ -14,6 +14,7 @@
 pub mod decisions;
 pub mod local;
 pub mod metadata_log;
+pub mod placement;
 
 pub use local::{ControllerConfig, LocalController};
 
