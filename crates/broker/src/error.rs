@@ -42,6 +42,10 @@ pub enum BrokerError {
     InvalidRequest(String),
     #[error("invalid topic: {0}")]
     InvalidTopic(String),
+    /// The partition exists but this broker is not its leader (Kafka's
+    /// NOT_LEADER_OR_FOLLOWER): clients refresh their metadata and go to the leader.
+    #[error("this broker is not the leader of {0}")]
+    NotLeaderOrFollower(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -127,7 +131,7 @@ impl BrokerError {
             BrokerError::InvalidRequest(_) => ResponseError::InvalidRequest,
             BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
             // Retriable, so clients come back after the restart.
-            BrokerError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+            BrokerError::ShuttingDown | BrokerError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
         }
     }
 

@@ -25,15 +25,18 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeClusterRequest) -> Describe
         .with_cluster_id(str_bytes(image.cluster_id.clone().unwrap_or_default()))
         .with_controller_id(BrokerId(broker.node_id))
         .with_brokers(
+            // Fenced brokers only when asked (v2, KIP-1073), flagged as such.
             image
                 .brokers
                 .values()
+                .filter(|b| !b.fenced || request.include_fenced_brokers)
                 .map(|b| {
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(b.broker_id))
                         .with_host(str_bytes(b.host.clone()))
                         .with_port(i32::from(b.port))
                         .with_rack(b.rack.clone().map(str_bytes))
+                        .with_is_fenced(b.fenced)
                 })
                 .collect(),
         )

@@ -97,9 +97,11 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
             })
             .collect(),
     };
+    // Only live brokers: a fenced one leads nothing and clients must not be sent to it.
     let brokers = image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
@@ -138,9 +140,14 @@ fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool) -> Metad
         .partitions
         .iter()
         .map(|p| {
+            // A partition whose leader is none (-1) or a broker that is not live has no leader
+            // to send clients to: LEADER_NOT_AVAILABLE with leader -1, as Kafka's MetadataCache.
+            let live = image.brokers.get(&p.leader).is_some_and(|b| !b.fenced);
+            let (error, leader) = if live { (0, p.leader) } else { (ResponseError::LeaderNotAvailable.code(), -1) };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(p.partition)
-                .with_leader_id(BrokerId(p.leader))
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().copied().map(BrokerId).collect())
                 .with_isr_nodes(p.isr.iter().copied().map(BrokerId).collect())

@@ -161,14 +161,17 @@ impl ReplicaManager {
     /// broker restarted).
     pub fn get(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
         self.partition(topic, index).ok_or_else(|| {
-            let known =
-                self.image().topic(topic).is_some_and(|t| usize::try_from(index).is_ok_and(|i| i < t.partitions.len()));
-            if known {
-                BrokerError::Storage(format!(
+            let image = self.image();
+            let known = image.topic(topic).and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned());
+            match known {
+                // Another broker holds it: the client's metadata is stale.
+                Some(p) if !p.replicas.contains(&self.node_id) => {
+                    BrokerError::NotLeaderOrFollower(format!("{topic}-{index} (its leader is broker {})", p.leader))
+                }
+                Some(_) => BrokerError::Storage(format!(
                     "{topic}-{index} is offline: its log could not be opened (see the broker's log)"
-                ))
-            } else {
-                BrokerError::UnknownTopicOrPartition
+                )),
+                None => BrokerError::UnknownTopicOrPartition,
             }
         })
     }
@@ -500,6 +503,53 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A broker opens only its own replicas, answers NOT_LEADER_OR_FOLLOWER for partitions
+    /// another broker holds, and deletes a replica that moved away (local changes).
+    #[test]
+    fn only_local_replicas_are_opened_and_others_are_not_led_here() {
+        let root = tempfile::tempdir().unwrap();
+        let rm =
+            ReplicaManager::with_log_dirs(vec![root.path().to_path_buf()], BTreeMap::new()).unwrap().with_node_id(1);
+        let id = Uuid::new_v4();
+        let (image, delta) = MetadataImage::empty()
+            .apply(&[
+                MetadataRecord::TopicCreated { name: "t".into(), topic_id: id },
+                MetadataRecord::PartitionCreated {
+                    topic_id: id,
+                    partition: 0,
+                    replicas: vec![1],
+                    leader: 1,
+                    leader_epoch: 0,
+                },
+                MetadataRecord::PartitionCreated {
+                    topic_id: id,
+                    partition: 1,
+                    replicas: vec![2],
+                    leader: 2,
+                    leader_epoch: 0,
+                },
+            ])
+            .unwrap();
+        rm.publish(&Arc::new(image.clone()), &delta);
+        assert!(rm.get("t", 0).is_ok());
+        assert!(matches!(rm.get("t", 1), Err(BrokerError::NotLeaderOrFollower(_))));
+        assert!(matches!(rm.get("t", 2), Err(BrokerError::UnknownTopicOrPartition)));
+        assert_eq!(held(root.path()), vec!["t-0".to_string()]);
+        // Partition 0 moves to broker 2: its replica here goes.
+        let (image, delta) = image
+            .apply(&[MetadataRecord::PartitionChange {
+                topic_id: id,
+                partition: 0,
+                leader: Some(2),
+                isr: Some(vec![2]),
+                replicas: Some(vec![2]),
+            }])
+            .unwrap();
+        rm.publish(&Arc::new(image), &delta);
+        assert!(matches!(rm.get("t", 0), Err(BrokerError::NotLeaderOrFollower(_))));
+        assert!(held(root.path()).is_empty());
     }
 
     #[test]
