@@ -18,54 +18,65 @@ use crate::Broker;
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
-/// FindCoordinator: this broker coordinates every group. Transactions are
-/// not served: a transactional key gets a non-retriable error so that the
-/// client fails at once instead of retrying until its timeout.
+/// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
+/// partition (`partition_for`, Kafka's hash), if that broker is live; otherwise
+/// COORDINATOR_NOT_AVAILABLE, which clients retry. Transactions are not served: a
+/// transactional key gets a non-retriable error so that the client fails at once instead of
+/// retrying until its timeout.
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
     let image = broker.replicas.image();
-    let me = image.brokers.get(&broker.node_id);
-    let (host, port) = me.map_or((String::new(), -1), |b| (b.host.clone(), i32::from(b.port)));
-    let answer = |key: StrBytes| -> (Option<ResponseError>, Option<String>, StrBytes) {
+    // (error, message, node id, host, port) for one key.
+    let answer = |key: &StrBytes| -> (Option<ResponseError>, Option<String>, i32, String, i32) {
+        let refuse = |e: ResponseError, m: String| (Some(e), Some(m), -1, String::new(), -1);
         match request.key_type {
-            KEY_TYPE_GROUP if me.is_some() => (None, None, key),
             KEY_TYPE_GROUP => {
-                (Some(ResponseError::CoordinatorNotAvailable), Some("broker not registered yet".into()), key)
+                let Some(topic) = image.topic(crate::groups::OFFSETS_TOPIC) else {
+                    return refuse(
+                        ResponseError::CoordinatorNotAvailable,
+                        "the offsets topic does not exist yet".into(),
+                    );
+                };
+                let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+                let index = strata_group::partition_for(key.as_str(), count.max(1));
+                let leader = usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).map_or(-1, |p| p.leader);
+                match image.brokers.get(&leader).filter(|b| !b.fenced) {
+                    Some(b) => (None, None, b.broker_id, b.host.clone(), i32::from(b.port)),
+                    None => refuse(
+                        ResponseError::CoordinatorNotAvailable,
+                        format!("the leader of {}-{index} is not available", crate::groups::OFFSETS_TOPIC),
+                    ),
+                }
             }
-            KEY_TYPE_TRANSACTION => (
-                Some(ResponseError::TransactionalIdAuthorizationFailed),
-                Some("transactions are not supported by this broker yet".into()),
-                key,
+            KEY_TYPE_TRANSACTION => refuse(
+                ResponseError::TransactionalIdAuthorizationFailed,
+                "transactions are not supported by this broker yet".into(),
             ),
-            other => {
-                (Some(ResponseError::InvalidRequest), Some(format!("unsupported coordinator key type {other}")), key)
-            }
+            other => refuse(ResponseError::InvalidRequest, format!("unsupported coordinator key type {other}")),
         }
     };
     if version < 4 {
-        let (error, message, _) = answer(request.key.clone());
-        let ok = error.is_none();
+        let (error, message, node, host, port) = answer(&request.key);
         return FindCoordinatorResponse::default()
             .with_error_code(error.map_or(0, |e| e.code()))
             .with_error_message(message.map(str_bytes))
-            .with_node_id(BrokerId(if ok { broker.node_id } else { -1 }))
-            .with_host(str_bytes(if ok { host.clone() } else { String::new() }))
-            .with_port(if ok { port } else { -1 });
+            .with_node_id(BrokerId(node))
+            .with_host(str_bytes(host))
+            .with_port(port);
     }
     let coordinators = request
         .coordinator_keys
         .iter()
         .map(|k| {
-            let (error, message, key) = answer(k.clone());
-            let ok = error.is_none();
+            let (error, message, node, host, port) = answer(k);
             Coordinator::default()
-                .with_key(key)
-                .with_node_id(BrokerId(if ok { broker.node_id } else { -1 }))
-                .with_host(str_bytes(if ok { host.clone() } else { String::new() }))
-                .with_port(if ok { port } else { -1 })
+                .with_key(k.clone())
+                .with_node_id(BrokerId(node))
+                .with_host(str_bytes(host))
+                .with_port(port)
                 .with_error_code(error.map_or(0, |e| e.code()))
                 .with_error_message(message.map(str_bytes))
         })
