@@ -355,13 +355,12 @@ pub fn load_shard(partition: &Partition, shard: &mut GroupCoordinatorShard) -> R
             .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}-{index}: undecodable batch: {e}")))?;
         // Batches, not records, say where the next read starts: the cleaner keeps a batch's
         // last offset when it removes its last records (and may leave an empty batch).
-        let mut next = strata_protocol::batch::BatchIter::new(&read.records)
+        let next = strata_protocol::batch::BatchIter::new(&read.records)
             .map_while(Result::ok)
             .map(|(h, _)| h.last_offset() + 1)
             .fold(offset, i64::max);
         for set in sets {
             for r in set.records {
-                next = next.max(r.offset + 1);
                 if r.offset < offset || r.control {
                     continue;
                 }

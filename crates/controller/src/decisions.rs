@@ -470,7 +470,7 @@ mod tests {
         let recs = create_partitions(&img, "t", 5, None).unwrap();
         let (img, delta) = img.apply(&recs).unwrap();
         assert_eq!(img.topic("t").unwrap().partitions.len(), 5);
-        assert_eq!(delta.created_partitions.len(), 3);
+        assert_eq!(delta.created_partitions().count(), 3);
         let r = ConfigResource::Topic("t".into());
         assert_eq!(
             alter_configs(&img, &r, &[ConfigOp::Set("retention.ms".into(), "x".into())], false).unwrap_err().error,

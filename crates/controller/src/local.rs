@@ -403,7 +403,7 @@ mod tests {
         struct Slow;
         impl MetadataPublisher for Slow {
             fn publish(&self, _: &Arc<MetadataImage>, delta: &strata_metadata::MetadataDelta) {
-                if !delta.created_partitions.is_empty() {
+                if delta.created_partitions().next().is_some() {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
             }

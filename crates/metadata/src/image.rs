@@ -75,8 +75,6 @@ pub struct MetadataImage {
 /// What one `apply` changed, for publishers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataDelta {
-    /// (topic name, topic id, partition) for every partition created.
-    pub created_partitions: Vec<(String, Uuid, i32)>,
     /// (name, id) of every topic deleted.
     pub deleted_topics: Vec<(String, Uuid)>,
     /// Resources whose config changed.
@@ -127,13 +125,21 @@ pub struct LocalReplicaChanges {
 }
 
 impl MetadataDelta {
+    /// (topic name, topic id, partition) of every partition the records created (and did not
+    /// delete again).
+    pub fn created_partitions(&self) -> impl Iterator<Item = (&str, Uuid, i32)> + '_ {
+        self.changed_partitions
+            .iter()
+            .filter(|(_, c)| c.before.is_none() && c.after.is_some())
+            .map(|((id, p), c)| (c.topic.as_str(), *id, *p))
+    }
+
     /// The delta from the empty image to `image`: everything in it, as created (what a
     /// publisher registered after start is told first).
     pub fn everything_in(image: &MetadataImage) -> MetadataDelta {
         let mut delta = MetadataDelta::default();
         for t in image.topics() {
             for p in &t.partitions {
-                delta.created_partitions.push((t.name.clone(), t.id, p.partition));
                 delta.partition_changed(&t.name, t.id, None, Some(p));
             }
         }
@@ -178,13 +184,15 @@ impl MetadataDelta {
         before: Option<&PartitionImage>,
         after: Option<&PartitionImage>,
     ) {
-        let entry = self.changed_partitions.entry((topic_id, after.or(before).map_or(0, |p| p.partition)));
-        let change =
-            entry.or_insert_with(|| PartitionDelta { topic: topic.to_string(), before: before.cloned(), after: None });
+        let key = (topic_id, after.or(before).map_or(0, |p| p.partition));
+        let change = self.changed_partitions.entry(key).or_insert_with(|| PartitionDelta {
+            topic: topic.to_string(),
+            before: before.cloned(),
+            after: None,
+        });
         change.after = after.cloned();
         if change.before.is_none() && change.after.is_none() {
             // Created and deleted within the same records: nothing to tell.
-            let key = (topic_id, before.or(after).map_or(0, |p| p.partition));
             self.changed_partitions.remove(&key);
         }
     }
@@ -323,7 +331,6 @@ impl MetadataImage {
                 };
                 topic.partitions.push(created.clone());
                 delta.partition_changed(&name, *topic_id, None, Some(&created));
-                delta.created_partitions.push((name, *topic_id, *partition));
             }
             MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas } => {
                 let name = self.topic_names.get(topic_id).cloned().ok_or_else(|| {
@@ -378,7 +385,6 @@ impl MetadataImage {
                 if self.configs.remove(&resource).is_some() {
                     delta.changed_configs.push(resource);
                 }
-                delta.created_partitions.retain(|(_, id, _)| id != topic_id);
                 self.deleted_topic_ids.insert(*topic_id);
                 delta.deleted_topics.push((name, *topic_id));
             }
@@ -447,7 +453,7 @@ mod tests {
             .unwrap();
         assert_eq!(img.records_applied, 5);
         assert_eq!(img.topic_by_id(&id).unwrap().partitions.len(), 2);
-        assert_eq!(delta.created_partitions.len(), 2);
+        assert_eq!(delta.created_partitions().count(), 2);
         assert_eq!(img.configs(&t).unwrap()["retention.ms"], "5");
         let (img2, delta) = img.apply(&[MetadataRecord::TopicDeleted { topic_id: id }]).unwrap();
         assert!(img2.topic("t").is_none() && img2.configs(&t).is_none());

@@ -23,7 +23,7 @@
 //!     MetadataRecord::PartitionCreated { topic_id: id, partition: 0, replicas: vec![1], leader: 1, leader_epoch: 0 },
 //! ]).unwrap();
 //! assert_eq!(image.topic("t").unwrap().partitions.len(), 1);
-//! assert_eq!(delta.created_partitions.len(), 1);
+//! assert_eq!(delta.created_partitions().count(), 1);
 //! ```
 
 pub mod channel;

@@ -15,6 +15,7 @@ use std::io::Read;
 use crate::batch::{BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN, LOG_OVERHEAD};
 
 use super::codec::{compress_records, decompressing_reader, finish_batch};
+use super::scan::{malformed, read_varint, read_varlong, SliceSource, Source};
 use super::{CompressionLevels, RecompressError, RecordsError, MAX_RECORDS_BYTES};
 
 /// Attribute bit 6: the batch's `baseTimestamp` is the delete horizon of its tombstones
@@ -89,9 +90,9 @@ pub fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, R
     let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(section.len() / 7 + 1));
     let mut pos = 0usize;
     for index in 0..count.max(0) {
-        let mut r = Reader { buf: section, pos, index };
+        let mut r = Reader::new(section, pos, index);
         let length = r.varint()?;
-        let body_start = r.pos;
+        let body_start = r.pos();
         let end = usize::try_from(length)
             .ok()
             .and_then(|l| body_start.checked_add(l))
@@ -99,7 +100,7 @@ pub fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, R
             .ok_or_else(|| malformed(index, format!("Invalid record size {length}")))?;
         r.byte()?; // attributes
         let timestamp_delta = r.varlong()?;
-        let after_timestamp = r.pos - pos;
+        let after_timestamp = r.pos() - pos;
         let offset_delta = r.varint()?;
         let key = r.bytes()?;
         let value = r.bytes()?;
@@ -114,7 +115,7 @@ pub fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, R
             }
             r.bytes()?;
         }
-        if r.pos != end {
+        if r.pos() != end {
             return Err(malformed(index, "Invalid record size: the fields do not fill the record"));
         }
         let attributes_at = body_start - pos;
@@ -208,55 +209,47 @@ fn put_varint(out: &mut Vec<u8>, v: i32) {
     put_varlong(out, i64::from(v));
 }
 
-fn malformed(index: i32, reason: impl Into<String>) -> RecordsError {
-    RecordsError::Malformed { index, reason: reason.into() }
-}
-
+/// A record's fields read in place from an uncompressed records section, with the scan's
+/// varint decoding.
 struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+    src: SliceSource<'a>,
     index: i32,
 }
 
 impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Result<u8, RecordsError> {
-        let b = *self.buf.get(self.pos).ok_or_else(|| malformed(self.index, "premature end of the record"))?;
-        self.pos += 1;
-        Ok(b)
+    fn new(buf: &'a [u8], pos: usize, index: i32) -> Self {
+        Reader { src: SliceSource { buf, pos }, index }
     }
 
-    fn unsigned(&mut self, max_bytes: u32) -> Result<u64, RecordsError> {
-        let mut value = 0u64;
-        for i in 0..max_bytes {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(malformed(self.index, "varint is too long"))
+    fn premature(&self) -> RecordsError {
+        malformed(self.index, "premature end of the record")
+    }
+
+    fn pos(&self) -> usize {
+        self.src.pos
+    }
+
+    fn byte(&mut self) -> Result<u8, RecordsError> {
+        self.src.byte()?.ok_or_else(|| self.premature())
     }
 
     fn varlong(&mut self) -> Result<i64, RecordsError> {
-        let raw = self.unsigned(10)?;
-        Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+        read_varlong(&mut self.src, self.index)?.ok_or_else(|| self.premature())
     }
 
     fn varint(&mut self) -> Result<i32, RecordsError> {
-        let raw = self.unsigned(5)?;
-        let v = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
-        i32::try_from(v).map_err(|_| malformed(self.index, "varint out of range"))
+        read_varint(&mut self.src, self.index)?.ok_or_else(|| self.premature())
     }
 
     /// A length-prefixed field; `None` when null (negative length).
     fn bytes(&mut self) -> Result<Option<&'a [u8]>, RecordsError> {
         let len = self.varint()?;
         let Ok(len) = usize::try_from(len) else { return Ok(None) };
-        let end = self.pos.checked_add(len).filter(|e| *e <= self.buf.len());
-        let end = end.ok_or_else(|| malformed(self.index, "premature end of the record"))?;
-        let out = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(Some(out))
+        let start = self.src.pos;
+        if !self.src.skip(len)? {
+            return Err(self.premature());
+        }
+        Ok(Some(&self.src.buf[start..start + len]))
     }
 }
 

@@ -59,7 +59,7 @@ impl RecordView {
 }
 
 /// Bytes to read records from: a slice, or a decompressing stream.
-trait Source {
+pub(super) trait Source {
     /// The next byte; `Ok(None)` at the end.
     fn byte(&mut self) -> Result<Option<u8>, RecordsError>;
     /// Skips `n` bytes; `Ok(false)` if fewer remain.
@@ -70,9 +70,9 @@ trait Source {
     fn at_end(&mut self) -> Result<bool, RecordsError>;
 }
 
-struct SliceSource<'a> {
-    buf: &'a [u8],
-    pos: usize,
+pub(super) struct SliceSource<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
 }
 
 impl Source for SliceSource<'_> {
@@ -193,7 +193,7 @@ fn walk(
     Ok(())
 }
 
-fn malformed(index: i32, reason: impl Into<String>) -> RecordsError {
+pub(super) fn malformed(index: i32, reason: impl Into<String>) -> RecordsError {
     RecordsError::Malformed { index, reason: reason.into() }
 }
 
@@ -274,12 +274,12 @@ fn read_unsigned(s: &mut impl Source, index: i32, max_bytes: u32) -> Result<Opti
 }
 
 #[inline]
-fn read_varlong(s: &mut impl Source, index: i32) -> Result<Option<i64>, RecordsError> {
+pub(super) fn read_varlong(s: &mut impl Source, index: i32) -> Result<Option<i64>, RecordsError> {
     Ok(read_unsigned(s, index, 10)?.map(|raw| ((raw >> 1) as i64) ^ -((raw & 1) as i64)))
 }
 
 #[inline]
-fn read_varint(s: &mut impl Source, index: i32) -> Result<Option<i32>, RecordsError> {
+pub(super) fn read_varint(s: &mut impl Source, index: i32) -> Result<Option<i32>, RecordsError> {
     match read_unsigned(s, index, 5)? {
         None => Ok(None),
         Some(raw) => {
