@@ -368,18 +368,40 @@ impl Log {
         // one's sealing can leave the old segment's tail unsynced (torn, or cut at a batch
         // boundary) and its indexes unsealed, with the empty new one after it: after an unclean
         // stop with an empty last segment, the one before it is scanned too.
+        // A last segment whose every byte is torn counts as empty too: it is recovered here,
+        // once, and the loop below takes it as it is (so every open of the same durable files
+        // ends at the same log end offset).
+        let mut recovered_last: Option<(Segment, crate::segment::Recovered)> = None;
         let last_is_empty = match bases.last() {
             Some(&last) if bases.len() >= 2 && !clean => {
                 let path = dir.join(format!("{last:020}.log"));
-                storage.open(&path, false).and_then(|f| f.len()).map_err(LogError::io(&path))? == 0
+                let len = storage.open(&path, false).and_then(|f| f.len()).map_err(LogError::io(&path))?;
+                if len > 0 {
+                    let (mut seg, _) = Segment::open(&storage, dir, last, &log.config)?;
+                    let rec = seg.recover(&log.config, true)?;
+                    let emptied = seg.size() == 0;
+                    recovered_last = Some((seg, rec));
+                    emptied
+                } else {
+                    true
+                }
             }
             _ => false,
         };
         let before_last = if last_is_empty { bases.len().checked_sub(2).map(|i| bases[i]) } else { None };
         let mut remaining = bases.iter().copied().peekable();
         while let Some(base) = remaining.next() {
-            let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
             let is_last = remaining.peek().is_none();
+            if is_last {
+                if let Some((seg, rec)) = recovered_last.take() {
+                    recovered_active = true;
+                    leo = Some(rec.next_offset);
+                    recovery = Some(rec);
+                    log.segments.insert(base, seg);
+                    continue;
+                }
+            }
+            let (mut seg, damaged) = Segment::open(&storage, dir, base, &log.config)?;
             if Some(base) == before_last {
                 let rec = seg.recover(&log.config, true)?;
                 let next_base = remaining.peek().copied().unwrap_or(rec.next_offset);
@@ -397,7 +419,10 @@ impl Log {
                     truncated_bytes = rec.truncated_bytes,
                     "a roll the crash interrupted left this segment short; it is active again");
                 for later in remaining.by_ref() {
-                    let (s, _) = Segment::open(&storage, dir, later, &log.config)?;
+                    let s = match recovered_last.take() {
+                        Some((s, _)) if s.base_offset == later => s,
+                        _ => Segment::open(&storage, dir, later, &log.config)?.0,
+                    };
                     s.delete_files()?;
                 }
                 recovered_active = true;

@@ -519,12 +519,18 @@ impl Segment {
     /// bad index costs time, never an error or a wrong answer.
     fn scan_start(&self, data: &[u8], offset: i64) -> Result<usize, LogError> {
         let rel = offset.saturating_sub(self.base_offset);
-        let start = self.offset_index.floor(rel)?.map_or(0, |e| e.value as usize);
+        let Some(entry) = self.offset_index.floor(rel)? else {
+            return Ok(0);
+        };
+        let start = entry.value as usize;
         if start == 0 {
             return Ok(0);
         }
-        let leads_there =
-            data.get(start..).and_then(|rest| BatchHeader::parse(rest).ok()).is_some_and(|h| h.base_offset <= offset);
+        // An entry names the last offset of the batch at its position (see `index_batch`): a
+        // header that parses there by chance (inside a record's bytes) will not also match it.
+        let leads_there = data.get(start..).and_then(|rest| BatchHeader::parse(rest).ok()).is_some_and(|h| {
+            h.base_offset <= offset && h.last_offset().checked_sub(self.base_offset) == Some(entry.key)
+        });
         if !leads_there {
             tracing::warn!(path = %self.log_path.display(), offset, index_position = start,
                 "offset index entry does not point at a batch at or before the offset; scanning the segment from its start");
