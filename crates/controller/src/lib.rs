@@ -15,6 +15,7 @@ pub mod decisions;
 pub mod local;
 pub mod metadata_log;
 pub mod placement;
+pub mod raft;
 
 pub use local::{ControllerConfig, LocalController};
 
@@ -36,4 +37,7 @@ pub enum ControllerError {
     /// The metadata log does not belong to this node or to the data beside it.
     #[error("{0}")]
     Identity(String),
+    /// raft-rs refused a configuration or a committed entry cannot be read.
+    #[error("metadata quorum: {0}")]
+    Raft(String),
 }

@@ -51,8 +51,54 @@ fn frame(bytes: &[u8]) -> Option<&[u8]> {
     (crc32c::crc32c(payload) == crc).then_some(payload)
 }
 
+/// `payload` as one frame: `[len u32][crc32c u32][payload]`.
+pub(crate) fn encode_frame(payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(FRAME_HEADER + payload.len());
+    buf.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+    buf.extend_from_slice(&crc32c::crc32c(payload).to_be_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Payloads with their positions, and where the whole frames end.
+pub(crate) type Frames<'a> = (Vec<(usize, &'a [u8])>, usize);
+
+/// The payloads of the whole frames at the start of `bytes`, each with its position, and
+/// where they end. A bad frame is a torn tail (where the result ends) only if no valid frame
+/// follows it; otherwise the file is damaged: `Err((position, reason))`.
+pub(crate) fn parse_frames(bytes: &[u8]) -> Result<Frames<'_>, (usize, String)> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let Some(payload) = frame(&bytes[pos..]) else {
+            if let Some(later) = (pos + 1..bytes.len()).find(|&p| frame(&bytes[p..]).is_some()) {
+                return Err((
+                    pos,
+                    format!("a frame fails its checksum or length, and a valid frame follows at byte {later}"),
+                ));
+            }
+            break;
+        };
+        out.push((pos, payload));
+        pos += FRAME_HEADER + payload.len();
+    }
+    Ok((out, pos))
+}
+
+/// `records` as a batch payload (see the module docs); also the data of a Raft entry.
+pub(crate) fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut payload = vec![BATCH_MARKER];
+    payload.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for r in records {
+        let bytes = r.encode();
+        payload.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+        payload.extend_from_slice(&bytes);
+    }
+    payload
+}
+
 /// Records of a frame's payload (a batch, or one record of an older log).
-fn records(payload: &[u8]) -> Result<Vec<MetadataRecord>, String> {
+pub(crate) fn records(payload: &[u8]) -> Result<Vec<MetadataRecord>, String> {
     let Some((&BATCH_MARKER, mut rest)) = payload.split_first() else {
         return MetadataRecord::decode(payload).map(|r| vec![r]).map_err(|e| e.to_string());
     };
@@ -117,22 +163,12 @@ impl MetadataLog {
             position: position as u64,
             reason,
         };
+        let (frames, end) = parse_frames(bytes).map_err(|(pos, reason)| corrupt(pos, reason))?;
         let mut records = Vec::new();
-        let mut pos = 0usize;
-        while pos < bytes.len() {
-            let Some(payload) = frame(&bytes[pos..]) else {
-                if let Some(later) = (pos + 1..bytes.len()).find(|&p| frame(&bytes[p..]).is_some()) {
-                    return Err(corrupt(
-                        pos,
-                        format!("a frame fails its checksum or length, and a valid frame follows at byte {later}"),
-                    ));
-                }
-                break;
-            };
+        for (pos, payload) in frames {
             records.extend(self::records(payload).map_err(|reason| corrupt(pos, reason))?);
-            pos += FRAME_HEADER + payload.len();
         }
-        Ok((records, pos))
+        Ok((records, end))
     }
 
     /// Appends `records` as one frame and fsyncs before returning. On failure the frame is cut
@@ -142,17 +178,7 @@ impl MetadataLog {
         if let Some(reason) = &self.offline {
             return Err(ControllerError::Offline { path: self.path.clone(), reason: reason.clone() });
         }
-        let mut payload = vec![BATCH_MARKER];
-        payload.extend_from_slice(&(records.len() as u32).to_be_bytes());
-        for r in records {
-            let bytes = r.encode();
-            payload.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-            payload.extend_from_slice(&bytes);
-        }
-        let mut buf = Vec::with_capacity(FRAME_HEADER + payload.len());
-        buf.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
-        buf.extend_from_slice(&crc32c::crc32c(&payload).to_be_bytes());
-        buf.extend_from_slice(&payload);
+        let buf = encode_frame(&encode_batch(records));
         let io = |source| ControllerError::Io { path: self.path.clone(), source };
         if let Err(e) = self.file.write_all_at(self.len, &buf) {
             // e.g. a full disk: cut off whatever part of the frame landed.

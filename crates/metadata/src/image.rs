@@ -10,13 +10,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use imbl::{HashMap as PHashMap, HashSet as PHashSet, OrdMap};
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::record::{ConfigResource, MetadataRecord};
 use crate::MetadataError;
 
 /// One partition's placement (Kafka's `PartitionRegistration`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionImage {
     pub partition: i32,
     pub replicas: Vec<i32>,
@@ -30,7 +31,7 @@ pub struct PartitionImage {
 }
 
 /// One topic: its durable id and its partitions, indexed by partition number.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicImage {
     pub name: String,
     pub id: Uuid,
@@ -39,7 +40,7 @@ pub struct TopicImage {
 }
 
 /// A registered broker's endpoint and state.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerImage {
     pub broker_id: i32,
     pub host: String,
@@ -53,7 +54,7 @@ pub struct BrokerImage {
 
 /// The cluster's metadata after applying records up to some point. Immutable:
 /// share it as `Arc<MetadataImage>`; [`apply`](Self::apply) builds a new one.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
     /// Number of records applied so far (the next record's index).
     pub records_applied: u64,
@@ -67,6 +68,8 @@ pub struct MetadataImage {
     /// Ids of every topic a committed record deleted: their data may be removed from disk
     /// (and only theirs: data whose topic the image does not know is kept).
     deleted_topic_ids: PHashSet<Uuid>,
+    /// (A list of pairs in a snapshot: JSON keys are strings.)
+    #[serde(with = "pairs")]
     configs: OrdMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
@@ -150,6 +153,44 @@ impl MetadataDelta {
         delta
     }
 
+    /// What changed from `old` to `new` (used when a snapshot replaces an image, so the records
+    /// in between are not at hand): every partition, broker and config that differs, and every
+    /// topic of `old` that `new` does not hold under the same id.
+    pub fn between(old: &MetadataImage, new: &MetadataImage) -> MetadataDelta {
+        let mut delta = MetadataDelta::default();
+        for topic in old.topics.values() {
+            let kept = new.topic_by_id(&topic.id).filter(|t| t.name == topic.name);
+            for p in &topic.partitions {
+                let after = kept.and_then(|t| t.partitions.get(p.partition as usize));
+                if after != Some(p) {
+                    delta.partition_changed(&topic.name, topic.id, Some(p), after);
+                }
+            }
+            if kept.is_none() {
+                delta.deleted_topics.push((topic.name.clone(), topic.id));
+            }
+        }
+        for topic in new.topics.values() {
+            let before = old.topic_by_id(&topic.id).filter(|t| t.name == topic.name);
+            for p in &topic.partitions {
+                if before.and_then(|t| t.partitions.get(p.partition as usize)).is_none() {
+                    delta.partition_changed(&topic.name, topic.id, None, Some(p));
+                }
+            }
+        }
+        for b in new.brokers.values() {
+            let before = old.brokers.get(&b.broker_id);
+            if before != Some(b) {
+                delta.broker_changed(before, b);
+            }
+        }
+        let resources: std::collections::BTreeSet<&ConfigResource> =
+            old.configs.keys().chain(new.configs.keys()).collect();
+        delta.changed_configs =
+            resources.into_iter().filter(|r| old.configs.get(*r) != new.configs.get(*r)).cloned().collect();
+        delta
+    }
+
     /// What the delta means for the replicas of broker `broker_id` (Kafka's
     /// `TopicsDelta.localChanges`): which it must lead, follow or delete.
     pub fn local_changes(&self, broker_id: i32) -> LocalReplicaChanges {
@@ -206,7 +247,59 @@ impl MetadataDelta {
     }
 }
 
+/// A map as a list of `(key, value)` pairs, for keys JSON cannot use as object keys.
+mod pairs {
+    use imbl::OrdMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<K, V, S>(map: &OrdMap<K, V>, s: S) -> Result<S::Ok, S::Error>
+    where
+        K: Serialize + Ord + Clone,
+        V: Serialize + Clone,
+        S: Serializer,
+    {
+        s.collect_seq(map.iter())
+    }
+
+    pub fn deserialize<'de, K, V, D>(d: D) -> Result<OrdMap<K, V>, D::Error>
+    where
+        K: Deserialize<'de> + Ord + Clone,
+        V: Deserialize<'de> + Clone,
+        D: Deserializer<'de>,
+    {
+        Ok(Vec::<(K, V)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
+/// Version byte of [`MetadataImage::to_snapshot`]'s encoding.
+const SNAPSHOT_VERSION: u8 = 1;
+
 impl MetadataImage {
+    /// The image as the bytes of a metadata snapshot (Kafka's `.checkpoint` files hold the
+    /// records that rebuild an image; here it is the image itself): a version byte, then JSON.
+    /// [`from_snapshot`](Self::from_snapshot) gives back an equal image.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut out = vec![SNAPSHOT_VERSION];
+        // Maps of plain keys and values into a Vec: serialization cannot fail.
+        if let Err(e) = serde_json::to_writer(&mut out, self) {
+            unreachable!("metadata image serialization failed: {e}");
+        }
+        out
+    }
+
+    /// Parses bytes written by [`to_snapshot`](Self::to_snapshot).
+    pub fn from_snapshot(bytes: &[u8]) -> Result<Self, MetadataError> {
+        match bytes.split_first() {
+            Some((&SNAPSHOT_VERSION, json)) => {
+                serde_json::from_slice(json).map_err(|e| MetadataError::Decode(format!("metadata snapshot: {e}")))
+            }
+            Some((v, _)) => Err(MetadataError::Decode(format!(
+                "unknown metadata snapshot version {v} (this build reads {SNAPSHOT_VERSION})"
+            ))),
+            None => Err(MetadataError::Decode("empty metadata snapshot".into())),
+        }
+    }
+
     /// The image of an empty log.
     pub fn empty() -> Self {
         Self::default()
@@ -461,6 +554,77 @@ mod tests {
         assert_eq!(delta.deleted_topics, vec![("t".to_string(), id)]);
         // The old image is untouched.
         assert!(img.topic("t").is_some());
+    }
+
+    /// A snapshot gives back an equal image, and the delta between two images is the one the
+    /// records between them made (what a broker is told when it installs a snapshot).
+    #[test]
+    fn snapshots_round_trip_and_deltas_between_images_match_the_records() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let base = [
+            MetadataRecord::ClusterCreated { cluster_id: "c".into() },
+            MetadataRecord::BrokerRegistered {
+                broker_id: 1,
+                host: "h".into(),
+                port: 1,
+                rack: Some("r".into()),
+                epoch: 1,
+                fenced: false,
+            },
+            MetadataRecord::TopicCreated { name: "a.b".into(), topic_id: a },
+            MetadataRecord::PartitionCreated {
+                topic_id: a,
+                partition: 0,
+                replicas: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+            },
+            MetadataRecord::ConfigSet {
+                resource: ConfigResource::Topic("a.b".into()),
+                name: "cleanup.policy".into(),
+                value: Some("compact".into()),
+            },
+            MetadataRecord::ConfigSet {
+                resource: ConfigResource::Broker(1),
+                name: "x".into(),
+                value: Some("1".into()),
+            },
+            MetadataRecord::ProducerIdsAllocated { broker_id: 1, next_producer_id: 77 },
+        ];
+        let (old, _) = MetadataImage::empty().apply(&base).unwrap();
+        let back = MetadataImage::from_snapshot(&old.to_snapshot()).unwrap();
+        assert_eq!(back, old);
+        assert_eq!(back.colliding_topic("a_b"), Some("a.b"));
+        assert!(MetadataImage::from_snapshot(&[9]).is_err());
+        assert!(MetadataImage::from_snapshot(&[]).is_err());
+
+        let later = [
+            MetadataRecord::TopicDeleted { topic_id: a },
+            MetadataRecord::TopicCreated { name: "b".into(), topic_id: b },
+            MetadataRecord::PartitionCreated {
+                topic_id: b,
+                partition: 0,
+                replicas: vec![1],
+                leader: 1,
+                leader_epoch: 0,
+            },
+            MetadataRecord::BrokerFenced { broker_id: 1 },
+            MetadataRecord::ConfigSet {
+                resource: ConfigResource::Broker(1),
+                name: "x".into(),
+                value: Some("2".into()),
+            },
+        ];
+        let (new, by_records) = old.apply(&later).unwrap();
+        let between = MetadataDelta::between(&old, &new);
+        assert_eq!(between.changed_partitions, by_records.changed_partitions);
+        assert_eq!(between.changed_brokers, by_records.changed_brokers);
+        assert_eq!(between.deleted_topics, by_records.deleted_topics);
+        let mut configs = by_records.changed_configs.clone();
+        configs.sort();
+        configs.dedup();
+        assert_eq!(between.changed_configs, configs);
+        assert_eq!(MetadataDelta::between(&new, &new), MetadataDelta::default());
     }
 
     #[test]
