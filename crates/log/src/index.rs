@@ -333,6 +333,28 @@ impl Index {
         }
     }
 
+    /// Whether every entry's key (and, for an offset index, position) is above the previous
+    /// one's: the order [`floor`](Self::floor)'s binary search relies on. Reads every entry.
+    pub(crate) fn is_increasing(&self) -> Result<bool, LogError> {
+        let v = self.view()?;
+        let n = (v.len() / self.kind.entry_size()).min(self.entries);
+        let mut prev: Option<Entry> = None;
+        for i in 0..n {
+            let e = entry_at(self.kind, &v, i);
+            if let Some(p) = prev {
+                let values_ok = match self.kind {
+                    IndexKind::Offset => e.value > p.value,
+                    IndexKind::Time => e.value >= p.value,
+                };
+                if e.key <= p.key || !values_ok {
+                    return Ok(false);
+                }
+            }
+            prev = Some(e);
+        }
+        Ok(true)
+    }
+
     /// The last entry whose key is `<= key` (binary search), if any.
     pub(crate) fn floor(&self, key: i64) -> Result<Option<Entry>, LogError> {
         let v = self.view()?;

@@ -449,6 +449,11 @@ impl Segment {
     /// the next offset by scanning from the last index entry. Returns `None` when the tail does
     /// not parse, in which case the caller runs [`Segment::recover`].
     pub(crate) fn resume_clean(&mut self, config: &LogConfig) -> Result<Option<i64>, LogError> {
+        // Lookups binary-search the index: one out of order (damaged on disk) would send
+        // reads of new batches into the middle of old ones. Recover instead.
+        if !self.offset_index.is_increasing()? {
+            return Ok(None);
+        }
         let last = self.offset_index.last_entry()?;
         let start = last.map_or(0, |e| u64::from(e.value));
         self.offset_index.make_writable(config.segment_index_bytes)?;

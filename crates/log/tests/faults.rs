@@ -535,3 +535,37 @@ fn a_roll_torn_by_a_power_cut_is_recovered() {
         assert_eq!(log.append(&mut batch(1, now + 5, 100, 5), now).unwrap().first_offset, leo);
     }
 }
+
+/// Found by fuzzing: after a clean shutdown the active segment's index is trusted, but one
+/// with an entry out of order (damaged on disk) made the binary search pick an early entry,
+/// and the read of a batch appended after the restart scanned from there into a damaged batch.
+/// An index out of order now sends the segment through recovery instead.
+#[test]
+fn an_index_out_of_order_is_not_trusted_after_a_clean_shutdown() {
+    let storage = MemStorage::new();
+    let dir = std::path::Path::new(DIR);
+    let config = LogConfig { index_interval_bytes: 0, ..small(1 << 20) };
+    let mut log = open_mem(&storage, config.clone());
+    let mut positions = Vec::new();
+    for i in 0..12 {
+        positions.push(log.size_bytes());
+        log.append(&mut batch(1, 1000 + i, PAYLOAD, i as u8), 0).unwrap();
+    }
+    log.close().unwrap();
+    use strata_log::storage::Storage;
+    // The middle entry gets a key far above the others; batch 8's magic byte is damaged.
+    let index = storage.open(&dir.join(format!("{:020}.index", 0)), false).unwrap();
+    assert!(index.len().unwrap() >= 6 * 8);
+    index.write_all_at(6 * 8, &0x10000u32.to_be_bytes()).unwrap();
+    index.sync().unwrap();
+    let data = storage.open(&dir.join(format!("{:020}.log", 0)), false).unwrap();
+    data.write_all_at(positions[8] + 16, &[0x92]).unwrap();
+    data.sync().unwrap();
+
+    let mut log = open_mem(&storage, config);
+    let leo = log.log_end_offset();
+    let appended = log.append(&mut batch(1, 2000, PAYLOAD, 99), 0).unwrap();
+    assert_eq!(appended.first_offset, leo);
+    let read = log.read(leo, 1, i64::MAX).unwrap();
+    assert_eq!(first_base(&read.records), leo);
+}
