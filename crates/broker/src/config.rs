@@ -49,10 +49,11 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("controller.listener.names", Str, Some("CONTROLLER"), None, "Name of the listener controllers use among themselves."),
     key!("inter.broker.listener.name", Str, Some("PLAINTEXT"), None, "Name of the listener brokers use among themselves."),
     key!("broker.rack", Str, None, None, "Rack of this broker, reported in Metadata."),
+    key!("metadata.log.max.record.bytes.between.snapshots", Long, Some("20971520"), Some(1), "Bytes of metadata records a controller applies between two snapshots of the metadata image (the Raft log behind a snapshot is dropped)."),
     key!("log.dirs", Str, None, None, "Data directories, comma-separated (set by --data-dir); each new partition goes to the one holding the fewest. Unset: log.dir."),
     key!("log.dir", Str, Some("./data"), None, "The data directory when log.dirs is not set (also a comma-separated list)."),
     key!("metadata.log.dir", Str, None, None, "Directory of the metadata log (__cluster_metadata-0); unset: the first of log.dirs."),
-    key!("listeners", Str, Some("PLAINTEXT://127.0.0.1:9092"), None, "Listener, as PLAINTEXT://HOST:PORT (set by --listen); an empty HOST binds every interface."),
+    key!("listeners", Str, Some("PLAINTEXT://127.0.0.1:9092"), None, "Listeners, as PLAINTEXT://HOST:PORT (set by --listen) and, on a controller of a quorum, CONTROLLER://HOST:PORT; an empty HOST binds every interface."),
     key!("advertised.listeners", Str, None, None, "Address clients are told to connect to, as PLAINTEXT://HOST:PORT (set by --advertise); defaults to the listener, which then must not be 0.0.0.0."),
     key!("socket.request.max.bytes", Int, Some("104857600"), Some(1024), "Largest request frame accepted; checked before allocating."),
     key!("queued.max.request.bytes", Long, Some("268435456"), Some(1048576), "Bytes of requests read but not yet answered, over all connections (at most 2305843009213693951). Kafka's default is unbounded; Strata bounds it."),
@@ -273,20 +274,15 @@ fn is_wildcard(host: &str) -> bool {
     matches!(host, "0.0.0.0" | "::")
 }
 
-/// Parses a listener, `NAME://HOST:PORT` as in Kafka (or a bare `HOST:PORT`), into host and
-/// port. Strata serves one listener and only the PLAINTEXT security protocol: the names of
-/// Kafka's other protocols are refused as unsupported, and any other name (Kafka would look it
-/// up in `listener.security.protocol.map`) as having no protocol. An empty host means every
-/// interface, as in Kafka.
-pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
-    let value = value.trim();
-    if value.contains(',') {
-        return Err("Strata serves one listener; give a single PLAINTEXT://HOST:PORT".into());
-    }
-    let addr = match value.split_once("://") {
-        None => value,
+/// One entry of `listeners`: `NAME://HOST:PORT` (a bare `HOST:PORT` is PLAINTEXT). Names are
+/// PLAINTEXT (clients and brokers) and CONTROLLER (the quorum, `controller.listener.names`);
+/// both speak PLAINTEXT.
+fn parse_listener_entry(entry: &str) -> Result<(String, String, u16), String> {
+    let entry = entry.trim();
+    let (name, addr) = match entry.split_once("://") {
+        None => ("PLAINTEXT".to_string(), entry),
         Some((name, addr)) => match name.trim().to_ascii_uppercase().as_str() {
-            "PLAINTEXT" => addr,
+            n @ ("PLAINTEXT" | "CONTROLLER") => (n.to_string(), addr),
             protocol @ ("SSL" | "SASL_PLAINTEXT" | "SASL_SSL") => {
                 return Err(format!(
                     "the security protocol {protocol} is not supported: Strata serves PLAINTEXT only (no TLS, no SASL)"
@@ -294,7 +290,7 @@ pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
             }
             other => {
                 return Err(format!(
-                    "no security protocol is defined for listener {other}: Strata serves one listener named PLAINTEXT (PLAINTEXT://HOST:PORT)"
+                    "no security protocol is defined for listener {other}: Strata's listeners are PLAINTEXT://HOST:PORT and CONTROLLER://HOST:PORT"
                 ))
             }
         },
@@ -302,7 +298,34 @@ pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
     let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
     let port = port.parse::<u16>().map_err(|_| format!("bad port '{port}'"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    Ok((host.to_string(), port))
+    Ok((name, host.to_string(), port))
+}
+
+/// Every listener of `listeners` / `advertised.listeners` as (name, host, port), each name once.
+pub fn parse_listeners(value: &str) -> Result<Vec<(String, String, u16)>, String> {
+    let mut out: Vec<(String, String, u16)> = Vec::new();
+    for entry in value.split(',').filter(|e| !e.trim().is_empty()) {
+        let l = parse_listener_entry(entry)?;
+        if out.iter().any(|o| o.0 == l.0) {
+            return Err(format!("listener {} is named twice", l.0));
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// The client (PLAINTEXT) listener of `listeners` / `advertised.listeners`: host and port.
+pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
+    parse_listeners(value)?
+        .into_iter()
+        .find(|l| l.0 != "CONTROLLER")
+        .map(|(_, h, p)| (h, p))
+        .ok_or_else(|| "no PLAINTEXT listener for clients (PLAINTEXT://HOST:PORT)".to_string())
+}
+
+/// The CONTROLLER listener of `listeners`, if there is one.
+pub fn parse_controller_listener(value: &str) -> Result<Option<(String, u16)>, String> {
+    Ok(parse_listeners(value)?.into_iter().find(|l| l.0 == "CONTROLLER").map(|(_, h, p)| (h, p)))
 }
 
 impl BrokerConfig {
@@ -416,6 +439,10 @@ impl BrokerConfig {
     pub fn listen_addr(&self) -> Result<(String, u16), String> {
         let (host, port) = parse_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))?;
         Ok((if host.is_empty() { "0.0.0.0".to_string() } else { host }, port))
+    }
+    /// Where this node's controller listens (the CONTROLLER listener of `listeners`), if it has one.
+    pub fn controller_listen_addr(&self) -> Result<Option<(String, u16)>, String> {
+        parse_controller_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))
     }
     /// The address clients are told: advertised.listeners, else the listener. An empty host is
     /// this machine's host name, as in Kafka; a wildcard host was refused at start.
@@ -728,13 +755,18 @@ mod tests {
             ("sasl_ssl://h:1", "security protocol SASL_SSL is not supported"),
             ("SASL_PLAINTEXT://h:1", "security protocol SASL_PLAINTEXT is not supported"),
             ("INTERNAL://h:1", "no security protocol is defined for listener INTERNAL"),
-            ("PLAINTEXT://a:1,PLAINTEXT://b:2", "one listener"),
+            ("PLAINTEXT://a:1,PLAINTEXT://b:2", "listener PLAINTEXT is named twice"),
+            ("CONTROLLER://a:1", "no PLAINTEXT listener"),
         ] {
             let e = cfg(&[("listeners", value)]).unwrap_err().to_string();
             assert!(e.contains("'listeners'") && e.contains(says), "{value}: {e}");
         }
         let c = cfg(&[("listeners", "plaintext://h:1")]).unwrap();
         assert_eq!(c.listen_addr().unwrap(), ("h".to_string(), 1));
+        assert_eq!(c.controller_listen_addr().unwrap(), None);
+        let c = cfg(&[("listeners", "CONTROLLER://h:2, PLAINTEXT://h:1")]).unwrap();
+        assert_eq!(c.listen_addr().unwrap(), ("h".to_string(), 1));
+        assert_eq!(c.controller_listen_addr().unwrap(), Some(("h".to_string(), 2)));
     }
 
     #[test]

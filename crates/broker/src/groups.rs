@@ -124,9 +124,24 @@ impl GroupCoordinator {
                 .collect(),
             };
             for r in controller.create_topics(vec![spec], false).await {
-                if let Err(e) = r.result {
-                    return Err(BrokerError::Storage(format!("cannot create {OFFSETS_TOPIC}: {}", e.message)));
+                match r.result {
+                    // Another broker of the cluster created it first.
+                    Err(e) if e.error == strata_protocol::ResponseError::TopicAlreadyExists => {}
+                    Err(e) => {
+                        return Err(BrokerError::Storage(format!("cannot create {OFFSETS_TOPIC}: {}", e.message)))
+                    }
+                    Ok(_) => {}
                 }
+            }
+            // Created through another node's controller: wait until this broker's metadata has it.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while replicas.image().topic(OFFSETS_TOPIC).is_none() {
+                if std::time::Instant::now() > deadline {
+                    return Err(BrokerError::Storage(format!(
+                        "{OFFSETS_TOPIC} was created but never reached this broker's metadata"
+                    )));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             }
         }
         let image = replicas.image();
@@ -138,7 +153,14 @@ impl GroupCoordinator {
         crate::blocking::off_worker(|| {
             for index in 0..partitions {
                 let mut shard = GroupCoordinatorShard::new(group_config.clone());
-                replayed += load(&replicas, index as i32, &mut shard)?;
+                // In a cluster, other brokers lead some partitions: their groups live there.
+                let local = image
+                    .topic(OFFSETS_TOPIC)
+                    .and_then(|t| t.partitions.get(index))
+                    .is_some_and(|p| p.replicas.contains(&replicas.node_id()));
+                if local {
+                    replayed += load(&replicas, index as i32, &mut shard)?;
+                }
                 shards.push(Mutex::new(shard));
             }
             Ok::<(), BrokerError>(())

@@ -365,6 +365,29 @@ pub fn alter_configs(
     Ok(records)
 }
 
+/// BrokerRegistration (KRaft's `ClusterControlManager.registerBroker`): a broker not yet
+/// registered, or back with another endpoint or rack, gets a registration record whose epoch
+/// (the broker epoch) is the record's index in the metadata log; one registered with the same
+/// endpoint keeps its epoch and is unfenced if it was fenced. Returns the broker epoch.
+pub fn register_broker(
+    image: &MetadataImage,
+    broker_id: i32,
+    host: String,
+    port: u16,
+    rack: Option<String>,
+) -> (Vec<MetadataRecord>, i64) {
+    match image.brokers.get(&broker_id) {
+        Some(b) if b.host == host && b.port == port && b.rack == rack => {
+            let records = if b.fenced { vec![MetadataRecord::BrokerUnfenced { broker_id }] } else { Vec::new() };
+            (records, b.epoch)
+        }
+        _ => {
+            let epoch = image.records_applied as i64;
+            (vec![MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: false }], epoch)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

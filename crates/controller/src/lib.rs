@@ -11,10 +11,12 @@
 //! - [`metadata_log`]: an append-only, checksummed, fsynced file of metadata records.
 //! - [`local`]: the single-node controller that implements `ControllerChannel`.
 
+pub mod client;
 pub mod decisions;
 pub mod local;
 pub mod metadata_log;
 pub mod placement;
+pub mod quorum;
 pub mod raft;
 
 pub use local::{ControllerConfig, LocalController};

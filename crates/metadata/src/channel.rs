@@ -105,4 +105,21 @@ pub trait ControllerChannel: Send + Sync {
     ) -> BoxFuture<'_, Result<(), ApiError>>;
     /// Reserves `count` fresh producer ids for `broker_id`.
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>>;
+
+    /// Whether admin requests are decided on this node: it is the active controller (always,
+    /// on a single node). When false, the broker forwards clients' admin requests with
+    /// [`forward`](Self::forward).
+    fn is_active(&self) -> bool {
+        true
+    }
+
+    /// Sends a client's request frame (header and body, without the size) to the active
+    /// controller in an Envelope (KIP-590) and returns the response frame (header and body),
+    /// which answers the client as it is. `client_host` is the client's address.
+    fn forward(&self, frame: bytes::Bytes, client_host: String) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
+        let _ = (frame, client_host);
+        Box::pin(async {
+            Err(ApiError::new(ResponseError::NotController, "this node cannot forward to a controller".to_string()))
+        })
+    }
 }

@@ -5,6 +5,7 @@
 //! SIGTERM, SIGINT and SIGHUP shut it down cleanly. `STRATA_LOG` sets the log
 //! filter (`info` by default).
 
+mod controller_listener;
 mod settings;
 
 #[cfg(not(target_env = "msvc"))]
@@ -23,8 +24,11 @@ use strata_broker::net::{self, Limits};
 use strata_broker::replica::{now_ms, METADATA_DIR};
 use strata_broker::{Broker, ReplicaManager};
 use strata_controller::decisions::Defaults;
+use strata_controller::quorum::{QuorumController, QuorumControllerConfig, VoterEndpoint};
+use strata_controller::raft::QuorumConfig;
 use strata_controller::{ControllerConfig, LocalController};
 use strata_log::data_dir::DataDirs;
+use strata_metadata::channel::ControllerChannel;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
@@ -203,10 +207,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
                 data_dirs.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
             );
         }
-        if voters.len() > 1 || config.process_roles().len() < 2 {
+        if config.process_roles().len() < 2 {
             anyhow::bail!(
-                "controller.quorum.voters names {} voter(s) and process.roles is '{}': this build runs one node that is both broker and controller and its own only voter; a quorum of several controllers is not available yet",
-                voters.len(),
+                "process.roles is '{}': this build runs nodes that are both broker and controller (process.roles=broker,controller); broker-only and controller-only nodes are not available yet",
                 config.get("process.roles").unwrap_or_default()
             );
         }
@@ -219,38 +222,59 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         net::bind(&listen).await.with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
     // With port 0 the advertised port is the one the OS picked.
     let advertised_port = if advertised_port == 0 { local.port() } else { advertised_port };
+    let defaults = Defaults {
+        num_partitions: config.num_partitions(),
+        default_replication_factor: config.default_replication_factor(),
+    };
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Set once the broker exists: the controller listener hands forwarded requests to it.
+    let broker_cell: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
 
-    let controller = Arc::new(
-        LocalController::open(
+    let control = if voters.len() > 1 {
+        let cluster_id = cluster_id.clone().unwrap_or_default();
+        let quorum = start_quorum(
+            &config,
+            &voters,
+            &cluster_id,
+            defaults,
             &metadata_dir.join(METADATA_DIR),
-            ControllerConfig {
-                node_id: config.node_id(),
-                advertised_host,
-                advertised_port,
-                rack: config.rack(),
-                defaults: Defaults {
-                    num_partitions: config.num_partitions(),
-                    default_replication_factor: config.default_replication_factor(),
-                },
-            },
-            cluster_id.as_deref(),
+            broker_cell.clone(),
+            shutdown_rx.clone(),
         )
-        .context("cannot open the metadata log")?,
-    );
+        .await?;
+        register_with_quorum(&quorum, config.node_id(), &advertised_host, advertised_port, config.rack()).await;
+        Control::Quorum(quorum)
+    } else {
+        Control::Local(Arc::new(
+            LocalController::open(
+                &metadata_dir.join(METADATA_DIR),
+                ControllerConfig {
+                    node_id: config.node_id(),
+                    advertised_host,
+                    advertised_port,
+                    rack: config.rack(),
+                    defaults,
+                },
+                cluster_id.as_deref(),
+            )
+            .context("cannot open the metadata log")?,
+        ))
+    };
     // A new node, a directory new to log.dirs, or one written before meta.properties existed.
-    let cluster_id = controller.image().cluster_id.clone().unwrap_or_default();
+    let cluster_id = control.cluster_id();
     data_dirs.write_missing(&cluster_id, config.node_id())?;
     let replicas = Arc::new(
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
     let started = std::time::Instant::now();
-    controller.register_publisher(replicas.clone());
+    control.register_publisher(replicas.clone());
     replicas.remove_deleted_topics_data();
     tracing::info!(
         partitions = replicas.all_partitions().len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "logs loaded"
     );
+    let controller = control.channel();
 
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
@@ -259,12 +283,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
         .await
         .context("cannot start the group coordinator")?;
-    controller.register_publisher(groups.clone());
+    control.register_publisher(groups.clone());
     let cleaner = strata_log::cleaner::LogCleaner::start(config.cleaner(), replicas.clone())
         .context("cannot start the log cleaner threads")?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
     let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));
+    let _ = broker_cell.set(broker.clone());
 
     spawn_periodic(shutdown_rx.clone(), retention_every, {
         let replicas = replicas.clone();
@@ -297,6 +321,103 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     .context("closing logs")?;
     tracing::info!(elapsed_ms = closing.elapsed().as_millis() as u64, "logs flushed and closed; bye");
     Ok(())
+}
+
+/// This node's controller: the single-node one with its local metadata log, or a member of a
+/// Raft quorum.
+enum Control {
+    Local(Arc<LocalController>),
+    Quorum(Arc<QuorumController>),
+}
+
+impl Control {
+    fn channel(&self) -> Arc<dyn ControllerChannel> {
+        match self {
+            Control::Local(c) => c.clone(),
+            Control::Quorum(q) => q.clone(),
+        }
+    }
+
+    fn register_publisher(&self, p: Arc<dyn strata_metadata::MetadataPublisher>) {
+        match self {
+            Control::Local(c) => c.register_publisher(p),
+            Control::Quorum(q) => q.register_publisher(p),
+        }
+    }
+
+    fn cluster_id(&self) -> String {
+        match self {
+            Control::Local(c) => c.image().cluster_id.clone().unwrap_or_default(),
+            Control::Quorum(q) => q.cluster_id().to_owned(),
+        }
+    }
+}
+
+/// Starts this node's member of the metadata quorum and its CONTROLLER listener (the
+/// listener named CONTROLLER in `listeners`, else this node's entry of
+/// `controller.quorum.voters`).
+async fn start_quorum(
+    config: &strata_broker::BrokerConfig,
+    voters: &[strata_broker::config::Voter],
+    cluster_id: &str,
+    defaults: Defaults,
+    dir: &Path,
+    broker: Arc<std::sync::OnceLock<Arc<Broker>>>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Arc<QuorumController>> {
+    let me = voters
+        .iter()
+        .find(|v| v.id == config.node_id())
+        .ok_or_else(|| anyhow::anyhow!("node.id {} is not one of controller.quorum.voters", config.node_id()))?;
+    let addr = match config.controller_listen_addr().map_err(anyhow::Error::msg)? {
+        Some(a) => a,
+        None => (me.host.clone(), me.port),
+    };
+    let (listener, local) = net::bind(&addr)
+        .await
+        .with_context(|| format!("cannot listen on the controller listener {}:{}", addr.0, addr.1))?;
+    let mut quorum = QuorumConfig::new(config.node_id() as u64);
+    quorum.snapshot_bytes = config.number("metadata.log.max.record.bytes.between.snapshots").max(1) as u64;
+    let q = QuorumController::start(
+        dir,
+        QuorumControllerConfig {
+            node_id: config.node_id(),
+            voters: voters.iter().map(|v| VoterEndpoint { id: v.id, host: v.host.clone(), port: v.port }).collect(),
+            cluster_id: cluster_id.to_owned(),
+            defaults,
+            quorum,
+            tick: Duration::from_millis(100),
+        },
+        &tokio::runtime::Handle::current(),
+    )
+    .context("cannot start the metadata quorum")?;
+    tokio::spawn(controller_listener::serve(listener, q.clone(), broker, shutdown));
+    tracing::info!(listen = %local, voters = voters.len(), "controller listening; waiting for the metadata quorum");
+    Ok(q)
+}
+
+/// Registers this broker with the active controller (KRaft's BrokerRegistration), retrying
+/// until it is done, then waits until this node's metadata holds the registration.
+async fn register_with_quorum(quorum: &QuorumController, node_id: i32, host: &str, port: u16, rack: Option<String>) {
+    let mut last_log = std::time::Instant::now();
+    loop {
+        match quorum.register_broker(node_id, host.to_owned(), port, rack.clone()).await {
+            Ok(epoch) => {
+                tracing::info!(broker_epoch = epoch, "registered with the controller");
+                break;
+            }
+            Err(e) => {
+                if last_log.elapsed() > Duration::from_secs(5) {
+                    tracing::info!(error = %e.message, "waiting for the metadata quorum to register this broker");
+                    last_log = std::time::Instant::now();
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    while !quorum.image().brokers.contains_key(&node_id) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Refuses to start when the metadata log is not in `metadata_dir` but in another data

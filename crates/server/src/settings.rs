@@ -35,10 +35,15 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
     if let Some(path) = &args.config {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
-        let table: toml::Table =
-            text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
-        flatten("", &toml::Value::Table(table), &mut map)
-            .with_context(|| format!("in config file {}", path.display()))?;
+        if path.extension().is_some_and(|e| e == "properties") {
+            // Kafka's own format (server.properties): `key=value` lines.
+            parse_properties(&text, &mut map).with_context(|| format!("in config file {}", path.display()))?;
+        } else {
+            let table: toml::Table =
+                text.parse().with_context(|| format!("config file {} is not valid TOML", path.display()))?;
+            flatten("", &toml::Value::Table(table), &mut map)
+                .with_context(|| format!("in config file {}", path.display()))?;
+        }
     }
     if let Some(d) = &args.data_dir {
         map.insert("log.dirs".into(), d.clone());
@@ -73,6 +78,28 @@ fn listener(flag: &str) -> String {
 
 /// Turns nested TOML tables back into Kafka's dotted names, so that both
 /// `"log.segment.bytes" = 1` and `[log.segment] bytes = 1` work.
+/// A Java properties file as Kafka's `server.properties` uses it: `key=value` (or `key: value`,
+/// `key value`) per line, `#` and `!` comments, surrounding blanks trimmed. Line continuations
+/// and escapes are not supported; a line that needs them is refused.
+fn parse_properties(text: &str, out: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        if line.ends_with('\\') {
+            bail!("line {}: continued lines are not supported", n + 1);
+        }
+        let split = line.find(['=', ':']).or_else(|| line.find(char::is_whitespace));
+        let (key, value) = match split {
+            Some(i) => (line[..i].trim(), line[i + 1..].trim()),
+            None => (line, ""),
+        };
+        out.insert(key.to_string(), value.to_string());
+    }
+    Ok(())
+}
+
 fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>) -> anyhow::Result<()> {
     match value {
         toml::Value::Table(t) => {
@@ -111,6 +138,21 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kafka_properties_files_are_read() {
+        let mut map = BTreeMap::new();
+        parse_properties(
+            "# a comment\n! another\n\nnode.id=2\nprocess.roles = broker,controller\nlisteners: PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093\nlog.dirs /tmp/a\n",
+            &mut map,
+        )
+        .unwrap();
+        assert_eq!(map["node.id"], "2");
+        assert_eq!(map["process.roles"], "broker,controller");
+        assert_eq!(map["listeners"], "PLAINTEXT://127.0.0.1:9092,CONTROLLER://127.0.0.1:9093");
+        assert_eq!(map["log.dirs"], "/tmp/a");
+        assert!(parse_properties("a=b\\\n", &mut map).is_err());
+    }
 
     #[test]
     fn file_flags_and_overrides_merge() {

@@ -67,6 +67,30 @@ pub(super) async fn run(
     let _ = write_half.shutdown().await;
 }
 
+/// Admin requests that change metadata: decided by the active controller (CreateTopics,
+/// DeleteTopics, AlterConfigs, IncrementalAlterConfigs, CreatePartitions).
+const FORWARDED: [i16; 5] = [19, 20, 33, 44, 37];
+
+/// Handles one request frame (header and body, no size) as a client's and returns the whole
+/// response frame, size included, or `None` when the request has no response. For requests a
+/// controller listener receives (an Envelope's content, or a broker's CreateTopics).
+pub async fn handle_request_bytes(
+    broker: &Arc<Broker>,
+    client_host: &str,
+    frame: bytes::Bytes,
+) -> Result<Option<bytes::Bytes>, String> {
+    let mut out = Vec::new();
+    handle_frame(broker, client_host, frame, &mut out).await?;
+    if out.is_empty() {
+        return Ok(None);
+    }
+    let mut buf = BytesMut::with_capacity(out.iter().map(|c| c.bytes().len()).sum());
+    for chunk in &out {
+        buf.extend_from_slice(chunk.bytes());
+    }
+    Ok(Some(buf.freeze()))
+}
+
 /// Handles one frame, appending the encoded response (if any) to `out`. An
 /// error means the connection must close.
 async fn handle_frame(
@@ -76,6 +100,21 @@ async fn handle_frame(
     out: &mut Vec<OutChunk>,
 ) -> Result<(), String> {
     let prefix = peek_prefix(&frame).map_err(|e| e.to_string())?;
+    if FORWARDED.contains(&prefix.api_key) && !broker.controller.is_active() {
+        // Not the active controller: the request travels to it in an Envelope and its
+        // answer comes back as it is (KIP-590). If no controller answers in time, the local
+        // handler answers (NOT_CONTROLLER, which clients retry).
+        match broker.controller.forward(frame.clone(), client_host.to_string()).await {
+            Ok(response) => {
+                let mut buf = BytesMut::with_capacity(4 + response.len());
+                buf.extend_from_slice(&u32::try_from(response.len()).unwrap_or(u32::MAX).to_be_bytes());
+                buf.extend_from_slice(&response);
+                out.push(Chunk::Encoded(buf.freeze()));
+                return Ok(());
+            }
+            Err(e) => tracing::info!(api_key = prefix.api_key, error = %e.message, "cannot forward to the controller"),
+        }
+    }
     match decode_request(frame) {
         Ok(Decoded::Request(request)) => {
             handlers::handle(broker, *request, client_host, out).await.map_err(|e| e.to_string())

@@ -9,6 +9,7 @@
 //! reader's read-ahead lets pipelining clients keep the socket busy.
 
 mod connection;
+pub use connection::handle_request_bytes;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -137,6 +137,11 @@ impl ReplicaManager {
     }
 
     /// Sets this broker's `node.id` (1 unless set): which replicas in the metadata are its own.
+    /// This broker's id (`node.id`).
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
     pub fn with_node_id(mut self, node_id: i32) -> Self {
         self.node_id = node_id;
         self
@@ -267,6 +272,8 @@ impl ReplicaManager {
     /// between the deletion and the removal of the files). A directory whose topic the metadata
     /// does not know at all is kept, with a warning: missing metadata never removes data.
     pub fn remove_deleted_topics_data(&self) {
+        // Not while a publish creates partition directories.
+        let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let image = self.image();
         let hosted: Vec<PathBuf> = self
             .partitions
@@ -403,7 +410,6 @@ impl strata_log::cleaner::LogSource for ReplicaManager {
 impl MetadataPublisher for ReplicaManager {
     fn publish(&self, image: &Arc<MetadataImage>, delta: &MetadataDelta) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
-        self.image.store(image.clone());
         // What the delta means for this broker's replicas (Kafka's localChanges): replicas it
         // no longer holds are deleted, replicas it newly holds are opened.
         let local = delta.local_changes(self.node_id);
@@ -463,6 +469,10 @@ impl MetadataPublisher for ReplicaManager {
                 }
             }
         }
+        // Last: a request that finds a partition in the image finds its log open (a reader
+        // polling the image for a new topic, as the group coordinator does, must not see it
+        // before its partitions exist here).
+        self.image.store(image.clone());
     }
 }
 

@@ -9,6 +9,7 @@
 pub mod logger;
 pub mod node;
 pub mod store;
+pub mod transport;
 
 pub use node::{Applied, Proposed, QuorumConfig, QuorumNode, ReadyOutput, Refused};
 pub use store::RaftStore;

@@ -1,0 +1,774 @@
+//! The controller of a node in a Raft quorum (`controller.quorum.voters`): KRaft's
+//! `QuorumController` on raft-rs.
+//!
+//! # Threads and ownership
+//! - One thread (`strata-raft`) owns the [`QuorumNode`]: it ticks it every `tick`, steps the
+//!   messages the transport delivers, runs decisions when this node is the active controller,
+//!   and runs the Ready loop (the fsyncs happen here, never on a tokio worker).
+//! - The transport's tasks (on the tokio runtime) carry messages between controllers.
+//! - One loader thread (`strata-metadata-loader`) publishes each committed image to the
+//!   broker's publishers, in log order, and then answers the requests whose records that
+//!   image holds: a client that created a topic finds it in this broker's metadata at once.
+//!   Nothing of the broker runs on the Raft thread.
+//!
+//! Everything else talks to the Raft thread through its inbox ([`Input`]).
+//!
+//! # Requests
+//! On the active controller a decision runs against the latest image
+//! ([`QuorumNode::latest`]), its records are proposed, and the answer waits until they are
+//! committed and published. Elsewhere, the broker forwards: client admin requests in an
+//! Envelope (KIP-590, see [`QuorumController::forward_envelope`]), its own needs as Kafka's
+//! broker-to-controller RPCs (BrokerRegistration, AllocateProducerIds, CreateTopics for the
+//! internal topics). A request that reaches a controller which is not (or no longer) active
+//! fails with NOT_CONTROLLER, which the sender retries against the new leader.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use kafka_protocol::error::ParseResponseErrorCode;
+use kafka_protocol::messages::create_topics_request::{
+    CreatableReplicaAssignment, CreatableTopic, CreatableTopicConfig,
+};
+use kafka_protocol::messages::{
+    AllocateProducerIdsRequest, BrokerId, BrokerRegistrationRequest, CreateTopicsRequest, EnvelopeRequest, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use strata_metadata::channel::{
+    ApiError, BoxFuture, ConfigOp, ControllerChannel, CreateTopicResult, CreateTopicSpec, CreatedTopic,
+    DeleteTopicResult, TopicRef,
+};
+use strata_metadata::{ConfigResource, MetadataDelta, MetadataImage, MetadataPublisher, MetadataRecord};
+use strata_protocol::ResponseError;
+use tokio::sync::oneshot;
+
+use crate::client::ControllerClient;
+use crate::decisions::{self, Defaults};
+use crate::raft::transport::{Event, Transport};
+use crate::raft::{QuorumConfig, QuorumNode, RaftStore, Refused};
+use crate::ControllerError;
+
+/// One controller of the quorum, as `controller.quorum.voters` names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterEndpoint {
+    pub id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// What a quorum controller needs to start.
+#[derive(Debug, Clone)]
+pub struct QuorumControllerConfig {
+    pub node_id: i32,
+    pub voters: Vec<VoterEndpoint>,
+    /// From `meta.properties`: the cluster this node was formatted for.
+    pub cluster_id: String,
+    pub defaults: Defaults,
+    pub quorum: QuorumConfig,
+    /// The Raft clock's period.
+    pub tick: Duration,
+}
+
+/// Work for the Raft thread.
+pub enum Input {
+    /// From the transport.
+    Transport(Event),
+    /// A decision or a query, run with the node.
+    Job(Box<dyn FnOnce(&mut Driver) + Send>),
+    /// Stop the Raft thread (the transport keeps senders to the inbox, so it never closes).
+    Stop,
+}
+
+/// Answers a proposal once its entry is committed (`Ok`) or lost (`Err`).
+type Completion = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
+
+/// Work for the loader thread.
+enum LoaderJob {
+    Publish(Arc<MetadataImage>, MetadataDelta),
+    Register(Arc<dyn MetadataPublisher>, mpsc::Sender<()>),
+    Call(Box<dyn FnOnce() + Send>),
+}
+
+/// The quorum as this node sees it (for DescribeQuorum and the broker's routing).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumStatus {
+    pub leader_id: Option<i32>,
+    pub term: u64,
+    /// Whether this node is the active controller (the leader, done loading).
+    pub active: bool,
+    pub voters: Vec<u64>,
+    pub commit_index: u64,
+    pub applied_index: u64,
+    pub last_index: u64,
+    /// On the leader: each voter's replicated index.
+    pub progress: Vec<(u64, u64)>,
+}
+
+/// The Raft thread's state.
+pub struct Driver {
+    node: QuorumNode,
+    transport: Transport,
+    /// By log index: the term the proposal went in with, and who waits for it.
+    pending: BTreeMap<u64, (u64, Completion)>,
+    loader: mpsc::Sender<LoaderJob>,
+    shared: Arc<Shared>,
+    cluster_id: String,
+    /// The ClusterCreated proposal in flight, if any.
+    bootstrapping: bool,
+}
+
+struct Shared {
+    committed: ArcSwap<MetadataImage>,
+    status: Mutex<QuorumStatus>,
+}
+
+/// A quorum controller (see the module docs). Dropping it stops its threads.
+pub struct QuorumController {
+    config: QuorumControllerConfig,
+    inbox: Mutex<Option<mpsc::Sender<Input>>>,
+    loader: Mutex<Option<mpsc::Sender<LoaderJob>>>,
+    shared: Arc<Shared>,
+    clients: HashMap<i32, ControllerClient>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+fn not_controller(leader: Option<i32>) -> ApiError {
+    let msg = match leader {
+        Some(l) => format!("this node is not the active controller (controller {l} is)"),
+        None => "no active controller yet (an election is under way)".to_string(),
+    };
+    ApiError::new(ResponseError::NotController, msg)
+}
+
+impl QuorumController {
+    /// Opens the Raft store in `dir`, starts the Raft thread, the transport (on `runtime`) and
+    /// the loader. Returns before the quorum has a leader.
+    pub fn start(
+        dir: &std::path::Path,
+        config: QuorumControllerConfig,
+        runtime: &tokio::runtime::Handle,
+    ) -> Result<Arc<Self>, ControllerError> {
+        let voter_ids: Vec<u64> = config.voters.iter().map(|v| v.id as u64).collect();
+        let store = RaftStore::open(Arc::new(strata_log::storage::FsStorage), dir, &voter_ids)?;
+        let node = QuorumNode::new(&config.quorum, store)?;
+        let committed = node.committed().clone();
+        if let Some(found) = committed.cluster_id.as_deref() {
+            if found != config.cluster_id {
+                return Err(ControllerError::Identity(format!(
+                    "the metadata in {} belongs to cluster {found}, but this node was formatted for {} (meta.properties); refusing to start",
+                    dir.display(),
+                    config.cluster_id
+                )));
+            }
+        }
+        let shared = Arc::new(Shared { committed: ArcSwap::new(committed.clone()), status: Mutex::default() });
+        let (tx, rx) = mpsc::channel::<Input>();
+        let (loader_tx, loader_rx) = mpsc::channel::<LoaderJob>();
+        let peers: HashMap<u64, String> =
+            config.voters.iter().map(|v| (v.id as u64, format!("{}:{}", v.host, v.port))).collect();
+        let transport = Transport::start(runtime, config.node_id as u64, &config.cluster_id, &peers, tx.clone());
+        let mut driver = Driver {
+            node,
+            transport,
+            pending: BTreeMap::new(),
+            loader: loader_tx.clone(),
+            shared: shared.clone(),
+            cluster_id: config.cluster_id.clone(),
+            bootstrapping: false,
+        };
+        let tick = config.tick;
+        let io = |source| ControllerError::Io { path: dir.to_path_buf(), source };
+        let raft_thread =
+            std::thread::Builder::new().name("strata-raft".into()).spawn(move || driver.run(rx, tick)).map_err(io)?;
+        let loader_thread = std::thread::Builder::new()
+            .name("strata-metadata-loader".into())
+            .spawn(move || run_loader(committed, loader_rx))
+            .map_err(io)?;
+        let clients = config
+            .voters
+            .iter()
+            .map(|v| {
+                (
+                    v.id,
+                    ControllerClient::new(
+                        format!("{}:{}", v.host, v.port),
+                        format!("strata-broker-{}", config.node_id),
+                    ),
+                )
+            })
+            .collect();
+        Ok(Arc::new(Self {
+            config,
+            inbox: Mutex::new(Some(tx)),
+            loader: Mutex::new(Some(loader_tx)),
+            shared,
+            clients,
+            threads: Mutex::new(vec![raft_thread, loader_thread]),
+        }))
+    }
+
+    /// The last committed image (what the Raft thread applied; the broker's own view is what
+    /// its publishers were given).
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.shared.committed.load_full()
+    }
+
+    /// The quorum as this node last saw it.
+    pub fn status(&self) -> QuorumStatus {
+        self.shared.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Where the transport delivers peers' messages (`None` once stopped).
+    pub fn raft_inbox(&self) -> Option<mpsc::Sender<Input>> {
+        self.inbox.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The cluster id this node was formatted for.
+    pub fn cluster_id(&self) -> &str {
+        &self.config.cluster_id
+    }
+
+    fn submit(&self, job: Input) -> bool {
+        let inbox = self.inbox.lock().unwrap_or_else(PoisonError::into_inner);
+        inbox.as_ref().is_some_and(|tx| tx.send(job).is_ok())
+    }
+
+    /// Adds a publisher: publishes the image the loader last published to it (as a delta that
+    /// creates everything), then every later one. Returns once that first publish is done.
+    pub fn register_publisher(&self, publisher: Arc<dyn MetadataPublisher>) {
+        let (done_tx, done_rx) = mpsc::channel();
+        let sent = {
+            let loader = self.loader.lock().unwrap_or_else(PoisonError::into_inner);
+            loader.as_ref().is_some_and(|l| l.send(LoaderJob::Register(publisher, done_tx)).is_ok())
+        };
+        if sent && done_rx.recv().is_err() {
+            tracing::error!("the metadata loader stopped while registering a publisher");
+        }
+    }
+
+    /// Runs `decide` on the active controller's latest image and commits its records; the
+    /// answer comes once they are committed and published here. NOT_CONTROLLER elsewhere.
+    fn commit<T: Send + 'static>(
+        &self,
+        decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T) + Send + 'static,
+    ) -> impl std::future::Future<Output = Result<T, ApiError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.submit(Input::Job(Box::new(move |d: &mut Driver| d.decide(decide, tx))));
+        async move {
+            if !queued {
+                return Err(stopped());
+            }
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        }
+    }
+
+    /// Registers (or re-registers) broker `broker_id` with its endpoint: KRaft's
+    /// BrokerRegistration. Returns the broker epoch. Decided here if this node is the active
+    /// controller, else sent to it as a BrokerRegistration request.
+    pub async fn register_broker(
+        &self,
+        broker_id: i32,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+    ) -> Result<i64, ApiError> {
+        if self.status().active {
+            let (h, r) = (host.clone(), rack.clone());
+            match self.commit(move |img| decisions::register_broker(img, broker_id, h, port, r)).await {
+                Err(e) if e.error == ResponseError::NotController => {}
+                other => return other,
+            }
+        }
+        let client = self.leader_client()?;
+        let req = BrokerRegistrationRequest::default()
+            .with_broker_id(BrokerId(broker_id))
+            .with_cluster_id(StrBytes::from_string(self.config.cluster_id.clone()))
+            .with_incarnation_id(uuid::Uuid::new_v4())
+            .with_listeners(vec![kafka_protocol::messages::broker_registration_request::Listener::default()
+                .with_name(StrBytes::from_static_str("PLAINTEXT"))
+                .with_host(StrBytes::from_string(host))
+                .with_port(port)
+                .with_security_protocol(0)])
+            .with_rack(rack.map(StrBytes::from_string));
+        let resp = client.call(2, &req).await.map_err(|e| unavailable(&e))?;
+        match resp.error_code.err() {
+            None => Ok(resp.broker_epoch),
+            Some(e) => Err(ApiError::new(e, format!("broker registration refused by {}", client.addr()))),
+        }
+    }
+
+    /// Handles a BrokerRegistration that reached this controller: decided here when active.
+    pub async fn handle_broker_registration(&self, req: &BrokerRegistrationRequest) -> Result<i64, ApiError> {
+        if req.cluster_id.as_str() != self.config.cluster_id {
+            return Err(ApiError::new(
+                ResponseError::InconsistentClusterId,
+                format!(
+                    "broker of cluster {} registering with cluster {}",
+                    req.cluster_id.as_str(),
+                    self.config.cluster_id
+                ),
+            ));
+        }
+        let listener = req.listeners.first();
+        let host = listener.map(|l| l.host.to_string()).unwrap_or_default();
+        let port = listener.map_or(0, |l| l.port);
+        let rack = req.rack.as_ref().map(|r| r.to_string());
+        let id = req.broker_id.0;
+        self.commit(move |img| decisions::register_broker(img, id, host, port, rack)).await
+    }
+
+    /// Handles an AllocateProducerIds that reached this controller.
+    pub async fn handle_allocate_producer_ids(&self, broker_id: i32) -> Result<Range<i64>, ApiError> {
+        self.commit(move |img| allocate(img, broker_id, PRODUCER_ID_BLOCK)).await
+    }
+
+    fn leader_client(&self) -> Result<&ControllerClient, ApiError> {
+        let leader = self.status().leader_id;
+        leader.and_then(|l| self.clients.get(&l)).ok_or_else(|| not_controller(None))
+    }
+
+    /// Sends a client's request (its whole frame after the size: header and body) to the
+    /// active controller in an Envelope (KIP-590) and returns the response frame. Retries
+    /// NOT_CONTROLLER and unreachable controllers until `timeout`.
+    pub async fn forward_envelope(
+        &self,
+        frame: Bytes,
+        client_host: &str,
+        timeout: Duration,
+    ) -> Result<Bytes, ApiError> {
+        let deadline = Instant::now() + timeout;
+        let host_bytes: Vec<u8> = match client_host.trim_start_matches('/').parse::<std::net::IpAddr>() {
+            Ok(std::net::IpAddr::V4(a)) => a.octets().to_vec(),
+            Ok(std::net::IpAddr::V6(a)) => a.octets().to_vec(),
+            Err(_) => Vec::new(),
+        };
+        let req = EnvelopeRequest::default()
+            .with_request_data(frame)
+            .with_request_principal(Some(Bytes::from_static(b"User:ANONYMOUS")))
+            .with_client_host_address(Bytes::from(host_bytes));
+        loop {
+            let last;
+            match self.leader_client() {
+                Ok(client) => match client.call(0, &req).await {
+                    Ok(resp) => match (resp.error_code.err(), resp.response_data) {
+                        (None, Some(data)) => return Ok(data),
+                        (Some(e), _) => {
+                            last = ApiError::new(e, format!("the controller at {} answered {e:?}", client.addr()))
+                        }
+                        (None, None) => last = unavailable("an empty envelope response"),
+                    },
+                    Err(e) => last = unavailable(&e),
+                },
+                Err(e) => last = e,
+            }
+            if Instant::now() >= deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until this node knows an active controller, or `timeout`.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.status().leader_id.is_some() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// Producer ids handed out per AllocateProducerIds (Kafka's block size).
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+fn allocate(img: &MetadataImage, broker_id: i32, count: i64) -> (Vec<MetadataRecord>, Range<i64>) {
+    let start = img.next_producer_id;
+    let end = start.saturating_add(count.max(1));
+    (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
+}
+
+fn unavailable(reason: &str) -> ApiError {
+    ApiError::new(ResponseError::NotController, format!("cannot reach the active controller: {reason}"))
+}
+
+fn stopped() -> ApiError {
+    ApiError::new(ResponseError::UnknownServerError, "the controller has stopped".to_owned())
+}
+
+impl Drop for QuorumController {
+    fn drop(&mut self) {
+        if let Some(inbox) = self.inbox.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            let _ = inbox.send(Input::Stop);
+        }
+        self.loader.lock().unwrap_or_else(PoisonError::into_inner).take();
+        for t in self.threads.lock().unwrap_or_else(PoisonError::into_inner).drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Driver {
+    fn run(&mut self, rx: mpsc::Receiver<Input>, tick: Duration) {
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let wait = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok(Input::Stop) => break,
+                Ok(input) => self.handle(input),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+            // Everything queued meanwhile goes into the same Ready (one fsync for all).
+            let mut stop = false;
+            while let Ok(input) = rx.try_recv() {
+                if matches!(input, Input::Stop) {
+                    stop = true;
+                    break;
+                }
+                self.handle(input);
+            }
+            if stop {
+                break;
+            }
+            let now = Instant::now();
+            if now >= next_tick {
+                self.node.tick();
+                next_tick += tick;
+                if next_tick < now {
+                    next_tick = now + tick;
+                }
+            }
+            self.bootstrap();
+            if let Err(e) = self.ready() {
+                // Like KRaft's fatal fault handler: the metadata log cannot be trusted in
+                // this process any more; a restart replays what is durable.
+                tracing::error!(error = %e, "the metadata quorum failed; stopping the node");
+                std::process::exit(1);
+            }
+        }
+    }
+
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Transport(Event::Message(m)) => self.node.step(*m),
+            Input::Transport(Event::Unreachable(peer)) => self.node.report_unreachable(peer),
+            Input::Transport(Event::SnapshotStatus { peer, delivered }) => self.node.report_snapshot(peer, delivered),
+            Input::Job(job) => job(self),
+            Input::Stop => {}
+        }
+    }
+
+    /// The first active controller of a new cluster writes its id (from meta.properties).
+    fn bootstrap(&mut self) {
+        if self.bootstrapping || !self.node.is_active() || self.node.latest().cluster_id.is_some() {
+            return;
+        }
+        let record = MetadataRecord::ClusterCreated { cluster_id: self.cluster_id.clone() };
+        if let Ok(p) = self.node.propose(&[record]) {
+            self.bootstrapping = true;
+            tracing::info!(cluster_id = %self.cluster_id, index = p.index, "bootstrapping the cluster's metadata");
+        }
+    }
+
+    fn decide<T: Send + 'static>(
+        &mut self,
+        decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
+        tx: oneshot::Sender<Result<T, ApiError>>,
+    ) {
+        if !self.node.is_active() {
+            let leader = self.node.leader_id();
+            let _ = tx.send(Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32))));
+            return;
+        }
+        let (records, answer) = decide(self.node.latest());
+        if records.is_empty() {
+            let _ = tx.send(Ok(answer));
+            return;
+        }
+        match self.node.propose(&records) {
+            Ok(p) => {
+                let done: Completion = Box::new(move |r| {
+                    let _ = tx.send(r.map(|()| answer));
+                });
+                self.pending.insert(p.index, (p.term, done));
+            }
+            Err(Refused::NotLeader(l)) => {
+                let _ = tx.send(Err(not_controller(l.map(|l| l as i32))));
+            }
+            Err(Refused::Loading) => {
+                let _ = tx.send(Err(not_controller(None)));
+            }
+            Err(Refused::Inconsistent(e)) => {
+                tracing::error!(error = %e, "a decision's records do not apply to the latest image");
+                let _ = tx.send(Err(ApiError::new(ResponseError::UnknownServerError, e)));
+            }
+        }
+    }
+
+    fn ready(&mut self) -> Result<(), ControllerError> {
+        let out = self.node.handle_ready()?;
+        for m in out.messages {
+            self.transport.send(m);
+        }
+        for a in out.applied {
+            self.shared.committed.store(a.image.clone());
+            let has_changes = a.delta != MetadataDelta::default() || a.image.records_applied == 0;
+            if has_changes || a.index > 0 {
+                let _ = self.loader.send(LoaderJob::Publish(a.image.clone(), a.delta));
+            }
+            // Proposals at or below this index are decided: committed with their term, or lost.
+            let later = self.pending.split_off(&(a.index + 1));
+            for (index, (term, done)) in std::mem::replace(&mut self.pending, later) {
+                let result = if index == a.index && term == a.term { Ok(()) } else { Err(not_controller(None)) };
+                let _ = self.loader.send(LoaderJob::Call(Box::new(move || done(result))));
+            }
+            if a.image.cluster_id.is_some() {
+                self.bootstrapping = false;
+            }
+            if let Some(found) = a.image.cluster_id.as_deref() {
+                if found != self.cluster_id {
+                    return Err(ControllerError::Identity(format!(
+                        "the quorum's metadata belongs to cluster {found}, this node to {}",
+                        self.cluster_id
+                    )));
+                }
+            }
+        }
+        if out.lost_leadership {
+            tracing::info!(term = self.node.term(), "no longer the active controller");
+            self.bootstrapping = false;
+            for (_, (_, done)) in std::mem::take(&mut self.pending) {
+                let _ = self.loader.send(LoaderJob::Call(Box::new(move || done(Err(not_controller(None))))));
+            }
+        }
+        let status = QuorumStatus {
+            leader_id: (self.node.leader_id() != 0).then_some(self.node.leader_id() as i32),
+            term: self.node.term(),
+            active: self.node.is_active(),
+            voters: self.node.voters(),
+            commit_index: self.node.commit_index(),
+            applied_index: self.node.applied_index(),
+            last_index: self.node.last_index(),
+            progress: self.node.progress().unwrap_or_default(),
+        };
+        let mut shared = self.shared.status.lock().unwrap_or_else(PoisonError::into_inner);
+        if *shared != status {
+            if shared.leader_id != status.leader_id || shared.active != status.active {
+                tracing::info!(leader = ?status.leader_id, term = status.term, active = status.active,
+                    "metadata quorum leader");
+            }
+            *shared = status;
+        }
+        Ok(())
+    }
+}
+
+fn run_loader(mut image: Arc<MetadataImage>, rx: mpsc::Receiver<LoaderJob>) {
+    let mut publishers: Vec<Arc<dyn MetadataPublisher>> = Vec::new();
+    while let Ok(job) = rx.recv() {
+        let run = std::panic::AssertUnwindSafe(|| match job {
+            LoaderJob::Publish(next, delta) => {
+                for p in &publishers {
+                    p.publish(&next, &delta);
+                }
+                image = next;
+            }
+            LoaderJob::Register(p, done) => {
+                p.publish(&image, &MetadataDelta::everything_in(&image));
+                publishers.push(p);
+                let _ = done.send(());
+            }
+            LoaderJob::Call(f) => f(),
+        });
+        if std::panic::catch_unwind(run).is_err() {
+            tracing::error!("a metadata publisher panicked; stopping the node");
+            std::process::abort();
+        }
+    }
+}
+
+impl ControllerChannel for QuorumController {
+    fn create_topics(
+        &self,
+        topics: Vec<CreateTopicSpec>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Vec<CreateTopicResult>> {
+        let names: Vec<String> = topics.iter().map(|t| t.name.clone()).collect();
+        let defaults = self.config.defaults.clone();
+        Box::pin(async move {
+            let fail = |e: ApiError| {
+                names.iter().map(|n| CreateTopicResult { name: n.clone(), result: Err(e.clone()) }).collect()
+            };
+            if self.status().active {
+                let t = topics.clone();
+                match self.commit(move |img| decisions::create_topics(img, &defaults, t, validate_only)).await {
+                    Ok(results) => return results,
+                    Err(e) if e.error == ResponseError::NotController => {}
+                    Err(e) => return fail(e),
+                }
+            }
+            // The broker's own topics: retried while the quorum elects a leader.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                match self.forward_create_topics(topics.clone(), validate_only).await {
+                    Ok(results) => return results,
+                    Err(e) if e.error == ResponseError::NotController && Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(e) => return fail(e),
+                }
+            }
+        })
+    }
+
+    fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>> {
+        let refs = topics.clone();
+        let commit = self.commit(move |img| decisions::delete_topics(img, topics));
+        Box::pin(async move {
+            match commit.await {
+                Ok(results) => results,
+                Err(e) => refs
+                    .into_iter()
+                    .map(|t| match t {
+                        TopicRef::Name(n) => {
+                            DeleteTopicResult { name: Some(n), topic_id: uuid::Uuid::nil(), result: Err(e.clone()) }
+                        }
+                        TopicRef::Id(id) => DeleteTopicResult { name: None, topic_id: id, result: Err(e.clone()) },
+                    })
+                    .collect(),
+            }
+        })
+    }
+
+    fn create_partitions(
+        &self,
+        topic: String,
+        total_count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ApiError>> {
+        let commit = self.commit(move |img| {
+            match decisions::create_partitions(img, &topic, total_count, assignments.as_deref()) {
+                Ok(_) if validate_only => (Vec::new(), Ok(())),
+                Ok(records) => (records, Ok(())),
+                Err(e) => (Vec::new(), Err(e)),
+            }
+        });
+        Box::pin(async move { commit.await? })
+    }
+
+    fn alter_configs(
+        &self,
+        resource: ConfigResource,
+        ops: Vec<ConfigOp>,
+        replace: bool,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ApiError>> {
+        let commit = self.commit(move |img| match decisions::alter_configs(img, &resource, &ops, replace) {
+            Ok(_) if validate_only => (Vec::new(), Ok(())),
+            Ok(records) => (records, Ok(())),
+            Err(e) => (Vec::new(), Err(e)),
+        });
+        Box::pin(async move { commit.await? })
+    }
+
+    fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
+        Box::pin(async move {
+            if self.status().active {
+                match self.commit(move |img| allocate(img, broker_id, count)).await {
+                    Err(e) if e.error == ResponseError::NotController => {}
+                    other => return other,
+                }
+            }
+            let client = self.leader_client()?;
+            let req = AllocateProducerIdsRequest::default().with_broker_id(BrokerId(broker_id)).with_broker_epoch(-1);
+            let resp = client.call(0, &req).await.map_err(|e| unavailable(&e))?;
+            match resp.error_code.err() {
+                None => Ok(resp.producer_id_start.0..resp.producer_id_start.0 + i64::from(resp.producer_id_len)),
+                Some(e) => Err(ApiError::new(e, format!("producer ids refused by {}", client.addr()))),
+            }
+        })
+    }
+
+    fn is_active(&self) -> bool {
+        self.status().active
+    }
+
+    fn forward(&self, frame: Bytes, client_host: String) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        Box::pin(async move { self.forward_envelope(frame, &client_host, Duration::from_secs(30)).await })
+    }
+}
+
+impl QuorumController {
+    /// CreateTopics sent to the active controller (the broker's own topics, e.g.
+    /// `__consumer_offsets`; clients' requests travel in an Envelope instead).
+    async fn forward_create_topics(
+        &self,
+        topics: Vec<CreateTopicSpec>,
+        validate_only: bool,
+    ) -> Result<Vec<CreateTopicResult>, ApiError> {
+        let client = self.leader_client()?;
+        let req = CreateTopicsRequest::default().with_timeout_ms(30_000).with_validate_only(validate_only).with_topics(
+            topics
+                .iter()
+                .map(|t| {
+                    CreatableTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(t.name.clone())))
+                        .with_num_partitions(t.num_partitions)
+                        .with_replication_factor(t.replication_factor)
+                        .with_assignments(
+                            t.assignments
+                                .iter()
+                                .map(|(p, brokers)| {
+                                    CreatableReplicaAssignment::default()
+                                        .with_partition_index(*p)
+                                        .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
+                                })
+                                .collect(),
+                        )
+                        .with_configs(
+                            t.configs
+                                .iter()
+                                .map(|(k, v)| {
+                                    CreatableTopicConfig::default()
+                                        .with_name(StrBytes::from_string(k.clone()))
+                                        .with_value(Some(StrBytes::from_string(v.clone())))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        );
+        let resp = client.call(7, &req).await.map_err(|e| unavailable(&e))?;
+        Ok(resp
+            .topics
+            .into_iter()
+            .map(|t| {
+                let name = t.name.0.to_string();
+                let result = match t.error_code.err() {
+                    None => Ok(CreatedTopic {
+                        topic_id: t.topic_id,
+                        num_partitions: t.num_partitions,
+                        replication_factor: t.replication_factor,
+                        configs: t
+                            .configs
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter_map(|c| c.value.map(|v| (c.name.to_string(), v.to_string())))
+                            .collect(),
+                    }),
+                    Some(e) => Err(ApiError::new(e, t.error_message.map(|m| m.to_string()).unwrap_or_default())),
+                };
+                CreateTopicResult { name, result }
+            })
+            .collect())
+    }
+}

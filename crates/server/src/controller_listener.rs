@@ -1,0 +1,191 @@
+//! The CONTROLLER listener of a node in a quorum: Raft traffic from the other controllers and
+//! Kafka's broker-to-controller RPCs.
+//!
+//! A connection that starts with the Raft magic is a peer controller's (see
+//! `strata_controller::raft::transport`). Any other connection speaks the Kafka protocol:
+//! - Envelope (58, KIP-590): a client's admin request forwarded by a broker; answered with the
+//!   broker's own handler for it when this node is the active controller, else NOT_CONTROLLER.
+//! - BrokerRegistration (62) and AllocateProducerIds (67): decided by the active controller.
+//! - CreateTopics (19) and ApiVersions (18): a broker's own requests, answered as a broker would.
+//!
+//! Other keys close the connection with a log line.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::{
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, ApiKey, BrokerRegistrationRequest,
+    BrokerRegistrationResponse, EnvelopeRequest, EnvelopeResponse, RequestHeader,
+};
+use kafka_protocol::protocol::Decodable;
+use strata_broker::net::handle_request_bytes;
+use strata_broker::Broker;
+use strata_controller::quorum::QuorumController;
+use strata_controller::raft::transport::{serve_peer, RAFT_MAGIC};
+use strata_protocol::response::encode_response;
+use strata_protocol::ResponseError;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// Largest request accepted on this listener (a forwarded CreateTopics of many topics fits).
+const MAX_REQUEST: usize = 100 << 20;
+
+/// Accepts connections until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    quorum: Arc<QuorumController>,
+    broker: Arc<OnceLock<Arc<Broker>>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.changed() => return,
+            a = listener.accept() => a,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let (quorum, broker) = (quorum.clone(), broker.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = connection(stream, quorum, broker).await {
+                        tracing::debug!(%peer, error = %e, "controller listener connection closed");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed on the controller listener");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    mut stream: TcpStream,
+    quorum: Arc<QuorumController>,
+    broker: Arc<OnceLock<Arc<Broker>>>,
+) -> std::io::Result<()> {
+    let peer = stream.peer_addr()?;
+    let client_host = format!("/{}", peer.ip());
+    let mut first = [0u8; 4];
+    stream.read_exact(&mut first).await?;
+    if first == RAFT_MAGIC[..4] {
+        let mut rest = [0u8; 4];
+        stream.read_exact(&mut rest).await?;
+        if rest != RAFT_MAGIC[4..] {
+            tracing::info!(%peer, "closing a controller listener connection: neither Raft nor Kafka");
+            return Ok(());
+        }
+        if let Some(inbox) = quorum.raft_inbox() {
+            serve_peer(stream, quorum.cluster_id().to_owned(), inbox).await;
+        }
+        return Ok(());
+    }
+    let mut size = u32::from_be_bytes(first) as usize;
+    loop {
+        if !(8..=MAX_REQUEST).contains(&size) {
+            tracing::info!(%peer, size, "closing a controller listener connection: bad request size");
+            return Ok(());
+        }
+        let mut frame = vec![0u8; size];
+        stream.read_exact(&mut frame).await?;
+        let frame = Bytes::from(frame);
+        let Some(response) = respond(&quorum, &broker, &client_host, frame).await else {
+            return Ok(());
+        };
+        stream.write_all(&response).await?;
+        let mut next = [0u8; 4];
+        stream.read_exact(&mut next).await?;
+        size = u32::from_be_bytes(next) as usize;
+    }
+}
+
+/// The broker, once this node has one (it starts after the quorum does); `None` after 30 s.
+async fn wait_for_broker(broker: &OnceLock<Arc<Broker>>) -> Option<&Arc<Broker>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(b) = broker.get() {
+            return Some(b);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The whole response frame for one request, or `None` to close the connection.
+async fn respond(
+    quorum: &Arc<QuorumController>,
+    broker: &OnceLock<Arc<Broker>>,
+    client_host: &str,
+    frame: Bytes,
+) -> Option<Bytes> {
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let Ok(api) = ApiKey::try_from(key) else {
+        tracing::info!(key, "closing a controller listener connection: unknown API key");
+        return None;
+    };
+    let mut buf = frame.clone();
+    let header = match RequestHeader::decode(&mut buf, api.request_header_version(version)) {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::info!(key, version, error = %e, "closing a controller listener connection: bad header");
+            return None;
+        }
+    };
+    let cid = header.correlation_id;
+    let mut out = BytesMut::new();
+    match api {
+        ApiKey::Envelope => {
+            let req = EnvelopeRequest::decode(&mut buf, version).ok()?;
+            let mut resp = EnvelopeResponse::default();
+            match wait_for_broker(broker).await {
+                Some(b) if quorum.status().active => match handle_request_bytes(b, client_host, req.request_data).await
+                {
+                    // The inner response without its size: the forwarding broker adds it back.
+                    Ok(Some(inner)) => resp.response_data = Some(inner.slice(4..)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::info!(error = %e, "a forwarded request could not be handled");
+                        resp.error_code = ResponseError::InvalidRequest.code();
+                    }
+                },
+                _ => resp.error_code = ResponseError::NotController.code(),
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::BrokerRegistration => {
+            let req = BrokerRegistrationRequest::decode(&mut buf, version).ok()?;
+            let mut resp = BrokerRegistrationResponse::default();
+            match quorum.handle_broker_registration(&req).await {
+                Ok(epoch) => resp.broker_epoch = epoch,
+                Err(e) => resp.error_code = e.error.code(),
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::AllocateProducerIds => {
+            let req = AllocateProducerIdsRequest::decode(&mut buf, version).ok()?;
+            let mut resp = AllocateProducerIdsResponse::default();
+            match quorum.handle_allocate_producer_ids(req.broker_id.0).await {
+                Ok(range) => {
+                    resp.producer_id_start = kafka_protocol::messages::ProducerId(range.start);
+                    resp.producer_id_len = i32::try_from(range.end - range.start).unwrap_or(i32::MAX);
+                }
+                Err(e) => resp.error_code = e.error.code(),
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::CreateTopics | ApiKey::ApiVersions => {
+            let b = wait_for_broker(broker).await?;
+            return handle_request_bytes(b, client_host, frame).await.ok().flatten();
+        }
+        other => {
+            tracing::info!(api = ?other, "closing a controller listener connection: not a controller API");
+            return None;
+        }
+    }
+    Some(out.freeze())
+}
