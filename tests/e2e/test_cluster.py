@@ -23,6 +23,88 @@ import pytest
 from conftest import Broker, strata_bin
 from e2e_util import ck_admin, ck_consumer, ck_producer, free_port, wait_until
 
+class LinkProxy:
+    """A TCP proxy the harness owns for one directed link between two nodes: node A reaches node
+    B's CONTROLLER listener only through it. `block()` closes its connections and refuses new
+    ones (a network partition of that link); `unblock()` heals it."""
+
+    def __init__(self, target_port: int):
+        import socket
+        import threading
+
+        self.target = ("127.0.0.1", target_port)
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.blocked = False
+        self.conns: list = []
+        self.lock = threading.Lock()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        import socket
+        import threading
+
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if self.blocked:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def block(self):
+        import socket
+
+        self.blocked = True
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+                c.close()
+            except OSError:
+                pass
+
+    def unblock(self):
+        self.blocked = False
+
+    def close(self):
+        self.closed = True
+        self.block()
+        self.listener.close()
+
+
 class Node(Broker):
     """One node of the cluster: broker and controller, configured by a .properties file."""
 
@@ -71,10 +153,22 @@ class Node(Broker):
 
 
 class Cluster:
-    def __init__(self, root: Path, size: int = 3, extra: dict[str, str] | None = None):
+    """`size` nodes. With `proxied`, node i reaches node j's controller only through
+    `self.links[(i, j)]` (its own view of `controller.quorum.voters` names the proxies), so the
+    harness can cut any node off."""
+
+    def __init__(self, root: Path, size: int = 3, extra: dict[str, str] | None = None, proxied: bool = False):
         controller_ports = [free_port() for _ in range(size)]
-        voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(controller_ports))
-        self.nodes = [Node(root / f"n{i + 1}", i + 1, voters, controller_ports[i], extra or {}) for i in range(size)]
+        ids = range(1, size + 1)
+        self.links: dict[tuple[int, int], LinkProxy] = {}
+        if proxied:
+            self.links = {(i, j): LinkProxy(controller_ports[j - 1]) for i in ids for j in ids if i != j}
+
+        def voters_of(i: int) -> str:
+            port = lambda j: self.links[(i, j)].port if (i, j) in self.links else controller_ports[j - 1]  # noqa: E731
+            return ",".join(f"{j}@127.0.0.1:{port(j)}" for j in ids)
+
+        self.nodes = [Node(root / f"n{i}", i, voters_of(i), controller_ports[i - 1], extra or {}) for i in ids]
         cluster_id = subprocess.run([str(strata_bin()), "random-uuid"], capture_output=True, text=True,
                                     check=True).stdout.strip()
         for n in self.nodes:
@@ -106,9 +200,20 @@ class Cluster:
         wait_until(one, timeout, message="no single active controller")
         return found["n"]
 
+    def isolate(self, node: "Node"):
+        for (i, j), link in self.links.items():
+            if node.node_id in (i, j):
+                link.block()
+
+    def heal(self):
+        for link in self.links.values():
+            link.unblock()
+
     def cleanup(self):
         for n in self.nodes:
             n.cleanup()
+        for link in self.links.values():
+            link.close()
 
 
 @pytest.fixture
@@ -230,10 +335,197 @@ def test_a_node_that_missed_many_changes_catches_up_from_a_snapshot(tmp_path):
                                if t.startswith("while-down-")) == 30, 30,
                    message="the returning node did not catch up")
         assert "installed a metadata snapshot from the leader" in late.log_text(), late.log_tail()
-        # It serves its share of the new partitions.
-        leaders = [l for i in range(30) for l in leaders_seen_by(late.bootstrap, f"while-down-{i}").values()]
-        assert late.node_id in leaders
+        # Stopped cleanly, it was fenced, so the topics created meanwhile avoided it; back and
+        # heartbeating, it is listed again and gets its share of new partitions.
+        assert all(late.node_id not in leaders_seen_by(late.bootstrap, f"while-down-{i}").values() for i in range(30))
+        wait_until(lambda: late.node_id in ck_admin(late.bootstrap).list_topics(timeout=10).brokers, 15,
+                   message="the returning broker was not unfenced")
+        create(late.bootstrap, "after-return", 6)
+        wait_until(lambda: len(leaders_seen_by(late.bootstrap, "after-return")) == 6, 10,
+                   message="the new topic did not reach the returning broker")
+        assert late.node_id in leaders_seen_by(late.bootstrap, "after-return").values()
         for n in c.nodes:
             assert n.stop() < 15
+    finally:
+        c.cleanup()
+
+
+def partition_leaders(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition -> leader as Metadata answers (-1 while a partition has no leader)."""
+    return leaders_seen_by(bootstrap, topic)
+
+
+def test_a_silent_broker_is_fenced_and_returns_and_a_stopping_one_hands_over_at_once(tmp_path):
+    c = Cluster(tmp_path, extra={"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "300"})
+    try:
+        c.start()
+        create(c.nodes[0].bootstrap, "fence", 6)
+        controller = c.active_controller()
+        victim = next(n for n in c.nodes if n is not controller)
+        other = next(n for n in c.nodes if n is not controller and n is not victim)
+        wait_until(lambda: len(partition_leaders(controller.bootstrap, "fence")) == 6, 10,
+                   message="the topic did not reach the controller's broker")
+        before = partition_leaders(controller.bootstrap, "fence")
+        owned = sorted(p for p, l in before.items() if l == victim.node_id)
+        assert owned, before
+
+        # No heartbeats (killed): fenced after the session timeout; its partitions have no
+        # leader and it is no longer listed.
+        victim.kill()
+        wait_until(lambda: all(partition_leaders(controller.bootstrap, "fence")[p] == -1 for p in owned), 15,
+                   message="the silent broker's partitions kept their leader")
+        md = ck_admin(other.bootstrap).list_topics(timeout=10)
+        assert victim.node_id not in md.brokers
+        assert all(md.topics["fence"].partitions[p].leader == -1 for p in owned)
+        # New partitions avoid it.
+        create(controller.bootstrap, "while-fenced", 4)
+        assert victim.node_id not in partition_leaders(controller.bootstrap, "while-fenced").values()
+
+        # It comes back: unfenced, leads its partitions again, takes writes.
+        victim.start(60)
+        wait_until(lambda: partition_leaders(other.bootstrap, "fence") == before, 15,
+                   message="the returning broker did not lead its partitions again")
+        p = ck_producer(c.bootstrap, acks="all")
+        for part in owned:
+            p.produce("fence", value=b"back", partition=part)
+        assert p.flush(20) == 0
+
+        # SIGTERM: a controlled shutdown fences it before it exits, not a session later.
+        victim.stop()
+        wait_until(lambda: all(partition_leaders(controller.bootstrap, "fence")[p] == -1 for p in owned), 1.5,
+                   interval=0.05, message="a cleanly stopping broker was not fenced at once")
+        for n in c.nodes:
+            assert not n.panic_lines(), n.log_tail()
+    finally:
+        c.cleanup()
+
+
+def describe_quorum_v1(port: int) -> dict:
+    """DescribeQuorum v1 (flexible) for __cluster_metadata-0, encoded and decoded by hand."""
+    import socket
+    import struct
+
+    from e2e_util import recv_exact
+
+    def uvarint(n: int) -> bytes:
+        out = b""
+        while n >= 0x80:
+            out += bytes([(n & 0x7F) | 0x80])
+            n >>= 7
+        return out + bytes([n])
+
+    def compact_str(s: str) -> bytes:
+        return uvarint(len(s) + 1) + s.encode()
+
+    cid = b"e2e-quorum"
+    header = struct.pack(">hhih", 55, 1, 7, len(cid)) + cid + b"\x00"
+    body = uvarint(2) + compact_str("__cluster_metadata") + uvarint(2) + struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        msg = header + body
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        (size,) = struct.unpack(">i", recv_exact(s, 4))
+        data = recv_exact(s, size)
+    i = 0
+
+    def take(fmt):
+        nonlocal i
+        v = struct.unpack_from(fmt, data, i)
+        i += struct.calcsize(fmt)
+        return v[0]
+
+    def read_uvarint():
+        nonlocal i
+        shift = n = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+
+    def skip_tags():
+        nonlocal i
+        for _ in range(read_uvarint()):
+            read_uvarint()
+            size = read_uvarint()
+            i += size
+
+    assert take(">i") == 7
+    skip_tags()
+    out = {"error_code": take(">h")}
+    assert read_uvarint() - 1 == 1  # topics
+    name_len = read_uvarint() - 1
+    i += name_len
+    assert read_uvarint() - 1 == 1  # partitions
+    part = {"partition": take(">i"), "error_code": take(">h"), "leader_id": take(">i"), "leader_epoch": take(">i"),
+            "high_watermark": take(">q"), "voters": {}}
+    for _ in range(read_uvarint() - 1):
+        rid, leo, _fetch, _caught = take(">i"), take(">q"), take(">q"), take(">q")
+        skip_tags()
+        part["voters"][rid] = leo
+    out["partition"] = part
+    return out
+
+
+def test_describe_quorum_names_the_leader_and_the_voters_through_any_broker(cluster):
+    active = cluster.active_controller()
+    for n in cluster.nodes:
+        q = describe_quorum_v1(n.port)
+        p = q["partition"]
+        assert q["error_code"] == 0 and p["error_code"] == 0, q
+        assert p["leader_id"] == active.node_id and p["leader_epoch"] >= 1, q
+        assert sorted(p["voters"]) == [1, 2, 3], q
+        assert p["high_watermark"] > 0 and max(p["voters"].values()) >= p["high_watermark"], q
+
+
+def test_a_controller_cut_off_from_the_others_steps_down_and_rejoins(tmp_path):
+    c = Cluster(tmp_path, proxied=True)
+    try:
+        c.start()
+        old = c.active_controller()
+        majority = [n for n in c.nodes if n is not old]
+        c.isolate(old)
+
+        # The majority elects a new leader; the isolated one stops being active (check-quorum:
+        # it hears from no majority within an election timeout).
+        def new_leader():
+            try:
+                q = describe_quorum_v1(majority[0].port)["partition"]
+            except Exception:  # noqa: BLE001 - NOT_LEADER_OR_FOLLOWER during the election
+                return False
+            return q["error_code"] == 0 and q["leader_id"] in (majority[0].node_id, majority[1].node_id)
+
+        wait_until(new_leader, 20, message="the majority elected no leader")
+        wait_until(lambda: not old.is_active_controller(), 20, message="the isolated controller kept acting")
+        # Writes: through the majority they commit; through the isolated node they cannot.
+        create(majority[0].bootstrap, "during-partition", 2)
+        from confluent_kafka.admin import NewTopic
+        admin = ck_admin(old.bootstrap)
+        fs = admin.create_topics([NewTopic("on-the-minority", num_partitions=1, replication_factor=1)],
+                                 request_timeout=5)
+        with pytest.raises(Exception):
+            list(fs.values())[0].result(20)
+
+        # Nothing was committed on the minority side, and the majority did not see it either.
+        for n in c.nodes:
+            assert "on-the-minority" not in ck_admin(n.bootstrap).list_topics(timeout=10).topics
+
+        # Healed: the old controller follows the new leader and learns what it missed; every
+        # node ends with the same topics (the timed-out request may still be relayed to the
+        # new leader once the link is back: a timeout is not a refusal).
+        c.heal()
+        wait_until(lambda: "during-partition" in ck_admin(old.bootstrap).list_topics(timeout=10).topics, 30,
+                   message="the healed node never learned the majority's change")
+
+        def same_topics():
+            seen = [frozenset(ck_admin(n.bootstrap).list_topics(timeout=10).topics) for n in c.nodes]
+            return len(set(seen)) == 1
+
+        wait_until(same_topics, 30, message="the nodes disagree on the topics after healing")
+        leaders = {describe_quorum_v1(n.port)["partition"]["leader_id"] for n in c.nodes}
+        assert len(leaders) == 1, leaders
+        for n in c.nodes:
+            assert not n.panic_lines(), n.log_tail()
     finally:
         c.cleanup()

@@ -49,6 +49,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("controller.listener.names", Str, Some("CONTROLLER"), None, "Name of the listener controllers use among themselves."),
     key!("inter.broker.listener.name", Str, Some("PLAINTEXT"), None, "Name of the listener brokers use among themselves."),
     key!("broker.rack", Str, None, None, "Rack of this broker, reported in Metadata."),
+    key!("broker.session.timeout.ms", Int, Some("9000"), Some(1), "A broker of a quorum that sends the active controller no heartbeat for this long is fenced: it leads no partition until it heartbeats again."),
+    key!("broker.heartbeat.interval.ms", Int, Some("2000"), Some(1), "How often a broker of a quorum heartbeats to the active controller."),
     key!("metadata.log.max.record.bytes.between.snapshots", Long, Some("20971520"), Some(1), "Bytes of metadata records a controller applies between two snapshots of the metadata image (the Raft log behind a snapshot is dropped)."),
     key!("log.dirs", Str, None, None, "Data directories, comma-separated (set by --data-dir); each new partition goes to the one holding the fewest. Unset: log.dir."),
     key!("log.dir", Str, Some("./data"), None, "The data directory when log.dirs is not set (also a comma-separated list)."),

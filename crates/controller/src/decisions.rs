@@ -365,6 +365,62 @@ pub fn alter_configs(
     Ok(records)
 }
 
+/// Fences `broker_id` (its session expired, or it shuts down): it leads nothing any more. Each
+/// partition it leads gets another leader from its ISR among unfenced brokers, or none (-1,
+/// clients see LEADER_NOT_AVAILABLE) when it was the only one, as KRaft does for a
+/// replication factor of 1. No records when it is fenced already.
+pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+    match image.brokers.get(&broker_id) {
+        Some(b) if !b.fenced => {}
+        _ => return Vec::new(),
+    }
+    let live = |id: &i32| *id != broker_id && image.brokers.get(id).is_some_and(|b| !b.fenced);
+    let mut records = vec![MetadataRecord::BrokerFenced { broker_id }];
+    for topic in image.topics() {
+        for p in topic.partitions.iter().filter(|p| p.leader == broker_id) {
+            let leader = p.isr.iter().copied().find(|id| live(id)).unwrap_or(-1);
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: topic.id,
+                partition: p.partition,
+                leader: Some(leader),
+                isr: None,
+                replicas: None,
+            });
+        }
+    }
+    records
+}
+
+/// Unfences `broker_id` (it heartbeats again and has caught up with the metadata): it leads
+/// again every partition that has no leader and holds it in its ISR. No records when it is
+/// not fenced.
+pub fn unfence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+    match image.brokers.get(&broker_id) {
+        Some(b) if b.fenced => {}
+        _ => return Vec::new(),
+    }
+    let mut records = vec![MetadataRecord::BrokerUnfenced { broker_id }];
+    records.extend(lead_leaderless(image, broker_id));
+    records
+}
+
+/// A live `broker_id` takes the lead of every partition without a leader that holds it in its ISR.
+fn lead_leaderless(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for p in topic.partitions.iter().filter(|p| p.leader == -1 && p.isr.contains(&broker_id)) {
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: topic.id,
+                partition: p.partition,
+                leader: Some(broker_id),
+                isr: None,
+                replicas: None,
+            });
+        }
+    }
+    records
+}
+
 /// BrokerRegistration (KRaft's `ClusterControlManager.registerBroker`): a broker not yet
 /// registered, or back with another endpoint or rack, gets a registration record whose epoch
 /// (the broker epoch) is the record's index in the metadata log; one registered with the same
@@ -377,13 +433,13 @@ pub fn register_broker(
     rack: Option<String>,
 ) -> (Vec<MetadataRecord>, i64) {
     match image.brokers.get(&broker_id) {
-        Some(b) if b.host == host && b.port == port && b.rack == rack => {
-            let records = if b.fenced { vec![MetadataRecord::BrokerUnfenced { broker_id }] } else { Vec::new() };
-            (records, b.epoch)
-        }
+        Some(b) if b.host == host && b.port == port && b.rack == rack => (unfence_broker(image, broker_id), b.epoch),
         _ => {
             let epoch = image.records_applied as i64;
-            (vec![MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: false }], epoch)
+            let mut records =
+                vec![MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: false }];
+            records.extend(lead_leaderless(image, broker_id));
+            (records, epoch)
         }
     }
 }
@@ -407,6 +463,46 @@ mod tests {
     }
 
     const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1 };
+
+    /// KRaft's fencing with a replication factor of 1: a fenced broker's partitions have no
+    /// leader (-1) until it is unfenced (or registers again), then it leads them again.
+    #[test]
+    fn fencing_takes_leadership_away_and_unfencing_gives_it_back() {
+        let reg = |id: i32| MetadataRecord::BrokerRegistered {
+            broker_id: id,
+            host: "h".into(),
+            port: id as u16,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        };
+        let img = MetadataImage::empty().apply(&[reg(1), reg(2)]).unwrap().0;
+        let spec = CreateTopicSpec { name: "t".into(), num_partitions: 4, replication_factor: 1, ..Default::default() };
+        let (records, _) = create_topics(&img, &D, vec![spec], false);
+        let img = img.apply(&records).unwrap().0;
+        let led_by =
+            |img: &MetadataImage, id: i32| img.topic("t").unwrap().partitions.iter().filter(|p| p.leader == id).count();
+        assert_eq!((led_by(&img, 1), led_by(&img, 2)), (2, 2));
+
+        let fenced = img.apply(&fence_broker(&img, 2)).unwrap().0;
+        assert!(fenced.brokers[&2].fenced);
+        assert_eq!((led_by(&fenced, 1), led_by(&fenced, 2), led_by(&fenced, -1)), (2, 0, 2));
+        assert!(fence_broker(&fenced, 2).is_empty(), "fencing twice writes nothing");
+        // New topics avoid the fenced broker.
+        let spec = CreateTopicSpec { name: "u".into(), num_partitions: 2, replication_factor: 1, ..Default::default() };
+        let (records, _) = create_topics(&fenced, &D, vec![spec], false);
+        let with_u = fenced.apply(&records).unwrap().0;
+        assert!(with_u.topic("u").unwrap().partitions.iter().all(|p| p.leader == 1));
+
+        let back = with_u.apply(&unfence_broker(&with_u, 2)).unwrap().0;
+        assert!(!back.brokers[&2].fenced);
+        assert_eq!((led_by(&back, 1), led_by(&back, 2), led_by(&back, -1)), (2, 2, 0));
+        assert!(unfence_broker(&back, 2).is_empty());
+        // Registering again with the same endpoint unfences too.
+        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None);
+        let again = fenced.apply(&records).unwrap().0;
+        assert_eq!(led_by(&again, 2), 2);
+    }
 
     #[test]
     fn create_topics_validates_and_uses_defaults() {

@@ -95,7 +95,7 @@ impl LocalController {
         }
         let mut boot = Vec::new();
         if image.cluster_id.is_none() {
-            boot.push(MetadataRecord::ClusterCreated { cluster_id: new_cluster_id() });
+            boot.push(MetadataRecord::ClusterCreated { cluster_id: strata_log::data_dir::random_id() });
         }
         let me = MetadataRecord::BrokerRegistered {
             broker_id: config.node_id,
@@ -247,11 +247,10 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ResponseError::UnknownServerError, e.to_string())
 }
 
-/// A cluster id as Kafka makes them: a random UUID in URL-safe base64, 22 chars.
-fn new_cluster_id() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = uuid::Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl ControllerChannel for LocalController {
@@ -320,6 +319,23 @@ impl ControllerChannel for LocalController {
             Err(e) => (Vec::new(), Err(e)),
         });
         Box::pin(async move { commit.await? })
+    }
+
+    /// One voter, this node, leading since it started: its log end is the committed end.
+    fn describe_quorum(&self) -> Option<strata_metadata::channel::QuorumDescription> {
+        let end = self.image().records_applied as i64;
+        let id = self.config.node_id;
+        Some(strata_metadata::channel::QuorumDescription {
+            leader_id: id,
+            leader_epoch: 1,
+            high_watermark: end,
+            voters: vec![strata_metadata::channel::QuorumReplica {
+                id,
+                log_end_offset: end,
+                last_caught_up_ms: now_ms(),
+            }],
+            endpoints: Vec::new(),
+        })
     }
 
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {

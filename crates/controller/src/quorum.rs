@@ -72,6 +72,8 @@ pub struct QuorumControllerConfig {
     pub quorum: QuorumConfig,
     /// The Raft clock's period.
     pub tick: Duration,
+    /// A broker that sends no heartbeat for this long is fenced (`broker.session.timeout.ms`).
+    pub session_timeout: Duration,
 }
 
 /// Work for the Raft thread.
@@ -120,6 +122,19 @@ pub struct Driver {
     cluster_id: String,
     /// The ClusterCreated proposal in flight, if any.
     bootstrapping: bool,
+    /// While active: when each broker last heartbeated (KRaft's `BrokerHeartbeatManager`;
+    /// kept in memory, restarted with a full session of grace by each new active controller).
+    heartbeats: HashMap<i32, Instant>,
+    session_timeout: Duration,
+    was_active: bool,
+    last_session_check: Instant,
+}
+
+/// What the active controller tells a heartbeating broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeartbeatReply {
+    pub is_fenced: bool,
+    pub should_shut_down: bool,
 }
 
 struct Shared {
@@ -180,6 +195,10 @@ impl QuorumController {
             shared: shared.clone(),
             cluster_id: config.cluster_id.clone(),
             bootstrapping: false,
+            heartbeats: HashMap::new(),
+            session_timeout: config.session_timeout,
+            was_active: false,
+            last_session_check: Instant::now(),
         };
         let tick = config.tick;
         let io = |source| ControllerError::Io { path: dir.to_path_buf(), source };
@@ -300,6 +319,45 @@ impl QuorumController {
             None => Ok(resp.broker_epoch),
             Some(e) => Err(ApiError::new(e, format!("broker registration refused by {}", client.addr()))),
         }
+    }
+
+    /// Sends this broker's heartbeat (KRaft's BrokerHeartbeat) to the active controller: handled
+    /// here if this node is it, else sent as a BrokerHeartbeat request. `want_shut_down` asks
+    /// for a controlled shutdown (the broker's partitions are moved off it first).
+    pub async fn send_heartbeat(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        want_shut_down: bool,
+    ) -> Result<HeartbeatReply, ApiError> {
+        if self.status().active {
+            match self.handle_heartbeat(broker_id, want_shut_down).await {
+                Err(e) if e.error == ResponseError::NotController => {}
+                other => return other,
+            }
+        }
+        let client = self.leader_client()?;
+        let req = kafka_protocol::messages::BrokerHeartbeatRequest::default()
+            .with_broker_id(BrokerId(broker_id))
+            .with_broker_epoch(broker_epoch)
+            .with_current_metadata_offset(self.status().applied_index as i64)
+            .with_want_shut_down(want_shut_down);
+        let resp = client.call(1, &req).await.map_err(|e| unavailable(&e))?;
+        match resp.error_code.err() {
+            None => Ok(HeartbeatReply { is_fenced: resp.is_fenced, should_shut_down: resp.should_shut_down }),
+            Some(e) => Err(ApiError::new(e, format!("heartbeat refused by {}", client.addr()))),
+        }
+    }
+
+    /// Handles a heartbeat that reached this controller (NOT_CONTROLLER unless it is active).
+    pub async fn handle_heartbeat(&self, broker_id: i32, want_shut_down: bool) -> Result<HeartbeatReply, ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let queued =
+            self.submit(Input::Job(Box::new(move |d: &mut Driver| d.heartbeat(broker_id, want_shut_down, tx))));
+        if !queued {
+            return Err(stopped());
+        }
+        rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
     /// Handles a BrokerRegistration that reached this controller: decided here when active.
@@ -447,6 +505,7 @@ impl Driver {
                 }
             }
             self.bootstrap();
+            self.check_sessions();
             if let Err(e) = self.ready() {
                 // Like KRaft's fatal fault handler: the metadata log cannot be trusted in
                 // this process any more; a restart replays what is durable.
@@ -463,6 +522,96 @@ impl Driver {
             Input::Transport(Event::SnapshotStatus { peer, delivered }) => self.node.report_snapshot(peer, delivered),
             Input::Job(job) => job(self),
             Input::Stop => {}
+        }
+    }
+
+    /// On the active controller: fences brokers whose session expired (checked once a tick).
+    fn check_sessions(&mut self) {
+        let active = self.node.is_active();
+        if !active {
+            self.was_active = false;
+            return;
+        }
+        let now = Instant::now();
+        if !self.was_active {
+            // A new active controller does not know when brokers last heartbeated: each gets a
+            // whole session from now (as KRaft's controller does after a failover).
+            self.was_active = true;
+            self.heartbeats = self.node.latest().brokers.keys().map(|id| (*id, now)).collect();
+        }
+        if now.duration_since(self.last_session_check) < Duration::from_millis(100) {
+            return;
+        }
+        self.last_session_check = now;
+        // A broker registered since gets a whole session from when it is first seen here.
+        let latest = self.node.latest().clone();
+        for id in latest.brokers.keys() {
+            self.heartbeats.entry(*id).or_insert(now);
+        }
+        let expired: Vec<i32> = latest
+            .brokers
+            .values()
+            .filter(|b| !b.fenced)
+            .filter(|b| {
+                self.heartbeats.get(&b.broker_id).is_some_and(|t| now.duration_since(*t) > self.session_timeout)
+            })
+            .map(|b| b.broker_id)
+            .collect();
+        for id in expired {
+            tracing::info!(
+                broker = id,
+                timeout_ms = self.session_timeout.as_millis() as u64,
+                "fencing a broker: no heartbeat within broker.session.timeout.ms"
+            );
+            let (tx, _rx) = oneshot::channel();
+            self.decide(move |img| (decisions::fence_broker(img, id), ()), tx);
+        }
+    }
+
+    /// A heartbeat that reached the active controller.
+    fn heartbeat(
+        &mut self,
+        broker_id: i32,
+        want_shut_down: bool,
+        tx: oneshot::Sender<Result<HeartbeatReply, ApiError>>,
+    ) {
+        if !self.node.is_active() {
+            let leader = self.node.leader_id();
+            let _ = tx.send(Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32))));
+            return;
+        }
+        let Some(broker) = self.node.latest().brokers.get(&broker_id).cloned() else {
+            let _ = tx.send(Err(ApiError::new(
+                ResponseError::BrokerIdNotRegistered,
+                format!("broker {broker_id} is not registered"),
+            )));
+            return;
+        };
+        self.heartbeats.insert(broker_id, Instant::now());
+        if want_shut_down {
+            // Controlled shutdown: its partitions move (or go leaderless) before it stops.
+            self.decide(
+                move |img| {
+                    (
+                        decisions::fence_broker(img, broker_id),
+                        HeartbeatReply { is_fenced: true, should_shut_down: true },
+                    )
+                },
+                tx,
+            );
+        } else if broker.fenced {
+            tracing::info!(broker = broker_id, "unfencing a broker: it heartbeats again");
+            self.decide(
+                move |img| {
+                    (
+                        decisions::unfence_broker(img, broker_id),
+                        HeartbeatReply { is_fenced: false, should_shut_down: false },
+                    )
+                },
+                tx,
+            );
+        } else {
+            let _ = tx.send(Ok(HeartbeatReply { is_fenced: false, should_shut_down: false }));
         }
     }
 
@@ -700,6 +849,36 @@ impl ControllerChannel for QuorumController {
 
     fn is_active(&self) -> bool {
         self.status().active
+    }
+
+    fn describe_quorum(&self) -> Option<strata_metadata::channel::QuorumDescription> {
+        let status = self.status();
+        if !status.active {
+            return None;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let voters = status
+            .voters
+            .iter()
+            .map(|id| {
+                let matched = status.progress.iter().find(|(p, _)| p == id).map_or(0, |(_, m)| *m);
+                let leo = if *id as i32 == self.config.node_id { status.last_index } else { matched };
+                strata_metadata::channel::QuorumReplica {
+                    id: *id as i32,
+                    log_end_offset: leo as i64,
+                    last_caught_up_ms: if leo >= status.commit_index { now } else { -1 },
+                }
+            })
+            .collect();
+        Some(strata_metadata::channel::QuorumDescription {
+            leader_id: self.config.node_id,
+            leader_epoch: i32::try_from(status.term).unwrap_or(i32::MAX),
+            high_watermark: status.commit_index as i64,
+            voters,
+            endpoints: self.config.voters.iter().map(|v| (v.id, v.host.clone(), v.port)).collect(),
+        })
     }
 
     fn forward(&self, frame: Bytes, client_host: String) -> BoxFuture<'_, Result<Bytes, ApiError>> {

@@ -286,17 +286,33 @@ fn prepare(dir: &Path) -> Result<(), DataDirError> {
         .map_err(|error| DataDirError::NotWritable { dir: dir_buf(), error })
 }
 
-/// A random 22-character URL-safe base64 id, as Kafka's `Uuid.randomUuid().toString()`.
+/// A random 22-character URL-safe base64 id, as Kafka's `Uuid.randomUuid().toString()`. Like
+/// Kafka's, it never starts with '-' (it would read as a flag: `strata format --cluster-id -x…`).
 pub fn random_id() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bits = uuid::Uuid::new_v4().as_u128();
-    (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect()
+    loop {
+        let bits = uuid::Uuid::new_v4().as_u128();
+        let id: String = (0..22).map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char).collect();
+        if !id.starts_with('-') {
+            return id;
+        }
+    }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_ids_are_22_url_safe_characters_never_starting_with_a_dash() {
+        for _ in 0..2000 {
+            let id = random_id();
+            assert_eq!(id.len(), 22);
+            assert!(!id.starts_with('-'), "{id}");
+            assert!(id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{id}");
+        }
+    }
 
     #[test]
     fn a_second_lock_on_the_same_directory_is_refused_and_names_the_holder() {

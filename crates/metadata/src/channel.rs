@@ -80,6 +80,29 @@ pub enum ConfigOp {
     Delete(String),
 }
 
+/// The metadata quorum as its leader describes it (DescribeQuorum, KIP-595 / KIP-836).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumDescription {
+    pub leader_id: i32,
+    /// The leader's epoch (its Raft term).
+    pub leader_epoch: i32,
+    /// The committed index of the metadata log.
+    pub high_watermark: i64,
+    /// Each voter's log end as the leader knows it.
+    pub voters: Vec<QuorumReplica>,
+    /// Each voter's CONTROLLER endpoint (id, host, port).
+    pub endpoints: Vec<(i32, String, u16)>,
+}
+
+/// One replica of the metadata log in a [`QuorumDescription`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QuorumReplica {
+    pub id: i32,
+    pub log_end_offset: i64,
+    /// When the leader last knew it caught up (ms since the epoch), -1 if unknown.
+    pub last_caught_up_ms: i64,
+}
+
 /// The controller, as the broker sees it.
 pub trait ControllerChannel: Send + Sync {
     fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
@@ -105,6 +128,12 @@ pub trait ControllerChannel: Send + Sync {
     ) -> BoxFuture<'_, Result<(), ApiError>>;
     /// Reserves `count` fresh producer ids for `broker_id`.
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>>;
+
+    /// The quorum, if this node can describe it (it is the leader); `None` elsewhere (the
+    /// broker forwards DescribeQuorum to the active controller).
+    fn describe_quorum(&self) -> Option<QuorumDescription> {
+        None
+    }
 
     /// Whether admin requests are decided on this node: it is the active controller (always,
     /// on a single node). When false, the broker forwards clients' admin requests with

@@ -5,7 +5,8 @@
 //! `strata_controller::raft::transport`). Any other connection speaks the Kafka protocol:
 //! - Envelope (58, KIP-590): a client's admin request forwarded by a broker; answered with the
 //!   broker's own handler for it when this node is the active controller, else NOT_CONTROLLER.
-//! - BrokerRegistration (62) and AllocateProducerIds (67): decided by the active controller.
+//! - BrokerRegistration (62), BrokerHeartbeat (63) and AllocateProducerIds (67): decided by the
+//!   active controller.
 //! - CreateTopics (19) and ApiVersions (18): a broker's own requests, answered as a broker would.
 //!
 //! Other keys close the connection with a log line.
@@ -162,6 +163,19 @@ async fn respond(
             let mut resp = BrokerRegistrationResponse::default();
             match quorum.handle_broker_registration(&req).await {
                 Ok(epoch) => resp.broker_epoch = epoch,
+                Err(e) => resp.error_code = e.error.code(),
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::BrokerHeartbeat => {
+            let req = kafka_protocol::messages::BrokerHeartbeatRequest::decode(&mut buf, version).ok()?;
+            let mut resp = kafka_protocol::messages::BrokerHeartbeatResponse::default();
+            match quorum.handle_heartbeat(req.broker_id.0, req.want_shut_down).await {
+                Ok(reply) => {
+                    resp.is_caught_up = true;
+                    resp.is_fenced = reply.is_fenced;
+                    resp.should_shut_down = reply.should_shut_down;
+                }
                 Err(e) => resp.error_code = e.error.code(),
             }
             encode_response(&mut out, api, version, cid, &resp).ok()?;

@@ -230,6 +230,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // Set once the broker exists: the controller listener hands forwarded requests to it.
     let broker_cell: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
 
+    let mut heartbeats = None;
     let control = if voters.len() > 1 {
         let cluster_id = cluster_id.clone().unwrap_or_default();
         let quorum = start_quorum(
@@ -242,7 +243,11 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             shutdown_rx.clone(),
         )
         .await?;
-        register_with_quorum(&quorum, config.node_id(), &advertised_host, advertised_port, config.rack()).await;
+        let epoch =
+            register_with_quorum(&quorum, config.node_id(), &advertised_host, advertised_port, config.rack()).await;
+        let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
+        heartbeats =
+            Some(tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone())));
         Control::Quorum(quorum)
     } else {
         Control::Local(Arc::new(
@@ -311,6 +316,10 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     tracing::info!(%signal, "shutting down: no new connections, finishing requests in flight");
     let _ = shutdown_tx.send(true);
     let _ = server.await;
+    if let Some(h) = heartbeats {
+        // The controlled shutdown: leadership leaves this broker before its logs close.
+        let _ = h.await;
+    }
     let closing = std::time::Instant::now();
     // The cleaners stop after the group of segments each is writing, before logs close.
     tokio::task::spawn_blocking(move || {
@@ -387,6 +396,7 @@ async fn start_quorum(
             defaults,
             quorum,
             tick: Duration::from_millis(100),
+            session_timeout: Duration::from_millis(config.number("broker.session.timeout.ms").max(1) as u64),
         },
         &tokio::runtime::Handle::current(),
     )
@@ -396,15 +406,56 @@ async fn start_quorum(
     Ok(q)
 }
 
-/// Registers this broker with the active controller (KRaft's BrokerRegistration), retrying
-/// until it is done, then waits until this node's metadata holds the registration.
-async fn register_with_quorum(quorum: &QuorumController, node_id: i32, host: &str, port: u16, rack: Option<String>) {
-    let mut last_log = std::time::Instant::now();
+/// Heartbeats to the active controller every `every` until shutdown, then asks for a
+/// controlled shutdown (its partitions stop being led here before the process stops).
+async fn heartbeat_loop(
+    quorum: Arc<QuorumController>,
+    node_id: i32,
+    epoch: i64,
+    every: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut ticker = tokio::time::interval(every);
+    let mut fenced = false;
     loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            _ = ticker.tick() => {}
+        }
+        match quorum.send_heartbeat(node_id, epoch, false).await {
+            Ok(reply) => {
+                if reply.is_fenced != fenced {
+                    tracing::info!(fenced = reply.is_fenced, "the controller changed this broker's fencing");
+                }
+                fenced = reply.is_fenced;
+            }
+            Err(e) => tracing::debug!(error = %e.message, "heartbeat not delivered"),
+        }
+    }
+    let asked = tokio::time::timeout(Duration::from_secs(5), quorum.send_heartbeat(node_id, epoch, true)).await;
+    match asked {
+        Ok(Ok(_)) => tracing::info!("controlled shutdown: the controller moved this broker's partitions"),
+        Ok(Err(e)) => tracing::info!(error = %e.message, "controlled shutdown not acknowledged; stopping anyway"),
+        Err(_) => tracing::info!("controlled shutdown not acknowledged within 5 s; stopping anyway"),
+    }
+}
+
+/// Registers this broker with the active controller (KRaft's BrokerRegistration), retrying
+/// until it is done, then waits until this node's metadata holds the registration. Returns
+/// the broker epoch.
+async fn register_with_quorum(
+    quorum: &QuorumController,
+    node_id: i32,
+    host: &str,
+    port: u16,
+    rack: Option<String>,
+) -> i64 {
+    let mut last_log = std::time::Instant::now();
+    let epoch = loop {
         match quorum.register_broker(node_id, host.to_owned(), port, rack.clone()).await {
             Ok(epoch) => {
                 tracing::info!(broker_epoch = epoch, "registered with the controller");
-                break;
+                break epoch;
             }
             Err(e) => {
                 if last_log.elapsed() > Duration::from_secs(5) {
@@ -414,10 +465,11 @@ async fn register_with_quorum(quorum: &QuorumController, node_id: i32, host: &st
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
-    }
+    };
     while !quorum.image().brokers.contains_key(&node_id) {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    epoch
 }
 
 /// Refuses to start when the metadata log is not in `metadata_dir` but in another data

@@ -11,6 +11,7 @@ mod create_topics;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_quorum;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -99,6 +100,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             respond!(admin_configs::incremental_alter(broker, r).await)
         }
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r)),
+        RequestKind::DescribeQuorum(r) => respond!(describe_quorum::handle(broker, r, version)),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),
         RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client).await),

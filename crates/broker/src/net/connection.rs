@@ -67,9 +67,10 @@ pub(super) async fn run(
     let _ = write_half.shutdown().await;
 }
 
-/// Admin requests that change metadata: decided by the active controller (CreateTopics,
-/// DeleteTopics, AlterConfigs, IncrementalAlterConfigs, CreatePartitions).
-const FORWARDED: [i16; 5] = [19, 20, 33, 44, 37];
+/// Requests the active controller answers: the admin requests that change metadata
+/// (CreateTopics, DeleteTopics, AlterConfigs, IncrementalAlterConfigs, CreatePartitions) and
+/// DescribeQuorum (KIP-836: brokers forward it).
+const FORWARDED: [i16; 6] = [19, 20, 33, 44, 37, 55];
 
 /// Handles one request frame (header and body, no size) as a client's and returns the whole
 /// response frame, size included, or `None` when the request has no response. For requests a
