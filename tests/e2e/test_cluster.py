@@ -529,3 +529,76 @@ def test_a_controller_cut_off_from_the_others_steps_down_and_rejoins(tmp_path):
             assert not n.panic_lines(), n.log_tail()
     finally:
         c.cleanup()
+
+
+def java_string_hash(s: str) -> int:
+    h = 0
+    for ch in s.encode("utf-16-be").decode("utf-16-be"):
+        h = (31 * h + ord(ch)) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def test_only_the_leader_of_a_groups_offsets_partition_coordinates_it(cluster):
+    """Heartbeat v0 for one group to each broker: the leader of the group's __consumer_offsets
+    partition answers it (UNKNOWN_MEMBER_ID: no such member), the others NOT_COORDINATOR."""
+    import socket
+    import struct
+
+    from e2e_util import _request
+
+    group = "coordinated-group"
+    index = (java_string_hash(group) & 0x7FFFFFFF) % 50
+    owner = leaders_seen_by(cluster.nodes[0].bootstrap, "__consumer_offsets")[index]
+    body = struct.pack(">h", len(group)) + group.encode() + struct.pack(">i", 1) + struct.pack(">h", 1) + b"m"
+    answers = {}
+    for n in cluster.nodes:
+        with socket.create_connection(("127.0.0.1", n.port), timeout=10) as s:
+            (answers[n.node_id],) = struct.unpack(">h", _request(s, 12, 0, 3, body)[:2])
+    assert answers[owner] == 25, answers  # UNKNOWN_MEMBER_ID
+    assert all(code == 16 for node, code in answers.items() if node != owner), answers  # NOT_COORDINATOR
+
+
+def test_controllers_describe_the_controllers_on_their_listener(cluster):
+    """DescribeCluster v1 with endpoint type 2 (KIP-919) on a CONTROLLER listener lists the voters."""
+    import socket
+    import struct
+
+    from e2e_util import recv_exact
+
+    active = cluster.active_controller()
+    for n in cluster.nodes:
+        cid = b"e2e"
+        msg = struct.pack(">hhih", 60, 1, 5, len(cid)) + cid + b"\x00" + b"\x00" + b"\x02" + b"\x00"
+        with socket.create_connection(("127.0.0.1", n.controller_port), timeout=10) as s:
+            s.sendall(struct.pack(">i", len(msg)) + msg)
+            (size,) = struct.unpack(">i", recv_exact(s, 4))
+            data = recv_exact(s, size)
+        i = 5  # correlation id + empty tagged fields
+        _throttle, error = struct.unpack_from(">ih", data, i)
+        assert error == 0, (n.name, error)
+        i += 6
+        msg_len = data[i]
+        i += 1 + max(msg_len - 1, 0)
+        endpoint_type = data[i]
+        i += 1
+        cluster_len = data[i] - 1
+        cluster_id = data[i + 1:i + 1 + cluster_len].decode()
+        i += 1 + cluster_len
+        (controller_id,) = struct.unpack_from(">i", data, i)
+        i += 4
+        count = data[i] - 1
+        i += 1
+        ports = {}
+        for _ in range(count):
+            (bid,) = struct.unpack_from(">i", data, i)
+            i += 4
+            hlen = data[i] - 1
+            i += 1 + hlen
+            (port,) = struct.unpack_from(">i", data, i)
+            i += 4
+            i += 1 if data[i] == 0 else 1 + data[i] - 1  # rack (null or short)
+            i += 1  # tagged fields
+            ports[bid] = port
+        assert endpoint_type == 2 and cluster_id == cluster.cluster_id
+        assert controller_id == active.node_id
+        assert ports == {m.node_id: m.controller_port for m in cluster.nodes}, ports

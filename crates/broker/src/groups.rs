@@ -229,6 +229,11 @@ impl GroupCoordinator {
         ctx: &RequestContext,
         f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
     ) -> Outcome<T> {
+        // Only the leader of the group's offsets partition coordinates it; elsewhere the
+        // client is told NOT_COORDINATOR and looks the coordinator up again.
+        if !self.leads(index) {
+            return Outcome::NotDurable;
+        }
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(ctx.token, tx);
         let result = match self.shards.get(index) {
@@ -306,6 +311,40 @@ impl GroupCoordinator {
         false
     }
 
+    /// Whether this broker leads `__consumer_offsets` partition `index` (always, on one node).
+    fn leads(&self, index: usize) -> bool {
+        let image = self.replicas.image();
+        image
+            .topic(OFFSETS_TOPIC)
+            .and_then(|t| t.partitions.get(index))
+            .is_some_and(|p| p.leader == self.replicas.node_id())
+    }
+
+    /// Replaces shard `index` by one loaded from its partition (`load`) or by an empty one;
+    /// requests parked in the old shard are answered NOT_COORDINATOR.
+    fn replace_shard(&self, index: usize, load_it: bool) {
+        let Some(shard) = self.shards.get(index) else { return };
+        let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let parked = shard.parked_tokens();
+        let mut fresh = GroupCoordinatorShard::new(shard.config().clone());
+        if load_it {
+            match load(&self.replicas, index as i32, &mut fresh) {
+                Ok(records) => {
+                    tracing::info!(partition = index, records, "loaded the group coordinator shard (now its leader)")
+                }
+                Err(e) => tracing::error!(partition = index, error = %e, "cannot load the group coordinator shard"),
+            }
+        } else {
+            tracing::info!(partition = index, "unloaded the group coordinator shard (no longer its leader)");
+        }
+        *shard = fresh;
+        drop(shard);
+        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+        for token in parked {
+            waiters.remove(&token);
+        }
+    }
+
     /// Ticks due shards until shutdown.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
@@ -340,6 +379,19 @@ impl GroupCoordinator {
 /// `onPartitionsDeleted`), so that a topic created again under the same name starts with none.
 impl MetadataPublisher for GroupCoordinator {
     fn publish(&self, _image: &Arc<MetadataImage>, delta: &MetadataDelta) {
+        // Leadership of offsets partitions moved (KRaft's coordinator `onElection` /
+        // `onResignation`): load the shards this broker now leads, unload those it stopped
+        // leading.
+        let me = self.replicas.node_id();
+        for ((_, index), change) in delta.changed_partitions.iter().filter(|(_, c)| c.topic == OFFSETS_TOPIC) {
+            let before = change.before.as_ref().is_some_and(|p| p.leader == me);
+            let after = change.after.as_ref().is_some_and(|p| p.leader == me);
+            // A partition this broker led all along keeps its shard; a new one (created with
+            // the topic) is loaded by `start`.
+            if before != after && change.before.is_some() {
+                self.replace_shard(*index as usize, after);
+            }
+        }
         if delta.deleted_topics.is_empty() {
             return;
         }

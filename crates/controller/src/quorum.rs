@@ -247,6 +247,11 @@ impl QuorumController {
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
+    /// The voters (`controller.quorum.voters`) with their CONTROLLER endpoints.
+    pub fn voters(&self) -> &[VoterEndpoint] {
+        &self.config.voters
+    }
+
     /// The cluster id this node was formatted for.
     pub fn cluster_id(&self) -> &str {
         &self.config.cluster_id

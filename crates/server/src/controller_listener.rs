@@ -7,7 +7,8 @@
 //!   broker's own handler for it when this node is the active controller, else NOT_CONTROLLER.
 //! - BrokerRegistration (62), BrokerHeartbeat (63) and AllocateProducerIds (67): decided by the
 //!   active controller.
-//! - CreateTopics (19) and ApiVersions (18): a broker's own requests, answered as a broker would.
+//! - CreateTopics (19), ApiVersions (18) and DescribeQuorum (55): answered as a broker would.
+//! - DescribeCluster (60) with endpoint type 2 (KIP-919): the controllers.
 //!
 //! Other keys close the connection with a log line.
 
@@ -192,7 +193,34 @@ async fn respond(
             }
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
-        ApiKey::CreateTopics | ApiKey::ApiVersions => {
+        ApiKey::DescribeCluster => {
+            // KIP-919: `--bootstrap-controller` clients ask controllers for the controllers.
+            let req = kafka_protocol::messages::DescribeClusterRequest::decode(&mut buf, version).ok()?;
+            let mut resp = kafka_protocol::messages::DescribeClusterResponse::default()
+                .with_endpoint_type(req.endpoint_type)
+                .with_cluster_id(kafka_protocol::protocol::StrBytes::from_string(quorum.cluster_id().to_owned()))
+                .with_cluster_authorized_operations(i32::MIN);
+            if req.endpoint_type == 2 {
+                resp.controller_id = kafka_protocol::messages::BrokerId(quorum.status().leader_id.unwrap_or(-1));
+                resp.brokers = quorum
+                    .voters()
+                    .iter()
+                    .map(|v| {
+                        kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker::default()
+                            .with_broker_id(kafka_protocol::messages::BrokerId(v.id))
+                            .with_host(kafka_protocol::protocol::StrBytes::from_string(v.host.clone()))
+                            .with_port(i32::from(v.port))
+                    })
+                    .collect();
+            } else {
+                resp.error_code = ResponseError::UnsupportedEndpointType.code();
+                resp.error_message = Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                    "the controller listener describes controllers (endpoint type 2)",
+                ));
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::CreateTopics | ApiKey::ApiVersions | ApiKey::DescribeQuorum => {
             let b = wait_for_broker(broker).await?;
             return handle_request_bytes(b, client_host, frame).await.ok().flatten();
         }
