@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=50)
     ap.add_argument("--visibility-runs", type=int, default=20)
     ap.add_argument("--failovers", type=int, default=3)
+    ap.add_argument("--keep", action="store_true", help="keep the nodes' directories and logs")
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="strata-cluster-bench-"))
@@ -161,7 +162,10 @@ def main() -> None:
                 try:
                     create(a, [f"failover-{r}"], 1, timeout=1)
                     break
-                except Exception:  # noqa: BLE001 - NOT_CONTROLLER / timeout during the election
+                except Exception as e:  # noqa: BLE001 - NOT_CONTROLLER / timeout during the election
+                    # An earlier attempt that timed out on the client may have gone through.
+                    if "TOPIC_ALREADY_EXISTS" in str(e):
+                        break
                     if time.monotonic() - t0 > 60:
                         raise SystemExit("no controller after 60 s")
                     time.sleep(0.02)
@@ -180,7 +184,10 @@ def main() -> None:
                     n.proc.wait(20)
                 except subprocess.TimeoutExpired:
                     n.proc.kill()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"kept {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":

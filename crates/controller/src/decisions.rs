@@ -365,6 +365,61 @@ pub fn alter_configs(
     Ok(records)
 }
 
+/// CreatePartitions as a commit: the records unless `validate_only`, and the outcome.
+pub fn create_partitions_request(
+    image: &MetadataImage,
+    topic: &str,
+    total_count: i32,
+    assignments: Option<&[Vec<i32>]>,
+    validate_only: bool,
+) -> (Vec<MetadataRecord>, Result<(), ApiError>) {
+    match create_partitions(image, topic, total_count, assignments) {
+        Ok(_) if validate_only => (Vec::new(), Ok(())),
+        Ok(records) => (records, Ok(())),
+        Err(e) => (Vec::new(), Err(e)),
+    }
+}
+
+/// AlterConfigs / IncrementalAlterConfigs as a commit: the records unless `validate_only`, and
+/// the outcome.
+pub fn alter_configs_request(
+    image: &MetadataImage,
+    resource: &ConfigResource,
+    ops: &[ConfigOp],
+    replace: bool,
+    validate_only: bool,
+) -> (Vec<MetadataRecord>, Result<(), ApiError>) {
+    match alter_configs(image, resource, ops, replace) {
+        Ok(_) if validate_only => (Vec::new(), Ok(())),
+        Ok(records) => (records, Ok(())),
+        Err(e) => (Vec::new(), Err(e)),
+    }
+}
+
+/// AllocateProducerIds: the next `count` producer ids (at least one) for `broker_id`.
+pub fn allocate_producer_ids(
+    image: &MetadataImage,
+    broker_id: i32,
+    count: i64,
+) -> (Vec<MetadataRecord>, std::ops::Range<i64>) {
+    let start = image.next_producer_id;
+    let end = start.saturating_add(count.max(1));
+    (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
+}
+
+/// The answer to a DeleteTopics whose commit failed with `e`: every topic fails with it.
+pub fn delete_topics_failed(topics: Vec<TopicRef>, e: &ApiError) -> Vec<DeleteTopicResult> {
+    topics
+        .into_iter()
+        .map(|t| match t {
+            TopicRef::Name(n) => {
+                DeleteTopicResult { name: Some(n), topic_id: uuid::Uuid::nil(), result: Err(e.clone()) }
+            }
+            TopicRef::Id(id) => DeleteTopicResult { name: None, topic_id: id, result: Err(e.clone()) },
+        })
+        .collect()
+}
+
 /// Fences `broker_id` (its session expired, or it shuts down): it leads nothing any more. Each
 /// partition it leads gets another leader from its ISR among unfenced brokers, or none (-1,
 /// clients see LEADER_NOT_AVAILABLE) when it was the only one, as KRaft does for a

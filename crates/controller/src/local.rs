@@ -276,15 +276,7 @@ impl ControllerChannel for LocalController {
         Box::pin(async move {
             match commit.await {
                 Ok(results) => results,
-                Err(e) => refs
-                    .into_iter()
-                    .map(|t| match t {
-                        TopicRef::Name(n) => {
-                            DeleteTopicResult { name: Some(n), topic_id: uuid::Uuid::nil(), result: Err(e.clone()) }
-                        }
-                        TopicRef::Id(id) => DeleteTopicResult { name: None, topic_id: id, result: Err(e.clone()) },
-                    })
-                    .collect(),
+                Err(e) => decisions::delete_topics_failed(refs, &e),
             }
         })
     }
@@ -297,11 +289,7 @@ impl ControllerChannel for LocalController {
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         let commit = self.commit(move |img| {
-            match decisions::create_partitions(img, &topic, total_count, assignments.as_deref()) {
-                Ok(_) if validate_only => (Vec::new(), Ok(())),
-                Ok(records) => (records, Ok(())),
-                Err(e) => (Vec::new(), Err(e)),
-            }
+            decisions::create_partitions_request(img, &topic, total_count, assignments.as_deref(), validate_only)
         });
         Box::pin(async move { commit.await? })
     }
@@ -313,11 +301,8 @@ impl ControllerChannel for LocalController {
         replace: bool,
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
-        let commit = self.commit(move |img| match decisions::alter_configs(img, &resource, &ops, replace) {
-            Ok(_) if validate_only => (Vec::new(), Ok(())),
-            Ok(records) => (records, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        });
+        let commit =
+            self.commit(move |img| decisions::alter_configs_request(img, &resource, &ops, replace, validate_only));
         Box::pin(async move { commit.await? })
     }
 
@@ -339,11 +324,7 @@ impl ControllerChannel for LocalController {
     }
 
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
-        let commit = self.commit(move |img| {
-            let start = img.next_producer_id;
-            let end = start.saturating_add(count.max(1));
-            (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
-        });
+        let commit = self.commit(move |img| decisions::allocate_producer_ids(img, broker_id, count));
         Box::pin(commit)
     }
 }

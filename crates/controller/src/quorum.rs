@@ -387,7 +387,7 @@ impl QuorumController {
 
     /// Handles an AllocateProducerIds that reached this controller.
     pub async fn handle_allocate_producer_ids(&self, broker_id: i32) -> Result<Range<i64>, ApiError> {
-        self.commit(move |img| allocate(img, broker_id, PRODUCER_ID_BLOCK)).await
+        self.commit(move |img| decisions::allocate_producer_ids(img, broker_id, PRODUCER_ID_BLOCK)).await
     }
 
     fn leader_client(&self) -> Result<&ControllerClient, ApiError> {
@@ -451,12 +451,6 @@ impl QuorumController {
 
 /// Producer ids handed out per AllocateProducerIds (Kafka's block size).
 const PRODUCER_ID_BLOCK: i64 = 1000;
-
-fn allocate(img: &MetadataImage, broker_id: i32, count: i64) -> (Vec<MetadataRecord>, Range<i64>) {
-    let start = img.next_producer_id;
-    let end = start.saturating_add(count.max(1));
-    (vec![MetadataRecord::ProducerIdsAllocated { broker_id, next_producer_id: end }], start..end)
-}
 
 fn unavailable(reason: &str) -> ApiError {
     ApiError::new(ResponseError::NotController, format!("cannot reach the active controller: {reason}"))
@@ -789,15 +783,7 @@ impl ControllerChannel for QuorumController {
         Box::pin(async move {
             match commit.await {
                 Ok(results) => results,
-                Err(e) => refs
-                    .into_iter()
-                    .map(|t| match t {
-                        TopicRef::Name(n) => {
-                            DeleteTopicResult { name: Some(n), topic_id: uuid::Uuid::nil(), result: Err(e.clone()) }
-                        }
-                        TopicRef::Id(id) => DeleteTopicResult { name: None, topic_id: id, result: Err(e.clone()) },
-                    })
-                    .collect(),
+                Err(e) => decisions::delete_topics_failed(refs, &e),
             }
         })
     }
@@ -810,11 +796,7 @@ impl ControllerChannel for QuorumController {
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
         let commit = self.commit(move |img| {
-            match decisions::create_partitions(img, &topic, total_count, assignments.as_deref()) {
-                Ok(_) if validate_only => (Vec::new(), Ok(())),
-                Ok(records) => (records, Ok(())),
-                Err(e) => (Vec::new(), Err(e)),
-            }
+            decisions::create_partitions_request(img, &topic, total_count, assignments.as_deref(), validate_only)
         });
         Box::pin(async move { commit.await? })
     }
@@ -826,18 +808,15 @@ impl ControllerChannel for QuorumController {
         replace: bool,
         validate_only: bool,
     ) -> BoxFuture<'_, Result<(), ApiError>> {
-        let commit = self.commit(move |img| match decisions::alter_configs(img, &resource, &ops, replace) {
-            Ok(_) if validate_only => (Vec::new(), Ok(())),
-            Ok(records) => (records, Ok(())),
-            Err(e) => (Vec::new(), Err(e)),
-        });
+        let commit =
+            self.commit(move |img| decisions::alter_configs_request(img, &resource, &ops, replace, validate_only));
         Box::pin(async move { commit.await? })
     }
 
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
         Box::pin(async move {
             if self.status().active {
-                match self.commit(move |img| allocate(img, broker_id, count)).await {
+                match self.commit(move |img| decisions::allocate_producer_ids(img, broker_id, count)).await {
                     Err(e) if e.error == ResponseError::NotController => {}
                     other => return other,
                 }
