@@ -548,7 +548,8 @@ def test_only_the_leader_of_a_groups_offsets_partition_coordinates_it(cluster):
     from e2e_util import _request
 
     group = "coordinated-group"
-    index = (java_string_hash(group) & 0x7FFFFFFF) % 50
+    h = java_string_hash(group)
+    index = (0 if h == -(1 << 31) else abs(h)) % 50  # Kafka's Utils.abs(hashCode) % partitions
     owner = leaders_seen_by(cluster.nodes[0].bootstrap, "__consumer_offsets")[index]
     body = struct.pack(">h", len(group)) + group.encode() + struct.pack(">i", 1) + struct.pack(">h", 1) + b"m"
     answers = {}
@@ -603,3 +604,50 @@ def test_controllers_describe_the_controllers_on_their_listener(cluster):
         assert endpoint_type == 2 and cluster_id == cluster.cluster_id
         assert controller_id == active.node_id
         assert ports == {m.node_id: m.controller_port for m in cluster.nodes}, ports
+
+
+def test_a_controller_joins_and_leaves_the_quorum_at_run_time(tmp_path):
+    """KIP-853 style: a fourth node, formatted with --no-initial-controllers, starts and waits;
+    `strata quorum add-voter` makes it a learner, then a voter once caught up; the quorum then
+    survives the loss of one original controller (three of four left); `remove-voter` takes a
+    voter out again."""
+    c = Cluster(tmp_path, size=3)
+    try:
+        c.start()
+        cport4 = free_port()
+        voters4 = ",".join(f"{n.node_id}@127.0.0.1:{n.controller_port}" for n in c.nodes) + f",4@127.0.0.1:{cport4}"
+        n4 = Node(tmp_path / "n4", 4, voters4, cport4, {})
+        r = subprocess.run([str(strata_bin()), "format", "--config", str(n4.config), "--cluster-id", c.cluster_id,
+                            "--no-initial-controllers"], capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        n4.spawn()
+        bootstrap = ",".join(f"127.0.0.1:{n.controller_port}" for n in c.nodes)
+        r = subprocess.run([str(strata_bin()), "quorum", "add-voter", "--bootstrap-controller", bootstrap,
+                            "--controller-id", "4", "--controller-listener", f"127.0.0.1:{cport4}"],
+                           capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stderr + n4.log_tail()
+        n4.wait_ready(60)
+        c.nodes.append(n4)
+        wait_until(lambda: sorted(describe_quorum_v1(c.nodes[0].port)["partition"]["voters"]) == [1, 2, 3, 4], 20,
+                   message="node 4 is not a voter")
+        # Its broker serves the cluster's metadata.
+        create(n4.bootstrap, "with-four", 4)
+        wait_until(lambda: len(leaders_seen_by(n4.bootstrap, "with-four")) == 4, 10, message="node 4 lags")
+
+        # Four voters: losing one original still leaves a majority (3 of 4).
+        victim = next(n for n in c.nodes[:3] if not n.is_active_controller())
+        victim.kill()
+        create(n4.bootstrap, "three-of-four", 2)
+        victim.start(60)
+
+        # Remove voter 4 again; the others go on as three.
+        r = subprocess.run([str(strata_bin()), "quorum", "remove-voter", "--bootstrap-controller", bootstrap,
+                            "--controller-id", "4"], capture_output=True, text=True, timeout=90)
+        assert r.returncode == 0, r.stderr
+        wait_until(lambda: sorted(describe_quorum_v1(c.nodes[0].port)["partition"]["voters"]) == [1, 2, 3], 20,
+                   message="voter 4 was not removed")
+        create(c.nodes[0].bootstrap, "after-removal", 1)
+        for n in c.nodes:
+            assert not n.panic_lines(), n.log_tail()
+    finally:
+        c.cleanup()

@@ -74,6 +74,9 @@ pub struct QuorumControllerConfig {
     pub tick: Duration,
     /// A broker that sends no heartbeat for this long is fenced (`broker.session.timeout.ms`).
     pub session_timeout: Duration,
+    /// This node joins an existing quorum (formatted with `--no-initial-controllers`): a new
+    /// Raft store starts without members and learns them from the leader once added.
+    pub joining: bool,
 }
 
 /// Work for the Raft thread.
@@ -148,7 +151,8 @@ pub struct QuorumController {
     inbox: Mutex<Option<mpsc::Sender<Input>>>,
     loader: Mutex<Option<mpsc::Sender<LoaderJob>>>,
     shared: Arc<Shared>,
-    clients: HashMap<i32, ControllerClient>,
+    /// One client per controller, made on first use (static voters, then those that joined).
+    clients: Mutex<HashMap<i32, Arc<ControllerClient>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -168,7 +172,8 @@ impl QuorumController {
         config: QuorumControllerConfig,
         runtime: &tokio::runtime::Handle,
     ) -> Result<Arc<Self>, ControllerError> {
-        let voter_ids: Vec<u64> = config.voters.iter().map(|v| v.id as u64).collect();
+        let voter_ids: Vec<u64> =
+            if config.joining { Vec::new() } else { config.voters.iter().map(|v| v.id as u64).collect() };
         let store = RaftStore::open(Arc::new(strata_log::storage::FsStorage), dir, &voter_ids)?;
         let node = QuorumNode::new(&config.quorum, store)?;
         let committed = node.committed().clone();
@@ -208,25 +213,12 @@ impl QuorumController {
             .name("strata-metadata-loader".into())
             .spawn(move || run_loader(committed, loader_rx))
             .map_err(io)?;
-        let clients = config
-            .voters
-            .iter()
-            .map(|v| {
-                (
-                    v.id,
-                    ControllerClient::new(
-                        format!("{}:{}", v.host, v.port),
-                        format!("strata-broker-{}", config.node_id),
-                    ),
-                )
-            })
-            .collect();
         Ok(Arc::new(Self {
             config,
             inbox: Mutex::new(Some(tx)),
             loader: Mutex::new(Some(loader_tx)),
             shared,
-            clients,
+            clients: Mutex::default(),
             threads: Mutex::new(vec![raft_thread, loader_thread]),
         }))
     }
@@ -247,9 +239,18 @@ impl QuorumController {
         self.inbox.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The voters (`controller.quorum.voters`) with their CONTROLLER endpoints.
-    pub fn voters(&self) -> &[VoterEndpoint] {
-        &self.config.voters
+    /// The current voters with their CONTROLLER endpoints (from `controller.quorum.voters`, or
+    /// the metadata for those that joined at run time).
+    pub fn voters(&self) -> Vec<VoterEndpoint> {
+        let status = self.status();
+        let ids: Vec<i32> = if status.voters.is_empty() {
+            self.config.voters.iter().map(|v| v.id).collect()
+        } else {
+            status.voters.iter().map(|v| *v as i32).collect()
+        };
+        ids.into_iter()
+            .filter_map(|id| self.endpoint_of(id).map(|(host, port)| VoterEndpoint { id, host, port }))
+            .collect()
     }
 
     /// The cluster id this node was formatted for.
@@ -365,6 +366,65 @@ impl QuorumController {
         rx.await.unwrap_or_else(|_| Err(stopped()))
     }
 
+    /// AddRaftVoter (KIP-853) on the active controller: records the controller's endpoint,
+    /// adds it as a learner, waits (at most `timeout`) until it has caught up with the log,
+    /// then makes it a voter. Idempotent: a voter already is one.
+    pub async fn add_voter(&self, id: i32, host: String, port: u16, timeout: Duration) -> Result<(), ApiError> {
+        let deadline = Instant::now() + timeout;
+        if self.status().voters.contains(&(id as u64)) {
+            return Ok(());
+        }
+        let (h, p) = (host.clone(), port);
+        self.commit(move |img| {
+            let known = img.controllers.get(&id).is_some_and(|(kh, kp)| *kh == h && *kp == p);
+            let records = if known {
+                Vec::new()
+            } else {
+                vec![MetadataRecord::ControllerRegistered { controller_id: id, host: h, port: p }]
+            };
+            (records, ())
+        })
+        .await?;
+        if !self.status().progress.iter().any(|(p, _)| *p == id as u64) {
+            self.change_membership(id as u64, crate::raft::Membership::Learner).await?;
+        }
+        tracing::info!(controller = id, %host, port, "controller added as a learner; waiting for it to catch up");
+        loop {
+            let st = self.status();
+            if st.progress.iter().any(|(p, m)| *p == id as u64 && *m >= st.commit_index) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    ResponseError::RequestTimedOut,
+                    format!("controller {id} did not catch up with the metadata log in time (is it running, at {host}:{port}?)"),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.change_membership(id as u64, crate::raft::Membership::Voter).await?;
+        tracing::info!(controller = id, "controller joined the quorum as a voter");
+        Ok(())
+    }
+
+    /// RemoveRaftVoter (KIP-853) on the active controller. Removing the active controller
+    /// itself hands the leadership over first and answers NOT_CONTROLLER: ask the new one.
+    pub async fn remove_voter(&self, id: i32) -> Result<(), ApiError> {
+        if !self.status().voters.contains(&(id as u64)) {
+            return Err(ApiError::new(ResponseError::VoterNotFound, format!("controller {id} is not a voter")));
+        }
+        self.change_membership(id as u64, crate::raft::Membership::Remove).await
+    }
+
+    async fn change_membership(&self, node: u64, change: crate::raft::Membership) -> Result<(), ApiError> {
+        let (tx, rx) = oneshot::channel();
+        let queued = self.submit(Input::Job(Box::new(move |d: &mut Driver| d.change_membership(node, change, tx))));
+        if !queued {
+            return Err(stopped());
+        }
+        rx.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
     /// Handles a BrokerRegistration that reached this controller: decided here when active.
     pub async fn handle_broker_registration(&self, req: &BrokerRegistrationRequest) -> Result<i64, ApiError> {
         if req.cluster_id.as_str() != self.config.cluster_id {
@@ -390,9 +450,28 @@ impl QuorumController {
         self.commit(move |img| decisions::allocate_producer_ids(img, broker_id, PRODUCER_ID_BLOCK)).await
     }
 
-    fn leader_client(&self) -> Result<&ControllerClient, ApiError> {
-        let leader = self.status().leader_id;
-        leader.and_then(|l| self.clients.get(&l)).ok_or_else(|| not_controller(None))
+    /// Where controller `id` listens: `controller.quorum.voters`, else the metadata (a
+    /// controller that joined at run time).
+    pub fn endpoint_of(&self, id: i32) -> Option<(String, u16)> {
+        self.config
+            .voters
+            .iter()
+            .find(|v| v.id == id)
+            .map(|v| (v.host.clone(), v.port))
+            .or_else(|| self.image().controllers.get(&id).cloned())
+    }
+
+    fn leader_client(&self) -> Result<Arc<ControllerClient>, ApiError> {
+        let leader = self.status().leader_id.ok_or_else(|| not_controller(None))?;
+        let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = clients.get(&leader) {
+            return Ok(c.clone());
+        }
+        let (host, port) = self.endpoint_of(leader).ok_or_else(|| not_controller(Some(leader)))?;
+        let c =
+            Arc::new(ControllerClient::new(format!("{host}:{port}"), format!("strata-broker-{}", self.config.node_id)));
+        clients.insert(leader, c.clone());
+        Ok(c)
     }
 
     /// Sends a client's request (its whole frame after the size: header and body) to the
@@ -614,6 +693,44 @@ impl Driver {
         }
     }
 
+    /// Proposes one membership change; answers once it is committed.
+    fn change_membership(
+        &mut self,
+        node: u64,
+        change: crate::raft::Membership,
+        tx: oneshot::Sender<Result<(), ApiError>>,
+    ) {
+        if !self.node.is_active() {
+            let leader = self.node.leader_id();
+            let _ = tx.send(Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32))));
+            return;
+        }
+        if change == crate::raft::Membership::Remove && node == self.node.id() {
+            if let Some(&to) = self.node.voters().iter().find(|v| **v != node) {
+                self.node.transfer_leadership(to);
+            }
+            let _ = tx.send(Err(not_controller(None)));
+            return;
+        }
+        match self.node.propose_membership(node, change) {
+            Ok(p) => {
+                let done: Completion = Box::new(move |r| {
+                    let _ = tx.send(r);
+                });
+                self.pending.insert(p.index, (p.term, done));
+            }
+            Err(Refused::NotLeader(l)) => {
+                let _ = tx.send(Err(not_controller(l.map(|l| l as i32))));
+            }
+            Err(Refused::Loading) => {
+                let _ = tx.send(Err(not_controller(None)));
+            }
+            Err(Refused::Inconsistent(e)) => {
+                let _ = tx.send(Err(ApiError::new(ResponseError::InvalidRequest, e)));
+            }
+        }
+    }
+
     /// The first active controller of a new cluster writes its id (from meta.properties).
     fn bootstrap(&mut self) {
         if self.bootstrapping || !self.node.is_active() || self.node.latest().cluster_id.is_some() {
@@ -667,6 +784,9 @@ impl Driver {
             self.transport.send(m);
         }
         for a in out.applied {
+            for (id, (host, port)) in a.image.controllers.iter() {
+                self.transport.ensure_peer(*id as u64, &format!("{host}:{port}"));
+            }
             self.shared.committed.store(a.image.clone());
             let has_changes = a.delta != MetadataDelta::default() || a.image.records_applied == 0;
             if has_changes || a.index > 0 {
@@ -861,7 +981,11 @@ impl ControllerChannel for QuorumController {
             leader_epoch: i32::try_from(status.term).unwrap_or(i32::MAX),
             high_watermark: status.commit_index as i64,
             voters,
-            endpoints: self.config.voters.iter().map(|v| (v.id, v.host.clone(), v.port)).collect(),
+            endpoints: status
+                .voters
+                .iter()
+                .filter_map(|id| self.endpoint_of(*id as i32).map(|(h, p)| (*id as i32, h, p)))
+                .collect(),
         })
     }
 

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use raft::prelude::{Message, MessageType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use strata_controller::raft::{QuorumConfig, QuorumNode, RaftStore, Refused};
+use strata_controller::raft::{Membership, QuorumConfig, QuorumNode, RaftStore, Refused};
 use strata_log::storage::MemStorage;
 use strata_metadata::{ConfigResource, MetadataImage, MetadataRecord};
 
@@ -37,7 +37,13 @@ struct SimNode {
 struct Sim {
     rng: SmallRng,
     now: u64,
+    /// Every node's id.
     voters: Vec<u64>,
+    /// The voters every node starts from (`controller.quorum.voters`); the others join later.
+    initial: Vec<u64>,
+    /// Whether the leader changes the membership at random (add learners, promote, remove).
+    reconfigure: bool,
+    membership_changes: u64,
     nodes: Vec<SimNode>,
     /// (deliver at step, sequence for a stable order, from, to, message)
     in_flight: Vec<(u64, u64, u64, u64, Message)>,
@@ -70,14 +76,16 @@ fn config(id: u64, rng: &mut SmallRng) -> QuorumConfig {
 }
 
 impl Sim {
-    fn new(seed: u64, size: u64) -> Self {
+    fn new(seed: u64, size: u64, initial_voters: u64, reconfigure: bool) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let voters: Vec<u64> = (1..=size).collect();
+        let initial: Vec<u64> = (1..=initial_voters).collect();
         let nodes = voters
             .iter()
             .map(|&id| {
                 let storage = MemStorage::new();
-                let store = RaftStore::open(Arc::new(storage.clone()), Path::new(DIR), &voters).unwrap();
+                let start = if initial.contains(&id) { initial.clone() } else { Vec::new() };
+                let store = RaftStore::open(Arc::new(storage.clone()), Path::new(DIR), &start).unwrap();
                 let node = QuorumNode::new(&config(id, &mut rng), store).unwrap();
                 SimNode { id, storage, node: Some(node), restart_at: 0 }
             })
@@ -86,6 +94,9 @@ impl Sim {
             rng,
             now: 0,
             voters,
+            initial,
+            reconfigure,
+            membership_changes: 0,
             nodes,
             in_flight: Vec::new(),
             seq: 0,
@@ -254,6 +265,9 @@ impl Sim {
         if self.rng.gen_bool(0.3) {
             self.propose();
         }
+        if self.reconfigure && faults && self.rng.gen_bool(0.03) {
+            self.change_membership();
+        }
         self.check_leaders();
     }
 
@@ -286,6 +300,36 @@ impl Sim {
         self.drain(i, true);
     }
 
+    /// The leader adds a learner, promotes one, or removes a voter (keeping at least three).
+    fn change_membership(&mut self) {
+        let Some(i) = self.nodes.iter().position(|n| n.node.as_ref().is_some_and(QuorumNode::is_active)) else {
+            return;
+        };
+        let node = self.nodes[i].node.as_ref().unwrap();
+        let (voters, learners) = (node.voters(), node.learners());
+        let outside: Vec<u64> =
+            self.voters.iter().copied().filter(|id| !voters.contains(id) && !learners.contains(id)).collect();
+        let (target, change) = if !outside.is_empty() && self.rng.gen_bool(0.5) {
+            (outside[self.rng.gen_range(0..outside.len())], Membership::Learner)
+        } else if !learners.is_empty() && self.rng.gen_bool(0.7) {
+            (learners[self.rng.gen_range(0..learners.len())], Membership::Voter)
+        } else if voters.len() > 3 {
+            (voters[self.rng.gen_range(0..voters.len())], Membership::Remove)
+        } else {
+            return;
+        };
+        let node = self.nodes[i].node.as_mut().unwrap();
+        if change == Membership::Remove && target == node.id() {
+            // A leader leaves by handing over first.
+            if let Some(&to) = voters.iter().find(|v| **v != target) {
+                node.transfer_leadership(to);
+            }
+        } else if node.propose_membership(target, change).is_ok() {
+            self.membership_changes += 1;
+        }
+        self.drain(i, true);
+    }
+
     fn crash(&mut self, i: usize) {
         let n = &mut self.nodes[i];
         n.node = None;
@@ -297,7 +341,8 @@ impl Sim {
     fn restart(&mut self, i: usize) {
         let cfg = config(self.nodes[i].id, &mut self.rng);
         let n = &mut self.nodes[i];
-        let store = RaftStore::open(Arc::new(n.storage.clone()), Path::new(DIR), &self.voters)
+        let start = if self.initial.contains(&n.id) { self.initial.clone() } else { Vec::new() };
+        let store = RaftStore::open(Arc::new(n.storage.clone()), Path::new(DIR), &start)
             .expect("a crash never leaves the Raft store unreadable");
         n.node = Some(QuorumNode::new(&cfg, store).unwrap());
     }
@@ -318,8 +363,18 @@ impl Sim {
                 self.propose();
                 proposed = true;
             }
-            let nodes: Vec<&QuorumNode> = self.nodes.iter().filter_map(|n| n.node.as_ref()).collect();
-            let first = nodes[0];
+            // The members the leader knows (voters and learners) must agree; a node removed
+            // from the quorum stops hearing from it.
+            let members: Vec<u64> = self
+                .nodes
+                .iter()
+                .filter_map(|n| n.node.as_ref())
+                .find(|n| n.is_leader())
+                .map(|l| l.voters().into_iter().chain(l.learners()).collect())
+                .unwrap_or_default();
+            let nodes: Vec<&QuorumNode> =
+                self.nodes.iter().filter_map(|n| n.node.as_ref()).filter(|n| members.contains(&n.id())).collect();
+            let Some(&first) = nodes.first() else { continue };
             if proposed
                 && nodes
                     .iter()
@@ -338,8 +393,8 @@ impl Sim {
         panic!("the quorum did not converge after healing: {state:?}");
     }
 
-    fn run(seed: u64, size: u64, steps: u64) -> Self {
-        let mut sim = Sim::new(seed, size);
+    fn run(seed: u64, size: u64, initial_voters: u64, reconfigure: bool, steps: u64) -> Self {
+        let mut sim = Sim::new(seed, size, initial_voters, reconfigure);
         for _ in 0..steps {
             sim.step(true);
         }
@@ -365,15 +420,17 @@ fn seeds() -> Vec<u64> {
     (0..n).collect()
 }
 
-fn run_seeds(size: u64) {
+fn run_seeds(size: u64, initial_voters: u64, reconfigure: bool) -> u64 {
     let mut committed = 0usize;
     let mut leaders = HashSet::new();
+    let mut changes = 0;
     for seed in seeds() {
-        let result = std::panic::catch_unwind(|| Sim::run(seed, size, 400));
+        let result = std::panic::catch_unwind(|| Sim::run(seed, size, initial_voters, reconfigure, 400));
         match result {
             Ok(sim) => {
                 committed += sim.acknowledged.len();
                 leaders.extend(sim.leaders.values().copied());
+                changes += sim.membership_changes;
             }
             Err(e) => {
                 eprintln!("seed {seed} ({size} controllers) failed; replay with STRATA_SIM_SEED={seed}");
@@ -384,14 +441,23 @@ fn run_seeds(size: u64) {
     // The runs did something: proposals committed and leadership moved around.
     assert!(committed > 0, "no proposal was ever committed");
     assert!(leaders.len() > 1 || seeds().len() == 1, "leadership never moved");
+    changes
 }
 
 #[test]
 fn three_controllers() {
-    run_seeds(3);
+    run_seeds(3, 3, false);
 }
 
 #[test]
 fn five_controllers() {
-    run_seeds(5);
+    run_seeds(5, 5, false);
+}
+
+/// Three voters to start with and two more nodes; the leader adds learners, promotes them and
+/// removes voters (never below three) while the faults go on.
+#[test]
+fn voters_join_and_leave() {
+    let changes = run_seeds(5, 3, true);
+    assert!(changes > 0 || seeds().len() == 1, "no membership change was ever proposed");
 }

@@ -73,6 +73,10 @@ pub struct MetadataImage {
     configs: OrdMap<ConfigResource, BTreeMap<String, String>>,
     /// The first producer id not yet handed out.
     pub next_producer_id: i64,
+    /// CONTROLLER endpoints of the controllers that joined at run time, by id (host, port);
+    /// the initial ones are in `controller.quorum.voters`.
+    #[serde(default)]
+    pub controllers: OrdMap<i32, (String, u16)>,
 }
 
 /// What one `apply` changed, for publishers.
@@ -498,6 +502,9 @@ impl MetadataImage {
                     delta.changed_configs.push(resource.clone());
                 }
             }
+            MetadataRecord::ControllerRegistered { controller_id, host, port } => {
+                self.controllers.insert(*controller_id, (host.clone(), *port));
+            }
             MetadataRecord::ProducerIdsAllocated { next_producer_id, .. } => {
                 if *next_producer_id < self.next_producer_id {
                     return Err(MetadataError::Inconsistent("producer ids moved backwards".into()));
@@ -590,6 +597,7 @@ mod tests {
                 value: Some("1".into()),
             },
             MetadataRecord::ProducerIdsAllocated { broker_id: 1, next_producer_id: 77 },
+            MetadataRecord::ControllerRegistered { controller_id: 4, host: "h4".into(), port: 9093 },
         ];
         let (old, _) = MetadataImage::empty().apply(&base).unwrap();
         let back = MetadataImage::from_snapshot(&old.to_snapshot()).unwrap();

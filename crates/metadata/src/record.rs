@@ -65,6 +65,9 @@ pub enum MetadataRecord {
     TopicDeleted { topic_id: Uuid },
     /// Sets (`Some`) or removes (`None`) one config key of a resource.
     ConfigSet { resource: ConfigResource, name: String, value: Option<String> },
+    /// A controller's CONTROLLER endpoint (Kafka's `RegisterControllerRecord`): written when a
+    /// voter joins the quorum at run time, so every controller can reach it after restarts.
+    ControllerRegistered { controller_id: i32, host: String, port: u16 },
     /// Producer ids below `next_producer_id` have been handed out.
     ProducerIdsAllocated { broker_id: i32, next_producer_id: i64 },
 }

@@ -9,6 +9,7 @@
 //!   active controller.
 //! - CreateTopics (19), ApiVersions (18) and DescribeQuorum (55): answered as a broker would.
 //! - DescribeCluster (60) with endpoint type 2 (KIP-919): the controllers.
+//! - AddRaftVoter (80) and RemoveRaftVoter (81), KIP-853: membership changes at run time.
 //!
 //! Other keys close the connection with a log line.
 
@@ -190,6 +191,39 @@ async fn respond(
                     resp.producer_id_len = i32::try_from(range.end - range.start).unwrap_or(i32::MAX);
                 }
                 Err(e) => resp.error_code = e.error.code(),
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::AddRaftVoter => {
+            let req = kafka_protocol::messages::AddRaftVoterRequest::decode(&mut buf, version).ok()?;
+            let mut resp = kafka_protocol::messages::AddRaftVoterResponse::default();
+            let listener = req.listeners.iter().find(|l| l.name.as_str() == "CONTROLLER").or(req.listeners.first());
+            let result = match (req.cluster_id.as_ref().map(|c| c.as_str()).filter(|c| !c.is_empty()), listener) {
+                (Some(c), _) if c != quorum.cluster_id() => Err(strata_metadata::channel::ApiError::new(
+                    ResponseError::InconsistentClusterId,
+                    format!("cluster {c} is not this quorum's"),
+                )),
+                (_, None) => Err(strata_metadata::channel::ApiError::new(
+                    ResponseError::InvalidRequest,
+                    "the new voter names no listener".to_string(),
+                )),
+                (_, Some(l)) => {
+                    let timeout = std::time::Duration::from_millis(req.timeout_ms.clamp(1_000, 300_000) as u64);
+                    quorum.add_voter(req.voter_id, l.host.to_string(), l.port, timeout).await
+                }
+            };
+            if let Err(e) = result {
+                resp.error_code = e.error.code();
+                resp.error_message = Some(kafka_protocol::protocol::StrBytes::from_string(e.message));
+            }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::RemoveRaftVoter => {
+            let req = kafka_protocol::messages::RemoveRaftVoterRequest::decode(&mut buf, version).ok()?;
+            let mut resp = kafka_protocol::messages::RemoveRaftVoterResponse::default();
+            if let Err(e) = quorum.remove_voter(req.voter_id).await {
+                resp.error_code = e.error.code();
+                resp.error_message = Some(kafka_protocol::protocol::StrBytes::from_string(e.message));
             }
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }

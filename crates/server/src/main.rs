@@ -50,6 +50,35 @@ enum Command {
     Format(FormatArgs),
     /// Print a new random cluster id (as `kafka-storage random-uuid`).
     RandomUuid,
+    /// Change the controller quorum's membership at run time (as `kafka-metadata-quorum.sh
+    /// add-controller` / `remove-controller`, KIP-853).
+    #[command(subcommand)]
+    Quorum(QuorumCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum QuorumCommand {
+    /// Make a running controller (formatted with --no-initial-controllers) a voter: it is added
+    /// as a learner, catches up with the metadata log, then becomes a voter.
+    AddVoter {
+        /// CONTROLLER listeners of the current quorum, HOST:PORT[,HOST:PORT...]; the active
+        /// controller is found among them.
+        #[arg(long, value_name = "HOST:PORT,...")]
+        bootstrap_controller: String,
+        /// The new voter's node.id.
+        #[arg(long)]
+        controller_id: i32,
+        /// The new voter's CONTROLLER listener, HOST:PORT.
+        #[arg(long, value_name = "HOST:PORT")]
+        controller_listener: String,
+    },
+    /// Remove a voter from the quorum.
+    RemoveVoter {
+        #[arg(long, value_name = "HOST:PORT,...")]
+        bootstrap_controller: String,
+        #[arg(long)]
+        controller_id: i32,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -62,6 +91,10 @@ struct FormatArgs {
     /// Leave directories that are already formatted for this cluster as they are.
     #[arg(long, short = 'g')]
     ignore_formatted: bool,
+    /// This controller joins an existing quorum later (`strata quorum add-voter`): its Raft
+    /// log starts without members instead of with `controller.quorum.voters`.
+    #[arg(long)]
+    no_initial_controllers: bool,
 }
 
 fn main() -> ExitCode {
@@ -82,10 +115,11 @@ fn main() -> ExitCode {
             println!("{}", strata_log::data_dir::random_id());
             return ExitCode::SUCCESS;
         }
+        Command::Quorum(cmd) => return quorum_command(cmd),
         Command::Format(format) => {
-            return match settings::load(&format.server)
-                .and_then(|c| format_node(&c, &format.cluster_id, format.ignore_formatted))
-            {
+            return match settings::load(&format.server).and_then(|c| {
+                format_node(&c, &format.cluster_id, format.ignore_formatted, format.no_initial_controllers)
+            }) {
                 Ok(message) => {
                     println!("{message}");
                     ExitCode::SUCCESS
@@ -157,6 +191,7 @@ fn format_node(
     config: &strata_broker::BrokerConfig,
     cluster_id: &str,
     ignore_formatted: bool,
+    joining: bool,
 ) -> anyhow::Result<String> {
     let valid =
         cluster_id.len() == 22 && cluster_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
@@ -185,6 +220,10 @@ fn format_node(
             tracing::info!(error = %e, "metadata log already formatted; left as it is")
         }
         Err(e) => return Err(e).context("cannot write the bootstrap metadata"),
+    }
+    if joining {
+        let marker = metadata_log.join(JOINING_MARKER);
+        std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
     }
     data_dirs.write_missing(cluster_id, config.node_id())?;
     let dirs: Vec<String> = data_dirs.paths().map(|p| p.display().to_string()).collect();
@@ -332,6 +371,88 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// In the metadata directory of a controller formatted with `--no-initial-controllers`.
+const JOINING_MARKER: &str = "raft.joining";
+
+/// `strata quorum ...`: a KIP-853 request to the active controller among `bootstrap`.
+fn quorum_command(cmd: QuorumCommand) -> ExitCode {
+    use kafka_protocol::messages::add_raft_voter_request::Listener;
+    use kafka_protocol::messages::{AddRaftVoterRequest, RemoveRaftVoterRequest};
+    use kafka_protocol::protocol::StrBytes;
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strata quorum: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result: Result<String, String> = runtime.block_on(async {
+        let (bootstrap, id) = match &cmd {
+            QuorumCommand::AddVoter { bootstrap_controller, controller_id, .. }
+            | QuorumCommand::RemoveVoter { bootstrap_controller, controller_id } => {
+                (bootstrap_controller, *controller_id)
+            }
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let mut last = String::from("no controller answered");
+        loop {
+            for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
+                let client = strata_controller::client::ControllerClient::new(addr.to_owned(), "strata-quorum".into());
+                let answer = match &cmd {
+                    QuorumCommand::AddVoter { controller_listener, .. } => {
+                        let Some((host, port)) = controller_listener.rsplit_once(':') else {
+                            return Err(format!("--controller-listener {controller_listener} is not HOST:PORT"));
+                        };
+                        let Ok(port) = port.parse::<u16>() else {
+                            return Err(format!("bad port in --controller-listener {controller_listener}"));
+                        };
+                        let req = AddRaftVoterRequest::default()
+                            .with_timeout_ms(30_000)
+                            .with_voter_id(id)
+                            .with_listeners(vec![Listener::default()
+                                .with_name(StrBytes::from_static_str("CONTROLLER"))
+                                .with_host(StrBytes::from_string(host.to_owned()))
+                                .with_port(port)]);
+                        client.call(0, &req).await.map(|r| (r.error_code, r.error_message.map(|m| m.to_string())))
+                    }
+                    QuorumCommand::RemoveVoter { .. } => {
+                        let req = RemoveRaftVoterRequest::default().with_voter_id(id);
+                        client.call(0, &req).await.map(|r| (r.error_code, r.error_message.map(|m| m.to_string())))
+                    }
+                };
+                match answer {
+                    Ok((0, _)) => {
+                        return Ok(match &cmd {
+                            QuorumCommand::AddVoter { .. } => format!("controller {id} is a voter"),
+                            QuorumCommand::RemoveVoter { .. } => format!("controller {id} was removed from the quorum"),
+                        })
+                    }
+                    // NOT_CONTROLLER: another of the bootstrap controllers is active.
+                    Ok((41, msg)) => last = msg.unwrap_or_else(|| format!("{addr} is not the active controller")),
+                    Ok((code, msg)) => {
+                        return Err(format!("{addr} answered error {code}: {}", msg.unwrap_or_default()));
+                    }
+                    Err(e) => last = format!("{addr}: {e}"),
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(last);
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    match result {
+        Ok(message) => {
+            println!("{message}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("strata quorum: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// This node's controller: the single-node one with its local metadata log, or a member of a
 /// Raft quorum.
 enum Control {
@@ -397,6 +518,7 @@ async fn start_quorum(
             quorum,
             tick: Duration::from_millis(100),
             session_timeout: Duration::from_millis(config.number("broker.session.timeout.ms").max(1) as u64),
+            joining: dir.join(JOINING_MARKER).exists(),
         },
         &tokio::runtime::Handle::current(),
     )

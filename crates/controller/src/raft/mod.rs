@@ -11,5 +11,5 @@ pub mod node;
 pub mod store;
 pub mod transport;
 
-pub use node::{Applied, Proposed, QuorumConfig, QuorumNode, ReadyOutput, Refused};
+pub use node::{Applied, Membership, Proposed, QuorumConfig, QuorumNode, ReadyOutput, Refused};
 pub use store::RaftStore;

@@ -26,7 +26,7 @@
 use std::sync::Arc;
 
 use protobuf::Message as _;
-use raft::prelude::{ConfChange, ConfChangeV2, Entry, EntryType, Message};
+use raft::prelude::{ConfChange, ConfChangeType, ConfChangeV2, Entry, EntryType, Message};
 use raft::{Config, RawNode, StateRole};
 use strata_metadata::{MetadataDelta, MetadataImage, MetadataRecord};
 
@@ -67,6 +67,14 @@ pub enum Refused {
     Loading,
     /// The records contradict the latest image (a decision bug): nothing was proposed.
     Inconsistent(String),
+}
+
+/// A change of one node's place in the quorum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Membership {
+    Learner,
+    Voter,
+    Remove,
 }
 
 /// Where a proposal went in the log: it is committed when the entry at `index` is applied
@@ -230,6 +238,7 @@ impl QuorumNode {
     /// One tick of the logical clock.
     pub fn tick(&mut self) {
         self.raw.tick();
+        self.hand_over_if_removed();
     }
 
     /// A message from a peer. Messages for another term or from unknown peers are ignored by
@@ -261,11 +270,41 @@ impl QuorumNode {
         Ok(Proposed { index: self.raw.raft.raft_log.last_index(), term: self.raw.raft.term })
     }
 
-    /// Proposes a membership change (add or remove a voter).
-    pub fn propose_conf_change(&mut self, cc: ConfChangeV2) -> Result<Proposed, Refused> {
+    /// Proposes one membership change (raft-rs simple conf change): `node` becomes a learner
+    /// (it receives the log but does not vote), a voter (a learner promoted, or a new node),
+    /// or leaves the quorum. One change at a time: refused while another is not applied yet,
+    /// and when it would leave no voter.
+    pub fn propose_membership(&mut self, node: u64, change: Membership) -> Result<Proposed, Refused> {
         self.check_active()?;
+        if self.raw.raft.has_pending_conf() {
+            return Err(Refused::Inconsistent("another membership change is in progress".into()));
+        }
+        if change == Membership::Remove && node == self.id() {
+            // raft-rs would keep a removed leader leading a quorum it is not part of.
+            return Err(Refused::Inconsistent(
+                "the active controller cannot remove itself: transfer the leadership first".into(),
+            ));
+        }
+        let ty = match change {
+            Membership::Learner => ConfChangeType::AddLearnerNode,
+            Membership::Voter => ConfChangeType::AddNode,
+            Membership::Remove => ConfChangeType::RemoveNode,
+        };
+        let cc = ConfChange { change_type: ty, node_id: node, ..Default::default() };
         self.raw.propose_conf_change(Vec::new(), cc).map_err(|e| Refused::Inconsistent(e.to_string()))?;
         Ok(Proposed { index: self.raw.raft.raft_log.last_index(), term: self.raw.raft.term })
+    }
+
+    /// Asks raft-rs to hand the leadership to voter `to` (it campaigns at once once caught up).
+    pub fn transfer_leadership(&mut self, to: u64) {
+        self.raw.transfer_leader(to);
+    }
+
+    /// The current learners (they replicate the log without voting).
+    pub fn learners(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = self.raw.raft.prs().conf().learners().iter().copied().collect();
+        v.sort_unstable();
+        v
     }
 
     fn check_active(&mut self) -> Result<(), Refused> {
@@ -311,7 +350,12 @@ impl QuorumNode {
         out.messages.extend(rd.take_messages());
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
-            let image = Arc::new(MetadataImage::from_snapshot(&snap.data)?);
+            // The bootstrap snapshot holds the voters and no metadata.
+            let image = Arc::new(if snap.data.is_empty() {
+                MetadataImage::empty()
+            } else {
+                MetadataImage::from_snapshot(&snap.data)?
+            });
             let index = snap.get_metadata().index;
             let term = snap.get_metadata().term;
             self.raw.mut_store().apply_snapshot(snap)?;
@@ -343,7 +387,9 @@ impl QuorumNode {
         let committed = light.take_committed_entries();
         self.apply_entries(committed, &mut out)?;
         self.raw.advance_apply_to(self.applied);
-        if self.since_snapshot >= self.snapshot_bytes {
+        let wanted = self.raw.store().take_snapshot_wanted()
+            && self.applied > self.raw.store().snapshot_ref().get_metadata().index;
+        if self.since_snapshot >= self.snapshot_bytes || wanted {
             let data = self.committed.to_snapshot();
             let index = self.applied;
             self.raw.mut_store().compact(index, data)?;
@@ -401,5 +447,29 @@ impl QuorumNode {
     fn conf_changed(&mut self, cs: raft::prelude::ConfState) {
         tracing::info!(voters = ?cs.voters, learners = ?cs.learners, "the quorum's membership changed");
         self.raw.mut_store().set_conf_state(cs);
+        self.hand_over_if_removed();
+    }
+
+    /// A leader removed by a change proposed before it was elected: raft-rs (like etcd's raft)
+    /// would keep it leading a quorum it is not part of. It hands over to the voter with the
+    /// most of the log, again after each transfer that timed out.
+    fn hand_over_if_removed(&mut self) {
+        let me = self.id();
+        let voters = self.voters();
+        if !self.is_leader() || voters.contains(&me) || self.raw.raft.lead_transferee.is_some() {
+            return;
+        }
+        let best = self
+            .raw
+            .raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| voters.contains(id))
+            .max_by_key(|(_, pr)| pr.matched)
+            .map(|(id, _)| *id);
+        if let Some(to) = best {
+            tracing::info!(to, "no longer a voter: handing the leadership over");
+            self.raw.transfer_leader(to);
+        }
     }
 }

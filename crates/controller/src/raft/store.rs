@@ -39,6 +39,8 @@ const WAL: &str = "raft.wal";
 const SNAPSHOT: &str = "raft.snapshot";
 const KIND_ENTRY: u8 = b'E';
 const KIND_HARD_STATE: u8 = b'H';
+/// Index and term of a new cluster's bootstrap snapshot (the initial voters, no metadata).
+pub const BOOTSTRAP_INDEX: u64 = 1;
 
 /// The Raft log, hard state and snapshot of one node: durable files plus the in-memory twin
 /// raft-rs reads through [`raft::Storage`].
@@ -58,6 +60,9 @@ pub struct RaftStore {
     entries: Vec<Entry>,
     /// Why the store stopped taking writes, if it did.
     offline: Option<String>,
+    /// raft-rs asked for a snapshot for a peer the newest one does not include (a node added
+    /// since): the owner takes a new one (see [`RaftStore::take_snapshot_wanted`]).
+    snapshot_wanted: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RaftStore {
@@ -76,9 +81,11 @@ fn pb_err(path: &Path, e: protobuf::ProtobufError) -> ControllerError {
 }
 
 impl RaftStore {
-    /// Opens (creating if missing) the store in `dir`. A store with neither snapshot nor
-    /// entries starts from `initial_voters` (the static `controller.quorum.voters`); otherwise
-    /// the membership is the snapshot's plus the conf changes in the log.
+    /// Opens (creating if missing) the store in `dir`. A new store of a node among
+    /// `initial_voters` (the static `controller.quorum.voters`) starts with a bootstrap snapshot
+    /// at [`BOOTSTRAP_INDEX`] holding them; one with no initial voters (a node that joins an
+    /// existing quorum) starts empty and learns the membership from the leader's snapshot.
+    /// Otherwise the membership is the snapshot's plus the conf changes in the log.
     pub fn open(storage: Arc<dyn Storage>, dir: &Path, initial_voters: &[u64]) -> Result<Self, ControllerError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -110,8 +117,21 @@ impl RaftStore {
                 }
             }
         } else {
+            let wal = dir.join(WAL);
+            let fresh = !storage.exists(&wal).map_err(io(&wal))?
+                || storage.open(&wal, false).and_then(|f| f.len()).map_err(io(&wal))? == 0;
             let mut s = Snapshot::default();
             s.mut_metadata().mut_conf_state().voters = initial_voters.to_vec();
+            if fresh && !initial_voters.is_empty() {
+                // A new cluster: the initial voters are a snapshot at index 1 (term 1), as
+                // TiKV bootstraps raft-rs groups, so the log starts at 2 and a node that joins
+                // later with an empty store is always sent this snapshot (and so the
+                // membership) before any entry.
+                s.mut_metadata().index = BOOTSTRAP_INDEX;
+                s.mut_metadata().term = BOOTSTRAP_INDEX;
+                let body = s.write_to_bytes().map_err(|e| pb_err(&snap_path, e))?;
+                replace_file(&*storage, dir, SNAPSHOT, &encode_frame(&body))?;
+            }
             s
         };
 
@@ -182,6 +202,7 @@ impl RaftStore {
             snapshot,
             entries,
             offline: None,
+            snapshot_wanted: false.into(),
         };
         // Entries lost to a crash below the commit a hard state names cannot happen (the hard
         // state is written after its entries, in the same fsync), but a damaged disk could:
@@ -292,6 +313,11 @@ impl RaftStore {
     /// The newest snapshot (index 0 and no data before the first one).
     pub fn snapshot_ref(&self) -> &Snapshot {
         &self.snapshot
+    }
+
+    /// Whether a peer needs a newer snapshot than the stored one; clears the request.
+    pub fn take_snapshot_wanted(&self) -> bool {
+        self.snapshot_wanted.swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Bytes of the WAL file.
@@ -459,9 +485,14 @@ impl raft::Storage for RaftStore {
         Ok(self.last())
     }
 
-    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        if self.snapshot.get_metadata().index < request_index {
-            // Not taken yet: raft-rs asks again later.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let cs = self.snapshot.get_metadata().get_conf_state();
+        let member =
+            [&cs.voters, &cs.learners, &cs.voters_outgoing, &cs.learners_next].iter().any(|ids| ids.contains(&to));
+        if self.snapshot.get_metadata().index < request_index || !member {
+            // Not taken yet, or taken before `to` joined (a node refuses a snapshot whose
+            // membership leaves it out): the owner takes one now, and raft-rs asks again.
+            self.snapshot_wanted.store(true, std::sync::atomic::Ordering::Relaxed);
             return Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable));
         }
         Ok(self.snapshot.clone())
@@ -485,15 +516,37 @@ mod tests {
 
     const DIR: &str = "/meta";
 
+    /// A store that starts empty (a joining node's), so entries start at 1.
     fn open(mem: &MemStorage) -> RaftStore {
-        RaftStore::open(Arc::new(mem.clone()), Path::new(DIR), &[1, 2, 3]).unwrap()
+        RaftStore::open(Arc::new(mem.clone()), Path::new(DIR), &[]).unwrap()
+    }
+
+    #[test]
+    fn a_new_cluster_starts_from_a_bootstrap_snapshot_of_its_voters() {
+        let mem = MemStorage::new();
+        let s = RaftStore::open(Arc::new(mem.clone()), Path::new(DIR), &[1, 2, 3]).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (2, 1));
+        assert_eq!(s.term(1).unwrap(), 1);
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(s.hard_state().commit, 1);
+        assert_eq!(s.snapshot(1, 2).unwrap().get_metadata().get_conf_state().voters, vec![1, 2, 3]);
+        // A node the snapshot's membership leaves out (one added since) needs a newer one.
+        assert!(!s.take_snapshot_wanted());
+        assert!(matches!(s.snapshot(1, 4), Err(raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable))));
+        assert!(s.take_snapshot_wanted() && !s.take_snapshot_wanted());
+        drop(s);
+        // Durable, and a later open with other voters changes nothing.
+        mem.crash(9);
+        let s = RaftStore::open(Arc::new(mem.clone()), Path::new(DIR), &[7]).unwrap();
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(s.first_index().unwrap(), 2);
     }
 
     #[test]
     fn what_was_synced_survives_a_crash_and_what_was_not_may_not() {
         let mem = MemStorage::new();
         let mut s = open(&mem);
-        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        assert!(s.initial_state().unwrap().conf_state.voters.is_empty());
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 0));
         s.append(&[entry(1, 1, b"a"), entry(2, 1, b"b"), entry(3, 1, b"c")]).unwrap();
         s.set_hard_state(&hs(1, 1, 2)).unwrap();
@@ -527,6 +580,7 @@ mod tests {
         s.append(&entries).unwrap();
         s.set_hard_state(&hs(1, 1, 8)).unwrap();
         s.sync().unwrap();
+        s.set_conf_state(ConfState { voters: vec![1, 2], ..Default::default() });
         s.compact(6, b"image@6".to_vec()).unwrap();
         assert_eq!(s.first_index().unwrap(), 7);
         assert!(matches!(
@@ -540,7 +594,6 @@ mod tests {
         assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (7, 10));
         assert_eq!(&s.snapshot(6, 2).unwrap().data[..], b"image@6");
         assert_eq!(s.hard_state().commit, 8);
-        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
     }
 
     #[test]

@@ -48,6 +48,9 @@ pub type EventSink = std::sync::mpsc::Sender<crate::quorum::Input>;
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
     sink: EventSink,
+    runtime: tokio::runtime::Handle,
+    node_id: u64,
+    cluster_id: String,
 }
 
 impl Transport {
@@ -59,16 +62,30 @@ impl Transport {
         peers: &HashMap<u64, String>,
         sink: EventSink,
     ) -> Self {
-        let mut queues = HashMap::new();
+        let mut t =
+            Self { peers: HashMap::new(), sink, runtime: runtime.clone(), node_id, cluster_id: cluster_id.to_owned() };
         for (&peer, addr) in peers {
-            if peer == node_id {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(QUEUE);
-            runtime.spawn(outbound(node_id, peer, addr.clone(), cluster_id.to_owned(), rx, sink.clone()));
-            queues.insert(peer, tx);
+            t.ensure_peer(peer, addr);
         }
-        Self { peers: queues, sink }
+        t
+    }
+
+    /// Starts an outbound task for `peer` at `addr` unless there is one (a controller that
+    /// joined at run time, learned from the metadata).
+    pub fn ensure_peer(&mut self, peer: u64, addr: &str) {
+        if peer == self.node_id || self.peers.contains_key(&peer) {
+            return;
+        }
+        let (tx, rx) = mpsc::channel(QUEUE);
+        self.runtime.spawn(outbound(
+            self.node_id,
+            peer,
+            addr.to_owned(),
+            self.cluster_id.clone(),
+            rx,
+            self.sink.clone(),
+        ));
+        self.peers.insert(peer, tx);
     }
 
     /// Queues `msg` for its peer; drops it if the queue is full (Raft retries what matters).
