@@ -651,3 +651,53 @@ def test_a_controller_joins_and_leaves_the_quorum_at_run_time(tmp_path):
             assert not n.panic_lines(), n.log_tail()
     finally:
         c.cleanup()
+
+
+def test_the_whole_cluster_restarts_with_its_topics_records_and_offsets(tmp_path):
+    """Every node stopped (SIGTERM, one after the other: the last ones cannot reach a quorum to
+    be fenced and stop anyway), then all started again: the metadata, the records and a group's
+    committed offsets are all back, and every partition has its leader again."""
+    from confluent_kafka import TopicPartition
+
+    c = Cluster(tmp_path)
+    try:
+        c.start()
+        create(c.nodes[0].bootstrap, "durable", 6)
+        wait_until(lambda: all(len(leaders_seen_by(n.bootstrap, "durable")) == 6 for n in c.nodes), 10,
+                   message="the topic did not reach every broker")
+        p = ck_producer(c.bootstrap, acks="all")
+        for i in range(120):
+            p.produce("durable", key=f"k{i}", value=f"v{i}")
+        assert p.flush(30) == 0
+        consumer = ck_consumer(c.bootstrap, **{"group.id": "durable-group"})
+        consumer.commit(offsets=[TopicPartition("durable", part, 7) for part in range(6)], asynchronous=False)
+        consumer.close()
+        before = leaders_seen_by(c.nodes[0].bootstrap, "durable")
+
+        for n in c.nodes:
+            n.stop(30)
+        for n in c.nodes:
+            n.spawn()
+        for n in c.nodes:
+            n.wait_ready(60)
+
+        wait_until(lambda: leaders_seen_by(c.nodes[1].bootstrap, "durable") == before, 30,
+                   message="the partitions did not get their leaders back")
+        got = {}
+        reader = ck_consumer(c.bootstrap, **{"group.id": "durable-reader", "auto.offset.reset": "earliest"})
+        reader.subscribe(["durable"])
+        deadline = time.time() + 60
+        while len(got) < 120 and time.time() < deadline:
+            m = reader.poll(1.0)
+            if m is not None and m.error() is None:
+                got[m.key().decode()] = m.value().decode()
+        reader.close()
+        assert got == {f"k{i}": f"v{i}" for i in range(120)}
+        group = ck_consumer(c.bootstrap, **{"group.id": "durable-group"})
+        committed = group.committed([TopicPartition("durable", part) for part in range(6)], timeout=20)
+        group.close()
+        assert [tp.offset for tp in committed] == [7] * 6, committed
+        for n in c.nodes:
+            assert not n.panic_lines(), n.log_tail()
+    finally:
+        c.cleanup()
