@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import Broker, strata_bin
-from e2e_util import ck_admin, ck_consumer, ck_producer, free_port, wait_until
+from e2e_util import ck_admin, ck_consumer, ck_producer, free_port, java_program, wait_until
 
 class LinkProxy:
     """A TCP proxy the harness owns for one directed link between two nodes: node A reaches node
@@ -701,3 +701,21 @@ def test_the_whole_cluster_restarts_with_its_topics_records_and_offsets(tmp_path
             assert not n.panic_lines(), n.log_tail()
     finally:
         c.cleanup()
+
+
+def test_the_java_client_sees_and_uses_the_cluster(cluster, tmp_path):
+    """kafka-clients 4.x: describeCluster lists the three brokers, a topic created through one
+    broker is spread over all three, and a producer and a group consumer work across them."""
+    import json
+
+    program = java_program("4", Path(__file__).parent / "java" / "StrataClusterE2E.java", tmp_path / "java")
+    r = subprocess.run(program + [cluster.nodes[1].bootstrap, cluster.bootstrap, "java-spread"],
+                       capture_output=True, text=True, timeout=180)
+    results = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("RESULT "):
+            results.update(json.loads(line[7:]))
+    assert "DONE" in r.stdout, r.stdout + r.stderr[-3000:]
+    assert results["brokers"] == [1, 2, 3], results
+    assert results["leaders"] == [1, 2, 3], results
+    assert results["consumed"] == 200, results
