@@ -15,10 +15,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use arc_swap::ArcSwap;
-use strata_metadata::channel::{
-    ApiError, BoxFuture, ConfigOp, ControllerChannel, CreateTopicResult, CreateTopicSpec, DeleteTopicResult, TopicRef,
-};
-use strata_metadata::{ConfigResource, MetadataImage, MetadataPublisher, MetadataRecord};
+use strata_metadata::channel::{ApiError, BoxFuture, ControllerChannel, CreateTopicResult, CreateTopicSpec};
+use strata_metadata::{MetadataImage, MetadataPublisher, MetadataRecord};
 use strata_protocol::ResponseError;
 use tokio::sync::oneshot;
 
@@ -270,41 +268,7 @@ impl ControllerChannel for LocalController {
         })
     }
 
-    fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>> {
-        let refs = topics.clone();
-        let commit = self.commit(move |img| decisions::delete_topics(img, topics));
-        Box::pin(async move {
-            match commit.await {
-                Ok(results) => results,
-                Err(e) => decisions::delete_topics_failed(refs, &e),
-            }
-        })
-    }
-
-    fn create_partitions(
-        &self,
-        topic: String,
-        total_count: i32,
-        assignments: Option<Vec<Vec<i32>>>,
-        validate_only: bool,
-    ) -> BoxFuture<'_, Result<(), ApiError>> {
-        let commit = self.commit(move |img| {
-            decisions::create_partitions_request(img, &topic, total_count, assignments.as_deref(), validate_only)
-        });
-        Box::pin(async move { commit.await? })
-    }
-
-    fn alter_configs(
-        &self,
-        resource: ConfigResource,
-        ops: Vec<ConfigOp>,
-        replace: bool,
-        validate_only: bool,
-    ) -> BoxFuture<'_, Result<(), ApiError>> {
-        let commit =
-            self.commit(move |img| decisions::alter_configs_request(img, &resource, &ops, replace, validate_only));
-        Box::pin(async move { commit.await? })
-    }
+    crate::decided_channel_methods!();
 
     /// One voter, this node, leading since it started: its log end is the committed end.
     fn describe_quorum(&self) -> Option<strata_metadata::channel::QuorumDescription> {

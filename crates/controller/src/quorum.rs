@@ -40,10 +40,9 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use strata_metadata::channel::{
-    ApiError, BoxFuture, ConfigOp, ControllerChannel, CreateTopicResult, CreateTopicSpec, CreatedTopic,
-    DeleteTopicResult, TopicRef,
+    ApiError, BoxFuture, ControllerChannel, CreateTopicResult, CreateTopicSpec, CreatedTopic,
 };
-use strata_metadata::{ConfigResource, MetadataDelta, MetadataImage, MetadataPublisher, MetadataRecord};
+use strata_metadata::{MetadataDelta, MetadataImage, MetadataPublisher, MetadataRecord};
 use strata_protocol::ResponseError;
 use tokio::sync::oneshot;
 
@@ -653,9 +652,8 @@ impl Driver {
         want_shut_down: bool,
         tx: oneshot::Sender<Result<HeartbeatReply, ApiError>>,
     ) {
-        if !self.node.is_active() {
-            let leader = self.node.leader_id();
-            let _ = tx.send(Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32))));
+        if let Err(e) = self.refuse_unless_active() {
+            let _ = tx.send(Err(e));
             return;
         }
         let Some(broker) = self.node.latest().brokers.get(&broker_id).cloned() else {
@@ -700,9 +698,8 @@ impl Driver {
         change: crate::raft::Membership,
         tx: oneshot::Sender<Result<(), ApiError>>,
     ) {
-        if !self.node.is_active() {
-            let leader = self.node.leader_id();
-            let _ = tx.send(Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32))));
+        if let Err(e) = self.refuse_unless_active() {
+            let _ = tx.send(Err(e));
             return;
         }
         if change == crate::raft::Membership::Remove && node == self.node.id() {
@@ -712,21 +709,42 @@ impl Driver {
             let _ = tx.send(Err(not_controller(None)));
             return;
         }
-        match self.node.propose_membership(node, change) {
+        let proposed = self.node.propose_membership(node, change);
+        self.track(
+            proposed,
+            ResponseError::InvalidRequest,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        );
+    }
+
+    /// NOT_CONTROLLER (naming the leader this node knows, if another) unless this node is
+    /// the active controller.
+    fn refuse_unless_active(&self) -> Result<(), ApiError> {
+        if self.node.is_active() {
+            return Ok(());
+        }
+        let leader = self.node.leader_id();
+        Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32)))
+    }
+
+    /// Tracks a proposal until its entry is applied (`answer` is called then) or lost.
+    fn track(
+        &mut self,
+        proposed: Result<crate::raft::Proposed, Refused>,
+        inconsistent: ResponseError,
+        answer: Completion,
+    ) {
+        match proposed {
             Ok(p) => {
-                let done: Completion = Box::new(move |r| {
-                    let _ = tx.send(r);
-                });
-                self.pending.insert(p.index, (p.term, done));
+                self.pending.insert(p.index, (p.term, answer));
             }
-            Err(Refused::NotLeader(l)) => {
-                let _ = tx.send(Err(not_controller(l.map(|l| l as i32))));
-            }
-            Err(Refused::Loading) => {
-                let _ = tx.send(Err(not_controller(None)));
-            }
+            Err(Refused::NotLeader(l)) => answer(Err(not_controller(l.map(|l| l as i32)))),
+            Err(Refused::Loading) => answer(Err(not_controller(None))),
             Err(Refused::Inconsistent(e)) => {
-                let _ = tx.send(Err(ApiError::new(ResponseError::InvalidRequest, e)));
+                tracing::error!(error = %e, "a proposal was refused");
+                answer(Err(ApiError::new(inconsistent, e)));
             }
         }
     }
@@ -748,9 +766,8 @@ impl Driver {
         decide: impl FnOnce(&MetadataImage) -> (Vec<MetadataRecord>, T),
         tx: oneshot::Sender<Result<T, ApiError>>,
     ) {
-        if !self.node.is_active() {
-            let leader = self.node.leader_id();
-            let _ = tx.send(Err(not_controller((leader != 0 && !self.node.is_leader()).then_some(leader as i32))));
+        if let Err(e) = self.refuse_unless_active() {
+            let _ = tx.send(Err(e));
             return;
         }
         let (records, answer) = decide(self.node.latest());
@@ -758,24 +775,15 @@ impl Driver {
             let _ = tx.send(Ok(answer));
             return;
         }
-        match self.node.propose(&records) {
-            Ok(p) => {
-                let done: Completion = Box::new(move |r| {
-                    let _ = tx.send(r.map(|()| answer));
-                });
-                self.pending.insert(p.index, (p.term, done));
-            }
-            Err(Refused::NotLeader(l)) => {
-                let _ = tx.send(Err(not_controller(l.map(|l| l as i32))));
-            }
-            Err(Refused::Loading) => {
-                let _ = tx.send(Err(not_controller(None)));
-            }
-            Err(Refused::Inconsistent(e)) => {
-                tracing::error!(error = %e, "a decision's records do not apply to the latest image");
-                let _ = tx.send(Err(ApiError::new(ResponseError::UnknownServerError, e)));
-            }
-        }
+        let proposed = self.node.propose(&records);
+        // Records that do not apply to the latest image are a decision's bug.
+        self.track(
+            proposed,
+            ResponseError::UnknownServerError,
+            Box::new(move |r| {
+                let _ = tx.send(r.map(|()| answer));
+            }),
+        );
     }
 
     fn ready(&mut self) -> Result<(), ControllerError> {
@@ -897,41 +905,7 @@ impl ControllerChannel for QuorumController {
         })
     }
 
-    fn delete_topics(&self, topics: Vec<TopicRef>) -> BoxFuture<'_, Vec<DeleteTopicResult>> {
-        let refs = topics.clone();
-        let commit = self.commit(move |img| decisions::delete_topics(img, topics));
-        Box::pin(async move {
-            match commit.await {
-                Ok(results) => results,
-                Err(e) => decisions::delete_topics_failed(refs, &e),
-            }
-        })
-    }
-
-    fn create_partitions(
-        &self,
-        topic: String,
-        total_count: i32,
-        assignments: Option<Vec<Vec<i32>>>,
-        validate_only: bool,
-    ) -> BoxFuture<'_, Result<(), ApiError>> {
-        let commit = self.commit(move |img| {
-            decisions::create_partitions_request(img, &topic, total_count, assignments.as_deref(), validate_only)
-        });
-        Box::pin(async move { commit.await? })
-    }
-
-    fn alter_configs(
-        &self,
-        resource: ConfigResource,
-        ops: Vec<ConfigOp>,
-        replace: bool,
-        validate_only: bool,
-    ) -> BoxFuture<'_, Result<(), ApiError>> {
-        let commit =
-            self.commit(move |img| decisions::alter_configs_request(img, &resource, &ops, replace, validate_only));
-        Box::pin(async move { commit.await? })
-    }
+    crate::decided_channel_methods!();
 
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
         Box::pin(async move {
