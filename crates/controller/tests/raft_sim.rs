@@ -1,4 +1,6 @@
-//! Seeded deterministic simulation of the metadata quorum: 3 and 5 controllers in one process,
+//! Seeded deterministic simulation of the metadata quorum: 3 and 5 controllers in one process
+//! (deciding for three brokers that register, are fenced and come back, and topics placed on
+//! them, with the controller's own decision functions),
 //! an in-memory network that drops, delays, duplicates, reorders and partitions messages, nodes
 //! that crash (losing whatever was not fsynced, through `MemStorage::crash`) and restart, and a
 //! clock that only the test advances.
@@ -19,8 +21,10 @@ use std::sync::Arc;
 use raft::prelude::{Message, MessageType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use strata_controller::decisions;
 use strata_controller::raft::{Membership, QuorumConfig, QuorumNode, RaftStore, Refused};
 use strata_log::storage::MemStorage;
+use strata_metadata::channel::CreateTopicSpec;
 use strata_metadata::{ConfigResource, MetadataImage, MetadataRecord};
 
 const DIR: &str = "/controller/__cluster_metadata-0";
@@ -60,6 +64,9 @@ struct Sim {
     /// Proposals in flight, by the proposing node: (index, term).
     proposals: HashMap<u64, Vec<(u64, u64)>>,
     next_value: u64,
+    /// At the end: topics in the final image, and brokers fenced in it.
+    topics_made: u64,
+    brokers_fenced: u64,
 }
 
 fn config(id: u64, rng: &mut SmallRng) -> QuorumConfig {
@@ -106,6 +113,8 @@ impl Sim {
             acknowledged: Vec::new(),
             proposals: HashMap::new(),
             next_value: 0,
+            topics_made: 0,
+            brokers_fenced: 0,
         }
     }
 
@@ -283,14 +292,33 @@ impl Sim {
             records.push(MetadataRecord::ClusterCreated { cluster_id: "sim".into() });
         }
         self.next_value += 1;
+        let n = self.next_value;
+        // The brokers' side, through the controller's own decisions: registrations, fencing
+        // and unfencing (a session expiring, a broker coming back), topics placed over the
+        // live brokers, configs, producer-id blocks.
+        let broker = 100 + ((n / 6) % 3) as i32;
+        match n % 6 {
+            0 => records
+                .extend(decisions::register_broker(&latest, broker, "127.0.0.1".into(), 9000 + broker as u16, None).0),
+            1 => records.extend(decisions::fence_broker(&latest, broker)),
+            2 => records.extend(decisions::unfence_broker(&latest, broker)),
+            3 if latest.cluster_id.is_some() => {
+                let spec = CreateTopicSpec {
+                    name: format!("t{n}"),
+                    num_partitions: 1 + (n % 4) as i32,
+                    replication_factor: 1,
+                    ..Default::default()
+                };
+                let defaults = decisions::Defaults { num_partitions: 1, default_replication_factor: 1 };
+                records.extend(decisions::create_topics(&latest, &defaults, vec![spec], false).0);
+            }
+            4 => records.extend(decisions::allocate_producer_ids(&latest, broker, 1000).0),
+            _ => {}
+        }
         records.push(MetadataRecord::ConfigSet {
             resource: ConfigResource::Broker(1),
-            name: format!("k{}", self.next_value % 7),
-            value: Some(format!("v{}", self.next_value)),
-        });
-        records.push(MetadataRecord::ProducerIdsAllocated {
-            broker_id: 1,
-            next_producer_id: latest.next_producer_id + 1000,
+            name: format!("k{}", n % 7),
+            value: Some(format!("v{n}")),
         });
         match node.propose(&records) {
             Ok(p) => self.proposals.entry(node.id()).or_default().push((p.index, p.term)),
@@ -399,6 +427,12 @@ impl Sim {
             sim.step(true);
         }
         sim.converge();
+        // What the brokers' decisions left: topics, and brokers registered (some fenced).
+        if let Some(n) = sim.nodes.iter().filter_map(|n| n.node.as_ref()).find(|n| n.is_leader()) {
+            let img = n.committed();
+            sim.topics_made += img.topics().count() as u64;
+            sim.brokers_fenced += img.brokers.values().filter(|b| b.fenced).count() as u64;
+        }
         // Everything seen committed is in the final log, with its term.
         for (index, term) in &sim.acknowledged {
             assert_eq!(sim.applied.get(index).map(|a| a.0), Some(*term), "acknowledged entry {index} lost");
@@ -424,6 +458,7 @@ fn run_seeds(size: u64, initial_voters: u64, reconfigure: bool) -> u64 {
     let mut committed = 0usize;
     let mut leaders = HashSet::new();
     let mut changes = 0;
+    let (mut topics, mut fenced) = (0, 0);
     for seed in seeds() {
         let result = std::panic::catch_unwind(|| Sim::run(seed, size, initial_voters, reconfigure, 400));
         match result {
@@ -431,6 +466,8 @@ fn run_seeds(size: u64, initial_voters: u64, reconfigure: bool) -> u64 {
                 committed += sim.acknowledged.len();
                 leaders.extend(sim.leaders.values().copied());
                 changes += sim.membership_changes;
+                topics += sim.topics_made;
+                fenced += sim.brokers_fenced;
             }
             Err(e) => {
                 eprintln!("seed {seed} ({size} controllers) failed; replay with STRATA_SIM_SEED={seed}");
@@ -441,6 +478,7 @@ fn run_seeds(size: u64, initial_voters: u64, reconfigure: bool) -> u64 {
     // The runs did something: proposals committed and leadership moved around.
     assert!(committed > 0, "no proposal was ever committed");
     assert!(leaders.len() > 1 || seeds().len() == 1, "leadership never moved");
+    assert!(topics > 0 && (fenced > 0 || seeds().len() == 1), "the brokers' decisions never took effect");
     changes
 }
 
