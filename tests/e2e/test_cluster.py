@@ -227,6 +227,7 @@ def cluster(tmp_path):
 
 
 def leaders_seen_by(bootstrap: str, topic: str) -> dict[int, int]:
+    """Partition -> leader as Metadata answers (-1 while a partition has no leader)."""
     md = ck_admin(bootstrap).list_topics(timeout=10)
     t = md.topics.get(topic)
     if t is None or t.error is not None:
@@ -351,11 +352,6 @@ def test_a_node_that_missed_many_changes_catches_up_from_a_snapshot(tmp_path):
         c.cleanup()
 
 
-def partition_leaders(bootstrap: str, topic: str) -> dict[int, int]:
-    """Partition -> leader as Metadata answers (-1 while a partition has no leader)."""
-    return leaders_seen_by(bootstrap, topic)
-
-
 def test_a_silent_broker_is_fenced_and_returns_and_a_stopping_one_hands_over_at_once(tmp_path):
     c = Cluster(tmp_path, extra={"broker.session.timeout.ms": "3000", "broker.heartbeat.interval.ms": "300"})
     try:
@@ -364,27 +360,27 @@ def test_a_silent_broker_is_fenced_and_returns_and_a_stopping_one_hands_over_at_
         controller = c.active_controller()
         victim = next(n for n in c.nodes if n is not controller)
         other = next(n for n in c.nodes if n is not controller and n is not victim)
-        wait_until(lambda: len(partition_leaders(controller.bootstrap, "fence")) == 6, 10,
+        wait_until(lambda: len(leaders_seen_by(controller.bootstrap, "fence")) == 6, 10,
                    message="the topic did not reach the controller's broker")
-        before = partition_leaders(controller.bootstrap, "fence")
+        before = leaders_seen_by(controller.bootstrap, "fence")
         owned = sorted(p for p, l in before.items() if l == victim.node_id)
         assert owned, before
 
         # No heartbeats (killed): fenced after the session timeout; its partitions have no
         # leader and it is no longer listed.
         victim.kill()
-        wait_until(lambda: all(partition_leaders(controller.bootstrap, "fence")[p] == -1 for p in owned), 15,
+        wait_until(lambda: all(leaders_seen_by(controller.bootstrap, "fence")[p] == -1 for p in owned), 15,
                    message="the silent broker's partitions kept their leader")
         md = ck_admin(other.bootstrap).list_topics(timeout=10)
         assert victim.node_id not in md.brokers
         assert all(md.topics["fence"].partitions[p].leader == -1 for p in owned)
         # New partitions avoid it.
         create(controller.bootstrap, "while-fenced", 4)
-        assert victim.node_id not in partition_leaders(controller.bootstrap, "while-fenced").values()
+        assert victim.node_id not in leaders_seen_by(controller.bootstrap, "while-fenced").values()
 
         # It comes back: unfenced, leads its partitions again, takes writes.
         victim.start(60)
-        wait_until(lambda: partition_leaders(other.bootstrap, "fence") == before, 15,
+        wait_until(lambda: leaders_seen_by(other.bootstrap, "fence") == before, 15,
                    message="the returning broker did not lead its partitions again")
         p = ck_producer(c.bootstrap, acks="all")
         for part in owned:
@@ -393,7 +389,7 @@ def test_a_silent_broker_is_fenced_and_returns_and_a_stopping_one_hands_over_at_
 
         # SIGTERM: a controlled shutdown fences it before it exits, not a session later.
         victim.stop()
-        wait_until(lambda: all(partition_leaders(controller.bootstrap, "fence")[p] == -1 for p in owned), 1.5,
+        wait_until(lambda: all(leaders_seen_by(controller.bootstrap, "fence")[p] == -1 for p in owned), 1.5,
                    interval=0.05, message="a cleanly stopping broker was not fenced at once")
         for n in c.nodes:
             assert not n.panic_lines(), n.log_tail()

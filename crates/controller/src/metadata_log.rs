@@ -51,6 +51,15 @@ fn frame(bytes: &[u8]) -> Option<&[u8]> {
     (crc32c::crc32c(payload) == crc).then_some(payload)
 }
 
+/// Every byte of `file` (at `path`, for errors).
+pub(crate) fn read_whole(file: &dyn StorageFile, path: &Path) -> Result<Vec<u8>, ControllerError> {
+    let io = |source| ControllerError::Io { path: path.to_path_buf(), source };
+    let len = file.len().map_err(io)?;
+    let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| io(std::io::ErrorKind::FileTooLarge.into()))?];
+    file.read_at(0, &mut bytes).map_err(io)?;
+    Ok(bytes)
+}
+
 /// `payload` as one frame: `[len u32][crc32c u32][payload]`.
 pub(crate) fn encode_frame(payload: &[u8]) -> Vec<u8> {
     let mut buf = Vec::with_capacity(FRAME_HEADER + payload.len());
@@ -141,9 +150,7 @@ impl MetadataLog {
         if created {
             storage.sync_dir(dir).map_err(io)?;
         }
-        let file_len = file.len().map_err(io)?;
-        let mut bytes = vec![0u8; usize::try_from(file_len).map_err(|_| io(std::io::ErrorKind::FileTooLarge.into()))?];
-        file.read_at(0, &mut bytes).map_err(io)?;
+        let bytes = read_whole(&*file, &path)?;
         let (records, valid_len) = Self::parse(&path, &bytes)?;
         if valid_len < bytes.len() {
             // What a crash during an append leaves; recovery, not damage (damage is refused above).

@@ -135,6 +135,8 @@ pub struct Driver {
 /// What the active controller tells a heartbeating broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeartbeatReply {
+    /// The broker's metadata has reached its own registration record (Kafka's rule).
+    pub is_caught_up: bool,
     pub is_fenced: bool,
     pub should_shut_down: bool,
 }
@@ -335,8 +337,10 @@ impl QuorumController {
         broker_epoch: i64,
         want_shut_down: bool,
     ) -> Result<HeartbeatReply, ApiError> {
+        // This broker's metadata position: records applied (the index space of broker epochs).
+        let metadata_offset = self.image().records_applied as i64;
         if self.status().active {
-            match self.handle_heartbeat(broker_id, want_shut_down).await {
+            match self.handle_heartbeat(broker_id, metadata_offset, want_shut_down).await {
                 Err(e) if e.error == ResponseError::NotController => {}
                 other => return other,
             }
@@ -345,20 +349,31 @@ impl QuorumController {
         let req = kafka_protocol::messages::BrokerHeartbeatRequest::default()
             .with_broker_id(BrokerId(broker_id))
             .with_broker_epoch(broker_epoch)
-            .with_current_metadata_offset(self.status().applied_index as i64)
+            .with_current_metadata_offset(metadata_offset)
             .with_want_shut_down(want_shut_down);
         let resp = client.call(1, &req).await.map_err(|e| unavailable(&e))?;
         match resp.error_code.err() {
-            None => Ok(HeartbeatReply { is_fenced: resp.is_fenced, should_shut_down: resp.should_shut_down }),
+            None => Ok(HeartbeatReply {
+                is_caught_up: resp.is_caught_up,
+                is_fenced: resp.is_fenced,
+                should_shut_down: resp.should_shut_down,
+            }),
             Some(e) => Err(ApiError::new(e, format!("heartbeat refused by {}", client.addr()))),
         }
     }
 
     /// Handles a heartbeat that reached this controller (NOT_CONTROLLER unless it is active).
-    pub async fn handle_heartbeat(&self, broker_id: i32, want_shut_down: bool) -> Result<HeartbeatReply, ApiError> {
+    /// `metadata_offset` is how many metadata records the broker has applied.
+    pub async fn handle_heartbeat(
+        &self,
+        broker_id: i32,
+        metadata_offset: i64,
+        want_shut_down: bool,
+    ) -> Result<HeartbeatReply, ApiError> {
         let (tx, rx) = oneshot::channel();
-        let queued =
-            self.submit(Input::Job(Box::new(move |d: &mut Driver| d.heartbeat(broker_id, want_shut_down, tx))));
+        let queued = self.submit(Input::Job(Box::new(move |d: &mut Driver| {
+            d.heartbeat(broker_id, metadata_offset, want_shut_down, tx)
+        })));
         if !queued {
             return Err(stopped());
         }
@@ -649,6 +664,7 @@ impl Driver {
     fn heartbeat(
         &mut self,
         broker_id: i32,
+        metadata_offset: i64,
         want_shut_down: bool,
         tx: oneshot::Sender<Result<HeartbeatReply, ApiError>>,
     ) {
@@ -664,30 +680,18 @@ impl Driver {
             return;
         };
         self.heartbeats.insert(broker_id, Instant::now());
+        // Caught up: the broker's metadata holds its registration (whose index is its epoch).
+        let is_caught_up = metadata_offset > broker.epoch;
         if want_shut_down {
             // Controlled shutdown: its partitions move (or go leaderless) before it stops.
-            self.decide(
-                move |img| {
-                    (
-                        decisions::fence_broker(img, broker_id),
-                        HeartbeatReply { is_fenced: true, should_shut_down: true },
-                    )
-                },
-                tx,
-            );
-        } else if broker.fenced {
-            tracing::info!(broker = broker_id, "unfencing a broker: it heartbeats again");
-            self.decide(
-                move |img| {
-                    (
-                        decisions::unfence_broker(img, broker_id),
-                        HeartbeatReply { is_fenced: false, should_shut_down: false },
-                    )
-                },
-                tx,
-            );
+            let reply = HeartbeatReply { is_caught_up, is_fenced: true, should_shut_down: true };
+            self.decide(move |img| (decisions::fence_broker(img, broker_id), reply), tx);
+        } else if broker.fenced && is_caught_up {
+            tracing::info!(broker = broker_id, "unfencing a broker: it heartbeats again and has caught up");
+            let reply = HeartbeatReply { is_caught_up, is_fenced: false, should_shut_down: false };
+            self.decide(move |img| (decisions::unfence_broker(img, broker_id), reply), tx);
         } else {
-            let _ = tx.send(Ok(HeartbeatReply { is_fenced: false, should_shut_down: false }));
+            let _ = tx.send(Ok(HeartbeatReply { is_caught_up, is_fenced: broker.fenced, should_shut_down: false }));
         }
     }
 
@@ -792,12 +796,16 @@ impl Driver {
             self.transport.send(m);
         }
         for a in out.applied {
-            for (id, (host, port)) in a.image.controllers.iter() {
-                self.transport.ensure_peer(*id as u64, &format!("{host}:{port}"));
-            }
-            self.shared.committed.store(a.image.clone());
-            let has_changes = a.delta != MetadataDelta::default() || a.image.records_applied == 0;
-            if has_changes || a.index > 0 {
+            // Entries without records (a new leader's, membership changes) leave the image
+            // as it was: nothing to publish.
+            let previous = self.shared.committed.load_full();
+            if !Arc::ptr_eq(&previous, &a.image) {
+                if a.image.controllers != previous.controllers {
+                    for (id, (host, port)) in a.image.controllers.iter() {
+                        self.transport.ensure_peer(*id as u64, &format!("{host}:{port}"));
+                    }
+                }
+                self.shared.committed.store(a.image.clone());
                 let _ = self.loader.send(LoaderJob::Publish(a.image.clone(), a.delta));
             }
             // Proposals at or below this index are decided: committed with their term, or lost.

@@ -104,6 +104,17 @@ async fn connection(
     }
 }
 
+/// The request body, or `None` (the connection closes) with a log line saying why.
+fn decode<R: Decodable>(buf: &mut Bytes, version: i16) -> Option<R> {
+    match R::decode(buf, version) {
+        Ok(r) => Some(r),
+        Err(e) => {
+            tracing::info!(version, error = %e, "closing a controller listener connection: undecodable request");
+            None
+        }
+    }
+}
+
 /// The broker, once this node has one (it starts after the quorum does); `None` after 30 s.
 async fn wait_for_broker(broker: &OnceLock<Arc<Broker>>) -> Option<&Arc<Broker>> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -143,7 +154,7 @@ async fn respond(
     let mut out = BytesMut::new();
     match api {
         ApiKey::Envelope => {
-            let req = EnvelopeRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<EnvelopeRequest>(&mut buf, version)?;
             let mut resp = EnvelopeResponse::default();
             match wait_for_broker(broker).await {
                 Some(b) if quorum.status().active => match handle_request_bytes(b, client_host, req.request_data).await
@@ -161,7 +172,7 @@ async fn respond(
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
         ApiKey::BrokerRegistration => {
-            let req = BrokerRegistrationRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<BrokerRegistrationRequest>(&mut buf, version)?;
             let mut resp = BrokerRegistrationResponse::default();
             match quorum.handle_broker_registration(&req).await {
                 Ok(epoch) => resp.broker_epoch = epoch,
@@ -170,11 +181,11 @@ async fn respond(
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
         ApiKey::BrokerHeartbeat => {
-            let req = kafka_protocol::messages::BrokerHeartbeatRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<kafka_protocol::messages::BrokerHeartbeatRequest>(&mut buf, version)?;
             let mut resp = kafka_protocol::messages::BrokerHeartbeatResponse::default();
-            match quorum.handle_heartbeat(req.broker_id.0, req.want_shut_down).await {
+            match quorum.handle_heartbeat(req.broker_id.0, req.current_metadata_offset, req.want_shut_down).await {
                 Ok(reply) => {
-                    resp.is_caught_up = true;
+                    resp.is_caught_up = reply.is_caught_up;
                     resp.is_fenced = reply.is_fenced;
                     resp.should_shut_down = reply.should_shut_down;
                 }
@@ -183,7 +194,7 @@ async fn respond(
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
         ApiKey::AllocateProducerIds => {
-            let req = AllocateProducerIdsRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<AllocateProducerIdsRequest>(&mut buf, version)?;
             let mut resp = AllocateProducerIdsResponse::default();
             match quorum.handle_allocate_producer_ids(req.broker_id.0).await {
                 Ok(range) => {
@@ -195,7 +206,7 @@ async fn respond(
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
         ApiKey::AddRaftVoter => {
-            let req = kafka_protocol::messages::AddRaftVoterRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<kafka_protocol::messages::AddRaftVoterRequest>(&mut buf, version)?;
             let mut resp = kafka_protocol::messages::AddRaftVoterResponse::default();
             let listener = req.listeners.iter().find(|l| l.name.as_str() == "CONTROLLER").or(req.listeners.first());
             let result = match (req.cluster_id.as_ref().map(|c| c.as_str()).filter(|c| !c.is_empty()), listener) {
@@ -219,7 +230,7 @@ async fn respond(
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
         ApiKey::RemoveRaftVoter => {
-            let req = kafka_protocol::messages::RemoveRaftVoterRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<kafka_protocol::messages::RemoveRaftVoterRequest>(&mut buf, version)?;
             let mut resp = kafka_protocol::messages::RemoveRaftVoterResponse::default();
             if let Err(e) = quorum.remove_voter(req.voter_id).await {
                 resp.error_code = e.error.code();
@@ -229,7 +240,7 @@ async fn respond(
         }
         ApiKey::DescribeCluster => {
             // KIP-919: `--bootstrap-controller` clients ask controllers for the controllers.
-            let req = kafka_protocol::messages::DescribeClusterRequest::decode(&mut buf, version).ok()?;
+            let req = decode::<kafka_protocol::messages::DescribeClusterRequest>(&mut buf, version)?;
             let mut resp = kafka_protocol::messages::DescribeClusterResponse::default()
                 .with_endpoint_type(req.endpoint_type)
                 .with_cluster_id(kafka_protocol::protocol::StrBytes::from_string(quorum.cluster_id().to_owned()))

@@ -32,7 +32,7 @@ use raft::prelude::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, StorageError};
 use strata_log::storage::{Storage, StorageFile};
 
-use crate::metadata_log::{encode_frame, parse_frames};
+use crate::metadata_log::{encode_frame, parse_frames, read_whole};
 use crate::ControllerError;
 
 const WAL: &str = "raft.wal";
@@ -97,44 +97,6 @@ impl RaftStore {
         if storage.exists(&tmp).map_err(io(&tmp))? {
             storage.remove(&tmp).map_err(io(&tmp))?;
         }
-        let snapshot = if storage.exists(&snap_path).map_err(io(&snap_path))? {
-            let bytes = read_all(&*storage, &snap_path)?;
-            let (frames, end) = parse_frames(&bytes).map_err(|(position, reason)| ControllerError::Corrupt {
-                path: snap_path.clone(),
-                position: position as u64,
-                reason,
-            })?;
-            match frames.as_slice() {
-                [(_, payload)] if end == bytes.len() => {
-                    Snapshot::parse_from_bytes(payload).map_err(|e| pb_err(&snap_path, e))?
-                }
-                _ => {
-                    return Err(ControllerError::Corrupt {
-                        path: snap_path,
-                        position: 0,
-                        reason: "a snapshot file holds exactly one whole frame".into(),
-                    })
-                }
-            }
-        } else {
-            let wal = dir.join(WAL);
-            let fresh = !storage.exists(&wal).map_err(io(&wal))?
-                || storage.open(&wal, false).and_then(|f| f.len()).map_err(io(&wal))? == 0;
-            let mut s = Snapshot::default();
-            s.mut_metadata().mut_conf_state().voters = initial_voters.to_vec();
-            if fresh && !initial_voters.is_empty() {
-                // A new cluster: the initial voters are a snapshot at index 1 (term 1), as
-                // TiKV bootstraps raft-rs groups, so the log starts at 2 and a node that joins
-                // later with an empty store is always sent this snapshot (and so the
-                // membership) before any entry.
-                s.mut_metadata().index = BOOTSTRAP_INDEX;
-                s.mut_metadata().term = BOOTSTRAP_INDEX;
-                let body = s.write_to_bytes().map_err(|e| pb_err(&snap_path, e))?;
-                replace_file(&*storage, dir, SNAPSHOT, &encode_frame(&body))?;
-            }
-            s
-        };
-
         let wal_path = dir.join(WAL);
         let wal_tmp = dir.join(format!("{WAL}.tmp"));
         if storage.exists(&wal_tmp).map_err(io(&wal_tmp))? {
@@ -145,7 +107,42 @@ impl RaftStore {
         if created {
             storage.sync_dir(dir).map_err(io(dir))?;
         }
-        let bytes = read_all(&*storage, &wal_path)?;
+        let bytes = read_whole(&*wal, &wal_path)?;
+        let snapshot =
+            if storage.exists(&snap_path).map_err(io(&snap_path))? {
+                let f = storage.open(&snap_path, false).map_err(io(&snap_path))?;
+                let snap_bytes = read_whole(&*f, &snap_path)?;
+                let (frames, end) = parse_frames(&snap_bytes).map_err(|(position, reason)| {
+                    ControllerError::Corrupt { path: snap_path.clone(), position: position as u64, reason }
+                })?;
+                match frames.as_slice() {
+                    [(_, payload)] if end == snap_bytes.len() => {
+                        Snapshot::parse_from_bytes(payload).map_err(|e| pb_err(&snap_path, e))?
+                    }
+                    _ => {
+                        return Err(ControllerError::Corrupt {
+                            path: snap_path,
+                            position: 0,
+                            reason: "a snapshot file holds exactly one whole frame".into(),
+                        })
+                    }
+                }
+            } else {
+                let mut s = Snapshot::default();
+                s.mut_metadata().mut_conf_state().voters = initial_voters.to_vec();
+                if bytes.is_empty() && !initial_voters.is_empty() {
+                    // A new cluster: the initial voters are a snapshot at index 1 (term 1), as
+                    // TiKV bootstraps raft-rs groups, so the log starts at 2 and a node that joins
+                    // later with an empty store is always sent this snapshot (and so the
+                    // membership) before any entry.
+                    s.mut_metadata().index = BOOTSTRAP_INDEX;
+                    s.mut_metadata().term = BOOTSTRAP_INDEX;
+                    let body = s.write_to_bytes().map_err(|e| pb_err(&snap_path, e))?;
+                    replace_file(&*storage, dir, SNAPSHOT, &encode_frame(&body))?;
+                }
+                s
+            };
+
         let (frames, valid) = parse_frames(&bytes).map_err(|(position, reason)| ControllerError::Corrupt {
             path: wal_path.clone(),
             position: position as u64,
@@ -431,15 +428,6 @@ fn replace_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> 
     drop(f);
     storage.rename(&tmp, &path).map_err(io(&path))?;
     storage.sync_dir(dir).map_err(io(dir))
-}
-
-fn read_all(storage: &dyn Storage, path: &Path) -> Result<Vec<u8>, ControllerError> {
-    let io = |source| ControllerError::Io { path: path.to_path_buf(), source };
-    let f = storage.open(path, false).map_err(io)?;
-    let len = f.len().map_err(io)?;
-    let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| io(std::io::ErrorKind::FileTooLarge.into()))?];
-    f.read_at(0, &mut bytes).map_err(io)?;
-    Ok(bytes)
 }
 
 impl raft::Storage for RaftStore {

@@ -162,8 +162,12 @@ fn report_lost_snapshot(m: &Message, sink: &EventSink) {
     }
 }
 
-/// Reads one frame's payload; `None` at a clean end of stream.
-async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
+/// Largest hello frame (cluster id and node id): checked before anything larger is allocated
+/// for a connection that has not said who it is.
+const MAX_HELLO: usize = 1024;
+
+/// Reads one frame's payload of at most `max` bytes; `None` at a clean end of stream.
+async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; 8];
     match stream.read_exact(&mut header).await {
         Ok(_) => {}
@@ -172,7 +176,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
     }
     let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let crc = u32::from_be_bytes([header[4], header[5], header[6], header[7]]);
-    if len == 0 || len > MAX_FRAME {
+    if len == 0 || len > max {
         return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, format!("frame of {len} bytes")));
     }
     let mut payload = vec![0u8; len];
@@ -188,7 +192,7 @@ async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> 
 /// connection with a log line.
 pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSink) {
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-    let hello = match read_frame(&mut stream).await {
+    let hello = match read_frame(&mut stream, MAX_HELLO).await {
         Ok(Some(h)) => String::from_utf8_lossy(&h).into_owned(),
         Ok(None) => return,
         Err(e) => {
@@ -204,7 +208,7 @@ pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSi
     }
     tracing::debug!(peer = %peer_addr, from, "controller connected");
     loop {
-        match read_frame(&mut stream).await {
+        match read_frame(&mut stream, MAX_FRAME).await {
             Ok(Some(payload)) => match Message::parse_from_bytes(&payload) {
                 Ok(m) => {
                     if sink.send(crate::quorum::Input::Transport(Event::Message(Box::new(m)))).is_err() {
