@@ -188,19 +188,34 @@ def assert_not_cleaned_until(broker, topic, until, why):
         time.sleep(0.25)
 
 
-def wait_compacted(broker, topic, bound, timeout=CLEAN_TIMEOUT) -> tuple[int, float]:
-    """Polls until the partition's *.log files hold at most `bound` bytes; returns
-    (bytes, seconds waited)."""
+def clean_offset(broker, topic, partition=0) -> int:
+    """How far the cleaner has cleaned `topic`-`partition` (the first dirty offset in Kafka's
+    cleaner-offset-checkpoint file), 0 before its first cleaning."""
+    path = broker.data_dir / "cleaner-offset-checkpoint"
+    if not path.exists():
+        return 0
+    for line in path.read_text().splitlines()[2:]:
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == topic and parts[1] == str(partition):
+            return int(parts[2])
+    return 0
+
+
+def wait_compacted(broker, topic, bound, through=None, timeout=CLEAN_TIMEOUT) -> tuple[int, float]:
+    """Polls until the partition's *.log files hold at most `bound` bytes and, with `through`,
+    the cleaner has cleaned past that offset (one cleaning may shrink the log below the bound
+    before the last dirty segment is cleaned); returns (bytes, seconds waited)."""
     t0 = time.monotonic()
     last = {"bytes": None}
 
     def small():
         last["bytes"] = log_bytes(broker, topic)
-        return last["bytes"] <= bound
+        return last["bytes"] <= bound and (through is None or clean_offset(broker, topic) > through)
 
     wait_until(small, timeout, 0.25, message=lambda: (
         f"{topic}-0 not compacted within {timeout}s: its *.log files hold {last['bytes']} bytes "
         f"(bound {bound}) in {len(segments(broker, topic))} segments {segments(broker, topic)[:8]}...; "
+        f"cleaned up to {clean_offset(broker, topic)} (waiting past {through}); "
         f"'log cleaned' lines for it: {cleaned_lines(broker, topic)[-3:] or 'none'}"))
     return last["bytes"], time.monotonic() - t0
 
@@ -367,7 +382,7 @@ def test_java_million_records_compacted(broker_factory, topic_name, java_compact
     p = ck_producer(b.bootstrap, acks="all")
     rolls = roll(b, p, topic_name, JAVA_RECORDS - 1)
     bound = JAVA_KEYS * PER_KEY_BOUND + ROLL_SLACK
-    after, waited = wait_compacted(b, topic_name, bound)
+    after, waited = wait_compacted(b, topic_name, bound, through=JAVA_RECORDS - 1)
     written = payload_bytes(JAVA_RECORDS, JAVA_KEYS)
     shrink_report("java", written, after, waited)
     assert written / after >= 20, (written, after)
@@ -408,7 +423,7 @@ def test_librdkafka_compressed_batches_compacted(broker_factory, topic_name, cod
     print(f"\n{codec}: produced {n} records in {time.monotonic() - t0:.1f}s")
     fail_unless(offsets == list(range(n)), "offsets from the delivery reports are not 0..n-1")
     rolls = roll(b, p, topic_name, n - 1)
-    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK)
+    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK, through=n - 1)
     shrink_report(codec, payload_bytes(n, keys), after, waited)
 
     expected = {k: (o, v, (("i", b"%d" % o),), stamps[o // 1000]) for k, (o, v) in latest_by_key(n, keys).items()}
@@ -471,7 +486,7 @@ def test_kcat_reads_across_offset_gaps(broker_factory, topic_name):
     for i, off in enumerate(offsets):  # offsets as the delivery reports gave them
         expected[key_name(key_index(i, n, keys))] = (off, value_of(i))
     rolls = roll(b, p, topic_name, offsets[-1])
-    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK)
+    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK, through=offsets[-1])
     shrink_report("kcat", payload_bytes(n, keys), after, waited)
 
     recs = kcat_read(b, topic_name, "-o", "beginning")
@@ -622,7 +637,7 @@ def test_switch_delete_to_compact_live(broker_factory, topic_name):
     (cfg,) = [f.result(30) for f in desc.values()]
     assert cfg["cleanup.policy"].value == "compact", cfg["cleanup.policy"]
 
-    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK)
+    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK, through=n - 1)
     shrink_report("delete->compact", payload_bytes(n, keys), after, waited)
     check_compacted(read_all(b.bootstrap, topic_name), latest_by_key(n, keys), rolls, "after the switch")
     assert_cleaned_logged(b, topic_name)
@@ -746,7 +761,7 @@ def test_min_compaction_lag_delays_cleaning(broker_factory, topic_name):
     # 0.5 s of margin for the clocks (CreateTime is the client's wall clock).
     assert_not_cleaned_until(b, topic_name, t0 + MIN_COMPACTION_LAG_MS / 1000 - 0.5,
                              f"min.compaction.lag.ms={MIN_COMPACTION_LAG_MS}")
-    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK)
+    after, waited = wait_compacted(b, topic_name, keys * PER_KEY_BOUND + ROLL_SLACK, through=n - 1)
     print(f"\ncompacted {time.monotonic() - t0:.1f}s after the first record "
           f"(min.compaction.lag.ms={MIN_COMPACTION_LAG_MS})")
     check_compacted(read_all(b.bootstrap, topic_name), latest_by_key(n, keys), rolls, "after the lag")

@@ -55,7 +55,7 @@ def test_a_quorum_node_is_formatted_once_then_serves_its_cluster(tmp_path):
     assert f"cluster {cluster_id}" in r.stdout
     meta = meta_properties(data)
     assert meta["cluster.id"] == cluster_id and meta["node.id"] == "1" and ID_RE.match(meta["directory.id"]), meta
-    assert (data / "__cluster_metadata-0" / "metadata.log").stat().st_size > 0
+    assert (data / "__cluster_metadata-0" / "raft.snapshot").stat().st_size > 0
 
     # Formatting again is refused; --ignore-formatted leaves it as it is; another cluster never.
     r = strata("format", "--cluster-id", cluster_id, "--data-dir", str(data), "--set", voters, cwd=tmp_path)

@@ -1,15 +1,18 @@
-//! The metadata controller: decides metadata changes and makes them durable.
+//! The metadata controller: decides metadata changes and makes them durable in the Raft
+//! metadata quorum.
 //!
-//! Decisions are pure functions of the current image ([`decisions`]); the
-//! driver ([`local::LocalController`]) appends the records they return to the
-//! metadata log, applies them and tells publishers. On one node the log is a
-//! local file ([`metadata_log`]); the Raft quorum will replace that file with
-//! a replicated log carrying the same record bytes, keeping the decisions.
+//! Decisions are pure functions of the current image ([`decisions`]); the active controller
+//! of the quorum ([`quorum::QuorumController`]) proposes the records they return, and every
+//! node applies the committed ones and tells its publishers. A single node is a quorum of one
+//! voter, on the same path as three.
 //!
 //! # Layout
 //! - [`decisions`]: `(image, request) -> (records, result)` for every controller request.
-//! - [`metadata_log`]: an append-only, checksummed, fsynced file of metadata records.
-//! - [`local`]: the single-node controller that implements `ControllerChannel`.
+//! - [`raft`]: the Raft node on raft-rs, its durable store and its transport.
+//! - [`quorum`]: the controller that drives the Raft node and implements `ControllerChannel`.
+//! - [`bootstrap`]: what the metadata directory must hold before the controller starts.
+//! - [`metadata_log`]: the checksummed frames the Raft store shares with the single-node
+//!   log of earlier builds (read once, to migrate it).
 
 /// The `ControllerChannel` methods that are one decision committed as it is (DeleteTopics,
 /// CreatePartitions, AlterConfigs), for a controller type with an inherent
@@ -66,15 +69,13 @@ macro_rules! decided_channel_methods {
     };
 }
 
+pub mod bootstrap;
 pub mod client;
 pub mod decisions;
-pub mod local;
 pub mod metadata_log;
 pub mod placement;
 pub mod quorum;
 pub mod raft;
-
-pub use local::{ControllerConfig, LocalController};
 
 /// Errors of the controller crate.
 #[derive(Debug, thiserror::Error)]

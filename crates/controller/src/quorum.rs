@@ -73,8 +73,10 @@ pub struct QuorumControllerConfig {
     pub tick: Duration,
     /// A broker that sends no heartbeat for this long is fenced (`broker.session.timeout.ms`).
     pub session_timeout: Duration,
-    /// This node joins an existing quorum (formatted with `--no-initial-controllers`): a new
-    /// Raft store starts without members and learns them from the leader once added.
+    /// This node joins an existing quorum (formatted with `--no-initial-controllers`, or a
+    /// broker-only node): a new Raft store starts without members and learns them from the
+    /// leader once added. Such a node is an observer for the transport (see
+    /// [`crate::raft::transport`]) until it is a voter with a CONTROLLER listener.
     pub joining: bool,
 }
 
@@ -106,6 +108,9 @@ pub struct QuorumStatus {
     /// Whether this node is the active controller (the leader, done loading).
     pub active: bool,
     pub voters: Vec<u64>,
+    /// Members that replicate the log without voting: broker-only nodes, and controllers
+    /// being added.
+    pub learners: Vec<u64>,
     pub commit_index: u64,
     pub applied_index: u64,
     pub last_index: u64,
@@ -155,6 +160,8 @@ pub struct QuorumController {
     /// One client per controller, made on first use (static voters, then those that joined).
     clients: Mutex<HashMap<i32, Arc<ControllerClient>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Connections that nodes outside the voters opened to this one.
+    observers: crate::raft::transport::Observers,
 }
 
 fn not_controller(leader: Option<i32>) -> ApiError {
@@ -192,7 +199,10 @@ impl QuorumController {
         let (loader_tx, loader_rx) = mpsc::channel::<LoaderJob>();
         let peers: HashMap<u64, String> =
             config.voters.iter().map(|v| (v.id as u64, format!("{}:{}", v.host, v.port))).collect();
-        let transport = Transport::start(runtime, config.node_id as u64, &config.cluster_id, &peers, tx.clone());
+        let observer = !config.voters.iter().any(|v| v.id == config.node_id) || config.joining;
+        let transport =
+            Transport::start(runtime, config.node_id as u64, &config.cluster_id, &peers, tx.clone(), observer);
+        let observers = transport.observers();
         let mut driver = Driver {
             node,
             transport,
@@ -221,6 +231,7 @@ impl QuorumController {
             shared,
             clients: Mutex::default(),
             threads: Mutex::new(vec![raft_thread, loader_thread]),
+            observers,
         }))
     }
 
@@ -233,6 +244,12 @@ impl QuorumController {
     /// The quorum as this node last saw it.
     pub fn status(&self) -> QuorumStatus {
         self.shared.status.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The connections observers (broker-only nodes, joining controllers) opened here: the
+    /// listener registers them, the transport answers over them.
+    pub fn observers(&self) -> crate::raft::transport::Observers {
+        self.observers.clone()
     }
 
     /// Where the transport delivers peers' messages (`None` once stopped).
@@ -304,8 +321,7 @@ impl QuorumController {
         rack: Option<String>,
     ) -> Result<i64, ApiError> {
         if self.status().active {
-            let (h, r) = (host.clone(), rack.clone());
-            match self.commit(move |img| decisions::register_broker(img, broker_id, h, port, r)).await {
+            match self.decide_registration(broker_id, host.clone(), port, rack.clone()).await {
                 Err(e) if e.error == ResponseError::NotController => {}
                 other => return other,
             }
@@ -399,7 +415,7 @@ impl QuorumController {
             (records, ())
         })
         .await?;
-        if !self.status().progress.iter().any(|(p, _)| *p == id as u64) {
+        if !self.status().learners.contains(&(id as u64)) {
             self.change_membership(id as u64, crate::raft::Membership::Learner).await?;
         }
         tracing::info!(controller = id, %host, port, "controller added as a learner; waiting for it to catch up");
@@ -455,8 +471,27 @@ impl QuorumController {
         let host = listener.map(|l| l.host.to_string()).unwrap_or_default();
         let port = listener.map_or(0, |l| l.port);
         let rack = req.rack.as_ref().map(|r| r.to_string());
-        let id = req.broker_id.0;
-        self.commit(move |img| decisions::register_broker(img, id, host, port, rack)).await
+        self.decide_registration(req.broker_id.0, host, port, rack).await
+    }
+
+    /// On the active controller: registers (or unfences) a broker, then makes sure it is a
+    /// member of the Raft group, adding a broker-only node as a learner so that the metadata
+    /// log reaches it (KRaft's observers). The broker retries a registration that fails here.
+    async fn decide_registration(
+        &self,
+        id: i32,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+    ) -> Result<i64, ApiError> {
+        let epoch = self.commit(move |img| decisions::register_broker(img, id, host, port, rack)).await?;
+        let status = self.status();
+        let member = status.voters.contains(&(id as u64)) || status.learners.contains(&(id as u64));
+        if !member {
+            self.change_membership(id as u64, crate::raft::Membership::Learner).await?;
+            tracing::info!(broker = id, "broker added to the metadata quorum as an observer (Raft learner)");
+        }
+        Ok(epoch)
     }
 
     /// Handles an AllocateProducerIds that reached this controller.
@@ -567,7 +602,10 @@ impl Drop for QuorumController {
 
 impl Driver {
     fn run(&mut self, rx: mpsc::Receiver<Input>, tick: Duration) {
-        let mut next_tick = Instant::now() + tick;
+        let mut next_tick = Instant::now();
+        // The first Ready applies what was committed before a restart; then a sole voter
+        // elects itself without waiting for an election timeout.
+        let mut campaigned = false;
         loop {
             let wait = next_tick.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
@@ -603,6 +641,12 @@ impl Driver {
                 // this process any more; a restart replays what is durable.
                 tracing::error!(error = %e, "the metadata quorum failed; stopping the node");
                 std::process::exit(1);
+            }
+            if !campaigned {
+                campaigned = true;
+                if self.node.campaign_if_sole_voter() {
+                    next_tick = Instant::now();
+                }
             }
         }
     }
@@ -838,6 +882,7 @@ impl Driver {
             term: self.node.term(),
             active: self.node.is_active(),
             voters: self.node.voters(),
+            learners: self.node.learners(),
             commit_index: self.node.commit_index(),
             applied_index: self.node.applied_index(),
             last_index: self.node.last_index(),
@@ -967,6 +1012,8 @@ impl ControllerChannel for QuorumController {
                 .voters
                 .iter()
                 .filter_map(|id| self.endpoint_of(*id as i32).map(|(h, p)| (*id as i32, h, p)))
+                // A single node without a CONTROLLER listener has no endpoint to give.
+                .filter(|(_, _, port)| *port != 0)
                 .collect(),
         })
     }

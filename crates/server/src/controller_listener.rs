@@ -81,7 +81,7 @@ async fn connection(
             return Ok(());
         }
         if let Some(inbox) = quorum.raft_inbox() {
-            serve_peer(stream, quorum.cluster_id().to_owned(), inbox).await;
+            serve_peer(stream, quorum.cluster_id().to_owned(), inbox, quorum.observers()).await;
         }
         return Ok(());
     }

@@ -1,7 +1,8 @@
 //! `strata`: the Strata broker binary.
 //!
-//! `strata server` runs a node (broker plus its one-voter controller). With
-//! no flags it keeps data in `./data` and listens on 127.0.0.1:9092.
+//! `strata server` runs a node (broker plus controller). With no flags it keeps data in
+//! `./data`, listens on 127.0.0.1:9092 and is a one-voter metadata quorum of its own; with
+//! `controller.quorum.voters` it is one node of a cluster.
 //! SIGTERM, SIGINT and SIGHUP shut it down cleanly. `STRATA_LOG` sets the log
 //! filter (`info` by default).
 
@@ -26,7 +27,6 @@ use strata_broker::{Broker, ReplicaManager};
 use strata_controller::decisions::Defaults;
 use strata_controller::quorum::{QuorumController, QuorumControllerConfig, VoterEndpoint};
 use strata_controller::raft::QuorumConfig;
-use strata_controller::{ControllerConfig, LocalController};
 use strata_log::data_dir::DataDirs;
 use strata_metadata::channel::ControllerChannel;
 use tokio::sync::watch;
@@ -214,16 +214,20 @@ fn format_node(
     }
     data_dirs.check_node_id(config.node_id())?;
     let metadata_log = metadata_dir.join(METADATA_DIR);
-    match LocalController::format(&metadata_log, cluster_id) {
-        Ok(()) => {}
-        Err(e) if ignore_formatted && metadata_log.join("metadata.log").exists() => {
-            tracing::info!(error = %e, "metadata log already formatted; left as it is")
+    let storage = strata_log::storage::FsStorage;
+    if strata_controller::raft::RaftStore::exists(&storage, &metadata_log)? {
+        if !ignore_formatted {
+            anyhow::bail!("{} already holds a metadata log", metadata_log.display());
         }
-        Err(e) => return Err(e).context("cannot write the bootstrap metadata"),
-    }
-    if joining {
+        tracing::info!(dir = %metadata_log.display(), "metadata log already formatted; left as it is");
+    } else if joining {
+        std::fs::create_dir_all(&metadata_log).with_context(|| format!("cannot create {}", metadata_log.display()))?;
         let marker = metadata_log.join(JOINING_MARKER);
         std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
+    } else {
+        let voters: Vec<u64> = initial_voters(config).iter().map(|v| v.id as u64).collect();
+        strata_controller::bootstrap::format(&storage, &metadata_log, &voters, cluster_id)
+            .context("cannot write the bootstrap metadata")?;
     }
     data_dirs.write_missing(cluster_id, config.node_id())?;
     let dirs: Vec<String> = data_dirs.paths().map(|p| p.display().to_string()).collect();
@@ -261,6 +265,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         net::bind(&listen).await.with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
     // With port 0 the advertised port is the one the OS picked.
     let advertised_port = if advertised_port == 0 { local.port() } else { advertised_port };
+    let quorum_voters = initial_voters(&config);
     let defaults = Defaults {
         num_partitions: config.num_partitions(),
         default_replication_factor: config.default_replication_factor(),
@@ -269,56 +274,50 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // Set once the broker exists: the controller listener hands forwarded requests to it.
     let broker_cell: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
 
-    let mut heartbeats = None;
-    let control = if voters.len() > 1 {
-        let cluster_id = cluster_id.clone().unwrap_or_default();
-        let quorum = start_quorum(
-            &config,
-            &voters,
-            &cluster_id,
-            defaults,
-            &metadata_dir.join(METADATA_DIR),
-            broker_cell.clone(),
-            shutdown_rx.clone(),
-        )
-        .await?;
-        let epoch =
-            register_with_quorum(&quorum, config.node_id(), &advertised_host, advertised_port, config.rack()).await;
-        let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
-        heartbeats =
-            Some(tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone())));
-        Control::Quorum(quorum)
-    } else {
-        Control::Local(Arc::new(
-            LocalController::open(
-                &metadata_dir.join(METADATA_DIR),
-                ControllerConfig {
-                    node_id: config.node_id(),
-                    advertised_host,
-                    advertised_port,
-                    rack: config.rack(),
-                    defaults,
-                },
-                cluster_id.as_deref(),
-            )
-            .context("cannot open the metadata log")?,
-        ))
-    };
+    let metadata_log = metadata_dir.join(METADATA_DIR);
+    let joining = metadata_log.join(JOINING_MARKER).exists();
+    let storage: Arc<dyn strata_log::storage::Storage> = Arc::new(strata_log::storage::FsStorage);
+    let initial: Vec<u64> = if joining { Vec::new() } else { quorum_voters.iter().map(|v| v.id as u64).collect() };
+    let cluster_id = strata_controller::bootstrap::prepare(
+        &storage,
+        &metadata_log,
+        &strata_controller::bootstrap::Node {
+            node_id: config.node_id(),
+            voters: &initial,
+            cluster_id: cluster_id.as_deref(),
+            joining,
+            may_self_format: voters.is_empty(),
+        },
+    )
+    .context("cannot open the metadata log")?;
+    let quorum = start_quorum(
+        &config,
+        &quorum_voters,
+        !voters.is_empty(),
+        &cluster_id,
+        defaults,
+        &metadata_log,
+        broker_cell.clone(),
+        shutdown_rx.clone(),
+    )
+    .await?;
+    let epoch = register_with_quorum(&quorum, config.node_id(), &advertised_host, advertised_port, config.rack()).await;
+    let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
+    let heartbeats = tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone()));
     // A new node, a directory new to log.dirs, or one written before meta.properties existed.
-    let cluster_id = control.cluster_id();
     data_dirs.write_missing(&cluster_id, config.node_id())?;
     let replicas = Arc::new(
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
     let started = std::time::Instant::now();
-    control.register_publisher(replicas.clone());
+    quorum.register_publisher(replicas.clone());
     replicas.remove_deleted_topics_data();
     tracing::info!(
         partitions = replicas.all_partitions().len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
         "logs loaded"
     );
-    let controller = control.channel();
+    let controller: Arc<dyn ControllerChannel> = quorum.clone();
 
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
@@ -327,7 +326,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
         .await
         .context("cannot start the group coordinator")?;
-    control.register_publisher(groups.clone());
+    quorum.register_publisher(groups.clone());
     let cleaner = strata_log::cleaner::LogCleaner::start(config.cleaner(), replicas.clone())
         .context("cannot start the log cleaner threads")?;
     tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
@@ -355,10 +354,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     tracing::info!(%signal, "shutting down: no new connections, finishing requests in flight");
     let _ = shutdown_tx.send(true);
     let _ = server.await;
-    if let Some(h) = heartbeats {
-        // The controlled shutdown: leadership leaves this broker before its logs close.
-        let _ = h.await;
-    }
+    // The controlled shutdown: leadership leaves this broker before its logs close.
+    let _ = heartbeats.await;
     let closing = std::time::Instant::now();
     // The cleaners stop after the group of segments each is writing, before logs close.
     tokio::task::spawn_blocking(move || {
@@ -453,42 +450,25 @@ fn quorum_command(cmd: QuorumCommand) -> ExitCode {
     }
 }
 
-/// This node's controller: the single-node one with its local metadata log, or a member of a
-/// Raft quorum.
-enum Control {
-    Local(Arc<LocalController>),
-    Quorum(Arc<QuorumController>),
-}
-
-impl Control {
-    fn channel(&self) -> Arc<dyn ControllerChannel> {
-        match self {
-            Control::Local(c) => c.clone(),
-            Control::Quorum(q) => q.clone(),
-        }
+/// The initial controllers: `controller.quorum.voters`, or this node alone (the single-node
+/// default; its endpoint is the CONTROLLER listener if there is one, else none: port 0).
+fn initial_voters(config: &strata_broker::BrokerConfig) -> Vec<strata_broker::config::Voter> {
+    let voters = config.quorum_voters();
+    if !voters.is_empty() {
+        return voters;
     }
-
-    fn register_publisher(&self, p: Arc<dyn strata_metadata::MetadataPublisher>) {
-        match self {
-            Control::Local(c) => c.register_publisher(p),
-            Control::Quorum(q) => q.register_publisher(p),
-        }
-    }
-
-    fn cluster_id(&self) -> String {
-        match self {
-            Control::Local(c) => c.image().cluster_id.clone().unwrap_or_default(),
-            Control::Quorum(q) => q.cluster_id().to_owned(),
-        }
-    }
+    let (host, port) = config.controller_listen_addr().ok().flatten().unwrap_or_default();
+    vec![strata_broker::config::Voter { id: config.node_id(), host, port }]
 }
 
 /// Starts this node's member of the metadata quorum and its CONTROLLER listener (the
 /// listener named CONTROLLER in `listeners`, else this node's entry of
 /// `controller.quorum.voters`).
+#[allow(clippy::too_many_arguments)]
 async fn start_quorum(
     config: &strata_broker::BrokerConfig,
     voters: &[strata_broker::config::Voter],
+    configured: bool,
     cluster_id: &str,
     defaults: Defaults,
     dir: &Path,
@@ -499,13 +479,20 @@ async fn start_quorum(
         .iter()
         .find(|v| v.id == config.node_id())
         .ok_or_else(|| anyhow::anyhow!("node.id {} is not one of controller.quorum.voters", config.node_id()))?;
+    // The single-node default has no CONTROLLER listener unless `listeners` names one.
     let addr = match config.controller_listen_addr().map_err(anyhow::Error::msg)? {
-        Some(a) => a,
-        None => (me.host.clone(), me.port),
+        Some(a) => Some(a),
+        None if configured => Some((me.host.clone(), me.port)),
+        None => None,
     };
-    let (listener, local) = net::bind(&addr)
-        .await
-        .with_context(|| format!("cannot listen on the controller listener {}:{}", addr.0, addr.1))?;
+    let listener = match addr {
+        Some(addr) => Some(
+            net::bind(&addr)
+                .await
+                .with_context(|| format!("cannot listen on the controller listener {}:{}", addr.0, addr.1))?,
+        ),
+        None => None,
+    };
     let mut quorum = QuorumConfig::new(config.node_id() as u64);
     quorum.snapshot_bytes = config.number("metadata.log.max.record.bytes.between.snapshots").max(1) as u64;
     let q = QuorumController::start(
@@ -523,8 +510,13 @@ async fn start_quorum(
         &tokio::runtime::Handle::current(),
     )
     .context("cannot start the metadata quorum")?;
-    tokio::spawn(controller_listener::serve(listener, q.clone(), broker, shutdown));
-    tracing::info!(listen = %local, voters = voters.len(), "controller listening; waiting for the metadata quorum");
+    match listener {
+        Some((listener, local)) => {
+            tokio::spawn(controller_listener::serve(listener, q.clone(), broker, shutdown));
+            tracing::info!(listen = %local, voters = voters.len(), "controller listening; waiting for the metadata quorum");
+        }
+        None => tracing::info!("a one-voter metadata quorum (no CONTROLLER listener)"),
+    }
     Ok(q)
 }
 
@@ -573,6 +565,8 @@ async fn register_with_quorum(
     rack: Option<String>,
 ) -> i64 {
     let mut last_log = std::time::Instant::now();
+    // A one-voter quorum is ready within milliseconds; a cluster may take an election.
+    let mut backoff = Duration::from_millis(5);
     let epoch = loop {
         match quorum.register_broker(node_id, host.to_owned(), port, rack.clone()).await {
             Ok(epoch) => {
@@ -584,12 +578,13 @@ async fn register_with_quorum(
                     tracing::info!(error = %e.message, "waiting for the metadata quorum to register this broker");
                     last_log = std::time::Instant::now();
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(200));
             }
         }
     };
     while !quorum.image().brokers.contains_key(&node_id) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     epoch
 }

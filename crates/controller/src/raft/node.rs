@@ -295,6 +295,18 @@ impl QuorumNode {
         Ok(Proposed { index: self.raw.raft.raft_log.last_index(), term: self.raw.raft.term })
     }
 
+    /// Campaigns now instead of after an election timeout, if this node is the only voter
+    /// (a single node elects itself at once, as KRaft's sole voter does). Only once every
+    /// committed entry is applied: a conf change after the snapshot may have added voters.
+    /// Returns whether it campaigned; the election completes in the next Ready.
+    pub fn campaign_if_sole_voter(&mut self) -> bool {
+        let voters = self.voters();
+        if voters != [self.id()] || self.is_leader() || self.applied < self.raw.raft.raft_log.committed {
+            return false;
+        }
+        self.raw.campaign().is_ok()
+    }
+
     /// Asks raft-rs to hand the leadership to voter `to` (it campaigns at once once caught up).
     pub fn transfer_leadership(&mut self, to: u64) {
         self.raw.transfer_leader(to);

@@ -127,19 +127,14 @@ impl RaftStore {
                         })
                     }
                 }
+            } else if bytes.is_empty() && !initial_voters.is_empty() {
+                let s = bootstrap_snapshot(initial_voters, Vec::new());
+                let body = s.write_to_bytes().map_err(|e| pb_err(&snap_path, e))?;
+                replace_file(&*storage, dir, SNAPSHOT, &encode_frame(&body))?;
+                s
             } else {
                 let mut s = Snapshot::default();
                 s.mut_metadata().mut_conf_state().voters = initial_voters.to_vec();
-                if bytes.is_empty() && !initial_voters.is_empty() {
-                    // A new cluster: the initial voters are a snapshot at index 1 (term 1), as
-                    // TiKV bootstraps raft-rs groups, so the log starts at 2 and a node that joins
-                    // later with an empty store is always sent this snapshot (and so the
-                    // membership) before any entry.
-                    s.mut_metadata().index = BOOTSTRAP_INDEX;
-                    s.mut_metadata().term = BOOTSTRAP_INDEX;
-                    let body = s.write_to_bytes().map_err(|e| pb_err(&snap_path, e))?;
-                    replace_file(&*storage, dir, SNAPSHOT, &encode_frame(&body))?;
-                }
                 s
             };
 
@@ -216,6 +211,41 @@ impl RaftStore {
         }
         store.check_online()?;
         Ok(store)
+    }
+
+    /// Whether `dir` holds a Raft store (a snapshot, or a WAL with at least one byte).
+    pub fn exists(storage: &dyn Storage, dir: &Path) -> Result<bool, ControllerError> {
+        let io = |path: PathBuf| move |source| ControllerError::Io { path, source };
+        let snap = dir.join(SNAPSHOT);
+        if storage.exists(&snap).map_err(io(snap.clone()))? {
+            return Ok(true);
+        }
+        let wal = dir.join(WAL);
+        if !storage.exists(&wal).map_err(io(wal.clone()))? {
+            return Ok(false);
+        }
+        let f = storage.open(&wal, false).map_err(io(wal.clone()))?;
+        Ok(f.len().map_err(io(wal))? > 0)
+    }
+
+    /// Formats a new store in `dir` (as `kafka-storage format` writes the bootstrap checkpoint):
+    /// a bootstrap snapshot at [`BOOTSTRAP_INDEX`] with `voters` and `image` (a new cluster's:
+    /// its id; a migrated single node's: everything it had), durable on return. Refuses
+    /// ([`ControllerError::Identity`]) a directory that already holds a store.
+    pub fn format(
+        storage: &dyn Storage,
+        dir: &Path,
+        voters: &[u64],
+        image: &strata_metadata::MetadataImage,
+    ) -> Result<(), ControllerError> {
+        if Self::exists(storage, dir)? {
+            return Err(ControllerError::Identity(format!("{} already holds a metadata log", dir.display())));
+        }
+        storage.create_dir_all(dir).map_err(|source| ControllerError::Io { path: dir.to_path_buf(), source })?;
+        let path = dir.join(SNAPSHOT);
+        let s = bootstrap_snapshot(voters, image.to_snapshot());
+        let body = s.write_to_bytes().map_err(|e| pb_err(&path, e))?;
+        replace_file(storage, dir, SNAPSHOT, &encode_frame(&body))
     }
 
     fn first(&self) -> u64 {
@@ -410,6 +440,18 @@ impl RaftStore {
         self.wal_len = bytes.len() as u64;
         Ok(())
     }
+}
+
+/// A new cluster's first snapshot: `voters` and `data` at index 1 (term 1), as TiKV bootstraps
+/// raft-rs groups, so the log starts at 2 and a node that joins later with an empty store is
+/// always sent a snapshot (and so the membership) before any entry.
+fn bootstrap_snapshot(voters: &[u64], data: Vec<u8>) -> Snapshot {
+    let mut s = Snapshot { data: data.into(), ..Default::default() };
+    let meta = s.mut_metadata();
+    meta.mut_conf_state().voters = voters.to_vec();
+    meta.index = BOOTSTRAP_INDEX;
+    meta.term = BOOTSTRAP_INDEX;
+    s
 }
 
 /// Writes `bytes` to `dir/name` atomically: a temporary file, fsynced, renamed over the old

@@ -10,8 +10,15 @@
 //! full queue drops the message; Raft sends again), a broken connection is re-dialled with
 //! exponential backoff (100 ms to 2 s), and the driver is told of unreachable peers and of
 //! snapshots that did not go through, so raft-rs retries them.
+//!
+//! A node outside the initial voters (a broker-only node, which has no CONTROLLER listener,
+//! or a controller that joins later) is an *observer*: its hello says so, and the controller
+//! it dials sends it its messages back over that same connection (KRaft's observers fetch
+//! from the leader over connections they open; the Raft messages here are pushed, so the
+//! connection is used both ways). Such connections are kept in [`Observers`].
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use protobuf::Message as _;
@@ -44,26 +51,63 @@ pub enum Event {
 /// Where events go: the driver's inbox (a sender that never blocks).
 pub type EventSink = std::sync::mpsc::Sender<crate::quorum::Input>;
 
+/// The connections observers opened to this node, by node id: a queue per connection,
+/// written back over it. Shared by the transport (which sends) and the listener (which
+/// accepts).
+#[derive(Clone, Default)]
+pub struct Observers(Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>);
+
+impl Observers {
+    fn get(&self, id: u64) -> Option<mpsc::Sender<Message>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+    }
+
+    fn insert(&self, id: u64, tx: mpsc::Sender<Message>) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+    }
+
+    /// Forgets `id`'s connection if `tx` is still it (a newer one may have replaced it).
+    fn remove(&self, id: u64, tx: &mpsc::Sender<Message>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.get(&id).is_some_and(|t| t.same_channel(tx)) {
+            map.remove(&id);
+        }
+    }
+}
+
 /// Outbound queues, one per peer.
 pub struct Transport {
     peers: HashMap<u64, mpsc::Sender<Message>>,
+    observers: Observers,
     sink: EventSink,
     runtime: tokio::runtime::Handle,
     node_id: u64,
     cluster_id: String,
+    /// This node is an observer: its hello says so and it reads its peers' answers on the
+    /// connections it opens.
+    observer: bool,
 }
 
 impl Transport {
-    /// Starts one outbound task per peer (`id -> "host:port"`) on `runtime`.
+    /// Starts one outbound task per peer (`id -> "host:port"`) on `runtime`. An `observer`
+    /// (see the module docs) asks its peers to answer over the connections it opens.
     pub fn start(
         runtime: &tokio::runtime::Handle,
         node_id: u64,
         cluster_id: &str,
         peers: &HashMap<u64, String>,
         sink: EventSink,
+        observer: bool,
     ) -> Self {
-        let mut t =
-            Self { peers: HashMap::new(), sink, runtime: runtime.clone(), node_id, cluster_id: cluster_id.to_owned() };
+        let mut t = Self {
+            peers: HashMap::new(),
+            observers: Observers::default(),
+            sink,
+            runtime: runtime.clone(),
+            node_id,
+            cluster_id: cluster_id.to_owned(),
+            observer,
+        };
         for (&peer, addr) in peers {
             t.ensure_peer(peer, addr);
         }
@@ -84,17 +128,92 @@ impl Transport {
             self.cluster_id.clone(),
             rx,
             self.sink.clone(),
+            self.observer,
         ));
         self.peers.insert(peer, tx);
     }
 
-    /// Queues `msg` for its peer; drops it if the queue is full (Raft retries what matters).
+    /// The connections observers opened to this node (for the listener that accepts them).
+    pub fn observers(&self) -> Observers {
+        self.observers.clone()
+    }
+
+    /// Queues `msg` for its peer (over a connection to it, else over the one it opened as an
+    /// observer); drops it if the queue is full (Raft retries what matters) and tells the
+    /// driver of a peer it cannot reach at all.
     pub fn send(&self, msg: Message) {
         let (to, snapshot) = (msg.to, msg.get_msg_type() == MessageType::MsgSnapshot);
-        let Some(q) = self.peers.get(&to) else { return };
+        let queue = self.peers.get(&to).cloned().or_else(|| self.observers.get(to));
+        let Some(q) = queue else {
+            if snapshot {
+                let _ = self
+                    .sink
+                    .send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: to, delivered: false }));
+            }
+            let _ = self.sink.send(crate::quorum::Input::Transport(Event::Unreachable(to)));
+            return;
+        };
         if q.try_send(msg).is_err() && snapshot {
             let _ =
                 self.sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: to, delivered: false }));
+        }
+    }
+}
+
+/// Writes the messages of `rx` to `stream` until it fails or `stop` resolves; reports
+/// snapshots sent and lost. Returns whether it stopped because of a failed write.
+async fn write_messages<W: tokio::io::AsyncWrite + Unpin>(
+    stream: &mut W,
+    peer: u64,
+    rx: &mut mpsc::Receiver<Message>,
+    sink: &EventSink,
+    stop: &mut (impl std::future::Future<Output = ()> + Unpin),
+) -> Option<std::io::Error> {
+    loop {
+        let m = tokio::select! {
+            m = rx.recv() => m,
+            () = &mut *stop => return None,
+        };
+        let m = m?;
+        let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
+        let bytes = match m.write_to_bytes() {
+            Ok(b) => encode_frame(&b),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot encode a raft message");
+                continue;
+            }
+        };
+        if let Err(e) = stream.write_all(&bytes).await {
+            report_lost_snapshot(&m, sink);
+            let _ = sink.send(crate::quorum::Input::Transport(Event::Unreachable(peer)));
+            return Some(e);
+        }
+        if snapshot {
+            let _ = sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer, delivered: true }));
+        }
+    }
+}
+
+/// Reads a peer's messages from `stream` into `sink` until it ends or sends something bad.
+async fn read_messages<R: tokio::io::AsyncRead + Unpin>(stream: &mut R, peer: &str, sink: &EventSink) {
+    loop {
+        match read_frame(stream, MAX_FRAME).await {
+            Ok(Some(payload)) => match Message::parse_from_bytes(&payload) {
+                Ok(m) => {
+                    if sink.send(crate::quorum::Input::Transport(Event::Message(Box::new(m)))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(%peer, error = %e, "closing a Raft connection: bad message");
+                    return;
+                }
+            },
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "closing a Raft connection");
+                return;
+            }
         }
     }
 }
@@ -106,9 +225,11 @@ async fn outbound(
     cluster_id: String,
     mut rx: mpsc::Receiver<Message>,
     sink: EventSink,
+    observer: bool,
 ) {
     let mut backoff = Duration::from_millis(100);
-    let hello = encode_frame(format!("{cluster_id} {from}").as_bytes());
+    let role = if observer { " observer" } else { "" };
+    let hello = encode_frame(format!("{cluster_id} {from}{role}").as_bytes());
     loop {
         let mut stream = match TcpStream::connect(&addr).await {
             Ok(s) => s,
@@ -133,25 +254,30 @@ async fn outbound(
         }
         backoff = Duration::from_millis(100);
         tracing::info!(peer, %addr, "connected to controller");
-        loop {
-            let Some(m) = rx.recv().await else { return };
-            let snapshot = m.get_msg_type() == MessageType::MsgSnapshot;
-            let bytes = match m.write_to_bytes() {
-                Ok(b) => encode_frame(&b),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode a raft message");
-                    continue;
+        let (mut read, mut write) = stream.into_split();
+        // An observer reads its peer's answers on this connection; when that side ends, the
+        // connection is dialled again.
+        let reader = observer.then(|| {
+            let (sink, addr) = (sink.clone(), addr.clone());
+            tokio::spawn(async move { read_messages(&mut read, &addr, &sink).await })
+        });
+        let abort = reader.as_ref().map(tokio::task::JoinHandle::abort_handle);
+        let mut stop = Box::pin(async move {
+            match reader {
+                Some(r) => {
+                    let _ = r.await;
                 }
-            };
-            if let Err(e) = stream.write_all(&bytes).await {
-                tracing::info!(peer, %addr, error = %e, "lost the connection to controller; reconnecting");
-                report_lost_snapshot(&m, &sink);
-                let _ = sink.send(crate::quorum::Input::Transport(Event::Unreachable(peer)));
-                break;
+                None => std::future::pending().await,
             }
-            if snapshot {
-                let _ = sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer, delivered: true }));
-            }
+        });
+        let stopped = write_messages(&mut write, peer, &mut rx, &sink, &mut stop).await;
+        if let Some(a) = abort {
+            a.abort();
+        }
+        match stopped {
+            Some(e) => tracing::info!(peer, %addr, error = %e, "lost the connection to controller; reconnecting"),
+            None if rx.is_closed() => return,
+            None => tracing::info!(peer, %addr, "the controller closed the connection; reconnecting"),
         }
     }
 }
@@ -167,7 +293,7 @@ fn report_lost_snapshot(m: &Message, sink: &EventSink) {
 const MAX_HELLO: usize = 1024;
 
 /// Reads one frame's payload of at most `max` bytes; `None` at a clean end of stream.
-async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_frame<R: tokio::io::AsyncRead + Unpin>(stream: &mut R, max: usize) -> std::io::Result<Option<Vec<u8>>> {
     let mut header = [0u8; 8];
     match stream.read_exact(&mut header).await {
         Ok(_) => {}
@@ -188,9 +314,10 @@ async fn read_frame(stream: &mut TcpStream, max: usize) -> std::io::Result<Optio
 }
 
 /// Serves a peer's connection whose [`RAFT_MAGIC`] was already read: checks its hello, then
-/// hands each message to the driver until the peer goes away. Bad input closes the
-/// connection with a log line.
-pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSink) {
+/// hands each message to the driver until the peer goes away. An observer's connection also
+/// carries this node's messages to it (registered in `observers` while it lasts). Bad input
+/// closes the connection with a log line.
+pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSink, observers: Observers) {
     let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
     let hello = match read_frame(&mut stream, MAX_HELLO).await {
         Ok(Some(h)) => String::from_utf8_lossy(&h).into_owned(),
@@ -200,31 +327,37 @@ pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSi
             return;
         }
     };
-    let (cluster, from) = hello.split_once(' ').unwrap_or((hello.as_str(), ""));
+    let mut words = hello.split(' ');
+    let (cluster, from, role) = (words.next().unwrap_or(""), words.next().unwrap_or(""), words.next());
     if cluster != cluster_id {
         tracing::warn!(peer = %peer_addr, cluster, expected = %cluster_id,
             "closing a controller connection from another cluster");
         return;
     }
-    tracing::debug!(peer = %peer_addr, from, "controller connected");
-    loop {
-        match read_frame(&mut stream, MAX_FRAME).await {
-            Ok(Some(payload)) => match Message::parse_from_bytes(&payload) {
-                Ok(m) => {
-                    if sink.send(crate::quorum::Input::Transport(Event::Message(Box::new(m)))).is_err() {
-                        return;
-                    }
-                }
-                Err(e) => {
-                    tracing::info!(peer = %peer_addr, error = %e, "closing a controller connection: bad message");
-                    return;
-                }
-            },
-            Ok(None) => return,
-            Err(e) => {
-                tracing::info!(peer = %peer_addr, error = %e, "closing a controller connection");
-                return;
-            }
+    let observer = match (role, from.parse::<u64>()) {
+        (None, _) => None,
+        (Some("observer"), Ok(id)) => Some(id),
+        _ => {
+            tracing::info!(peer = %peer_addr, %hello, "closing a controller connection: bad hello");
+            return;
         }
-    }
+    };
+    tracing::debug!(peer = %peer_addr, from, ?observer, "Raft peer connected");
+    let Some(id) = observer else {
+        read_messages(&mut stream, &peer_addr, &sink).await;
+        return;
+    };
+    let (mut read, mut write) = stream.into_split();
+    let (tx, mut rx) = mpsc::channel(QUEUE);
+    observers.insert(id, tx.clone());
+    let writer = {
+        let sink = sink.clone();
+        tokio::spawn(async move {
+            let mut never = Box::pin(std::future::pending::<()>());
+            write_messages(&mut write, id, &mut rx, &sink, &mut never).await
+        })
+    };
+    read_messages(&mut read, &peer_addr, &sink).await;
+    observers.remove(id, &tx);
+    writer.abort();
 }
