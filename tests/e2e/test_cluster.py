@@ -456,11 +456,12 @@ def describe_quorum_v1(port: int) -> dict:
     i += name_len
     assert read_uvarint() - 1 == 1  # partitions
     part = {"partition": take(">i"), "error_code": take(">h"), "leader_id": take(">i"), "leader_epoch": take(">i"),
-            "high_watermark": take(">q"), "voters": {}}
-    for _ in range(read_uvarint() - 1):
-        rid, leo, _fetch, _caught = take(">i"), take(">q"), take(">q"), take(">q")
-        skip_tags()
-        part["voters"][rid] = leo
+            "high_watermark": take(">q"), "voters": {}, "observers": {}}
+    for kind in ("voters", "observers"):
+        for _ in range(read_uvarint() - 1):
+            rid, leo, _fetch, _caught = take(">i"), take(">q"), take(">q"), take(">q")
+            skip_tags()
+            part[kind][rid] = leo
     out["partition"] = part
     return out
 

@@ -170,7 +170,8 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         }
         "compression.lz4.level" if n.unwrap_or(0) > 17 => Err("must be at most 17".into()),
         "compression.zstd.level" if n.unwrap_or(0) > 22 => Err("must be at most 22".into()),
-        "listeners" | "advertised.listeners" => parse_listener(v).map(|_| ()),
+        // Whether a listener for clients is needed depends on process.roles (checked after).
+        "listeners" | "advertised.listeners" => parse_listeners(v).map(|_| ()),
         "process.roles" => parse_roles(v).map(|_| ()),
         "controller.quorum.voters" => parse_voters(v).map(|_| ()),
         "log.dirs" | "log.dir" => parse_dirs(v).map(|_| ()),
@@ -339,8 +340,11 @@ impl BrokerConfig {
             check(d, v).map_err(|reason| ConfigError::BadValue { key: k.clone(), value: v.clone(), reason })?;
         }
         let config = Self { explicit };
-        config.check_advertised()?;
         config.check_quorum()?;
+        // A controller-only node has no listener for clients.
+        if config.process_roles().contains(&Role::Broker) {
+            config.check_advertised()?;
+        }
         Ok(config)
     }
 
@@ -360,6 +364,12 @@ impl BrokerConfig {
                 "process.roles",
                 "a node that is not both broker and controller needs controller.quorum.voters to find the quorum"
                     .into(),
+            ));
+        }
+        if roles == [Role::Broker] && voters.iter().any(|v| v.id == self.node_id()) {
+            return Err(bad(
+                "controller.quorum.voters",
+                format!("node.id {} is a voter, but process.roles is broker only (add the controller role, or give the broker another id)", self.node_id()),
             ));
         }
         if !voters.is_empty() && roles.contains(&Role::Controller) && !voters.iter().any(|v| v.id == self.node_id()) {
@@ -763,6 +773,13 @@ mod tests {
             let e = cfg(&[("listeners", value)]).unwrap_err().to_string();
             assert!(e.contains("'listeners'") && e.contains(says), "{value}: {e}");
         }
+        // A controller-only node has no listener for clients; a broker-only one is no voter.
+        let voters = ("controller.quorum.voters", "1@h:2,2@h:3");
+        let c = cfg(&[("listeners", "CONTROLLER://h:2"), ("process.roles", "controller"), voters]).unwrap();
+        assert_eq!(c.controller_listen_addr().unwrap(), Some(("h".to_string(), 2)));
+        let e = cfg(&[("process.roles", "broker"), voters]).unwrap_err().to_string();
+        assert!(e.contains("node.id 1 is a voter, but process.roles is broker only"), "{e}");
+        assert!(cfg(&[("process.roles", "broker"), voters, ("node.id", "4")]).is_ok());
         let c = cfg(&[("listeners", "plaintext://h:1")]).unwrap();
         assert_eq!(c.listen_addr().unwrap(), ("h".to_string(), 1));
         assert_eq!(c.controller_listen_addr().unwrap(), None);

@@ -102,6 +102,18 @@ impl TopicMetadata for ImageTopics {
 }
 
 impl GroupCoordinator {
+    /// A coordinator with no shards, for a controller-only node (it serves no clients, and so
+    /// no groups): every group request there would be NOT_COORDINATOR.
+    pub fn without_shards(replicas: Arc<ReplicaManager>) -> Arc<Self> {
+        Arc::new(Self {
+            shards: Vec::new(),
+            replicas,
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(1),
+            deadlines_moved: Notify::new(),
+        })
+    }
+
     /// Creates `__consumer_offsets` if it does not exist, then loads every shard
     /// from its partition.
     pub async fn start(

@@ -162,6 +162,8 @@ pub struct QuorumController {
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Connections that nodes outside the voters opened to this one.
     observers: crate::raft::transport::Observers,
+    /// Which voter to ask next while no leader is known.
+    next_voter: std::sync::atomic::AtomicUsize,
 }
 
 fn not_controller(leader: Option<i32>) -> ApiError {
@@ -232,6 +234,7 @@ impl QuorumController {
             clients: Mutex::default(),
             threads: Mutex::new(vec![raft_thread, loader_thread]),
             observers,
+            next_voter: Default::default(),
         }))
     }
 
@@ -510,8 +513,19 @@ impl QuorumController {
             .or_else(|| self.image().controllers.get(&id).cloned())
     }
 
+    /// A client for the active controller: the leader this node knows of, else (a broker-only
+    /// node before it is a learner, or any node during an election) the next of the initial
+    /// voters in turn, as a KRaft observer asks a random voter; a voter that is not active
+    /// answers NOT_CONTROLLER and the caller retries.
     fn leader_client(&self) -> Result<Arc<ControllerClient>, ApiError> {
-        let leader = self.status().leader_id.ok_or_else(|| not_controller(None))?;
+        let leader = match self.status().leader_id {
+            Some(l) => l,
+            None if self.config.voters.is_empty() => return Err(not_controller(None)),
+            None => {
+                let turn = self.next_voter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.config.voters[turn % self.config.voters.len()].id
+            }
+        };
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = clients.get(&leader) {
             return Ok(c.clone());
@@ -990,24 +1004,23 @@ impl ControllerChannel for QuorumController {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let voters = status
-            .voters
-            .iter()
-            .map(|id| {
-                let matched = status.progress.iter().find(|(p, _)| p == id).map_or(0, |(_, m)| *m);
-                let leo = if *id as i32 == self.config.node_id { status.last_index } else { matched };
-                strata_metadata::channel::QuorumReplica {
-                    id: *id as i32,
-                    log_end_offset: leo as i64,
-                    last_caught_up_ms: if leo >= status.commit_index { now } else { -1 },
-                }
-            })
-            .collect();
+        let replica = |id: &u64| {
+            let matched = status.progress.iter().find(|(p, _)| p == id).map_or(0, |(_, m)| *m);
+            let leo = if *id as i32 == self.config.node_id { status.last_index } else { matched };
+            strata_metadata::channel::QuorumReplica {
+                id: *id as i32,
+                log_end_offset: leo as i64,
+                last_caught_up_ms: if leo >= status.commit_index { now } else { -1 },
+            }
+        };
+        let voters = status.voters.iter().map(replica).collect();
+        let observers = status.learners.iter().map(replica).collect();
         Some(strata_metadata::channel::QuorumDescription {
             leader_id: self.config.node_id,
             leader_epoch: i32::try_from(status.term).unwrap_or(i32::MAX),
             high_watermark: status.commit_index as i64,
             voters,
+            observers,
             endpoints: status
                 .voters
                 .iter()

@@ -90,6 +90,9 @@ pub struct QuorumDescription {
     pub high_watermark: i64,
     /// Each voter's log end as the leader knows it.
     pub voters: Vec<QuorumReplica>,
+    /// The same for the observers: members that replicate without voting (broker-only
+    /// nodes, controllers being added).
+    pub observers: Vec<QuorumReplica>,
     /// Each voter's CONTROLLER endpoint (id, host, port).
     pub endpoints: Vec<(i32, String, u16)>,
 }

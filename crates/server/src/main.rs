@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use strata_broker::config::Role;
 use strata_broker::groups::GroupCoordinator;
 use strata_broker::net::{self, Limits};
 use strata_broker::replica::{now_ms, METADATA_DIR};
@@ -220,6 +221,9 @@ fn format_node(
             anyhow::bail!("{} already holds a metadata log", metadata_log.display());
         }
         tracing::info!(dir = %metadata_log.display(), "metadata log already formatted; left as it is");
+    } else if !config.process_roles().contains(&Role::Controller) {
+        // A broker-only node learns the whole metadata log from the controllers.
+        std::fs::create_dir_all(&metadata_log).with_context(|| format!("cannot create {}", metadata_log.display()))?;
     } else if joining {
         std::fs::create_dir_all(&metadata_log).with_context(|| format!("cannot create {}", metadata_log.display()))?;
         let marker = metadata_log.join(JOINING_MARKER);
@@ -241,30 +245,30 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let mut data_dirs = DataDirs::open(&log_dirs, &metadata_dir)?;
     data_dirs.check_node_id(config.node_id())?;
     let voters = config.quorum_voters();
-    if !voters.is_empty() {
-        // A node of a configured quorum never formats itself: an empty directory there is a
-        // lost disk or a mistake, not a new cluster (Kafka refuses too).
-        if data_dirs.cluster_id()?.is_none() {
-            anyhow::bail!(
-                "the data directories ({}) are not formatted: a node with controller.quorum.voters must be formatted first, with `strata format --cluster-id ID` and the same config",
-                data_dirs.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
-            );
-        }
-        if config.process_roles().len() < 2 {
-            anyhow::bail!(
-                "process.roles is '{}': this build runs nodes that are both broker and controller (process.roles=broker,controller); broker-only and controller-only nodes are not available yet",
-                config.get("process.roles").unwrap_or_default()
-            );
-        }
+    let roles = config.process_roles();
+    let (is_broker, is_controller) = (roles.contains(&Role::Broker), roles.contains(&Role::Controller));
+    // A node of a configured quorum never formats itself: an empty directory there is a lost
+    // disk or a mistake, not a new cluster (Kafka refuses too).
+    if !voters.is_empty() && data_dirs.cluster_id()?.is_none() {
+        anyhow::bail!(
+            "the data directories ({}) are not formatted: a node with controller.quorum.voters must be formatted first, with `strata format --cluster-id ID` and the same config",
+            data_dirs.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+        );
     }
     check_metadata_log_location(&data_dirs, &metadata_dir)?;
     let cluster_id = data_dirs.cluster_id()?.map(str::to_owned);
-    let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
-    let (advertised_host, advertised_port) = config.advertised().map_err(anyhow::Error::msg)?;
-    let (listener, local) =
-        net::bind(&listen).await.with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
-    // With port 0 the advertised port is the one the OS picked.
-    let advertised_port = if advertised_port == 0 { local.port() } else { advertised_port };
+    // The listener for clients (a controller-only node has none).
+    let client_listener = if is_broker {
+        let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
+        let (host, port) = config.advertised().map_err(anyhow::Error::msg)?;
+        let (listener, local) =
+            net::bind(&listen).await.with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
+        // With port 0 the advertised port is the one the OS picked.
+        let port = if port == 0 { local.port() } else { port };
+        Some((listener, local, host, port))
+    } else {
+        None
+    };
     let quorum_voters = initial_voters(&config);
     let defaults = Defaults {
         num_partitions: config.num_partitions(),
@@ -275,7 +279,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let broker_cell: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
 
     let metadata_log = metadata_dir.join(METADATA_DIR);
-    let joining = metadata_log.join(JOINING_MARKER).exists();
+    // A broker-only node is never a voter: like a joining controller, its Raft store starts
+    // empty and the active controller adds it (as a learner) when it registers.
+    let joining = metadata_log.join(JOINING_MARKER).exists() || !is_controller;
     let storage: Arc<dyn strata_log::storage::Storage> = Arc::new(strata_log::storage::FsStorage);
     let initial: Vec<u64> = if joining { Vec::new() } else { quorum_voters.iter().map(|v| v.id as u64).collect() };
     let cluster_id = strata_controller::bootstrap::prepare(
@@ -294,6 +300,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         &config,
         &quorum_voters,
         !voters.is_empty(),
+        joining,
         &cluster_id,
         defaults,
         &metadata_log,
@@ -301,9 +308,14 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     )
     .await?;
-    let epoch = register_with_quorum(&quorum, config.node_id(), &advertised_host, advertised_port, config.rack()).await;
-    let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
-    let heartbeats = tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone()));
+    let heartbeats = match &client_listener {
+        Some((_, _, host, port)) => {
+            let epoch = register_with_quorum(&quorum, config.node_id(), host, *port, config.rack()).await;
+            let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
+            Some(tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone())))
+        }
+        None => None,
+    };
     // A new node, a directory new to log.dirs, or one written before meta.properties existed.
     data_dirs.write_missing(&cluster_id, config.node_id())?;
     let replicas = Arc::new(
@@ -323,13 +335,18 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
     let producer_expiry_every = config.producer_id_expiration_check_interval_ms();
-    let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
-        .await
-        .context("cannot start the group coordinator")?;
-    quorum.register_publisher(groups.clone());
+    let groups = if is_broker {
+        let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
+            .await
+            .context("cannot start the group coordinator")?;
+        quorum.register_publisher(groups.clone());
+        tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
+        groups
+    } else {
+        GroupCoordinator::without_shards(replicas.clone())
+    };
     let cleaner = strata_log::cleaner::LogCleaner::start(config.cleaner(), replicas.clone())
         .context("cannot start the log cleaner threads")?;
-    tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
     let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));
     let _ = broker_cell.set(broker.clone());
 
@@ -347,15 +364,29 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     });
 
     let log_dirs: Vec<String> = log_dirs.iter().map(|d| d.display().to_string()).collect();
-    tracing::info!(listen = %local, node_id = broker.node_id, log_dirs = %log_dirs.join(","),
-        metadata_log_dir = %metadata_dir.display(), "strata is serving");
-    let server = tokio::spawn(net::serve(listener, broker, limits, shutdown_rx));
+    let roles: Vec<&str> = roles.iter().map(|r| if *r == Role::Broker { "broker" } else { "controller" }).collect();
+    let server = match client_listener {
+        Some((listener, local, _, _)) => {
+            tracing::info!(listen = %local, node_id = broker.node_id, roles = %roles.join(","),
+                log_dirs = %log_dirs.join(","), metadata_log_dir = %metadata_dir.display(), "strata is serving");
+            Some(tokio::spawn(net::serve(listener, broker, limits, shutdown_rx)))
+        }
+        None => {
+            tracing::info!(node_id = broker.node_id, roles = %roles.join(","),
+                metadata_log_dir = %metadata_dir.display(), "strata is serving (controller only: no listener for clients)");
+            None
+        }
+    };
     let signal = wait_for_signal().await;
     tracing::info!(%signal, "shutting down: no new connections, finishing requests in flight");
     let _ = shutdown_tx.send(true);
-    let _ = server.await;
-    // The controlled shutdown: leadership leaves this broker before its logs close.
-    let _ = heartbeats.await;
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    if let Some(heartbeats) = heartbeats {
+        // The controlled shutdown: leadership leaves this broker before its logs close.
+        let _ = heartbeats.await;
+    }
     let closing = std::time::Instant::now();
     // The cleaners stop after the group of segments each is writing, before logs close.
     tokio::task::spawn_blocking(move || {
@@ -469,21 +500,21 @@ async fn start_quorum(
     config: &strata_broker::BrokerConfig,
     voters: &[strata_broker::config::Voter],
     configured: bool,
+    joining: bool,
     cluster_id: &str,
     defaults: Defaults,
     dir: &Path,
     broker: Arc<std::sync::OnceLock<Arc<Broker>>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<QuorumController>> {
-    let me = voters
-        .iter()
-        .find(|v| v.id == config.node_id())
-        .ok_or_else(|| anyhow::anyhow!("node.id {} is not one of controller.quorum.voters", config.node_id()))?;
-    // The single-node default has no CONTROLLER listener unless `listeners` names one.
-    let addr = match config.controller_listen_addr().map_err(anyhow::Error::msg)? {
-        Some(a) => Some(a),
-        None if configured => Some((me.host.clone(), me.port)),
-        None => None,
+    // The single-node default has no CONTROLLER listener unless `listeners` names one; a
+    // broker-only node has none (it dials the controllers, see the Raft transport).
+    let me = voters.iter().find(|v| v.id == config.node_id());
+    let addr = match (config.controller_listen_addr().map_err(anyhow::Error::msg)?, me) {
+        (_, None) => None,
+        (Some(a), Some(_)) => Some(a),
+        (None, Some(me)) if configured => Some((me.host.clone(), me.port)),
+        (None, Some(_)) => None,
     };
     let listener = match addr {
         Some(addr) => Some(
@@ -505,7 +536,7 @@ async fn start_quorum(
             quorum,
             tick: Duration::from_millis(100),
             session_timeout: Duration::from_millis(config.number("broker.session.timeout.ms").max(1) as u64),
-            joining: dir.join(JOINING_MARKER).exists(),
+            joining,
         },
         &tokio::runtime::Handle::current(),
     )
@@ -515,7 +546,10 @@ async fn start_quorum(
             tokio::spawn(controller_listener::serve(listener, q.clone(), broker, shutdown));
             tracing::info!(listen = %local, voters = voters.len(), "controller listening; waiting for the metadata quorum");
         }
-        None => tracing::info!("a one-voter metadata quorum (no CONTROLLER listener)"),
+        None if me.is_some() => tracing::info!("a one-voter metadata quorum (no CONTROLLER listener)"),
+        None => {
+            tracing::info!(voters = voters.len(), "observing the metadata quorum (broker only: no CONTROLLER listener)")
+        }
     }
     Ok(q)
 }

@@ -39,18 +39,8 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeQuorumRequest, version: i16
                             .with_leader_id(BrokerId(q.leader_id))
                             .with_leader_epoch(q.leader_epoch)
                             .with_high_watermark(q.high_watermark)
-                            .with_current_voters(
-                                q.voters
-                                    .iter()
-                                    .map(|v| {
-                                        ReplicaState::default()
-                                            .with_replica_id(BrokerId(v.id))
-                                            .with_log_end_offset(v.log_end_offset)
-                                            .with_last_fetch_timestamp(v.last_caught_up_ms)
-                                            .with_last_caught_up_timestamp(v.last_caught_up_ms)
-                                    })
-                                    .collect(),
-                            ),
+                            .with_current_voters(q.voters.iter().map(replica_state).collect())
+                            .with_observers(q.observers.iter().map(replica_state).collect()),
                     }
                 })
                 .collect();
@@ -74,4 +64,12 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeQuorumRequest, version: i16
         })
         .unwrap_or_default();
     DescribeQuorumResponse::default().with_topics(topics).with_nodes(nodes)
+}
+
+fn replica_state(r: &strata_metadata::channel::QuorumReplica) -> ReplicaState {
+    ReplicaState::default()
+        .with_replica_id(BrokerId(r.id))
+        .with_log_end_offset(r.log_end_offset)
+        .with_last_fetch_timestamp(r.last_caught_up_ms)
+        .with_last_caught_up_timestamp(r.last_caught_up_ms)
 }
