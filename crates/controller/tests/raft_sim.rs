@@ -1,6 +1,7 @@
 //! Seeded deterministic simulation of the metadata quorum: 1, 3 and 5 controllers in one process
 //! (deciding for three brokers that register, are fenced and come back, and topics placed on
-//! them, with the controller's own decision functions),
+//! them, with the controller's own decision functions), voters that join and leave, and
+//! broker-only nodes that follow the log as learners,
 //! an in-memory network that drops, delays, duplicates, reorders and partitions messages, nodes
 //! that crash (losing whatever was not fsynced, through `MemStorage::crash`) and restart, and a
 //! clock that only the test advances.
@@ -38,6 +39,17 @@ struct SimNode {
     restart_at: u64,
 }
 
+/// Membership changes during a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reconfigure {
+    Never,
+    /// The leader adds learners, promotes them and removes voters (never below three).
+    JoinAndLeave,
+    /// The nodes outside the initial voters are added as learners and stay learners (the
+    /// broker-only nodes, which observe the metadata log).
+    Observers,
+}
+
 struct Sim {
     rng: SmallRng,
     now: u64,
@@ -45,8 +57,8 @@ struct Sim {
     voters: Vec<u64>,
     /// The voters every node starts from (`controller.quorum.voters`); the others join later.
     initial: Vec<u64>,
-    /// Whether the leader changes the membership at random (add learners, promote, remove).
-    reconfigure: bool,
+    /// How the leader changes the membership while the faults go on.
+    reconfigure: Reconfigure,
     membership_changes: u64,
     nodes: Vec<SimNode>,
     /// (deliver at step, sequence for a stable order, from, to, message)
@@ -83,7 +95,7 @@ fn config(id: u64, rng: &mut SmallRng) -> QuorumConfig {
 }
 
 impl Sim {
-    fn new(seed: u64, size: u64, initial_voters: u64, reconfigure: bool) -> Self {
+    fn new(seed: u64, size: u64, initial_voters: u64, reconfigure: Reconfigure) -> Self {
         let mut rng = SmallRng::seed_from_u64(seed);
         let voters: Vec<u64> = (1..=size).collect();
         let initial: Vec<u64> = (1..=initial_voters).collect();
@@ -274,7 +286,7 @@ impl Sim {
         if self.rng.gen_bool(0.3) {
             self.propose();
         }
-        if self.reconfigure && faults && self.rng.gen_bool(0.03) {
+        if self.reconfigure != Reconfigure::Never && faults && self.rng.gen_bool(0.03) {
             self.change_membership();
         }
         self.check_leaders();
@@ -337,15 +349,19 @@ impl Sim {
         let (voters, learners) = (node.voters(), node.learners());
         let outside: Vec<u64> =
             self.voters.iter().copied().filter(|id| !voters.contains(id) && !learners.contains(id)).collect();
-        let (target, change) = if !outside.is_empty() && self.rng.gen_bool(0.5) {
-            (outside[self.rng.gen_range(0..outside.len())], Membership::Learner)
-        } else if !learners.is_empty() && self.rng.gen_bool(0.7) {
-            (learners[self.rng.gen_range(0..learners.len())], Membership::Voter)
-        } else if voters.len() > 3 {
-            (voters[self.rng.gen_range(0..voters.len())], Membership::Remove)
-        } else {
-            return;
-        };
+        let (target, change) =
+            if !outside.is_empty() && (self.reconfigure == Reconfigure::Observers || self.rng.gen_bool(0.5)) {
+                (outside[self.rng.gen_range(0..outside.len())], Membership::Learner)
+            } else if self.reconfigure == Reconfigure::Observers {
+                // Broker-only nodes: added as learners when they register, never voters.
+                return;
+            } else if !learners.is_empty() && self.rng.gen_bool(0.7) {
+                (learners[self.rng.gen_range(0..learners.len())], Membership::Voter)
+            } else if voters.len() > 3 {
+                (voters[self.rng.gen_range(0..voters.len())], Membership::Remove)
+            } else {
+                return;
+            };
         let node = self.nodes[i].node.as_mut().unwrap();
         if change == Membership::Remove && target == node.id() {
             // A leader leaves by handing over first.
@@ -427,7 +443,7 @@ impl Sim {
         panic!("the quorum did not converge after healing: {state:?}");
     }
 
-    fn run(seed: u64, size: u64, initial_voters: u64, reconfigure: bool, steps: u64) -> Self {
+    fn run(seed: u64, size: u64, initial_voters: u64, reconfigure: Reconfigure, steps: u64) -> Self {
         let mut sim = Sim::new(seed, size, initial_voters, reconfigure);
         for _ in 0..steps {
             sim.step(true);
@@ -460,7 +476,7 @@ fn seeds() -> Vec<u64> {
     (0..n).collect()
 }
 
-fn run_seeds(size: u64, initial_voters: u64, reconfigure: bool) -> u64 {
+fn run_seeds(size: u64, initial_voters: u64, reconfigure: Reconfigure) -> u64 {
     let mut committed = 0usize;
     let mut leaders = HashSet::new();
     let mut changes = 0;
@@ -491,23 +507,31 @@ fn run_seeds(size: u64, initial_voters: u64, reconfigure: bool) -> u64 {
 /// The single-node default: one voter that crashes (losing what it did not fsync) and restarts.
 #[test]
 fn one_controller() {
-    run_seeds(1, 1, false);
+    run_seeds(1, 1, Reconfigure::Never);
 }
 
 #[test]
 fn three_controllers() {
-    run_seeds(3, 3, false);
+    run_seeds(3, 3, Reconfigure::Never);
 }
 
 #[test]
 fn five_controllers() {
-    run_seeds(5, 5, false);
+    run_seeds(5, 5, Reconfigure::Never);
 }
 
 /// Three voters to start with and two more nodes; the leader adds learners, promotes them and
 /// removes voters (never below three) while the faults go on.
 #[test]
 fn voters_join_and_leave() {
-    let changes = run_seeds(5, 3, true);
+    let changes = run_seeds(5, 3, Reconfigure::JoinAndLeave);
     assert!(changes > 0 || seeds().len() == 1, "no membership change was ever proposed");
+}
+
+/// Three controllers and two broker-only nodes that the leader adds as learners (observers):
+/// they must end with the same metadata as the voters, through crashes and partitions.
+#[test]
+fn observers_follow_the_log() {
+    let changes = run_seeds(5, 3, Reconfigure::Observers);
+    assert!(changes > 0 || seeds().len() == 1, "no observer was ever added");
 }
