@@ -213,7 +213,7 @@ fn plan_topic(
     for k in spec.configs.keys() {
         note_deprecated(&spec.name, k);
     }
-    let topic_id = Uuid::new_v4();
+    let topic_id = new_topic_id(image, &spec.name);
     let mut records = vec![MetadataRecord::TopicCreated { name: spec.name.clone(), topic_id }];
     records.extend(partition_records(image, topic_id, 0..num_partitions, &assignment, rf));
     for (k, v) in &spec.configs {
@@ -224,6 +224,35 @@ fn plan_topic(
         });
     }
     Ok((records, CreatedTopic { topic_id, num_partitions, replication_factor: rf, configs: spec.configs }))
+}
+
+/// A new topic's id, derived from the image and the name so that the decision stays a pure
+/// function (a replayed simulation makes the same ids). Unique: the image's record count grows
+/// with every committed change, and an id some topic has is drawn again. As Kafka's
+/// `Uuid.randomUuid`, never the nil id, nor the metadata topic's `AAAAAAAAAAAAAAAAAAAAAQ`, nor
+/// one whose base64 form starts with '-' (it would read as a command-line flag).
+pub fn new_topic_id(image: &MetadataImage, name: &str) -> Uuid {
+    use std::hash::{Hash, Hasher};
+    for attempt in 0u64.. {
+        let half = |salt: u64| {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (image.cluster_id.as_deref(), image.records_applied, name, attempt, salt).hash(&mut h);
+            h.finish()
+        };
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&half(1).to_be_bytes());
+        bytes[8..].copy_from_slice(&half(2).to_be_bytes());
+        // The version and variant bits of a random (v4) UUID.
+        bytes[6] = (bytes[6] & 0x0f) | 0x40;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        let id = Uuid::from_bytes(bytes);
+        // Base64 of the first byte starts with '-' when its top six bits are 62 (URL-safe alphabet).
+        let dash = bytes[0] >> 2 == 62;
+        if !id.is_nil() && id != Uuid::from_u128(1) && !dash && image.topic_by_id(&id).is_none() {
+            return id;
+        }
+    }
+    unreachable!("the id space is not exhausted")
 }
 
 /// DeleteTopics.
@@ -518,6 +547,31 @@ mod tests {
     }
 
     const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1 };
+
+    #[test]
+    fn topic_ids_are_a_function_of_the_image_and_never_repeat() {
+        let mut image = image_with_broker();
+        let first = new_topic_id(&image, "t");
+        assert_eq!(first, new_topic_id(&image, "t"), "the same decision makes the same id");
+        assert_ne!(first, new_topic_id(&image, "u"));
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let name = if i % 2 == 0 { "t".to_string() } else { format!("t{i}") };
+            let id = new_topic_id(&image, &name);
+            assert!(seen.insert(id), "id {id} given twice");
+            assert_eq!(id.get_version_num(), 4);
+            let spec = CreateTopicSpec {
+                name: format!("x{i}"),
+                num_partitions: 1,
+                replication_factor: 1,
+                assignments: Vec::new(),
+                configs: Default::default(),
+            };
+            let (records, results) = create_topics(&image, &D, vec![spec], false);
+            assert!(results[0].result.is_ok());
+            image = image.apply(&records).unwrap().0;
+        }
+    }
 
     /// KRaft's fencing with a replication factor of 1: a fenced broker's partitions have no
     /// leader (-1) until it is unfenced (or registers again), then it leads them again.
