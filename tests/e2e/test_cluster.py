@@ -714,5 +714,7 @@ def test_the_java_client_sees_and_uses_the_cluster(cluster, tmp_path):
             results.update(json.loads(line[7:]))
     assert "DONE" in r.stdout, r.stdout + r.stderr[-3000:]
     assert results["brokers"] == [1, 2, 3], results
+    assert results["quorum_voters"] == [1, 2, 3] and results["quorum_leader"] in (1, 2, 3), results
+    assert results["quorum_epoch"] > 0 and results["quorum_hw"] > 0, results
     assert results["leaders"] == [1, 2, 3], results
     assert results["consumed"] == 200, results

@@ -2,7 +2,7 @@
 // against tests/e2e/.deps/java/*.jar.
 //
 //   java StrataClusterE2E <bootstrap-of-one-broker> <all-brokers> <topic>
-//       Admin.describeCluster (the brokers), createTopics through the one broker, describeTopics
+//       Admin.describeCluster (the brokers), describeMetadataQuorum (leader, voters), createTopics through the one broker, describeTopics
 //       (partition leaders), then a producer (acks=all) and a group consumer over all brokers.
 //
 // Prints "RESULT {json}" lines on stdout and a final "DONE".
@@ -29,6 +29,12 @@ public class StrataClusterE2E {
             List<Integer> brokers = admin.describeCluster().nodes().get().stream().map(Node::id).sorted()
                 .collect(Collectors.toList());
             System.out.println("RESULT {\"brokers\": " + brokers + "}");
+            // What kafka-metadata-quorum.sh describe --status asks (DescribeQuorum, KIP-836).
+            QuorumInfo q = admin.describeMetadataQuorum().quorumInfo().get();
+            List<Integer> voters = q.voters().stream().map(QuorumInfo.ReplicaState::replicaId).sorted()
+                .collect(Collectors.toList());
+            System.out.println("RESULT {\"quorum_leader\": " + q.leaderId() + ", \"quorum_voters\": " + voters
+                + ", \"quorum_epoch\": " + q.leaderEpoch() + ", \"quorum_hw\": " + q.highWatermark() + "}");
             admin.createTopics(List.of(new NewTopic(topic, 6, (short) 1))).all().get();
             Set<Integer> leaders = new TreeSet<>();
             for (int attempt = 0; attempt < 100; attempt++) {
