@@ -14,61 +14,6 @@
 //! - [`metadata_log`]: the checksummed frames the Raft store shares with the single-node
 //!   log of earlier builds (read once, to migrate it).
 
-/// The `ControllerChannel` methods that are one decision committed as it is (DeleteTopics,
-/// CreatePartitions, AlterConfigs), for a controller type with an inherent
-/// `commit(decide) -> impl Future<Output = Result<T, ApiError>>`.
-#[macro_export]
-#[doc(hidden)]
-macro_rules! decided_channel_methods {
-    () => {
-        fn delete_topics(
-            &self,
-            topics: Vec<strata_metadata::channel::TopicRef>,
-        ) -> strata_metadata::channel::BoxFuture<'_, Vec<strata_metadata::channel::DeleteTopicResult>> {
-            let refs = topics.clone();
-            let commit = self.commit(move |img| $crate::decisions::delete_topics(img, topics));
-            Box::pin(async move {
-                match commit.await {
-                    Ok(results) => results,
-                    Err(e) => $crate::decisions::delete_topics_failed(refs, &e),
-                }
-            })
-        }
-
-        fn create_partitions(
-            &self,
-            topic: String,
-            total_count: i32,
-            assignments: Option<Vec<Vec<i32>>>,
-            validate_only: bool,
-        ) -> strata_metadata::channel::BoxFuture<'_, Result<(), strata_metadata::channel::ApiError>> {
-            let commit = self.commit(move |img| {
-                $crate::decisions::create_partitions_request(
-                    img,
-                    &topic,
-                    total_count,
-                    assignments.as_deref(),
-                    validate_only,
-                )
-            });
-            Box::pin(async move { commit.await? })
-        }
-
-        fn alter_configs(
-            &self,
-            resource: strata_metadata::ConfigResource,
-            ops: Vec<strata_metadata::channel::ConfigOp>,
-            replace: bool,
-            validate_only: bool,
-        ) -> strata_metadata::channel::BoxFuture<'_, Result<(), strata_metadata::channel::ApiError>> {
-            let commit = self.commit(move |img| {
-                $crate::decisions::alter_configs_request(img, &resource, &ops, replace, validate_only)
-            });
-            Box::pin(async move { commit.await? })
-        }
-    };
-}
-
 pub mod bootstrap;
 pub mod client;
 pub mod decisions;

@@ -972,7 +972,45 @@ impl ControllerChannel for QuorumController {
         })
     }
 
-    crate::decided_channel_methods!();
+    // One decision committed as it is (DeleteTopics, CreatePartitions, AlterConfigs).
+    fn delete_topics(
+        &self,
+        topics: Vec<strata_metadata::channel::TopicRef>,
+    ) -> BoxFuture<'_, Vec<strata_metadata::channel::DeleteTopicResult>> {
+        let refs = topics.clone();
+        let commit = self.commit(move |img| decisions::delete_topics(img, topics));
+        Box::pin(async move {
+            match commit.await {
+                Ok(results) => results,
+                Err(e) => decisions::delete_topics_failed(refs, &e),
+            }
+        })
+    }
+
+    fn create_partitions(
+        &self,
+        topic: String,
+        total_count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ApiError>> {
+        let commit = self.commit(move |img| {
+            decisions::create_partitions_request(img, &topic, total_count, assignments.as_deref(), validate_only)
+        });
+        Box::pin(async move { commit.await? })
+    }
+
+    fn alter_configs(
+        &self,
+        resource: strata_metadata::ConfigResource,
+        ops: Vec<strata_metadata::channel::ConfigOp>,
+        replace: bool,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<(), ApiError>> {
+        let commit =
+            self.commit(move |img| decisions::alter_configs_request(img, &resource, &ops, replace, validate_only));
+        Box::pin(async move { commit.await? })
+    }
 
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>> {
         Box::pin(async move {
