@@ -46,6 +46,14 @@ pub enum BrokerError {
     /// NOT_LEADER_OR_FOLLOWER): clients refresh their metadata and go to the leader.
     #[error("this broker is not the leader of {0}")]
     NotLeaderOrFollower(String),
+    /// The request names an older leader epoch than the partition's (KIP-320): the client's
+    /// metadata is stale (FENCED_LEADER_EPOCH).
+    #[error("leader epoch {requested} of {partition} is older than the current {current}")]
+    FencedLeaderEpoch { partition: String, requested: i32, current: i32 },
+    /// The request names a newer leader epoch than this broker knows (UNKNOWN_LEADER_EPOCH):
+    /// this broker's metadata is behind; the client retries.
+    #[error("leader epoch {requested} of {partition} is newer than the {current} this broker knows")]
+    UnknownLeaderEpoch { partition: String, requested: i32, current: i32 },
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -132,6 +140,8 @@ impl BrokerError {
             BrokerError::InvalidTopic(_) => ResponseError::InvalidTopicException,
             // Retriable, so clients come back after the restart.
             BrokerError::ShuttingDown | BrokerError::NotLeaderOrFollower(_) => ResponseError::NotLeaderOrFollower,
+            BrokerError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            BrokerError::UnknownLeaderEpoch { .. } => ResponseError::UnknownLeaderEpoch,
         }
     }
 

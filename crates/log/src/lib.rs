@@ -50,6 +50,7 @@
 pub mod cleaner;
 pub mod config;
 pub mod data_dir;
+pub mod epoch;
 pub mod error;
 mod index;
 pub mod log;

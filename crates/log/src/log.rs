@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use strata_protocol::batch::{set_base_offset, BatchHeader, BatchIter};
+use strata_protocol::batch::{set_base_offset, set_partition_leader_epoch, BatchHeader, BatchIter};
 
 use crate::config::LogConfig;
+use crate::epoch::LeaderEpochCache;
 use crate::error::LogError;
 use crate::segment::{AppendFailure, Segment, SegmentRead};
 use crate::snapshot;
@@ -269,6 +270,11 @@ pub struct Log {
     defer_flush: bool,
     /// Which opening of a directory this is (see [`Log::instance_id`]).
     instance: u64,
+    /// Where each leader epoch starts (see [`crate::epoch`]).
+    epochs: LeaderEpochCache,
+    /// While this replica leads: its leader epoch, stamped on every batch appended (Kafka's
+    /// `appendAsLeader`). `None`: batches keep the epoch they carry.
+    leader_epoch: Option<i32>,
 }
 
 /// Numbers each [`Log`] opened by this process.
@@ -343,6 +349,7 @@ impl Log {
             }
         }
         let checkpoint = read_checkpoint(&*storage, dir)?;
+        let epochs = LeaderEpochCache::read(&*storage, dir)?;
 
         let mut log = Log {
             dir: dir.to_path_buf(),
@@ -357,6 +364,8 @@ impl Log {
             recovery_point: 0,
             defer_flush: false,
             instance: NEXT_INSTANCE.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            epochs,
+            leader_epoch: None,
         };
         let mut leo = None;
         // Whether the active segment was scanned by recovery: what it found may sit only in the
@@ -515,6 +524,9 @@ impl Log {
         tracing::debug!(dir = %dir.display(), clean, segments = log.segments.len(),
             log_start = log.log_start_offset, log_end = log.log_end_offset, "log opened");
         log.recovery_point = log.log_end_offset;
+        // A checkpoint older than a truncation, or newer than what a crash kept of the log.
+        log.epochs.truncate_from_end(log.log_end_offset);
+        log.epochs.truncate_from_start(log.log_start_offset);
         Ok(log)
     }
 
@@ -669,6 +681,10 @@ impl Log {
         while let Some(rest) = batches.get_mut(pos..).filter(|r| !r.is_empty()) {
             let h = BatchHeader::parse(rest).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
             set_base_offset(rest, next).map_err(|source| LogError::InvalidBatch { position: pos, source })?;
+            if let Some(epoch) = self.leader_epoch {
+                set_partition_leader_epoch(rest, epoch)
+                    .map_err(|source| LogError::InvalidBatch { position: pos, source })?;
+            }
             next += i64::from(h.last_offset_delta) + 1;
             pos += h.total_size();
         }
@@ -693,7 +709,11 @@ impl Log {
         }
         self.roll_if_needed(&plan, now_ms)?;
         let parsed = BatchHeader::parse(batch).map_err(|source| LogError::InvalidBatch { position: 0, source })?;
-        let header = BatchHeader { base_offset: plan.first_offset, ..parsed };
+        let header = BatchHeader {
+            base_offset: plan.first_offset,
+            partition_leader_epoch: self.leader_epoch.unwrap_or(parsed.partition_leader_epoch),
+            ..parsed
+        };
         let config = self.config.clone();
         let written = self.active()?.append_batch(&header, batch, now_ms, &config);
         self.finish_append(written, plan, now_ms)
@@ -877,6 +897,7 @@ impl Log {
         // valid log start, so the log stays online.
         write_checkpoint(&*self.storage, &self.dir, new)?;
         self.log_start_offset = new;
+        self.epochs.truncate_from_start(new);
         self.delete_segments_while(|_, next_base, log_start| next_base <= log_start)?;
         Ok(new)
     }
@@ -917,6 +938,7 @@ impl Log {
                 if first > self.log_start_offset {
                     write_checkpoint(&*self.storage, &self.dir, first)?;
                     self.log_start_offset = first;
+                    self.epochs.truncate_from_start(first);
                 }
             }
         }
@@ -1140,6 +1162,7 @@ impl Log {
         self.storage.sync_dir(&self.dir).map_err(LogError::io(&self.dir))?;
         self.log_end_offset = next;
         self.recovery_point = self.recovery_point.min(next);
+        self.epochs.truncate_from_end(next);
         self.remove_snapshots_above(next)?;
         if self.log_end_offset < self.log_start_offset {
             // The cut removed the batch holding the log start.
@@ -1163,6 +1186,7 @@ impl Log {
         self.log_end_offset = offset;
         self.unflushed_messages = 0;
         self.recovery_point = offset;
+        self.epochs.clear();
         self.remove_snapshots_above(-1)?;
         tracing::info!(dir = %self.dir.display(), offset, "log emptied, restarting at offset");
         Ok(())
@@ -1216,7 +1240,61 @@ impl Log {
         self.offline_on_io_error(result)?;
         self.unflushed_messages = 0;
         self.recovery_point = self.log_end_offset;
+        self.write_epochs_if_dirty()
+    }
+
+    fn write_epochs_if_dirty(&mut self) -> Result<(), LogError> {
+        if self.epochs.is_dirty() {
+            let result = self.epochs.write(&*self.storage, &self.dir);
+            self.offline_on_io_error(result)?;
+        }
         Ok(())
+    }
+
+    /// This replica becomes the partition's leader in `epoch` (Kafka's
+    /// `maybeAssignEpochStartOffset` in `Partition.makeLeader`): the epoch starts at the log end
+    /// offset, durably (the checkpoint is written and fsynced here, so run this off the async
+    /// workers), and every batch appended from now on is stamped with it.
+    pub fn become_leader(&mut self, epoch: i32) -> Result<(), LogError> {
+        self.ensure_online()?;
+        if self.epochs.assign(epoch, self.log_end_offset) || self.epochs.is_dirty() {
+            let result = self.epochs.write(&*self.storage, &self.dir);
+            self.offline_on_io_error(result)?;
+        }
+        self.leader_epoch = Some(epoch);
+        Ok(())
+    }
+
+    /// This replica stops leading: batches appended from now on keep their own epochs.
+    pub fn stop_leading(&mut self) {
+        self.leader_epoch = None;
+    }
+
+    /// The epoch this replica leads in, if it leads.
+    pub fn leader_epoch(&self) -> Option<i32> {
+        self.leader_epoch
+    }
+
+    /// The newest leader epoch that appended to this log (what a ListOffsets for the latest
+    /// offset reports), if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest().map(|(e, _)| e)
+    }
+
+    /// The leader epoch of the record at `offset`, if the cache knows it.
+    pub fn epoch_for_offset(&self, offset: i64) -> Option<i32> {
+        self.epochs.epoch_for_offset(offset)
+    }
+
+    /// OffsetForLeaderEpoch (see [`LeaderEpochCache::end_offset_for`]): the largest epoch at or
+    /// below `epoch` and the offset where it ends.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> (i32, i64) {
+        self.epochs.end_offset_for(epoch, self.log_end_offset)
+    }
+
+    /// Every (epoch, start offset) the cache holds, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, i64)> {
+        self.epochs.entries()
     }
 
     /// Group commit, step 1, under the lock that serializes access to the log: the fsync that
@@ -1278,6 +1356,7 @@ impl Log {
     pub fn close(mut self) -> Result<(), LogError> {
         self.ensure_online()?;
         self.active()?.seal()?;
+        self.write_epochs_if_dirty()?;
         let marker = self.dir.join(CLEAN_SHUTDOWN_FILE);
         let f = self.storage.open(&marker, true).map_err(LogError::io(&marker))?;
         f.sync().map_err(LogError::io(&marker))?;

@@ -337,9 +337,14 @@ impl Segment {
         now_ms: i64,
         config: &LogConfig,
     ) -> Result<(), AppendFailure> {
-        let base = header.base_offset.to_be_bytes();
-        let rest = batch.get(base.len()..).unwrap_or_default();
-        self.write_at_end(&[&base, rest])?;
+        // baseOffset, batchLength and partitionLeaderEpoch from `header` (the offset the log
+        // assigned, the epoch a leader stamps; neither is under the CRC), the rest as it came.
+        let mut prefix = [0u8; 16];
+        prefix[..8].copy_from_slice(&header.base_offset.to_be_bytes());
+        prefix[8..12].copy_from_slice(&header.batch_length.to_be_bytes());
+        prefix[12..].copy_from_slice(&header.partition_leader_epoch.to_be_bytes());
+        let rest = batch.get(prefix.len()..).unwrap_or_default();
+        self.write_at_end(&[&prefix, rest])?;
         self.index_batch(header, self.size, config.index_interval_bytes);
         self.appended(batch.len() as u64, now_ms);
         Ok(())

@@ -499,7 +499,50 @@ fn in_memory_constructor() {
     check_invariants(&log);
 }
 
+/// KIP-101: a leader stamps its epoch on every batch it appends (through both append paths),
+/// the epoch cache says where each epoch starts and ends, survives a crash, and follows
+/// truncations and log start moves.
+fn leader_epochs(h: &dyn Harness) {
+    let mut log = h.open(small(2000), 0);
+    append_n(&mut log, 2, 1, 20, 0); // offsets 0, 1: before any leader epoch
+    log.become_leader(3).unwrap();
+    append_n(&mut log, 3, 2, 20, 0); // offsets 2-7 in epoch 3
+    log.become_leader(5).unwrap();
+    let b = batch(1, 10, 20, 9);
+    log.append_batch(&b, 0).unwrap(); // offset 8 in epoch 5, through the no-copy path
+    let epochs: Vec<i32> = headers(&read_all(&log)).iter().map(|h| h.partition_leader_epoch).collect();
+    assert_eq!(epochs, vec![0, 0, 3, 3, 3, 5], "the batches as stored");
+    assert_eq!(log.epoch_entries(), vec![(3, 2), (5, 8)]);
+    assert_eq!(log.end_offset_for_epoch(3), (3, 8));
+    assert_eq!(log.end_offset_for_epoch(4), (3, 8));
+    assert_eq!(log.end_offset_for_epoch(5), (5, 9));
+    assert_eq!(log.end_offset_for_epoch(1), (1, 2));
+    assert_eq!((log.latest_epoch(), log.epoch_for_offset(5), log.epoch_for_offset(1)), (Some(5), Some(3), None));
+    check_invariants(&log);
+
+    // A crash keeps the epochs of what it keeps of the log: all of it once flushed; the
+    // assignments themselves were durable before anything was appended in their epochs.
+    log.flush().unwrap();
+    drop(log);
+    h.crash(7);
+    let mut log = h.open(small(2000), 0);
+    assert_eq!(log.epoch_entries(), vec![(3, 2), (5, 8)]);
+    assert_eq!(log.leader_epoch(), None, "leadership is not a property of the files");
+
+    // Truncation removes the epochs it cuts; the log start moving keeps the epoch it lands in.
+    log.truncate_to(8).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(3, 2)]);
+    log.advance_log_start(4).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(3, 4)]);
+    log.flush().unwrap();
+    drop(log);
+    h.crash(8);
+    let log = h.open(small(2000), 0);
+    assert_eq!(log.epoch_entries(), vec![(3, 4)]);
+}
+
 both_storages!(
+    leader_epochs,
     append_and_read,
     read_bounds,
     rolls_by_size_and_reads_one_segment,

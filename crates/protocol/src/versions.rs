@@ -26,6 +26,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::Produce, min: 0, max: 13 },
     ApiRange { key: ApiKey::Fetch, min: 4, max: 17 },
     ApiRange { key: ApiKey::ListOffsets, min: 1, max: 10 },
+    ApiRange { key: ApiKey::OffsetForLeaderEpoch, min: 2, max: 4 },
     ApiRange { key: ApiKey::Metadata, min: 0, max: 13 },
     ApiRange { key: ApiKey::ApiVersions, min: 0, max: 4 },
     ApiRange { key: ApiKey::CreateTopics, min: 2, max: 7 },

@@ -23,7 +23,7 @@ pub fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteReco
                 .iter()
                 .map(|p| {
                     let base = DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
-                    let result = broker.replicas.get(&t.name, p.partition_index).and_then(|part| {
+                    let result = broker.replicas.leader_partition(&t.name, p.partition_index, -1).and_then(|part| {
                         let hw = part.high_watermark();
                         let target = if p.offset == HIGH_WATERMARK { hw } else { p.offset };
                         if target < 0 || target > hw {

@@ -12,8 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use strata_protocol::kafka_protocol::messages::{FetchRequest, FetchResponse};
+use strata_protocol::kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+};
+use strata_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use strata_protocol::response::{record_marker, MARKER_LEN};
 use strata_protocol::ResponseError;
 use tokio::sync::Notify;
@@ -33,6 +35,9 @@ const READ_COMMITTED: i8 = 1;
 
 struct Wanted {
     partition: Result<Arc<Partition>, BrokerError>,
+    /// With an error about leadership: the leader and epoch this broker knows (KIP-951's
+    /// `current_leader` hint, v12+), so the client goes there without a Metadata round trip.
+    current_leader: Option<(i32, i32)>,
     index: i32,
     offset: i64,
     max_bytes: usize,
@@ -84,17 +89,37 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         let parts: Vec<Wanted> = t
             .partitions
             .iter()
-            .map(|p| Wanted {
-                partition: match &name {
+            .map(|p| {
+                // KIP-320: the consumer's view of the leader epoch, from v9.
+                let epoch = if version >= 9 { p.current_leader_epoch } else { -1 };
+                let partition = match &name {
                     _ if zstd_topic => Err(BrokerError::UnsupportedCompressionType(
                         "fetch requests below v10 cannot read this topic's zstd batches",
                     )),
-                    Some(n) => broker.replicas.get(n, p.partition),
+                    Some(n) => broker.replicas.leader_partition(n, p.partition, epoch),
                     None => Err(BrokerError::UnknownTopicId),
-                },
-                index: p.partition,
-                offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
+                };
+                let current_leader = match (&partition, &name) {
+                    (
+                        Err(
+                            BrokerError::NotLeaderOrFollower(_)
+                            | BrokerError::FencedLeaderEpoch { .. }
+                            | BrokerError::UnknownLeaderEpoch { .. },
+                        ),
+                        Some(n),
+                    ) => image
+                        .topic(n)
+                        .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
+                        .map(|x| (x.leader, x.leader_epoch)),
+                    _ => None,
+                };
+                Wanted {
+                    partition,
+                    current_leader,
+                    index: p.partition,
+                    offset: p.fetch_offset,
+                    max_bytes: p.partition_max_bytes.max(0) as usize,
+                }
             })
             .collect();
         topics.push((t, parts));
@@ -163,6 +188,12 @@ fn read_all(
             let data = match &w.partition {
                 Err(e) => {
                     any_error = true;
+                    let base = match w.current_leader {
+                        Some((leader, epoch)) => base.with_current_leader(
+                            LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch),
+                        ),
+                        None => base,
+                    };
                     base.with_error_code(e.code_i16()).with_high_watermark(-1).with_records(Some(Bytes::new()))
                 }
                 Ok(p) => {

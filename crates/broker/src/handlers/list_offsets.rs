@@ -77,13 +77,25 @@ fn answer(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> Li
                     let answer = if twice.contains(&(t.name.clone(), p.partition_index)) {
                         Err(BrokerError::InvalidRequest("Duplicate partition in the request.".into()))
                     } else {
-                        broker.replicas.get(&t.name, p.partition_index).and_then(|part| lookup(&part, p.timestamp))
+                        // KIP-320: the client's view of the leader epoch, from v4.
+                        let epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
+                        broker.replicas.leader_partition(&t.name, p.partition_index, epoch).and_then(|part| {
+                            let (offset, timestamp) = lookup(&part, p.timestamp)?;
+                            // The epoch of the record found (for the latest offset, the newest
+                            // epoch), as Kafka reports it from v4; -1 when none is known.
+                            let epoch = match (offset, p.timestamp) {
+                                (-1, _) => -1,
+                                (_, LATEST) => part.epoch_at(None),
+                                _ => part.epoch_at(Some(offset)),
+                            };
+                            Ok((offset, timestamp, epoch))
+                        })
                     };
                     match answer {
-                        Ok((offset, timestamp)) => base
+                        Ok((offset, timestamp, epoch)) => base
                             .with_offset(offset)
                             .with_timestamp(timestamp)
-                            .with_leader_epoch(if version >= 4 { 0 } else { -1 }),
+                            .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
                         Err(e) => refused(p.partition_index, &e),
                     }
                 })

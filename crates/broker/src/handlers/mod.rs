@@ -17,6 +17,7 @@ mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 mod sasl;
 
@@ -88,6 +89,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             Ok(())
         }
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version).await),
+        RequestKind::OffsetForLeaderEpoch(r) => respond!(offset_for_leader_epoch::handle(broker, r, version)),
         RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version).await),
         RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version).await),
         RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r).await),

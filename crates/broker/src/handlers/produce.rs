@@ -59,7 +59,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                             "Produce requests with ZStandard compression must be version 7 or higher",
                         ))
                     }
-                    Some(name) => match broker.replicas.get(name, p.index) {
+                    Some(name) => match broker.replicas.leader_partition(name, p.index, -1) {
                         Ok(partition) => {
                             let in_sync = image
                                 .topic(name)

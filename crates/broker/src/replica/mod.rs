@@ -181,6 +181,43 @@ impl ReplicaManager {
         })
     }
 
+    /// The partition, if this broker leads it (Kafka's `getPartitionOrException` with
+    /// `localLogWithEpochOrThrow`): NOT_LEADER_OR_FOLLOWER when another broker leads it or none
+    /// does; with `current_leader_epoch` >= 0 (KIP-320: Fetch v9+, ListOffsets v4+,
+    /// OffsetForLeaderEpoch v2+), FENCED_LEADER_EPOCH when it is older than the partition's
+    /// epoch and UNKNOWN_LEADER_EPOCH when newer.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, BrokerError> {
+        let partition = self.get(topic, index)?;
+        let image = self.image();
+        let Some(p) = image.topic(topic).and_then(|t| t.partitions.get(usize::try_from(index).ok()?)) else {
+            return Err(BrokerError::UnknownTopicOrPartition);
+        };
+        let name = || format!("{topic}-{index}");
+        if current_leader_epoch >= 0 && current_leader_epoch < p.leader_epoch {
+            return Err(BrokerError::FencedLeaderEpoch {
+                partition: name(),
+                requested: current_leader_epoch,
+                current: p.leader_epoch,
+            });
+        }
+        if current_leader_epoch > p.leader_epoch {
+            return Err(BrokerError::UnknownLeaderEpoch {
+                partition: name(),
+                requested: current_leader_epoch,
+                current: p.leader_epoch,
+            });
+        }
+        if p.leader != self.node_id {
+            return Err(BrokerError::NotLeaderOrFollower(format!("{} (its leader is broker {})", name(), p.leader)));
+        }
+        Ok(partition)
+    }
+
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions.load().values().flat_map(|parts| parts.values().cloned()).collect()
     }
@@ -458,6 +495,23 @@ impl MetadataPublisher for ReplicaManager {
                 }
             }
             self.partitions.store(Arc::new(map));
+        }
+        // Leadership (Kafka's makeLeader / makeFollower): a partition this broker now leads
+        // starts its leader epoch at its log end (durably, off the async workers: this runs on
+        // the metadata loader) and stamps it on what it appends; one it stopped leading stops.
+        let partitions = self.partitions.load();
+        let find = |l: &strata_metadata::image::LocalPartition| {
+            partitions.get(&l.topic).and_then(|parts| parts.get(&l.partition.partition)).cloned()
+        };
+        let leaders: Vec<(Arc<Partition>, i32)> =
+            local.leaders.iter().filter_map(|l| find(l).map(|p| (p, l.partition.leader_epoch))).collect();
+        for (p, result) in parallel_map(&leaders, |(p, epoch)| (p.clone(), p.become_leader(*epoch))) {
+            if let Err(e) = result {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot start the new leader epoch");
+            }
+        }
+        for p in local.followers.iter().filter_map(find) {
+            p.stop_leading();
         }
         for resource in &delta.changed_configs {
             if let ConfigResource::Topic(name) = resource {

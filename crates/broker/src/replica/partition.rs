@@ -254,6 +254,45 @@ impl Partition {
     /// Kafka's check before an acks=all append (`Partition.appendRecordsToLeader`): with fewer
     /// in-sync replicas than the topic's `min.insync.replicas`, the produce is refused with
     /// NOT_ENOUGH_REPLICAS (retriable) and nothing is appended. acks 0 and 1 are not checked.
+    /// This broker became the partition's leader in `epoch` (see [`Log::become_leader`]: the
+    /// epoch's start is fsynced to the leader-epoch checkpoint; run off the async workers).
+    pub fn become_leader(&self, epoch: i32) -> Result<(), BrokerError> {
+        let mut st = self.lock();
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        if log.leader_epoch() != Some(epoch) {
+            log.become_leader(epoch)?;
+        }
+        Ok(())
+    }
+
+    /// This broker no longer leads the partition.
+    pub fn stop_leading(&self) {
+        if let Some(log) = self.lock().log.as_mut() {
+            log.stop_leading();
+        }
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` and where it ends (see
+    /// [`Log::end_offset_for_epoch`]).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Result<(i32, i64), BrokerError> {
+        let st = self.lock();
+        let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
+        log.check_online()?;
+        Ok(log.end_offset_for_epoch(epoch))
+    }
+
+    /// The leader epoch of the record at `offset` (or, with `None`, of the newest record), -1
+    /// when unknown: what ListOffsets v4+ reports beside an offset.
+    pub fn epoch_at(&self, offset: Option<i64>) -> i32 {
+        let st = self.lock();
+        let Some(log) = st.log.as_ref() else { return -1 };
+        match offset {
+            Some(o) => log.epoch_for_offset(o),
+            None => log.latest_epoch(),
+        }
+        .unwrap_or(-1)
+    }
+
     pub fn check_min_isr(&self, acks: i16, in_sync: usize) -> Result<(), BrokerError> {
         let required = self.lock().settings.min_insync_replicas;
         if acks == -1 && in_sync < required {
