@@ -606,8 +606,8 @@ def test_controllers_describe_the_controllers_on_their_listener(cluster):
 def test_a_controller_joins_and_leaves_the_quorum_at_run_time(tmp_path):
     """KIP-853 style: a fourth node, formatted with --no-initial-controllers, starts and waits;
     `strata quorum add-voter` makes it a learner, then a voter once caught up; the quorum then
-    survives the loss of one original controller (three of four left); `remove-voter` takes a
-    voter out again."""
+    survives the loss of one original controller (three of four left); the Java Admin's
+    removeRaftVoter (what kafka-metadata-quorum.sh remove-controller sends) takes it out again."""
     c = Cluster(tmp_path, size=3)
     try:
         c.start()
@@ -637,10 +637,19 @@ def test_a_controller_joins_and_leaves_the_quorum_at_run_time(tmp_path):
         create(n4.bootstrap, "three-of-four", 2)
         victim.start(60)
 
-        # Remove voter 4 again; the others go on as three.
-        r = subprocess.run([str(strata_bin()), "quorum", "remove-voter", "--bootstrap-controller", bootstrap,
-                            "--controller-id", "4"], capture_output=True, text=True, timeout=90)
-        assert r.returncode == 0, r.stderr
+        # Remove voter 4 again, with the Java Admin that kafka-metadata-quorum.sh uses
+        # (bootstrap.controllers, RemoveRaftVoter); the others go on as three.
+        import json
+        program = java_program("4", Path(__file__).parent / "java" / "StrataQuorumAdmin.java", tmp_path / "java")
+
+        def quorum_admin(*args: str) -> dict:
+            r = subprocess.run(program + [bootstrap, *args], capture_output=True, text=True, timeout=180)
+            lines = [line for line in r.stdout.splitlines() if line.startswith("RESULT ")]
+            assert lines, r.stdout + r.stderr[-3000:]
+            return json.loads(lines[-1][7:])
+
+        assert quorum_admin("describe")["voters"] == [1, 2, 3, 4]
+        assert quorum_admin("remove", "4")["voters"] == [1, 2, 3]
         wait_until(lambda: sorted(describe_quorum_v1(c.nodes[0].port)["partition"]["voters"]) == [1, 2, 3], 20,
                    message="voter 4 was not removed")
         create(c.nodes[0].bootstrap, "after-removal", 1)

@@ -38,7 +38,16 @@ pub fn encode_response<M: Encodable>(
 
 /// The ApiVersions body listing every served key and range.
 pub fn api_versions_body(error: Option<ResponseError>) -> ApiVersionsResponse {
-    let keys = SUPPORTED
+    api_versions_of(SUPPORTED, error)
+}
+
+/// The ApiVersions body of a CONTROLLER listener (see [`crate::versions::CONTROLLER_SUPPORTED`]).
+pub fn controller_api_versions_body() -> ApiVersionsResponse {
+    api_versions_of(crate::versions::CONTROLLER_SUPPORTED, None)
+}
+
+fn api_versions_of(table: &[crate::versions::ApiRange], error: Option<ResponseError>) -> ApiVersionsResponse {
+    let keys = table
         .iter()
         .map(|r| ApiVersion::default().with_api_key(r.key as i16).with_min_version(r.min).with_max_version(r.max))
         .collect();

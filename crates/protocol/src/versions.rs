@@ -57,6 +57,22 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
 ];
 
+/// What a node's CONTROLLER listener answers (its ApiVersions lists these, as a KRaft
+/// controller's does, so admin clients bootstrapped with `bootstrap.controllers` find
+/// DescribeQuorum, DescribeCluster, AddRaftVoter and RemoveRaftVoter there).
+pub const CONTROLLER_SUPPORTED: &[ApiRange] = &[
+    ApiRange { key: ApiKey::CreateTopics, min: 2, max: 7 },
+    ApiRange { key: ApiKey::ApiVersions, min: 0, max: 4 },
+    ApiRange { key: ApiKey::DescribeQuorum, min: 0, max: 2 },
+    ApiRange { key: ApiKey::Envelope, min: 0, max: 0 },
+    ApiRange { key: ApiKey::DescribeCluster, min: 1, max: 2 },
+    ApiRange { key: ApiKey::BrokerRegistration, min: 0, max: 4 },
+    ApiRange { key: ApiKey::BrokerHeartbeat, min: 0, max: 1 },
+    ApiRange { key: ApiKey::AllocateProducerIds, min: 0, max: 0 },
+    ApiRange { key: ApiKey::AddRaftVoter, min: 0, max: 0 },
+    ApiRange { key: ApiKey::RemoveRaftVoter, min: 0, max: 0 },
+];
+
 /// The served range for `key`, if Strata serves it at all.
 pub fn supported_range(key: ApiKey) -> Option<ApiRange> {
     SUPPORTED.iter().copied().find(|r| r.key == key)

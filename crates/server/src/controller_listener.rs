@@ -7,7 +7,8 @@
 //!   broker's own handler for it when this node is the active controller, else NOT_CONTROLLER.
 //! - BrokerRegistration (62), BrokerHeartbeat (63) and AllocateProducerIds (67): decided by the
 //!   active controller.
-//! - CreateTopics (19), ApiVersions (18) and DescribeQuorum (55): answered as a broker would.
+//! - ApiVersions (18): the controller's APIs (`strata_protocol::versions::CONTROLLER_SUPPORTED`).
+//! - CreateTopics (19) and DescribeQuorum (55): answered as a broker would.
 //! - DescribeCluster (60) with endpoint type 2 (KIP-919): the controllers.
 //! - AddRaftVoter (80) and RemoveRaftVoter (81), KIP-853: membership changes at run time.
 //!
@@ -265,7 +266,17 @@ async fn respond(
             }
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
-        ApiKey::CreateTopics | ApiKey::ApiVersions | ApiKey::DescribeQuorum => {
+        ApiKey::ApiVersions => {
+            // The controller's own list (Kafka's controller ApiVersions), not the broker's.
+            if version > 4 {
+                // KIP-511: a newer client gets our range in the v0 form and retries.
+                strata_protocol::response::encode_unsupported_api_versions(&mut out, cid).ok()?;
+            } else {
+                let body = strata_protocol::response::controller_api_versions_body();
+                encode_response(&mut out, api, version, cid, &body).ok()?;
+            }
+        }
+        ApiKey::CreateTopics | ApiKey::DescribeQuorum => {
             let b = wait_for_broker(broker).await?;
             return handle_request_bytes(b, client_host, frame).await.ok().flatten();
         }
