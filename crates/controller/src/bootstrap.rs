@@ -8,7 +8,7 @@
 //! | Raft store | `metadata.log` (before the quorum) | joining | meta.properties | outcome |
 //! |---|---|---|---|---|
 //! | present | any | any | any | start on it |
-//! | absent | present | — | any | migrate: its records become the bootstrap snapshot |
+//! | absent | present | — | any | a single node's: its records become the bootstrap snapshot; a cluster node's (the cluster id only): set aside, the store starts as before |
 //! | absent | absent | yes | formatted | start empty, learn the quorum from its leader |
 //! | absent | absent | no | formatted | refuse: the metadata is lost, and with it the topics |
 //! | absent | absent | no | none, single node | format: a new cluster |
@@ -97,12 +97,35 @@ pub fn format(storage: &dyn Storage, dir: &Path, voters: &[u64], cluster_id: &st
     RaftStore::format(storage, dir, voters, &image)
 }
 
-/// Replays `metadata.log`, checks it belongs to this cluster and node, and writes its image
-/// as the Raft store's bootstrap snapshot. Returns its cluster id.
+/// Replays `metadata.log`, checks it belongs to this cluster and node and, on a single node,
+/// writes its image as the Raft store's bootstrap snapshot. Returns its cluster id.
+///
+/// On a node of a cluster (several initial voters, or joining one) an earlier build's
+/// `strata format` wrote the file with the cluster id only, and that build's quorum started
+/// from an empty bootstrap snapshot, proposing the cluster id as its first entry: such a node
+/// keeps doing exactly that (its store starts as that build's did), so it agrees with the
+/// other nodes' logs. Such a file holding more than the cluster id is refused.
 fn migrate(storage: &Arc<dyn Storage>, dir: &Path, node: &Node<'_>) -> Result<String, ControllerError> {
     let legacy = dir.join(LEGACY_LOG);
     let (_, records) = MetadataLog::open_with_storage(storage.clone(), dir)?;
     let (image, _) = MetadataImage::empty().apply(&records)?;
+    let single = !node.joining && node.voters == [node.node_id as u64];
+    if !single {
+        return match (node.cluster_id, image.cluster_id.as_deref()) {
+            (Some(expected), Some(found)) if expected == found && records.len() == 1 => {
+                if !node.joining {
+                    RaftStore::format(&**storage, dir, node.voters, &MetadataImage::empty())?;
+                }
+                tracing::info!(cluster_id = expected, "set aside the bootstrap metadata an earlier build wrote");
+                Ok(expected.to_owned())
+            }
+            _ => Err(ControllerError::Identity(format!(
+                "{} holds {} metadata records of a single node (or another cluster's), but this node is one of a quorum; start it as the single node it was, or restore the quorum's metadata",
+                legacy.display(),
+                records.len()
+            ))),
+        };
+    }
     let cluster_id = match (node.cluster_id, image.cluster_id.as_deref()) {
         (Some(expected), None) => {
             return Err(ControllerError::Identity(format!(
@@ -184,6 +207,31 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_node_formatted_by_an_earlier_build_starts_as_that_build_did() {
+        let storage = MemStorage::new();
+        let dir = Path::new(DIR);
+        let (mut log, _) = MetadataLog::open_with_storage(Arc::new(storage.clone()), dir).unwrap();
+        log.append(&[MetadataRecord::ClusterCreated { cluster_id: "BBBBBBBBBBBBBBBBBBBBBB".into() }]).unwrap();
+        drop(log);
+        let voter = Node { voters: &[1, 2, 3], ..node(Some("BBBBBBBBBBBBBBBBBBBBBB"), false) };
+        assert_eq!(prepare(&dyn_storage(&storage), dir, &voter).unwrap(), "BBBBBBBBBBBBBBBBBBBBBB");
+        // The old build's bootstrap: the voters and no metadata (the cluster id is proposed).
+        let store = RaftStore::open(Arc::new(storage.clone()), dir, &[1, 2, 3]).unwrap();
+        let quorum_node = QuorumNode::new(&QuorumConfig::new(1), store).unwrap();
+        assert_eq!(quorum_node.voters(), vec![1, 2, 3]);
+        assert_eq!(quorum_node.committed().cluster_id, None);
+        // A joining node's store stays empty: it learns everything from the leader.
+        let joining = MemStorage::new();
+        let (mut log, _) = MetadataLog::open_with_storage(Arc::new(joining.clone()), dir).unwrap();
+        log.append(&[MetadataRecord::ClusterCreated { cluster_id: "BBBBBBBBBBBBBBBBBBBBBB".into() }]).unwrap();
+        drop(log);
+        let joiner = Node { voters: &[], joining: true, ..node(Some("BBBBBBBBBBBBBBBBBBBBBB"), false) };
+        prepare(&dyn_storage(&joining), dir, &joiner).unwrap();
+        assert!(!RaftStore::exists(&joining, dir).unwrap());
+        assert!(joining.exists(&dir.join(MIGRATED_LOG)).unwrap());
+    }
+
+    #[test]
     fn a_legacy_metadata_log_becomes_the_first_snapshot() {
         let storage = MemStorage::new();
         let dir = Path::new(DIR);
@@ -204,7 +252,7 @@ mod tests {
         let (expected, _) = MetadataImage::empty().apply(&records).unwrap();
 
         // Another node id, or another cluster, is refused and leaves the file where it is.
-        let other = Node { node_id: 2, ..node(Some("BBBBBBBBBBBBBBBBBBBBBB"), false) };
+        let other = Node { node_id: 2, voters: &[2], ..node(Some("BBBBBBBBBBBBBBBBBBBBBB"), false) };
         assert!(prepare(&dyn_storage(&storage), dir, &other)
             .unwrap_err()
             .to_string()

@@ -517,7 +517,22 @@ pub fn register_broker(
     rack: Option<String>,
 ) -> (Vec<MetadataRecord>, i64) {
     match image.brokers.get(&broker_id) {
-        Some(b) if b.host == host && b.port == port && b.rack == rack => (unfence_broker(image, broker_id), b.epoch),
+        Some(b) if b.host == host && b.port == port && b.rack == rack && b.fenced => {
+            (unfence_broker(image, broker_id), b.epoch)
+        }
+        Some(b) if b.host == host && b.port == port && b.rack == rack => {
+            // A new incarnation of a broker that was never fenced (killed, or a power cut,
+            // faster than its session expired): as KRaft fences a re-registering broker, its
+            // partitions pass through a new leader epoch, so clients and replicas that saw
+            // records the old incarnation may have lost validate their positions (KIP-101/320)
+            // instead of reading new records at reused (epoch, offset) pairs.
+            let mut records = fence_broker(image, broker_id);
+            match image.apply(&records) {
+                Ok((fenced, _)) => records.extend(unfence_broker(&fenced, broker_id)),
+                Err(_) => records.clear(),
+            }
+            (records, b.epoch)
+        }
         _ => {
             let epoch = image.records_applied as i64;
             let mut records =
@@ -547,6 +562,34 @@ mod tests {
     }
 
     const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1 };
+
+    /// KIP-101: a broker that comes back without having been fenced (a kill faster than its
+    /// session) still starts a new leader epoch on its partitions, so positions read from its
+    /// previous incarnation are validated, never silently reused.
+    #[test]
+    fn a_new_incarnation_starts_new_leader_epochs() {
+        let image = image_with_broker();
+        let spec = CreateTopicSpec {
+            name: "t".into(),
+            num_partitions: 2,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs: Default::default(),
+        };
+        let (records, _) = create_topics(&image, &D, vec![spec], false);
+        let image = image.apply(&records).unwrap().0;
+        let epochs = |img: &MetadataImage| {
+            img.topic("t").unwrap().partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect::<Vec<_>>()
+        };
+        let before = epochs(&image);
+        let (records, _) = register_broker(&image, 1, "h".into(), 1, None);
+        let after = image.apply(&records).unwrap().0;
+        assert!(!after.brokers[&1].fenced);
+        for ((l0, e0), (l1, e1)) in before.iter().zip(epochs(&after)) {
+            assert_eq!((*l0, l1), (1, 1));
+            assert!(e1 > *e0, "epoch {e0} -> {e1}");
+        }
+    }
 
     #[test]
     fn topic_ids_are_a_function_of_the_image_and_never_repeat() {

@@ -698,10 +698,15 @@ impl Driver {
         for id in latest.brokers.keys() {
             self.heartbeats.entry(*id).or_insert(now);
         }
+        // A sole voter's own broker is never fenced: no other broker could lead its partitions,
+        // and a paused process (or a starved runtime) would only lose its leadership.
+        let me = self.node.id() as i32;
+        let sole = self.node.voters() == [self.node.id()];
         let expired: Vec<i32> = latest
             .brokers
             .values()
             .filter(|b| !b.fenced)
+            .filter(|b| !(sole && b.broker_id == me))
             .filter(|b| {
                 self.heartbeats.get(&b.broker_id).is_some_and(|t| now.duration_since(*t) > self.session_timeout)
             })

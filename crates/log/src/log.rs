@@ -674,6 +674,7 @@ impl Log {
         self.ensure_online()?;
         let plan = self.plan_append(batches)?;
         self.roll_if_needed(&plan, now_ms)?;
+        self.assign_leader_epoch_at(plan.first_offset)?;
 
         // Assign offsets in place. Every batch parsed in `plan_append`, so the loop cannot fail.
         let mut pos = 0usize;
@@ -708,6 +709,7 @@ impl Log {
             )));
         }
         self.roll_if_needed(&plan, now_ms)?;
+        self.assign_leader_epoch_at(plan.first_offset)?;
         let parsed = BatchHeader::parse(batch).map_err(|source| LogError::InvalidBatch { position: 0, source })?;
         let header = BatchHeader {
             base_offset: plan.first_offset,
@@ -1241,6 +1243,21 @@ impl Log {
         self.unflushed_messages = 0;
         self.recovery_point = self.log_end_offset;
         self.write_epochs_if_dirty()
+    }
+
+    /// Before a leader's append at `offset`: its epoch is in the cache (it is, since
+    /// [`Log::become_leader`], unless a truncation below the epoch's start removed it; then it
+    /// starts again here, durably, as Kafka's `maybeAssignEpochStartOffset` on append).
+    fn assign_leader_epoch_at(&mut self, offset: i64) -> Result<(), LogError> {
+        let Some(epoch) = self.leader_epoch else { return Ok(()) };
+        if self.epochs.latest().is_some_and(|(e, _)| e == epoch) {
+            return Ok(());
+        }
+        if self.epochs.assign(epoch, offset) || self.epochs.is_dirty() {
+            let result = self.epochs.write(&*self.storage, &self.dir);
+            self.offline_on_io_error(result)?;
+        }
+        Ok(())
     }
 
     fn write_epochs_if_dirty(&mut self) -> Result<(), LogError> {

@@ -216,7 +216,9 @@ fn format_node(
     data_dirs.check_node_id(config.node_id())?;
     let metadata_log = metadata_dir.join(METADATA_DIR);
     let storage = strata_log::storage::FsStorage;
-    if strata_controller::raft::RaftStore::exists(&storage, &metadata_log)? {
+    // A metadata log of an earlier build counts as formatted: the first start migrates it.
+    let legacy = metadata_log.join(strata_controller::bootstrap::LEGACY_LOG).exists();
+    if legacy || strata_controller::raft::RaftStore::exists(&storage, &metadata_log)? {
         if !ignore_formatted {
             anyhow::bail!("{} already holds a metadata log", metadata_log.display());
         }
@@ -296,6 +298,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         },
     )
     .context("cannot open the metadata log")?;
+    // Before anything else can fail: a store formatted here is never left without the
+    // meta.properties that says whose it is.
+    data_dirs.write_missing(&cluster_id, config.node_id())?;
     let quorum = start_quorum(
         &config,
         &quorum_voters,
@@ -316,14 +321,21 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         }
         None => None,
     };
-    // A new node, a directory new to log.dirs, or one written before meta.properties existed.
-    data_dirs.write_missing(&cluster_id, config.node_id())?;
     let replicas = Arc::new(
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
     let started = std::time::Instant::now();
-    quorum.register_publisher(replicas.clone());
-    replicas.remove_deleted_topics_data();
+    // Opening every log (and starting leader epochs) waits on the disk: off the async workers,
+    // so the heartbeats go on meanwhile.
+    {
+        let (quorum, replicas) = (quorum.clone(), replicas.clone());
+        tokio::task::spawn_blocking(move || {
+            quorum.register_publisher(replicas.clone());
+            replicas.remove_deleted_topics_data();
+        })
+        .await
+        .context("loading the logs")?;
+    }
     tracing::info!(
         partitions = replicas.all_partitions().len(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -339,7 +351,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
             .await
             .context("cannot start the group coordinator")?;
-        quorum.register_publisher(groups.clone());
+        {
+            let (quorum, groups) = (quorum.clone(), groups.clone());
+            tokio::task::spawn_blocking(move || quorum.register_publisher(groups))
+                .await
+                .context("starting the group coordinator")?;
+        }
         tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
         groups
     } else {

@@ -251,9 +251,6 @@ impl Partition {
         Ok(recorded?)
     }
 
-    /// Kafka's check before an acks=all append (`Partition.appendRecordsToLeader`): with fewer
-    /// in-sync replicas than the topic's `min.insync.replicas`, the produce is refused with
-    /// NOT_ENOUGH_REPLICAS (retriable) and nothing is appended. acks 0 and 1 are not checked.
     /// This broker became the partition's leader in `epoch` (see [`Log::become_leader`]: the
     /// epoch's start is fsynced to the leader-epoch checkpoint; run off the async workers).
     pub fn become_leader(&self, epoch: i32) -> Result<(), BrokerError> {
@@ -288,11 +285,15 @@ impl Partition {
         let Some(log) = st.log.as_ref() else { return -1 };
         match offset {
             Some(o) => log.epoch_for_offset(o),
-            None => log.latest_epoch(),
+            // Kafka reports the partition's current leader epoch for the latest offset.
+            None => log.leader_epoch().or(log.latest_epoch()),
         }
         .unwrap_or(-1)
     }
 
+    /// Kafka's check before an acks=all append (`Partition.appendRecordsToLeader`): with fewer
+    /// in-sync replicas than the topic's `min.insync.replicas`, the produce is refused with
+    /// NOT_ENOUGH_REPLICAS (retriable) and nothing is appended. acks 0 and 1 are not checked.
     pub fn check_min_isr(&self, acks: i16, in_sync: usize) -> Result<(), BrokerError> {
         let required = self.lock().settings.min_insync_replicas;
         if acks == -1 && in_sync < required {

@@ -55,21 +55,34 @@ pub type EventSink = std::sync::mpsc::Sender<crate::quorum::Input>;
 /// written back over it. Shared by the transport (which sends) and the listener (which
 /// accepts).
 #[derive(Clone, Default)]
-pub struct Observers(Arc<Mutex<HashMap<u64, mpsc::Sender<Message>>>>);
+pub struct Observers(Arc<Mutex<HashMap<u64, ObserverConnection>>>);
+
+/// One observer's connection: its queue, and how to close it when a newer one replaces it.
+struct ObserverConnection {
+    tx: mpsc::Sender<Message>,
+    displaced: Arc<tokio::sync::Notify>,
+}
 
 impl Observers {
     fn get(&self, id: u64) -> Option<mpsc::Sender<Message>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&id).cloned()
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).get(&id).map(|c| c.tx.clone())
     }
 
-    fn insert(&self, id: u64, tx: mpsc::Sender<Message>) {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
+    /// Registers `id`'s new connection; an older one of the same id is told to close (a
+    /// reconnect after a half-open connection, or two nodes claiming one id: logged).
+    fn insert(&self, id: u64, tx: mpsc::Sender<Message>, displaced: Arc<tokio::sync::Notify>) {
+        let old =
+            self.0.lock().unwrap_or_else(PoisonError::into_inner).insert(id, ObserverConnection { tx, displaced });
+        if let Some(old) = old {
+            tracing::info!(observer = id, "a new connection of this observer replaces its older one");
+            old.displaced.notify_one();
+        }
     }
 
     /// Forgets `id`'s connection if `tx` is still it (a newer one may have replaced it).
     fn remove(&self, id: u64, tx: &mpsc::Sender<Message>) {
         let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if map.get(&id).is_some_and(|t| t.same_channel(tx)) {
+        if map.get(&id).is_some_and(|c| c.tx.same_channel(tx)) {
             map.remove(&id);
         }
     }
@@ -349,7 +362,8 @@ pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSi
     };
     let (mut read, mut write) = stream.into_split();
     let (tx, mut rx) = mpsc::channel(QUEUE);
-    observers.insert(id, tx.clone());
+    let displaced = Arc::new(tokio::sync::Notify::new());
+    observers.insert(id, tx.clone(), displaced.clone());
     let writer = {
         let sink = sink.clone();
         tokio::spawn(async move {
@@ -357,7 +371,14 @@ pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSi
             write_messages(&mut write, id, &mut rx, &sink, &mut never).await
         })
     };
-    read_messages(&mut read, &peer_addr, &sink).await;
+    tokio::select! {
+        () = read_messages(&mut read, &peer_addr, &sink) => {}
+        () = displaced.notified() => {}
+    }
     observers.remove(id, &tx);
     writer.abort();
+    // Whatever was queued or half written is lost: raft-rs must not wait for it (a snapshot
+    // in flight would otherwise keep the observer's progress paused for good).
+    let _ = sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: id, delivered: false }));
+    let _ = sink.send(crate::quorum::Input::Transport(Event::Unreachable(id)));
 }
