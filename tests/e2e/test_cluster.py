@@ -727,3 +727,42 @@ def test_the_java_client_sees_and_uses_the_cluster(cluster, tmp_path):
     assert results["quorum_epoch"] > 0 and results["quorum_hw"] > 0, results
     assert results["leaders"] == [1, 2, 3], results
     assert results["consumed"] == 200, results
+
+
+def alter_partition_v2(port: int, broker_id: int, broker_epoch: int, topic_id: bytes) -> int:
+    """AlterPartition v2 (flexible) for partition 0 of `topic_id`, ISR [broker_id]: the
+    response's top-level error code."""
+    import socket
+    import struct
+
+    from e2e_util import recv_exact
+
+    cid = b"e2e-alter"
+    header = struct.pack(">hhih", 56, 2, 9, len(cid)) + cid + b"\x00"
+    partition = struct.pack(">iib", 0, 0, 2) + struct.pack(">i", broker_id) + struct.pack(">bi", 0, 0) + b"\x00"
+    body = struct.pack(">iq", broker_id, broker_epoch) + b"\x02" + topic_id + b"\x02" + partition + b"\x00" + b"\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        msg = header + body
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        (size,) = struct.unpack(">i", recv_exact(s, 4))
+        data = recv_exact(s, size)
+    assert struct.unpack_from(">i", data, 0)[0] == 9 and data[4] == 0  # correlation id, no header tags
+    return struct.unpack_from(">h", data, 5 + 4)[0]
+
+
+def test_the_controller_listener_lists_and_serves_the_controller_apis(cluster):
+    """ApiVersions on a CONTROLLER listener lists the controller's APIs (what Kafka's admin
+    client with bootstrap.controllers checks), not the broker's; AlterPartition (KIP-497) is
+    decided by the active controller only: from a sender at a broker epoch it never had,
+    STALE_BROKER_EPOCH there, NOT_CONTROLLER elsewhere."""
+    from e2e_util import api_versions
+
+    keys = api_versions("127.0.0.1", cluster.nodes[0].controller_port)
+    assert keys[56] == (2, 3) and keys[80] == (0, 0) and keys[81] == (0, 0) and keys[62] == (0, 4), keys
+    assert 0 not in keys and 1 not in keys, "the controller listener does not serve Produce or Fetch"
+    active = cluster.active_controller()
+    create(active.bootstrap, "alter-me", 1)
+    codes = {n.node_id: alter_partition_v2(n.controller_port, active.node_id, -5, b"\x01" * 16)
+             for n in cluster.nodes}
+    assert codes[active.node_id] == 77, codes  # STALE_BROKER_EPOCH
+    assert all(code == 41 for node, code in codes.items() if node != active.node_id), codes  # NOT_CONTROLLER

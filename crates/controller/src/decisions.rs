@@ -543,6 +543,106 @@ pub fn register_broker(
     }
 }
 
+/// One partition of an AlterPartition request (key 56, KIP-497): the ISR its leader proposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader and partition epochs the leader's change is based on.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The proposed ISR: broker ids with the broker epoch the leader saw them with (-1 when
+    /// the request version carries none, KIP-903).
+    pub new_isr: Vec<(i32, i64)>,
+}
+
+/// The answer for one partition of AlterPartition: its registration after the change (or as
+/// it stands, when nothing changed), or why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IsrOutcome {
+    Altered { leader: i32, leader_epoch: i32, isr: Vec<i32>, partition_epoch: i32 },
+    Refused(ResponseError),
+}
+
+/// AlterPartition, as Kafka's `ReplicationControlManager.alterPartition` decides it: the
+/// sender must be a registered broker at `broker_epoch` (else STALE_BROKER_EPOCH for the whole
+/// request). Each partition on its own: UNKNOWN_TOPIC_ID / UNKNOWN_TOPIC_OR_PARTITION;
+/// NOT_CONTROLLER when the change is based on newer epochs than this image has (this
+/// controller is behind: the leader finds the current one); FENCED_LEADER_EPOCH for an older
+/// leader epoch; INVALID_REQUEST from a broker that does not lead it, or for an ISR that is not
+/// a set of its replicas holding the leader; INVALID_UPDATE_VERSION for an older partition
+/// epoch (a stale change, KIP-497's guard); INELIGIBLE_REPLICA when a new member is not
+/// registered, is fenced, or was seen at another broker epoch. An accepted change is one
+/// PartitionChange record (the partition epoch goes up, the leader epoch stays).
+pub fn alter_partition(
+    image: &MetadataImage,
+    broker_id: i32,
+    broker_epoch: i64,
+    changes: &[IsrChange],
+) -> Result<(Vec<MetadataRecord>, Vec<IsrOutcome>), ApiError> {
+    match image.brokers.get(&broker_id) {
+        Some(b) if b.epoch == broker_epoch => {}
+        _ => {
+            return Err(ApiError::new(
+                ResponseError::StaleBrokerEpoch,
+                format!("broker {broker_id} is not registered at epoch {broker_epoch}"),
+            ))
+        }
+    }
+    let mut records = Vec::new();
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for c in changes {
+        let Some(topic) = image.topic_by_id(&c.topic_id) else {
+            outcomes.push(IsrOutcome::Refused(ResponseError::UnknownTopicId));
+            continue;
+        };
+        let Some(p) = usize::try_from(c.partition).ok().and_then(|i| topic.partitions.get(i)) else {
+            outcomes.push(IsrOutcome::Refused(ResponseError::UnknownTopicOrPartition));
+            continue;
+        };
+        let ids: Vec<i32> = c.new_isr.iter().map(|(id, _)| *id).collect();
+        let mut unique = ids.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        let eligible = |(id, epoch): &(i32, i64)| {
+            image.brokers.get(id).is_some_and(|b| !b.fenced && (*epoch < 0 || b.epoch == *epoch))
+        };
+        let refused = if c.leader_epoch > p.leader_epoch || c.partition_epoch > p.partition_epoch {
+            Some(ResponseError::NotController)
+        } else if c.leader_epoch < p.leader_epoch {
+            Some(ResponseError::FencedLeaderEpoch)
+        } else if broker_id != p.leader {
+            Some(ResponseError::InvalidRequest)
+        } else if c.partition_epoch < p.partition_epoch {
+            Some(ResponseError::InvalidUpdateVersion)
+        } else if unique.len() != ids.len() || ids.iter().any(|id| !p.replicas.contains(id)) || !ids.contains(&p.leader)
+        {
+            Some(ResponseError::InvalidRequest)
+        } else if !c.new_isr.iter().all(eligible) {
+            Some(ResponseError::IneligibleReplica)
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            outcomes.push(IsrOutcome::Refused(e));
+            continue;
+        }
+        let (leader_epoch, mut partition_epoch) = (p.leader_epoch, p.partition_epoch);
+        if ids != p.isr {
+            records.push(MetadataRecord::PartitionChange {
+                topic_id: c.topic_id,
+                partition: c.partition,
+                leader: None,
+                isr: Some(ids.clone()),
+                replicas: None,
+            });
+            partition_epoch += 1;
+        }
+        outcomes.push(IsrOutcome::Altered { leader: p.leader, leader_epoch, isr: ids, partition_epoch });
+    }
+    Ok((records, outcomes))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +662,78 @@ mod tests {
     }
 
     const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1 };
+
+    /// KIP-497: only the leader, at the current epochs, with an ISR of eligible replicas
+    /// that holds it, changes the ISR; a stale change (older partition epoch) is refused.
+    #[test]
+    fn alter_partition_follows_kafka() {
+        let reg = |id: i32| MetadataRecord::BrokerRegistered {
+            broker_id: id,
+            host: "h".into(),
+            port: id as u16,
+            rack: None,
+            epoch: 10 + i64::from(id),
+            fenced: false,
+        };
+        let image = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
+        let topic_id = Uuid::from_u128(7);
+        let image = image
+            .apply(&[
+                MetadataRecord::TopicCreated { name: "t".into(), topic_id },
+                MetadataRecord::PartitionCreated {
+                    topic_id,
+                    partition: 0,
+                    replicas: vec![1, 2, 3],
+                    leader: 1,
+                    leader_epoch: 0,
+                },
+            ])
+            .unwrap()
+            .0;
+        let p = image.topic("t").unwrap().partitions[0].clone();
+        let change = |isr: &[(i32, i64)]| IsrChange {
+            topic_id,
+            partition: 0,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+            new_isr: isr.to_vec(),
+        };
+        // Shrink to the leader and broker 2.
+        let (records, out) = alter_partition(&image, 1, 11, &[change(&[(1, 11), (2, -1)])]).unwrap();
+        let after = image.apply(&records).unwrap().0;
+        let q = &after.topic("t").unwrap().partitions[0];
+        assert_eq!(q.isr, vec![1, 2]);
+        assert_eq!(
+            out,
+            vec![IsrOutcome::Altered {
+                leader: 1,
+                leader_epoch: p.leader_epoch,
+                isr: vec![1, 2],
+                partition_epoch: q.partition_epoch
+            }]
+        );
+        assert_eq!(q.partition_epoch, p.partition_epoch + 1);
+        // The same change again, based on the old partition epoch: stale.
+        let (r, out) = alter_partition(&after, 1, 11, &[change(&[(1, 11)])]).unwrap();
+        assert!(r.is_empty());
+        assert_eq!(out, vec![IsrOutcome::Refused(ResponseError::InvalidUpdateVersion)]);
+        let refused = |img: &MetadataImage, broker: i32, epoch: i64, c: IsrChange| {
+            alter_partition(img, broker, epoch, &[c]).map(|(_, o)| o)
+        };
+        assert_eq!(refused(&image, 1, 99, change(&[(1, 11)])).unwrap_err().error, ResponseError::StaleBrokerEpoch);
+        let not_leader = refused(&image, 2, 12, change(&[(1, 11), (2, 12)])).unwrap();
+        assert_eq!(not_leader, vec![IsrOutcome::Refused(ResponseError::InvalidRequest)]);
+        let without_leader = refused(&image, 1, 11, change(&[(2, 12)])).unwrap();
+        assert_eq!(without_leader, vec![IsrOutcome::Refused(ResponseError::InvalidRequest)]);
+        let stale_member = refused(&image, 1, 11, change(&[(1, 11), (3, 5)])).unwrap();
+        assert_eq!(stale_member, vec![IsrOutcome::Refused(ResponseError::IneligibleReplica)]);
+        let older_leader = refused(&image, 1, 11, IsrChange { leader_epoch: p.leader_epoch - 1, ..change(&[(1, 11)]) });
+        assert_eq!(older_leader.unwrap(), vec![IsrOutcome::Refused(ResponseError::FencedLeaderEpoch)]);
+        let newer = refused(&image, 1, 11, IsrChange { partition_epoch: p.partition_epoch + 1, ..change(&[(1, 11)]) });
+        assert_eq!(newer.unwrap(), vec![IsrOutcome::Refused(ResponseError::NotController)]);
+        let unknown = refused(&image, 1, 11, IsrChange { topic_id: Uuid::from_u128(8), ..change(&[(1, 11)]) });
+        assert_eq!(unknown.unwrap(), vec![IsrOutcome::Refused(ResponseError::UnknownTopicId)]);
+    }
 
     /// KIP-101: a broker that comes back without having been fenced (a kill faster than its
     /// session) still starts a new leader epoch on its partitions, so positions read from its

@@ -497,6 +497,69 @@ impl QuorumController {
         Ok(epoch)
     }
 
+    /// Handles an AlterPartition (key 56, KIP-497) that reached this controller: decided here
+    /// when active ([`decisions::alter_partition`]), else NOT_CONTROLLER for the whole request.
+    pub async fn handle_alter_partition(
+        &self,
+        req: &kafka_protocol::messages::AlterPartitionRequest,
+        version: i16,
+    ) -> kafka_protocol::messages::AlterPartitionResponse {
+        use kafka_protocol::messages::alter_partition_response::{PartitionData, TopicData};
+        use kafka_protocol::messages::AlterPartitionResponse;
+        let changes: Vec<decisions::IsrChange> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| decisions::IsrChange {
+                    topic_id: t.topic_id,
+                    partition: p.partition_index,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    // v3 carries each member's broker epoch (KIP-903); v2 only ids.
+                    new_isr: if version >= 3 {
+                        p.new_isr_with_epochs.iter().map(|b| (b.broker_id.0, b.broker_epoch)).collect()
+                    } else {
+                        p.new_isr.iter().map(|b| (b.0, -1)).collect()
+                    },
+                })
+            })
+            .collect();
+        let (broker, epoch) = (req.broker_id.0, req.broker_epoch);
+        let decided = self.commit(move |img| match decisions::alter_partition(img, broker, epoch, &changes) {
+            Ok((records, outcomes)) => (records, Ok(outcomes)),
+            Err(e) => (Vec::new(), Err(e)),
+        });
+        let outcomes = match decided.await {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) | Err(e) => return AlterPartitionResponse::default().with_error_code(e.error.code()),
+        };
+        let mut outcomes = outcomes.into_iter();
+        let topics = req
+            .topics
+            .iter()
+            .map(|t| {
+                let partitions = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let base = PartitionData::default().with_partition_index(p.partition_index);
+                        match outcomes.next() {
+                            Some(decisions::IsrOutcome::Altered { leader, leader_epoch, isr, partition_epoch }) => base
+                                .with_leader_id(BrokerId(leader))
+                                .with_leader_epoch(leader_epoch)
+                                .with_isr(isr.into_iter().map(BrokerId).collect())
+                                .with_partition_epoch(partition_epoch),
+                            Some(decisions::IsrOutcome::Refused(e)) => base.with_error_code(e.code()),
+                            None => base.with_error_code(ResponseError::UnknownServerError.code()),
+                        }
+                    })
+                    .collect();
+                TopicData::default().with_topic_id(t.topic_id).with_partitions(partitions)
+            })
+            .collect();
+        AlterPartitionResponse::default().with_topics(topics)
+    }
+
     /// Handles an AllocateProducerIds that reached this controller.
     pub async fn handle_allocate_producer_ids(&self, broker_id: i32) -> Result<Range<i64>, ApiError> {
         self.commit(move |img| decisions::allocate_producer_ids(img, broker_id, PRODUCER_ID_BLOCK)).await

@@ -76,19 +76,12 @@ impl LeaderEpochCache {
 
     /// Writes the cache to `dir` atomically (temporary file, fsync, rename, directory fsync).
     pub fn write(&mut self, storage: &dyn Storage, dir: &Path) -> Result<(), LogError> {
-        let path = dir.join(LEADER_EPOCH_CHECKPOINT_FILE);
-        let tmp = dir.join(format!("{LEADER_EPOCH_CHECKPOINT_FILE}.tmp"));
         let mut text = format!("0\n{}\n", self.entries.len());
         for (epoch, start) in &self.entries {
             text.push_str(&format!("{epoch} {start}\n"));
         }
-        let f = storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
-        f.set_len(0).map_err(LogError::io(&tmp))?;
-        f.write_all_at(0, text.as_bytes()).map_err(LogError::io(&tmp))?;
-        f.sync().map_err(LogError::io(&tmp))?;
-        drop(f);
-        storage.rename(&tmp, &path).map_err(LogError::io(&path))?;
-        storage.sync_dir(dir).map_err(LogError::io(dir))?;
+        crate::storage::replace_file(storage, dir, LEADER_EPOCH_CHECKPOINT_FILE, text.as_bytes())
+            .map_err(|(path, e)| LogError::io(&path)(e))?;
         self.dirty = false;
         Ok(())
     }

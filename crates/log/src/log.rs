@@ -1405,12 +1405,6 @@ fn read_checkpoint(storage: &dyn Storage, dir: &Path) -> Result<Option<i64>, Log
 }
 
 fn write_checkpoint(storage: &dyn Storage, dir: &Path, offset: i64) -> Result<(), LogError> {
-    let path = dir.join(LOG_START_CHECKPOINT_FILE);
-    let tmp = dir.join(format!("{LOG_START_CHECKPOINT_FILE}.tmp"));
-    let f = storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
-    f.set_len(0).map_err(LogError::io(&tmp))?;
-    f.write_all_at(0, format!("{offset}\n").as_bytes()).map_err(LogError::io(&tmp))?;
-    f.sync().map_err(LogError::io(&tmp))?;
-    storage.rename(&tmp, &path).map_err(LogError::io(&path))?;
-    storage.sync_dir(dir).map_err(LogError::io(dir))
+    crate::storage::replace_file(storage, dir, LOG_START_CHECKPOINT_FILE, format!("{offset}\n").as_bytes())
+        .map_err(|(path, e)| LogError::io(&path)(e))
 }

@@ -65,10 +65,11 @@ pub const CONTROLLER_SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::ApiVersions, min: 0, max: 4 },
     ApiRange { key: ApiKey::DescribeQuorum, min: 0, max: 2 },
     ApiRange { key: ApiKey::Envelope, min: 0, max: 0 },
-    ApiRange { key: ApiKey::DescribeCluster, min: 1, max: 2 },
+    ApiRange { key: ApiKey::DescribeCluster, min: 0, max: 2 },
     ApiRange { key: ApiKey::BrokerRegistration, min: 0, max: 4 },
     ApiRange { key: ApiKey::BrokerHeartbeat, min: 0, max: 1 },
     ApiRange { key: ApiKey::AllocateProducerIds, min: 0, max: 0 },
+    ApiRange { key: ApiKey::AlterPartition, min: 2, max: 3 },
     ApiRange { key: ApiKey::AddRaftVoter, min: 0, max: 0 },
     ApiRange { key: ApiKey::RemoveRaftVoter, min: 0, max: 0 },
 ];
@@ -121,5 +122,19 @@ mod doc_tests {
             .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
             .count();
         assert_eq!(rows, SUPPORTED.len(), "docs/compatibility.md serves keys the table does not");
+
+        // The CONTROLLER listener's table, likewise.
+        let controller = doc.split("## On the CONTROLLER listener").nth(1).unwrap_or_default();
+        let controller = controller.split("\n## ").next().unwrap_or_default();
+        for r in CONTROLLER_SUPPORTED {
+            let range = if r.min == r.max { format!("{}", r.min) } else { format!("{}–{}", r.min, r.max) };
+            let row = format!("| {} | {:?} | {} |", r.key as i16, r.key, range);
+            assert!(controller.contains(&row), "the CONTROLLER listener section lacks the row starting {row}");
+        }
+        let rows = controller
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+            .count();
+        assert_eq!(rows, CONTROLLER_SUPPORTED.len(), "the CONTROLLER listener section lists keys it does not serve");
     }
 }

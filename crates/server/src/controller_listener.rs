@@ -5,8 +5,8 @@
 //! `strata_controller::raft::transport`). Any other connection speaks the Kafka protocol:
 //! - Envelope (58, KIP-590): a client's admin request forwarded by a broker; answered with the
 //!   broker's own handler for it when this node is the active controller, else NOT_CONTROLLER.
-//! - BrokerRegistration (62), BrokerHeartbeat (63) and AllocateProducerIds (67): decided by the
-//!   active controller.
+//! - BrokerRegistration (62), BrokerHeartbeat (63), AllocateProducerIds (67) and AlterPartition
+//!   (56, KIP-497: a leader's ISR change): decided by the active controller.
 //! - ApiVersions (18): the controller's APIs (`strata_protocol::versions::CONTROLLER_SUPPORTED`).
 //! - CreateTopics (19) and DescribeQuorum (55): answered as a broker would.
 //! - DescribeCluster (60) with endpoint type 2 (KIP-919): the controllers.
@@ -192,6 +192,11 @@ async fn respond(
                 }
                 Err(e) => resp.error_code = e.error.code(),
             }
+            encode_response(&mut out, api, version, cid, &resp).ok()?;
+        }
+        ApiKey::AlterPartition => {
+            let req = decode::<kafka_protocol::messages::AlterPartitionRequest>(&mut buf, version)?;
+            let resp = quorum.handle_alter_partition(&req, version).await;
             encode_response(&mut out, api, version, cid, &resp).ok()?;
         }
         ApiKey::AllocateProducerIds => {

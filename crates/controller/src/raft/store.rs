@@ -454,22 +454,10 @@ fn bootstrap_snapshot(voters: &[u64], data: Vec<u8>) -> Snapshot {
     s
 }
 
-/// Writes `bytes` to `dir/name` atomically: a temporary file, fsynced, renamed over the old
-/// one, then the directory fsynced.
+/// Writes `bytes` to `dir/name` atomically (see [`strata_log::storage::replace_file`]).
 fn replace_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), ControllerError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| ControllerError::Io { path: p.clone(), source }
-    };
-    let f = storage.open(&tmp, true).map_err(io(&tmp))?;
-    f.set_len(0).map_err(io(&tmp))?;
-    f.write_all_at(0, bytes).map_err(io(&tmp))?;
-    f.sync().map_err(io(&tmp))?;
-    drop(f);
-    storage.rename(&tmp, &path).map_err(io(&path))?;
-    storage.sync_dir(dir).map_err(io(dir))
+    strata_log::storage::replace_file(storage, dir, name, bytes)
+        .map_err(|(path, source)| ControllerError::Io { path, source })
 }
 
 impl raft::Storage for RaftStore {

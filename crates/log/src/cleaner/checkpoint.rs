@@ -75,15 +75,8 @@ pub fn write(storage: &dyn Storage, data_dir: &Path, entries: &Checkpoints) -> R
         let (topic, partition) = name.rsplit_once('-').unwrap_or((name.as_str(), "0"));
         text.push_str(&format!("{topic} {partition} {offset}\n"));
     }
-    let path = data_dir.join(CLEANER_CHECKPOINT_FILE);
-    let tmp = data_dir.join(format!("{CLEANER_CHECKPOINT_FILE}.tmp"));
-    let f = storage.open(&tmp, true).map_err(LogError::io(&tmp))?;
-    f.set_len(0).map_err(LogError::io(&tmp))?;
-    f.write_all_at(0, text.as_bytes()).map_err(LogError::io(&tmp))?;
-    f.sync().map_err(LogError::io(&tmp))?;
-    drop(f);
-    storage.rename(&tmp, &path).map_err(LogError::io(&path))?;
-    storage.sync_dir(data_dir).map_err(LogError::io(data_dir))
+    crate::storage::replace_file(storage, data_dir, CLEANER_CHECKPOINT_FILE, text.as_bytes())
+        .map_err(|(path, e)| LogError::io(&path)(e))
 }
 
 #[cfg(test)]

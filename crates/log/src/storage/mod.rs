@@ -11,7 +11,7 @@
 use std::fmt;
 use std::io;
 use std::os::fd::BorrowedFd;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
@@ -20,6 +20,25 @@ mod mem;
 
 pub use fs::FsStorage;
 pub use mem::{for_each_seed, MemStorage, SimRng};
+
+/// Replaces `dir/name` with `bytes` atomically and durably: a temporary `name.tmp` written and
+/// fsynced, renamed over the old file, then the directory fsynced. After a crash the file is
+/// whole, old or new. On failure, the path of the step that failed and its error.
+pub fn replace_file(storage: &dyn Storage, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), (PathBuf, io::Error)> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let on = |p: &Path| {
+        let p = p.to_path_buf();
+        move |e| (p.clone(), e)
+    };
+    let f = storage.open(&tmp, true).map_err(on(&tmp))?;
+    f.set_len(0).map_err(on(&tmp))?;
+    f.write_all_at(0, bytes).map_err(on(&tmp))?;
+    f.sync().map_err(on(&tmp))?;
+    drop(f);
+    storage.rename(&tmp, &path).map_err(on(&path))?;
+    storage.sync_dir(dir).map_err(on(dir))
+}
 
 /// A file system: directories of named files.
 pub trait Storage: Send + Sync + fmt::Debug {
