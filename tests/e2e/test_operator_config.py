@@ -67,6 +67,22 @@ def test_log_dirs_is_a_list_that_partitions_spread_over(broker_factory, tmp_path
     assert len(partition_dirs(d1, topic_name)) == 2 and len(partition_dirs(d2, topic_name)) == 2
     assert len(partition_dirs(d1, "__consumer_offsets")) == len(partition_dirs(d2, "__consumer_offsets")) == 25
 
+    # DescribeLogDirs (kafka-log-dirs.sh / Admin.describeLogDirs) names both directories
+    # with the partitions each holds and their sizes, and the volume's bytes (v4).
+    from kafka import KafkaAdminClient
+    kp = KafkaAdminClient(bootstrap_servers=b.bootstrap, client_id="e2e-log-dirs")
+    try:
+        described = kp.describe_log_dirs()
+    finally:
+        kp.close()
+    text = repr(described)
+    assert str(d1) in text and str(d2) in text and topic_name in text, text[:2000]
+    sizes = raw_log_dir_sizes(b.port, topic_name)
+    on_disk = {d: {int(n.rsplit("-", 1)[1]) for n in partition_dirs(d, topic_name)} for d in (d1, d2)}
+    assert {d: set(parts) for d, (parts, _, _) in sizes.items()} == {str(d): on_disk[d] for d in (d1, d2)}, sizes
+    for d, (parts, total, usable) in sizes.items():
+        assert all(size > 0 for size in parts.values()) and total >= usable > 0, sizes
+
     # A partition moved to the other directory while the broker is stopped is found there.
     b.stop()
     moved = partition_dirs(d1, topic_name)[0]
@@ -285,3 +301,74 @@ def test_admin_changes_each_leave_one_info_line(broker_factory, topic_name):
     for f in admin.delete_consumer_groups([group]).values():
         f.result(10)
     one_new_line("group deleted", f"group={group}")
+
+
+def raw_log_dir_sizes(port: int, topic: str) -> dict[str, tuple[dict[int, int], int, int]]:
+    """DescribeLogDirs v4 (flexible) for `topic`'s partitions 0-3: {log_dir: ({partition:
+    size}, total_bytes, usable_bytes)}."""
+    import socket
+    import struct
+
+    from e2e_util import recv_exact
+
+    def uvarint(n: int) -> bytes:
+        out = b""
+        while n >= 0x80:
+            out += bytes([(n & 0x7F) | 0x80])
+            n >>= 7
+        return out + bytes([n])
+
+    t = topic.encode()
+    cid = b"e2e-logdirs"
+    header = struct.pack(">hhih", 35, 4, 5, len(cid)) + cid + b"\x00"
+    body = uvarint(2) + uvarint(len(t) + 1) + t + uvarint(5) + struct.pack(">iiii", 0, 1, 2, 3) + b"\x00" + b"\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        msg = header + body
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        (size,) = struct.unpack(">i", recv_exact(s, 4))
+        data = recv_exact(s, size)
+    i = 0
+
+    def take(fmt):
+        nonlocal i
+        v = struct.unpack_from(fmt, data, i)
+        i += struct.calcsize(fmt)
+        return v[0]
+
+    def uv():
+        nonlocal i
+        shift = n = 0
+        while True:
+            b = data[i]
+            i += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+
+    def string():
+        nonlocal i
+        n = uv() - 1
+        s = data[i:i + n].decode()
+        i += n
+        return s
+
+    assert take(">i") == 5 and uv() == 0  # correlation id, header tags
+    take(">i")  # throttle
+    assert take(">h") == 0
+    out = {}
+    for _ in range(uv() - 1):
+        assert take(">h") == 0
+        log_dir = string()
+        parts = {}
+        for _ in range(uv() - 1):
+            string()
+            for _ in range(uv() - 1):
+                index, psize, _lag, _future = take(">i"), take(">q"), take(">q"), take(">b")
+                uv()
+                parts[index] = psize
+            uv()
+        total, usable = take(">q"), take(">q")
+        uv()
+        out[log_dir] = (parts, total, usable)
+    return out

@@ -11,6 +11,7 @@ mod create_topics;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_log_dirs;
 mod describe_quorum;
 mod fetch;
 mod groups;
@@ -102,6 +103,10 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             respond!(admin_configs::incremental_alter(broker, r).await)
         }
         RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r)),
+        // statvfs and the partitions' sizes: brief, but on the disk.
+        RequestKind::DescribeLogDirs(r) => {
+            respond!(crate::blocking::off_worker(|| describe_log_dirs::handle(broker, r)))
+        }
         RequestKind::DescribeQuorum(r) => respond!(describe_quorum::handle(broker, r, version)),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),

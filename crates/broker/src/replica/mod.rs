@@ -251,6 +251,12 @@ impl ReplicaManager {
         self.log_dirs[dir].join(name)
     }
 
+    /// Which of [`ReplicaManager::log_dirs`] holds `topic`-`index`, if it is placed here.
+    pub fn log_dir_of(&self, topic: &str, index: i32) -> Option<usize> {
+        let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
+        placement.get(&partition_dir_name(topic, index)).copied()
+    }
+
     /// The directory of a partition already placed, if any.
     fn placed_dir(&self, name: &str) -> Option<PathBuf> {
         let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);

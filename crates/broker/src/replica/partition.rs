@@ -262,6 +262,11 @@ impl Partition {
         Ok(())
     }
 
+    /// Bytes of the partition's segment files (DescribeLogDirs); 0 once closed.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().log.as_ref().map_or(0, Log::size_bytes)
+    }
+
     /// This broker no longer leads the partition.
     pub fn stop_leading(&self) {
         if let Some(log) = self.lock().log.as_mut() {
