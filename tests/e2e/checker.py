@@ -116,10 +116,11 @@ class Watcher(threading.Thread):
 
 
 def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed: int = 1,
-        fault_every: float = 3.0, cluster=None) -> Report:
+        fault_every: float = 3.0, cluster=None, weights: dict[str, float] | None = None) -> Report:
     """Runs producers, a watcher and the nemesis against `nodes` (objects with `proc`, `kill()`,
     `stop()`, `start()`, `running()`) for `seconds`, heals, then checks (see the module docs).
-    With `cluster` (having `links`, `isolate(node)` and `heal()`), partitions are injected too."""
+    With `cluster` (having `links`, `isolate(node)` and `heal()`), partitions are injected too.
+    `weights` (fault name -> weight) skews the choice of faults; by default they are equally likely."""
     rng = random.Random(seed)
     report = Report()
     acked: dict[str, tuple[int, int]] = {}
@@ -162,7 +163,7 @@ def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed
         time.sleep(fault_every * (0.5 + rng.random()))
         victim = nodes[rng.randrange(len(nodes))]
         faults = ["kill", "pause", "restart"] + (["partition"] if cluster is not None and cluster.links else [])
-        fault = rng.choice(faults)
+        fault = rng.choices(faults, [weights.get(f, 1.0) for f in faults])[0] if weights else rng.choice(faults)
         report.faults[fault] = report.faults.get(fault, 0) + 1
         if fault == "kill":
             victim.kill()
@@ -221,6 +222,8 @@ if __name__ == "__main__":
     ap.add_argument("--seconds", type=float, default=600)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--partitions", type=int, default=6)
+    ap.add_argument("--fault-every", type=float, default=3.0, help="mean seconds between faults")
+    ap.add_argument("--kill-weight", type=float, default=1.0, help="how much likelier a kill is than each other fault")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         c = Cluster(Path(d), proxied=True)
@@ -228,7 +231,8 @@ if __name__ == "__main__":
             c.start()
             create(c.nodes[0].bootstrap, "checker", args.partitions)
             r = run(c.nodes, ",".join(n.bootstrap for n in c.nodes), "checker", args.partitions, args.seconds,
-                    seed=args.seed, cluster=c)
+                    seed=args.seed, cluster=c, fault_every=args.fault_every,
+                    weights={"kill": args.kill_weight} if args.kill_weight != 1.0 else None)
             print(r.summary())
             sys.exit(1 if r.anomalies() else 0)
         finally:
