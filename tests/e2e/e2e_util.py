@@ -97,6 +97,63 @@ class Reader:
         return v
 
 
+def uvarint(n: int) -> bytes:
+    """An unsigned varint (flexible versions' lengths and tag counts)."""
+    out = b""
+    while n >= 0x80:
+        out += bytes([(n & 0x7F) | 0x80])
+        n >>= 7
+    return out + bytes([n])
+
+
+def compact_str(s: str) -> bytes:
+    b = s.encode()
+    return uvarint(len(b) + 1) + b
+
+
+def flexible_request(port: int, api_key: int, version: int, body: bytes, corr: int = 9) -> "FlexReader":
+    """Sends one request of a flexible version (header v2) to 127.0.0.1:`port` and returns a
+    reader over the response body (after the v1 header, whose tags must be empty)."""
+    cid = b"strata-e2e"
+    header = struct.pack(">hhih", api_key, version, corr, len(cid)) + cid + b"\x00"
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        msg = header + body
+        s.sendall(struct.pack(">i", len(msg)) + msg)
+        (size,) = struct.unpack(">i", recv_exact(s, 4))
+        data = recv_exact(s, size)
+    r = FlexReader(data)
+    assert r.take(">i") == corr and r.uvarint() == 0, "correlation id, response header tags"
+    return r
+
+
+class FlexReader(Reader):
+    """Reads fields of a flexible-version response: compact strings and arrays, tags."""
+
+    def uvarint(self) -> int:
+        shift = n = 0
+        while True:
+            b = self.b[self.i]
+            self.i += 1
+            n |= (b & 0x7F) << shift
+            if b < 0x80:
+                return n
+            shift += 7
+
+    def compact_string(self) -> str:
+        n = self.uvarint() - 1
+        v = self.b[self.i:self.i + n].decode()
+        self.i += n
+        return v
+
+    def array_len(self) -> int:
+        return self.uvarint() - 1
+
+    def skip_tags(self):
+        for _ in range(self.uvarint()):
+            self.uvarint()
+            self.i += self.uvarint()
+
+
 def api_versions(host, port, timeout=2.0) -> dict[int, tuple[int, int]]:
     """ApiVersions v0 -> {api_key: (min, max)}; raises unless error_code == 0."""
     with socket.create_connection((host, port), timeout=timeout) as s:

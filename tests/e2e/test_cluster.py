@@ -398,69 +398,23 @@ def test_a_silent_broker_is_fenced_and_returns_and_a_stopping_one_hands_over_at_
 
 
 def describe_quorum_v1(port: int) -> dict:
-    """DescribeQuorum v1 (flexible) for __cluster_metadata-0, encoded and decoded by hand."""
-    import socket
+    """DescribeQuorum v1 (flexible) for __cluster_metadata-0."""
     import struct
 
-    from e2e_util import recv_exact
+    from e2e_util import compact_str, flexible_request, uvarint
 
-    def uvarint(n: int) -> bytes:
-        out = b""
-        while n >= 0x80:
-            out += bytes([(n & 0x7F) | 0x80])
-            n >>= 7
-        return out + bytes([n])
-
-    def compact_str(s: str) -> bytes:
-        return uvarint(len(s) + 1) + s.encode()
-
-    cid = b"e2e-quorum"
-    header = struct.pack(">hhih", 55, 1, 7, len(cid)) + cid + b"\x00"
-    body = uvarint(2) + compact_str("__cluster_metadata") + uvarint(2) + struct.pack(">i", 0) + b"\x00" + b"\x00" + b"\x00"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        msg = header + body
-        s.sendall(struct.pack(">i", len(msg)) + msg)
-        (size,) = struct.unpack(">i", recv_exact(s, 4))
-        data = recv_exact(s, size)
-    i = 0
-
-    def take(fmt):
-        nonlocal i
-        v = struct.unpack_from(fmt, data, i)
-        i += struct.calcsize(fmt)
-        return v[0]
-
-    def read_uvarint():
-        nonlocal i
-        shift = n = 0
-        while True:
-            b = data[i]
-            i += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                return n
-            shift += 7
-
-    def skip_tags():
-        nonlocal i
-        for _ in range(read_uvarint()):
-            read_uvarint()
-            size = read_uvarint()
-            i += size
-
-    assert take(">i") == 7
-    skip_tags()
-    out = {"error_code": take(">h")}
-    assert read_uvarint() - 1 == 1  # topics
-    name_len = read_uvarint() - 1
-    i += name_len
-    assert read_uvarint() - 1 == 1  # partitions
-    part = {"partition": take(">i"), "error_code": take(">h"), "leader_id": take(">i"), "leader_epoch": take(">i"),
-            "high_watermark": take(">q"), "voters": {}, "observers": {}}
+    body = uvarint(2) + compact_str("__cluster_metadata") + uvarint(2) + struct.pack(">i", 0) + b"\x00" * 3
+    r = flexible_request(port, 55, 1, body, corr=7)
+    out = {"error_code": r.take(">h")}
+    assert r.array_len() == 1  # topics
+    r.compact_string()
+    assert r.array_len() == 1  # partitions
+    part = {"partition": r.take(">i"), "error_code": r.take(">h"), "leader_id": r.take(">i"),
+            "leader_epoch": r.take(">i"), "high_watermark": r.take(">q"), "voters": {}, "observers": {}}
     for kind in ("voters", "observers"):
-        for _ in range(read_uvarint() - 1):
-            rid, leo, _fetch, _caught = take(">i"), take(">q"), take(">q"), take(">q")
-            skip_tags()
+        for _ in range(r.array_len()):
+            rid, leo, _fetch, _caught = r.take(">i"), r.take(">q"), r.take(">q"), r.take(">q")
+            r.skip_tags()
             part[kind][rid] = leo
     out["partition"] = part
     return out
@@ -732,22 +686,15 @@ def test_the_java_client_sees_and_uses_the_cluster(cluster, tmp_path):
 def alter_partition_v2(port: int, broker_id: int, broker_epoch: int, topic_id: bytes) -> int:
     """AlterPartition v2 (flexible) for partition 0 of `topic_id`, ISR [broker_id]: the
     response's top-level error code."""
-    import socket
     import struct
 
-    from e2e_util import recv_exact
+    from e2e_util import flexible_request, uvarint
 
-    cid = b"e2e-alter"
-    header = struct.pack(">hhih", 56, 2, 9, len(cid)) + cid + b"\x00"
     partition = struct.pack(">iib", 0, 0, 2) + struct.pack(">i", broker_id) + struct.pack(">bi", 0, 0) + b"\x00"
-    body = struct.pack(">iq", broker_id, broker_epoch) + b"\x02" + topic_id + b"\x02" + partition + b"\x00" + b"\x00"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        msg = header + body
-        s.sendall(struct.pack(">i", len(msg)) + msg)
-        (size,) = struct.unpack(">i", recv_exact(s, 4))
-        data = recv_exact(s, size)
-    assert struct.unpack_from(">i", data, 0)[0] == 9 and data[4] == 0  # correlation id, no header tags
-    return struct.unpack_from(">h", data, 5 + 4)[0]
+    body = struct.pack(">iq", broker_id, broker_epoch) + uvarint(2) + topic_id + uvarint(2) + partition + b"\x00\x00"
+    r = flexible_request(port, 56, 2, body)
+    r.take(">i")  # throttle
+    return r.take(">h")
 
 
 def test_the_controller_listener_lists_and_serves_the_controller_apis(cluster):

@@ -306,69 +306,27 @@ def test_admin_changes_each_leave_one_info_line(broker_factory, topic_name):
 def raw_log_dir_sizes(port: int, topic: str) -> dict[str, tuple[dict[int, int], int, int]]:
     """DescribeLogDirs v4 (flexible) for `topic`'s partitions 0-3: {log_dir: ({partition:
     size}, total_bytes, usable_bytes)}."""
-    import socket
     import struct
 
-    from e2e_util import recv_exact
+    from e2e_util import compact_str, flexible_request, uvarint
 
-    def uvarint(n: int) -> bytes:
-        out = b""
-        while n >= 0x80:
-            out += bytes([(n & 0x7F) | 0x80])
-            n >>= 7
-        return out + bytes([n])
-
-    t = topic.encode()
-    cid = b"e2e-logdirs"
-    header = struct.pack(">hhih", 35, 4, 5, len(cid)) + cid + b"\x00"
-    body = uvarint(2) + uvarint(len(t) + 1) + t + uvarint(5) + struct.pack(">iiii", 0, 1, 2, 3) + b"\x00" + b"\x00"
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        msg = header + body
-        s.sendall(struct.pack(">i", len(msg)) + msg)
-        (size,) = struct.unpack(">i", recv_exact(s, 4))
-        data = recv_exact(s, size)
-    i = 0
-
-    def take(fmt):
-        nonlocal i
-        v = struct.unpack_from(fmt, data, i)
-        i += struct.calcsize(fmt)
-        return v[0]
-
-    def uv():
-        nonlocal i
-        shift = n = 0
-        while True:
-            b = data[i]
-            i += 1
-            n |= (b & 0x7F) << shift
-            if b < 0x80:
-                return n
-            shift += 7
-
-    def string():
-        nonlocal i
-        n = uv() - 1
-        s = data[i:i + n].decode()
-        i += n
-        return s
-
-    assert take(">i") == 5 and uv() == 0  # correlation id, header tags
-    take(">i")  # throttle
-    assert take(">h") == 0
+    body = uvarint(2) + compact_str(topic) + uvarint(5) + struct.pack(">iiii", 0, 1, 2, 3) + b"\x00\x00"
+    r = flexible_request(port, 35, 4, body)
+    r.take(">i")  # throttle
+    assert r.take(">h") == 0
     out = {}
-    for _ in range(uv() - 1):
-        assert take(">h") == 0
-        log_dir = string()
+    for _ in range(r.array_len()):
+        assert r.take(">h") == 0
+        log_dir = r.compact_string()
         parts = {}
-        for _ in range(uv() - 1):
-            string()
-            for _ in range(uv() - 1):
-                index, psize, _lag, _future = take(">i"), take(">q"), take(">q"), take(">b")
-                uv()
-                parts[index] = psize
-            uv()
-        total, usable = take(">q"), take(">q")
-        uv()
+        for _ in range(r.array_len()):
+            r.compact_string()
+            for _ in range(r.array_len()):
+                index, size, _lag, _future = r.take(">i"), r.take(">q"), r.take(">q"), r.take(">b")
+                r.skip_tags()
+                parts[index] = size
+            r.skip_tags()
+        total, usable = r.take(">q"), r.take(">q")
+        r.skip_tags()
         out[log_dir] = (parts, total, usable)
     return out

@@ -108,34 +108,29 @@ mod tests {
 mod doc_tests {
     use super::*;
 
-    /// docs/compatibility.md must state exactly the served ranges.
+    /// The rows of a docs table must state exactly `table`'s keys and ranges.
+    fn check_table(section: &str, table: &[ApiRange], what: &str) {
+        for r in table {
+            let range = if r.min == r.max { format!("{}", r.min) } else { format!("{}–{}", r.min, r.max) };
+            let row = format!("| {} | {:?} | {} |", r.key as i16, r.key, range);
+            assert!(section.contains(&row), "{what} lacks the row starting {row}");
+        }
+        let rows = section
+            .lines()
+            .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
+            .count();
+        assert_eq!(rows, table.len(), "{what} lists keys that are not served");
+    }
+
+    /// docs/compatibility.md must state exactly the served ranges, on the client listener and
+    /// on the CONTROLLER listener.
     #[test]
     fn compatibility_doc_matches_the_table() {
         let doc = include_str!("../../../docs/compatibility.md");
         let served = doc.split("## Not served yet").next().unwrap_or_default();
-        for r in SUPPORTED {
-            let range = if r.min == r.max { format!("{}", r.min) } else { format!("{}–{}", r.min, r.max) };
-            let row = format!("| {} | {:?} | {} |", r.key as i16, r.key, range);
-            assert!(served.contains(&row), "docs/compatibility.md lacks the row starting {row}");
-        }
-        let rows = served
-            .lines()
-            .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
-            .count();
-        assert_eq!(rows, SUPPORTED.len(), "docs/compatibility.md serves keys the table does not");
-
-        // The CONTROLLER listener's table, likewise.
+        check_table(served, SUPPORTED, "docs/compatibility.md");
         let controller = doc.split("## On the CONTROLLER listener").nth(1).unwrap_or_default();
         let controller = controller.split("\n## ").next().unwrap_or_default();
-        for r in CONTROLLER_SUPPORTED {
-            let range = if r.min == r.max { format!("{}", r.min) } else { format!("{}–{}", r.min, r.max) };
-            let row = format!("| {} | {:?} | {} |", r.key as i16, r.key, range);
-            assert!(controller.contains(&row), "the CONTROLLER listener section lacks the row starting {row}");
-        }
-        let rows = controller
-            .lines()
-            .filter(|l| l.starts_with("| ") && l.chars().nth(2).is_some_and(|c| c.is_ascii_digit()))
-            .count();
-        assert_eq!(rows, CONTROLLER_SUPPORTED.len(), "the CONTROLLER listener section lists keys it does not serve");
+        check_table(controller, CONTROLLER_SUPPORTED, "the CONTROLLER listener section");
     }
 }
