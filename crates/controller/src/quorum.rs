@@ -96,7 +96,7 @@ type Completion = Box<dyn FnOnce(Result<(), ApiError>) + Send>;
 /// Work for the loader thread.
 enum LoaderJob {
     Publish(Arc<MetadataImage>, MetadataDelta),
-    Register(Arc<dyn MetadataPublisher>, mpsc::Sender<()>),
+    Register(Arc<dyn MetadataPublisher>, oneshot::Sender<()>),
     Call(Box<dyn FnOnce() + Send>),
 }
 
@@ -286,13 +286,15 @@ impl QuorumController {
 
     /// Adds a publisher: publishes the image the loader last published to it (as a delta that
     /// creates everything), then every later one. Returns once that first publish is done.
-    pub fn register_publisher(&self, publisher: Arc<dyn MetadataPublisher>) {
-        let (done_tx, done_rx) = mpsc::channel();
+    /// The first publish (every log opened, every leader epoch started) runs on the loader
+    /// thread; callers wait without holding an async worker.
+    pub async fn register_publisher(&self, publisher: Arc<dyn MetadataPublisher>) {
+        let (done_tx, done_rx) = oneshot::channel();
         let sent = {
             let loader = self.loader.lock().unwrap_or_else(PoisonError::into_inner);
             loader.as_ref().is_some_and(|l| l.send(LoaderJob::Register(publisher, done_tx)).is_ok())
         };
-        if sent && done_rx.recv().is_err() {
+        if sent && done_rx.await.is_err() {
             tracing::error!("the metadata loader stopped while registering a publisher");
         }
     }

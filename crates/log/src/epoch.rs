@@ -92,7 +92,7 @@ impl LeaderEpochCache {
     }
 
     /// Records that `epoch` starts at `start` (Kafka's `assign`). Returns whether the cache
-    /// changed (the caller writes it then). The same epoch again at an offset not below its
+    /// changed; a change leaves it dirty, for the caller to write before appending in `epoch`. The same epoch again at an offset not below its
     /// start changes nothing; an entry that is not below both the new epoch and its start is
     /// removed first. Negative epochs or offsets (records from before leader epochs) are ignored.
     pub fn assign(&mut self, epoch: i32, start: i64) -> bool {
@@ -112,6 +112,7 @@ impl LeaderEpochCache {
             }
         }
         self.entries.insert(epoch, start);
+        self.dirty = true;
         true
     }
 

@@ -1249,15 +1249,17 @@ impl Log {
     /// [`Log::become_leader`], unless a truncation below the epoch's start removed it; then it
     /// starts again here, durably, as Kafka's `maybeAssignEpochStartOffset` on append).
     fn assign_leader_epoch_at(&mut self, offset: i64) -> Result<(), LogError> {
-        let Some(epoch) = self.leader_epoch else { return Ok(()) };
-        if self.epochs.latest().is_some_and(|(e, _)| e == epoch) {
-            return Ok(());
+        match self.leader_epoch {
+            Some(epoch) if self.epochs.latest().is_none_or(|(e, _)| e != epoch) => self.assign_epoch(epoch, offset),
+            _ => Ok(()),
         }
-        if self.epochs.assign(epoch, offset) || self.epochs.is_dirty() {
-            let result = self.epochs.write(&*self.storage, &self.dir);
-            self.offline_on_io_error(result)?;
-        }
-        Ok(())
+    }
+
+    /// Assigns `epoch` at `offset` in the cache and writes the checkpoint if that (or an earlier
+    /// truncation) changed it: durable before anything is appended in the epoch.
+    fn assign_epoch(&mut self, epoch: i32, offset: i64) -> Result<(), LogError> {
+        self.epochs.assign(epoch, offset);
+        self.write_epochs_if_dirty()
     }
 
     fn write_epochs_if_dirty(&mut self) -> Result<(), LogError> {
@@ -1274,10 +1276,10 @@ impl Log {
     /// workers), and every batch appended from now on is stamped with it.
     pub fn become_leader(&mut self, epoch: i32) -> Result<(), LogError> {
         self.ensure_online()?;
-        if self.epochs.assign(epoch, self.log_end_offset) || self.epochs.is_dirty() {
-            let result = self.epochs.write(&*self.storage, &self.dir);
-            self.offline_on_io_error(result)?;
+        if self.leader_epoch == Some(epoch) {
+            return Ok(());
         }
+        self.assign_epoch(epoch, self.log_end_offset)?;
         self.leader_epoch = Some(epoch);
         Ok(())
     }

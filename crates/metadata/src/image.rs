@@ -313,6 +313,11 @@ impl MetadataImage {
         self.topics.get(name)
     }
 
+    /// Partition `index` of topic `name`, if both exist (a negative index never does).
+    pub fn partition(&self, name: &str, index: i32) -> Option<&PartitionImage> {
+        self.topic(name)?.partitions.get(usize::try_from(index).ok()?)
+    }
+
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&Arc<TopicImage>> {
         self.topic_names.get(id).and_then(|n| self.topics.get(n))
     }

@@ -325,16 +325,15 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
     let started = std::time::Instant::now();
-    // Opening every log (and starting leader epochs) waits on the disk: off the async workers,
-    // so the heartbeats go on meanwhile.
+    // Opening every log (and starting leader epochs) happens on the metadata loader; removing
+    // deleted topics' directories waits on the disk too: neither holds an async worker, so
+    // the heartbeats go on meanwhile.
+    quorum.register_publisher(replicas.clone()).await;
     {
-        let (quorum, replicas) = (quorum.clone(), replicas.clone());
-        tokio::task::spawn_blocking(move || {
-            quorum.register_publisher(replicas.clone());
-            replicas.remove_deleted_topics_data();
-        })
-        .await
-        .context("loading the logs")?;
+        let replicas = replicas.clone();
+        tokio::task::spawn_blocking(move || replicas.remove_deleted_topics_data())
+            .await
+            .context("removing the data of deleted topics")?;
     }
     tracing::info!(
         partitions = replicas.all_partitions().len(),
@@ -351,12 +350,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
             .await
             .context("cannot start the group coordinator")?;
-        {
-            let (quorum, groups) = (quorum.clone(), groups.clone());
-            tokio::task::spawn_blocking(move || quorum.register_publisher(groups))
-                .await
-                .context("starting the group coordinator")?;
-        }
+        quorum.register_publisher(groups.clone()).await;
         tokio::spawn(groups.clone().run_timers(shutdown_rx.clone()));
         groups
     } else {

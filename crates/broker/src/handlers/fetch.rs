@@ -107,10 +107,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                             | BrokerError::UnknownLeaderEpoch { .. },
                         ),
                         Some(n),
-                    ) => image
-                        .topic(n)
-                        .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?))
-                        .map(|x| (x.leader, x.leader_epoch)),
+                    ) => image.partition(n, p.partition).map(|x| (x.leader, x.leader_epoch)),
                     _ => None,
                 };
                 Wanted {

@@ -61,10 +61,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     }
                     Some(name) => match broker.replicas.leader_partition(name, p.index, -1) {
                         Ok(partition) => {
-                            let in_sync = image
-                                .topic(name)
-                                .and_then(|t| t.partitions.get(p.index as usize))
-                                .map_or(0, |x| x.isr.len());
+                            let in_sync = image.partition(name, p.index).map_or(0, |x| x.isr.len());
                             match partition.check_min_isr(acks, in_sync) {
                                 Ok(()) => append(partition, p.records.unwrap_or_default()).await,
                                 Err(e) => Err(e),

@@ -167,7 +167,7 @@ impl ReplicaManager {
     pub fn get(&self, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
         self.partition(topic, index).ok_or_else(|| {
             let image = self.image();
-            let known = image.topic(topic).and_then(|t| t.partitions.get(usize::try_from(index).ok()?).cloned());
+            let known = image.partition(topic, index).cloned();
             match known {
                 // Another broker holds it: the client's metadata is stale.
                 Some(p) if !p.replicas.contains(&self.node_id) => {
@@ -194,7 +194,7 @@ impl ReplicaManager {
     ) -> Result<Arc<Partition>, BrokerError> {
         let partition = self.get(topic, index)?;
         let image = self.image();
-        let Some(p) = image.topic(topic).and_then(|t| t.partitions.get(usize::try_from(index).ok()?)) else {
+        let Some(p) = image.partition(topic, index) else {
             return Err(BrokerError::UnknownTopicOrPartition);
         };
         let name = || format!("{topic}-{index}");

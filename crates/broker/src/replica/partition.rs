@@ -255,10 +255,7 @@ impl Partition {
     /// epoch's start is fsynced to the leader-epoch checkpoint; run off the async workers).
     pub fn become_leader(&self, epoch: i32) -> Result<(), BrokerError> {
         let mut st = self.lock();
-        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
-        if log.leader_epoch() != Some(epoch) {
-            log.become_leader(epoch)?;
-        }
+        st.log.as_mut().ok_or(BrokerError::ShuttingDown)?.become_leader(epoch)?;
         Ok(())
     }
 

@@ -159,16 +159,13 @@ impl Transport {
         let queue = self.peers.get(&to).cloned().or_else(|| self.observers.get(to));
         let Some(q) = queue else {
             if snapshot {
-                let _ = self
-                    .sink
-                    .send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: to, delivered: false }));
+                tell(&self.sink, Event::SnapshotStatus { peer: to, delivered: false });
             }
-            let _ = self.sink.send(crate::quorum::Input::Transport(Event::Unreachable(to)));
+            tell(&self.sink, Event::Unreachable(to));
             return;
         };
         if q.try_send(msg).is_err() && snapshot {
-            let _ =
-                self.sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: to, delivered: false }));
+            tell(&self.sink, Event::SnapshotStatus { peer: to, delivered: false });
         }
     }
 }
@@ -198,11 +195,11 @@ async fn write_messages<W: tokio::io::AsyncWrite + Unpin>(
         };
         if let Err(e) = stream.write_all(&bytes).await {
             report_lost_snapshot(&m, sink);
-            let _ = sink.send(crate::quorum::Input::Transport(Event::Unreachable(peer)));
+            tell(sink, Event::Unreachable(peer));
             return Some(e);
         }
         if snapshot {
-            let _ = sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer, delivered: true }));
+            tell(sink, Event::SnapshotStatus { peer, delivered: true });
         }
     }
 }
@@ -213,7 +210,7 @@ async fn read_messages<R: tokio::io::AsyncRead + Unpin>(stream: &mut R, peer: &s
         match read_frame(stream, MAX_FRAME).await {
             Ok(Some(payload)) => match Message::parse_from_bytes(&payload) {
                 Ok(m) => {
-                    if sink.send(crate::quorum::Input::Transport(Event::Message(Box::new(m)))).is_err() {
+                    if !tell(sink, Event::Message(Box::new(m))) {
                         return;
                     }
                 }
@@ -248,7 +245,7 @@ async fn outbound(
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(peer, %addr, error = %e, "cannot reach controller; retrying");
-                let _ = sink.send(crate::quorum::Input::Transport(Event::Unreachable(peer)));
+                tell(&sink, Event::Unreachable(peer));
                 // Drop what queued up meanwhile: it is stale, and Raft sends again.
                 while let Ok(m) = rx.try_recv() {
                     report_lost_snapshot(&m, &sink);
@@ -295,9 +292,14 @@ async fn outbound(
     }
 }
 
+/// Hands `event` to the driver; false once the driver has stopped.
+fn tell(sink: &EventSink, event: Event) -> bool {
+    sink.send(crate::quorum::Input::Transport(event)).is_ok()
+}
+
 fn report_lost_snapshot(m: &Message, sink: &EventSink) {
     if m.get_msg_type() == MessageType::MsgSnapshot {
-        let _ = sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: m.to, delivered: false }));
+        tell(sink, Event::SnapshotStatus { peer: m.to, delivered: false });
     }
 }
 
@@ -379,6 +381,6 @@ pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSi
     writer.abort();
     // Whatever was queued or half written is lost: raft-rs must not wait for it (a snapshot
     // in flight would otherwise keep the observer's progress paused for good).
-    let _ = sink.send(crate::quorum::Input::Transport(Event::SnapshotStatus { peer: id, delivered: false }));
-    let _ = sink.send(crate::quorum::Input::Transport(Event::Unreachable(id)));
+    tell(&sink, Event::SnapshotStatus { peer: id, delivered: false });
+    tell(&sink, Event::Unreachable(id));
 }
