@@ -30,6 +30,14 @@ pub enum BrokerError {
     UnsupportedCompressionType(&'static str),
     #[error("the partition has {in_sync} in-sync replica(s), below min.insync.replicas={required}")]
     NotEnoughReplicas { in_sync: usize, required: usize },
+    /// acks=all: the records were appended, but the ISR shrank below `min.insync.replicas`
+    /// before they were committed (NOT_ENOUGH_REPLICAS_AFTER_APPEND; the producer retries).
+    #[error("the records were appended but the partition has {in_sync} in-sync replica(s), below min.insync.replicas={required}")]
+    NotEnoughReplicasAfterAppend { in_sync: usize, required: usize },
+    /// acks=all: the high watermark did not pass the records within the request's timeout
+    /// (REQUEST_TIMED_OUT).
+    #[error("the records were not replicated to the in-sync replicas within {0} ms")]
+    RequestTimedOut(i64),
     #[error("internal error: {0}")]
     Internal(String),
     #[error("transactional batches are not supported yet")]
@@ -131,6 +139,8 @@ impl BrokerError {
             BrokerError::UnsupportedCompressionType(_) => ResponseError::UnsupportedCompressionType,
             // Retriable: the producer retries while the ISR is short.
             BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+            BrokerError::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
+            BrokerError::RequestTimedOut(_) => ResponseError::RequestTimedOut,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // KAFKA_STORAGE_ERROR is retriable: the client retries while the

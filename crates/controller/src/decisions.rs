@@ -37,20 +37,13 @@ fn eligible_brokers(image: &MetadataImage) -> Vec<crate::placement::Candidate> {
         .collect()
 }
 
-/// Refuses a replication factor the cluster cannot give (Kafka's message), and, until
-/// partition replication lands, any above 1.
+/// Refuses a replication factor the cluster cannot give (Kafka's message).
 fn check_replication_factor(image: &MetadataImage, rf: i16) -> Result<(), ApiError> {
     let brokers = eligible_brokers(image).len();
     if rf as usize > brokers {
         return Err(ApiError::new(
             ResponseError::InvalidReplicationFactor,
             format!("Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {brokers} broker(s) are registered."),
-        ));
-    }
-    if rf > 1 {
-        return Err(ApiError::new(
-            ResponseError::InvalidReplicationFactor,
-            format!("Replication factor {rf} needs partition replication, which this Strata build does not have yet: create the topic with replication factor 1."),
         ));
     }
     Ok(())
@@ -202,9 +195,6 @@ fn plan_topic(
             ));
         }
         let rf = i16::try_from(rf.unwrap_or(0)).unwrap_or(i16::MAX);
-        if rf > 1 {
-            check_replication_factor(image, rf)?;
-        }
         (n, rf, assignment)
     };
     for (k, v) in &spec.configs {
@@ -449,10 +439,14 @@ pub fn delete_topics_failed(topics: Vec<TopicRef>, e: &ApiError) -> Vec<DeleteTo
         .collect()
 }
 
-/// Fences `broker_id` (its session expired, or it shuts down): it leads nothing any more. Each
-/// partition it leads gets another leader from its ISR among unfenced brokers, or none (-1,
-/// clients see LEADER_NOT_AVAILABLE) when it was the only one, as KRaft does for a
-/// replication factor of 1. No records when it is fenced already.
+/// Fences `broker_id` (its session expired, it shuts down, or it came back as a new
+/// incarnation): it leads nothing and is in no ISR any more (Kafka's
+/// `ReplicationControlManager.handleBrokerFenced`). In each partition that holds it in its
+/// ISR it leaves the ISR, unless it is the last member: the last replica known to hold every
+/// committed record stays, so that only it can lead again (Kafka before KIP-966's ELR; a
+/// partition whose ISR is that one fenced broker has no leader, -1, and clients see
+/// LEADER_NOT_AVAILABLE, until it comes back). A partition it led gets the first live member
+/// of its new ISR, in replica order. No records when it is fenced already.
 pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
     match image.brokers.get(&broker_id) {
         Some(b) if !b.fenced => {}
@@ -461,13 +455,19 @@ pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord
     let live = |id: &i32| *id != broker_id && image.brokers.get(id).is_some_and(|b| !b.fenced);
     let mut records = vec![MetadataRecord::BrokerFenced { broker_id }];
     for topic in image.topics() {
-        for p in topic.partitions.iter().filter(|p| p.leader == broker_id) {
-            let leader = p.isr.iter().copied().find(|id| live(id)).unwrap_or(-1);
+        for p in topic.partitions.iter().filter(|p| p.leader == broker_id || p.isr.contains(&broker_id)) {
+            let shrunk: Vec<i32> = p.isr.iter().copied().filter(|id| *id != broker_id).collect();
+            let isr = if shrunk.is_empty() { p.isr.clone() } else { shrunk };
+            let leader = if p.leader == broker_id {
+                p.replicas.iter().copied().find(|id| isr.contains(id) && live(id)).unwrap_or(-1)
+            } else {
+                p.leader
+            };
             records.push(MetadataRecord::PartitionChange {
                 topic_id: topic.id,
                 partition: p.partition,
-                leader: Some(leader),
-                isr: None,
+                leader: (leader != p.leader).then_some(leader),
+                isr: (isr != p.isr).then_some(isr),
                 replicas: None,
             });
         }
@@ -543,26 +543,7 @@ pub fn register_broker(
     }
 }
 
-/// One partition of an AlterPartition request (key 56, KIP-497): the ISR its leader proposes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IsrChange {
-    pub topic_id: Uuid,
-    pub partition: i32,
-    /// The leader and partition epochs the leader's change is based on.
-    pub leader_epoch: i32,
-    pub partition_epoch: i32,
-    /// The proposed ISR: broker ids with the broker epoch the leader saw them with (-1 when
-    /// the request version carries none, KIP-903).
-    pub new_isr: Vec<(i32, i64)>,
-}
-
-/// The answer for one partition of AlterPartition: its registration after the change (or as
-/// it stands, when nothing changed), or why it was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IsrOutcome {
-    Altered { leader: i32, leader_epoch: i32, isr: Vec<i32>, partition_epoch: i32 },
-    Refused(ResponseError),
-}
+pub use strata_metadata::channel::{IsrChange, IsrOutcome};
 
 /// AlterPartition, as Kafka's `ReplicationControlManager.alterPartition` decides it: the
 /// sender must be a registered broker at `broker_epoch` (else STALE_BROKER_EPOCH for the whole

@@ -15,7 +15,6 @@
 //!   log of earlier builds (read once, to migrate it).
 
 pub mod bootstrap;
-pub mod client;
 pub mod decisions;
 pub mod metadata_log;
 pub mod placement;

@@ -46,11 +46,11 @@ use strata_metadata::{MetadataDelta, MetadataImage, MetadataPublisher, MetadataR
 use strata_protocol::ResponseError;
 use tokio::sync::oneshot;
 
-use crate::client::ControllerClient;
 use crate::decisions::{self, Defaults};
 use crate::raft::transport::{Event, Transport};
 use crate::raft::{QuorumConfig, QuorumNode, RaftStore, Refused};
 use crate::ControllerError;
+use strata_client::KafkaClient as ControllerClient;
 
 /// One controller of the quorum, as `controller.quorum.voters` names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1100,6 +1100,30 @@ impl ControllerChannel for QuorumController {
         })
     }
 
+    fn alter_partition(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        changes: Vec<decisions::IsrChange>,
+    ) -> BoxFuture<'_, Result<Vec<decisions::IsrOutcome>, ApiError>> {
+        Box::pin(async move {
+            if self.status().active {
+                let local = changes.clone();
+                let decided =
+                    self.commit(move |img| match decisions::alter_partition(img, broker_id, broker_epoch, &local) {
+                        Ok((records, outcomes)) => (records, Ok(outcomes)),
+                        Err(e) => (Vec::new(), Err(e)),
+                    });
+                match decided.await {
+                    Err(e) if e.error == ResponseError::NotController => {}
+                    Ok(result) => return result,
+                    Err(e) => return Err(e),
+                }
+            }
+            self.send_alter_partition(broker_id, broker_epoch, &changes).await
+        })
+    }
+
     fn is_active(&self) -> bool {
         self.status().active
     }
@@ -1145,6 +1169,69 @@ impl ControllerChannel for QuorumController {
 }
 
 impl QuorumController {
+    /// AlterPartition v3 (KIP-903: each member with its broker epoch) sent to the active
+    /// controller; outcomes in the order of `changes`.
+    async fn send_alter_partition(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        changes: &[decisions::IsrChange],
+    ) -> Result<Vec<decisions::IsrOutcome>, ApiError> {
+        use kafka_protocol::messages::alter_partition_request::{BrokerState, PartitionData, TopicData};
+        let client = self.leader_client()?;
+        // One entry per topic, in first-seen order; partitions in the order given.
+        let mut topics: Vec<TopicData> = Vec::new();
+        for c in changes {
+            let data = PartitionData::default()
+                .with_partition_index(c.partition)
+                .with_leader_epoch(c.leader_epoch)
+                .with_partition_epoch(c.partition_epoch)
+                .with_new_isr_with_epochs(
+                    c.new_isr
+                        .iter()
+                        .map(|(id, epoch)| {
+                            BrokerState::default().with_broker_id(BrokerId(*id)).with_broker_epoch(*epoch)
+                        })
+                        .collect(),
+                );
+            match topics.iter_mut().find(|t| t.topic_id == c.topic_id) {
+                Some(t) => t.partitions.push(data),
+                None => topics.push(TopicData::default().with_topic_id(c.topic_id).with_partitions(vec![data])),
+            }
+        }
+        let req = kafka_protocol::messages::AlterPartitionRequest::default()
+            .with_broker_id(BrokerId(broker_id))
+            .with_broker_epoch(broker_epoch)
+            .with_topics(topics);
+        let resp = client.call(3, &req).await.map_err(|e| unavailable(&e))?;
+        if let Some(e) = resp.error_code.err() {
+            return Err(ApiError::new(e, format!("AlterPartition refused by {}", client.addr())));
+        }
+        Ok(changes
+            .iter()
+            .map(|c| {
+                let found = resp
+                    .topics
+                    .iter()
+                    .filter(|t| t.topic_id == c.topic_id)
+                    .flat_map(|t| t.partitions.iter())
+                    .find(|p| p.partition_index == c.partition);
+                match found {
+                    Some(p) => match p.error_code.err() {
+                        Some(e) => decisions::IsrOutcome::Refused(e),
+                        None => decisions::IsrOutcome::Altered {
+                            leader: p.leader_id.0,
+                            leader_epoch: p.leader_epoch,
+                            isr: p.isr.iter().map(|b| b.0).collect(),
+                            partition_epoch: p.partition_epoch,
+                        },
+                    },
+                    None => decisions::IsrOutcome::Refused(ResponseError::UnknownServerError),
+                }
+            })
+            .collect())
+    }
+
     /// CreateTopics sent to the active controller (the broker's own topics, e.g.
     /// `__consumer_offsets`; clients' requests travel in an Envelope instead).
     async fn forward_create_topics(

@@ -721,6 +721,52 @@ impl Log {
         self.finish_append(written, plan, now_ms)
     }
 
+    /// Appends batches fetched from the partition's leader (Kafka's `appendAsFollower`): whole
+    /// v2 batches, CRC-checked by the caller, whose offsets and leader epochs the leader
+    /// assigned and which are kept as they are. The first batch must start at or after the
+    /// LEO (a compacted leader's log has gaps) and each batch after the one before; the LEO
+    /// becomes the end of the last. A batch stamped with an epoch newer than the cache's
+    /// latest starts that epoch at its base offset (written to the checkpoint before the
+    /// batch, as a leader's epoch is). Rolls and flushes as [`Log::append`] does.
+    pub fn append_as_follower(&mut self, batches: &[u8], now_ms: i64) -> Result<AppendInfo, LogError> {
+        self.ensure_online()?;
+        if self.leader_epoch.is_some() {
+            return Err(LogError::InvalidArgument("a leader does not append as a follower".to_owned()));
+        }
+        let mut plan = self.plan_append(batches)?;
+        let mut epochs = Vec::new();
+        let mut expected = self.log_end_offset;
+        let mut it = BatchIter::new(batches);
+        loop {
+            let position = it.position();
+            let Some(item) = it.next() else { break };
+            let (h, _) = item.map_err(|source| LogError::InvalidBatch { position, source })?;
+            if h.base_offset < expected {
+                return Err(LogError::InvalidArgument(format!(
+                    "a follower append must not go back: batch at offset {} below {expected}",
+                    h.base_offset
+                )));
+            }
+            if position == 0 {
+                plan.first_offset = h.base_offset;
+            }
+            expected = h.base_offset + i64::from(h.last_offset_delta) + 1;
+            epochs.push((h.partition_leader_epoch, h.base_offset));
+        }
+        plan.last_offset = expected - 1;
+        plan.offset_of_max_timestamp = plan.offset_of_max_timestamp.min(plan.last_offset);
+        self.roll_if_needed(&plan, now_ms)?;
+        for (epoch, base) in epochs {
+            if epoch >= 0 && self.epochs.latest().is_none_or(|(e, _)| epoch > e) {
+                self.epochs.assign(epoch, base);
+            }
+        }
+        self.write_epochs_if_dirty()?;
+        let config = self.config.clone();
+        let written = self.active()?.append(batches, now_ms, &config);
+        self.finish_append(written, plan, now_ms)
+    }
+
     /// Validates `batches` and works out what appending them at the LEO will report. Nothing
     /// changes.
     fn plan_append(&self, batches: &[u8]) -> Result<AppendInfo, LogError> {
@@ -1151,7 +1197,7 @@ impl Log {
         }
         let first = self.segments.first_key_value().map_or(0, |(b, _)| *b);
         if offset < self.log_start_offset || offset <= first {
-            return self.truncate_fully_and_start_at(offset);
+            return self.truncate_fully_inner(offset);
         }
         let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
         for base in doomed {
@@ -1169,13 +1215,21 @@ impl Log {
         if self.log_end_offset < self.log_start_offset {
             // The cut removed the batch holding the log start.
             let start = self.log_start_offset;
-            return self.truncate_fully_and_start_at(start);
+            return self.truncate_fully_inner(start);
         }
         tracing::info!(dir = %self.dir.display(), offset, log_end = next, "log truncated");
         Ok(())
     }
 
-    fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+    /// Empties the log and restarts it at `offset` (Kafka's `truncateFullyAndStartAt`): what a
+    /// follower does when the leader's log starts after its own end. Durable on return.
+    pub fn truncate_fully_and_start_at(&mut self, offset: i64) -> Result<(), LogError> {
+        self.ensure_online()?;
+        let result = self.truncate_fully_inner(offset);
+        self.offline_on_io_error(result)
+    }
+
+    fn truncate_fully_inner(&mut self, offset: i64) -> Result<(), LogError> {
         let segments = std::mem::take(&mut self.segments);
         for (_, seg) in segments {
             seg.delete_files()?;

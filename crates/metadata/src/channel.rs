@@ -106,6 +106,27 @@ pub struct QuorumReplica {
     pub last_caught_up_ms: i64,
 }
 
+/// One partition of an AlterPartition request (key 56, KIP-497): the ISR its leader proposes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrChange {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The leader and partition epochs the leader's change is based on.
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    /// The proposed ISR: broker ids with the broker epoch the leader saw them with (-1 when
+    /// the request version carries none, KIP-903).
+    pub new_isr: Vec<(i32, i64)>,
+}
+
+/// The answer for one partition of AlterPartition: its registration after the change (or as
+/// it stands, when nothing changed), or why it was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IsrOutcome {
+    Altered { leader: i32, leader_epoch: i32, isr: Vec<i32>, partition_epoch: i32 },
+    Refused(ResponseError),
+}
+
 /// The controller, as the broker sees it.
 pub trait ControllerChannel: Send + Sync {
     fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
@@ -131,6 +152,17 @@ pub trait ControllerChannel: Send + Sync {
     ) -> BoxFuture<'_, Result<(), ApiError>>;
     /// Reserves `count` fresh producer ids for `broker_id`.
     fn allocate_producer_ids(&self, broker_id: i32, count: i64) -> BoxFuture<'_, Result<Range<i64>, ApiError>>;
+
+    /// AlterPartition (key 56, KIP-497) from the leader `broker_id` at `broker_epoch`: the ISR
+    /// changes it proposes, one outcome per change in order once the controller has decided
+    /// (and committed what it accepted). An error for the whole request (STALE_BROKER_EPOCH,
+    /// NOT_CONTROLLER when no controller could be reached) leaves every change undecided.
+    fn alter_partition(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        changes: Vec<IsrChange>,
+    ) -> BoxFuture<'_, Result<Vec<IsrOutcome>, ApiError>>;
 
     /// The quorum, if this node can describe it (it is the leader); `None` elsewhere (the
     /// broker forwards DescribeQuorum to the active controller).

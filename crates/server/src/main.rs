@@ -324,6 +324,25 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let replicas = Arc::new(
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
+    let controller: Arc<dyn ControllerChannel> = quorum.clone();
+    if is_broker {
+        let ms = |key: &str| std::time::Duration::from_millis(config.number(key).max(0) as u64);
+        let fetch = strata_broker::replica::fetcher::FetchSettings {
+            wait_max_ms: config.number("replica.fetch.wait.max.ms") as i32,
+            min_bytes: config.number("replica.fetch.min.bytes") as i32,
+            max_bytes: config.number("replica.fetch.max.bytes") as i32,
+            response_max_bytes: config.number("replica.fetch.response.max.bytes") as i32,
+            backoff: ms("replica.fetch.backoff.ms"),
+            socket_timeout: ms("replica.socket.timeout.ms"),
+        };
+        replicas.start_replication(
+            controller.clone(),
+            fetch,
+            config.number("replica.lag.time.max.ms"),
+            &tokio::runtime::Handle::current(),
+            shutdown_rx.clone(),
+        );
+    }
     let started = std::time::Instant::now();
     // Opening every log (and starting leader epochs) happens on the metadata loader; removing
     // deleted topics' directories waits on the disk too: neither holds an async worker, so
@@ -340,7 +359,6 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "logs loaded"
     );
-    let controller: Arc<dyn ControllerChannel> = quorum.clone();
 
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
@@ -436,7 +454,7 @@ fn quorum_command(cmd: QuorumCommand) -> ExitCode {
         let mut last = String::from("no controller answered");
         loop {
             for addr in bootstrap.split(',').map(str::trim).filter(|a| !a.is_empty()) {
-                let client = strata_controller::client::ControllerClient::new(addr.to_owned(), "strata-quorum".into());
+                let client = strata_client::KafkaClient::new(addr.to_owned(), "strata-quorum".into());
                 let answer = match &cmd {
                     QuorumCommand::AddVoter { controller_listener, .. } => {
                         let Some((host, port)) = controller_listener.rsplit_once(':') else {

@@ -25,7 +25,7 @@ use strata_log::FileRange;
 
 use crate::error::BrokerError;
 use crate::replica::watchers::Watch;
-use crate::replica::Partition;
+use crate::replica::{Partition, ReadBound};
 use crate::Broker;
 use strata_protocol::batch::Compression;
 
@@ -73,6 +73,12 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         return failed(ResponseError::InvalidFetchSessionEpoch);
     }
     let image = broker.replicas.image();
+    // A follower's fetch names its broker id (v15+ in ReplicaState): it reads up to the log
+    // end, and its position counts for the high watermark and the ISR.
+    let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    let follower = replica_id >= 0;
+    let eligible = follower && image.brokers.get(&replica_id).is_some_and(|b| !b.fenced);
+    let mut isr_change = false;
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in &request.topics {
         let name = if version >= 13 {
@@ -96,7 +102,12 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     _ if zstd_topic => Err(BrokerError::UnsupportedCompressionType(
                         "fetch requests below v10 cannot read this topic's zstd batches",
                     )),
-                    Some(n) => broker.replicas.leader_partition(n, p.partition, epoch),
+                    Some(n) => broker.replicas.leader_partition(n, p.partition, epoch).and_then(|part| {
+                        if follower {
+                            isr_change |= part.follower_fetched(replica_id, p.fetch_offset, eligible)?;
+                        }
+                        Ok(part)
+                    }),
                     None => Err(BrokerError::UnknownTopicId),
                 };
                 let current_leader = match (&partition, &name) {
@@ -121,6 +132,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             .collect();
         topics.push((t, parts));
     }
+    if isr_change {
+        broker.replicas.isr_change_proposed();
+    }
+    let bound = if follower { ReadBound::LogEnd } else { ReadBound::HighWatermark };
     let wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let mut deadline = Instant::now() + wait;
     let mut shutdown = broker.shutdown.clone();
@@ -146,7 +161,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     loop {
         let may_wait = Instant::now() < deadline;
         let (responses, spliced, bytes, any_error) =
-            read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed);
+            read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed, bound);
         if !may_wait || bytes >= min_bytes.max(1) || any_error {
             return (FetchResponse::default().with_responses(responses), spliced);
         }
@@ -170,6 +185,7 @@ fn read_all(
     max_bytes: usize,
     version: i16,
     read_committed: bool,
+    bound: ReadBound,
 ) -> (Vec<FetchableTopicResponse>, SplicedRecords, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
@@ -202,8 +218,10 @@ fn read_all(
                     } else {
                         // Batches read for the first time are CRC-checked from the file: that
                         // read waits on the disk, so it runs off the async worker.
-                        match p.read_cached(w.offset, budget.max(1)) {
-                            Ok(None) => crate::blocking::off_worker(|| p.read(w.offset, budget.max(1))).map(Some),
+                        match p.read_cached(w.offset, budget.max(1), bound) {
+                            Ok(None) => {
+                                crate::blocking::off_worker(|| p.read_to(w.offset, budget.max(1), bound)).map(Some)
+                            }
                             other => other,
                         }
                     };

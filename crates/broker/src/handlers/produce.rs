@@ -1,9 +1,15 @@
 //! Produce: validate each partition's batch, append it, answer with offsets.
 //!
-//! With one replica the high watermark moves with the append, so acks=1 and
-//! acks=all complete at once; acks=0 gets no response at all, and if any partition
-//! failed the connection is closed instead (as Kafka does: it is the only way an acks=0
-//! producer learns of an error, and librdkafka and the Java client then refresh metadata).
+//! acks=1 is answered once the leader has appended. acks=all (-1) first checks the ISR
+//! against `min.insync.replicas` (NOT_ENOUGH_REPLICAS, nothing appended), appends, then waits
+//! (parked on the partition as Kafka's `DelayedProduce` waits in its purgatory) until the high
+//! watermark passes the records: every in-sync replica has them. It fails with
+//! NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the minimum meanwhile,
+//! NOT_LEADER_OR_FOLLOWER if leadership moved, REQUEST_TIMED_OUT after the request's
+//! `timeout_ms`. With one replica the high watermark moves with the append, so acks=all is
+//! answered at once. acks=0 gets no response at all, and if any partition failed the
+//! connection is closed instead (as Kafka does: it is the only way an acks=0 producer learns
+//! of an error, and librdkafka and the Java client then refresh metadata).
 
 use std::sync::Arc;
 
@@ -14,6 +20,7 @@ use strata_protocol::kafka_protocol::messages::produce_response::{
 };
 use strata_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use strata_protocol::ResponseError;
+use tokio::time::Instant;
 
 use super::str_bytes;
 use crate::error::BrokerError;
@@ -33,7 +40,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let image = broker.replicas.image();
-    let mut responses = Vec::with_capacity(request.topic_data.len());
+    let deadline = Instant::now() + std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
+    // Each topic with the outcome of each of its partitions' appends; acks=all ones wait for
+    // their replicas below, all against the one deadline.
+    let mut appended = Vec::with_capacity(request.topic_data.len());
     let mut failed_silently = Vec::new();
     for topic in request.topic_data {
         // v13 names topics by id.
@@ -63,7 +73,9 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                         Ok(partition) => {
                             let in_sync = image.partition(name, p.index).map_or(0, |x| x.isr.len());
                             match partition.check_min_isr(acks, in_sync) {
-                                Ok(()) => append(partition, p.records.unwrap_or_default()).await,
+                                Ok(()) => append(partition.clone(), p.records.unwrap_or_default())
+                                    .await
+                                    .map(|r| (r, Some(partition))),
                                 Err(e) => Err(e),
                             }
                         }
@@ -76,19 +88,61 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     failed_silently.push(format!("{}-{}: {e}", name.as_deref().unwrap_or("?"), p.index));
                 }
             }
-            partitions.push(partition_response(p.index, result, acks_valid, name.as_deref(), acks, version));
+            partitions.push((p.index, result));
         }
-        responses.push(
-            TopicProduceResponse::default()
-                .with_name(if version >= 13 { Default::default() } else { topic.name })
-                .with_topic_id(if version >= 13 { topic.topic_id } else { Default::default() })
-                .with_partition_responses(partitions),
-        );
+        appended.push((topic.name, topic.topic_id, name, partitions));
     }
     if acks == 0 {
         return if failed_silently.is_empty() { Outcome::Silent } else { Outcome::Close(failed_silently.join(", ")) };
     }
+    let mut responses = Vec::with_capacity(appended.len());
+    for (topic_name, topic_id, name, partitions) in appended {
+        let mut out = Vec::with_capacity(partitions.len());
+        for (index, result) in partitions {
+            let result = match result {
+                Ok((r, Some(partition))) if acks == -1 => {
+                    await_replicas(&partition, &r, deadline, request.timeout_ms).await.map(|()| r)
+                }
+                Ok((r, _)) => Ok(r),
+                Err(e) => Err(e),
+            };
+            out.push(partition_response(index, result, acks_valid, name.as_deref(), acks, version));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(if version >= 13 { Default::default() } else { topic_name })
+                .with_topic_id(if version >= 13 { topic_id } else { Default::default() })
+                .with_partition_responses(out),
+        );
+    }
     Outcome::Respond(ProduceResponse::default().with_responses(responses))
+}
+
+/// Waits until the partition's high watermark passes `appended` (see the module docs), parked
+/// on the partition: woken by every move of its high watermark and change of leadership.
+async fn await_replicas(
+    partition: &Arc<Partition>,
+    appended: &AppendResult,
+    deadline: Instant,
+    timeout_ms: i32,
+) -> Result<(), BrokerError> {
+    let done = || partition.acks_all_done(appended.last_offset, appended.leader_epoch);
+    if let Some(result) = done() {
+        return result;
+    }
+    let waiter = Arc::new(tokio::sync::Notify::new());
+    let _watch = partition.watch(&waiter);
+    loop {
+        if let Some(result) = done() {
+            return result;
+        }
+        tokio::select! {
+            _ = waiter.notified() => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return done().unwrap_or(Err(BrokerError::RequestTimedOut(i64::from(timeout_ms))));
+            }
+        }
+    }
 }
 
 /// Whether the record set starts with a zstd batch (Kafka refuses those below Produce v7).

@@ -11,15 +11,18 @@
 //! partition found in a data directory at start stays there; a new one goes to
 //! the directory holding the fewest partitions (Kafka's `LogManager` rule).
 
+pub mod fetcher;
+pub mod isr;
 pub mod partition;
 pub mod producer_state;
+pub mod replication;
 pub mod validate;
 pub mod watchers;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
@@ -29,7 +32,7 @@ use uuid::Uuid;
 
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
-pub use partition::{AppendResult, Partition, ReadResult};
+pub use partition::{AppendResult, Partition, ReadBound, ReadResult};
 
 /// Directory of the local metadata log inside the data directory.
 pub const METADATA_DIR: &str = "__cluster_metadata-0";
@@ -76,6 +79,10 @@ pub struct ReplicaManager {
     publishing: Mutex<()>,
     /// This broker's `node.id`: it holds the partitions whose replicas name it.
     node_id: i32,
+    /// The follower fetchers, once replication is started ([`ReplicaManager::start_replication`]).
+    fetchers: OnceLock<fetcher::FetcherManager>,
+    /// Wakes the ISR sender ([`isr::run_isr_sender`]) when a leader proposes a change.
+    isr_wake: Arc<tokio::sync::Notify>,
 }
 
 impl ReplicaManager {
@@ -133,7 +140,65 @@ impl ReplicaManager {
             partitions: ArcSwap::from_pointee(HashMap::new()),
             publishing: Mutex::new(()),
             node_id: 1,
+            fetchers: OnceLock::new(),
+            isr_wake: Arc::default(),
         }
+    }
+
+    /// Starts replication on `runtime`: the follower fetchers (`fetch` settings), the task that
+    /// sends ISR changes to `controller`, and the ISR shrink check every half
+    /// `replica.lag.time.max.ms` (`lag_ms`), all until `shutdown`. Call before the first
+    /// metadata is published, so that followers start fetching at once. Without it (tests,
+    /// tools) partitions are served as led by this broker only.
+    pub fn start_replication(
+        self: &Arc<Self>,
+        controller: Arc<dyn strata_metadata::channel::ControllerChannel>,
+        fetch: fetcher::FetchSettings,
+        lag_ms: i64,
+        runtime: &tokio::runtime::Handle,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let manager =
+            fetcher::FetcherManager::new(self.node_id, fetch, runtime.clone(), Arc::downgrade(self), shutdown.clone());
+        if self.fetchers.set(manager).is_err() {
+            return; // started already
+        }
+        runtime.spawn(isr::run_isr_sender(self.clone(), controller, self.isr_wake.clone(), shutdown.clone()));
+        let weak = Arc::downgrade(self);
+        let every = std::time::Duration::from_millis((lag_ms / 2).max(1) as u64);
+        let mut shutdown = shutdown;
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = shutdown.changed() => return,
+                }
+                let Some(rm) = weak.upgrade() else { return };
+                rm.maybe_shrink_isrs(now_ms(), lag_ms);
+            }
+        });
+    }
+
+    /// Proposes ISR shrinks for every partition this broker leads whose followers lag more
+    /// than `lag_ms`.
+    pub fn maybe_shrink_isrs(&self, now_ms: i64, lag_ms: i64) {
+        let mut any = false;
+        for p in self.all_partitions() {
+            any |= p.maybe_shrink_isr(now_ms, lag_ms);
+        }
+        if any {
+            self.isr_wake.notify_one();
+        }
+    }
+
+    /// A leader proposed an ISR change: the sender sends it now.
+    pub fn isr_change_proposed(&self) {
+        self.isr_wake.notify_one();
+    }
+
+    /// How many partitions this broker fetches as a follower, from how many leaders.
+    pub fn followed(&self) -> (usize, usize) {
+        self.fetchers.get().map_or((0, 0), fetcher::FetcherManager::fetched)
     }
 
     /// Sets this broker's `node.id` (1 unless set): which replicas in the metadata are its own.
@@ -470,6 +535,9 @@ impl MetadataPublisher for ReplicaManager {
             }
             self.partitions.store(Arc::new(map));
             for p in removed {
+                if let Some(fetchers) = self.fetchers.get() {
+                    fetchers.unfollow(&p.topic, p.index);
+                }
                 match p.delete() {
                     Ok(()) => self.forget_placement(&partition_dir_name(&p.topic, p.index)),
                     Err(e) => {
@@ -504,20 +572,37 @@ impl MetadataPublisher for ReplicaManager {
         }
         // Leadership (Kafka's makeLeader / makeFollower): a partition this broker now leads
         // starts its leader epoch at its log end (durably, off the async workers: this runs on
-        // the metadata loader) and stamps it on what it appends; one it stopped leading stops.
+        // the metadata loader) and stamps it on what it appends, and stops fetching; one it
+        // follows stops stamping and fetches from its leader (after truncating, in a new epoch).
         let partitions = self.partitions.load();
         let find = |l: &strata_metadata::image::LocalPartition| {
-            partitions.get(&l.topic).and_then(|parts| parts.get(&l.partition.partition)).cloned()
+            partitions.get(&l.topic).and_then(|parts| parts.get(&l.partition.partition)).cloned().map(|p| {
+                let a = &l.partition;
+                let assignment = replication::Assignment {
+                    leader: a.leader,
+                    leader_epoch: a.leader_epoch,
+                    partition_epoch: a.partition_epoch,
+                    replicas: a.replicas.clone(),
+                    isr: a.isr.clone(),
+                };
+                (p, assignment)
+            })
         };
-        let leaders: Vec<(Arc<Partition>, i32)> =
-            local.leaders.iter().filter_map(|l| find(l).map(|p| (p, l.partition.leader_epoch))).collect();
-        for (p, result) in parallel_map(&leaders, |(p, epoch)| (p.clone(), p.become_leader(*epoch))) {
+        let changed: Vec<(Arc<Partition>, replication::Assignment)> =
+            local.leaders.iter().chain(&local.followers).filter_map(find).collect();
+        let node_id = self.node_id;
+        for (p, a, result) in parallel_map(&changed, |(p, a)| (p, a, p.apply_assignment(node_id, a.clone()))) {
             if let Err(e) = result {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot start the new leader epoch");
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot apply the partition's new registration");
+                continue;
             }
-        }
-        for p in local.followers.iter().filter_map(find) {
-            p.stop_leading();
+            if let Some(fetchers) = self.fetchers.get() {
+                if a.leader != node_id && a.leader >= 0 {
+                    fetchers.follow(p.clone(), a.leader, a.leader_epoch);
+                } else {
+                    fetchers.unfollow(&p.topic, p.index);
+                }
+            }
         }
         for resource in &delta.changed_configs {
             if let ConfigResource::Topic(name) = resource {

@@ -1,11 +1,19 @@
-//! One partition this broker leads: its log, its producer state, and the
-//! fetches waiting for it to grow.
+//! One partition replica on this broker: its log, its producer state, its replication state
+//! (leader or follower, see [`Replication`]), and the fetches and acks=all produces waiting
+//! for it to grow.
 //!
-//! Invariant: `log_start <= high_watermark <= log_end`. With one replica the
-//! high watermark is the log end: an appended batch is committed at once
-//! (Kafka's behaviour with replication factor 1). What "committed" means for
-//! durability — fsynced or only in the page cache — is the flush policy's
-//! business, see `docs/durability.md`.
+//! Offsets: the *log end* (LEO) is where the next batch goes; the *high watermark* (HW) is
+//! where the committed records end: every replica of the ISR has everything below it.
+//! Invariants, tested below and in `replication.rs`:
+//! - `log_start <= HW <= log end` on a leader, and a leader's HW never moves back (a new
+//!   leader starts from the HW it had as a follower and waits for its followers);
+//! - consumers read below the HW only; followers read up to the log end;
+//! - an acks=all produce is answered once the HW has passed its last record (or fails);
+//! - with one replica (an ISR of one) the HW is the log end, as in Kafka with replication
+//!   factor 1.
+//!
+//! What "committed" means for durability — fsynced or only in the page cache — is the flush
+//! policy's business, see `docs/durability.md`.
 //!
 //! With `flush.messages=1` (every acknowledged record durable) appends use
 //! group commit: a producer appends under the partition lock, releases it, and
@@ -26,6 +34,7 @@ use uuid::Uuid;
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
 use crate::replica::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::replica::replication::{Assignment, PendingIsr, Replication, Role};
 use crate::replica::validate::prepare_batch;
 use crate::replica::watchers::{Watch, Watchers};
 
@@ -33,9 +42,22 @@ use crate::replica::watchers::{Watch, Watchers};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
     pub base_offset: i64,
+    /// Offset of the last record appended (of the first attempt, for a retried duplicate).
+    pub last_offset: i64,
+    /// The leader epoch the records were appended in (-1 on a partition without one).
+    pub leader_epoch: i32,
     /// The broker's timestamp when the topic uses LogAppendTime, else -1.
     pub log_append_time: i64,
     pub log_start_offset: i64,
+}
+
+/// How far a read may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadBound {
+    /// Below the high watermark: what consumers see.
+    HighWatermark,
+    /// Up to the log end: what a follower replicates.
+    LogEnd,
 }
 
 /// What a fetch from this partition returned.
@@ -61,9 +83,18 @@ pub struct Partition {
     pub topic_id: Uuid,
     pub index: i32,
     state: Mutex<State>,
-    /// Mirrors of the log's offsets, readable without the lock.
+    /// Mirrors of the log's offsets, readable without the lock. `log_end` is the end a leader
+    /// counts as its own position and a follower fetches from: the LEO, or under group commit
+    /// the fsynced end.
     log_end: AtomicI64,
     log_start: AtomicI64,
+    /// The high watermark (see the module docs).
+    high_watermark: AtomicI64,
+    /// Leader or follower, the ISR, the followers' positions. Locked after `state` when both
+    /// are held.
+    replication: Mutex<Replication>,
+    /// Set when an ISR change waits to be sent to the controller.
+    isr_change_waiting: AtomicBool,
     /// Whether appends may fsync (a message-count flush policy is set);
     /// readable without the lock so the produce path can decide where to run.
     flushes_on_append: AtomicBool,
@@ -71,6 +102,8 @@ pub struct Partition {
     group_commit: AtomicBool,
     /// Whether the topic's `compression.type` names a codec (appends may recompress).
     recompresses: AtomicBool,
+    /// This broker's `node.id`, set with the first registration applied.
+    local_id: std::sync::atomic::AtomicI32,
     /// Whether a group-commit fsync is running; producers waiting for their
     /// append to become durable sleep on `commit_done`.
     commit_running: Mutex<bool>,
@@ -96,29 +129,7 @@ impl Partition {
         log: Log,
         settings: TopicSettings,
     ) -> Result<Self, BrokerError> {
-        let mut snapshot_offset = -1;
-        let (mut producers, replay_from) = match log.latest_snapshot()? {
-            Some((offset, payload)) => match ProducerStateTable::decode(&payload) {
-                Ok(table) => {
-                    snapshot_offset = offset;
-                    (table, offset)
-                }
-                Err(reason) => {
-                    tracing::warn!(%topic, partition = index, offset, reason,
-                        "unreadable producer snapshot; rebuilding producer state from the whole log");
-                    (ProducerStateTable::default(), log.log_start_offset())
-                }
-            },
-            None => (ProducerStateTable::default(), log.log_start_offset()),
-        };
-        let headers = log.batch_headers(replay_from)?;
-        for header in &headers {
-            producers.record(header);
-        }
-        let expired = producers.remove_expired(super::now_ms(), settings.producer_id_expiration_ms);
-        let replayed_at_open = headers.len();
-        tracing::debug!(%topic, partition = index, snapshot_offset = replay_from, batches_replayed = replayed_at_open,
-            producers = producers.len(), expired, "producer state loaded");
+        let (producers, loaded) = load_producer_state(&log, &topic, index, &settings)?;
         let mut log = log;
         let group_commit = settings.log.flush_interval_messages == 1;
         log.set_deferred_flush(group_commit);
@@ -128,15 +139,21 @@ impl Partition {
             index,
             log_end: AtomicI64::new(log.log_end_offset()),
             log_start: AtomicI64::new(log.log_start_offset()),
+            // Unassigned: the log end (see `Role::Unassigned`); the first registration applied
+            // lowers it when the partition has other replicas.
+            high_watermark: AtomicI64::new(log.log_end_offset()),
+            replication: Mutex::new(Replication::default()),
+            isr_change_waiting: AtomicBool::new(false),
             flushes_on_append: AtomicBool::new(settings.log.flush_interval_messages != u64::MAX),
             group_commit: AtomicBool::new(group_commit),
             recompresses: AtomicBool::new(settings.compression.is_some()),
             commit_running: Mutex::new(false),
+            local_id: std::sync::atomic::AtomicI32::new(-1),
             commit_done: Condvar::new(),
             state: Mutex::new(State { log: Some(log), producers, settings }),
             watchers: Arc::default(),
-            replayed_at_open,
-            snapshot_offset: AtomicI64::new(snapshot_offset),
+            replayed_at_open: loaded.replayed,
+            snapshot_offset: AtomicI64::new(loaded.snapshot_offset),
             snapshot_write: Mutex::new(()),
         })
     }
@@ -155,8 +172,13 @@ impl Partition {
         self.log_end.load(Ordering::Acquire)
     }
 
+    /// The high watermark: consumers read below it, acks=all produces wait for it.
     pub fn high_watermark(&self) -> i64 {
-        self.log_end_offset()
+        self.high_watermark.load(Ordering::Acquire)
+    }
+
+    fn replication(&self) -> MutexGuard<'_, Replication> {
+        self.replication.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub fn log_start_offset(&self) -> i64 {
@@ -202,12 +224,31 @@ impl Partition {
         st.settings = settings;
     }
 
-    /// Publishes the offsets readers see. Under group commit the high watermark
-    /// stops at the recovery point (what is fsynced). Called under the lock.
+    /// Publishes the offsets readers see. Under group commit the log end published (and so
+    /// the high watermark) stops at the recovery point (what is fsynced). Called under the
+    /// lock. A leader's high watermark follows (see [`Self::advance_high_watermark`]).
     fn publish_offsets(&self, log: &Log) {
         self.log_start.store(log.log_start_offset(), Ordering::Release);
         let end = if self.group_commit.load(Ordering::Relaxed) { log.recovery_point() } else { log.log_end_offset() };
         self.log_end.store(end, Ordering::Release);
+        self.advance_high_watermark();
+    }
+
+    /// Moves a leader's (or an unassigned partition's) high watermark up to the smallest log
+    /// end of its ISR, never back, and wakes what waits on it. Returns whether it moved.
+    fn advance_high_watermark(&self) -> bool {
+        let candidate = self.replication().leader_high_watermark(self.local_id(), self.log_end_offset());
+        let Some(candidate) = candidate else { return false };
+        let moved = self.high_watermark.fetch_max(candidate, Ordering::AcqRel) < candidate;
+        if moved {
+            self.wake_waiters();
+        }
+        moved
+    }
+
+    /// This broker's id as the registration names it (-1 before one is applied).
+    fn local_id(&self) -> i32 {
+        self.local_id.load(Ordering::Relaxed)
     }
 
     /// Group commit: returns once everything below `end` is fsynced. If no fsync
@@ -251,24 +292,221 @@ impl Partition {
         Ok(recorded?)
     }
 
-    /// This broker became the partition's leader in `epoch` (see [`Log::become_leader`]: the
-    /// epoch's start is fsynced to the leader-epoch checkpoint; run off the async workers).
-    pub fn become_leader(&self, epoch: i32) -> Result<(), BrokerError> {
+    /// Applies the partition's registration on broker `local_id` (Kafka's `makeLeader` /
+    /// `makeFollower`). A leader in a new epoch starts the epoch at its log end, durably (see
+    /// [`Log::become_leader`]: the checkpoint is fsynced, so run this off the async workers)
+    /// and stamps it on what it appends; a follower stops stamping. The first registration
+    /// applied to a partition with other replicas lowers the high watermark to the log start:
+    /// what was committed before the restart is not known here (Kafka reads it from a
+    /// checkpoint), and claiming the log end would let consumers read records that were never
+    /// committed; the ISR brings it back up. Parked produces and fetches re-check.
+    pub fn apply_assignment(&self, local_id: i32, assignment: Assignment) -> Result<(), BrokerError> {
         let mut st = self.lock();
-        st.log.as_mut().ok_or(BrokerError::ShuttingDown)?.become_leader(epoch)?;
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        self.local_id.store(local_id, Ordering::Relaxed);
+        if assignment.leader == local_id {
+            log.become_leader(assignment.leader_epoch)?;
+        } else {
+            log.stop_leading();
+        }
+        {
+            let mut repl = self.replication();
+            if repl.role() == Role::Unassigned && assignment.replicas.len() > 1 {
+                self.high_watermark.store(log.log_start_offset(), Ordering::Release);
+            }
+            repl.apply(local_id, assignment, self.log_end_offset(), super::now_ms());
+        }
+        self.publish_offsets(log);
+        drop(st);
+        self.wake_waiters();
         Ok(())
+    }
+
+    /// The registration last applied, and whether this broker leads.
+    pub fn assignment(&self) -> Option<Assignment> {
+        self.replication().assignment().cloned()
+    }
+
+    /// Whether an acks=all produce whose last record is `last_offset`, appended in
+    /// `leader_epoch`, is done (Kafka's `checkEnoughReplicasReachOffset`): `None` while the
+    /// high watermark has not passed it; then Ok, or NOT_ENOUGH_REPLICAS_AFTER_APPEND when the
+    /// ISR shrank below `min.insync.replicas` meanwhile. NOT_LEADER_OR_FOLLOWER once this
+    /// broker no longer leads in that epoch: the records may not survive the new leader.
+    pub fn acks_all_done(&self, last_offset: i64, leader_epoch: i32) -> Option<Result<(), BrokerError>> {
+        let (leading, in_sync) = {
+            let repl = self.replication();
+            (repl.leading_epoch(), repl.in_sync_count())
+        };
+        if leading.is_some_and(|e| e != leader_epoch) || (leading.is_none() && leader_epoch >= 0) {
+            return Some(Err(BrokerError::NotLeaderOrFollower(format!(
+                "{}-{} (leadership moved while the produce waited for its replicas)",
+                self.topic, self.index
+            ))));
+        }
+        if self.high_watermark() <= last_offset {
+            return None;
+        }
+        let required = self.lock().settings.min_insync_replicas;
+        if in_sync < required {
+            return Some(Err(BrokerError::NotEnoughReplicasAfterAppend { in_sync, required }));
+        }
+        Some(Ok(()))
+    }
+
+    /// A follower's fetch at `offset` reached this leader (see
+    /// [`Replication::follower_fetched`]): its position moves the high watermark, and a
+    /// follower that has caught up is proposed for the ISR when `eligible` (the metadata
+    /// lets it join). NOT_LEADER_OR_FOLLOWER when this broker does not lead or `replica` is
+    /// not a replica. Returns whether an ISR change now waits to be sent.
+    pub fn follower_fetched(&self, replica: i32, offset: i64, eligible: bool) -> Result<bool, BrokerError> {
+        let now = super::now_ms();
+        let end = self.log_end_offset();
+        if !self.replication().follower_fetched(replica, offset, end, now) {
+            return Err(BrokerError::NotLeaderOrFollower(format!(
+                "{}-{} (broker {replica} fetched as a replica of it, but this broker does not lead it with that replica)",
+                self.topic, self.index
+            )));
+        }
+        self.advance_high_watermark();
+        let hw = self.high_watermark();
+        if self.replication().propose_expand(replica, hw, eligible) {
+            self.isr_change_waiting.store(true, Ordering::Release);
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// Proposes removing the ISR members that have not caught up for `lag_ms` (run every
+    /// `replica.lag.time.max.ms / 2`). Returns whether a change now waits to be sent.
+    pub fn maybe_shrink_isr(&self, now_ms: i64, lag_ms: i64) -> bool {
+        let local = self.local_id();
+        if self.replication().propose_shrink(local, now_ms, lag_ms) {
+            self.isr_change_waiting.store(true, Ordering::Release);
+            return true;
+        }
+        false
+    }
+
+    /// The ISR change to send to the controller now, if any (marked sent).
+    pub fn take_isr_proposal(&self) -> Option<PendingIsr> {
+        if !self.isr_change_waiting.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        self.replication().take_proposal()
+    }
+
+    /// The controller's answer to an ISR change (see [`Replication::proposal_answered`]);
+    /// `None` when it could not be asked: the change waits to be sent again.
+    pub fn isr_proposal_answered(&self, proposal: &PendingIsr, outcome: Option<&strata_metadata::channel::IsrOutcome>) {
+        let mut repl = self.replication();
+        repl.proposal_answered(proposal, outcome);
+        if outcome.is_none() && repl.has_pending() {
+            self.isr_change_waiting.store(true, Ordering::Release);
+        }
+    }
+
+    /// Appends records fetched from the leader (Kafka's `appendRecordsToFollowerOrFutureReplica`):
+    /// whole batches are CRC-checked, those already here are skipped, a trailing partial batch
+    /// is left for the next fetch. Producer state follows, as on the leader, so that this
+    /// replica deduplicates retries once it leads. Under group commit the append is fsynced
+    /// before the new end is published (a follower reports only what is durable). Returns
+    /// the number of bytes appended. Waits on the disk: run off the async workers.
+    pub fn append_as_follower(&self, records: &[u8], now_ms: i64) -> Result<usize, BrokerError> {
+        let end = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.log_end_offset();
+        let mut start = None;
+        let mut len = 0usize;
+        let mut headers = Vec::new();
+        for item in strata_protocol::batch::BatchIter::new(records) {
+            let Ok((h, bytes)) = item else { break }; // a partial batch at the end
+            let at = len;
+            len += h.total_size();
+            if h.last_offset() < end {
+                continue;
+            }
+            if !strata_protocol::batch::verify_crc(bytes) {
+                return Err(BrokerError::CorruptMessage(format!(
+                    "batch at offset {} fetched from the leader fails its CRC",
+                    h.base_offset
+                )));
+            }
+            start.get_or_insert(at);
+            headers.push(h);
+        }
+        let Some(start) = start else { return Ok(0) };
+        let batches = &records[start..len];
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        let segment_before = log.active_base_offset();
+        log.append_as_follower(batches, now_ms)?;
+        let snapshot = (log.active_base_offset() != segment_before)
+            .then(|| (log.snapshot_writer(), log.active_base_offset(), st.producers.encode()));
+        for h in headers.iter().filter(|h| h.has_producer_id()) {
+            st.producers.record(h);
+        }
+        if self.group_commit.load(Ordering::Relaxed) {
+            log.flush()?;
+        }
+        self.publish_offsets(log);
+        drop(guard);
+        if let Some((writer, offset, payload)) = snapshot {
+            self.write_snapshot(&writer, offset, &payload);
+        }
+        Ok(batches.len())
+    }
+
+    /// A follower's high watermark: the leader's, capped at its own log end (it may be behind).
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: i64) {
+        if self.replication().role() != Role::Follower {
+            return;
+        }
+        let hw = leader_high_watermark.min(self.log_end_offset()).max(self.log_start_offset());
+        if self.high_watermark.swap(hw, Ordering::AcqRel) != hw {
+            self.wake_waiters();
+        }
+    }
+
+    /// Truncates a follower's log to `offset` (KIP-101: what OffsetForLeaderEpoch says was
+    /// never committed) and rebuilds the producer state from the newest snapshot at or below
+    /// the new end. Waits on the disk.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), BrokerError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        if offset >= log.log_end_offset() {
+            return Ok(());
+        }
+        log.truncate_to(offset)?;
+        let (producers, _) = load_producer_state(log, &self.topic, self.index, &st.settings)?;
+        st.producers = producers;
+        self.snapshot_offset.fetch_min(log.log_end_offset(), Ordering::Relaxed);
+        self.high_watermark.fetch_min(log.log_end_offset(), Ordering::AcqRel);
+        self.publish_offsets(log);
+        Ok(())
+    }
+
+    /// Empties a follower's log and restarts it at `offset`: the leader's log starts after
+    /// this replica's end (Kafka's `truncateFullyAndStartAt`). Waits on the disk.
+    pub fn reset_to(&self, offset: i64) -> Result<(), BrokerError> {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        log.truncate_fully_and_start_at(offset)?;
+        st.producers = ProducerStateTable::default();
+        self.snapshot_offset.store(-1, Ordering::Relaxed);
+        self.high_watermark.store(offset, Ordering::Release);
+        self.publish_offsets(log);
+        Ok(())
+    }
+
+    /// The newest leader epoch in this replica's log, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.lock().log.as_ref().and_then(Log::latest_epoch)
     }
 
     /// Bytes of the partition's segment files (DescribeLogDirs); 0 once closed.
     pub fn size_bytes(&self) -> u64 {
         self.lock().log.as_ref().map_or(0, Log::size_bytes)
-    }
-
-    /// This broker no longer leads the partition.
-    pub fn stop_leading(&self) {
-        if let Some(log) = self.lock().log.as_mut() {
-            log.stop_leading();
-        }
     }
 
     /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` and where it ends (see
@@ -326,6 +564,7 @@ impl Partition {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
                 let end = st.log.as_ref().map_or(0, Log::log_end_offset);
+                let leader_epoch = st.log.as_ref().and_then(Log::leader_epoch).unwrap_or(-1);
                 drop(guard);
                 if self.group_commit.load(Ordering::Relaxed) {
                     // The first attempt may still be waiting for its fsync.
@@ -333,6 +572,8 @@ impl Partition {
                 }
                 return Ok(AppendResult {
                     base_offset: meta.first_offset,
+                    last_offset: meta.last_offset,
+                    leader_epoch,
                     log_append_time,
                     log_start_offset: log_start,
                 });
@@ -350,6 +591,7 @@ impl Partition {
         // batch is the new segment's first), as Kafka does; written without the lock.
         let snapshot = (log.active_base_offset() != segment_before)
             .then(|| (log.snapshot_writer(), log.active_base_offset(), st.producers.encode()));
+        let leader_epoch = log.leader_epoch().unwrap_or(-1);
         let stored = BatchHeader { base_offset: info.first_offset, ..header };
         st.producers.record(&stored);
         self.publish_offsets(log);
@@ -365,31 +607,64 @@ impl Partition {
         } else {
             self.wake_waiters();
         }
-        Ok(AppendResult { base_offset: info.first_offset, log_append_time, log_start_offset })
+        Ok(AppendResult {
+            base_offset: info.first_offset,
+            last_offset: info.last_offset,
+            leader_epoch,
+            log_append_time,
+            log_start_offset,
+        })
     }
 
     /// Reads from `offset` up to `max_bytes` (at least one whole batch if any
     /// is there), never past the high watermark. May read the segment file to CRC-check
     /// batches read for the first time: not for async workers (see [`Partition::read_cached`]).
     pub fn read(&self, offset: i64, max_bytes: usize) -> Result<ReadResult, BrokerError> {
-        self.read_with(offset, max_bytes, false)?.ok_or(BrokerError::Storage("read asked to be repeated".to_owned()))
+        self.read_with(offset, max_bytes, false, ReadBound::HighWatermark)?
+            .ok_or(BrokerError::Storage("read asked to be repeated".to_owned()))
+    }
+
+    /// [`Partition::read`] up to `bound`: the high watermark for consumers, the log end for
+    /// followers.
+    pub fn read_to(&self, offset: i64, max_bytes: usize, bound: ReadBound) -> Result<ReadResult, BrokerError> {
+        self.read_with(offset, max_bytes, false, bound)?
+            .ok_or(BrokerError::Storage("read asked to be repeated".to_owned()))
     }
 
     /// [`Partition::read`] without reading the segment file: only batches already CRC-checked
     /// are returned (from the mapping, which holds them in the page cache), and `Ok(None)`
     /// says the first batch needs a check from disk, to be done with [`Partition::read`] off
     /// the async workers.
-    pub fn read_cached(&self, offset: i64, max_bytes: usize) -> Result<Option<ReadResult>, BrokerError> {
-        self.read_with(offset, max_bytes, true)
+    pub fn read_cached(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        bound: ReadBound,
+    ) -> Result<Option<ReadResult>, BrokerError> {
+        self.read_with(offset, max_bytes, true, bound)
     }
 
-    fn read_with(&self, offset: i64, max_bytes: usize, cached_only: bool) -> Result<Option<ReadResult>, BrokerError> {
+    fn read_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        cached_only: bool,
+        bound: ReadBound,
+    ) -> Result<Option<ReadResult>, BrokerError> {
         let st = self.lock();
         let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
-        // The published end (under group commit, the fsynced end), read under the lock.
-        let hw = self.log_end_offset();
-        let info =
-            if cached_only { log.read_cached(offset, max_bytes, hw)? } else { Some(log.read(offset, max_bytes, hw)?) };
+        // Read under the lock: the high watermark, or the published end (under group commit,
+        // the fsynced end), which a follower replicates.
+        let hw = self.high_watermark();
+        let max_offset = match bound {
+            ReadBound::HighWatermark => hw,
+            ReadBound::LogEnd => self.log_end_offset(),
+        };
+        let info = if cached_only {
+            log.read_cached(offset, max_bytes, max_offset)?
+        } else {
+            Some(log.read(offset, max_bytes, max_offset)?)
+        };
         Ok(info.map(|info| ReadResult {
             records: info.records,
             file_range: info.file_range,
@@ -581,6 +856,48 @@ impl Partition {
             None => Ok(()),
         }
     }
+}
+
+/// Where [`load_producer_state`] started from.
+struct ProducerStateLoaded {
+    /// The snapshot used, -1 for none.
+    snapshot_offset: i64,
+    /// Batch headers replayed after it.
+    replayed: usize,
+}
+
+/// Rebuilds idempotent-producer state from a log: the newest intact producer snapshot, then
+/// the batches from its offset on (the whole log when there is no usable snapshot), without
+/// the producers idle longer than `producer.id.expiration.ms`.
+fn load_producer_state(
+    log: &Log,
+    topic: &str,
+    index: i32,
+    settings: &TopicSettings,
+) -> Result<(ProducerStateTable, ProducerStateLoaded), BrokerError> {
+    let mut snapshot_offset = -1;
+    let (mut producers, replay_from) = match log.latest_snapshot()? {
+        Some((offset, payload)) => match ProducerStateTable::decode(&payload) {
+            Ok(table) => {
+                snapshot_offset = offset;
+                (table, offset)
+            }
+            Err(reason) => {
+                tracing::warn!(%topic, partition = index, offset, reason,
+                    "unreadable producer snapshot; rebuilding producer state from the whole log");
+                (ProducerStateTable::default(), log.log_start_offset())
+            }
+        },
+        None => (ProducerStateTable::default(), log.log_start_offset()),
+    };
+    let headers = log.batch_headers(replay_from)?;
+    for header in &headers {
+        producers.record(header);
+    }
+    let expired = producers.remove_expired(super::now_ms(), settings.producer_id_expiration_ms);
+    tracing::debug!(%topic, partition = index, snapshot_offset = replay_from, batches_replayed = headers.len(),
+        producers = producers.len(), expired, "producer state loaded");
+    Ok((producers, ProducerStateLoaded { snapshot_offset, replayed: headers.len() }))
 }
 
 /// The log cleaner works on the partition's log under the partition lock only for its plan

@@ -1,6 +1,10 @@
-//! A minimal Kafka-protocol client for broker-to-controller RPCs (KRaft's
-//! `NodeToControllerChannelManager`): one connection per controller, one request at a time,
-//! re-dialled after any error. Requests and responses are `kafka-protocol` messages.
+//! A minimal Kafka-protocol client for Strata's own node-to-node RPCs: broker to controller
+//! (KRaft's `NodeToControllerChannelManager`: registration, heartbeats, AlterPartition) and
+//! follower to leader (Fetch, OffsetForLeaderEpoch, as Kafka's `ReplicaFetcherThread` sends
+//! them). One connection per peer, one request at a time, re-dialled after any error.
+//! Requests and responses are `kafka-protocol` messages; clients of the cluster never use it.
+
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
@@ -8,30 +12,47 @@ use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, Str
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Largest response accepted.
-const MAX_RESPONSE: usize = 64 << 20;
+/// Largest response accepted (a follower's fetch response is bounded by
+/// `replica.fetch.response.max.bytes`, far below this).
+const MAX_RESPONSE: usize = 256 << 20;
 
-/// A connection to one controller's listener.
-pub struct ControllerClient {
+/// How long a call may take unless the caller says otherwise: connect, send, and the whole
+/// response.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to one node's listener.
+pub struct KafkaClient {
     addr: String,
     client_id: String,
     conn: tokio::sync::Mutex<Option<TcpStream>>,
     correlation: std::sync::atomic::AtomicI32,
 }
 
-impl ControllerClient {
-    /// A client of the controller at `addr` (`host:port`); connects on first use.
+impl KafkaClient {
+    /// A client of the node at `addr` (`host:port`); connects on first use.
     pub fn new(addr: String, client_id: String) -> Self {
         Self { addr, client_id, conn: tokio::sync::Mutex::new(None), correlation: 0.into() }
     }
 
-    /// The controller's address.
+    /// The node's address.
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// Sends `req` at `version` and returns the response. Any error drops the connection.
+    /// Sends `req` at `version` and returns the response, within [`DEFAULT_TIMEOUT`].
     pub async fn call<R: Request>(&self, version: i16, req: &R) -> Result<R::Response, String> {
+        self.call_within(version, req, DEFAULT_TIMEOUT).await
+    }
+
+    /// Sends `req` at `version` and returns the response, or an error after `timeout`. Any
+    /// error (a timeout too) drops the connection, so a late response is never read as the
+    /// answer to a later request.
+    pub async fn call_within<R: Request>(
+        &self,
+        version: i16,
+        req: &R,
+        timeout: Duration,
+    ) -> Result<R::Response, String> {
         let cid = self.correlation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -46,12 +67,12 @@ impl ControllerClient {
         body[..4].copy_from_slice(&len.to_be_bytes());
 
         let mut guard = self.conn.lock().await;
-        if guard.is_none() {
-            let s = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
-            let _ = s.set_nodelay(true);
-            *guard = Some(s);
-        }
-        let result = async {
+        let exchange = async {
+            if guard.is_none() {
+                let s = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
+                let _ = s.set_nodelay(true);
+                *guard = Some(s);
+            }
             let Some(stream) = guard.as_mut() else { return Err("not connected".to_string()) };
             stream.write_all(&body).await.map_err(|e| e.to_string())?;
             let mut size = [0u8; 4];
@@ -70,11 +91,14 @@ impl ControllerClient {
             }
             let resp = R::Response::decode(&mut buf, version).map_err(|e| e.to_string())?;
             if buf.has_remaining() {
-                tracing::debug!(remaining = buf.remaining(), "bytes after a controller response");
+                tracing::debug!(remaining = buf.remaining(), addr = %self.addr, "bytes after a response");
             }
             Ok(resp)
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer from {} within {} ms", self.addr, timeout.as_millis())),
+        };
         if result.is_err() {
             *guard = None;
         }
