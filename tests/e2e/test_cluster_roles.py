@@ -46,6 +46,8 @@ class RoleNode(Node):
         else:
             lines["listeners"] = f"PLAINTEXT://127.0.0.1:{self.port}"
             lines["advertised.listeners"] = f"PLAINTEXT://127.0.0.1:{self.port}"
+            # Two brokers: Kafka's default of 3 could never be placed.
+            lines["offsets.topic.replication.factor"] = "2"
         self.config.write_text("".join(f"{k}={v}\n" for k, v in lines.items()))
 
     def wait_ready(self, timeout: float = 60):

@@ -108,7 +108,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("producer.id.expiration.ms", Int, Some("86400000"), Some(1), "Forget an idempotent producer whose last batch is this old (its sequence state goes)."),
     key!("producer.id.expiration.check.interval.ms", Int, Some("600000"), Some(1), "How often expired producer ids are removed."),
     key!("offsets.topic.num.partitions", Int, Some("50"), Some(1), "Partitions of __consumer_offsets (fixed once the topic exists)."),
-    key!("offsets.topic.replication.factor", Int, Some("1"), Some(1), "Replication factor of __consumer_offsets."),
+    key!("offsets.topic.replication.factor", Int, Some("3"), Some(1), "Replication factor of __consumer_offsets, created once this many brokers are registered; 1 on a single node (no controller.quorum.voters) unless set."),
     key!("offsets.topic.segment.bytes", Int, Some("104857600"), Some(1024), "Segment size of __consumer_offsets."),
     key!("offsets.retention.minutes", Int, Some("10080"), Some(1), "How long committed offsets of an empty group are kept."),
     key!("offsets.retention.check.interval.ms", Long, Some("600000"), Some(1), "How often expired offsets are removed."),
@@ -519,6 +519,15 @@ impl BrokerConfig {
     /// validated at start, so only keys without a default can be unset).
     pub fn number(&self, name: &str) -> i64 {
         self.num_or(name, 0)
+    }
+    /// `offsets.topic.replication.factor`: as set, else Kafka's 3 in a cluster and 1 on a single
+    /// node (no `controller.quorum.voters`), which could never have three.
+    pub fn offsets_topic_replication_factor(&self) -> i16 {
+        if self.is_explicit("offsets.topic.replication.factor") || !self.quorum_voters().is_empty() {
+            self.number("offsets.topic.replication.factor") as i16
+        } else {
+            1
+        }
     }
     pub fn flush_scheduler_interval_ms(&self) -> u64 {
         self.num_or("log.flush.scheduler.interval.ms", i64::MAX) as u64

@@ -114,50 +114,52 @@ impl GroupCoordinator {
         })
     }
 
-    /// Creates `__consumer_offsets` if it does not exist, then loads every shard
-    /// from its partition.
+    /// Creates `__consumer_offsets` if it does not exist, then loads every shard from its
+    /// partition. Like Kafka, the topic is created only once `offsets.topic.replication.factor`
+    /// brokers are registered: until then a task tries again every second, and FindCoordinator
+    /// answers COORDINATOR_NOT_AVAILABLE.
     pub async fn start(
         config: &BrokerConfig,
-        controller: &dyn strata_metadata::channel::ControllerChannel,
+        controller: Arc<dyn strata_metadata::channel::ControllerChannel>,
         replicas: Arc<ReplicaManager>,
     ) -> Result<Arc<Self>, BrokerError> {
+        let spec = CreateTopicSpec {
+            name: OFFSETS_TOPIC.to_string(),
+            num_partitions: config.number("offsets.topic.num.partitions") as i32,
+            replication_factor: config.offsets_topic_replication_factor(),
+            assignments: Vec::new(),
+            configs: [
+                ("cleanup.policy".to_string(), "compact".to_string()),
+                ("segment.bytes".to_string(), config.number("offsets.topic.segment.bytes").to_string()),
+                ("max.message.bytes".to_string(), (16 * 1024 * 1024).to_string()),
+            ]
+            .into_iter()
+            .collect(),
+        };
         if replicas.image().topic(OFFSETS_TOPIC).is_none() {
-            let spec = CreateTopicSpec {
-                name: OFFSETS_TOPIC.to_string(),
-                num_partitions: config.number("offsets.topic.num.partitions") as i32,
-                replication_factor: config.number("offsets.topic.replication.factor") as i16,
-                assignments: Vec::new(),
-                configs: [
-                    ("cleanup.policy".to_string(), "compact".to_string()),
-                    ("segment.bytes".to_string(), config.number("offsets.topic.segment.bytes").to_string()),
-                    ("max.message.bytes".to_string(), (16 * 1024 * 1024).to_string()),
-                ]
-                .into_iter()
-                .collect(),
-            };
-            for r in controller.create_topics(vec![spec], false).await {
-                match r.result {
-                    // Another broker of the cluster created it first.
-                    Err(e) if e.error == strata_protocol::ResponseError::TopicAlreadyExists => {}
-                    Err(e) => {
-                        return Err(BrokerError::Storage(format!("cannot create {OFFSETS_TOPIC}: {}", e.message)))
-                    }
-                    Ok(_) => {}
+            match create_offsets_topic(controller.as_ref(), &replicas, &spec).await {
+                Ok(()) => {}
+                Err(e) if e.error == strata_protocol::ResponseError::InvalidReplicationFactor => {
+                    tracing::warn!(reason = %e.message,
+                        "{OFFSETS_TOPIC} waits for enough brokers (offsets.topic.replication.factor); groups are unavailable until then");
+                    let (controller, replicas, spec) = (controller.clone(), replicas.clone(), spec.clone());
+                    tokio::spawn(async move {
+                        while replicas.image().topic(OFFSETS_TOPIC).is_none() {
+                            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                            match create_offsets_topic(controller.as_ref(), &replicas, &spec).await {
+                                Ok(()) => tracing::info!("{OFFSETS_TOPIC} created"),
+                                Err(e) if e.error == strata_protocol::ResponseError::InvalidReplicationFactor => {}
+                                Err(e) => tracing::warn!(error = %e.message, "cannot create {OFFSETS_TOPIC} yet"),
+                            }
+                        }
+                    });
                 }
-            }
-            // Created through another node's controller: wait until this broker's metadata has it.
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-            while replicas.image().topic(OFFSETS_TOPIC).is_none() {
-                if std::time::Instant::now() > deadline {
-                    return Err(BrokerError::Storage(format!(
-                        "{OFFSETS_TOPIC} was created but never reached this broker's metadata"
-                    )));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                Err(e) => return Err(BrokerError::Storage(format!("cannot create {OFFSETS_TOPIC}: {}", e.message))),
             }
         }
         let image = replicas.image();
-        let partitions = image.topic(OFFSETS_TOPIC).map_or(0, |t| t.partitions.len());
+        // Until the topic exists, its shards are empty (as its partitions will be).
+        let partitions = image.topic(OFFSETS_TOPIC).map_or(spec.num_partitions.max(0) as usize, |t| t.partitions.len());
         let group_config = group_config(config);
         let mut shards = Vec::with_capacity(partitions);
         let started = std::time::Instant::now();
@@ -418,10 +420,54 @@ fn load(replicas: &ReplicaManager, index: i32, shard: &mut GroupCoordinatorShard
     load_shard(&partition, shard)
 }
 
-/// Writes `records` to the shard's `__consumer_offsets` partition as one batch. Returns once
-/// the partition's flush policy is satisfied: with `flush.messages=1`, once they are fsynced.
+/// Creates `__consumer_offsets` (another broker may have first) and waits until this broker's
+/// metadata has it.
+async fn create_offsets_topic(
+    controller: &dyn strata_metadata::channel::ControllerChannel,
+    replicas: &ReplicaManager,
+    spec: &CreateTopicSpec,
+) -> Result<(), strata_metadata::channel::ApiError> {
+    for r in controller.create_topics(vec![spec.clone()], false).await {
+        match r.result {
+            Err(e) if e.error == strata_protocol::ResponseError::TopicAlreadyExists => {}
+            Err(e) => return Err(e),
+            Ok(_) => {}
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while replicas.image().topic(OFFSETS_TOPIC).is_none() {
+        if std::time::Instant::now() > deadline {
+            return Err(strata_metadata::channel::ApiError::new(
+                strata_protocol::ResponseError::CoordinatorNotAvailable,
+                format!("{OFFSETS_TOPIC} was created but never reached this broker's metadata"),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// How long group records may wait for the ISR (Kafka's `offsets.commit.timeout.ms` default).
+const OFFSETS_COMMIT_TIMEOUT_MS: i32 = 5_000;
+
+/// Writes `records` to the shard's `__consumer_offsets` partition as one batch and waits, as
+/// Kafka's coordinator appends with acks=all, until the ISR has them (the high watermark passes
+/// them), so that no response they justify is sent for records a new leader might not have.
+/// Returns once the partition's flush policy is satisfied too: with `flush.messages=1`, once
+/// they are fsynced. Waits on the disk and on the followers: call it off the async workers.
 pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -> Result<(), BrokerError> {
-    partition.append(&encode_batch(records, now)?, now).map(|_| ())
+    let appended = partition.append(&encode_batch(records, now)?, now)?;
+    if partition.acks_all_done(appended.last_offset, appended.leader_epoch).is_some_and(|r| r.is_ok()) {
+        return Ok(());
+    }
+    let runtime = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => h,
+        // Not on the broker's runtime (the metadata loader's thread, a test's): nothing there
+        // answers a client, and nothing could wait without holding the only worker.
+        _ => return Ok(()),
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS as u64);
+    runtime.block_on(partition.await_committed(&appended, deadline, OFFSETS_COMMIT_TIMEOUT_MS))
 }
 
 /// Replays a `__consumer_offsets` partition into `shard` (group state and committed offsets,
@@ -432,7 +478,9 @@ pub fn load_shard(partition: &Partition, shard: &mut GroupCoordinatorShard) -> R
     let end = partition.log_end_offset();
     let mut count = 0;
     while offset < end {
-        let read = partition.read(offset, LOAD_READ_BYTES)?;
+        // Up to the log end: this replica just became the leader, and what it holds beyond its
+        // high watermark will be committed (a leader never truncates its own log).
+        let read = partition.read_to(offset, LOAD_READ_BYTES, crate::replica::ReadBound::LogEnd)?;
         if read.records.is_empty() {
             break;
         }

@@ -17,6 +17,18 @@ use uuid::Uuid;
 pub struct Defaults {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
+    /// The broker default of `unclean.leader.election.enable` (a topic's own setting wins).
+    pub unclean_leader_election: bool,
+}
+
+/// Whether a partition of `topic` may elect a leader outside its ISR (Kafka's
+/// `unclean.leader.election.enable`: the topic's setting, else `default`). Doing so may lose
+/// committed records; it trades them for availability when every ISR member is gone.
+fn unclean_allowed(image: &MetadataImage, topic: &str, default: bool) -> bool {
+    image
+        .configs(&ConfigResource::Topic(topic.to_string()))
+        .and_then(|c| c.get("unclean.leader.election.enable"))
+        .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
 }
 
 /// Largest partition count one request may create (guards memory and disk).
@@ -447,7 +459,11 @@ pub fn delete_topics_failed(topics: Vec<TopicRef>, e: &ApiError) -> Vec<DeleteTo
 /// partition whose ISR is that one fenced broker has no leader, -1, and clients see
 /// LEADER_NOT_AVAILABLE, until it comes back). A partition it led gets the first live member
 /// of its new ISR, in replica order. No records when it is fenced already.
-pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+///
+/// With `unclean.leader.election.enable` (the topic's, else `unclean_default`), a partition
+/// left without a live ISR member instead gets its first live replica as leader, with an ISR
+/// of that one replica (Kafka's unclean election: records only the lost ISR had are gone).
+pub fn fence_broker(image: &MetadataImage, broker_id: i32, unclean_default: bool) -> Vec<MetadataRecord> {
     match image.brokers.get(&broker_id) {
         Some(b) if !b.fenced => {}
         _ => return Vec::new(),
@@ -457,12 +473,20 @@ pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord
     for topic in image.topics() {
         for p in topic.partitions.iter().filter(|p| p.leader == broker_id || p.isr.contains(&broker_id)) {
             let shrunk: Vec<i32> = p.isr.iter().copied().filter(|id| *id != broker_id).collect();
-            let isr = if shrunk.is_empty() { p.isr.clone() } else { shrunk };
-            let leader = if p.leader == broker_id {
+            let mut isr = if shrunk.is_empty() { p.isr.clone() } else { shrunk };
+            let mut leader = if p.leader == broker_id {
                 p.replicas.iter().copied().find(|id| isr.contains(id) && live(id)).unwrap_or(-1)
             } else {
                 p.leader
             };
+            if leader == -1 && unclean_allowed(image, &topic.name, unclean_default) {
+                if let Some(id) = p.replicas.iter().copied().find(|id| live(id)) {
+                    tracing::warn!(topic = %topic.name, partition = p.partition, leader = id, lost_isr = ?isr,
+                        "unclean leader election: a replica outside the ISR leads; records only the ISR had are lost");
+                    leader = id;
+                    isr = vec![id];
+                }
+            }
             records.push(MetadataRecord::PartitionChange {
                 topic_id: topic.id,
                 partition: p.partition,
@@ -478,26 +502,37 @@ pub fn fence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord
 /// Unfences `broker_id` (it heartbeats again and has caught up with the metadata): it leads
 /// again every partition that has no leader and holds it in its ISR. No records when it is
 /// not fenced.
-pub fn unfence_broker(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+pub fn unfence_broker(image: &MetadataImage, broker_id: i32, unclean_default: bool) -> Vec<MetadataRecord> {
     match image.brokers.get(&broker_id) {
         Some(b) if b.fenced => {}
         _ => return Vec::new(),
     }
     let mut records = vec![MetadataRecord::BrokerUnfenced { broker_id }];
-    records.extend(lead_leaderless(image, broker_id));
+    records.extend(lead_leaderless(image, broker_id, unclean_default));
     records
 }
 
-/// A live `broker_id` takes the lead of every partition without a leader that holds it in its ISR.
-fn lead_leaderless(image: &MetadataImage, broker_id: i32) -> Vec<MetadataRecord> {
+/// A live `broker_id` takes the lead of every partition without a leader that holds it in its
+/// ISR; with unclean leader election allowed, also of one whose ISR it is not in (its ISR
+/// becomes this replica alone).
+fn lead_leaderless(image: &MetadataImage, broker_id: i32, unclean_default: bool) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics() {
-        for p in topic.partitions.iter().filter(|p| p.leader == -1 && p.isr.contains(&broker_id)) {
+        for p in topic.partitions.iter().filter(|p| p.leader == -1 && p.replicas.contains(&broker_id)) {
+            let isr = if p.isr.contains(&broker_id) {
+                None
+            } else if unclean_allowed(image, &topic.name, unclean_default) {
+                tracing::warn!(topic = %topic.name, partition = p.partition, leader = broker_id, lost_isr = ?p.isr,
+                    "unclean leader election: a replica outside the ISR leads; records only the ISR had are lost");
+                Some(vec![broker_id])
+            } else {
+                continue;
+            };
             records.push(MetadataRecord::PartitionChange {
                 topic_id: topic.id,
                 partition: p.partition,
                 leader: Some(broker_id),
-                isr: None,
+                isr,
                 replicas: None,
             });
         }
@@ -515,10 +550,11 @@ pub fn register_broker(
     host: String,
     port: u16,
     rack: Option<String>,
+    unclean_default: bool,
 ) -> (Vec<MetadataRecord>, i64) {
     match image.brokers.get(&broker_id) {
         Some(b) if b.host == host && b.port == port && b.rack == rack && b.fenced => {
-            (unfence_broker(image, broker_id), b.epoch)
+            (unfence_broker(image, broker_id, unclean_default), b.epoch)
         }
         Some(b) if b.host == host && b.port == port && b.rack == rack => {
             // A new incarnation of a broker that was never fenced (killed, or a power cut,
@@ -526,9 +562,9 @@ pub fn register_broker(
             // partitions pass through a new leader epoch, so clients and replicas that saw
             // records the old incarnation may have lost validate their positions (KIP-101/320)
             // instead of reading new records at reused (epoch, offset) pairs.
-            let mut records = fence_broker(image, broker_id);
+            let mut records = fence_broker(image, broker_id, unclean_default);
             match image.apply(&records) {
-                Ok((fenced, _)) => records.extend(unfence_broker(&fenced, broker_id)),
+                Ok((fenced, _)) => records.extend(unfence_broker(&fenced, broker_id, unclean_default)),
                 Err(_) => records.clear(),
             }
             (records, b.epoch)
@@ -537,7 +573,7 @@ pub fn register_broker(
             let epoch = image.records_applied as i64;
             let mut records =
                 vec![MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: false }];
-            records.extend(lead_leaderless(image, broker_id));
+            records.extend(lead_leaderless(image, broker_id, unclean_default));
             (records, epoch)
         }
     }
@@ -642,7 +678,7 @@ mod tests {
             .0
     }
 
-    const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1 };
+    const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1, unclean_leader_election: false };
 
     /// KIP-497: only the leader, at the current epochs, with an ISR of eligible replicas
     /// that holds it, changes the ISR; a stale change (older partition epoch) is refused.
@@ -735,7 +771,7 @@ mod tests {
             img.topic("t").unwrap().partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect::<Vec<_>>()
         };
         let before = epochs(&image);
-        let (records, _) = register_broker(&image, 1, "h".into(), 1, None);
+        let (records, _) = register_broker(&image, 1, "h".into(), 1, None, false);
         let after = image.apply(&records).unwrap().0;
         assert!(!after.brokers[&1].fenced);
         for ((l0, e0), (l1, e1)) in before.iter().zip(epochs(&after)) {
@@ -789,24 +825,77 @@ mod tests {
             |img: &MetadataImage, id: i32| img.topic("t").unwrap().partitions.iter().filter(|p| p.leader == id).count();
         assert_eq!((led_by(&img, 1), led_by(&img, 2)), (2, 2));
 
-        let fenced = img.apply(&fence_broker(&img, 2)).unwrap().0;
+        let fenced = img.apply(&fence_broker(&img, 2, false)).unwrap().0;
         assert!(fenced.brokers[&2].fenced);
         assert_eq!((led_by(&fenced, 1), led_by(&fenced, 2), led_by(&fenced, -1)), (2, 0, 2));
-        assert!(fence_broker(&fenced, 2).is_empty(), "fencing twice writes nothing");
+        assert!(fence_broker(&fenced, 2, false).is_empty(), "fencing twice writes nothing");
         // New topics avoid the fenced broker.
         let spec = CreateTopicSpec { name: "u".into(), num_partitions: 2, replication_factor: 1, ..Default::default() };
         let (records, _) = create_topics(&fenced, &D, vec![spec], false);
         let with_u = fenced.apply(&records).unwrap().0;
         assert!(with_u.topic("u").unwrap().partitions.iter().all(|p| p.leader == 1));
 
-        let back = with_u.apply(&unfence_broker(&with_u, 2)).unwrap().0;
+        let back = with_u.apply(&unfence_broker(&with_u, 2, false)).unwrap().0;
         assert!(!back.brokers[&2].fenced);
         assert_eq!((led_by(&back, 1), led_by(&back, 2), led_by(&back, -1)), (2, 2, 0));
-        assert!(unfence_broker(&back, 2).is_empty());
+        assert!(unfence_broker(&back, 2, false).is_empty());
         // Registering again with the same endpoint unfences too.
-        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None);
+        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None, false);
         let again = fenced.apply(&records).unwrap().0;
         assert_eq!(led_by(&again, 2), 2);
+    }
+
+    /// Replication factor 3: fencing takes a broker out of every ISR and elects in replica
+    /// order from what remains; the last ISR member stays (and the partition waits for it);
+    /// unclean election, when a topic allows it, elects any live replica instead.
+    #[test]
+    fn fencing_elects_from_the_isr_and_keeps_the_last_member() {
+        let reg = |id: i32| MetadataRecord::BrokerRegistered {
+            broker_id: id,
+            host: "h".into(),
+            port: id as u16,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        };
+        let img = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
+        let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 3, ..Default::default() };
+        let (records, _) = create_topics(&img, &D, vec![spec], false);
+        let img = img.apply(&records).unwrap().0;
+        let part = |img: &MetadataImage| img.topic("t").unwrap().partitions[0].clone();
+        let p = part(&img);
+        assert_eq!((p.isr.len(), p.replicas.len()), (3, 3));
+        let (first, second, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
+        assert_eq!(p.leader, first);
+
+        let img = img.apply(&fence_broker(&img, first, false)).unwrap().0;
+        let p = part(&img);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (second, vec![second, third], 1));
+        // A follower fenced: out of the ISR, the leader stays (same leader epoch).
+        let img = img.apply(&fence_broker(&img, third, false)).unwrap().0;
+        let p = part(&img);
+        assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (second, vec![second], 1));
+        // The last ISR member fenced: it stays in the ISR, nobody leads.
+        let img = img.apply(&fence_broker(&img, second, false)).unwrap().0;
+        let p = part(&img);
+        assert_eq!((p.leader, p.isr.clone()), (-1, vec![second]));
+        // An out-of-sync replica returning does not lead...
+        let back = img.apply(&unfence_broker(&img, first, false)).unwrap().0;
+        assert_eq!(part(&back).leader, -1);
+        // ...unless the topic allows unclean election.
+        let unclean = img
+            .apply(&[MetadataRecord::ConfigSet {
+                resource: ConfigResource::Topic("t".into()),
+                name: "unclean.leader.election.enable".into(),
+                value: Some("true".into()),
+            }])
+            .unwrap()
+            .0;
+        let back = unclean.apply(&unfence_broker(&unclean, first, false)).unwrap().0;
+        assert_eq!((part(&back).leader, part(&back).isr), (first, vec![first]));
+        // The last ISR member returning leads again.
+        let back = img.apply(&unfence_broker(&img, second, false)).unwrap().0;
+        assert_eq!((part(&back).leader, part(&back).isr), (second, vec![second]));
     }
 
     #[test]

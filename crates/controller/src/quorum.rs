@@ -133,6 +133,8 @@ pub struct Driver {
     /// kept in memory, restarted with a full session of grace by each new active controller).
     heartbeats: HashMap<i32, Instant>,
     session_timeout: Duration,
+    /// The broker default of `unclean.leader.election.enable`, for elections at fencing.
+    unclean_default: bool,
     was_active: bool,
     last_session_check: Instant,
 }
@@ -215,6 +217,7 @@ impl QuorumController {
             bootstrapping: false,
             heartbeats: HashMap::new(),
             session_timeout: config.session_timeout,
+            unclean_default: config.defaults.unclean_leader_election,
             was_active: false,
             last_session_check: Instant::now(),
         };
@@ -489,7 +492,8 @@ impl QuorumController {
         port: u16,
         rack: Option<String>,
     ) -> Result<i64, ApiError> {
-        let epoch = self.commit(move |img| decisions::register_broker(img, id, host, port, rack)).await?;
+        let unclean = self.config.defaults.unclean_leader_election;
+        let epoch = self.commit(move |img| decisions::register_broker(img, id, host, port, rack, unclean)).await?;
         let status = self.status();
         let member = status.voters.contains(&(id as u64)) || status.learners.contains(&(id as u64));
         if !member {
@@ -777,6 +781,7 @@ impl Driver {
             })
             .map(|b| b.broker_id)
             .collect();
+        let unclean = self.unclean_default;
         for id in expired {
             tracing::info!(
                 broker = id,
@@ -784,7 +789,7 @@ impl Driver {
                 "fencing a broker: no heartbeat within broker.session.timeout.ms"
             );
             let (tx, _rx) = oneshot::channel();
-            self.decide(move |img| (decisions::fence_broker(img, id), ()), tx);
+            self.decide(move |img| (decisions::fence_broker(img, id, unclean), ()), tx);
         }
     }
 
@@ -808,16 +813,17 @@ impl Driver {
             return;
         };
         self.heartbeats.insert(broker_id, Instant::now());
+        let unclean = self.unclean_default;
         // Caught up: the broker's metadata holds its registration (whose index is its epoch).
         let is_caught_up = metadata_offset > broker.epoch;
         if want_shut_down {
             // Controlled shutdown: its partitions move (or go leaderless) before it stops.
             let reply = HeartbeatReply { is_caught_up, is_fenced: true, should_shut_down: true };
-            self.decide(move |img| (decisions::fence_broker(img, broker_id), reply), tx);
+            self.decide(move |img| (decisions::fence_broker(img, broker_id, unclean), reply), tx);
         } else if broker.fenced && is_caught_up {
             tracing::info!(broker = broker_id, "unfencing a broker: it heartbeats again and has caught up");
             let reply = HeartbeatReply { is_caught_up, is_fenced: false, should_shut_down: false };
-            self.decide(move |img| (decisions::unfence_broker(img, broker_id), reply), tx);
+            self.decide(move |img| (decisions::unfence_broker(img, broker_id, unclean), reply), tx);
         } else {
             let _ = tx.send(Ok(HeartbeatReply { is_caught_up, is_fenced: broker.fenced, should_shut_down: false }));
         }

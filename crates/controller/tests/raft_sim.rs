@@ -310,10 +310,11 @@ impl Sim {
         // live brokers, configs, producer-id blocks.
         let broker = 100 + ((n / 6) % 3) as i32;
         match n % 6 {
-            0 => records
-                .extend(decisions::register_broker(&latest, broker, "127.0.0.1".into(), 9000 + broker as u16, None).0),
-            1 => records.extend(decisions::fence_broker(&latest, broker)),
-            2 => records.extend(decisions::unfence_broker(&latest, broker)),
+            0 => records.extend(
+                decisions::register_broker(&latest, broker, "127.0.0.1".into(), 9000 + broker as u16, None, false).0,
+            ),
+            1 => records.extend(decisions::fence_broker(&latest, broker, false)),
+            2 => records.extend(decisions::unfence_broker(&latest, broker, false)),
             3 if latest.cluster_id.is_some() => {
                 let spec = CreateTopicSpec {
                     name: format!("t{n}"),
@@ -321,7 +322,11 @@ impl Sim {
                     replication_factor: 1,
                     ..Default::default()
                 };
-                let defaults = decisions::Defaults { num_partitions: 1, default_replication_factor: 1 };
+                let defaults = decisions::Defaults {
+                    num_partitions: 1,
+                    default_replication_factor: 1,
+                    unclean_leader_election: false,
+                };
                 records.extend(decisions::create_topics(&latest, &defaults, vec![spec], false).0);
             }
             4 => records.extend(decisions::allocate_producer_ids(&latest, broker, 1000).0),

@@ -275,6 +275,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let defaults = Defaults {
         num_partitions: config.num_partitions(),
         default_replication_factor: config.default_replication_factor(),
+        unclean_leader_election: config.get("unclean.leader.election.enable").is_some_and(|v| v.trim() == "true"),
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Set once the broker exists: the controller listener hands forwarded requests to it.
@@ -365,7 +366,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
     let producer_expiry_every = config.producer_id_expiration_check_interval_ms();
     let groups = if is_broker {
-        let groups = GroupCoordinator::start(&config, controller.as_ref(), replicas.clone())
+        let groups = GroupCoordinator::start(&config, controller.clone(), replicas.clone())
             .await
             .context("cannot start the group coordinator")?;
         quorum.register_publisher(groups.clone()).await;

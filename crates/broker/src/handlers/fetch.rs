@@ -104,7 +104,8 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     )),
                     Some(n) => broker.replicas.leader_partition(n, p.partition, epoch).and_then(|part| {
                         if follower {
-                            isr_change |= part.follower_fetched(replica_id, p.fetch_offset, eligible)?;
+                            isr_change |=
+                                part.follower_fetched(replica_id, p.fetch_offset, eligible, crate::replica::now_ms())?;
                         }
                         Ok(part)
                     }),

@@ -101,7 +101,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         for (index, result) in partitions {
             let result = match result {
                 Ok((r, Some(partition))) if acks == -1 => {
-                    await_replicas(&partition, &r, deadline, request.timeout_ms).await.map(|()| r)
+                    partition.await_committed(&r, deadline, request.timeout_ms).await.map(|()| r)
                 }
                 Ok((r, _)) => Ok(r),
                 Err(e) => Err(e),
@@ -116,33 +116,6 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         );
     }
     Outcome::Respond(ProduceResponse::default().with_responses(responses))
-}
-
-/// Waits until the partition's high watermark passes `appended` (see the module docs), parked
-/// on the partition: woken by every move of its high watermark and change of leadership.
-async fn await_replicas(
-    partition: &Arc<Partition>,
-    appended: &AppendResult,
-    deadline: Instant,
-    timeout_ms: i32,
-) -> Result<(), BrokerError> {
-    let done = || partition.acks_all_done(appended.last_offset, appended.leader_epoch);
-    if let Some(result) = done() {
-        return result;
-    }
-    let waiter = Arc::new(tokio::sync::Notify::new());
-    let _watch = partition.watch(&waiter);
-    loop {
-        if let Some(result) = done() {
-            return result;
-        }
-        tokio::select! {
-            _ = waiter.notified() => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                return done().unwrap_or(Err(BrokerError::RequestTimedOut(i64::from(timeout_ms))));
-            }
-        }
-    }
 }
 
 /// Whether the record set starts with a zstd batch (Kafka refuses those below Produce v7).

@@ -591,7 +591,8 @@ impl MetadataPublisher for ReplicaManager {
         let changed: Vec<(Arc<Partition>, replication::Assignment)> =
             local.leaders.iter().chain(&local.followers).filter_map(find).collect();
         let node_id = self.node_id;
-        for (p, a, result) in parallel_map(&changed, |(p, a)| (p, a, p.apply_assignment(node_id, a.clone()))) {
+        for (p, a, result) in parallel_map(&changed, |(p, a)| (p, a, p.apply_assignment(node_id, a.clone(), now_ms())))
+        {
             if let Err(e) = result {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot apply the partition's new registration");
                 continue;

@@ -300,7 +300,7 @@ impl Partition {
     /// what was committed before the restart is not known here (Kafka reads it from a
     /// checkpoint), and claiming the log end would let consumers read records that were never
     /// committed; the ISR brings it back up. Parked produces and fetches re-check.
-    pub fn apply_assignment(&self, local_id: i32, assignment: Assignment) -> Result<(), BrokerError> {
+    pub fn apply_assignment(&self, local_id: i32, assignment: Assignment, now_ms: i64) -> Result<(), BrokerError> {
         let mut st = self.lock();
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
         self.local_id.store(local_id, Ordering::Relaxed);
@@ -314,7 +314,7 @@ impl Partition {
             if repl.role() == Role::Unassigned && assignment.replicas.len() > 1 {
                 self.high_watermark.store(log.log_start_offset(), Ordering::Release);
             }
-            repl.apply(local_id, assignment, self.log_end_offset(), super::now_ms());
+            repl.apply(local_id, assignment, self.log_end_offset(), now_ms);
         }
         self.publish_offsets(log);
         drop(st);
@@ -353,13 +353,48 @@ impl Partition {
         Some(Ok(()))
     }
 
+    /// Waits until [`Self::acks_all_done`] says the append `appended` is done, parked on the
+    /// partition as Kafka's `DelayedProduce` waits in its purgatory: woken by every move of
+    /// the high watermark and change of leadership. REQUEST_TIMED_OUT at `deadline`
+    /// (`timeout_ms` is only for the message).
+    pub async fn await_committed(
+        &self,
+        appended: &AppendResult,
+        deadline: tokio::time::Instant,
+        timeout_ms: i32,
+    ) -> Result<(), BrokerError> {
+        let done = || self.acks_all_done(appended.last_offset, appended.leader_epoch);
+        if let Some(result) = done() {
+            return result;
+        }
+        let waiter = Arc::new(Notify::new());
+        let _watch = self.watch(&waiter);
+        loop {
+            if let Some(result) = done() {
+                return result;
+            }
+            tokio::select! {
+                _ = waiter.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return done().unwrap_or(Err(BrokerError::RequestTimedOut(i64::from(timeout_ms))));
+                }
+            }
+        }
+    }
+
     /// A follower's fetch at `offset` reached this leader (see
     /// [`Replication::follower_fetched`]): its position moves the high watermark, and a
     /// follower that has caught up is proposed for the ISR when `eligible` (the metadata
     /// lets it join). NOT_LEADER_OR_FOLLOWER when this broker does not lead or `replica` is
     /// not a replica. Returns whether an ISR change now waits to be sent.
-    pub fn follower_fetched(&self, replica: i32, offset: i64, eligible: bool) -> Result<bool, BrokerError> {
-        let now = super::now_ms();
+    pub fn follower_fetched(
+        &self,
+        replica: i32,
+        offset: i64,
+        eligible: bool,
+        now_ms: i64,
+    ) -> Result<bool, BrokerError> {
+        let now = now_ms;
         let end = self.log_end_offset();
         if !self.replication().follower_fetched(replica, offset, end, now) {
             return Err(BrokerError::NotLeaderOrFollower(format!(

@@ -1,0 +1,254 @@
+"""Partition replication on three nodes (issue #14): topics with replication factor 3, real
+clients, brokers killed and paused.
+
+What is checked:
+- a topic of replication factor 3 has every partition on the three brokers, all in the ISR;
+  acks=all produces are acknowledged, and consumers read them from the leader;
+- SIGKILL of a leader while an idempotent acks=all producer (librdkafka) writes: another
+  in-sync replica takes over, the producer goes on (retries only), and every acknowledged
+  value is there exactly once afterwards; the killed broker comes back, catches up and
+  rejoins the ISR; kafka-python reads the same records;
+- a paused follower (SIGSTOP) leaves the ISR after `replica.lag.time.max.ms`, and acks=all
+  writes go on with two; resumed, it catches up and rejoins;
+- `min.insync.replicas=3` with a broker down: acks=all is refused with NOT_ENOUGH_REPLICAS and
+  nothing is appended, while acks=1 still works.
+"""
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from e2e_util import ck_admin, ck_producer, wait_until
+from test_cluster import Cluster, leaders_seen_by
+
+FAST = {
+    "broker.session.timeout.ms": "3000",
+    "broker.heartbeat.interval.ms": "300",
+    "replica.lag.time.max.ms": "3000",
+    "replica.fetch.backoff.ms": "200",
+}
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    c = Cluster(tmp_path, extra=FAST)
+    try:
+        c.start()
+        yield c
+    finally:
+        c.cleanup()
+
+
+def create_replicated(bootstrap: str, topic: str, partitions: int, config: dict | None = None):
+    from confluent_kafka.admin import NewTopic
+    admin = ck_admin(bootstrap)
+    fs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=3,
+                                       config=config or {})], request_timeout=15)
+    for f in fs.values():
+        f.result(15)
+    wait_until(lambda: len(leaders_seen_by(bootstrap, topic)) == partitions, 15,
+               message="the topic did not appear")
+
+
+def partitions_of(bootstrap: str, topic: str) -> dict:
+    """Partition -> (leader, replicas, isr) as Metadata answers."""
+    md = ck_admin(bootstrap).list_topics(topic, timeout=10)
+    return {p: (pm.leader, sorted(pm.replicas), sorted(pm.isrs)) for p, pm in md.topics[topic].partitions.items()}
+
+
+def read_all(bootstrap: str, topic: str, partitions: int, expected: int, timeout: float = 60) -> list[bytes]:
+    """Every value of the topic, read from the start of each partition (no group)."""
+    from confluent_kafka import Consumer, TopicPartition
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "replication-reader",
+                  "enable.auto.commit": False, "fetch.wait.max.ms": 100})
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    values = []
+    deadline = time.time() + timeout
+    while len(values) < expected and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is not None and m.error() is None:
+            values.append(m.value())
+    # Anything beyond what was expected (a duplicate) shows up within a moment.
+    end = time.time() + 1
+    while time.time() < end:
+        m = c.poll(0.2)
+        if m is not None and m.error() is None:
+            values.append(m.value())
+    c.close()
+    return values
+
+
+def test_acknowledged_records_survive_the_leader_being_killed(cluster):
+    boot = cluster.bootstrap
+    create_replicated(boot, "r3", 3, {"min.insync.replicas": "2"})
+    for p, (leader, replicas, isr) in partitions_of(boot, "r3").items():
+        assert replicas == [1, 2, 3] and isr == [1, 2, 3], (p, leader, replicas, isr)
+
+    acked, failed = [], []
+
+    def on_delivery(err, msg):
+        (failed if err else acked).append(err or msg.value())
+
+    producer = ck_producer(boot, acks="all", **{"enable.idempotence": True, "linger.ms": 5,
+                                                 "message.timeout.ms": 60000})
+    for i in range(3000):
+        producer.produce("r3", value=b"v%d" % i, partition=i % 3, on_delivery=on_delivery)
+    assert producer.flush(30) == 0 and not failed, failed
+
+    victim_id = leaders_seen_by(boot, "r3")[0]
+    victim = cluster.nodes[victim_id - 1]
+    survivors = [n for n in cluster.nodes if n is not victim]
+    for i in range(3000, 4500):
+        producer.produce("r3", value=b"v%d" % i, partition=i % 3, on_delivery=on_delivery)
+        if i == 3300:
+            producer.poll(0)
+            victim.kill()
+        if i % 100 == 0:
+            producer.poll(0)
+    survivor_boot = ",".join(n.bootstrap for n in survivors)
+    wait_until(lambda: leaders_seen_by(survivor_boot, "r3").get(0) not in (None, -1, victim_id), 20,
+               message="no other replica took over partition 0")
+    assert producer.flush(60) == 0, "acknowledgements outstanding"
+    assert not failed, failed[:5]
+    assert len(acked) == 4500
+    parts = partitions_of(survivor_boot, "r3")
+    assert all(victim_id not in isr for _, _, isr in parts.values()), parts
+
+    values = read_all(survivor_boot, "r3", 3, len(acked))
+    assert sorted(values) == sorted(acked), "acknowledged values lost or duplicated"
+
+    # The killed broker returns, catches up and rejoins every ISR.
+    victim.start(60)
+    wait_until(lambda: all(isr == [1, 2, 3] for _, _, isr in partitions_of(cluster.bootstrap, "r3").values()),
+               30, message="the returning broker did not rejoin the ISR")
+    # kafka-python reads the same, whoever leads now.
+    from kafka import KafkaConsumer, TopicPartition as KTP
+    kc = KafkaConsumer(bootstrap_servers=cluster.bootstrap, enable_auto_commit=False, consumer_timeout_ms=3000)
+    kc.assign([KTP("r3", p) for p in range(3)])
+    kc.seek_to_beginning()
+    got = [m.value for m in kc]
+    kc.close()
+    assert sorted(got) == sorted(acked)
+    for n in cluster.nodes:
+        assert not n.panic_lines(), n.log_tail()
+
+
+def test_a_paused_follower_leaves_the_isr_and_rejoins(cluster):
+    boot = cluster.bootstrap
+    create_replicated(boot, "lag", 1, {"min.insync.replicas": "2"})
+    leader = leaders_seen_by(boot, "lag")[0]
+    follower = next(n for n in cluster.nodes if n.node_id != leader and not n.is_active_controller())
+    others = ",".join(n.bootstrap for n in cluster.nodes if n is not follower)
+    follower.proc.send_signal(signal.SIGSTOP)
+    try:
+        producer = ck_producer(others, acks="all")
+        for i in range(200):
+            producer.produce("lag", value=b"x%d" % i)
+        # acks=all waits while the paused follower is in the ISR, then goes on without it.
+        assert producer.flush(30) == 0
+        wait_until(lambda: follower.node_id not in partitions_of(others, "lag")[0][2], 15,
+                   message="the paused follower stayed in the ISR")
+    finally:
+        follower.proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: partitions_of(boot, "lag")[0][2] == [1, 2, 3], 30,
+               message="the resumed follower did not rejoin the ISR")
+    assert sorted(read_all(boot, "lag", 1, 200)) == sorted(b"x%d" % i for i in range(200))
+
+
+def test_acks_all_is_refused_below_min_insync_replicas(cluster):
+    from confluent_kafka import KafkaError
+    boot = cluster.bootstrap
+    create_replicated(boot, "strict", 1, {"min.insync.replicas": "3"})
+    leader = leaders_seen_by(boot, "strict")[0]
+    victim = next(n for n in cluster.nodes if n.node_id != leader and not n.is_active_controller())
+    others = ",".join(n.bootstrap for n in cluster.nodes if n is not victim)
+    victim.kill()
+    wait_until(lambda: victim.node_id not in partitions_of(others, "strict")[0][2], 15,
+               message="the killed follower stayed in the ISR")
+    errors = []
+    p = ck_producer(others, acks="all", **{"message.timeout.ms": 3000, "retries": 2})
+    p.produce("strict", value=b"refused", on_delivery=lambda err, msg: errors.append(err))
+    p.flush(20)
+    assert len(errors) == 1 and errors[0] is not None
+    assert errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors[0]
+    # acks=1 does not ask for the ISR.
+    one = ck_producer(others, acks=1)
+    one.produce("strict", value=b"one")
+    assert one.flush(20) == 0
+    assert read_all(others, "strict", 1, 1) == [b"one"], "the refused acks=all record was appended"
+
+
+@pytest.mark.timeout(240)
+def test_a_group_keeps_its_offsets_when_its_coordinator_is_killed(tmp_path):
+    """The 30,000-record, three-member group of test_groups.py on three nodes, the topic and
+    `__consumer_offsets` replicated three times: SIGKILL of the group's coordinator moves the
+    coordination to the new leader of its offsets partition, which loads the group from its
+    replica; every record is consumed and the committed offsets reach the log ends."""
+    import uuid
+    from test_cluster import java_string_hash
+    from test_groups import PARTS, Member, check_no_fatal, committed_offsets, produce_spread
+
+    c = Cluster(tmp_path, extra={**FAST, "group.initial.rebalance.delay.ms": "0"})
+    members = []
+    try:
+        c.start()
+        boot = c.bootstrap
+        create_replicated(boot, "grouped", PARTS, {"min.insync.replicas": "2"})
+        per_part = 30_000 // PARTS
+        produce_spread(boot, "grouped", per_part)
+        group = f"coordinated-{uuid.uuid4().hex[:8]}"
+        pace = tmp_path / "pace"
+        pace.write_text("slow\n")
+        members = [Member(tmp_path, f"m{i}", boot, "grouped", group, "classic", "range", pace) for i in range(3)]
+        everyone = lambda: "\n".join(m.describe() for m in members)  # noqa: E731
+
+        def balanced():
+            check_no_fatal(members)
+            a = [m.assignment() for m in members]
+            return (all(x is not None and len(x) == 2 for x in a)
+                    and all(m.records_since_last_assignment() > 0 for m in members))
+        wait_until(balanced, 90, 0.1, lambda: f"group never balanced\n{everyone()}")
+        offsets_partition = abs(java_string_hash(group)) % 50
+        parts = partitions_of(boot, "__consumer_offsets")
+        coordinator, _, isr = parts[offsets_partition]
+        assert isr == [1, 2, 3], parts[offsets_partition]
+        victim = c.nodes[coordinator - 1]
+        before = committed_offsets(boot, group, "grouped")
+        assert sum(o for o in before.values() if o > 0) > 0, before
+        victim.kill()
+        survivors = ",".join(n.bootstrap for n in c.nodes if n is not victim)
+        wait_until(lambda: partitions_of(survivors, "__consumer_offsets")[offsets_partition][0] not in (-1, coordinator),
+                   20, message="no new coordinator")
+        # The new coordinator has every offset committed before the kill (none goes back).
+        after = {}
+
+        def reloaded():
+            try:
+                after.update(committed_offsets(survivors, group, "grouped"))
+            except Exception:  # noqa: BLE001 - the coordinator is moving
+                return False
+            return True
+        wait_until(reloaded, 20, 0.5, message="the new coordinator does not answer OffsetFetch")
+        assert all(after[p] >= before[p] for p in before), (before, after)
+        pace.unlink()
+        want = {(p, o) for p in range(PARTS) for o in range(per_part)}
+
+        def all_consumed():
+            check_no_fatal(members)
+            return want <= set().union(*(m.records() for m in members))
+        wait_until(all_consumed, 90, 0.2, lambda: f"not every record consumed\n{everyone()}")
+        wait_until(lambda: committed_offsets(survivors, group, "grouped") == {p: per_part for p in range(PARTS)},
+                   30, 0.3, lambda: f"committed offsets {committed_offsets(survivors, group, 'grouped')}")
+        for n in c.nodes:
+            assert not n.panic_lines(), n.log_tail()
+    finally:
+        for m in members:
+            m.terminate()
+        for m in members:
+            try:
+                m.proc.wait(15)
+            except Exception:  # noqa: BLE001
+                m.kill()
+        c.cleanup()
