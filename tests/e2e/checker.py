@@ -2,11 +2,17 @@
 values with acks=all and idempotence, a nemesis injects faults, consumers read, and at the
 end every claim Kafka makes to a producer is checked against what consumers can read.
 
+The topic is replicated three times with `min.insync.replicas=2`, so every fault below hits
+partition leaders and followers, and the controllers' elections and ISR changes decide what
+survives.
+
 Faults (one at a time, each healed before the next): SIGKILL of a node then a restart
 (a crash), SIGSTOP then SIGCONT (a pause longer than a request timeout, shorter than the
-session timeout), SIGTERM then a restart (a controlled shutdown), and, on a cluster whose
-controllers reach each other through the harness's link proxies, a node cut off from the
-other controllers for a few seconds (a network partition). All on 127.0.0.1.
+session timeout), SIGTERM then a restart (a controlled shutdown), and network faults: on a
+cluster of network namespaces (netns.py) a node cut off from every other node ("partition":
+replication, Raft and heartbeats stop; clients still reach it, so a deposed leader keeps
+taking requests) or one link between two nodes cut ("cut"); on the loopback cluster, a node
+cut off from the other controllers through the harness's link proxies.
 
 Checks, once every fault is healed and the producers have drained:
 - lost: an acknowledged value that no consumer reads (must be 0);
@@ -163,6 +169,8 @@ def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed
         time.sleep(fault_every * (0.5 + rng.random()))
         victim = nodes[rng.randrange(len(nodes))]
         faults = ["kill", "pause", "restart"] + (["partition"] if cluster is not None and cluster.links else [])
+        if cluster is not None and hasattr(cluster, "cut"):
+            faults.append("cut")
         fault = rng.choices(faults, [weights.get(f, 1.0) for f in faults])[0] if weights else rng.choice(faults)
         report.faults[fault] = report.faults.get(fault, 0) + 1
         if fault == "kill":
@@ -176,6 +184,11 @@ def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed
         elif fault == "partition":
             cluster.isolate(victim)
             time.sleep(rng.uniform(1.0, 4.0))
+            cluster.heal()
+        elif fault == "cut":
+            other = rng.choice([n for n in nodes if n is not victim])
+            cluster.cut(victim.node_id, other.node_id)
+            time.sleep(rng.uniform(1.0, 6.0))
             cluster.heal()
         else:
             victim.stop()
@@ -209,6 +222,36 @@ def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed
     return report
 
 
+def create_topic(bootstrap: str, topic: str, partitions: int, replication_factor: int = 3,
+                 min_insync: int = 2, timeout: float = 30):
+    """Creates the checked topic and waits until Metadata shows every partition with a leader."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"min.insync.replicas": str(min_insync)} if replication_factor > 1 else {}
+    fs = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication_factor,
+                                       config=config)], request_timeout=timeout)
+    for f in fs.values():
+        f.result(timeout)
+    deadline = time.monotonic() + timeout
+    while True:
+        t = admin.list_topics(topic, timeout=10).topics.get(topic)
+        if t is not None and t.error is None and len(t.partitions) == partitions and all(
+                p.leader >= 0 and len(p.isrs) == replication_factor for p in t.partitions.values()):
+            return
+        assert time.monotonic() < deadline, f"{topic} not ready"
+        time.sleep(0.2)
+
+
+def make_cluster(root, extra: dict[str, str] | None = None):
+    """A cluster of network namespaces when this machine can make them, else one on loopback
+    whose controller links go through the harness's proxies."""
+    import netns
+    from test_cluster import Cluster
+    if netns.available():
+        return netns.NetnsCluster(root, extra=extra)
+    return Cluster(root, proxied=True, extra=extra)
+
+
 if __name__ == "__main__":
     import argparse
     import sys
@@ -216,7 +259,6 @@ if __name__ == "__main__":
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from test_cluster import Cluster, create  # noqa: E402
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=600)
@@ -224,12 +266,13 @@ if __name__ == "__main__":
     ap.add_argument("--partitions", type=int, default=6)
     ap.add_argument("--fault-every", type=float, default=3.0, help="mean seconds between faults")
     ap.add_argument("--kill-weight", type=float, default=1.0, help="how much likelier a kill is than each other fault")
+    ap.add_argument("--replication-factor", type=int, default=3)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
-        c = Cluster(Path(d), proxied=True)
+        c = make_cluster(Path(d))
         try:
             c.start()
-            create(c.nodes[0].bootstrap, "checker", args.partitions)
+            create_topic(c.bootstrap, "checker", args.partitions, args.replication_factor)
             r = run(c.nodes, ",".join(n.bootstrap for n in c.nodes), "checker", args.partitions, args.seconds,
                     seed=args.seed, cluster=c, fault_every=args.fault_every,
                     weights={"kill": args.kill_weight} if args.kill_weight != 1.0 else None)
