@@ -252,3 +252,33 @@ def test_a_group_keeps_its_offsets_when_its_coordinator_is_killed(tmp_path):
             except Exception:  # noqa: BLE001
                 m.kill()
         c.cleanup()
+
+
+def test_preferred_leaders_are_elected_on_request(cluster):
+    """ElectLeaders (KIP-460) through confluent-kafka's admin client, sent to a broker that is
+    not the active controller (it forwards): after a leader was killed and came back, a
+    preferred election gives it its partition back; asked again, ELECTION_NOT_NEEDED; an
+    unclean election of a partition that has a leader is not needed either."""
+    from confluent_kafka import ElectionType, KafkaError, TopicPartition
+    from confluent_kafka.admin import AdminClient
+    boot = cluster.bootstrap
+    create_replicated(boot, "elect", 1, {"min.insync.replicas": "2"})
+    preferred = partitions_of(boot, "elect")[0][0]
+    victim = cluster.nodes[preferred - 1]
+    victim.kill()
+    others = ",".join(n.bootstrap for n in cluster.nodes if n is not victim)
+    wait_until(lambda: partitions_of(others, "elect")[0][0] not in (-1, preferred), 20, message="no failover")
+    victim.start(60)
+    wait_until(lambda: partitions_of(boot, "elect")[0][2] == [1, 2, 3], 30, message="not back in the ISR")
+    assert partitions_of(boot, "elect")[0][0] != preferred
+    via = next(n for n in cluster.nodes if not n.is_active_controller())
+    admin = AdminClient({"bootstrap.servers": via.bootstrap})
+    result = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("elect", 0)]).result(30)
+    assert result[TopicPartition("elect", 0)] is None, result
+    wait_until(lambda: partitions_of(boot, "elect")[0][0] == preferred, 10, message="the preferred replica does not lead")
+    again = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("elect", 0)]).result(30)
+    assert again[TopicPartition("elect", 0)].code() == KafkaError.ELECTION_NOT_NEEDED, again
+    unclean = admin.elect_leaders(ElectionType.UNCLEAN, [TopicPartition("elect", 0)]).result(30)
+    assert unclean[TopicPartition("elect", 0)].code() == KafkaError.ELECTION_NOT_NEEDED, unclean
+    missing = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("elect", 7)]).result(30)
+    assert missing[TopicPartition("elect", 7)].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, missing

@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::replica::{now_ms, Partition, ReplicaManager};
+use crate::replica::{now_ms, AppendResult, Partition, ReplicaManager};
 use crate::BrokerError;
 
 /// The internal topic holding group state and committed offsets.
@@ -210,7 +210,7 @@ impl GroupCoordinator {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let result = shard.delete_offsets_of_topics(deleted);
             for chunk in result.records.chunks(TOMBSTONES_PER_BATCH) {
-                if !self.persist(index, &mut shard, chunk, now_ms()) {
+                if self.persist(index, &mut shard, chunk, now_ms()).is_err() {
                     tracing::error!(
                         partition = index,
                         "the offsets of deleted topics could not all be deleted; the rest go at the next start"
@@ -250,20 +250,32 @@ impl GroupCoordinator {
         }
         let (tx, rx) = oneshot::channel();
         self.waiters.lock().unwrap_or_else(PoisonError::into_inner).insert(ctx.token, tx);
-        let result = match self.shards.get(index) {
+        let (result, appended) = match self.shards.get(index) {
             Some(shard) => {
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = now_ms();
                 let result = f(&mut shard, now);
-                if !self.persist(index, &mut shard, &result.records, now) {
-                    drop(shard);
-                    self.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&ctx.token);
-                    return Outcome::NotDurable;
+                match self.persist(index, &mut shard, &result.records, now) {
+                    Ok(appended) => (result, appended),
+                    Err(()) => {
+                        drop(shard);
+                        self.waiters.lock().unwrap_or_else(PoisonError::into_inner).remove(&ctx.token);
+                        return Outcome::NotDurable;
+                    }
                 }
-                result
             }
-            None => CoordinatorResult { records: Vec::new(), response: None, completions: Vec::new() },
+            None => (CoordinatorResult { records: Vec::new(), response: None, completions: Vec::new() }, None),
         };
+        // The shard is unlocked while the records replicate: its other requests, and the
+        // metadata loader (which loads and unloads shards), never wait for the followers.
+        if !self.committed(index, appended) {
+            let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+            waiters.remove(&ctx.token);
+            for (token, _) in &result.completions {
+                waiters.remove(token);
+            }
+            return Outcome::NotDurable;
+        }
         self.deliver(result.completions);
         self.deadlines_moved.notify_one();
         match result.response {
@@ -294,23 +306,32 @@ impl GroupCoordinator {
     }
 
     /// Appends records to the shard's partition. Called with the shard locked,
-    /// so records reach the log in the order the shard produced them.
+    /// so records reach the log in the order the shard produced them. Returns the append
+    /// (none for no records), for [`Self::committed`] to wait on once the shard is unlocked.
     ///
     /// If the append fails, the shard's memory is ahead of its log: it is
     /// rebuilt from the log, and every request parked in it is dropped (its
-    /// client is answered NOT_COORDINATOR and retries). Returns whether the
-    /// records are durable.
-    fn persist(&self, index: usize, shard: &mut GroupCoordinatorShard, records: &[GroupRecord], now: i64) -> bool {
+    /// client is answered NOT_COORDINATOR and retries).
+    fn persist(
+        &self,
+        index: usize,
+        shard: &mut GroupCoordinatorShard,
+        records: &[GroupRecord],
+        now: i64,
+    ) -> Result<Option<(Arc<Partition>, AppendResult)>, ()> {
         if records.is_empty() {
-            return true;
+            return Ok(None);
         }
         // The append may wait on the disk (an fsync with flush.messages=1, a roll): not on an
         // async worker. The shard stays locked meanwhile, so its records keep their order.
         let result = crate::blocking::off_worker(|| {
             let partition = self.replicas.get(OFFSETS_TOPIC, index as i32)?;
-            write_records(&partition, records, now)
+            write_records(&partition, records, now).map(|a| (partition, a))
         });
-        let Err(e) = result else { return true };
+        let e = match result {
+            Ok(appended) => return Ok(Some(appended)),
+            Err(e) => e,
+        };
         tracing::error!(partition = index, error = %e, "cannot write group records to {OFFSETS_TOPIC}; reloading the shard");
         let parked = shard.parked_tokens();
         let mut fresh = GroupCoordinatorShard::new(shard.config().clone());
@@ -322,7 +343,21 @@ impl GroupCoordinator {
         for token in parked {
             waiters.remove(&token);
         }
-        false
+        Err(())
+    }
+
+    /// Waits (off the async workers) until the ISR has `appended` (see [`await_replicas`]);
+    /// whether it does. What was appended stays in the shard either way: a failure means the
+    /// leadership moved or the followers are behind, and the client retries.
+    fn committed(&self, index: usize, appended: Option<(Arc<Partition>, AppendResult)>) -> bool {
+        let Some((partition, appended)) = appended else { return true };
+        match crate::blocking::off_worker(|| await_replicas(&partition, &appended)) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(partition = index, error = %e, "group records not replicated; the client retries");
+                false
+            }
+        }
     }
 
     /// Whether this broker leads `__consumer_offsets` partition `index` (always, on one node).
@@ -368,10 +403,15 @@ impl GroupCoordinator {
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
                 if shard.next_deadline().is_some_and(|d| d <= now) {
                     let result = shard.tick(now);
-                    let durable = self.persist(index, &mut shard, &result.records, now);
+                    let appended = self.persist(index, &mut shard, &result.records, now);
                     drop(shard);
-                    if durable {
+                    if appended.is_ok_and(|a| self.committed(index, a)) {
                         self.deliver(result.completions);
+                    } else {
+                        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+                        for (token, _) in &result.completions {
+                            waiters.remove(token);
+                        }
                     }
                     continue;
                 }
@@ -450,15 +490,21 @@ async fn create_offsets_topic(
 /// How long group records may wait for the ISR (Kafka's `offsets.commit.timeout.ms` default).
 const OFFSETS_COMMIT_TIMEOUT_MS: i32 = 5_000;
 
-/// Writes `records` to the shard's `__consumer_offsets` partition as one batch and waits, as
-/// Kafka's coordinator appends with acks=all, until the ISR has them (the high watermark passes
-/// them), so that no response they justify is sent for records a new leader might not have.
-/// Returns once the partition's flush policy is satisfied too: with `flush.messages=1`, once
-/// they are fsynced. Waits on the disk and on the followers: call it off the async workers.
-pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -> Result<(), BrokerError> {
-    let appended = partition.append(&encode_batch(records, now)?, now)?;
-    if partition.acks_all_done(appended.last_offset, appended.leader_epoch).is_some_and(|r| r.is_ok()) {
-        return Ok(());
+/// Writes `records` to the shard's `__consumer_offsets` partition as one batch. Returns once
+/// the partition's flush policy is satisfied: with `flush.messages=1`, once they are fsynced.
+/// Waits on the disk: call it off the async workers. The coordinator then waits for the ISR
+/// with [`await_replicas`] before it answers.
+pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -> Result<AppendResult, BrokerError> {
+    partition.append(&encode_batch(records, now)?, now)
+}
+
+/// Waits, as Kafka's coordinator appends with acks=all, until the ISR has `appended` (the high
+/// watermark passes it), so that no response it justifies is sent for records a new leader
+/// might not have; `offsets.commit.timeout.ms` at most. Blocks the thread: call it off the
+/// async workers, never with a shard locked.
+pub fn await_replicas(partition: &Partition, appended: &AppendResult) -> Result<(), BrokerError> {
+    if let Some(done) = partition.acks_all_done(appended.last_offset, appended.leader_epoch) {
+        return done;
     }
     let runtime = match tokio::runtime::Handle::try_current() {
         Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => h,
@@ -467,7 +513,7 @@ pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -
         _ => return Ok(()),
     };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS as u64);
-    runtime.block_on(partition.await_committed(&appended, deadline, OFFSETS_COMMIT_TIMEOUT_MS))
+    runtime.block_on(partition.await_committed(appended, deadline, OFFSETS_COMMIT_TIMEOUT_MS))
 }
 
 /// Replays a `__consumer_offsets` partition into `shard` (group state and committed offsets,

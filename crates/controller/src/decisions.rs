@@ -579,7 +579,137 @@ pub fn register_broker(
     }
 }
 
-pub use strata_metadata::channel::{IsrChange, IsrOutcome};
+pub use strata_metadata::channel::{ElectionResult, ElectionType, IsrChange, IsrOutcome};
+
+/// ElectLeaders (key 43, KIP-460), as Kafka's `ReplicationControlManager.electLeaders`:
+/// - preferred: the first replica leads if it is live and in the ISR; ELECTION_NOT_NEEDED when
+///   it leads already, PREFERRED_LEADER_NOT_AVAILABLE when it cannot;
+/// - unclean: a partition without a live leader gets the first live ISR member, else the first
+///   live replica (its ISR becomes that replica alone: records only the ISR had are lost);
+///   ELECTION_NOT_NEEDED when it has a leader, ELIGIBLE_LEADERS_NOT_AVAILABLE when no replica
+///   is live.
+///
+/// An unknown partition is UNKNOWN_TOPIC_OR_PARTITION. With `partitions` `None` every partition
+/// is considered and those that needed no election are left out of the results.
+pub fn elect_leaders(
+    image: &MetadataImage,
+    election: ElectionType,
+    partitions: Option<&[(String, i32)]>,
+) -> (Vec<MetadataRecord>, Vec<ElectionResult>) {
+    let all: Vec<(String, i32)>;
+    let wanted = match partitions {
+        Some(p) => p,
+        None => {
+            all =
+                image.topics().flat_map(|t| (0..t.partitions.len() as i32).map(move |i| (t.name.clone(), i))).collect();
+            &all
+        }
+    };
+    let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
+    let not_needed = |m: &str| ApiError::new(ResponseError::ElectionNotNeeded, m.to_string());
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    for (topic, index) in wanted {
+        let found = image
+            .topic(topic)
+            .and_then(|t| usize::try_from(*index).ok().and_then(|i| t.partitions.get(i)).map(|p| (t.id, p)));
+        let result = match found {
+            None => {
+                Err(ApiError::new(ResponseError::UnknownTopicOrPartition, format!("{topic}-{index} does not exist")))
+            }
+            Some((topic_id, p)) => {
+                let change = match election {
+                    ElectionType::Preferred => match p.replicas.first() {
+                        Some(pref) if *pref == p.leader => Err(not_needed("the preferred replica leads already")),
+                        Some(pref) if live(pref) && p.isr.contains(pref) => Ok((*pref, None)),
+                        _ => Err(ApiError::new(
+                            ResponseError::PreferredLeaderNotAvailable,
+                            format!("the preferred replica of {topic}-{index} is not live or not in the ISR"),
+                        )),
+                    },
+                    ElectionType::Unclean if p.leader >= 0 && live(&p.leader) => {
+                        Err(not_needed("the partition has a leader"))
+                    }
+                    ElectionType::Unclean => match p.replicas.iter().find(|id| live(id) && p.isr.contains(id)) {
+                        Some(id) => Ok((*id, None)),
+                        None => match p.replicas.iter().find(|id| live(id)) {
+                            Some(id) => {
+                                tracing::warn!(%topic, partition = index, leader = id, lost_isr = ?p.isr,
+                                    "unclean leader election requested: a replica outside the ISR leads");
+                                Ok((*id, Some(vec![*id])))
+                            }
+                            None => Err(ApiError::new(
+                                ResponseError::EligibleLeadersNotAvailable,
+                                format!("no replica of {topic}-{index} is live"),
+                            )),
+                        },
+                    },
+                };
+                change.map(|(leader, isr)| {
+                    records.push(MetadataRecord::PartitionChange {
+                        topic_id,
+                        partition: *index,
+                        leader: Some(leader),
+                        isr,
+                        replicas: None,
+                    });
+                })
+            }
+        };
+        let skip = partitions.is_none() && matches!(&result, Err(e) if e.error == ResponseError::ElectionNotNeeded);
+        if !skip {
+            results.push((topic.clone(), *index, result));
+        }
+    }
+    (records, results)
+}
+
+/// The preferred-leader elections Kafka's controller makes on its own when
+/// `auto.leader.rebalance.enable` is on (checked every `leader.imbalance.check.interval.seconds`):
+/// for each broker whose share of the partitions it is preferred for but does not lead exceeds
+/// `imbalance_percentage`, those partitions go back to it (where it is live and in the ISR).
+pub fn rebalance_leaders(image: &MetadataImage, imbalance_percentage: u32) -> Vec<MetadataRecord> {
+    let mut preferred: BTreeMap<i32, Vec<(Uuid, i32, bool)>> = BTreeMap::new();
+    for t in image.topics() {
+        for p in &t.partitions {
+            if let Some(pref) = p.replicas.first() {
+                let eligible = image.brokers.get(pref).is_some_and(|b| !b.fenced) && p.isr.contains(pref);
+                if p.leader != *pref {
+                    preferred.entry(*pref).or_default().push((t.id, p.partition, eligible));
+                } else {
+                    preferred.entry(*pref).or_default();
+                }
+            }
+        }
+    }
+    let mut counts: BTreeMap<i32, usize> = BTreeMap::new();
+    for t in image.topics() {
+        for p in &t.partitions {
+            if let Some(pref) = p.replicas.first() {
+                *counts.entry(*pref).or_default() += 1;
+            }
+        }
+    }
+    let mut records = Vec::new();
+    for (broker, moved) in preferred {
+        let total = counts.get(&broker).copied().unwrap_or(0);
+        if total == 0 || moved.len() * 100 <= total * imbalance_percentage as usize {
+            continue;
+        }
+        for (topic_id, partition, eligible) in moved {
+            if eligible {
+                records.push(MetadataRecord::PartitionChange {
+                    topic_id,
+                    partition,
+                    leader: Some(broker),
+                    isr: None,
+                    replicas: None,
+                });
+            }
+        }
+    }
+    records
+}
 
 /// AlterPartition, as Kafka's `ReplicationControlManager.alterPartition` decides it: the
 /// sender must be a registered broker at `broker_epoch` (else STALE_BROKER_EPOCH for the whole
@@ -896,6 +1026,58 @@ mod tests {
         // The last ISR member returning leads again.
         let back = img.apply(&unfence_broker(&img, second, false)).unwrap().0;
         assert_eq!((part(&back).leader, part(&back).isr), (second, vec![second]));
+    }
+
+    #[test]
+    fn preferred_and_unclean_elections_and_the_rebalance() {
+        let reg = |id: i32| MetadataRecord::BrokerRegistered {
+            broker_id: id,
+            host: "h".into(),
+            port: id as u16,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        };
+        let img = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
+        let spec = CreateTopicSpec { name: "t".into(), num_partitions: 3, replication_factor: 3, ..Default::default() };
+        let img = img.apply(&create_topics(&img, &D, vec![spec], false).0).unwrap().0;
+        let part = |img: &MetadataImage, i: usize| img.topic("t").unwrap().partitions[i].clone();
+        let t0 = ("t".to_string(), 0);
+        // Nothing to do while preferred replicas lead.
+        let (records, results) = elect_leaders(&img, ElectionType::Preferred, Some(std::slice::from_ref(&t0)));
+        assert!(records.is_empty());
+        assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::ElectionNotNeeded);
+        assert!(rebalance_leaders(&img, 10).is_empty());
+        // The preferred replica of partition 0 is fenced and comes back: it is in no ISR.
+        let pref = part(&img, 0).replicas[0];
+        let fenced = img.apply(&fence_broker(&img, pref, false)).unwrap().0;
+        let (records, results) = elect_leaders(&fenced, ElectionType::Preferred, Some(std::slice::from_ref(&t0)));
+        assert!(records.is_empty());
+        assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::PreferredLeaderNotAvailable);
+        let back = fenced.apply(&unfence_broker(&fenced, pref, false)).unwrap().0;
+        let mut isr = part(&back, 0).isr;
+        isr.push(pref);
+        let back = back
+            .apply(&[MetadataRecord::PartitionChange {
+                topic_id: back.topic("t").unwrap().id,
+                partition: 0,
+                leader: None,
+                isr: Some(isr),
+                replicas: None,
+            }])
+            .unwrap()
+            .0;
+        // In the ISR again: a preferred election (or the rebalance) gives it its partition back.
+        assert_eq!(rebalance_leaders(&back, 10).len(), 1);
+        assert!(rebalance_leaders(&back, 100).is_empty(), "one of one moved is not above 100%");
+        let (records, results) = elect_leaders(&back, ElectionType::Preferred, None);
+        assert_eq!(results.len(), 1, "with no list, only the partitions elected are answered: {results:?}");
+        let elected = back.apply(&records).unwrap().0;
+        assert_eq!(part(&elected, 0).leader, pref);
+        // Unclean: not needed with a leader; unknown partitions are named.
+        let (_, results) = elect_leaders(&elected, ElectionType::Unclean, Some(&[t0, ("t".to_string(), 9)]));
+        assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::ElectionNotNeeded);
+        assert_eq!(results[1].2.as_ref().unwrap_err().error, ResponseError::UnknownTopicOrPartition);
     }
 
     #[test]

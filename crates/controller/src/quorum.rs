@@ -78,6 +78,10 @@ pub struct QuorumControllerConfig {
     /// leader once added. Such a node is an observer for the transport (see
     /// [`crate::raft::transport`]) until it is a voter with a CONTROLLER listener.
     pub joining: bool,
+    /// `auto.leader.rebalance.enable`: every `leader.imbalance.check.interval.seconds`, the
+    /// active controller elects preferred leaders for brokers whose imbalance exceeds
+    /// `leader.imbalance.per.broker.percentage` (the interval and the percentage); `None`: off.
+    pub leader_rebalance: Option<(Duration, u32)>,
 }
 
 /// Work for the Raft thread.
@@ -137,6 +141,9 @@ pub struct Driver {
     unclean_default: bool,
     was_active: bool,
     last_session_check: Instant,
+    /// See [`QuorumControllerConfig::leader_rebalance`].
+    leader_rebalance: Option<(Duration, u32)>,
+    last_rebalance: Instant,
 }
 
 /// What the active controller tells a heartbeating broker.
@@ -220,6 +227,8 @@ impl QuorumController {
             unclean_default: config.defaults.unclean_leader_election,
             was_active: false,
             last_session_check: Instant::now(),
+            leader_rebalance: config.leader_rebalance,
+            last_rebalance: Instant::now(),
         };
         let tick = config.tick;
         let io = |source| ControllerError::Io { path: dir.to_path_buf(), source };
@@ -719,6 +728,7 @@ impl Driver {
             }
             self.bootstrap();
             self.check_sessions();
+            self.check_leader_balance();
             if let Err(e) = self.ready() {
                 // Like KRaft's fatal fault handler: the metadata log cannot be trusted in
                 // this process any more; a restart replays what is durable.
@@ -745,6 +755,26 @@ impl Driver {
     }
 
     /// On the active controller: fences brokers whose session expired (checked once a tick).
+    /// `auto.leader.rebalance.enable` (see [`decisions::rebalance_leaders`]).
+    fn check_leader_balance(&mut self) {
+        let Some((every, percentage)) = self.leader_rebalance else { return };
+        if !self.node.is_active() || self.last_rebalance.elapsed() < every {
+            return;
+        }
+        self.last_rebalance = Instant::now();
+        let (tx, _rx) = oneshot::channel();
+        self.decide(
+            move |img| {
+                let records = decisions::rebalance_leaders(img, percentage);
+                if !records.is_empty() {
+                    tracing::info!(partitions = records.len(), "auto leader rebalance: preferred replicas lead again");
+                }
+                (records, ())
+            },
+            tx,
+        );
+    }
+
     fn check_sessions(&mut self) {
         let active = self.node.is_active();
         if !active {
@@ -1128,6 +1158,15 @@ impl ControllerChannel for QuorumController {
             }
             self.send_alter_partition(broker_id, broker_epoch, &changes).await
         })
+    }
+
+    fn elect_leaders(
+        &self,
+        election: decisions::ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> BoxFuture<'_, Result<Vec<decisions::ElectionResult>, ApiError>> {
+        let commit = self.commit(move |img| decisions::elect_leaders(img, election, partitions.as_deref()));
+        Box::pin(commit)
     }
 
     fn is_active(&self) -> bool {

@@ -127,6 +127,19 @@ pub enum IsrOutcome {
     Refused(ResponseError),
 }
 
+/// ElectLeaders' election type (KIP-460).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionType {
+    /// Make each partition's preferred replica (the first of its replicas) its leader, if it is
+    /// in the ISR and live.
+    Preferred,
+    /// Give a leaderless partition a leader, from outside the ISR if need be.
+    Unclean,
+}
+
+/// One partition's outcome of an ElectLeaders: (topic, partition, result).
+pub type ElectionResult = (String, i32, Result<(), ApiError>);
+
 /// The controller, as the broker sees it.
 pub trait ControllerChannel: Send + Sync {
     fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
@@ -169,6 +182,15 @@ pub trait ControllerChannel: Send + Sync {
     fn describe_quorum(&self) -> Option<QuorumDescription> {
         None
     }
+
+    /// ElectLeaders (key 43) on the active controller: `partitions` (topic, partition), or
+    /// every partition with `None` (then only the partitions that needed an election are in
+    /// the answer). Each outcome once the elections are committed.
+    fn elect_leaders(
+        &self,
+        election: ElectionType,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> BoxFuture<'_, Result<Vec<ElectionResult>, ApiError>>;
 
     /// Whether admin requests are decided on this node: it is the active controller (always,
     /// on a single node). When false, the broker forwards clients' admin requests with

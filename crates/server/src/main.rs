@@ -567,6 +567,14 @@ async fn start_quorum(
             tick: Duration::from_millis(100),
             session_timeout: Duration::from_millis(config.number("broker.session.timeout.ms").max(1) as u64),
             joining,
+            leader_rebalance: config.get("auto.leader.rebalance.enable").is_some_and(|v| v.trim() == "true").then(
+                || {
+                    (
+                        Duration::from_secs(config.number("leader.imbalance.check.interval.seconds").max(1) as u64),
+                        config.number("leader.imbalance.per.broker.percentage").clamp(0, 100) as u32,
+                    )
+                },
+            ),
         },
         &tokio::runtime::Handle::current(),
     )

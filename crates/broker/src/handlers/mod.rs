@@ -13,6 +13,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_log_dirs;
 mod describe_quorum;
+mod elect_leaders;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -108,6 +109,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             respond!(crate::blocking::off_worker(|| describe_log_dirs::handle(broker, r)))
         }
         RequestKind::DescribeQuorum(r) => respond!(describe_quorum::handle(broker, r, version)),
+        RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version).await),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),
         RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client).await),

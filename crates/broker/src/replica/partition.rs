@@ -231,6 +231,9 @@ impl Partition {
         self.log_start.store(log.log_start_offset(), Ordering::Release);
         let end = if self.group_commit.load(Ordering::Relaxed) { log.recovery_point() } else { log.log_end_offset() };
         self.log_end.store(end, Ordering::Release);
+        // Retention or DeleteRecords may move the log start past a follower's (or a lagging
+        // leader's) high watermark: it follows, as in Kafka's `maybeIncrementLogStartOffset`.
+        self.high_watermark.fetch_max(log.log_start_offset(), Ordering::AcqRel);
         self.advance_high_watermark();
     }
 
