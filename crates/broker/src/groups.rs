@@ -77,6 +77,9 @@ pub enum Outcome<T> {
 /// All shards of this broker.
 pub struct GroupCoordinator {
     shards: Vec<Mutex<GroupCoordinatorShard>>,
+    /// Which shards hold their partition's groups: those of the partitions this broker led
+    /// when they were loaded. The others are empty (see [`MetadataPublisher::publish`]).
+    loaded: Mutex<Vec<bool>>,
     replicas: Arc<ReplicaManager>,
     waiters: Mutex<HashMap<RequestToken, oneshot::Sender<ResponseKind>>>,
     next_token: AtomicU64,
@@ -107,6 +110,7 @@ impl GroupCoordinator {
     pub fn without_shards(replicas: Arc<ReplicaManager>) -> Arc<Self> {
         Arc::new(Self {
             shards: Vec::new(),
+            loaded: Mutex::default(),
             replicas,
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -162,20 +166,24 @@ impl GroupCoordinator {
         let partitions = image.topic(OFFSETS_TOPIC).map_or(spec.num_partitions.max(0) as usize, |t| t.partitions.len());
         let group_config = group_config(config);
         let mut shards = Vec::with_capacity(partitions);
+        let mut loaded = Vec::with_capacity(partitions);
         let started = std::time::Instant::now();
         let mut replayed = 0usize;
         crate::blocking::off_worker(|| {
             for index in 0..partitions {
                 let mut shard = GroupCoordinatorShard::new(group_config.clone());
-                // In a cluster, other brokers lead some partitions: their groups live there.
+                // In a cluster, other brokers lead some partitions: their groups live there. A
+                // replica this broker only follows stays empty (its log takes only what the
+                // leader sends); it is loaded if this broker comes to lead it.
                 let local = image
                     .topic(OFFSETS_TOPIC)
                     .and_then(|t| t.partitions.get(index))
-                    .is_some_and(|p| p.replicas.contains(&replicas.node_id()));
+                    .is_some_and(|p| p.leader == replicas.node_id());
                 if local {
                     replayed += load(&replicas, index as i32, &mut shard)?;
                 }
                 shards.push(Mutex::new(shard));
+                loaded.push(local);
             }
             Ok::<(), BrokerError>(())
         })?;
@@ -187,6 +195,7 @@ impl GroupCoordinator {
         );
         let coordinator = Arc::new(Self {
             shards,
+            loaded: Mutex::new(loaded),
             replicas,
             waiters: Mutex::new(HashMap::new()),
             next_token: AtomicU64::new(1),
@@ -207,6 +216,9 @@ impl GroupCoordinator {
     /// name exists then (a topic created again meanwhile would inherit those offsets).
     pub fn delete_offsets_of_topics(&self, deleted: &dyn Fn(&str) -> bool) {
         for (index, shard) in self.shards.iter().enumerate() {
+            if !self.leads(index) || !self.is_loaded(index) {
+                continue;
+            }
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let result = shard.delete_offsets_of_topics(deleted);
             for chunk in result.records.chunks(TOMBSTONES_PER_BATCH) {
@@ -237,7 +249,7 @@ impl GroupCoordinator {
 
     /// Calls shard `index` with `f`, makes its records durable, sends the
     /// responses it completed, and returns this request's own outcome.
-    pub fn call<T>(
+    pub async fn call<T>(
         &self,
         index: usize,
         ctx: &RequestContext,
@@ -245,7 +257,9 @@ impl GroupCoordinator {
     ) -> Outcome<T> {
         // Only the leader of the group's offsets partition coordinates it; elsewhere the
         // client is told NOT_COORDINATOR and looks the coordinator up again.
-        if !self.leads(index) {
+        // Its shard is loaded just after the metadata says so (the publisher after this one):
+        // until then the client retries, rather than meet an empty group.
+        if !self.leads(index) || !self.is_loaded(index) {
             return Outcome::NotDurable;
         }
         let (tx, rx) = oneshot::channel();
@@ -268,7 +282,7 @@ impl GroupCoordinator {
         };
         // The shard is unlocked while the records replicate: its other requests, and the
         // metadata loader (which loads and unloads shards), never wait for the followers.
-        if !self.committed(index, appended) {
+        if !committed(index, appended).await {
             let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
             waiters.remove(&ctx.token);
             for (token, _) in &result.completions {
@@ -346,18 +360,9 @@ impl GroupCoordinator {
         Err(())
     }
 
-    /// Waits (off the async workers) until the ISR has `appended` (see [`await_replicas`]);
-    /// whether it does. What was appended stays in the shard either way: a failure means the
-    /// leadership moved or the followers are behind, and the client retries.
-    fn committed(&self, index: usize, appended: Option<(Arc<Partition>, AppendResult)>) -> bool {
-        let Some((partition, appended)) = appended else { return true };
-        match crate::blocking::off_worker(|| await_replicas(&partition, &appended)) {
-            Ok(()) => true,
-            Err(e) => {
-                tracing::info!(partition = index, error = %e, "group records not replicated; the client retries");
-                false
-            }
-        }
+    /// Whether shard `index` holds its partition's groups (see `loaded`).
+    fn is_loaded(&self, index: usize) -> bool {
+        self.loaded.lock().unwrap_or_else(PoisonError::into_inner).get(index).copied().unwrap_or(false)
     }
 
     /// Whether this broker leads `__consumer_offsets` partition `index` (always, on one node).
@@ -387,6 +392,9 @@ impl GroupCoordinator {
             tracing::info!(partition = index, "unloaded the group coordinator shard (no longer its leader)");
         }
         *shard = fresh;
+        if let Some(flag) = self.loaded.lock().unwrap_or_else(PoisonError::into_inner).get_mut(index) {
+            *flag = load_it;
+        }
         drop(shard);
         let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
         for token in parked {
@@ -400,19 +408,32 @@ impl GroupCoordinator {
             let now = now_ms();
             let mut next = now + 1_000;
             for (index, shard) in self.shards.iter().enumerate() {
+                // Only the leader's shard has state (and only the leader may write).
+                if !self.leads(index) || !self.is_loaded(index) {
+                    continue;
+                }
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
                 if shard.next_deadline().is_some_and(|d| d <= now) {
                     let result = shard.tick(now);
                     let appended = self.persist(index, &mut shard, &result.records, now);
                     drop(shard);
-                    if appended.is_ok_and(|a| self.committed(index, a)) {
-                        self.deliver(result.completions);
-                    } else {
-                        let mut waiters = self.waiters.lock().unwrap_or_else(PoisonError::into_inner);
-                        for (token, _) in &result.completions {
-                            waiters.remove(token);
+                    // The responses wait for the ISR on their own task: one shard whose
+                    // followers are slow holds up no other shard's timers.
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let durable = match appended {
+                            Ok(a) => committed(index, a).await,
+                            Err(()) => false,
+                        };
+                        if durable {
+                            this.deliver(result.completions);
+                        } else {
+                            let mut waiters = this.waiters.lock().unwrap_or_else(PoisonError::into_inner);
+                            for (token, _) in &result.completions {
+                                waiters.remove(token);
+                            }
                         }
-                    }
+                    });
                     continue;
                 }
                 if let Some(d) = shard.next_deadline() {
@@ -438,12 +459,14 @@ impl MetadataPublisher for GroupCoordinator {
         // leading.
         let me = self.replicas.node_id();
         for ((_, index), change) in delta.changed_partitions.iter().filter(|(_, c)| c.topic == OFFSETS_TOPIC) {
-            let before = change.before.as_ref().is_some_and(|p| p.leader == me);
-            let after = change.after.as_ref().is_some_and(|p| p.leader == me);
-            // A partition this broker led all along keeps its shard; a new one (created with
-            // the topic) is loaded by `start`.
-            if before != after && change.before.is_some() {
-                self.replace_shard(*index as usize, after);
+            // A shard holds its groups exactly while this broker leads the partition: loaded
+            // when it comes to lead it (also when that happened between `start` and the first
+            // publish, or when the topic is created here), emptied when it stops.
+            let leads = change.after.as_ref().is_some_and(|p| p.leader == me);
+            let index = *index as usize;
+            let loaded = self.loaded.lock().unwrap_or_else(PoisonError::into_inner).get(index).copied();
+            if loaded.is_some_and(|l| l != leads) {
+                self.replace_shard(index, leads);
             }
         }
         if delta.deleted_topics.is_empty() {
@@ -493,27 +516,26 @@ const OFFSETS_COMMIT_TIMEOUT_MS: i32 = 5_000;
 /// Writes `records` to the shard's `__consumer_offsets` partition as one batch. Returns once
 /// the partition's flush policy is satisfied: with `flush.messages=1`, once they are fsynced.
 /// Waits on the disk: call it off the async workers. The coordinator then waits for the ISR
-/// with [`await_replicas`] before it answers.
+/// (`committed`) before it answers.
 pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -> Result<AppendResult, BrokerError> {
     partition.append(&encode_batch(records, now)?, now)
 }
 
 /// Waits, as Kafka's coordinator appends with acks=all, until the ISR has `appended` (the high
 /// watermark passes it), so that no response it justifies is sent for records a new leader
-/// might not have; `offsets.commit.timeout.ms` at most. Blocks the thread: call it off the
-/// async workers, never with a shard locked.
-pub fn await_replicas(partition: &Partition, appended: &AppendResult) -> Result<(), BrokerError> {
-    if let Some(done) = partition.acks_all_done(appended.last_offset, appended.leader_epoch) {
-        return done;
-    }
-    let runtime = match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => h,
-        // Not on the broker's runtime (the metadata loader's thread, a test's): nothing there
-        // answers a client, and nothing could wait without holding the only worker.
-        _ => return Ok(()),
-    };
+/// might not have; `offsets.commit.timeout.ms` at most. Never with a shard locked. Whether
+/// they were replicated: what was appended stays in the shard either way (a failure means the
+/// leadership moved or the followers are behind, and the client retries).
+async fn committed(index: usize, appended: Option<(Arc<Partition>, AppendResult)>) -> bool {
+    let Some((partition, appended)) = appended else { return true };
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(OFFSETS_COMMIT_TIMEOUT_MS as u64);
-    runtime.block_on(partition.await_committed(appended, deadline, OFFSETS_COMMIT_TIMEOUT_MS))
+    match partition.await_committed(&appended, deadline, OFFSETS_COMMIT_TIMEOUT_MS).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::info!(partition = index, error = %e, "group records not replicated; the client retries");
+            false
+        }
+    }
 }
 
 /// Replays a `__consumer_offsets` partition into `shard` (group state and committed offsets,

@@ -25,7 +25,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use strata_broker::config::TopicSettings;
 use strata_broker::replica::fetcher::{truncation_step, TruncationStep};
-use strata_broker::replica::replication::Assignment;
+use strata_broker::replica::replication::{Assignment, Following};
 use strata_broker::replica::{AppendResult, Partition, ReadBound};
 use strata_controller::decisions::{self, IsrChange, IsrOutcome};
 use strata_log::storage::MemStorage;
@@ -197,6 +197,7 @@ impl Sim {
         }
         let Some(f) = self.live(follower) else { return };
         let epoch = self.registration().leader_epoch;
+        let from = Following { leader: leader_id, leader_epoch: epoch };
         if self.replicas[&follower].truncated_in != epoch {
             let mut asked = f.latest_epoch();
             let target = loop {
@@ -215,7 +216,7 @@ impl Sim {
             if target < f.log_end_offset() {
                 self.truncations += 1;
             }
-            f.truncate_to(target).unwrap();
+            f.truncate_to(target, from).unwrap();
             self.replicas.get_mut(&follower).unwrap().truncated_in = epoch;
         }
         let offset = f.log_end_offset();
@@ -225,9 +226,9 @@ impl Sim {
         match leader.read_to(offset, 2048, ReadBound::LogEnd) {
             Ok(read) => {
                 if !read.records.is_empty() {
-                    f.append_as_follower(&read.records, self.now).unwrap();
+                    f.append_as_follower(&read.records, from, self.now).unwrap();
                 }
-                f.set_follower_high_watermark(read.high_watermark);
+                f.set_follower_high_watermark(read.high_watermark, from);
             }
             Err(strata_broker::BrokerError::OffsetOutOfRange { .. }) => {
                 self.replicas.get_mut(&follower).unwrap().truncated_in = -1;

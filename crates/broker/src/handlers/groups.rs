@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use strata_group::{ResponseKind, TopicMetadata};
+use strata_group::ResponseKind;
 use strata_protocol::kafka_protocol::messages::find_coordinator_response::Coordinator;
 use strata_protocol::kafka_protocol::messages::*;
 use strata_protocol::kafka_protocol::protocol::StrBytes;
@@ -112,7 +112,7 @@ pub async fn join_group(
 ) -> JoinGroupResponse {
     let g = coordinator(broker);
     let ctx = g.context(version, client.0, client.1);
-    let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.join_group(now, &ctx, &r));
+    let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.join_group(now, &ctx, &r)).await;
     settle(
         outcome,
         |k| match k {
@@ -132,7 +132,7 @@ pub async fn sync_group(
 ) -> SyncGroupResponse {
     let g = coordinator(broker);
     let ctx = g.context(version, client.0, client.1);
-    let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.sync_group(now, &ctx, &r));
+    let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.sync_group(now, &ctx, &r)).await;
     settle(
         outcome,
         |k| match k {
@@ -150,14 +150,19 @@ macro_rules! immediate {
         let g = coordinator($broker);
         let ctx = g.context($version, $client.0, $client.1);
         let req = $req;
-        match g.call(g.shard_for($group), &ctx, |s, now| s.$method(now, &ctx, &req)) {
+        match g.call(g.shard_for($group), &ctx, |s, now| s.$method(now, &ctx, &req)).await {
             Outcome::Now(r) => r,
             Outcome::Parked(_) | Outcome::NotDurable => $default,
         }
     }};
 }
 
-pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest, version: i16, client: (&str, &str)) -> HeartbeatResponse {
+pub async fn heartbeat(
+    broker: &Arc<Broker>,
+    r: HeartbeatRequest,
+    version: i16,
+    client: (&str, &str),
+) -> HeartbeatResponse {
     let group = r.group_id.to_string();
     immediate!(
         broker,
@@ -170,7 +175,7 @@ pub fn heartbeat(broker: &Arc<Broker>, r: HeartbeatRequest, version: i16, client
     )
 }
 
-pub fn leave_group(
+pub async fn leave_group(
     broker: &Arc<Broker>,
     r: LeaveGroupRequest,
     version: i16,
@@ -188,7 +193,7 @@ pub fn leave_group(
     )
 }
 
-pub fn offset_commit(
+pub async fn offset_commit(
     broker: &Arc<Broker>,
     r: OffsetCommitRequest,
     version: i16,
@@ -203,12 +208,14 @@ pub fn offset_commit(
     // that assign their own partitions commit so too. What it changes is logged.
     let outside = r.generation_id_or_member_epoch < 0 && r.member_id.is_empty();
     let mut before = Vec::new();
-    let outcome = g.call(g.shard_for(&group), &ctx, |s, now| {
-        if outside {
-            before = committed_before(s, &group, &r, &topics.0);
-        }
-        s.offset_commit(now, &ctx, &r, &topics)
-    });
+    let outcome = g
+        .call(g.shard_for(&group), &ctx, |s, now| {
+            if outside {
+                before = committed_before(s, &group, &r, &topics.0);
+            }
+            s.offset_commit(now, &ctx, &r, &topics)
+        })
+        .await;
     match outcome {
         Outcome::Now(resp) => {
             log_offsets_set(&group, client.0, &before, &resp);
@@ -267,7 +274,7 @@ fn log_offsets_set(group: &str, client_id: &str, before: &[OffsetChange], resp: 
     }
 }
 
-pub fn offset_delete(
+pub async fn offset_delete(
     broker: &Arc<Broker>,
     r: OffsetDeleteRequest,
     version: i16,
@@ -301,7 +308,7 @@ pub fn offset_delete(
     resp
 }
 
-pub fn offset_fetch(
+pub async fn offset_fetch(
     broker: &Arc<Broker>,
     r: OffsetFetchRequest,
     version: i16,
@@ -320,7 +327,8 @@ pub fn offset_fetch(
         r.groups.iter().map(|x| x.group_id.as_str()),
         |i| r.clone().with_groups(vec![r.groups[i].clone()]),
         |s, now, ctx, q| s.offset_fetch(now, ctx, q),
-    );
+    )
+    .await;
     let groups = merge(
         answers,
         &r.groups,
@@ -334,7 +342,7 @@ pub fn offset_fetch(
     OffsetFetchResponse::default().with_groups(groups)
 }
 
-pub fn describe_groups(
+pub async fn describe_groups(
     broker: &Arc<Broker>,
     r: DescribeGroupsRequest,
     version: i16,
@@ -347,7 +355,8 @@ pub fn describe_groups(
         r.groups.iter().map(|x| x.as_str()),
         |i| r.clone().with_groups(vec![r.groups[i].clone()]),
         |s, now, ctx, q| s.describe_groups(now, ctx, q),
-    );
+    )
+    .await;
     let groups = merge(
         answers,
         &r.groups,
@@ -361,7 +370,7 @@ pub fn describe_groups(
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
-pub fn delete_groups(
+pub async fn delete_groups(
     broker: &Arc<Broker>,
     r: DeleteGroupsRequest,
     version: i16,
@@ -374,7 +383,8 @@ pub fn delete_groups(
         r.groups_names.iter().map(|x| x.as_str()),
         |i| r.clone().with_groups_names(vec![r.groups_names[i].clone()]),
         |s, now, ctx, q| s.delete_groups(now, ctx, q),
-    );
+    )
+    .await;
     let results = merge(
         answers,
         &r.groups_names,
@@ -412,7 +422,7 @@ fn merge<A, T, E>(
 /// For an API naming several groups: calls each group's shard with the
 /// request narrowed to that group (`narrow(i)` for the i-th id). `None` for a
 /// group whose records could not be made durable.
-fn per_group<'a, Q, A>(
+async fn per_group<'a, Q, A>(
     g: &GroupCoordinator,
     version: i16,
     client: (&str, &str),
@@ -425,16 +435,16 @@ fn per_group<'a, Q, A>(
         &Q,
     ) -> strata_group::CoordinatorResult<A>,
 ) -> Vec<Option<A>> {
-    ids.enumerate()
-        .map(|(i, id)| {
-            let q = narrow(i);
-            let ctx = g.context(version, client.0, client.1);
-            match g.call(g.shard_for(id), &ctx, |s, now| call(s, now, &ctx, &q)) {
-                Outcome::Now(resp) => Some(resp),
-                Outcome::Parked(_) | Outcome::NotDurable => None,
-            }
-        })
-        .collect()
+    let mut answers = Vec::new();
+    for (i, id) in ids.enumerate() {
+        let q = narrow(i);
+        let ctx = g.context(version, client.0, client.1);
+        answers.push(match g.call(g.shard_for(id), &ctx, |s, now| call(s, now, &ctx, &q)).await {
+            Outcome::Now(resp) => Some(resp),
+            Outcome::Parked(_) | Outcome::NotDurable => None,
+        });
+    }
+    answers
 }
 
 pub fn list_groups(
@@ -458,7 +468,7 @@ pub fn list_groups(
     ListGroupsResponse::default().with_groups(groups).with_error_code(error)
 }
 
-pub fn consumer_group_heartbeat(
+pub async fn consumer_group_heartbeat(
     broker: &Arc<Broker>,
     r: ConsumerGroupHeartbeatRequest,
     version: i16,
@@ -467,8 +477,7 @@ pub fn consumer_group_heartbeat(
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
     let ctx = g.context(version, client.0, client.1);
-    let topics: &dyn TopicMetadata = &topics;
-    match g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.consumer_group_heartbeat(now, &ctx, &r, topics)) {
+    match g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.consumer_group_heartbeat(now, &ctx, &r, &topics)).await {
         Outcome::Now(resp) => {
             tracing::debug!(
                 group = %r.group_id.as_str(), member = %r.member_id.as_str(), request_epoch = r.member_epoch,
@@ -484,7 +493,7 @@ pub fn consumer_group_heartbeat(
     }
 }
 
-pub fn consumer_group_describe(
+pub async fn consumer_group_describe(
     broker: &Arc<Broker>,
     r: ConsumerGroupDescribeRequest,
     version: i16,
@@ -492,15 +501,15 @@ pub fn consumer_group_describe(
 ) -> ConsumerGroupDescribeResponse {
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
-    let topics: &dyn TopicMetadata = &topics;
     let answers = per_group(
         g,
         version,
         client,
         r.group_ids.iter().map(|x| x.as_str()),
         |i| r.clone().with_group_ids(vec![r.group_ids[i].clone()]),
-        |s, now, ctx, q| s.consumer_group_describe(now, ctx, q, topics),
-    );
+        |s, now, ctx, q| s.consumer_group_describe(now, ctx, q, &topics),
+    )
+    .await;
     let groups: Vec<_> = answers.into_iter().flatten().flat_map(|resp| resp.groups).collect();
     ConsumerGroupDescribeResponse::default().with_groups(groups)
 }

@@ -113,18 +113,20 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),
         RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client).await),
-        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version, client)),
-        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version, client)),
-        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(broker, r, version, client)),
-        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(broker, r, version, client)),
-        RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(broker, r, version, client)),
-        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version, client)),
+        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version, client).await),
+        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version, client).await),
+        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(broker, r, version, client).await),
+        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(broker, r, version, client).await),
+        RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(broker, r, version, client).await),
+        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version, client).await),
         RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version, client)),
-        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version, client)),
+        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version, client).await),
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            respond!(groups::consumer_group_heartbeat(broker, r, version, client))
+            respond!(groups::consumer_group_heartbeat(broker, r, version, client).await)
         }
-        RequestKind::ConsumerGroupDescribe(r) => respond!(groups::consumer_group_describe(broker, r, version, client)),
+        RequestKind::ConsumerGroupDescribe(r) => {
+            respond!(groups::consumer_group_describe(broker, r, version, client).await)
+        }
         RequestKind::SaslHandshake(r) => respond!(sasl::handshake(&r)),
         RequestKind::SaslAuthenticate(r) => respond!(sasl::authenticate(&r)),
         // The versions table admits only the keys above; anything else is a

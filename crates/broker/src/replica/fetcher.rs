@@ -35,6 +35,7 @@ use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::ResponseError;
 use tokio::sync::Notify;
 
+use crate::replica::replication::Following;
 use crate::replica::{now_ms, Partition, ReplicaManager};
 
 /// The `replica.fetch.*` settings.
@@ -65,6 +66,9 @@ impl Default for FetchSettings {
 #[derive(Clone)]
 struct Target {
     partition: Arc<Partition>,
+    /// The leader and epoch it fetches in: every change to the log made for this target is
+    /// checked against the partition's registration under its lock (see [`Following`]).
+    from: Following,
     leader_epoch: i32,
     truncated: bool,
     /// No fetch before this time (ms): backing off after an error.
@@ -132,7 +136,8 @@ impl FetcherManager {
         let same =
             targets.get(&key).is_some_and(|t| t.leader_epoch == leader_epoch && Arc::ptr_eq(&t.partition, &partition));
         if !same {
-            targets.insert(key, Target { partition, leader_epoch, truncated: false, paused_until_ms: 0 });
+            let from = Following { leader, leader_epoch };
+            targets.insert(key, Target { partition, from, leader_epoch, truncated: false, paused_until_ms: 0 });
             fetcher.changed.notify_one();
         }
     }
@@ -294,7 +299,8 @@ async fn truncate(
                 // only what this replica knows was committed.
                 let p = t.partition.clone();
                 let hw = p.high_watermark();
-                blocking(move || p.truncate_to(hw)).await?;
+                let from = t.from;
+                blocking(move || p.truncate_to(hw, from)).await?;
                 update(fetcher, key, t, |t| t.truncated = true);
             }
         }
@@ -345,7 +351,8 @@ async fn truncate(
                 TruncationStep::Done(offset) => {
                     let before = p.log_end_offset();
                     let part = p.clone();
-                    blocking(move || part.truncate_to(offset)).await?;
+                    let from = t.from;
+                    blocking(move || part.truncate_to(offset, from)).await?;
                     if offset < before {
                         tracing::info!(topic = %key.0, partition = key.1, asked_epoch = epoch,
                             leader_epoch = answer.leader_epoch, leader_end_offset = answer.end_offset,
@@ -421,7 +428,8 @@ async fn fetch(
                     if leader_start > p.log_end_offset() {
                         tracing::info!(topic = %key.0, partition = key.1, leader_log_start = leader_start,
                             "the leader's log starts after this replica's end: starting over there");
-                        blocking(move || p.reset_to(leader_start)).await?;
+                        let from = t.from;
+                        blocking(move || p.reset_to(leader_start, from)).await?;
                     } else {
                         update(fetcher, &key, t, |t| t.truncated = false);
                     }
@@ -441,12 +449,12 @@ async fn fetch(
         for (key, t, records, hw, log_start) in work {
             let result = (|| {
                 if !records.is_empty() {
-                    t.partition.append_as_follower(&records, now_ms())?;
+                    t.partition.append_as_follower(&records, t.from, now_ms())?;
                 }
                 if log_start > t.partition.log_start_offset() && log_start <= t.partition.log_end_offset() {
                     t.partition.advance_log_start(log_start)?;
                 }
-                t.partition.set_follower_high_watermark(hw);
+                t.partition.set_follower_high_watermark(hw, t.from);
                 Ok::<(), crate::BrokerError>(())
             })();
             if let Err(e) = result {

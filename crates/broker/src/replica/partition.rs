@@ -34,7 +34,7 @@ use uuid::Uuid;
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
 use crate::replica::producer_state::{ProducerStateTable, SequenceCheck};
-use crate::replica::replication::{Assignment, PendingIsr, Replication, Role};
+use crate::replica::replication::{Assignment, Following, PendingIsr, Replication, Role};
 use crate::replica::validate::prepare_batch;
 use crate::replica::watchers::{Watch, Watchers};
 
@@ -336,17 +336,22 @@ impl Partition {
     /// ISR shrank below `min.insync.replicas` meanwhile. NOT_LEADER_OR_FOLLOWER once this
     /// broker no longer leads in that epoch: the records may not survive the new leader.
     pub fn acks_all_done(&self, last_offset: i64, leader_epoch: i32) -> Option<Result<(), BrokerError>> {
-        let (leading, in_sync) = {
+        // The role, the ISR and the high watermark read together: leadership cannot move
+        // between them (a publish changes the role under this lock).
+        let (role, leading, in_sync, hw) = {
             let repl = self.replication();
-            (repl.leading_epoch(), repl.in_sync_count())
+            (repl.role(), repl.leading_epoch(), repl.in_sync_count(), self.high_watermark())
         };
-        if leading.is_some_and(|e| e != leader_epoch) || (leading.is_none() && leader_epoch >= 0) {
+        if role == Role::Follower
+            || leading.is_some_and(|e| e != leader_epoch)
+            || (leading.is_none() && leader_epoch >= 0)
+        {
             return Some(Err(BrokerError::NotLeaderOrFollower(format!(
                 "{}-{} (leadership moved while the produce waited for its replicas)",
                 self.topic, self.index
             ))));
         }
-        if self.high_watermark() <= last_offset {
+        if hw <= last_offset {
             return None;
         }
         let required = self.lock().settings.min_insync_replicas;
@@ -438,7 +443,7 @@ impl Partition {
     pub fn isr_proposal_answered(&self, proposal: &PendingIsr, outcome: Option<&strata_metadata::channel::IsrOutcome>) {
         let mut repl = self.replication();
         repl.proposal_answered(proposal, outcome);
-        if outcome.is_none() && repl.has_pending() {
+        if repl.has_unsent() {
             self.isr_change_waiting.store(true, Ordering::Release);
         }
     }
@@ -448,8 +453,11 @@ impl Partition {
     /// is left for the next fetch. Producer state follows, as on the leader, so that this
     /// replica deduplicates retries once it leads. Under group commit the append is fsynced
     /// before the new end is published (a follower reports only what is durable). Returns
-    /// the number of bytes appended. Waits on the disk: run off the async workers.
-    pub fn append_as_follower(&self, records: &[u8], now_ms: i64) -> Result<usize, BrokerError> {
+    /// the number of bytes appended; nothing when this replica no longer follows `from` (the
+    /// response is stale). A replica whose log is empty and starts inside the first batch (it
+    /// started over at the leader's log start, which DeleteRecords may put inside a batch)
+    /// starts at that batch instead. Waits on the disk: run off the async workers.
+    pub fn append_as_follower(&self, records: &[u8], from: Following, now_ms: i64) -> Result<usize, BrokerError> {
         let end = self.lock().log.as_ref().ok_or(BrokerError::ShuttingDown)?.log_end_offset();
         let mut start = None;
         let mut len = 0usize;
@@ -474,7 +482,16 @@ impl Partition {
         let batches = &records[start..len];
         let mut guard = self.lock();
         let st = &mut *guard;
+        if !self.replication().follows(from) {
+            return Ok(0);
+        }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        if let Some(first) = headers.first() {
+            if first.base_offset < log.log_end_offset() && log.log_end_offset() == log.log_start_offset() {
+                log.truncate_fully_and_start_at(first.base_offset)?;
+                st.producers = ProducerStateTable::default();
+            }
+        }
         let segment_before = log.active_base_offset();
         log.append_as_follower(batches, now_ms)?;
         let snapshot = (log.active_base_offset() != segment_before)
@@ -494,22 +511,29 @@ impl Partition {
     }
 
     /// A follower's high watermark: the leader's, capped at its own log end (it may be behind).
-    pub fn set_follower_high_watermark(&self, leader_high_watermark: i64) {
-        if self.replication().role() != Role::Follower {
-            return;
-        }
-        let hw = leader_high_watermark.min(self.log_end_offset()).max(self.log_start_offset());
-        if self.high_watermark.swap(hw, Ordering::AcqRel) != hw {
+    pub fn set_follower_high_watermark(&self, leader_high_watermark: i64, from: Following) {
+        let moved = {
+            let repl = self.replication();
+            if !repl.follows(from) {
+                return;
+            }
+            let hw = leader_high_watermark.min(self.log_end_offset()).max(self.log_start_offset());
+            self.high_watermark.swap(hw, Ordering::AcqRel) != hw
+        };
+        if moved {
             self.wake_waiters();
         }
     }
 
     /// Truncates a follower's log to `offset` (KIP-101: what OffsetForLeaderEpoch says was
     /// never committed) and rebuilds the producer state from the newest snapshot at or below
-    /// the new end. Waits on the disk.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), BrokerError> {
+    /// the new end. Nothing when this replica no longer follows `from`. Waits on the disk.
+    pub fn truncate_to(&self, offset: i64, from: Following) -> Result<(), BrokerError> {
         let mut guard = self.lock();
         let st = &mut *guard;
+        if !self.replication().follows(from) {
+            return Ok(());
+        }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
         if offset >= log.log_end_offset() {
             return Ok(());
@@ -524,10 +548,14 @@ impl Partition {
     }
 
     /// Empties a follower's log and restarts it at `offset`: the leader's log starts after
-    /// this replica's end (Kafka's `truncateFullyAndStartAt`). Waits on the disk.
-    pub fn reset_to(&self, offset: i64) -> Result<(), BrokerError> {
+    /// this replica's end (Kafka's `truncateFullyAndStartAt`). Nothing when this replica no
+    /// longer follows `from`. Waits on the disk.
+    pub fn reset_to(&self, offset: i64, from: Following) -> Result<(), BrokerError> {
         let mut guard = self.lock();
         let st = &mut *guard;
+        if !self.replication().follows(from) {
+            return Ok(());
+        }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
         log.truncate_fully_and_start_at(offset)?;
         st.producers = ProducerStateTable::default();
@@ -598,6 +626,14 @@ impl Partition {
         let log_append_time = if settings.log_append_time { now_ms } else { -1 };
         let mut guard = self.lock();
         let st = &mut *guard;
+        // Leadership may have moved since the caller looked it up: a follower's log takes only
+        // what its leader sends (it would diverge, and the records would be truncated away).
+        if self.replication().role() == Role::Follower {
+            return Err(BrokerError::NotLeaderOrFollower(format!(
+                "{}-{} (this broker stopped leading it)",
+                self.topic, self.index
+            )));
+        }
         if header.has_producer_id() {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
@@ -1087,6 +1123,45 @@ mod tests {
         assert!(matches!(p.append(&batch(-1, -1, 0, 1, 1000), 1000), Err(BrokerError::Storage(_))));
         assert_eq!(p.high_watermark(), 2, "the unflushed record never became visible");
         assert!(matches!(p.read(0, 1 << 20), Err(BrokerError::Storage(_))), "the log is offline");
+    }
+
+    fn assignment(leader: i32, leader_epoch: i32) -> Assignment {
+        Assignment { leader, leader_epoch, partition_epoch: leader_epoch, replicas: vec![1, 2, 3], isr: vec![1, 2, 3] }
+    }
+
+    /// Leadership moves under a produce and a fetcher: a follower refuses producers, drops
+    /// what a fetcher of an older leader or epoch sends, and an acks=all wait started in the
+    /// old epoch fails instead of being answered by the new leader's high watermark.
+    #[test]
+    fn stale_work_is_refused_after_leadership_moves() {
+        let leader = partition(settings());
+        leader.apply_assignment(1, assignment(1, 0), 0).unwrap();
+        let appended = leader.append(&batch(-1, -1, 0, 2, 1000), 1000).unwrap();
+        assert_eq!(appended.leader_epoch, 0);
+        assert!(leader.acks_all_done(appended.last_offset, 0).is_none(), "followers have not fetched");
+        leader.apply_assignment(1, assignment(2, 1), 0).unwrap();
+        assert!(matches!(
+            leader.acks_all_done(appended.last_offset, 0),
+            Some(Err(BrokerError::NotLeaderOrFollower(_)))
+        ));
+        assert!(matches!(leader.append(&batch(-1, -1, 0, 1, 1000), 1000), Err(BrokerError::NotLeaderOrFollower(_))));
+
+        // A follower of broker 2 in epoch 1 takes only what that pairing sends.
+        let source = partition(settings());
+        source.append(&batch(-1, -1, 0, 3, 1000), 1000).unwrap();
+        let records = source.read(0, 1 << 20).unwrap().records;
+        let f = partition(settings());
+        f.apply_assignment(3, assignment(2, 1), 0).unwrap();
+        let stale = Following { leader: 1, leader_epoch: 0 };
+        assert_eq!(f.append_as_follower(&records, stale, 1000).unwrap(), 0);
+        f.set_follower_high_watermark(3, stale);
+        assert_eq!((f.log_end_offset(), f.high_watermark()), (0, 0));
+        let current = Following { leader: 2, leader_epoch: 1 };
+        assert!(f.append_as_follower(&records, current, 1000).unwrap() > 0);
+        f.set_follower_high_watermark(3, current);
+        assert_eq!((f.log_end_offset(), f.high_watermark()), (3, 3));
+        f.truncate_to(1, stale).unwrap();
+        assert_eq!(f.log_end_offset(), 3, "a stale truncation changes nothing");
     }
 
     #[test]

@@ -32,6 +32,15 @@ pub struct Assignment {
     pub isr: Vec<i32>,
 }
 
+/// Whom a follower's fetcher works for: the leader and the leader epoch it fetched in. Work
+/// done for an older pairing (a response that arrives after the metadata moved the partition
+/// to another leader, or made this broker its leader) is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Following {
+    pub leader: i32,
+    pub leader_epoch: i32,
+}
+
 /// What this broker is for the partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -99,6 +108,17 @@ impl Replication {
             (Role::Leader, Some(a)) => Some(a.leader_epoch),
             _ => None,
         }
+    }
+
+    /// Whether this replica follows `f.leader` in `f.leader_epoch` now.
+    pub fn follows(&self, f: Following) -> bool {
+        self.role == Role::Follower
+            && self.assignment.as_ref().is_some_and(|a| a.leader == f.leader && a.leader_epoch == f.leader_epoch)
+    }
+
+    /// Whether an ISR change is pending and not sent (it waits to be sent again).
+    pub fn has_unsent(&self) -> bool {
+        self.pending.as_ref().is_some_and(|p| !p.sent)
     }
 
     /// How many replicas the committed ISR holds (1 for an unassigned partition).
