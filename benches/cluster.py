@@ -71,6 +71,19 @@ class Node:
         return f"127.0.0.1:{self.port}"
 
 
+def formatted_nodes(binary: str, root: Path, size: int = 3) -> list[Node]:
+    """`size` nodes under `root`, each on its own ports, formatted with one cluster id."""
+    ports = [free_port() for _ in range(size)]
+    cports = [free_port() for _ in range(size)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(cports))
+    nodes = [Node(binary, root, i + 1, voters, ports[i], cports[i]) for i in range(size)]
+    cluster_id = subprocess.run([binary, "random-uuid"], capture_output=True, text=True, check=True).stdout.strip()
+    for n in nodes:
+        subprocess.run([binary, "format", "--config", str(n.config), "--cluster-id", cluster_id],
+                       check=True, capture_output=True)
+    return nodes
+
+
 def admin(bootstrap: str):
     from confluent_kafka.admin import AdminClient
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -109,14 +122,7 @@ def main() -> None:
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="strata-cluster-bench-"))
-    ports = [free_port() for _ in range(3)]
-    cports = [free_port() for _ in range(3)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(cports))
-    nodes = [Node(args.strata, root, i + 1, voters, ports[i], cports[i]) for i in range(3)]
-    cluster_id = subprocess.run([args.strata, "random-uuid"], capture_output=True, text=True, check=True).stdout.strip()
-    for n in nodes:
-        subprocess.run([args.strata, "format", "--config", str(n.config), "--cluster-id", cluster_id],
-                       check=True, capture_output=True)
+    nodes = formatted_nodes(args.strata, root)
     try:
         for n in nodes:
             n.start()

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster import Node, admin, free_port, wait  # noqa: E402
+from cluster import admin, formatted_nodes, wait  # noqa: E402
 
 
 def create(a, name: str, partitions: int, rf: int, config: dict | None = None):
@@ -76,14 +76,7 @@ def main() -> None:
     args = ap.parse_args()
 
     root = Path(tempfile.mkdtemp(prefix="strata-replication-bench-"))
-    ports = [free_port() for _ in range(3)]
-    cports = [free_port() for _ in range(3)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(cports))
-    nodes = [Node(args.strata, root, i + 1, voters, ports[i], cports[i]) for i in range(3)]
-    cluster_id = subprocess.run([args.strata, "random-uuid"], capture_output=True, text=True, check=True).stdout.strip()
-    for n in nodes:
-        subprocess.run([args.strata, "format", "--config", str(n.config), "--cluster-id", cluster_id],
-                       check=True, capture_output=True)
+    nodes = formatted_nodes(args.strata, root)
     bootstrap = ",".join(n.bootstrap for n in nodes)
     ok = False
     try:

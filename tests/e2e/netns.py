@@ -18,6 +18,7 @@ from pathlib import Path
 
 from conftest import Broker, strata_bin
 from e2e_util import probe_broker, wait_until
+from test_cluster import Node
 
 CLIENT_PORT = 9092
 CONTROLLER_PORT = 9093
@@ -39,11 +40,12 @@ def available() -> bool:
         return False
 
 
-class NetnsNode(Broker):
-    """One broker+controller node inside namespace `ns` at `host`."""
+class NetnsNode(Node):
+    """One broker+controller node inside namespace `ns` at `host` (a loopback cluster's Node
+    whose listeners and command line differ)."""
 
     def __init__(self, workdir: Path, node_id: int, ns: str, host: str, voters: str, extra: dict[str, str]):
-        super().__init__(workdir, name=f"node{node_id}")
+        Broker.__init__(self, workdir, name=f"node{node_id}")
         self.node_id, self.ns, self.host = node_id, ns, host
         self.port = CLIENT_PORT
         self.config = workdir / f"node{node_id}.properties"
@@ -66,19 +68,6 @@ class NetnsNode(Broker):
     def argv(self) -> list[str]:
         return ["ip", "netns", "exec", self.ns, str(strata_bin()), "server", "--config", str(self.config)]
 
-    def spawn(self):
-        """Starts the process without waiting (a quorum node is ready once a majority runs)."""
-        assert not self.running()
-        self.starts += 1
-        with open(self.log_path, "ab") as f:
-            f.write(f"\n----- [e2e] start #{self.starts}: {' '.join(self.argv())}\n".encode())
-        logf = open(self.log_path, "ab")
-        try:
-            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         cwd=self.workdir)
-        finally:
-            logf.close()
-
     def wait_ready(self, timeout: float = 60):
         def ready():
             assert self.proc.poll() is None, f"{self.name} exited\n{self.log_tail()}"
@@ -88,13 +77,6 @@ class NetnsNode(Broker):
             except Exception:  # noqa: BLE001 - keep polling
                 return False
         wait_until(ready, timeout, interval=0.05, message=lambda: f"{self.name} not ready\n{self.log_tail()}")
-
-    def is_active_controller(self) -> bool:
-        text = self.log_text()
-        text = text[text.rfind("----- [e2e] start"):]
-        lines = [line for line in text.splitlines() if "metadata quorum leader" in line]
-        return bool(lines) and "active=true" in lines[-1]
-
 
 class NetnsCluster:
     """`size` nodes, node i in namespace `strata-<tag>-i` at 10.213.S.i (see the module docs)."""

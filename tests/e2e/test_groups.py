@@ -198,6 +198,17 @@ class Member:
             self.proc.send_signal(signal.SIGTERM)
 
 
+def stop_members(members):
+    """Closes every member (SIGTERM: LeaveGroup), killing those that do not exit in 15 s."""
+    for m in members:
+        m.terminate()
+    for m in members:
+        try:
+            m.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            m.kill()
+
+
 class MemberFatal(AssertionError):
     """A member process hit a fatal client error."""
 
@@ -306,13 +317,7 @@ def test_failover_every_record_consumed(broker_factory, topic_name, tmp_path, pr
             f"group members after failover: {[(m.member_id, m.client_id) for m in desc.members]}")
         print(f"takeover {takeover:.1f}s after SIGKILL")
     finally:
-        for m in members:
-            m.terminate()
-        for m in members:
-            try:
-                m.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                m.kill()
+        stop_members(members)
 
 
 # ============================================================ 2. offsets across restarts

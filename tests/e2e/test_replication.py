@@ -188,7 +188,7 @@ def test_a_group_keeps_its_offsets_when_its_coordinator_is_killed(tmp_path):
     replica; every record is consumed and the committed offsets reach the log ends."""
     import uuid
     from test_cluster import java_string_hash
-    from test_groups import PARTS, Member, check_no_fatal, committed_offsets, produce_spread
+    from test_groups import PARTS, Member, check_no_fatal, committed_offsets, produce_spread, stop_members
 
     c = Cluster(tmp_path, extra={**FAST, "group.initial.rebalance.delay.ms": "0"})
     members = []
@@ -244,13 +244,7 @@ def test_a_group_keeps_its_offsets_when_its_coordinator_is_killed(tmp_path):
         for n in c.nodes:
             assert not n.panic_lines(), n.log_tail()
     finally:
-        for m in members:
-            m.terminate()
-        for m in members:
-            try:
-                m.proc.wait(15)
-            except Exception:  # noqa: BLE001
-                m.kill()
+        stop_members(members)
         c.cleanup()
 
 

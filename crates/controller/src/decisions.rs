@@ -794,6 +794,22 @@ pub fn alter_partition(
 mod tests {
     use super::*;
 
+    /// An image with brokers `ids` registered (host "h", port = id), none fenced.
+    fn image_with_brokers(ids: &[i32]) -> MetadataImage {
+        let records: Vec<MetadataRecord> = ids
+            .iter()
+            .map(|id| MetadataRecord::BrokerRegistered {
+                broker_id: *id,
+                host: "h".into(),
+                port: *id as u16,
+                rack: None,
+                epoch: 0,
+                fenced: false,
+            })
+            .collect();
+        MetadataImage::empty().apply(&records).unwrap().0
+    }
+
     fn image_with_broker() -> MetadataImage {
         MetadataImage::empty()
             .apply(&[MetadataRecord::BrokerRegistered {
@@ -939,15 +955,7 @@ mod tests {
     /// leader (-1) until it is unfenced (or registers again), then it leads them again.
     #[test]
     fn fencing_takes_leadership_away_and_unfencing_gives_it_back() {
-        let reg = |id: i32| MetadataRecord::BrokerRegistered {
-            broker_id: id,
-            host: "h".into(),
-            port: id as u16,
-            rack: None,
-            epoch: 0,
-            fenced: false,
-        };
-        let img = MetadataImage::empty().apply(&[reg(1), reg(2)]).unwrap().0;
+        let img = image_with_brokers(&[1, 2]);
         let spec = CreateTopicSpec { name: "t".into(), num_partitions: 4, replication_factor: 1, ..Default::default() };
         let (records, _) = create_topics(&img, &D, vec![spec], false);
         let img = img.apply(&records).unwrap().0;
@@ -980,15 +988,7 @@ mod tests {
     /// unclean election, when a topic allows it, elects any live replica instead.
     #[test]
     fn fencing_elects_from_the_isr_and_keeps_the_last_member() {
-        let reg = |id: i32| MetadataRecord::BrokerRegistered {
-            broker_id: id,
-            host: "h".into(),
-            port: id as u16,
-            rack: None,
-            epoch: 0,
-            fenced: false,
-        };
-        let img = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
+        let img = image_with_brokers(&[1, 2, 3]);
         let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 3, ..Default::default() };
         let (records, _) = create_topics(&img, &D, vec![spec], false);
         let img = img.apply(&records).unwrap().0;
@@ -1030,15 +1030,7 @@ mod tests {
 
     #[test]
     fn preferred_and_unclean_elections_and_the_rebalance() {
-        let reg = |id: i32| MetadataRecord::BrokerRegistered {
-            broker_id: id,
-            host: "h".into(),
-            port: id as u16,
-            rack: None,
-            epoch: 0,
-            fenced: false,
-        };
-        let img = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
+        let img = image_with_brokers(&[1, 2, 3]);
         let spec = CreateTopicSpec { name: "t".into(), num_partitions: 3, replication_factor: 3, ..Default::default() };
         let img = img.apply(&create_topics(&img, &D, vec![spec], false).0).unwrap().0;
         let part = |img: &MetadataImage, i: usize| img.topic("t").unwrap().partitions[i].clone();
