@@ -215,7 +215,7 @@ def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed
     report.read = sum(len(r) for r in final.values())
     report.acked = len(acked)
     report.duplicated = [v for v, at in where.items() if len(at) > 1]
-    report.lost = [v for v in acked if v not in where]
+    report.lost = [(v, acked[v]) for v in acked if v not in where]
     report.moved = [v for v, at in acked.items() if v in where and where[v][0] != at]
     at_offset = {(p, o): v for p, recs in final.items() for o, v in recs}
     report.vanished = [(k, v) for k, v in watcher.seen.items() if at_offset.get(k) != v]
@@ -254,6 +254,7 @@ def make_cluster(root, extra: dict[str, str] | None = None):
 
 if __name__ == "__main__":
     import argparse
+    import shutil
     import sys
     import tempfile
     from pathlib import Path
@@ -268,15 +269,24 @@ if __name__ == "__main__":
     ap.add_argument("--kill-weight", type=float, default=1.0, help="how much likelier a kill is than each other fault")
     ap.add_argument("--replication-factor", type=int, default=3)
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as d:
-        c = make_cluster(Path(d))
-        try:
-            c.start()
-            create_topic(c.bootstrap, "checker", args.partitions, args.replication_factor)
-            r = run(c.nodes, ",".join(n.bootstrap for n in c.nodes), "checker", args.partitions, args.seconds,
-                    seed=args.seed, cluster=c, fault_every=args.fault_every,
-                    weights={"kill": args.kill_weight} if args.kill_weight != 1.0 else None)
-            print(r.summary())
-            sys.exit(1 if r.anomalies() else 0)
-        finally:
-            c.cleanup()
+    d = tempfile.mkdtemp(prefix="strata-checker-")
+    c = make_cluster(Path(d))
+    anomalies = 1
+    try:
+        c.start()
+        create_topic(c.bootstrap, "checker", args.partitions, args.replication_factor)
+        r = run(c.nodes, ",".join(n.bootstrap for n in c.nodes), "checker", args.partitions, args.seconds,
+                seed=args.seed, cluster=c, fault_every=args.fault_every,
+                weights={"kill": args.kill_weight} if args.kill_weight != 1.0 else None)
+        print(r.summary())
+        anomalies = r.anomalies()
+        if anomalies:
+            print("lost (value, acknowledged at (partition, offset)):", r.lost[:10])
+            print("duplicated:", r.duplicated[:10], "moved:", r.moved[:10], "vanished:", r.vanished[:10])
+    finally:
+        c.cleanup()
+        if anomalies:
+            print(f"kept the nodes' directories and logs in {d}")
+        else:
+            shutil.rmtree(d, ignore_errors=True)
+    sys.exit(1 if anomalies else 0)
