@@ -84,6 +84,19 @@ def formatted_nodes(binary: str, root: Path, size: int = 3) -> list[Node]:
     return nodes
 
 
+def stop_nodes(nodes: list[Node]):
+    """SIGTERM to every running node; SIGKILL to any still there after 20 s."""
+    for n in nodes:
+        if n.proc and n.proc.poll() is None:
+            n.proc.send_signal(signal.SIGTERM)
+    for n in nodes:
+        if n.proc:
+            try:
+                n.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                n.proc.kill()
+
+
 def admin(bootstrap: str):
     from confluent_kafka.admin import AdminClient
     return AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -181,15 +194,7 @@ def main() -> None:
             va = admin(victim.bootstrap)
             wait(lambda: f"failover-{r}" in topics_on(victim.bootstrap, va), 60, "the victim caught up", 0.05)
     finally:
-        for n in nodes:
-            if n.proc and n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-        for n in nodes:
-            if n.proc:
-                try:
-                    n.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
+        stop_nodes(nodes)
         if args.keep:
             print(f"kept {root}")
         else:

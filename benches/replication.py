@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster import admin, formatted_nodes, wait  # noqa: E402
+from cluster import admin, formatted_nodes, stop_nodes, wait  # noqa: E402
 
 
 def create(a, name: str, partitions: int, rf: int, config: dict | None = None):
@@ -137,15 +137,7 @@ def main() -> None:
             victim.start()
         ok = True
     finally:
-        for n in nodes:
-            if n.proc and n.proc.poll() is None:
-                n.proc.send_signal(signal.SIGTERM)
-        for n in nodes:
-            if n.proc:
-                try:
-                    n.proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    n.proc.kill()
+        stop_nodes(nodes)
         if ok:
             shutil.rmtree(root, ignore_errors=True)
         else:

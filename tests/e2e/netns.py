@@ -18,7 +18,7 @@ from pathlib import Path
 
 from conftest import Broker, strata_bin
 from e2e_util import probe_broker, wait_until
-from test_cluster import Node
+from test_cluster import Cluster, Node
 
 CLIENT_PORT = 9092
 CONTROLLER_PORT = 9093
@@ -78,8 +78,10 @@ class NetnsNode(Node):
                 return False
         wait_until(ready, timeout, interval=0.05, message=lambda: f"{self.name} not ready\n{self.log_tail()}")
 
-class NetnsCluster:
-    """`size` nodes, node i in namespace `strata-<tag>-i` at 10.213.S.i (see the module docs)."""
+class NetnsCluster(Cluster):
+    """`size` nodes, node i in namespace `strata-<tag>-i` at 10.213.S.i (see the module docs): a
+    loopback Cluster (its `bootstrap`, `start` and `active_controller`) whose links are cut by
+    routes instead of proxies."""
 
     def __init__(self, root: Path, size: int = 3, extra: dict[str, str] | None = None):
         self.tag = f"{random.randrange(1 << 16):04x}"
@@ -114,16 +116,6 @@ class NetnsCluster:
         self.cluster_id = cluster_id
         # The checker's nemesis cuts links when a cluster has any.
         self.links = {(i, j): None for i in ids for j in ids if i != j}
-
-    @property
-    def bootstrap(self) -> str:
-        return ",".join(n.bootstrap for n in self.nodes if n.running())
-
-    def start(self):
-        for n in self.nodes:
-            n.spawn()
-        for n in self.nodes:
-            n.wait_ready(60)
 
     def cut(self, a: int, b: int):
         """No traffic between nodes a and b, either way."""
