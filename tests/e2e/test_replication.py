@@ -11,16 +11,24 @@ What is checked:
 - a paused follower (SIGSTOP) leaves the ISR after `replica.lag.time.max.ms`, and acks=all
   writes go on with two; resumed, it catches up and rejoins;
 - `min.insync.replicas=3` with a broker down: acks=all is refused with NOT_ENOUGH_REPLICAS and
-  nothing is appended, while acks=1 still works.
+  nothing is appended, while acks=1 still works;
+- partition reassignment (KIP-455) through the Java Admin client: replicas move to another
+  broker and the replication factor grows, the old replica's log is deleted, bad targets are
+  refused with Kafka's errors, and the moved data is whole on the new replica;
+- the Java producer (idempotent, acks=all) and consumer work through a leader's SIGKILL with
+  no error reaching the application.
 """
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
-from e2e_util import ck_admin, ck_producer, wait_until
+from e2e_util import ck_admin, ck_producer, java_program, wait_until
 from test_cluster import Cluster, leaders_seen_by
 
 FAST = {
@@ -278,3 +286,95 @@ def test_preferred_leaders_are_elected_on_request(cluster):
     assert unclean[TopicPartition("elect", 0)].code() == KafkaError.ELECTION_NOT_NEEDED, unclean
     missing = admin.elect_leaders(ElectionType.PREFERRED, [TopicPartition("elect", 7)]).result(30)
     assert missing[TopicPartition("elect", 7)].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, missing
+
+
+JAVA_DIR = Path(__file__).parent / "java"
+
+
+def java_checks(stdout: str, stderr: str, returncode: int) -> dict:
+    """The {check: result} of a Java driver's CHECK lines; fails unless it ran to DONE."""
+    lines = stdout.splitlines()
+    assert returncode == 0 and "DONE" in lines, f"java exited {returncode}\n{stdout[-3000:]}\n{stderr[-5000:]}"
+    return {d["check"]: d["result"] for d in (json.loads(x[6:]) for x in lines if x.startswith("CHECK "))}
+
+
+def reassign(program: list[str], bootstrap: str, topic: str, *targets: str) -> dict:
+    r = subprocess.run(program + [bootstrap, topic, *targets], capture_output=True, text=True, timeout=120)
+    return java_checks(r.stdout, r.stderr, r.returncode)
+
+
+@pytest.mark.java
+@pytest.mark.timeout(300)
+def test_partitions_move_to_other_brokers_by_reassignment(cluster, tmp_path):
+    """AlterPartitionReassignments / ListPartitionReassignments (KIP-455) from kafka-clients 4's
+    Admin, sent to any broker (those that are not the active controller forward them): one
+    partition moves from brokers [1, 2] to [3, 2] (its leader, 1, leaves), the other grows
+    from two replicas to three. The reassignments complete once the new replicas caught up,
+    broker 1 deletes the log it no longer holds, and the data is whole on broker 3 alone."""
+    from confluent_kafka.admin import NewTopic
+    boot = cluster.bootstrap
+    admin = ck_admin(boot)
+    fs = admin.create_topics([NewTopic("moving", num_partitions=2, replica_assignment=[[1, 2], [2, 1]],
+                                       config={"min.insync.replicas": "1"})], request_timeout=15)
+    for f in fs.values():
+        f.result(15)
+    wait_until(lambda: len(leaders_seen_by(boot, "moving")) == 2, 15, message="the topic did not appear")
+    acked = []
+    producer = ck_producer(boot, acks="all", **{"enable.idempotence": True, "linger.ms": 5})
+    for i in range(4000):
+        producer.produce("moving", value=b"m%d" % i, partition=i % 2,
+                         on_delivery=lambda err, msg: err or acked.append(msg.value()))
+    assert producer.flush(30) == 0 and len(acked) == 4000
+
+    program = java_program("4", JAVA_DIR / "StrataReassign.java", tmp_path / "java")
+    checks = reassign(program, boot, "moving", "0=3,2", "1=2,3,1")
+    assert (checks["alter-0"], checks["alter-1"]) == ("ok", "ok"), checks
+    after = checks["after"]
+    assert after["0"]["replicas"] == [3, 2] and sorted(after["0"]["isr"]) == [2, 3], after
+    assert after["0"]["leader"] in (2, 3), after
+    assert after["1"]["replicas"] == [2, 3, 1] and sorted(after["1"]["isr"]) == [1, 2, 3], after
+    wait_until(lambda: not list(cluster.nodes[0].data_dir.rglob("moving-0")), 15,
+               message="broker 1 kept the log of the partition that moved away")
+
+    bad = reassign(program, boot, "moving", "0=3,9")
+    assert bad["alter-0"].endswith("InvalidReplicaAssignmentException"), bad
+    none = reassign(program, boot, "moving", "1=cancel")
+    assert none["alter-1"].endswith("NoReassignmentInProgressException"), none
+
+    # Broker 2 goes: partition 0 has only its new replica, broker 3, and every record is there.
+    cluster.nodes[1].kill()
+    others = ",".join(n.bootstrap for n in cluster.nodes if n.node_id != 2)
+    wait_until(lambda: partitions_of(others, "moving")[0][0] == 3, 20, message="broker 3 does not lead partition 0")
+    values = read_all(others, "moving", 2, len(acked))
+    assert sorted(values) == sorted(acked), "records lost or duplicated by the move"
+    for n in cluster.nodes:
+        assert not n.panic_lines(), n.log_tail()
+
+
+@pytest.mark.java
+@pytest.mark.timeout(300)
+def test_java_clients_carry_on_through_a_leader_failover(cluster, tmp_path):
+    """kafka-clients 4: an idempotent acks=all producer and an assign-mode consumer, while the
+    leader of partition 0 is SIGKILLed: every send is acknowledged (no exception reaches a
+    callback), the consumer reads each acknowledged value exactly once."""
+    boot = cluster.bootstrap
+    create_replicated(boot, "jfail", 3, {"min.insync.replicas": "2"})
+    program = java_program("4", JAVA_DIR / "StrataFailover.java", tmp_path / "java")
+    proc = subprocess.Popen(program + [boot, "jfail", "3", "6000"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        head = []
+        for line in proc.stdout:
+            head.append(line)
+            if line.strip() == "STARTED":
+                break
+        assert head and head[-1].strip() == "STARTED", "".join(head)
+        victim = cluster.nodes[leaders_seen_by(boot, "jfail")[0] - 1]
+        victim.kill()
+        out, err = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    checks = java_checks("".join(head) + out, err, proc.returncode)
+    assert checks["produced"] == {"acked": 6000, "failures": "{}"}, checks
+    assert checks["consumed"] == {"records": 6000, "distinct": 6000, "all_acked_read": True}, checks

@@ -24,7 +24,7 @@ pub struct Defaults {
 /// Whether a partition of `topic` may elect a leader outside its ISR (Kafka's
 /// `unclean.leader.election.enable`: the topic's setting, else `default`). Doing so may lose
 /// committed records; it trades them for availability when every ISR member is gone.
-fn unclean_allowed(image: &MetadataImage, topic: &str, default: bool) -> bool {
+pub(crate) fn unclean_allowed(image: &MetadataImage, topic: &str, default: bool) -> bool {
     image
         .configs(&ConfigResource::Topic(topic.to_string()))
         .and_then(|c| c.get("unclean.leader.election.enable"))
@@ -493,6 +493,7 @@ pub fn fence_broker(image: &MetadataImage, broker_id: i32, unclean_default: bool
                 leader: (leader != p.leader).then_some(leader),
                 isr: (isr != p.isr).then_some(isr),
                 replicas: None,
+                reassignment: None,
             });
         }
     }
@@ -534,6 +535,7 @@ fn lead_leaderless(image: &MetadataImage, broker_id: i32, unclean_default: bool)
                 leader: Some(broker_id),
                 isr,
                 replicas: None,
+                reassignment: None,
             });
         }
     }
@@ -652,6 +654,7 @@ pub fn elect_leaders(
                         leader: Some(leader),
                         isr,
                         replicas: None,
+                        reassignment: None,
                     });
                 })
             }
@@ -704,6 +707,7 @@ pub fn rebalance_leaders(image: &MetadataImage, imbalance_percentage: u32) -> Ve
                     leader: Some(broker),
                     isr: None,
                     replicas: None,
+                    reassignment: None,
                 });
             }
         }
@@ -774,18 +778,21 @@ pub fn alter_partition(
             outcomes.push(IsrOutcome::Refused(e));
             continue;
         }
-        let (leader_epoch, mut partition_epoch) = (p.leader_epoch, p.partition_epoch);
-        if ids != p.isr {
-            records.push(MetadataRecord::PartitionChange {
-                topic_id: c.topic_id,
-                partition: c.partition,
-                leader: None,
-                isr: Some(ids.clone()),
-                replicas: None,
-            });
+        // The new ISR may complete a reassignment in progress (and move a leaving leader).
+        let settled = crate::reassign::settle(image, p, p.replicas.clone(), ids, p.reassignment.clone(), false);
+        let (mut leader_epoch, mut partition_epoch) = (p.leader_epoch, p.partition_epoch);
+        if let Some(record) = crate::reassign::change_record(c.topic_id, p, &settled) {
+            if !settled.reassignment.is_ongoing() && p.reassignment.is_ongoing() {
+                tracing::info!(topic = %topic.name, partition = c.partition, replicas = ?settled.replicas,
+                    leader = settled.leader, "partition reassignment completed");
+            }
+            records.push(record);
             partition_epoch += 1;
+            if settled.leader != p.leader {
+                leader_epoch += 1;
+            }
         }
-        outcomes.push(IsrOutcome::Altered { leader: p.leader, leader_epoch, isr: ids, partition_epoch });
+        outcomes.push(IsrOutcome::Altered { leader: settled.leader, leader_epoch, isr: settled.isr, partition_epoch });
     }
     Ok((records, outcomes))
 }
@@ -1056,6 +1063,7 @@ mod tests {
                 leader: None,
                 isr: Some(isr),
                 replicas: None,
+                reassignment: None,
             }])
             .unwrap()
             .0;

@@ -20,6 +20,7 @@ pub mod metadata_log;
 pub mod placement;
 pub mod quorum;
 pub mod raft;
+pub mod reassign;
 
 /// Errors of the controller crate.
 #[derive(Debug, thiserror::Error)]

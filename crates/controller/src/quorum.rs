@@ -1169,6 +1169,25 @@ impl ControllerChannel for QuorumController {
         Box::pin(commit)
     }
 
+    fn alter_reassignments(
+        &self,
+        targets: Vec<strata_metadata::channel::ReassignmentTarget>,
+        allow_rf_change: bool,
+    ) -> BoxFuture<'_, Result<Vec<strata_metadata::channel::ReassignmentResult>, ApiError>> {
+        let unclean = self.config.defaults.unclean_leader_election;
+        let commit =
+            self.commit(move |img| crate::reassign::alter_reassignments(img, &targets, allow_rf_change, unclean));
+        Box::pin(commit)
+    }
+
+    fn list_reassignments(
+        &self,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> BoxFuture<'_, Result<Vec<strata_metadata::channel::OngoingReassignment>, ApiError>> {
+        let commit = self.commit(move |img| (Vec::new(), crate::reassign::list_reassignments(img, wanted.as_deref())));
+        Box::pin(commit)
+    }
+
     fn is_active(&self) -> bool {
         self.status().active
     }

@@ -140,6 +140,24 @@ pub enum ElectionType {
 /// One partition's outcome of an ElectLeaders: (topic, partition, result).
 pub type ElectionResult = (String, i32, Result<(), ApiError>);
 
+/// One partition's outcome of an AlterPartitionReassignments: (topic, partition, result).
+pub type ReassignmentResult = (String, i32, Result<(), ApiError>);
+
+/// One partition of AlterPartitionReassignments (key 45): (topic, partition, target replicas),
+/// a `None` target cancelling the reassignment in progress.
+pub type ReassignmentTarget = (String, i32, Option<Vec<i32>>);
+
+/// One partition being reassigned (KIP-455), as ListPartitionReassignments (key 46) shows it:
+/// its replicas (targets first, then those leaving), and which are being added and removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OngoingReassignment {
+    pub topic: String,
+    pub partition: i32,
+    pub replicas: Vec<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
 /// The controller, as the broker sees it.
 pub trait ControllerChannel: Send + Sync {
     fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
@@ -191,6 +209,23 @@ pub trait ControllerChannel: Send + Sync {
         election: ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     ) -> BoxFuture<'_, Result<Vec<ElectionResult>, ApiError>>;
+
+    /// AlterPartitionReassignments (key 45) on the active controller: one outcome per target,
+    /// in order, once the changes are committed (the reassignments themselves finish later,
+    /// when the new replicas are in sync). `allow_rf_change` is v1's
+    /// `allow_replication_factor_change` (KIP-860; true before v1).
+    fn alter_reassignments(
+        &self,
+        targets: Vec<ReassignmentTarget>,
+        allow_rf_change: bool,
+    ) -> BoxFuture<'_, Result<Vec<ReassignmentResult>, ApiError>>;
+
+    /// ListPartitionReassignments (key 46) on the active controller: the reassignments in
+    /// progress among `wanted` (topic, partitions), or all of them with `None`.
+    fn list_reassignments(
+        &self,
+        wanted: Option<Vec<(String, Vec<i32>)>>,
+    ) -> BoxFuture<'_, Result<Vec<OngoingReassignment>, ApiError>>;
 
     /// Whether admin requests are decided on this node: it is the active controller (always,
     /// on a single node). When false, the broker forwards clients' admin requests with

@@ -13,7 +13,7 @@ use imbl::{HashMap as PHashMap, HashSet as PHashSet, OrdMap};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::record::{ConfigResource, MetadataRecord};
+use crate::record::{ConfigResource, MetadataRecord, Reassignment};
 use crate::MetadataError;
 
 /// One partition's placement (Kafka's `PartitionRegistration`).
@@ -28,6 +28,17 @@ pub struct PartitionImage {
     pub leader_epoch: i32,
     /// Goes up by one at every change of the registration (Kafka's partition epoch).
     pub partition_epoch: i32,
+    /// The reassignment in progress, if any (default: none).
+    #[serde(default)]
+    pub reassignment: Reassignment,
+}
+
+impl PartitionImage {
+    /// The replicas the partition keeps once its reassignment completes (all of them when
+    /// none is in progress), in preference order.
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas.iter().copied().filter(|r| !self.reassignment.removing.contains(r)).collect()
+    }
 }
 
 /// One topic: its durable id and its partitions, indexed by partition number.
@@ -430,11 +441,12 @@ impl MetadataImage {
                     leader: *leader,
                     leader_epoch: *leader_epoch,
                     partition_epoch: 0,
+                    reassignment: Reassignment::default(),
                 };
                 topic.partitions.push(created.clone());
                 delta.partition_changed(&name, *topic_id, None, Some(&created));
             }
-            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas } => {
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas, reassignment } => {
                 let name = self.topic_names.get(topic_id).cloned().ok_or_else(|| {
                     MetadataError::Inconsistent(format!("change to a partition of unknown topic {topic_id}"))
                 })?;
@@ -453,6 +465,9 @@ impl MetadataImage {
                 }
                 if let Some(isr) = isr {
                     current.isr = isr.clone();
+                }
+                if let Some(r) = reassignment {
+                    current.reassignment = r.clone();
                 }
                 if let Some(leader) = leader {
                     if *leader != current.leader {
@@ -739,6 +754,7 @@ mod tests {
                     leader: Some(2),
                     isr: Some(vec![2]),
                     replicas: Some(vec![2]),
+                    reassignment: None,
                 },
                 MetadataRecord::TopicDeleted { topic_id: b },
             ])
@@ -759,6 +775,7 @@ mod tests {
                 leader: None,
                 isr: Some(vec![2]),
                 replicas: None,
+                reassignment: None,
             }])
             .unwrap();
         let p = &img3.topic("a").unwrap().partitions[0];
@@ -769,7 +786,8 @@ mod tests {
                 partition: 9,
                 leader: None,
                 isr: None,
-                replicas: None
+                replicas: None,
+                reassignment: None,
             }])
             .is_err());
     }
@@ -804,6 +822,7 @@ mod tests {
                 leader: Some(3),
                 isr: None,
                 replicas: Some(vec![2, 3]),
+                reassignment: None,
             }])
             .unwrap();
         assert!(Arc::ptr_eq(img.topic_by_id(&b).unwrap(), next.topic_by_id(&b).unwrap()));

@@ -20,6 +20,23 @@ pub enum ConfigResource {
     Broker(i32),
 }
 
+/// A partition reassignment in progress (KIP-455): while it lasts the partition's replicas are
+/// the target replicas followed by the ones leaving, `adding` are target replicas that were not
+/// replicas before, `removing` replicas that are not targets. It ends when every target
+/// replica is in the ISR.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+}
+
+impl Reassignment {
+    /// Whether a reassignment is in progress.
+    pub fn is_ongoing(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+}
+
 /// One change to the cluster's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type")]
@@ -60,6 +77,10 @@ pub enum MetadataRecord {
         isr: Option<Vec<i32>>,
         #[serde(default)]
         replicas: Option<Vec<i32>>,
+        /// The reassignment in progress after this change (Kafka's `addingReplicas` /
+        /// `removingReplicas`): `Some` sets it (both lists empty ends it), `None` leaves it.
+        #[serde(default)]
+        reassignment: Option<Reassignment>,
     },
     /// The topic and its partitions and configs are gone.
     TopicDeleted { topic_id: Uuid },

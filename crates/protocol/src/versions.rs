@@ -41,6 +41,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::DescribeQuorum, min: 0, max: 2 },
     ApiRange { key: ApiKey::DescribeLogDirs, min: 1, max: 4 },
     ApiRange { key: ApiKey::ElectLeaders, min: 0, max: 2 },
+    ApiRange { key: ApiKey::AlterPartitionReassignments, min: 0, max: 1 },
+    ApiRange { key: ApiKey::ListPartitionReassignments, min: 0, max: 0 },
     ApiRange { key: ApiKey::FindCoordinator, min: 0, max: 6 },
     ApiRange { key: ApiKey::JoinGroup, min: 0, max: 9 },
     ApiRange { key: ApiKey::SyncGroup, min: 0, max: 5 },

@@ -21,6 +21,7 @@ mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
 mod produce;
+mod reassignments;
 mod sasl;
 
 use std::collections::HashSet;
@@ -110,6 +111,8 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         }
         RequestKind::DescribeQuorum(r) => respond!(describe_quorum::handle(broker, r, version)),
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version).await),
+        RequestKind::AlterPartitionReassignments(r) => respond!(reassignments::alter(broker, r, version).await),
+        RequestKind::ListPartitionReassignments(r) => respond!(reassignments::list(broker, r).await),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
         RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),
         RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client).await),

@@ -69,8 +69,9 @@ pub(super) async fn run(
 
 /// Requests the active controller answers: the admin requests that change metadata
 /// (CreateTopics, DeleteTopics, AlterConfigs, IncrementalAlterConfigs, CreatePartitions,
-/// ElectLeaders) and DescribeQuorum (KIP-836: brokers forward it).
-const FORWARDED: [i16; 7] = [19, 20, 33, 44, 37, 43, 55];
+/// ElectLeaders, AlterPartitionReassignments), ListPartitionReassignments (the reassignments
+/// the controller knows of) and DescribeQuorum (KIP-836: brokers forward it).
+const FORWARDED: [i16; 9] = [19, 20, 33, 44, 37, 43, 45, 46, 55];
 
 /// Handles one request frame (header and body, no size) as a client's and returns the whole
 /// response frame, size included, or `None` when the request has no response. For requests a

@@ -701,6 +701,7 @@ mod tests {
                 leader: Some(2),
                 isr: Some(vec![2]),
                 replicas: Some(vec![2]),
+                reassignment: None,
             }])
             .unwrap();
         rm.publish(&Arc::new(image), &delta);
