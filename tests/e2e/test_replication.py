@@ -378,3 +378,62 @@ def test_java_clients_carry_on_through_a_leader_failover(cluster, tmp_path):
     checks = java_checks("".join(head) + out, err, proc.returncode)
     assert checks["produced"] == {"acked": 6000, "failures": "{}"}, checks
     assert checks["consumed"] == {"records": 6000, "distinct": 6000, "all_acked_read": True}, checks
+
+
+@pytest.mark.timeout(180)
+def test_consumers_fetch_from_a_replica_in_their_rack(tmp_path):
+    """KIP-392 with `replica.selector.class` = Kafka's RackAwareReplicaSelector and one rack per
+    broker: a librdkafka consumer whose `client.rack` is a follower's rack is sent there by the
+    leader (its statistics name that broker as the one it fetches from), reads every record,
+    and keeps reading new ones as the follower's high watermark moves."""
+    c = Cluster(tmp_path, extra={**FAST, "replica.selector.class":
+                                 "org.apache.kafka.common.replica.RackAwareReplicaSelector"})
+    for n in c.nodes:
+        n.config.write_text(n.config.read_text() + f"broker.rack=rack{n.node_id}\n")
+    try:
+        c.start()
+        boot = c.bootstrap
+        create_replicated(boot, "racks", 1, {"min.insync.replicas": "2"})
+        wait_until(lambda: partitions_of(boot, "racks")[0][2] == [1, 2, 3], 20, message="ISR not full")
+        leader = partitions_of(boot, "racks")[0][0]
+        follower = next(n.node_id for n in c.nodes if n.node_id != leader)
+        producer = ck_producer(boot, acks="all", **{"linger.ms": 5})
+        for i in range(1000):
+            producer.produce("racks", value=b"k%d" % i, partition=0)
+        assert producer.flush(30) == 0
+
+        from confluent_kafka import Consumer, TopicPartition
+        fetched_from = []
+
+        def stats(raw):
+            part = json.loads(raw).get("topics", {}).get("racks", {}).get("partitions", {}).get("0")
+            if part:
+                fetched_from.append((part.get("leader"), part.get("broker")))
+
+        consumer = Consumer({"bootstrap.servers": boot, "group.id": "rack-reader", "enable.auto.commit": False,
+                             "client.rack": f"rack{follower}", "statistics.interval.ms": 200,
+                             "stats_cb": stats, "fetch.wait.max.ms": 100})
+        consumer.assign([TopicPartition("racks", 0, 0)])
+        values = []
+
+        def read(n):
+            deadline = time.time() + 40
+            while len(values) < n and time.time() < deadline:
+                m = consumer.poll(0.2)
+                if m is not None and m.error() is None:
+                    values.append(m.value())
+            return len(values) >= n
+
+        assert read(1000), f"read {len(values)} of 1000"
+        for i in range(1000, 1500):
+            producer.produce("racks", value=b"k%d" % i, partition=0)
+        assert producer.flush(30) == 0
+        assert read(1500), f"read {len(values)} of 1500 after the second batch"
+        wait_until(lambda: (leader, follower) in fetched_from, 10,
+                   message=lambda: f"the consumer never fetched from broker {follower}: {fetched_from[-5:]}")
+        consumer.close()
+        assert values == [b"k%d" % i for i in range(1500)]
+        for n in c.nodes:
+            assert not n.panic_lines(), n.log_tail()
+    finally:
+        c.cleanup()

@@ -38,6 +38,11 @@ macro_rules! key {
     };
 }
 
+/// Kafka's `replica.selector.class` that sends consumers to a replica in their rack (KIP-392).
+pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+/// Kafka's `replica.selector.class` that keeps consumers on the leader (its default behaviour).
+pub const LEADER_SELECTOR: &str = "org.apache.kafka.common.replica.LeaderSelector";
+
 /// `producer.id.expiration.ms` when not set: one day, as in Kafka.
 pub const DEFAULT_PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
@@ -74,6 +79,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("replica.fetch.response.max.bytes", Int, Some("10485760"), Some(0), "Bytes a follower fetches per request over all partitions (at least one batch)."),
     key!("replica.fetch.backoff.ms", Int, Some("1000"), Some(0), "How long a follower waits after a failed fetch before the next."),
     key!("replica.lag.time.max.ms", Long, Some("30000"), Some(1), "A follower that has not caught up with the leader's log end for this long leaves the ISR."),
+    key!("replica.selector.class", Str, None, None, "How a leader picks the replica a consumer should fetch from (KIP-392): unset or org.apache.kafka.common.replica.LeaderSelector, the leader; org.apache.kafka.common.replica.RackAwareReplicaSelector, the most caught-up in-sync replica in the consumer's client.rack."),
     key!("replica.socket.timeout.ms", Int, Some("30000"), Some(1), "Longest a follower waits for a leader's answer beyond replica.fetch.wait.max.ms."),
     key!("message.max.bytes", Int, Some("1048588"), Some(0), "Largest record batch accepted (topic: max.message.bytes)."),
     key!("log.segment.bytes", Int, Some("1073741824"), Some(1024), "Segment size at which a new segment is rolled (topic: segment.bytes)."),
@@ -186,6 +192,9 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         "controller.quorum.voters" => parse_voters(v).map(|_| ()),
         "log.dirs" | "log.dir" => parse_dirs(v).map(|_| ()),
         "metadata.log.dir" if v.is_empty() => Err("must name a directory".into()),
+        "replica.selector.class" if v != RACK_AWARE_SELECTOR && v != LEADER_SELECTOR => {
+            Err(format!("must be {LEADER_SELECTOR} or {RACK_AWARE_SELECTOR}"))
+        }
         // The budget is a semaphore's permits; tokio's semaphore holds at most this many (more
         // would panic when the listener starts).
         "queued.max.request.bytes" if n.unwrap_or(0) > MAX_QUEUED_REQUEST_BYTES => {
@@ -489,6 +498,11 @@ impl BrokerConfig {
     }
     pub fn rack(&self) -> Option<String> {
         self.get("broker.rack").map(str::to_string)
+    }
+    /// Whether `replica.selector.class` is Kafka's rack-aware selector (KIP-392): leaders then
+    /// point consumers that give a `client.rack` to an in-sync replica in that rack.
+    pub fn rack_aware_replica_selector(&self) -> bool {
+        self.get("replica.selector.class").is_some_and(|v| v.trim() == RACK_AWARE_SELECTOR)
     }
     pub fn socket_request_max_bytes(&self) -> usize {
         self.num_or("socket.request.max.bytes", 104_857_600) as usize

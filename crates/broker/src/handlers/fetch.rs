@@ -41,6 +41,9 @@ struct Wanted {
     index: i32,
     offset: i64,
     max_bytes: usize,
+    /// KIP-392: the replica the consumer should fetch this partition from instead (the
+    /// partition is then answered without records).
+    preferred_read_replica: Option<i32>,
 }
 
 /// A partition's fetched records: their mapped bytes, and where they lie in
@@ -78,6 +81,12 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
     let follower = replica_id >= 0;
     let eligible = follower && image.brokers.get(&replica_id).is_some_and(|b| !b.fenced);
+    let from_any_replica = !follower && version >= 11;
+    // KIP-392: with Kafka's rack-aware `replica.selector.class`, a consumer that names its
+    // `client.rack` (v11+) is sent to an in-sync replica in its rack.
+    let rack_aware = (from_any_replica && broker.config.rack_aware_replica_selector())
+        .then_some(request.rack_id.as_str())
+        .filter(|r| !r.is_empty());
     let mut isr_change = false;
     let mut topics = Vec::with_capacity(request.topics.len());
     for t in &request.topics {
@@ -102,13 +111,21 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     _ if zstd_topic => Err(BrokerError::UnsupportedCompressionType(
                         "fetch requests below v10 cannot read this topic's zstd batches",
                     )),
-                    Some(n) => broker.replicas.leader_partition(n, p.partition, epoch).and_then(|part| {
-                        if follower {
-                            isr_change |=
-                                part.follower_fetched(replica_id, p.fetch_offset, eligible, crate::replica::now_ms())?;
-                        }
-                        Ok(part)
-                    }),
+                    // A follower fetches from the leader; a consumer's v11+ fetch may read
+                    // from any replica (KIP-392).
+                    Some(n) => {
+                        broker.replicas.partition_for_read(n, p.partition, epoch, from_any_replica).and_then(|part| {
+                            if follower {
+                                isr_change |= part.follower_fetched(
+                                    replica_id,
+                                    p.fetch_offset,
+                                    eligible,
+                                    crate::replica::now_ms(),
+                                )?;
+                            }
+                            Ok(part)
+                        })
+                    }
                     None => Err(BrokerError::UnknownTopicId),
                 };
                 let current_leader = match (&partition, &name) {
@@ -122,12 +139,19 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     ) => image.partition(n, p.partition).map(|x| (x.leader, x.leader_epoch)),
                     _ => None,
                 };
+                let preferred_read_replica = match (&partition, rack_aware) {
+                    (Ok(part), Some(rack)) => part.preferred_read_replica(broker.node_id, rack, p.fetch_offset, |id| {
+                        image.brokers.get(&id).and_then(|b| b.rack.clone())
+                    }),
+                    _ => None,
+                };
                 Wanted {
                     partition,
                     current_leader,
                     index: p.partition,
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
+                    preferred_read_replica,
                 }
             })
             .collect();
@@ -161,9 +185,9 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     };
     loop {
         let may_wait = Instant::now() < deadline;
-        let (responses, spliced, bytes, any_error) =
+        let (responses, spliced, bytes, answer_now) =
             read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed, bound);
-        if !may_wait || bytes >= min_bytes.max(1) || any_error {
+        if !may_wait || bytes >= min_bytes.max(1) || answer_now {
             return (FetchResponse::default().with_responses(responses), spliced);
         }
         if *shutdown.borrow_and_update() {
@@ -189,7 +213,7 @@ fn read_all(
     bound: ReadBound,
 ) -> (Vec<FetchableTopicResponse>, SplicedRecords, usize, bool) {
     let mut total = 0usize;
-    let mut any_error = false;
+    let mut answer_now = false;
     let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
     let mut spliced = Vec::new();
     let mut out = Vec::with_capacity(topics.len());
@@ -201,7 +225,7 @@ fn read_all(
                 .with_aborted_transactions(if read_committed { Some(Vec::new()) } else { None });
             let data = match &w.partition {
                 Err(e) => {
-                    any_error = true;
+                    answer_now = true;
                     let base = match w.current_leader {
                         Some((leader, epoch)) => base.with_current_leader(
                             LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch),
@@ -209,6 +233,15 @@ fn read_all(
                         None => base,
                     };
                     base.with_error_code(e.code_i16()).with_high_watermark(-1).with_records(Some(Bytes::new()))
+                }
+                Ok(p) if w.preferred_read_replica.is_some() => {
+                    // Kafka answers at once, without records, so the consumer moves over.
+                    answer_now = true;
+                    base.with_preferred_read_replica(BrokerId(w.preferred_read_replica.unwrap_or(-1)))
+                        .with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(p.high_watermark())
+                        .with_log_start_offset(p.log_start_offset())
+                        .with_records(Some(Bytes::new()))
                 }
                 Ok(p) => {
                     let budget = max_bytes.saturating_sub(total).min(w.max_bytes);
@@ -249,7 +282,7 @@ fn read_all(
                             .with_log_start_offset(p.log_start_offset())
                             .with_records(Some(Bytes::new())),
                         Err(e) => {
-                            any_error = true;
+                            answer_now = true;
                             match e {
                                 BrokerError::OffsetOutOfRange { .. } => {}
                                 BrokerError::CorruptMessage(_) | BrokerError::Storage(_) => tracing::error!(
@@ -274,5 +307,5 @@ fn read_all(
         let topic = FetchableTopicResponse::default().with_partitions(partitions);
         out.push(if version >= 13 { topic.with_topic_id(t.topic_id) } else { topic.with_topic(t.topic.clone()) });
     }
-    (out, spliced, total, any_error)
+    (out, spliced, total, answer_now)
 }

@@ -257,6 +257,19 @@ impl ReplicaManager {
         index: i32,
         current_leader_epoch: i32,
     ) -> Result<Arc<Partition>, BrokerError> {
+        self.partition_for_read(topic, index, current_leader_epoch, false)
+    }
+
+    /// As [`leader_partition`](Self::leader_partition), but with `from_follower` a partition
+    /// this broker follows is readable too: a consumer's Fetch v11+ may read from any replica
+    /// (KIP-392), up to that replica's high watermark.
+    pub fn partition_for_read(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+        from_follower: bool,
+    ) -> Result<Arc<Partition>, BrokerError> {
         let partition = self.get(topic, index)?;
         let image = self.image();
         let Some(p) = image.partition(topic, index) else {
@@ -277,7 +290,8 @@ impl ReplicaManager {
                 current: p.leader_epoch,
             });
         }
-        if p.leader != self.node_id {
+        let follows = from_follower && p.leader >= 0 && partition.role() == replication::Role::Follower;
+        if p.leader != self.node_id && !follows {
             return Err(BrokerError::NotLeaderOrFollower(format!("{} (its leader is broker {})", name(), p.leader)));
         }
         Ok(partition)

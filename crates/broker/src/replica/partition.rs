@@ -440,6 +440,24 @@ impl Partition {
 
     /// The controller's answer to an ISR change (see [`Replication::proposal_answered`]);
     /// `None` when it could not be asked: the change waits to be sent again.
+    /// Whether this broker leads or follows the partition (as the last registration applied
+    /// says).
+    pub fn role(&self) -> super::replication::Role {
+        self.replication().role()
+    }
+
+    /// The replica a consumer in `client_rack` fetching at `fetch_offset` should read from
+    /// instead of this leader (KIP-392); see [`Replication::preferred_read_replica`].
+    pub fn preferred_read_replica(
+        &self,
+        local_id: i32,
+        client_rack: &str,
+        fetch_offset: i64,
+        rack_of: impl Fn(i32) -> Option<String>,
+    ) -> Option<i32> {
+        self.replication().preferred_read_replica(local_id, client_rack, fetch_offset, super::now_ms(), rack_of)
+    }
+
     pub fn isr_proposal_answered(&self, proposal: &PendingIsr, outcome: Option<&strata_metadata::channel::IsrOutcome>) {
         let mut repl = self.replication();
         repl.proposal_answered(proposal, outcome);

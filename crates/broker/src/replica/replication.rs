@@ -288,11 +288,72 @@ impl Replication {
     pub fn has_pending(&self) -> bool {
         self.pending.is_some()
     }
+
+    /// The replica a consumer in `client_rack` fetching at `fetch_offset` should read from,
+    /// when it is not this leader (KIP-392, Kafka's `ReplicaManager.findPreferredReadReplica`
+    /// with `RackAwareReplicaSelector`). Candidates are the ISR members whose log end has
+    /// reached `fetch_offset`, and the leader; the leader wins when
+    /// it is in the client's rack or no candidate is, else the candidate in the rack with the
+    /// greatest log end, then the most recently caught up. `rack_of` gives a broker's
+    /// `broker.rack`. `None` on a follower, for an empty rack, or when the leader is chosen.
+    pub fn preferred_read_replica(
+        &self,
+        local_id: i32,
+        client_rack: &str,
+        fetch_offset: i64,
+        now_ms: i64,
+        rack_of: impl Fn(i32) -> Option<String>,
+    ) -> Option<i32> {
+        if client_rack.is_empty() || self.role != Role::Leader {
+            return None;
+        }
+        let a = self.assignment.as_ref()?;
+        if rack_of(local_id).as_deref() == Some(client_rack) {
+            return None;
+        }
+        a.isr
+            .iter()
+            .filter(|id| **id != local_id)
+            .filter_map(|id| self.followers.get(id).map(|f| (*id, f)))
+            .filter(|(id, f)| f.log_end >= fetch_offset && rack_of(*id).as_deref() == Some(client_rack))
+            .max_by_key(|(_, f)| (f.log_end, -(now_ms - f.last_caught_up_ms)))
+            .map(|(id, _)| id)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn consumers_are_sent_to_the_most_caught_up_in_sync_replica_of_their_rack() {
+        let mut r = Replication::default();
+        r.apply(
+            1,
+            Assignment {
+                leader: 1,
+                leader_epoch: 0,
+                partition_epoch: 0,
+                replicas: vec![1, 2, 3, 4],
+                isr: vec![1, 2, 3],
+            },
+            100,
+            0,
+        );
+        r.follower_fetched(2, 90, 100, 10);
+        r.follower_fetched(3, 100, 100, 10);
+        r.follower_fetched(4, 100, 100, 10);
+        let racks = |id: i32| Some(if id == 1 { "a" } else { "b" }.to_string());
+        assert_eq!(r.preferred_read_replica(1, "b", 50, 20, racks), Some(3), "3 has more than 2");
+        assert_eq!(r.preferred_read_replica(1, "b", 95, 20, racks), Some(3));
+        assert_eq!(r.preferred_read_replica(1, "a", 50, 20, racks), None, "the leader is in the rack");
+        assert_eq!(r.preferred_read_replica(1, "c", 50, 20, racks), None, "nobody is in the rack");
+        assert_eq!(r.preferred_read_replica(1, "", 50, 20, racks), None);
+        // 4 is not in the ISR, however caught up it is; none reaches offset 101.
+        let only4 = |id: i32| Some(if id == 4 { "d" } else { "a" }.to_string());
+        assert_eq!(r.preferred_read_replica(1, "d", 50, 20, only4), None);
+        assert_eq!(r.preferred_read_replica(1, "b", 101, 20, racks), None);
+    }
 
     fn assignment(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> Assignment {
         Assignment { leader, leader_epoch, partition_epoch, replicas: vec![1, 2, 3], isr: isr.to_vec() }
