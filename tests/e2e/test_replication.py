@@ -437,3 +437,91 @@ def test_consumers_fetch_from_a_replica_in_their_rack(tmp_path):
             assert not n.panic_lines(), n.log_tail()
     finally:
         c.cleanup()
+
+
+def log_bytes(node, topic_partition: str) -> int:
+    """Bytes of a replica's segment files on `node`'s disk (0 while it has none)."""
+    return sum(f.stat().st_size for f in node.data_dir.rglob(f"{topic_partition}/*.log"))
+
+
+def alter_configs(bootstrap: str, resources: list):
+    """IncrementalAlterConfigs, one resource per call (librdkafka sends a broker's to it alone)."""
+    from confluent_kafka.admin import AdminClient
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for r in resources:
+        for f in admin.incremental_alter_configs([r]).values():
+            f.result(30)
+
+
+@pytest.mark.java
+@pytest.mark.timeout(300)
+def test_replication_throttles_hold_back_a_new_replica(cluster, tmp_path):
+    """KIP-73 replication throttles, set at run time as kafka-configs.sh / kafka-reassign-partitions.sh
+    --throttle do (IncrementalAlterConfigs on the brokers and the topic): a replica added by a
+    reassignment copies ~5 MB at no more than the throttled rate's pace, first throttled on
+    the leader side, then on the follower side; with the throttles removed it catches up and
+    the reassignment completes. Broker 1's DescribeConfigs shows the dynamic rate."""
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic,
+                                       ResourceType)
+    boot = cluster.bootstrap
+    admin = ck_admin(boot)  # kept alive until the futures complete
+    fs = admin.create_topics([NewTopic("thr", num_partitions=1, replica_assignment=[[1]])], request_timeout=15)
+    for f in fs.values():
+        f.result(15)
+    wait_until(lambda: len(leaders_seen_by(boot, "thr")) == 1, 15, message="the topic did not appear")
+    producer = ck_producer(boot, acks="all", **{"linger.ms": 20})
+    for i in range(5000):
+        producer.produce("thr", value=b"%05d" % i + b"x" * 995, partition=0)
+    assert producer.flush(30) == 0
+    total = log_bytes(cluster.nodes[0], "thr-0")
+    assert total >= 5_000_000, total
+
+    def entry(name, value=None):
+        op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+        return ConfigEntry(name, value, incremental_operation=op)
+
+    rate = "20000"
+    alter_configs(boot, [ConfigResource(ResourceType.BROKER, "1",
+                                        incremental_configs=[entry("leader.replication.throttled.rate", rate)]),
+                         ConfigResource(ResourceType.TOPIC, "thr",
+                                        incremental_configs=[entry("leader.replication.throttled.replicas", "*")])])
+    first_broker = ck_admin(cluster.nodes[0].bootstrap)
+    described = first_broker.describe_configs([ConfigResource(ResourceType.BROKER, "1")])
+    cfg = next(iter(described.values())).result(30)["leader.replication.throttled.rate"]
+    assert cfg.value == rate and cfg.source == 2 and not cfg.is_read_only, (cfg.value, cfg.source)
+
+    program = java_program("4", JAVA_DIR / "StrataReassign.java", tmp_path / "java")
+    assert reassign(program, boot, "thr", "0=1,2", "--no-wait")["alter-0"] == "ok"
+    new_replica = cluster.nodes[1]
+
+    def held_back(limit: int, seconds: float) -> int:
+        """The new replica's size, checked for `seconds`: it must stay below `limit`."""
+        end = time.monotonic() + seconds
+        size = 0
+        while time.monotonic() < end:
+            size = log_bytes(new_replica, "thr-0")
+            assert size < limit, f"{size} bytes copied despite the throttle (limit {limit})"
+            assert partitions_of(boot, "thr")[0][2] == [1], "the throttled replica joined the ISR"
+            time.sleep(0.2)
+        return size
+
+    # Leader side: one fetch's worth (replica.fetch.max.bytes, 1 MiB) passes before the meter
+    # says the rate is exceeded; then almost nothing for the ~50 s the rate needs to fall back.
+    first = held_back(1_400_000, 4)
+    # Follower side instead (a fresh meter: one fetch's worth, and maybe one more fetched as
+    # the leader's throttle goes before this broker has the topic's follower list).
+    alter_configs(boot, [ConfigResource(ResourceType.BROKER, "2",
+                                        incremental_configs=[entry("follower.replication.throttled.rate", rate)]),
+                         ConfigResource(ResourceType.TOPIC, "thr",
+                                        incremental_configs=[entry("follower.replication.throttled.replicas", "*")]),
+                         ConfigResource(ResourceType.BROKER, "1",
+                                        incremental_configs=[entry("leader.replication.throttled.rate")]),
+                         ConfigResource(ResourceType.TOPIC, "thr",
+                                        incremental_configs=[entry("leader.replication.throttled.replicas")])])
+    held_back(first + 2_400_000, 4)
+    # No throttle: the replica catches up, and the reassignment completes.
+    alter_configs(boot, [ConfigResource(ResourceType.BROKER, "2",
+                                        incremental_configs=[entry("follower.replication.throttled.rate")])])
+    wait_until(lambda: partitions_of(boot, "thr")[0][2] == [1, 2], 30,
+               message=lambda: f"not caught up: {log_bytes(new_replica, 'thr-0')} of {total} bytes")
+    assert log_bytes(new_replica, "thr-0") == total

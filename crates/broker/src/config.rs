@@ -79,6 +79,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("replica.fetch.response.max.bytes", Int, Some("10485760"), Some(0), "Bytes a follower fetches per request over all partitions (at least one batch)."),
     key!("replica.fetch.backoff.ms", Int, Some("1000"), Some(0), "How long a follower waits after a failed fetch before the next."),
     key!("replica.lag.time.max.ms", Long, Some("30000"), Some(1), "A follower that has not caught up with the leader's log end for this long leaves the ISR."),
+    key!("leader.replication.throttled.rate", Long, Some("9223372036854775807"), Some(0), "Bytes per second a leader sends, over all its throttled replicas (leader.replication.throttled.replicas of their topics) outside the ISR (KIP-73). Dynamic: set it per broker or as the cluster default with kafka-configs.sh --entity-type brokers."),
+    key!("follower.replication.throttled.rate", Long, Some("9223372036854775807"), Some(0), "Bytes per second a follower fetches for its throttled replicas (follower.replication.throttled.replicas of their topics) while they are outside the ISR (KIP-73). Dynamic, as leader.replication.throttled.rate."),
     key!("replica.selector.class", Str, None, None, "How a leader picks the replica a consumer should fetch from (KIP-392): unset or org.apache.kafka.common.replica.LeaderSelector, the leader; org.apache.kafka.common.replica.RackAwareReplicaSelector, the most caught-up in-sync replica in the consumer's client.rack."),
     key!("replica.socket.timeout.ms", Int, Some("30000"), Some(1), "Longest a follower waits for a leader's answer beyond replica.fetch.wait.max.ms."),
     key!("message.max.bytes", Int, Some("1048588"), Some(0), "Largest record batch accepted (topic: max.message.bytes)."),
@@ -646,6 +648,10 @@ pub struct TopicSettings {
     pub compression_levels: CompressionLevels,
     /// `producer.id.expiration.ms` (a broker config): how long an idle producer's state is kept.
     pub producer_id_expiration_ms: i64,
+    /// `leader.replication.throttled.replicas` (KIP-73).
+    pub leader_throttled: ThrottledReplicas,
+    /// `follower.replication.throttled.replicas` (KIP-73).
+    pub follower_throttled: ThrottledReplicas,
 }
 
 impl TopicSettings {
@@ -716,6 +722,50 @@ impl TopicSettings {
                 lz4: u32::try_from(num("compression.lz4.level", 9)).ok(),
                 zstd: i32::try_from(num("compression.zstd.level", 3)).ok(),
             },
+            leader_throttled: ThrottledReplicas::parse(&get("leader.replication.throttled.replicas")),
+            follower_throttled: ThrottledReplicas::parse(&get("follower.replication.throttled.replicas")),
+        }
+    }
+}
+
+/// A topic's `leader.replication.throttled.replicas` or `follower.replication.throttled.replicas`
+/// (KIP-73): the replicas, as (partition, broker), whose replication traffic counts against
+/// that side's `*.replication.throttled.rate`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum ThrottledReplicas {
+    #[default]
+    None,
+    /// `*`: every replica of the topic.
+    All,
+    Listed(Vec<(i32, i32)>),
+}
+
+impl ThrottledReplicas {
+    /// Parses `*` or `partition:broker,...`; pairs that do not parse are ignored (the
+    /// controller validated the value).
+    pub fn parse(value: &str) -> Self {
+        let items: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+        if items.is_empty() {
+            return Self::None;
+        }
+        if items == ["*"] {
+            return Self::All;
+        }
+        Self::Listed(
+            items
+                .iter()
+                .filter_map(|i| i.split_once(':'))
+                .filter_map(|(p, b)| Some((p.trim().parse().ok()?, b.trim().parse().ok()?)))
+                .collect(),
+        )
+    }
+
+    /// Whether the replica of `partition` on `broker` is throttled.
+    pub fn contains(&self, partition: i32, broker: i32) -> bool {
+        match self {
+            Self::None => false,
+            Self::All => true,
+            Self::Listed(pairs) => pairs.contains(&(partition, broker)),
         }
     }
 }
@@ -726,6 +776,22 @@ mod tests {
 
     fn cfg(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
         BrokerConfig::from_map(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn throttled_replica_lists_parse_as_kafka_writes_them() {
+        assert_eq!(ThrottledReplicas::parse(""), ThrottledReplicas::None);
+        assert!(ThrottledReplicas::parse(" * ").contains(7, 3));
+        let listed = ThrottledReplicas::parse("0:1, 0:2,1:3");
+        assert!(listed.contains(0, 2) && listed.contains(1, 3));
+        assert!(!listed.contains(1, 1) && !ThrottledReplicas::None.contains(0, 1));
+        use strata_metadata::config::validate_topic_config as check;
+        for ok in ["", "*", "0:1,1:2"] {
+            assert!(check("leader.replication.throttled.replicas", ok).is_ok(), "{ok:?}");
+        }
+        for bad in ["*,0:1", "0", "a:b", "0:1:2"] {
+            assert!(check("follower.replication.throttled.replicas", bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use strata_metadata::channel::{
     ApiError, ConfigOp, CreateTopicResult, CreateTopicSpec, CreatedTopic, DeleteTopicResult, TopicRef,
 };
-use strata_metadata::config::validate_topic_config;
+use strata_metadata::config::{validate_dynamic_broker_config, validate_topic_config, DYNAMIC_BROKER_CONFIGS};
 use strata_metadata::{ConfigResource, MetadataImage, MetadataRecord};
 use strata_protocol::ResponseError;
 use uuid::Uuid;
@@ -355,10 +355,24 @@ pub fn alter_configs(
             }
         }
         ConfigResource::Broker(_) => {
-            return Err(ApiError::new(
-                ResponseError::InvalidRequest,
-                "Dynamic broker configs are not supported by Strata; set them in the config file and restart.",
-            ));
+            // Only the dynamic broker configs Strata applies at run time (Kafka's
+            // DynamicConfig.Broker); the rest are static, set in the config file.
+            let fixed: Vec<&str> = ops
+                .iter()
+                .map(|op| match op {
+                    ConfigOp::Set(k, _) | ConfigOp::Delete(k) => k.as_str(),
+                })
+                .filter(|k| !DYNAMIC_BROKER_CONFIGS.contains(k))
+                .collect();
+            if !fixed.is_empty() {
+                return Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!(
+                        "Cannot update these configs dynamically: {fixed:?} (dynamic broker configs: {})",
+                        DYNAMIC_BROKER_CONFIGS.join(", ")
+                    ),
+                ));
+            }
         }
     }
     let mut records = Vec::new();
@@ -366,7 +380,11 @@ pub fn alter_configs(
     for op in ops {
         match op {
             ConfigOp::Set(k, v) => {
-                validate_topic_config(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+                match resource {
+                    ConfigResource::Topic(_) => validate_topic_config(k, v),
+                    ConfigResource::Broker(_) => validate_dynamic_broker_config(k, v),
+                }
+                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
                 if let ConfigResource::Topic(name) = resource {
                     note_deprecated(name, k);
                 }
@@ -378,7 +396,7 @@ pub fn alter_configs(
                 });
             }
             ConfigOp::Delete(k) => {
-                if strata_metadata::config::topic_config(k).is_none() {
+                if matches!(resource, ConfigResource::Topic(_)) && strata_metadata::config::topic_config(k).is_none() {
                     return Err(ApiError::new(ResponseError::InvalidConfig, format!("Unknown topic config name: {k}")));
                 }
                 touched.push(k.clone());

@@ -19,6 +19,8 @@ pub enum ConfigType {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     TopicConfig = 1,
+    DynamicBrokerConfig = 2,
+    DynamicDefaultBrokerConfig = 3,
     StaticBrokerConfig = 4,
     DefaultConfig = 5,
 }
@@ -152,6 +154,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         "Fsync when the oldest unflushed message is this old."
     ),
     def!(
+        "follower.replication.throttled.replicas",
+        List,
+        "",
+        None,
+        None,
+        &[],
+        "Replicas whose fetching is throttled on the follower side (KIP-73): * or partition:broker pairs."
+    ),
+    def!(
         "index.interval.bytes",
         Int,
         "4096",
@@ -159,6 +170,15 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Some(0),
         &[],
         "Bytes between offset index entries."
+    ),
+    def!(
+        "leader.replication.throttled.replicas",
+        List,
+        "",
+        None,
+        None,
+        &[],
+        "Replicas whose replication is throttled on the leader side (KIP-73): * or partition:broker pairs."
     ),
     def!(
         "max.compaction.lag.ms",
@@ -323,6 +343,25 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
+/// The broker configs that can be set at run time (Kafka's `DynamicConfig.Broker`, the part
+/// Strata applies): on one broker (`ConfigResource::Broker(id)`) or as the cluster default
+/// (`ConfigResource::Broker(-1)`, Kafka's empty broker name), the broker's own value first.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] =
+    &["follower.replication.throttled.rate", "leader.replication.throttled.rate"];
+
+/// Checks a value of a dynamic broker config (a rate in bytes per second, at least 0).
+pub fn validate_dynamic_broker_config(name: &str, value: &str) -> Result<(), String> {
+    if !DYNAMIC_BROKER_CONFIGS.contains(&name) {
+        return Err(format!("{name} cannot be updated dynamically"));
+    }
+    match value.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(()),
+        _ => Err(format!(
+            "Invalid value {value} for configuration {name}: must be a number of bytes per second, at least 0"
+        )),
+    }
+}
+
 /// The definition of a topic config key.
 pub fn topic_config(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -373,6 +412,17 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
             }
             if name == "message.format.version" && !is_version_string(value.trim()) {
                 return bad("must be a Kafka version such as 2.8 or 3.0-IV1");
+            }
+        }
+        ConfigType::List if name.ends_with(".replication.throttled.replicas") => {
+            // Kafka's ThrottledReplicaListValidator: empty, `*`, or partition:broker pairs.
+            let items: Vec<&str> = value.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+            let pair = |i: &str| {
+                i.split_once(':')
+                    .is_some_and(|(p, b)| p.trim().parse::<u32>().is_ok() && b.trim().parse::<u32>().is_ok())
+            };
+            if !(items == ["*"] || items.iter().all(|i| pair(i))) {
+                return bad("must be * or a list of partition:broker pairs");
             }
         }
         ConfigType::List => {

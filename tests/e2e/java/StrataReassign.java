@@ -2,12 +2,13 @@
 // (KIP-455) through Admin.alterPartitionReassignments / listPartitionReassignments, as
 // kafka-reassign-partitions.sh makes them. Compiled at test time against tests/e2e/.deps.
 //
-//   java StrataReassign <bootstrap> <topic> <partition>=<b1,b2,...>|<partition>=cancel ...
+//   java StrataReassign <bootstrap> <topic> <partition>=<b1,b2,...>|<partition>=cancel ... [--no-wait]
 //
 // Prints one "CHECK {json}" line per partition with the outcome of the request (the
 // exception's class on failure), then, once listPartitionReassignments shows none of them in
 // progress (or after 60 s), one "CHECK" line "after" with each partition's replicas and ISR
-// as describeTopics gives them and the seconds the reassignments took, then "DONE".
+// as describeTopics gives them and the seconds the reassignments took, then "DONE". With
+// --no-wait it prints "DONE" right after the request's outcomes.
 import java.util.*;
 import java.util.concurrent.ExecutionException;
 import java.util.stream.Collectors;
@@ -28,7 +29,12 @@ public class StrataReassign {
         p.put("default.api.timeout.ms", "60000");
         String topic = args[1];
         Map<TopicPartition, Optional<NewPartitionReassignment>> wanted = new LinkedHashMap<>();
+        boolean wait = true;
         for (int i = 2; i < args.length; i++) {
+            if (args[i].equals("--no-wait")) {
+                wait = false;
+                continue;
+            }
             String[] kv = args[i].split("=");
             TopicPartition tp = new TopicPartition(topic, Integer.parseInt(kv[0]));
             if (kv[1].equals("cancel")) {
@@ -53,6 +59,10 @@ public class StrataReassign {
                     outcome = "\"" + ex.getCause().getClass().getName() + "\"";
                 }
                 System.out.println("CHECK {\"check\": \"alter-" + e.getKey().partition() + "\", \"result\": " + outcome + "}");
+            }
+            if (!wait) {
+                System.out.println("DONE");
+                return;
             }
             long deadline = System.currentTimeMillis() + 60000;
             while (System.currentTimeMillis() < deadline) {

@@ -1,8 +1,9 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs.
 //!
 //! Topic configs are metadata (changed through the controller, applied by
-//! every broker); broker configs are static, read from the config file and
-//! flags, and can be described but not altered at run time.
+//! every broker). Broker configs are static, read from the config file and
+//! flags, except the dynamic ones (`DYNAMIC_BROKER_CONFIGS`: the replication
+//! throttle rates), which are metadata too, per broker or cluster-wide.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -27,9 +28,17 @@ use crate::Broker;
 const TOPIC: i8 = 2;
 const BROKER: i8 = 4;
 
-fn resource(broker: &Broker, resource_type: i8, name: &str) -> Result<ConfigResource, ApiError> {
+/// The resource a request names. Describing a broker's configs is answered by that broker (an
+/// empty name: this one); altering them (forwarded to the controller) may name any broker, or
+/// the cluster-wide default with an empty name (`ConfigResource::Broker(-1)`).
+fn resource(broker: &Broker, resource_type: i8, name: &str, altering: bool) -> Result<ConfigResource, ApiError> {
     match resource_type {
         TOPIC => Ok(ConfigResource::Topic(name.to_string())),
+        BROKER if altering => match name.parse::<i32>() {
+            _ if name.is_empty() => Ok(ConfigResource::Broker(-1)),
+            Ok(id) if id >= 0 => Ok(ConfigResource::Broker(id)),
+            _ => Err(ApiError::new(ResponseError::InvalidRequest, format!("Invalid broker id {name}"))),
+        },
         BROKER => match name.parse::<i32>() {
             Ok(id) if id == broker.node_id => Ok(ConfigResource::Broker(id)),
             _ if name.is_empty() => Ok(ConfigResource::Broker(broker.node_id)),
@@ -53,7 +62,7 @@ pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: 
                 .with_resource_name(r.resource_name.clone());
             let wanted =
                 |name: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
-            let entries = match resource(broker, r.resource_type, &r.resource_name) {
+            let entries = match resource(broker, r.resource_type, &r.resource_name, false) {
                 Err(e) => return base.with_error_code(e.error.code()).with_error_message(Some(str_bytes(e.message))),
                 Ok(ConfigResource::Topic(name)) => {
                     if image.topic(&name).is_none() {
@@ -95,6 +104,19 @@ pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: 
                     .map(|(d, value, is_default)| {
                         let source =
                             if is_default { ConfigSource::DefaultConfig } else { ConfigSource::StaticBrokerConfig };
+                        // A dynamic value (this broker's, else the cluster default) wins.
+                        let dynamic = [
+                            (ConfigResource::Broker(broker.node_id), ConfigSource::DynamicBrokerConfig),
+                            (ConfigResource::Broker(-1), ConfigSource::DynamicDefaultBrokerConfig),
+                        ]
+                        .into_iter()
+                        .find_map(|(res, src)| {
+                            image.configs(&res).and_then(|c| c.get(d.name)).map(|v| (v.clone(), src))
+                        });
+                        let (value, source) = match dynamic {
+                            Some((v, src)) => (Some(v), src),
+                            None => (value, source),
+                        };
                         let ty = match d.kind {
                             Kind::Int => ConfigType::Int,
                             Kind::Long => ConfigType::Long,
@@ -106,7 +128,8 @@ pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: 
                         } else {
                             Vec::new()
                         };
-                        entry(d.name, value, source, ty, d.doc, synonyms, &request, version).with_read_only(true)
+                        let read_only = !strata_metadata::config::DYNAMIC_BROKER_CONFIGS.contains(&d.name);
+                        entry(d.name, value, source, ty, d.doc, synonyms, &request, version).with_read_only(read_only)
                     })
                     .collect(),
             };
@@ -171,7 +194,7 @@ pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterC
     let mut responses = Vec::new();
     for r in request.resources {
         let refused = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name));
-        let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
+        let result = match (refused, resource(broker, r.resource_type, &r.resource_name, true)) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
                 let mut ops = Vec::new();
@@ -224,7 +247,7 @@ pub async fn incremental_alter(
     let mut responses = Vec::new();
     for r in request.resources {
         let refused = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name));
-        let result = match (refused, resource(broker, r.resource_type, &r.resource_name)) {
+        let result = match (refused, resource(broker, r.resource_type, &r.resource_name, true)) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
                 let current: BTreeMap<String, String> = match &res {
@@ -308,6 +331,7 @@ fn to_op(
 fn describe_change(resource: &ConfigResource, ops: &[ConfigOp]) -> (String, String) {
     let resource = match resource {
         ConfigResource::Topic(name) => format!("topic {name}"),
+        ConfigResource::Broker(-1) => "the brokers' cluster-wide default".to_string(),
         ConfigResource::Broker(id) => format!("broker {id}"),
     };
     let ops: Vec<String> = ops

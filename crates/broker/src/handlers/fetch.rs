@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use strata_log::FileRange;
 
 use crate::error::BrokerError;
+use crate::replica::quota::ReplicationQuota;
 use crate::replica::watchers::Watch;
 use crate::replica::{Partition, ReadBound};
 use crate::Broker;
@@ -44,6 +45,10 @@ struct Wanted {
     /// KIP-392: the replica the consumer should fetch this partition from instead (the
     /// partition is then answered without records).
     preferred_read_replica: Option<i32>,
+    /// KIP-73, for a follower's fetch: `Some(in_sync)` when the partition's replication is
+    /// throttled on this leader (then an out-of-sync follower gets nothing while the leader's
+    /// replication rate is over `leader.replication.throttled.rate`).
+    throttle: Option<bool>,
 }
 
 /// A partition's fetched records: their mapped bytes, and where they lie in
@@ -145,6 +150,10 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     }),
                     _ => None,
                 };
+                let throttle = match &partition {
+                    Ok(part) if follower => part.replication_throttle(true, broker.node_id, replica_id),
+                    _ => None,
+                };
                 Wanted {
                     partition,
                     current_leader,
@@ -152,6 +161,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                     offset: p.fetch_offset,
                     max_bytes: p.partition_max_bytes.max(0) as usize,
                     preferred_read_replica,
+                    throttle,
                 }
             })
             .collect();
@@ -185,8 +195,14 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
     };
     loop {
         let may_wait = Instant::now() < deadline;
-        let (responses, spliced, bytes, answer_now) =
-            read_all(&topics, request.max_bytes.max(0) as usize, version, read_committed, bound);
+        let (responses, spliced, bytes, answer_now) = read_all(
+            &topics,
+            request.max_bytes.max(0) as usize,
+            version,
+            read_committed,
+            bound,
+            &broker.replicas.leader_quota,
+        );
         if !may_wait || bytes >= min_bytes.max(1) || answer_now {
             return (FetchResponse::default().with_responses(responses), spliced);
         }
@@ -211,7 +227,9 @@ fn read_all(
     version: i16,
     read_committed: bool,
     bound: ReadBound,
+    leader_quota: &ReplicationQuota,
 ) -> (Vec<FetchableTopicResponse>, SplicedRecords, usize, bool) {
+    let now = crate::replica::now_ms();
     let mut total = 0usize;
     let mut answer_now = false;
     let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
@@ -243,6 +261,13 @@ fn read_all(
                         .with_log_start_offset(p.log_start_offset())
                         .with_records(Some(Bytes::new()))
                 }
+                Ok(p) if w.throttle == Some(false) && leader_quota.exceeded(now) => {
+                    // Throttled (KIP-73): nothing for an out-of-sync follower this time.
+                    base.with_high_watermark(p.high_watermark())
+                        .with_last_stable_offset(p.high_watermark())
+                        .with_log_start_offset(p.log_start_offset())
+                        .with_records(Some(Bytes::new()))
+                }
                 Ok(p) => {
                     let budget = max_bytes.saturating_sub(total).min(w.max_bytes);
                     // KIP-74: the first data of the response may exceed the
@@ -262,6 +287,9 @@ fn read_all(
                     match result {
                         Ok(Some(r)) => {
                             total += r.records.len();
+                            if w.throttle.is_some() {
+                                leader_quota.record(r.records.len() as u64, now);
+                            }
                             // A non-empty record set is encoded as a placeholder, and the
                             // connection writes the records in its place.
                             let records = if r.records.is_empty() {

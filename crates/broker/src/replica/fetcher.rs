@@ -35,6 +35,7 @@ use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::ResponseError;
 use tokio::sync::Notify;
 
+use crate::replica::quota::ReplicationQuota;
 use crate::replica::replication::Following;
 use crate::replica::{now_ms, Partition, ReplicaManager};
 
@@ -199,6 +200,7 @@ async fn run(
         }
         let Some(rm) = replicas.upgrade() else { return };
         let address = rm.image().brokers.get(&leader).filter(|b| !b.fenced).map(|b| format!("{}:{}", b.host, b.port));
+        let quota = rm.follower_quota.clone();
         drop(rm);
         let Some(address) = address else {
             // The leader is not (or no longer) live here: the metadata will move these on.
@@ -211,7 +213,7 @@ async fn run(
         let Some((_, kafka)) = client.as_ref() else { continue };
         let untruncated: Vec<&(Key, Target)> = targets.iter().filter(|(_, t)| !t.truncated).collect();
         let result = if untruncated.is_empty() {
-            fetch(node_id, kafka, &fetcher, &targets, &settings).await
+            fetch(node_id, kafka, &fetcher, &targets, &settings, &quota).await
         } else {
             truncate(node_id, kafka, &fetcher, &untruncated, &settings).await
         };
@@ -375,9 +377,21 @@ async fn fetch(
     fetcher: &LeaderFetcher,
     targets: &[(Key, Target)],
     settings: &FetchSettings,
+    quota: &Arc<ReplicationQuota>,
 ) -> Result<(), String> {
     let mut topics: Vec<FetchTopic> = Vec::new();
+    let now = now_ms();
+    let mut throttled = Vec::new();
     for (key, t) in targets {
+        // KIP-73: a throttled partition outside the ISR waits while this follower's
+        // replication rate is over `follower.replication.throttled.rate`.
+        let throttle = t.partition.replication_throttle(false, node_id, node_id);
+        if throttle.is_some() {
+            throttled.push(key.clone());
+        }
+        if throttle == Some(false) && quota.exceeded(now) {
+            continue;
+        }
         let part = FetchPartition::default()
             .with_partition(key.1)
             .with_current_leader_epoch(t.leader_epoch)
@@ -393,6 +407,11 @@ async fn fetch(
                     .with_partitions(vec![part]),
             ),
         }
+    }
+    if topics.is_empty() {
+        // Everything is throttled: wait for the rate to come down.
+        tokio::time::sleep(settings.backoff.min(Duration::from_millis(super::quota::WINDOW_MS as u64))).await;
+        return Ok(());
     }
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(node_id))
@@ -415,13 +434,13 @@ async fn fetch(
             let key = (topic.topic.to_string(), pd.partition_index);
             let Some((_, t)) = targets.iter().find(|(k, _)| *k == key) else { continue };
             match pd.error_code.err() {
-                None => work.push((
-                    key,
-                    t.clone(),
-                    pd.records.clone().unwrap_or_default(),
-                    pd.high_watermark,
-                    pd.log_start_offset,
-                )),
+                None => {
+                    let records = pd.records.clone().unwrap_or_default();
+                    if throttled.contains(&key) {
+                        quota.record(records.len() as u64, now_ms());
+                    }
+                    work.push((key, t.clone(), records, pd.high_watermark, pd.log_start_offset))
+                }
                 Some(ResponseError::OffsetOutOfRange) => {
                     let p = t.partition.clone();
                     let leader_start = pd.log_start_offset;

@@ -15,6 +15,7 @@ pub mod fetcher;
 pub mod isr;
 pub mod partition;
 pub mod producer_state;
+pub mod quota;
 pub mod replication;
 pub mod validate;
 pub mod watchers;
@@ -83,6 +84,11 @@ pub struct ReplicaManager {
     fetchers: OnceLock<fetcher::FetcherManager>,
     /// Wakes the ISR sender ([`isr::run_isr_sender`]) when a leader proposes a change.
     isr_wake: Arc<tokio::sync::Notify>,
+    /// KIP-73 replication throttles: what this broker sends as a leader to replicas outside
+    /// the ISR, and what it fetches as a follower while outside the ISR. Limits follow the
+    /// metadata (see [`quota`]).
+    pub leader_quota: Arc<quota::ReplicationQuota>,
+    pub follower_quota: Arc<quota::ReplicationQuota>,
 }
 
 impl ReplicaManager {
@@ -142,6 +148,8 @@ impl ReplicaManager {
             node_id: 1,
             fetchers: OnceLock::new(),
             isr_wake: Arc::default(),
+            leader_quota: Arc::default(),
+            follower_quota: Arc::default(),
         }
     }
 
@@ -163,6 +171,7 @@ impl ReplicaManager {
         if self.fetchers.set(manager).is_err() {
             return; // started already
         }
+        self.update_throttle_rates(&self.image());
         runtime.spawn(isr::run_isr_sender(self.clone(), controller, self.isr_wake.clone(), shutdown.clone()));
         let weak = Arc::downgrade(self);
         let every = std::time::Duration::from_millis((lag_ms / 2).max(1) as u64);
@@ -529,6 +538,30 @@ impl strata_log::cleaner::LogSource for ReplicaManager {
     }
 }
 
+impl ReplicaManager {
+    /// Sets the replication throttle limits from `leader.replication.throttled.rate` and
+    /// `follower.replication.throttled.rate`: this broker's dynamic value, else the cluster
+    /// default, else the config file's, else none.
+    fn update_throttle_rates(&self, image: &MetadataImage) {
+        for (key, quota) in [
+            ("leader.replication.throttled.rate", &self.leader_quota),
+            ("follower.replication.throttled.rate", &self.follower_quota),
+        ] {
+            let rate = [ConfigResource::Broker(self.node_id), ConfigResource::Broker(-1)]
+                .iter()
+                .find_map(|r| image.configs(r).and_then(|c| c.get(key)))
+                .or_else(|| self.broker_defaults.get(key))
+                .and_then(|v| v.trim().parse::<i64>().ok())
+                .map_or(u64::MAX, |r| u64::try_from(r).unwrap_or(0));
+            let rate = if rate >= i64::MAX as u64 { u64::MAX } else { rate };
+            if quota.limit() != Some(rate).filter(|r| *r != u64::MAX) {
+                tracing::info!(config = key, bytes_per_second = ?Some(rate).filter(|r| *r != u64::MAX), "replication throttle set");
+                quota.set_limit(rate);
+            }
+        }
+    }
+}
+
 impl MetadataPublisher for ReplicaManager {
     fn publish(&self, image: &Arc<MetadataImage>, delta: &MetadataDelta) {
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
@@ -620,13 +653,15 @@ impl MetadataPublisher for ReplicaManager {
             }
         }
         for resource in &delta.changed_configs {
-            if let ConfigResource::Topic(name) = resource {
-                if image.topic(name).is_some() {
+            match resource {
+                ConfigResource::Topic(name) if image.topic(name).is_some() => {
                     let settings = self.settings_for(image, name);
                     for p in self.all_partitions().into_iter().filter(|p| &p.topic == name) {
                         p.update_settings(settings.clone());
                     }
                 }
+                ConfigResource::Broker(id) if *id == self.node_id || *id == -1 => self.update_throttle_rates(image),
+                _ => {}
             }
         }
         // Last: a request that finds a partition in the image finds its log open (a reader

@@ -440,6 +440,20 @@ impl Partition {
 
     /// The controller's answer to an ISR change (see [`Replication::proposal_answered`]);
     /// `None` when it could not be asked: the change waits to be sent again.
+    /// KIP-73: whether this partition's replication is throttled on one side (the topic's
+    /// `leader.replication.throttled.replicas`, with `leader_side`, or
+    /// `follower.replication.throttled.replicas`, naming this partition on `local_id`), and if
+    /// so whether `replica` (the fetching follower) is in the ISR, which exempts it. `None`
+    /// when not throttled; `Some(in_sync)` when throttled.
+    pub fn replication_throttle(&self, leader_side: bool, local_id: i32, replica: i32) -> Option<bool> {
+        let listed = {
+            let st = self.lock();
+            let list = if leader_side { &st.settings.leader_throttled } else { &st.settings.follower_throttled };
+            list.contains(self.index, local_id)
+        };
+        listed.then(|| self.replication().assignment().is_some_and(|a| a.isr.contains(&replica)))
+    }
+
     /// Whether this broker leads or follows the partition (as the last registration applied
     /// says).
     pub fn role(&self) -> super::replication::Role {
