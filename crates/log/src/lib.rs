@@ -56,6 +56,7 @@ mod index;
 pub mod log;
 #[allow(unsafe_code)]
 mod mmap;
+pub mod offset_checkpoint;
 mod segment;
 pub mod snapshot;
 pub mod storage;

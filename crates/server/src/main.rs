@@ -340,6 +340,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             controller.clone(),
             fetch,
             config.number("replica.lag.time.max.ms"),
+            ms("replica.high.watermark.checkpoint.interval.ms"),
             &tokio::runtime::Handle::current(),
             shutdown_rx.clone(),
         );

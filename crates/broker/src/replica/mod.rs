@@ -89,7 +89,15 @@ pub struct ReplicaManager {
     /// metadata (see [`quota`]).
     pub leader_quota: Arc<quota::ReplicationQuota>,
     pub follower_quota: Arc<quota::ReplicationQuota>,
+    /// High watermarks read from the data directories' `replication-offset-checkpoint` files
+    /// at start, by partition directory name, until each partition is opened.
+    restored_hws: Mutex<HashMap<String, i64>>,
 }
+
+/// The file of each data directory that keeps its partitions' high watermarks (Kafka's
+/// `replication-offset-checkpoint`), written every
+/// `replica.high.watermark.checkpoint.interval.ms` and at shutdown.
+pub const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
 impl ReplicaManager {
     /// A replica manager keeping every partition in the one directory `data_dir`.
@@ -138,7 +146,17 @@ impl ReplicaManager {
         placement: HashMap<String, usize>,
         broker_defaults: BTreeMap<String, String>,
     ) -> Self {
+        let mut restored_hws = HashMap::new();
+        for dir in &log_dirs {
+            restored_hws.extend(strata_log::offset_checkpoint::read(
+                &strata_log::storage::FsStorage,
+                dir,
+                HW_CHECKPOINT_FILE,
+                "replicated partitions start with their high watermark at their log start",
+            ));
+        }
         Self {
+            restored_hws: Mutex::new(restored_hws),
             log_dirs,
             placement: Mutex::new(placement),
             broker_defaults,
@@ -163,6 +181,7 @@ impl ReplicaManager {
         controller: Arc<dyn strata_metadata::channel::ControllerChannel>,
         fetch: fetcher::FetchSettings,
         lag_ms: i64,
+        hw_checkpoint_every: std::time::Duration,
         runtime: &tokio::runtime::Handle,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -172,6 +191,20 @@ impl ReplicaManager {
             return; // started already
         }
         self.update_throttle_rates(&self.image());
+        let weak = Arc::downgrade(self);
+        let mut stop = shutdown.clone();
+        runtime.spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(hw_checkpoint_every) => {}
+                    _ = stop.changed() => return,
+                }
+                let Some(rm) = weak.upgrade() else { return };
+                if tokio::task::spawn_blocking(move || rm.checkpoint_high_watermarks()).await.is_err() {
+                    return;
+                }
+            }
+        });
         runtime.spawn(isr::run_isr_sender(self.clone(), controller, self.isr_wake.clone(), shutdown.clone()));
         let weak = Arc::downgrade(self);
         let every = std::time::Duration::from_millis((lag_ms / 2).max(1) as u64);
@@ -396,7 +429,13 @@ impl ReplicaManager {
         let settings = self.settings_for(image, topic);
         let now = now_ms();
         let log = Log::open(&dir, settings.log.clone(), now)?;
-        Ok(Arc::new(Partition::new(topic.to_string(), topic_id, index, log, settings)?))
+        let partition = Partition::new(topic.to_string(), topic_id, index, log, settings)?;
+        let restored =
+            self.restored_hws.lock().unwrap_or_else(PoisonError::into_inner).remove(&partition_dir_name(topic, index));
+        if let Some(hw) = restored {
+            partition.restore_high_watermark(hw);
+        }
+        Ok(Arc::new(partition))
     }
 
     /// Removes the partition directories of topics a committed record deleted (left by a crash
@@ -470,9 +509,34 @@ impl ReplicaManager {
         }
     }
 
+    /// Writes every data directory's `replication-offset-checkpoint` ([`HW_CHECKPOINT_FILE`])
+    /// with the high watermarks of the partitions it holds (Kafka's
+    /// `ReplicaManager.checkpointHighWatermarks`). A restarted replica starts from them instead
+    /// of its log start. Waits on the disk.
+    pub fn checkpoint_high_watermarks(&self) {
+        let mut by_dir: Vec<strata_log::offset_checkpoint::Checkpoints> = vec![Default::default(); self.log_dirs.len()];
+        {
+            let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
+            for p in self.all_partitions() {
+                let name = partition_dir_name(&p.topic, p.index);
+                if let Some(entries) = placement.get(&name).and_then(|i| by_dir.get_mut(*i)) {
+                    entries.insert(name, p.high_watermark());
+                }
+            }
+        }
+        for (dir, entries) in self.log_dirs.iter().zip(&by_dir) {
+            let written =
+                strata_log::offset_checkpoint::write(&strata_log::storage::FsStorage, dir, HW_CHECKPOINT_FILE, entries);
+            if let Err(e) = written {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot write the high watermark checkpoint");
+            }
+        }
+    }
+
     /// Flushes and closes every log (graceful shutdown), several at a time: closing is mostly
-    /// waiting for fsyncs.
+    /// waiting for fsyncs. The high watermarks are checkpointed first.
     pub fn close_all(&self) {
+        self.checkpoint_high_watermarks();
         let partitions = self.all_partitions();
         parallel_map(&partitions, |p| {
             if let Err(e) = p.close() {
@@ -803,6 +867,23 @@ mod tests {
             }
         }
         records
+    }
+
+    /// The high watermarks go to each data directory's replication-offset-checkpoint and come
+    /// back when a new replica manager opens the directory.
+    #[test]
+    fn high_watermarks_are_checkpointed_per_data_directory() {
+        let root = tempfile::tempdir().unwrap();
+        let rm =
+            ReplicaManager::with_log_dirs(vec![root.path().to_path_buf()], BTreeMap::new()).unwrap().with_node_id(1);
+        let _ = create(&rm, &MetadataImage::empty(), &[("t", 2)]);
+        rm.checkpoint_high_watermarks();
+        let read =
+            strata_log::offset_checkpoint::read(&strata_log::storage::FsStorage, root.path(), HW_CHECKPOINT_FILE, "");
+        assert_eq!(read.into_iter().collect::<Vec<_>>(), vec![("t-0".to_string(), 0), ("t-1".to_string(), 0)]);
+        rm.close_all();
+        let again = ReplicaManager::with_log_dirs(vec![root.path().to_path_buf()], BTreeMap::new()).unwrap();
+        assert_eq!(again.restored_hws.lock().unwrap().get("t-1"), Some(&0));
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct Partition {
     log_start: AtomicI64,
     /// The high watermark (see the module docs).
     high_watermark: AtomicI64,
+    /// The checkpointed high watermark to start from (-1: none), see
+    /// [`Partition::restore_high_watermark`].
+    restored_hw: AtomicI64,
     /// Leader or follower, the ISR, the followers' positions. Locked after `state` when both
     /// are held.
     replication: Mutex<Replication>,
@@ -142,6 +145,7 @@ impl Partition {
             // Unassigned: the log end (see `Role::Unassigned`); the first registration applied
             // lowers it when the partition has other replicas.
             high_watermark: AtomicI64::new(log.log_end_offset()),
+            restored_hw: AtomicI64::new(-1),
             replication: Mutex::new(Replication::default()),
             isr_change_waiting: AtomicBool::new(false),
             flushes_on_append: AtomicBool::new(settings.log.flush_interval_messages != u64::MAX),
@@ -315,7 +319,15 @@ impl Partition {
         {
             let mut repl = self.replication();
             if repl.role() == Role::Unassigned && assignment.replicas.len() > 1 {
-                self.high_watermark.store(log.log_start_offset(), Ordering::Release);
+                // A replica's first registration: its high watermark is the checkpointed one
+                // (below what it holds durably), else its log start; never its log end,
+                // which may hold records that were never committed.
+                let start = log.log_start_offset();
+                let hw = match self.restored_hw.load(Ordering::Acquire) {
+                    hw if hw >= 0 => hw.clamp(start, self.log_end_offset().max(start)),
+                    _ => start,
+                };
+                self.high_watermark.store(hw, Ordering::Release);
             }
             repl.apply(local_id, assignment, self.log_end_offset(), now_ms);
         }
@@ -452,6 +464,12 @@ impl Partition {
             list.contains(self.index, local_id)
         };
         listed.then(|| self.replication().assignment().is_some_and(|a| a.isr.contains(&replica)))
+    }
+
+    /// The high watermark the `replication-offset-checkpoint` file kept for this partition:
+    /// used (capped by the log) when its first registration makes it a replicated partition.
+    pub fn restore_high_watermark(&self, hw: i64) {
+        self.restored_hw.store(hw, Ordering::Release);
     }
 
     /// Whether this broker leads or follows the partition (as the last registration applied
@@ -1083,6 +1101,27 @@ mod tests {
         )
         .unwrap();
         Partition::new("t".into(), Uuid::new_v4(), 0, log, settings).unwrap()
+    }
+
+    /// A replicated partition's first registration starts its high watermark at the
+    /// checkpointed one, capped by the log; without a checkpoint, at the log start.
+    #[test]
+    fn the_checkpointed_high_watermark_is_restored_within_the_log() {
+        let storage = strata_log::storage::MemStorage::new();
+        let p = partition_on(&storage, durable_settings());
+        p.append(&batch(-1, -1, 0, 5, 0), 0).unwrap();
+        p.close().unwrap();
+        let replicated =
+            super::Assignment { leader: 1, leader_epoch: 1, partition_epoch: 0, replicas: vec![1, 2], isr: vec![1, 2] };
+        for (restored, expected) in [(Some(3), 3), (Some(99), 5), (None, 0)] {
+            let p = partition_on(&storage, durable_settings());
+            if let Some(hw) = restored {
+                p.restore_high_watermark(hw);
+            }
+            p.apply_assignment(1, replicated.clone(), 0).unwrap();
+            assert_eq!(p.high_watermark(), expected, "restored {restored:?}");
+            p.close().unwrap();
+        }
     }
 
     /// flush.messages=1: every acknowledged append is fsynced, appends of concurrent producers
