@@ -525,3 +525,38 @@ def test_replication_throttles_hold_back_a_new_replica(cluster, tmp_path):
     wait_until(lambda: partitions_of(boot, "thr")[0][2] == [1, 2], 30,
                message=lambda: f"not caught up: {log_bytes(new_replica, 'thr-0')} of {total} bytes")
     assert log_bytes(new_replica, "thr-0") == total
+
+
+@pytest.mark.java
+@pytest.mark.timeout(240)
+def test_a_replica_leaving_an_isr_below_min_insync_replicas_stays_eligible(cluster, tmp_path):
+    """KIP-966 as kafka-clients 4's describeTopics shows it (DescribeTopicPartitions): with
+    `min.insync.replicas=3`, a follower killed leaves the ISR but becomes an eligible leader
+    replica (it holds every acks=all record); back and caught up, it rejoins the ISR and the
+    ELR empties. An acks=all write is refused with NOT_ENOUGH_REPLICAS meanwhile."""
+    boot = cluster.bootstrap
+    create_replicated(boot, "elr", 1, {"min.insync.replicas": "3"})
+    wait_until(lambda: partitions_of(boot, "elr")[0][2] == [1, 2, 3], 20, message="ISR not full")
+    program = java_program("4", JAVA_DIR / "StrataReassign.java", tmp_path / "java")
+    leader = partitions_of(boot, "elr")[0][0]
+    victim = next(n for n in cluster.nodes if n.node_id != leader)
+    victim.kill()
+    others = ",".join(n.bootstrap for n in cluster.nodes if n is not victim)
+
+    def described():
+        return reassign(program, others, "elr")["after"]["0"]
+
+    wait_until(lambda: victim.node_id not in partitions_of(others, "elr")[0][2], 20, message="still in the ISR")
+    d = described()
+    assert d["elr"] == [victim.node_id] and victim.node_id not in d["isr"], d
+    from confluent_kafka import KafkaError
+    errors = []
+    producer = ck_producer(others, acks="all", **{"message.timeout.ms": 5000, "retries": 0})
+    producer.produce("elr", value=b"refused", partition=0, on_delivery=lambda err, msg: errors.append(err))
+    producer.flush(15)
+    assert errors and errors[0] is not None and errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+
+    victim.start(60)
+    wait_until(lambda: partitions_of(others, "elr")[0][2] == [1, 2, 3], 30, message="not back in the ISR")
+    d = described()
+    assert d["elr"] == [] and sorted(d["isr"]) == [1, 2, 3], d

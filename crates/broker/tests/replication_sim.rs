@@ -75,12 +75,12 @@ impl Sim {
         settings.log.segment_bytes = 4096; // rolls, and their producer snapshots, happen
         let mut image = MetadataImage::empty();
         for id in BROKERS {
-            let (records, _) = decisions::register_broker(&image, id, "h".into(), id as u16, None, false);
+            let (records, _) = decisions::register_broker(&image, id, "h".into(), id as u16, None, &Default::default());
             image = image.apply(&records).unwrap().0;
         }
         let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 3, ..Default::default() };
         let defaults =
-            decisions::Defaults { num_partitions: 1, default_replication_factor: 3, unclean_leader_election: false };
+            decisions::Defaults { num_partitions: 1, default_replication_factor: 3, election: Default::default() };
         let (records, _) = decisions::create_topics(&image, &defaults, vec![spec], false);
         image = image.apply(&records).unwrap().0;
         let mut sim = Self {
@@ -255,7 +255,8 @@ impl Sim {
             leader.isr_proposal_answered(&proposal, None);
             return;
         }
-        let (records, outcomes) = decisions::alter_partition(&self.image, leader_id, broker_epoch, &[change]).unwrap();
+        let (records, outcomes) =
+            decisions::alter_partition(&self.image, leader_id, broker_epoch, &[change], &Default::default()).unwrap();
         self.commit(&records);
         let outcome: IsrOutcome = outcomes.into_iter().next().unwrap();
         leader.isr_proposal_answered(&proposal, Some(&outcome));
@@ -273,7 +274,7 @@ impl Sim {
         r.storage.crash(seed);
         r.truncated_in = -1;
         self.crashes += 1;
-        let records = decisions::fence_broker(&self.image, id, false);
+        let records = decisions::fence_broker(&self.image, id, &Default::default());
         self.commit(&records);
     }
 
@@ -284,7 +285,8 @@ impl Sim {
         let storage = self.replicas[&id].storage.clone();
         let p = self.open(&storage);
         self.replicas.get_mut(&id).unwrap().partition = Some(p);
-        let (records, _) = decisions::register_broker(&self.image, id, "h".into(), id as u16, None, false);
+        let (records, _) =
+            decisions::register_broker(&self.image, id, "h".into(), id as u16, None, &Default::default());
         self.commit(&records);
         self.publish();
     }

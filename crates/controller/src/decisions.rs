@@ -9,6 +9,19 @@ use strata_metadata::channel::{
 };
 use strata_metadata::config::{validate_dynamic_broker_config, validate_topic_config, DYNAMIC_BROKER_CONFIGS};
 use strata_metadata::{ConfigResource, MetadataImage, MetadataRecord};
+
+use crate::partition_change::{change_record, settle, Election, ElectionDefaults, Proposed, Settled};
+
+/// `p`'s registration as it stands, to change one field of.
+fn settled_as_is(p: &strata_metadata::image::PartitionImage) -> Settled {
+    Settled {
+        replicas: p.replicas.clone(),
+        isr: p.isr.clone(),
+        elr: p.elr.clone(),
+        leader: p.leader,
+        reassignment: p.reassignment.clone(),
+    }
+}
 use strata_protocol::ResponseError;
 use uuid::Uuid;
 
@@ -17,18 +30,9 @@ use uuid::Uuid;
 pub struct Defaults {
     pub num_partitions: i32,
     pub default_replication_factor: i16,
-    /// The broker default of `unclean.leader.election.enable` (a topic's own setting wins).
-    pub unclean_leader_election: bool,
-}
-
-/// Whether a partition of `topic` may elect a leader outside its ISR (Kafka's
-/// `unclean.leader.election.enable`: the topic's setting, else `default`). Doing so may lose
-/// committed records; it trades them for availability when every ISR member is gone.
-pub(crate) fn unclean_allowed(image: &MetadataImage, topic: &str, default: bool) -> bool {
-    image
-        .configs(&ConfigResource::Topic(topic.to_string()))
-        .and_then(|c| c.get("unclean.leader.election.enable"))
-        .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
+    /// The broker defaults of `unclean.leader.election.enable` and `min.insync.replicas` (a
+    /// topic's own setting wins).
+    pub election: ElectionDefaults,
 }
 
 /// Largest partition count one request may create (guards memory and disk).
@@ -471,90 +475,56 @@ pub fn delete_topics_failed(topics: Vec<TopicRef>, e: &ApiError) -> Vec<DeleteTo
 
 /// Fences `broker_id` (its session expired, it shuts down, or it came back as a new
 /// incarnation): it leads nothing and is in no ISR any more (Kafka's
-/// `ReplicationControlManager.handleBrokerFenced`). In each partition that holds it in its
-/// ISR it leaves the ISR, unless it is the last member: the last replica known to hold every
-/// committed record stays, so that only it can lead again (Kafka before KIP-966's ELR; a
-/// partition whose ISR is that one fenced broker has no leader, -1, and clients see
-/// LEADER_NOT_AVAILABLE, until it comes back). A partition it led gets the first live member
-/// of its new ISR, in replica order. No records when it is fenced already.
-///
-/// With `unclean.leader.election.enable` (the topic's, else `unclean_default`), a partition
-/// left without a live ISR member instead gets its first live replica as leader, with an ISR
-/// of that one replica (Kafka's unclean election: records only the lost ISR had are gone).
-pub fn fence_broker(image: &MetadataImage, broker_id: i32, unclean_default: bool) -> Vec<MetadataRecord> {
+/// `ReplicationControlManager.handleBrokerFenced`). Each partition that holds it in its ISR
+/// settles without it ([`partition_change::settle`]): where that leaves fewer than
+/// `min.insync.replicas` in sync it joins the eligible leader replicas (KIP-966), and a
+/// partition it led gets the first live member of its new ISR, in replica order, or, with an
+/// empty ISR, of its ELR; none: no leader (-1), and clients see LEADER_NOT_AVAILABLE until an
+/// eligible replica returns. With `unclean.leader.election.enable` (the topic's, else the
+/// default) such a partition gets its first live replica instead, with an ISR of that one
+/// replica (Kafka's unclean election: records only the others had are gone). No records
+/// when it is fenced already.
+pub fn fence_broker(image: &MetadataImage, broker_id: i32, defaults: &ElectionDefaults) -> Vec<MetadataRecord> {
     match image.brokers.get(&broker_id) {
         Some(b) if !b.fenced => {}
         _ => return Vec::new(),
     }
-    let live = |id: &i32| *id != broker_id && image.brokers.get(id).is_some_and(|b| !b.fenced);
     let mut records = vec![MetadataRecord::BrokerFenced { broker_id }];
-    for topic in image.topics() {
+    let Ok((fenced, _)) = image.apply(&records) else { return Vec::new() };
+    for topic in fenced.topics() {
         for p in topic.partitions.iter().filter(|p| p.leader == broker_id || p.isr.contains(&broker_id)) {
-            let shrunk: Vec<i32> = p.isr.iter().copied().filter(|id| *id != broker_id).collect();
-            let mut isr = if shrunk.is_empty() { p.isr.clone() } else { shrunk };
-            let mut leader = if p.leader == broker_id {
-                p.replicas.iter().copied().find(|id| isr.contains(id) && live(id)).unwrap_or(-1)
-            } else {
-                p.leader
-            };
-            if leader == -1 && unclean_allowed(image, &topic.name, unclean_default) {
-                if let Some(id) = p.replicas.iter().copied().find(|id| live(id)) {
-                    tracing::warn!(topic = %topic.name, partition = p.partition, leader = id, lost_isr = ?isr,
-                        "unclean leader election: a replica outside the ISR leads; records only the ISR had are lost");
-                    leader = id;
-                    isr = vec![id];
-                }
-            }
-            records.push(MetadataRecord::PartitionChange {
-                topic_id: topic.id,
-                partition: p.partition,
-                leader: (leader != p.leader).then_some(leader),
-                isr: (isr != p.isr).then_some(isr),
-                replicas: None,
-                reassignment: None,
-            });
+            let isr: Vec<i32> = p.isr.iter().copied().filter(|id| *id != broker_id).collect();
+            let settled = settle(&fenced, &topic.name, p, Proposed::isr(p, isr), Election::AsConfigured, defaults);
+            records.extend(change_record(topic.id, p, &settled));
         }
     }
     records
 }
 
 /// Unfences `broker_id` (it heartbeats again and has caught up with the metadata): it leads
-/// again every partition that has no leader and holds it in its ISR. No records when it is
-/// not fenced.
-pub fn unfence_broker(image: &MetadataImage, broker_id: i32, unclean_default: bool) -> Vec<MetadataRecord> {
+/// again every partition that has no leader and where it is eligible (in the ISR, or in the
+/// ELR of an empty ISR), or, with unclean election allowed, any it is a replica of. No records
+/// when it is not fenced.
+pub fn unfence_broker(image: &MetadataImage, broker_id: i32, defaults: &ElectionDefaults) -> Vec<MetadataRecord> {
     match image.brokers.get(&broker_id) {
         Some(b) if b.fenced => {}
         _ => return Vec::new(),
     }
     let mut records = vec![MetadataRecord::BrokerUnfenced { broker_id }];
-    records.extend(lead_leaderless(image, broker_id, unclean_default));
+    if let Ok((unfenced, _)) = image.apply(&records) {
+        records.extend(lead_leaderless(&unfenced, broker_id, defaults));
+    }
     records
 }
 
-/// A live `broker_id` takes the lead of every partition without a leader that holds it in its
-/// ISR; with unclean leader election allowed, also of one whose ISR it is not in (its ISR
-/// becomes this replica alone).
-fn lead_leaderless(image: &MetadataImage, broker_id: i32, unclean_default: bool) -> Vec<MetadataRecord> {
+/// Elections for the partitions without a leader that `broker_id` (live in `image`) is a
+/// replica of.
+fn lead_leaderless(image: &MetadataImage, broker_id: i32, defaults: &ElectionDefaults) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics() {
         for p in topic.partitions.iter().filter(|p| p.leader == -1 && p.replicas.contains(&broker_id)) {
-            let isr = if p.isr.contains(&broker_id) {
-                None
-            } else if unclean_allowed(image, &topic.name, unclean_default) {
-                tracing::warn!(topic = %topic.name, partition = p.partition, leader = broker_id, lost_isr = ?p.isr,
-                    "unclean leader election: a replica outside the ISR leads; records only the ISR had are lost");
-                Some(vec![broker_id])
-            } else {
-                continue;
-            };
-            records.push(MetadataRecord::PartitionChange {
-                topic_id: topic.id,
-                partition: p.partition,
-                leader: Some(broker_id),
-                isr,
-                replicas: None,
-                reassignment: None,
-            });
+            let settled = settle(image, &topic.name, p, Proposed::as_is(p), Election::AsConfigured, defaults);
+            records.extend(change_record(topic.id, p, &settled));
         }
     }
     records
@@ -570,11 +540,11 @@ pub fn register_broker(
     host: String,
     port: u16,
     rack: Option<String>,
-    unclean_default: bool,
+    defaults: &ElectionDefaults,
 ) -> (Vec<MetadataRecord>, i64) {
     match image.brokers.get(&broker_id) {
         Some(b) if b.host == host && b.port == port && b.rack == rack && b.fenced => {
-            (unfence_broker(image, broker_id, unclean_default), b.epoch)
+            (unfence_broker(image, broker_id, defaults), b.epoch)
         }
         Some(b) if b.host == host && b.port == port && b.rack == rack => {
             // A new incarnation of a broker that was never fenced (killed, or a power cut,
@@ -582,9 +552,9 @@ pub fn register_broker(
             // partitions pass through a new leader epoch, so clients and replicas that saw
             // records the old incarnation may have lost validate their positions (KIP-101/320)
             // instead of reading new records at reused (epoch, offset) pairs.
-            let mut records = fence_broker(image, broker_id, unclean_default);
+            let mut records = fence_broker(image, broker_id, defaults);
             match image.apply(&records) {
-                Ok((fenced, _)) => records.extend(unfence_broker(&fenced, broker_id, unclean_default)),
+                Ok((fenced, _)) => records.extend(unfence_broker(&fenced, broker_id, defaults)),
                 Err(_) => records.clear(),
             }
             (records, b.epoch)
@@ -593,7 +563,9 @@ pub fn register_broker(
             let epoch = image.records_applied as i64;
             let mut records =
                 vec![MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: false }];
-            records.extend(lead_leaderless(image, broker_id, unclean_default));
+            if let Ok((registered, _)) = image.apply(&records) {
+                records.extend(lead_leaderless(&registered, broker_id, defaults));
+            }
             (records, epoch)
         }
     }
@@ -615,6 +587,7 @@ pub fn elect_leaders(
     image: &MetadataImage,
     election: ElectionType,
     partitions: Option<&[(String, i32)]>,
+    defaults: &ElectionDefaults,
 ) -> (Vec<MetadataRecord>, Vec<ElectionResult>) {
     let all: Vec<(String, i32)>;
     let wanted = match partitions {
@@ -637,45 +610,35 @@ pub fn elect_leaders(
             None => {
                 Err(ApiError::new(ResponseError::UnknownTopicOrPartition, format!("{topic}-{index} does not exist")))
             }
-            Some((topic_id, p)) => {
-                let change = match election {
-                    ElectionType::Preferred => match p.replicas.first() {
-                        Some(pref) if *pref == p.leader => Err(not_needed("the preferred replica leads already")),
-                        Some(pref) if live(pref) && p.isr.contains(pref) => Ok((*pref, None)),
-                        _ => Err(ApiError::new(
-                            ResponseError::PreferredLeaderNotAvailable,
-                            format!("the preferred replica of {topic}-{index} is not live or not in the ISR"),
-                        )),
-                    },
-                    ElectionType::Unclean if p.leader >= 0 && live(&p.leader) => {
-                        Err(not_needed("the partition has a leader"))
+            Some((topic_id, p)) => match election {
+                ElectionType::Preferred => match p.replicas.first() {
+                    Some(pref) if *pref == p.leader => Err(not_needed("the preferred replica leads already")),
+                    Some(pref) if live(pref) && p.isr.contains(pref) => {
+                        let settled = Settled { leader: *pref, ..settled_as_is(p) };
+                        records.extend(change_record(topic_id, p, &settled));
+                        Ok(())
                     }
-                    ElectionType::Unclean => match p.replicas.iter().find(|id| live(id) && p.isr.contains(id)) {
-                        Some(id) => Ok((*id, None)),
-                        None => match p.replicas.iter().find(|id| live(id)) {
-                            Some(id) => {
-                                tracing::warn!(%topic, partition = index, leader = id, lost_isr = ?p.isr,
-                                    "unclean leader election requested: a replica outside the ISR leads");
-                                Ok((*id, Some(vec![*id])))
-                            }
-                            None => Err(ApiError::new(
-                                ResponseError::EligibleLeadersNotAvailable,
-                                format!("no replica of {topic}-{index} is live"),
-                            )),
-                        },
-                    },
-                };
-                change.map(|(leader, isr)| {
-                    records.push(MetadataRecord::PartitionChange {
-                        topic_id,
-                        partition: *index,
-                        leader: Some(leader),
-                        isr,
-                        replicas: None,
-                        reassignment: None,
-                    });
-                })
-            }
+                    _ => Err(ApiError::new(
+                        ResponseError::PreferredLeaderNotAvailable,
+                        format!("the preferred replica of {topic}-{index} is not live or not in the ISR"),
+                    )),
+                },
+                ElectionType::Unclean if p.leader >= 0 && live(&p.leader) => {
+                    Err(not_needed("the partition has a leader"))
+                }
+                ElectionType::Unclean => {
+                    let settled = settle(image, topic, p, Proposed::as_is(p), Election::Unclean, defaults);
+                    if settled.leader < 0 {
+                        Err(ApiError::new(
+                            ResponseError::EligibleLeadersNotAvailable,
+                            format!("no replica of {topic}-{index} is live"),
+                        ))
+                    } else {
+                        records.extend(change_record(topic_id, p, &settled));
+                        Ok(())
+                    }
+                }
+            },
         };
         let skip = partitions.is_none() && matches!(&result, Err(e) if e.error == ResponseError::ElectionNotNeeded);
         if !skip {
@@ -726,6 +689,7 @@ pub fn rebalance_leaders(image: &MetadataImage, imbalance_percentage: u32) -> Ve
                     isr: None,
                     replicas: None,
                     reassignment: None,
+                    elr: None,
                 });
             }
         }
@@ -748,6 +712,7 @@ pub fn alter_partition(
     broker_id: i32,
     broker_epoch: i64,
     changes: &[IsrChange],
+    defaults: &ElectionDefaults,
 ) -> Result<(Vec<MetadataRecord>, Vec<IsrOutcome>), ApiError> {
     match image.brokers.get(&broker_id) {
         Some(b) if b.epoch == broker_epoch => {}
@@ -797,9 +762,9 @@ pub fn alter_partition(
             continue;
         }
         // The new ISR may complete a reassignment in progress (and move a leaving leader).
-        let settled = crate::reassign::settle(image, p, p.replicas.clone(), ids, p.reassignment.clone(), false);
+        let settled = settle(image, &topic.name, p, Proposed::isr(p, ids), Election::Clean, defaults);
         let (mut leader_epoch, mut partition_epoch) = (p.leader_epoch, p.partition_epoch);
-        if let Some(record) = crate::reassign::change_record(c.topic_id, p, &settled) {
+        if let Some(record) = change_record(c.topic_id, p, &settled) {
             if !settled.reassignment.is_ongoing() && p.reassignment.is_ongoing() {
                 tracing::info!(topic = %topic.name, partition = c.partition, replicas = ?settled.replicas,
                     leader = settled.leader, "partition reassignment completed");
@@ -849,7 +814,11 @@ mod tests {
             .0
     }
 
-    const D: Defaults = Defaults { num_partitions: 3, default_replication_factor: 1, unclean_leader_election: false };
+    const D: Defaults = Defaults {
+        num_partitions: 3,
+        default_replication_factor: 1,
+        election: ElectionDefaults { unclean_leader_election: false, min_insync_replicas: 1 },
+    };
 
     /// KIP-497: only the leader, at the current epochs, with an ISR of eligible replicas
     /// that holds it, changes the ISR; a stale change (older partition epoch) is refused.
@@ -887,7 +856,7 @@ mod tests {
             new_isr: isr.to_vec(),
         };
         // Shrink to the leader and broker 2.
-        let (records, out) = alter_partition(&image, 1, 11, &[change(&[(1, 11), (2, -1)])]).unwrap();
+        let (records, out) = alter_partition(&image, 1, 11, &[change(&[(1, 11), (2, -1)])], &D.election).unwrap();
         let after = image.apply(&records).unwrap().0;
         let q = &after.topic("t").unwrap().partitions[0];
         assert_eq!(q.isr, vec![1, 2]);
@@ -902,11 +871,11 @@ mod tests {
         );
         assert_eq!(q.partition_epoch, p.partition_epoch + 1);
         // The same change again, based on the old partition epoch: stale.
-        let (r, out) = alter_partition(&after, 1, 11, &[change(&[(1, 11)])]).unwrap();
+        let (r, out) = alter_partition(&after, 1, 11, &[change(&[(1, 11)])], &D.election).unwrap();
         assert!(r.is_empty());
         assert_eq!(out, vec![IsrOutcome::Refused(ResponseError::InvalidUpdateVersion)]);
         let refused = |img: &MetadataImage, broker: i32, epoch: i64, c: IsrChange| {
-            alter_partition(img, broker, epoch, &[c]).map(|(_, o)| o)
+            alter_partition(img, broker, epoch, &[c], &D.election).map(|(_, o)| o)
         };
         assert_eq!(refused(&image, 1, 99, change(&[(1, 11)])).unwrap_err().error, ResponseError::StaleBrokerEpoch);
         let not_leader = refused(&image, 2, 12, change(&[(1, 11), (2, 12)])).unwrap();
@@ -942,7 +911,7 @@ mod tests {
             img.topic("t").unwrap().partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect::<Vec<_>>()
         };
         let before = epochs(&image);
-        let (records, _) = register_broker(&image, 1, "h".into(), 1, None, false);
+        let (records, _) = register_broker(&image, 1, "h".into(), 1, None, &D.election);
         let after = image.apply(&records).unwrap().0;
         assert!(!after.brokers[&1].fenced);
         for ((l0, e0), (l1, e1)) in before.iter().zip(epochs(&after)) {
@@ -988,31 +957,32 @@ mod tests {
             |img: &MetadataImage, id: i32| img.topic("t").unwrap().partitions.iter().filter(|p| p.leader == id).count();
         assert_eq!((led_by(&img, 1), led_by(&img, 2)), (2, 2));
 
-        let fenced = img.apply(&fence_broker(&img, 2, false)).unwrap().0;
+        let fenced = img.apply(&fence_broker(&img, 2, &D.election)).unwrap().0;
         assert!(fenced.brokers[&2].fenced);
         assert_eq!((led_by(&fenced, 1), led_by(&fenced, 2), led_by(&fenced, -1)), (2, 0, 2));
-        assert!(fence_broker(&fenced, 2, false).is_empty(), "fencing twice writes nothing");
+        assert!(fence_broker(&fenced, 2, &D.election).is_empty(), "fencing twice writes nothing");
         // New topics avoid the fenced broker.
         let spec = CreateTopicSpec { name: "u".into(), num_partitions: 2, replication_factor: 1, ..Default::default() };
         let (records, _) = create_topics(&fenced, &D, vec![spec], false);
         let with_u = fenced.apply(&records).unwrap().0;
         assert!(with_u.topic("u").unwrap().partitions.iter().all(|p| p.leader == 1));
 
-        let back = with_u.apply(&unfence_broker(&with_u, 2, false)).unwrap().0;
+        let back = with_u.apply(&unfence_broker(&with_u, 2, &D.election)).unwrap().0;
         assert!(!back.brokers[&2].fenced);
         assert_eq!((led_by(&back, 1), led_by(&back, 2), led_by(&back, -1)), (2, 2, 0));
-        assert!(unfence_broker(&back, 2, false).is_empty());
+        assert!(unfence_broker(&back, 2, &D.election).is_empty());
         // Registering again with the same endpoint unfences too.
-        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None, false);
+        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None, &D.election);
         let again = fenced.apply(&records).unwrap().0;
         assert_eq!(led_by(&again, 2), 2);
     }
 
     /// Replication factor 3: fencing takes a broker out of every ISR and elects in replica
-    /// order from what remains; the last ISR member stays (and the partition waits for it);
-    /// unclean election, when a topic allows it, elects any live replica instead.
+    /// order from what remains; the last ISR member leaves too but stays eligible (KIP-966:
+    /// the partition waits for it); unclean election, when a topic allows it, elects any live
+    /// replica instead.
     #[test]
-    fn fencing_elects_from_the_isr_and_keeps_the_last_member() {
+    fn fencing_elects_from_the_isr_and_the_last_member_stays_eligible() {
         let img = image_with_brokers(&[1, 2, 3]);
         let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 3, ..Default::default() };
         let (records, _) = create_topics(&img, &D, vec![spec], false);
@@ -1023,19 +993,19 @@ mod tests {
         let (first, second, third) = (p.replicas[0], p.replicas[1], p.replicas[2]);
         assert_eq!(p.leader, first);
 
-        let img = img.apply(&fence_broker(&img, first, false)).unwrap().0;
+        let img = img.apply(&fence_broker(&img, first, &D.election)).unwrap().0;
         let p = part(&img);
         assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (second, vec![second, third], 1));
         // A follower fenced: out of the ISR, the leader stays (same leader epoch).
-        let img = img.apply(&fence_broker(&img, third, false)).unwrap().0;
+        let img = img.apply(&fence_broker(&img, third, &D.election)).unwrap().0;
         let p = part(&img);
         assert_eq!((p.leader, p.isr.clone(), p.leader_epoch), (second, vec![second], 1));
-        // The last ISR member fenced: it stays in the ISR, nobody leads.
-        let img = img.apply(&fence_broker(&img, second, false)).unwrap().0;
+        // The last ISR member fenced: the ISR is empty, it is the eligible leader replica.
+        let img = img.apply(&fence_broker(&img, second, &D.election)).unwrap().0;
         let p = part(&img);
-        assert_eq!((p.leader, p.isr.clone()), (-1, vec![second]));
+        assert_eq!((p.leader, p.isr.clone(), p.elr.clone()), (-1, vec![], vec![second]));
         // An out-of-sync replica returning does not lead...
-        let back = img.apply(&unfence_broker(&img, first, false)).unwrap().0;
+        let back = img.apply(&unfence_broker(&img, first, &D.election)).unwrap().0;
         assert_eq!(part(&back).leader, -1);
         // ...unless the topic allows unclean election.
         let unclean = img
@@ -1046,10 +1016,10 @@ mod tests {
             }])
             .unwrap()
             .0;
-        let back = unclean.apply(&unfence_broker(&unclean, first, false)).unwrap().0;
+        let back = unclean.apply(&unfence_broker(&unclean, first, &D.election)).unwrap().0;
         assert_eq!((part(&back).leader, part(&back).isr), (first, vec![first]));
         // The last ISR member returning leads again.
-        let back = img.apply(&unfence_broker(&img, second, false)).unwrap().0;
+        let back = img.apply(&unfence_broker(&img, second, &D.election)).unwrap().0;
         assert_eq!((part(&back).leader, part(&back).isr), (second, vec![second]));
     }
 
@@ -1061,17 +1031,19 @@ mod tests {
         let part = |img: &MetadataImage, i: usize| img.topic("t").unwrap().partitions[i].clone();
         let t0 = ("t".to_string(), 0);
         // Nothing to do while preferred replicas lead.
-        let (records, results) = elect_leaders(&img, ElectionType::Preferred, Some(std::slice::from_ref(&t0)));
+        let (records, results) =
+            elect_leaders(&img, ElectionType::Preferred, Some(std::slice::from_ref(&t0)), &D.election);
         assert!(records.is_empty());
         assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::ElectionNotNeeded);
         assert!(rebalance_leaders(&img, 10).is_empty());
         // The preferred replica of partition 0 is fenced and comes back: it is in no ISR.
         let pref = part(&img, 0).replicas[0];
-        let fenced = img.apply(&fence_broker(&img, pref, false)).unwrap().0;
-        let (records, results) = elect_leaders(&fenced, ElectionType::Preferred, Some(std::slice::from_ref(&t0)));
+        let fenced = img.apply(&fence_broker(&img, pref, &D.election)).unwrap().0;
+        let (records, results) =
+            elect_leaders(&fenced, ElectionType::Preferred, Some(std::slice::from_ref(&t0)), &D.election);
         assert!(records.is_empty());
         assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::PreferredLeaderNotAvailable);
-        let back = fenced.apply(&unfence_broker(&fenced, pref, false)).unwrap().0;
+        let back = fenced.apply(&unfence_broker(&fenced, pref, &D.election)).unwrap().0;
         let mut isr = part(&back, 0).isr;
         isr.push(pref);
         let back = back
@@ -1082,18 +1054,20 @@ mod tests {
                 isr: Some(isr),
                 replicas: None,
                 reassignment: None,
+                elr: None,
             }])
             .unwrap()
             .0;
         // In the ISR again: a preferred election (or the rebalance) gives it its partition back.
         assert_eq!(rebalance_leaders(&back, 10).len(), 1);
         assert!(rebalance_leaders(&back, 100).is_empty(), "one of one moved is not above 100%");
-        let (records, results) = elect_leaders(&back, ElectionType::Preferred, None);
+        let (records, results) = elect_leaders(&back, ElectionType::Preferred, None, &D.election);
         assert_eq!(results.len(), 1, "with no list, only the partitions elected are answered: {results:?}");
         let elected = back.apply(&records).unwrap().0;
         assert_eq!(part(&elected, 0).leader, pref);
         // Unclean: not needed with a leader; unknown partitions are named.
-        let (_, results) = elect_leaders(&elected, ElectionType::Unclean, Some(&[t0, ("t".to_string(), 9)]));
+        let (_, results) =
+            elect_leaders(&elected, ElectionType::Unclean, Some(&[t0, ("t".to_string(), 9)]), &D.election);
         assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::ElectionNotNeeded);
         assert_eq!(results[1].2.as_ref().unwrap_err().error, ResponseError::UnknownTopicOrPartition);
     }

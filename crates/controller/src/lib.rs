@@ -17,6 +17,7 @@
 pub mod bootstrap;
 pub mod decisions;
 pub mod metadata_log;
+pub mod partition_change;
 pub mod placement;
 pub mod quorum;
 pub mod raft;

@@ -137,8 +137,8 @@ pub struct Driver {
     /// kept in memory, restarted with a full session of grace by each new active controller).
     heartbeats: HashMap<i32, Instant>,
     session_timeout: Duration,
-    /// The broker default of `unclean.leader.election.enable`, for elections at fencing.
-    unclean_default: bool,
+    /// The broker defaults behind elections at fencing (unclean elections, min.insync.replicas).
+    election: crate::partition_change::ElectionDefaults,
     was_active: bool,
     last_session_check: Instant,
     /// See [`QuorumControllerConfig::leader_rebalance`].
@@ -224,7 +224,7 @@ impl QuorumController {
             bootstrapping: false,
             heartbeats: HashMap::new(),
             session_timeout: config.session_timeout,
-            unclean_default: config.defaults.unclean_leader_election,
+            election: config.defaults.election,
             was_active: false,
             last_session_check: Instant::now(),
             leader_rebalance: config.leader_rebalance,
@@ -501,8 +501,8 @@ impl QuorumController {
         port: u16,
         rack: Option<String>,
     ) -> Result<i64, ApiError> {
-        let unclean = self.config.defaults.unclean_leader_election;
-        let epoch = self.commit(move |img| decisions::register_broker(img, id, host, port, rack, unclean)).await?;
+        let defaults = self.config.defaults.election;
+        let epoch = self.commit(move |img| decisions::register_broker(img, id, host, port, rack, &defaults)).await?;
         let status = self.status();
         let member = status.voters.contains(&(id as u64)) || status.learners.contains(&(id as u64));
         if !member {
@@ -540,10 +540,12 @@ impl QuorumController {
             })
             .collect();
         let (broker, epoch) = (req.broker_id.0, req.broker_epoch);
-        let decided = self.commit(move |img| match decisions::alter_partition(img, broker, epoch, &changes) {
-            Ok((records, outcomes)) => (records, Ok(outcomes)),
-            Err(e) => (Vec::new(), Err(e)),
-        });
+        let defaults = self.config.defaults.election;
+        let decided =
+            self.commit(move |img| match decisions::alter_partition(img, broker, epoch, &changes, &defaults) {
+                Ok((records, outcomes)) => (records, Ok(outcomes)),
+                Err(e) => (Vec::new(), Err(e)),
+            });
         let outcomes = match decided.await {
             Ok(Ok(o)) => o,
             Ok(Err(e)) | Err(e) => return AlterPartitionResponse::default().with_error_code(e.error.code()),
@@ -811,7 +813,7 @@ impl Driver {
             })
             .map(|b| b.broker_id)
             .collect();
-        let unclean = self.unclean_default;
+        let defaults = self.election;
         for id in expired {
             tracing::info!(
                 broker = id,
@@ -819,7 +821,7 @@ impl Driver {
                 "fencing a broker: no heartbeat within broker.session.timeout.ms"
             );
             let (tx, _rx) = oneshot::channel();
-            self.decide(move |img| (decisions::fence_broker(img, id, unclean), ()), tx);
+            self.decide(move |img| (decisions::fence_broker(img, id, &defaults), ()), tx);
         }
     }
 
@@ -843,17 +845,17 @@ impl Driver {
             return;
         };
         self.heartbeats.insert(broker_id, Instant::now());
-        let unclean = self.unclean_default;
+        let defaults = self.election;
         // Caught up: the broker's metadata holds its registration (whose index is its epoch).
         let is_caught_up = metadata_offset > broker.epoch;
         if want_shut_down {
             // Controlled shutdown: its partitions move (or go leaderless) before it stops.
             let reply = HeartbeatReply { is_caught_up, is_fenced: true, should_shut_down: true };
-            self.decide(move |img| (decisions::fence_broker(img, broker_id, unclean), reply), tx);
+            self.decide(move |img| (decisions::fence_broker(img, broker_id, &defaults), reply), tx);
         } else if broker.fenced && is_caught_up {
             tracing::info!(broker = broker_id, "unfencing a broker: it heartbeats again and has caught up");
             let reply = HeartbeatReply { is_caught_up, is_fenced: false, should_shut_down: false };
-            self.decide(move |img| (decisions::unfence_broker(img, broker_id, unclean), reply), tx);
+            self.decide(move |img| (decisions::unfence_broker(img, broker_id, &defaults), reply), tx);
         } else {
             let _ = tx.send(Ok(HeartbeatReply { is_caught_up, is_fenced: broker.fenced, should_shut_down: false }));
         }
@@ -1145,11 +1147,13 @@ impl ControllerChannel for QuorumController {
         Box::pin(async move {
             if self.status().active {
                 let local = changes.clone();
-                let decided =
-                    self.commit(move |img| match decisions::alter_partition(img, broker_id, broker_epoch, &local) {
+                let defaults = self.config.defaults.election;
+                let decided = self.commit(move |img| {
+                    match decisions::alter_partition(img, broker_id, broker_epoch, &local, &defaults) {
                         Ok((records, outcomes)) => (records, Ok(outcomes)),
                         Err(e) => (Vec::new(), Err(e)),
-                    });
+                    }
+                });
                 match decided.await {
                     Err(e) if e.error == ResponseError::NotController => {}
                     Ok(result) => return result,
@@ -1165,7 +1169,8 @@ impl ControllerChannel for QuorumController {
         election: decisions::ElectionType,
         partitions: Option<Vec<(String, i32)>>,
     ) -> BoxFuture<'_, Result<Vec<decisions::ElectionResult>, ApiError>> {
-        let commit = self.commit(move |img| decisions::elect_leaders(img, election, partitions.as_deref()));
+        let defaults = self.config.defaults.election;
+        let commit = self.commit(move |img| decisions::elect_leaders(img, election, partitions.as_deref(), &defaults));
         Box::pin(commit)
     }
 
@@ -1174,9 +1179,9 @@ impl ControllerChannel for QuorumController {
         targets: Vec<strata_metadata::channel::ReassignmentTarget>,
         allow_rf_change: bool,
     ) -> BoxFuture<'_, Result<Vec<strata_metadata::channel::ReassignmentResult>, ApiError>> {
-        let unclean = self.config.defaults.unclean_leader_election;
+        let defaults = self.config.defaults.election;
         let commit =
-            self.commit(move |img| crate::reassign::alter_reassignments(img, &targets, allow_rf_change, unclean));
+            self.commit(move |img| crate::reassign::alter_reassignments(img, &targets, allow_rf_change, &defaults));
         Box::pin(commit)
     }
 

@@ -15,69 +15,12 @@
 //! `None` target cancels it: the added replicas go, the removed ones stay.
 
 use strata_metadata::channel::{ApiError, OngoingReassignment, ReassignmentResult, ReassignmentTarget};
+
+use crate::partition_change::{change_record, settle, Election, ElectionDefaults, Proposed};
 use strata_metadata::image::PartitionImage;
 use strata_metadata::record::Reassignment;
 use strata_metadata::{MetadataImage, MetadataRecord};
 use strata_protocol::ResponseError;
-use uuid::Uuid;
-
-/// A partition's registration after a change: what [`settle`] decides.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settled {
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    pub leader: i32,
-    pub reassignment: Reassignment,
-}
-
-/// Completes `p`'s reassignment if the new ISR allows it and elects a leader if the current
-/// one cannot stay (it left the replicas or the ISR, or is fenced): Kafka's
-/// `PartitionChangeBuilder.completeReassignmentIfNeeded` then `tryElection`. `unclean` allows
-/// a leader from outside the ISR when no ISR member is live (its ISR becomes that replica).
-pub fn settle(
-    image: &MetadataImage,
-    p: &PartitionImage,
-    mut replicas: Vec<i32>,
-    mut isr: Vec<i32>,
-    mut reassignment: Reassignment,
-    unclean: bool,
-) -> Settled {
-    if reassignment.is_ongoing() {
-        let target_isr: Vec<i32> = isr.iter().copied().filter(|r| !reassignment.removing.contains(r)).collect();
-        let target: Vec<i32> = replicas.iter().copied().filter(|r| !reassignment.removing.contains(r)).collect();
-        if !target_isr.is_empty() && !target.is_empty() && target.iter().all(|r| target_isr.contains(r)) {
-            replicas = target;
-            isr = target_isr;
-            reassignment = Reassignment::default();
-        }
-    }
-    let live = |id: &i32| image.brokers.get(id).is_some_and(|b| !b.fenced);
-    let mut leader = p.leader;
-    if leader < 0 || !replicas.contains(&leader) || !isr.contains(&leader) || !live(&leader) {
-        leader = replicas.iter().copied().find(|r| isr.contains(r) && live(r)).unwrap_or(-1);
-        if leader == -1 && unclean {
-            if let Some(r) = replicas.iter().copied().find(|r| live(r)) {
-                tracing::warn!(partition = p.partition, leader = r, lost_isr = ?isr,
-                    "unclean leader election: a replica outside the ISR leads; records only the ISR had are lost");
-                leader = r;
-                isr = vec![r];
-            }
-        }
-    }
-    Settled { replicas, isr, leader, reassignment }
-}
-
-/// The record that takes `p` to `s` (only the fields that change), or `None` when nothing does.
-pub fn change_record(topic_id: Uuid, p: &PartitionImage, s: &Settled) -> Option<MetadataRecord> {
-    let leader = (s.leader != p.leader).then_some(s.leader);
-    let isr = (s.isr != p.isr).then(|| s.isr.clone());
-    let replicas = (s.replicas != p.replicas).then(|| s.replicas.clone());
-    let reassignment = (s.reassignment != p.reassignment).then(|| s.reassignment.clone());
-    if leader.is_none() && isr.is_none() && replicas.is_none() && reassignment.is_none() {
-        return None;
-    }
-    Some(MetadataRecord::PartitionChange { topic_id, partition: p.partition, leader, isr, replicas, reassignment })
-}
 
 /// AlterPartitionReassignments (key 45) as Kafka's controller decides it, partition by
 /// partition:
@@ -91,15 +34,15 @@ pub fn alter_reassignments(
     image: &MetadataImage,
     targets: &[ReassignmentTarget],
     allow_rf_change: bool,
-    unclean_default: bool,
+    defaults: &ElectionDefaults,
 ) -> (Vec<MetadataRecord>, Vec<ReassignmentResult>) {
     let mut records = Vec::new();
     let mut results = Vec::with_capacity(targets.len());
     // Later targets for one partition see the records of earlier ones.
     let mut current = image.clone();
     for (topic, index, target) in targets {
-        let result = reassign_one(&current, topic, *index, target.as_deref(), allow_rf_change, unclean_default)
-            .and_then(|record| {
+        let result =
+            reassign_one(&current, topic, *index, target.as_deref(), allow_rf_change, defaults).and_then(|record| {
                 if let Some(record) = record {
                     let (next, _) = current.apply(std::slice::from_ref(&record)).map_err(|e| {
                         ApiError::new(ResponseError::UnknownServerError, format!("reassignment inconsistent: {e}"))
@@ -120,7 +63,7 @@ fn reassign_one(
     index: i32,
     target: Option<&[i32]>,
     allow_rf_change: bool,
-    unclean_default: bool,
+    defaults: &ElectionDefaults,
 ) -> Result<Option<MetadataRecord>, ApiError> {
     let invalid = |m: String| ApiError::new(ResponseError::InvalidReplicaAssignment, m);
     let t = image.topic(topic).ok_or_else(|| {
@@ -129,7 +72,7 @@ fn reassign_one(
     let p = usize::try_from(index).ok().and_then(|i| t.partitions.get(i)).ok_or_else(|| {
         ApiError::new(ResponseError::UnknownTopicOrPartition, format!("partition {topic}-{index} does not exist"))
     })?;
-    let unclean = crate::decisions::unclean_allowed(image, topic, unclean_default);
+    let unclean = defaults.unclean_allowed(image, topic);
     let settled = match target {
         None => {
             if !p.reassignment.is_ongoing() {
@@ -150,7 +93,14 @@ fn reassign_one(
                 }
                 isr = replicas.first().copied().into_iter().collect();
             }
-            settle(image, p, replicas, isr, Reassignment::default(), unclean)
+            settle(
+                image,
+                topic,
+                p,
+                Proposed { replicas, isr, reassignment: Reassignment::default() },
+                Election::AsConfigured,
+                defaults,
+            )
         }
         Some(target) => {
             if target.is_empty() {
@@ -179,7 +129,14 @@ fn reassign_one(
             let adding: Vec<i32> = target.iter().copied().filter(|r| !p.replicas.contains(r)).collect();
             let mut replicas = target.to_vec();
             replicas.extend(&removing);
-            settle(image, p, replicas, p.isr.clone(), Reassignment { adding, removing }, unclean)
+            settle(
+                image,
+                topic,
+                p,
+                Proposed { replicas, isr: p.isr.clone(), reassignment: Reassignment { adding, removing } },
+                Election::AsConfigured,
+                defaults,
+            )
         }
     };
     Ok(change_record(t.id, p, &settled))
@@ -216,6 +173,7 @@ pub fn list_reassignments(image: &MetadataImage, wanted: Option<&[(String, Vec<i
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     /// Brokers 1..=4 registered and live; topic "t" with one partition on replicas 1, 2, 3,
     /// all in sync, 1 leading.
@@ -243,7 +201,8 @@ mod tests {
     }
 
     fn reassign(img: &MetadataImage, target: Option<Vec<i32>>) -> (MetadataImage, Result<(), ApiError>) {
-        let (records, mut results) = alter_reassignments(img, &[("t".into(), 0, target)], true, false);
+        let (records, mut results) =
+            alter_reassignments(img, &[("t".into(), 0, target)], true, &ElectionDefaults::default());
         (img.apply(&records).unwrap().0, results.remove(0).2)
     }
 
@@ -258,7 +217,7 @@ mod tests {
         assert_eq!(list_reassignments(&img, None).len(), 1);
 
         // The new replica caught up: the leader's ISR expansion completes the reassignment.
-        let s = settle(&img, p, p.replicas.clone(), vec![1, 2, 3, 4], p.reassignment.clone(), false);
+        let s = settle(&img, "t", p, Proposed::isr(p, vec![1, 2, 3, 4]), Election::Clean, &ElectionDefaults::default());
         assert_eq!(s.replicas, vec![4, 2, 3]);
         assert_eq!(s.isr, vec![2, 3, 4]);
         assert_eq!(s.leader, 4, "the leaving leader hands over to the first target in the ISR");
@@ -302,10 +261,12 @@ mod tests {
         ] {
             assert_eq!(reassign(&img, Some(target)).1.unwrap_err().error, error);
         }
-        let (records, results) = alter_reassignments(&img, &[("t".into(), 0, Some(vec![1, 2]))], false, false);
+        let (records, results) =
+            alter_reassignments(&img, &[("t".into(), 0, Some(vec![1, 2]))], false, &ElectionDefaults::default());
         assert!(records.is_empty());
         assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::InvalidReplicationFactor);
-        let (_, results) = alter_reassignments(&img, &[("t".into(), 5, Some(vec![1]))], true, false);
+        let (_, results) =
+            alter_reassignments(&img, &[("t".into(), 5, Some(vec![1]))], true, &ElectionDefaults::default());
         assert_eq!(results[0].2.as_ref().unwrap_err().error, ResponseError::UnknownTopicOrPartition);
     }
 

@@ -311,10 +311,18 @@ impl Sim {
         let broker = 100 + ((n / 6) % 3) as i32;
         match n % 6 {
             0 => records.extend(
-                decisions::register_broker(&latest, broker, "127.0.0.1".into(), 9000 + broker as u16, None, false).0,
+                decisions::register_broker(
+                    &latest,
+                    broker,
+                    "127.0.0.1".into(),
+                    9000 + broker as u16,
+                    None,
+                    &Default::default(),
+                )
+                .0,
             ),
-            1 => records.extend(decisions::fence_broker(&latest, broker, false)),
-            2 => records.extend(decisions::unfence_broker(&latest, broker, false)),
+            1 => records.extend(decisions::fence_broker(&latest, broker, &Default::default())),
+            2 => records.extend(decisions::unfence_broker(&latest, broker, &Default::default())),
             3 if latest.cluster_id.is_some() => {
                 let spec = CreateTopicSpec {
                     name: format!("t{n}"),
@@ -325,7 +333,7 @@ impl Sim {
                 let defaults = decisions::Defaults {
                     num_partitions: 1,
                     default_replication_factor: 1,
-                    unclean_leader_election: false,
+                    election: Default::default(),
                 };
                 records.extend(decisions::create_topics(&latest, &defaults, vec![spec], false).0);
             }

@@ -31,6 +31,12 @@ pub struct PartitionImage {
     /// The reassignment in progress, if any (default: none).
     #[serde(default)]
     pub reassignment: Reassignment,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while it was below
+    /// `min.insync.replicas`, and so hold every record acknowledged with acks=all. When the
+    /// ISR is empty, one of them may lead (its ISR is then itself). Empty while the ISR has
+    /// `min.insync.replicas` members.
+    #[serde(default)]
+    pub elr: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -442,11 +448,12 @@ impl MetadataImage {
                     leader_epoch: *leader_epoch,
                     partition_epoch: 0,
                     reassignment: Reassignment::default(),
+                    elr: Vec::new(),
                 };
                 topic.partitions.push(created.clone());
                 delta.partition_changed(&name, *topic_id, None, Some(&created));
             }
-            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas, reassignment } => {
+            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas, reassignment, elr } => {
                 let name = self.topic_names.get(topic_id).cloned().ok_or_else(|| {
                     MetadataError::Inconsistent(format!("change to a partition of unknown topic {topic_id}"))
                 })?;
@@ -468,6 +475,9 @@ impl MetadataImage {
                 }
                 if let Some(r) = reassignment {
                     current.reassignment = r.clone();
+                }
+                if let Some(elr) = elr {
+                    current.elr = elr.clone();
                 }
                 if let Some(leader) = leader {
                     if *leader != current.leader {
@@ -755,6 +765,7 @@ mod tests {
                     isr: Some(vec![2]),
                     replicas: Some(vec![2]),
                     reassignment: None,
+                    elr: None,
                 },
                 MetadataRecord::TopicDeleted { topic_id: b },
             ])
@@ -776,6 +787,7 @@ mod tests {
                 isr: Some(vec![2]),
                 replicas: None,
                 reassignment: None,
+                elr: None,
             }])
             .unwrap();
         let p = &img3.topic("a").unwrap().partitions[0];
@@ -788,6 +800,7 @@ mod tests {
                 isr: None,
                 replicas: None,
                 reassignment: None,
+                elr: None,
             }])
             .is_err());
     }
@@ -823,6 +836,7 @@ mod tests {
                 isr: None,
                 replicas: Some(vec![2, 3]),
                 reassignment: None,
+                elr: None,
             }])
             .unwrap();
         assert!(Arc::ptr_eq(img.topic_by_id(&b).unwrap(), next.topic_by_id(&b).unwrap()));

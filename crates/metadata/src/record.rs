@@ -81,6 +81,9 @@ pub enum MetadataRecord {
         /// `removingReplicas`): `Some` sets it (both lists empty ends it), `None` leaves it.
         #[serde(default)]
         reassignment: Option<Reassignment>,
+        /// The eligible leader replicas after this change (KIP-966), `None` leaves them.
+        #[serde(default)]
+        elr: Option<Vec<i32>>,
     },
     /// The topic and its partitions and configs are gone.
     TopicDeleted { topic_id: Uuid },

@@ -56,6 +56,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::DeleteGroups, min: 0, max: 2 },
     ApiRange { key: ApiKey::ConsumerGroupHeartbeat, min: 0, max: 1 },
     ApiRange { key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
+    ApiRange { key: ApiKey::DescribeTopicPartitions, min: 0, max: 0 },
     // Answered ILLEGAL_SASL_STATE: no listener has SASL yet (as Kafka on a PLAINTEXT listener).
     ApiRange { key: ApiKey::SaslHandshake, min: 0, max: 1 },
     ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },

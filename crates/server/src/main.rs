@@ -275,7 +275,10 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let defaults = Defaults {
         num_partitions: config.num_partitions(),
         default_replication_factor: config.default_replication_factor(),
-        unclean_leader_election: config.get("unclean.leader.election.enable").is_some_and(|v| v.trim() == "true"),
+        election: strata_controller::partition_change::ElectionDefaults {
+            unclean_leader_election: config.get("unclean.leader.election.enable").is_some_and(|v| v.trim() == "true"),
+            min_insync_replicas: usize::try_from(config.number("min.insync.replicas")).unwrap_or(1).max(1),
+        },
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     // Set once the broker exists: the controller listener hands forwarded requests to it.

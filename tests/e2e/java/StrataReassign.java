@@ -3,11 +3,12 @@
 // kafka-reassign-partitions.sh makes them. Compiled at test time against tests/e2e/.deps.
 //
 //   java StrataReassign <bootstrap> <topic> <partition>=<b1,b2,...>|<partition>=cancel ... [--no-wait]
+//   java StrataReassign <bootstrap> <topic>      (only the "after" description)
 //
 // Prints one "CHECK {json}" line per partition with the outcome of the request (the
 // exception's class on failure), then, once listPartitionReassignments shows none of them in
 // progress (or after 60 s), one "CHECK" line "after" with each partition's replicas and ISR
-// as describeTopics gives them and the seconds the reassignments took, then "DONE". With
+// (and eligible leader replicas, KIP-966) as describeTopics gives them and the seconds the reassignments took, then "DONE". With
 // --no-wait it prints "DONE" right after the request's outcomes.
 import java.util.*;
 import java.util.concurrent.ExecutionException;
@@ -47,7 +48,7 @@ public class StrataReassign {
         try (Admin admin = Admin.create(p)) {
             long started = System.nanoTime();
             Map<TopicPartition, org.apache.kafka.common.KafkaFuture<Void>> results =
-                admin.alterPartitionReassignments(wanted).values();
+                wanted.isEmpty() ? Map.of() : admin.alterPartitionReassignments(wanted).values();
             Set<TopicPartition> accepted = new HashSet<>();
             for (Map.Entry<TopicPartition, org.apache.kafka.common.KafkaFuture<Void>> e : results.entrySet()) {
                 String outcome;
@@ -65,7 +66,7 @@ public class StrataReassign {
                 return;
             }
             long deadline = System.currentTimeMillis() + 60000;
-            while (System.currentTimeMillis() < deadline) {
+            while (!accepted.isEmpty() && System.currentTimeMillis() < deadline) {
                 Map<TopicPartition, PartitionReassignment> ongoing =
                     admin.listPartitionReassignments(accepted).reassignments().get();
                 if (ongoing.isEmpty()) break;
@@ -78,6 +79,7 @@ public class StrataReassign {
                 after.append(", \"").append(info.partition()).append("\": {\"replicas\": ")
                     .append(ids(info.replicas().stream().map(n -> n.id()).collect(Collectors.toList())))
                     .append(", \"isr\": ").append(ids(info.isr().stream().map(n -> n.id()).collect(Collectors.toList())))
+                    .append(", \"elr\": ").append(info.elr() == null ? "null" : ids(info.elr().stream().map(n -> n.id()).collect(Collectors.toList())))
                     .append(", \"leader\": ").append(info.leader() == null ? -1 : info.leader().id()).append("}");
             }
             after.append("}");

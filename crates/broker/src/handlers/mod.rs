@@ -13,6 +13,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_log_dirs;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
 mod groups;
@@ -111,6 +112,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         }
         RequestKind::DescribeQuorum(r) => respond!(describe_quorum::handle(broker, r, version)),
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version).await),
+        RequestKind::DescribeTopicPartitions(r) => respond!(describe_topic_partitions::handle(broker, r)),
         RequestKind::AlterPartitionReassignments(r) => respond!(reassignments::alter(broker, r, version).await),
         RequestKind::ListPartitionReassignments(r) => respond!(reassignments::list(broker, r).await),
         RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),

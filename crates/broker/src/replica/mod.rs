@@ -815,6 +815,7 @@ mod tests {
                 isr: Some(vec![2]),
                 replicas: Some(vec![2]),
                 reassignment: None,
+                elr: None,
             }])
             .unwrap();
         rm.publish(&Arc::new(image), &delta);
