@@ -560,3 +560,29 @@ def test_a_replica_leaving_an_isr_below_min_insync_replicas_stays_eligible(clust
     wait_until(lambda: partitions_of(others, "elr")[0][2] == [1, 2, 3], 30, message="not back in the ISR")
     d = described()
     assert d["elr"] == [] and sorted(d["isr"]) == [1, 2, 3], d
+
+
+@pytest.mark.timeout(180)
+def test_delete_records_waits_for_every_replica(cluster):
+    """DeleteRecords on a replicated partition (confluent-kafka's admin): the answer comes once
+    every live replica has moved its log start (Kafka's DelayedDeleteRecords), so when the
+    leader is then killed, the new leader's log starts at the deleted offset too."""
+    from confluent_kafka import Consumer, TopicPartition
+    boot = cluster.bootstrap
+    create_replicated(boot, "trim", 1, {"min.insync.replicas": "2"})
+    producer = ck_producer(boot, acks="all", **{"linger.ms": 5})
+    for i in range(1000):
+        producer.produce("trim", value=b"t%d" % i, partition=0)
+    assert producer.flush(30) == 0
+    admin = ck_admin(boot)
+    done = admin.delete_records([TopicPartition("trim", 0, 600)], request_timeout=30, operation_timeout=30)
+    result = done[TopicPartition("trim", 0, 600)].result(30)
+    assert result.low_watermark == 600, result
+    victim = cluster.nodes[partitions_of(boot, "trim")[0][0] - 1]
+    victim.kill()
+    others = ",".join(n.bootstrap for n in cluster.nodes if n is not victim)
+    wait_until(lambda: partitions_of(others, "trim")[0][0] not in (-1, victim.node_id), 20, message="no failover")
+    c = Consumer({"bootstrap.servers": others, "group.id": "trim-reader"})
+    low, high = c.get_watermark_offsets(TopicPartition("trim", 0), timeout=10)
+    c.close()
+    assert (low, high) == (600, 1000), (low, high)

@@ -220,7 +220,7 @@ impl Sim {
             self.replicas.get_mut(&follower).unwrap().truncated_in = epoch;
         }
         let offset = f.log_end_offset();
-        if leader.follower_fetched(follower, offset, true, self.now).is_err() {
+        if leader.follower_fetched(follower, offset, f.log_start_offset(), true, self.now).is_err() {
             return;
         }
         match leader.read_to(offset, 2048, ReadBound::LogEnd) {

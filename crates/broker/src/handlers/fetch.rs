@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use strata_protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, PartitionData,
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
 use strata_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
 use strata_protocol::response::{record_marker, MARKER_LEN};
@@ -124,6 +124,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                                 isr_change |= part.follower_fetched(
                                     replica_id,
                                     p.fetch_offset,
+                                    p.log_start_offset,
                                     eligible,
                                     crate::replica::now_ms(),
                                 )?;
@@ -141,7 +142,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                             | BrokerError::UnknownLeaderEpoch { .. },
                         ),
                         Some(n),
-                    ) => image.partition(n, p.partition).map(|x| (x.leader, x.leader_epoch)),
+                    ) => super::leader_hint(&image, n, p.partition),
                     _ => None,
                 };
                 let preferred_read_replica = match (&partition, rack_aware) {
@@ -204,7 +205,24 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
             &broker.replicas.leader_quota,
         );
         if !may_wait || bytes >= min_bytes.max(1) || answer_now {
-            return (FetchResponse::default().with_responses(responses), spliced);
+            // KIP-951 (v16+): the endpoints of the leaders named in `current_leader` hints.
+            let hinted =
+                topics.iter().flat_map(|(_, parts)| parts.iter().filter_map(|w| w.current_leader.map(|l| l.0)));
+            let endpoints = if version >= 16 {
+                super::hinted_endpoints(&image, hinted)
+                    .into_iter()
+                    .map(|(id, host, port, rack)| {
+                        NodeEndpoint::default()
+                            .with_node_id(BrokerId(id))
+                            .with_host(super::str_bytes(host))
+                            .with_port(port)
+                            .with_rack(rack.map(super::str_bytes))
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            return (FetchResponse::default().with_responses(responses).with_node_endpoints(endpoints), spliced);
         }
         if *shutdown.borrow_and_update() {
             deadline = Instant::now();

@@ -98,7 +98,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version).await),
         RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r).await),
         // Moves the log start: a checkpoint fsync and segment deletions.
-        RequestKind::DeleteRecords(r) => respond!(crate::blocking::off_worker(|| delete_records::handle(broker, r))),
+        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r).await),
         RequestKind::InitProducerId(r) => respond!(init_producer_id::handle(broker, r).await),
         RequestKind::DescribeConfigs(r) => respond!(admin_configs::describe(broker, r, version)),
         RequestKind::AlterConfigs(r) => respond!(admin_configs::alter(broker, r).await),
@@ -149,6 +149,28 @@ pub(crate) fn duplicates<T: Eq + std::hash::Hash + Clone>(items: impl IntoIterat
 
 pub(crate) fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// KIP-951: the leader and leader epoch the metadata gives `topic`-`index`, sent with a
+/// NOT_LEADER_OR_FOLLOWER or FENCED_LEADER_EPOCH answer so the client goes there without a
+/// Metadata round trip (leader -1 when it has none that is live).
+pub(crate) fn leader_hint(image: &strata_metadata::MetadataImage, topic: &str, index: i32) -> Option<(i32, i32)> {
+    let p = image.partition(topic, index)?;
+    let live = image.brokers.get(&p.leader).is_some_and(|b| !b.fenced);
+    Some((if live { p.leader } else { -1 }, p.leader_epoch))
+}
+
+/// KIP-951: the live brokers among `ids` (host, port, rack), for a response's `node_endpoints`.
+pub(crate) fn hinted_endpoints(
+    image: &strata_metadata::MetadataImage,
+    ids: impl IntoIterator<Item = i32>,
+) -> Vec<(i32, String, i32, Option<String>)> {
+    let mut seen = std::collections::BTreeSet::new();
+    ids.into_iter()
+        .filter(|id| seen.insert(*id))
+        .filter_map(|id| image.brokers.get(&id).filter(|b| !b.fenced))
+        .map(|b| (b.broker_id, b.host.clone(), i32::from(b.port), b.rack.clone()))
+        .collect()
 }
 
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {

@@ -16,9 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use strata_protocol::batch::BatchHeader;
 use strata_protocol::kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use strata_protocol::kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use strata_protocol::kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use strata_protocol::ResponseError;
 use tokio::time::Instant;
 
@@ -96,6 +96,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         return if failed_silently.is_empty() { Outcome::Silent } else { Outcome::Close(failed_silently.join(", ")) };
     }
     let mut responses = Vec::with_capacity(appended.len());
+    let mut hinted = Vec::new();
     for (topic_name, topic_id, name, partitions) in appended {
         let mut out = Vec::with_capacity(partitions.len());
         for (index, result) in partitions {
@@ -106,7 +107,22 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                 Ok((r, _)) => Ok(r),
                 Err(e) => Err(e),
             };
-            out.push(partition_response(index, result, acks_valid, name.as_deref(), acks, version));
+            let hint = match (&result, &name) {
+                (Err(BrokerError::NotLeaderOrFollower(_) | BrokerError::FencedLeaderEpoch { .. }), Some(n))
+                    if version >= 10 =>
+                {
+                    super::leader_hint(&image, n, index)
+                }
+                _ => None,
+            };
+            let mut response = partition_response(index, result, acks_valid, name.as_deref(), acks, version);
+            if let Some((leader, epoch)) = hint {
+                hinted.push(leader);
+                response = response.with_current_leader(
+                    LeaderIdAndEpoch::default().with_leader_id(BrokerId(leader)).with_leader_epoch(epoch),
+                );
+            }
+            out.push(response);
         }
         responses.push(
             TopicProduceResponse::default()
@@ -115,7 +131,17 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                 .with_partition_responses(out),
         );
     }
-    Outcome::Respond(ProduceResponse::default().with_responses(responses))
+    let endpoints = super::hinted_endpoints(&image, hinted)
+        .into_iter()
+        .map(|(id, host, port, rack)| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(id))
+                .with_host(str_bytes(host))
+                .with_port(port)
+                .with_rack(rack.map(str_bytes))
+        })
+        .collect();
+    Outcome::Respond(ProduceResponse::default().with_responses(responses).with_node_endpoints(endpoints))
 }
 
 /// Whether the record set starts with a zstd batch (Kafka refuses those below Produce v7).

@@ -402,7 +402,43 @@ impl Partition {
         }
     }
 
-    /// A follower's fetch at `offset` reached this leader (see
+    /// Waits until the low watermark (see [`Replication::low_watermark`]; `live` says which
+    /// brokers are live) reaches `offset`, as Kafka's `DelayedDeleteRecords`: a DeleteRecords
+    /// is answered once every live replica has moved its log start there. Returns the low
+    /// watermark; NOT_LEADER_OR_FOLLOWER once this broker does not lead, REQUEST_TIMED_OUT at
+    /// `deadline`.
+    pub async fn await_low_watermark(
+        &self,
+        offset: i64,
+        live: impl Fn(i32) -> bool,
+        deadline: tokio::time::Instant,
+        timeout_ms: i32,
+    ) -> Result<i64, BrokerError> {
+        let low = || {
+            self.replication().low_watermark(self.log_start_offset(), &live).ok_or_else(|| {
+                BrokerError::NotLeaderOrFollower(format!("{}-{} (leadership moved)", self.topic, self.index))
+            })
+        };
+        let waiter = Arc::new(Notify::new());
+        let _watch = self.watch(&waiter);
+        loop {
+            let current = low()?;
+            if current >= offset {
+                return Ok(current);
+            }
+            tokio::select! {
+                _ = waiter.notified() => {}
+                _ = tokio::time::sleep_until(deadline) => {
+                    return match low()? {
+                        l if l >= offset => Ok(l),
+                        _ => Err(BrokerError::RequestTimedOut(i64::from(timeout_ms))),
+                    };
+                }
+            }
+        }
+    }
+
+    /// A follower's fetch at `offset`, with its log start `log_start`, reached this leader (see
     /// [`Replication::follower_fetched`]): its position moves the high watermark, and a
     /// follower that has caught up is proposed for the ISR when `eligible` (the metadata
     /// lets it join). NOT_LEADER_OR_FOLLOWER when this broker does not lead or `replica` is
@@ -411,16 +447,24 @@ impl Partition {
         &self,
         replica: i32,
         offset: i64,
+        log_start: i64,
         eligible: bool,
         now_ms: i64,
     ) -> Result<bool, BrokerError> {
         let now = now_ms;
         let end = self.log_end_offset();
-        if !self.replication().follower_fetched(replica, offset, end, now) {
-            return Err(BrokerError::NotLeaderOrFollower(format!(
-                "{}-{} (broker {replica} fetched as a replica of it, but this broker does not lead it with that replica)",
-                self.topic, self.index
-            )));
+        let log_start_moved = {
+            let mut repl = self.replication();
+            if !repl.follower_fetched(replica, offset, end, now) {
+                return Err(BrokerError::NotLeaderOrFollower(format!(
+                    "{}-{} (broker {replica} fetched as a replica of it, but this broker does not lead it with that replica)",
+                    self.topic, self.index
+                )));
+            }
+            repl.follower_log_start(replica, log_start)
+        };
+        if log_start_moved {
+            self.wake_waiters(); // a DeleteRecords may wait for it
         }
         self.advance_high_watermark();
         let hw = self.high_watermark();

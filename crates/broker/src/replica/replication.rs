@@ -61,6 +61,8 @@ struct Progress {
     last_fetch_ms: i64,
     /// The leader's log end at the follower's last fetch.
     leader_end_at_last_fetch: i64,
+    /// The follower's log start as its last fetch gave it; -1 until then.
+    log_start: i64,
 }
 
 /// An ISR change this leader proposed to the controller.
@@ -147,6 +149,7 @@ impl Replication {
                     last_caught_up_ms: now_ms,
                     last_fetch_ms: now_ms,
                     leader_end_at_last_fetch: -1,
+                    log_start: -1,
                 });
             }
         } else {
@@ -213,6 +216,37 @@ impl Replication {
         p.last_fetch_ms = now_ms;
         p.leader_end_at_last_fetch = local_end;
         true
+    }
+
+    /// Records the log start `replica`'s fetch gave (Fetch's `log_start_offset`). Returns
+    /// whether it moved (which may move the low watermark).
+    pub fn follower_log_start(&mut self, replica: i32, log_start: i64) -> bool {
+        match self.followers.get_mut(&replica).filter(|_| self.role == Role::Leader) {
+            Some(p) if p.log_start != log_start => {
+                p.log_start = log_start;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The low watermark (Kafka's `Partition.lowWatermarkIfLeader`): the smallest log start
+    /// among this leader (`local_start`) and its followers on live brokers (`live`), -1 for a
+    /// live follower that has not fetched in this epoch. `None` unless this broker leads.
+    pub fn low_watermark(&self, local_start: i64, live: impl Fn(i32) -> bool) -> Option<i64> {
+        if self.role == Role::Leader {
+            Some(
+                self.followers
+                    .iter()
+                    .filter(|(id, _)| live(**id))
+                    .map(|(_, p)| p.log_start)
+                    .fold(local_start, i64::min),
+            )
+        } else if self.role == Role::Unassigned {
+            Some(local_start)
+        } else {
+            None
+        }
     }
 
     /// Proposes adding `replica` to the ISR if it qualifies (Kafka's `maybeExpandIsr`): this
