@@ -73,6 +73,15 @@ pub enum LogError {
     /// that cleaning was swapped in.
     #[error("log cleaning aborted")]
     CleaningAborted,
+    /// A partition directory this process will not use or touch: it holds another topic's
+    /// log, or is in two data directories.
+    #[error("{}: {reason}", dir.display())]
+    DirectoryConflict {
+        /// The directory.
+        dir: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
     /// An argument outside the operation's domain, e.g. a negative offset.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

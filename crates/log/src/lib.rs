@@ -54,6 +54,7 @@ pub mod epoch;
 pub mod error;
 mod index;
 pub mod log;
+pub mod manager;
 #[allow(unsafe_code)]
 mod mmap;
 pub mod offset_checkpoint;

@@ -4,12 +4,9 @@
 //! of new partitions, deletes those of deleted topics, and applies changed
 //! topic configs. Handlers look partitions up here.
 //!
-//! On disk each partition is a directory `<topic>-<partition>` under one of the
-//! data directories (`log.dirs`) holding the log's segments and a
-//! `partition.metadata` file with the topic id, so that a directory left by a
-//! deleted topic of the same name is never mistaken for the new topic's. A
-//! partition found in a data directory at start stays there; a new one goes to
-//! the directory holding the fewest partitions (Kafka's `LogManager` rule).
+//! The partitions' directories on disk (placement over `log.dirs`, `partition.metadata`,
+//! the high watermark checkpoints) are `strata_log::manager::LogManager`'s: this module never
+//! touches the file system itself.
 
 pub mod fetcher;
 pub mod isr;
@@ -21,13 +18,12 @@ pub mod validate;
 pub mod watchers;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
-use strata_log::Log;
 use strata_metadata::{ConfigResource, MetadataDelta, MetadataImage, MetadataPublisher};
 use uuid::Uuid;
 
@@ -35,9 +31,8 @@ use crate::config::TopicSettings;
 use crate::error::BrokerError;
 pub use partition::{AppendResult, Partition, ReadBound, ReadResult};
 
-/// Directory of the local metadata log inside the data directory.
-pub const METADATA_DIR: &str = "__cluster_metadata-0";
-const PARTITION_METADATA_FILE: &str = "partition.metadata";
+use strata_log::manager::{partition_dir_name, LogManager};
+pub use strata_log::manager::{HW_CHECKPOINT_FILE, METADATA_DIR};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -47,31 +42,14 @@ pub fn now_ms() -> i64 {
 /// Hosted partitions by topic name, then partition number.
 type PartitionMap = HashMap<String, HashMap<i32, Arc<Partition>>>;
 
-/// The name of a partition's directory.
-fn partition_dir_name(topic: &str, index: i32) -> String {
-    format!("{topic}-{index}")
-}
-
-/// Whether a directory name has the form of a partition's (`<topic>-<n>`); the metadata log's
-/// directory does, and is not one.
-fn is_partition_dir_name(name: &str) -> bool {
-    name != METADATA_DIR
-        && name
-            .rsplit_once('-')
-            .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
 /// All hosted partitions and the current metadata image.
 ///
 /// Both are read on every request and change only when metadata is published, so they are
 /// immutable snapshots swapped atomically (`ArcSwap`): readers take no lock and never wait for
 /// a publish, which builds a new map and swaps it in.
 pub struct ReplicaManager {
-    /// The data directories (`log.dirs`), in configured order; never empty.
-    log_dirs: Vec<PathBuf>,
-    /// Which data directory (index into `log_dirs`) holds each partition directory, by name:
-    /// those found at start and those placed since.
-    placement: Mutex<HashMap<String, usize>>,
+    /// The partitions' directories.
+    logs: LogManager,
     broker_defaults: BTreeMap<String, String>,
     image: ArcSwap<MetadataImage>,
     partitions: ArcSwap<PartitionMap>,
@@ -89,76 +67,26 @@ pub struct ReplicaManager {
     /// metadata (see [`quota`]).
     pub leader_quota: Arc<quota::ReplicationQuota>,
     pub follower_quota: Arc<quota::ReplicationQuota>,
-    /// High watermarks read from the data directories' `replication-offset-checkpoint` files
-    /// at start, by partition directory name, until each partition is opened.
-    restored_hws: Mutex<HashMap<String, i64>>,
 }
-
-/// The file of each data directory that keeps its partitions' high watermarks (Kafka's
-/// `replication-offset-checkpoint`), written every
-/// `replica.high.watermark.checkpoint.interval.ms` and at shutdown.
-pub const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
 impl ReplicaManager {
     /// A replica manager keeping every partition in the one directory `data_dir`.
     pub fn new(data_dir: PathBuf, broker_defaults: BTreeMap<String, String>) -> Self {
-        Self::build(vec![data_dir], HashMap::new(), broker_defaults)
+        Self::build(LogManager::single(data_dir), broker_defaults)
     }
 
-    /// A replica manager spreading partitions over `log_dirs` (which must exist). Scans them for
-    /// the partition directories they hold, so that each partition is opened where it is; a
-    /// partition directory present in two of them is refused (which one holds the data to serve
-    /// is unknowable), as an unreadable directory is.
+    /// A replica manager spreading partitions over `log_dirs` (which must exist), each
+    /// partition opened where it is (see [`LogManager::open`]).
     pub fn with_log_dirs(
         log_dirs: Vec<PathBuf>,
         broker_defaults: BTreeMap<String, String>,
     ) -> Result<Self, BrokerError> {
-        if log_dirs.is_empty() {
-            return Err(BrokerError::Storage("no data directory (log.dirs is empty)".into()));
-        }
-        let mut placement: HashMap<String, usize> = HashMap::new();
-        for (i, dir) in log_dirs.iter().enumerate() {
-            let entries = std::fs::read_dir(dir)
-                .map_err(|e| BrokerError::Storage(format!("cannot read the data directory {}: {e}", dir.display())))?;
-            for entry in entries {
-                let entry = entry.map_err(|e| {
-                    BrokerError::Storage(format!("cannot read the data directory {}: {e}", dir.display()))
-                })?;
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if !is_partition_dir_name(&name) || !entry.path().is_dir() {
-                    continue;
-                }
-                if let Some(&other) = placement.get(&name) {
-                    return Err(BrokerError::Storage(format!(
-                        "the partition directory {name} is in two data directories, {} and {}; move one aside (the broker cannot tell which holds the data to serve)",
-                        log_dirs[other].display(),
-                        dir.display()
-                    )));
-                }
-                placement.insert(name, i);
-            }
-        }
-        Ok(Self::build(log_dirs, placement, broker_defaults))
+        Ok(Self::build(LogManager::open(log_dirs)?, broker_defaults))
     }
 
-    fn build(
-        log_dirs: Vec<PathBuf>,
-        placement: HashMap<String, usize>,
-        broker_defaults: BTreeMap<String, String>,
-    ) -> Self {
-        let mut restored_hws = HashMap::new();
-        for dir in &log_dirs {
-            restored_hws.extend(strata_log::offset_checkpoint::read(
-                &strata_log::storage::FsStorage,
-                dir,
-                HW_CHECKPOINT_FILE,
-                "replicated partitions start with their high watermark at their log start",
-            ));
-        }
+    fn build(logs: LogManager, broker_defaults: BTreeMap<String, String>) -> Self {
         Self {
-            restored_hws: Mutex::new(restored_hws),
-            log_dirs,
-            placement: Mutex::new(placement),
+            logs,
             broker_defaults,
             image: ArcSwap::from_pointee(MetadataImage::empty()),
             partitions: ArcSwap::from_pointee(HashMap::new()),
@@ -349,44 +277,12 @@ impl ReplicaManager {
 
     /// The data directories, in configured order.
     pub fn log_dirs(&self) -> &[PathBuf] {
-        &self.log_dirs
-    }
-
-    /// The directory of a partition: where it is, or, for a new partition, in the data directory
-    /// holding the fewest partitions (the first of those on a tie).
-    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
-        let name = partition_dir_name(topic, index);
-        let mut placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
-        let dir = match placement.get(&name) {
-            Some(&i) => i,
-            None => {
-                let mut held = vec![0usize; self.log_dirs.len()];
-                for &i in placement.values() {
-                    held[i] += 1;
-                }
-                let fewest = (0..held.len()).min_by_key(|&i| held[i]).unwrap_or(0);
-                placement.insert(name.clone(), fewest);
-                fewest
-            }
-        };
-        self.log_dirs[dir].join(name)
+        self.logs.log_dirs()
     }
 
     /// Which of [`ReplicaManager::log_dirs`] holds `topic`-`index`, if it is placed here.
     pub fn log_dir_of(&self, topic: &str, index: i32) -> Option<usize> {
-        let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
-        placement.get(&partition_dir_name(topic, index)).copied()
-    }
-
-    /// The directory of a partition already placed, if any.
-    fn placed_dir(&self, name: &str) -> Option<PathBuf> {
-        let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
-        placement.get(name).map(|&i| self.log_dirs[i].join(name))
-    }
-
-    /// Forgets where a removed partition directory was, so that it no longer counts.
-    fn forget_placement(&self, name: &str) {
-        self.placement.lock().unwrap_or_else(PoisonError::into_inner).remove(name);
+        self.logs.log_dir_of(topic, index)
     }
 
     fn open_partition(
@@ -396,43 +292,11 @@ impl ReplicaManager {
         topic_id: Uuid,
         index: i32,
     ) -> Result<Arc<Partition>, BrokerError> {
-        let dir = self.partition_dir(topic, index);
-        let id_file = dir.join(PARTITION_METADATA_FILE);
-        match std::fs::read_to_string(&id_file) {
-            Ok(text) if parse_topic_id(&text) == Some(topic_id) => {}
-            // Only a committed delete removes data: the directory of a deleted topic of the
-            // same name goes, one whose topic the metadata does not know stays untouched.
-            Ok(text) => match parse_topic_id(&text) {
-                Some(old) if image.was_deleted(&old) => {
-                    tracing::info!(dir = %dir.display(), old_topic_id = %old, "removing the log of a deleted topic of the same name");
-                    remove_dir(&dir)?;
-                }
-                other => {
-                    return Err(BrokerError::Storage(format!(
-                        "{} holds topic id {}, the metadata names {topic_id} for {topic}; not touching it (move it aside to use the partition)",
-                        dir.display(),
-                        other.map_or_else(|| "(unreadable)".to_owned(), |id| id.to_string())
-                    )))
-                }
-            },
-            Err(_) if dir.exists() => {
-                // A directory without its id file predates it being written: a
-                // crash right after creating the directory. Nothing in it was
-                // ever acknowledged under another topic id, so keep it.
-            }
-            Err(_) => {}
-        }
-        std::fs::create_dir_all(&dir).map_err(|e| BrokerError::Storage(format!("creating {}: {e}", dir.display())))?;
-        if !id_file.exists() {
-            write_synced(&id_file, format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())?;
-        }
         let settings = self.settings_for(image, topic);
-        let now = now_ms();
-        let log = Log::open(&dir, settings.log.clone(), now)?;
+        let log =
+            self.logs.open_log(topic, index, topic_id, settings.log.clone(), now_ms(), |id| image.was_deleted(id))?;
         let partition = Partition::new(topic.to_string(), topic_id, index, log, settings)?;
-        let restored =
-            self.restored_hws.lock().unwrap_or_else(PoisonError::into_inner).remove(&partition_dir_name(topic, index));
-        if let Some(hw) = restored {
+        if let Some(hw) = self.logs.take_restored_high_watermark(topic, index) {
             partition.restore_high_watermark(hw);
         }
         Ok(Arc::new(partition))
@@ -445,33 +309,13 @@ impl ReplicaManager {
         // Not while a publish creates partition directories.
         let _publishing = self.publishing.lock().unwrap_or_else(PoisonError::into_inner);
         let image = self.image();
-        let hosted: Vec<PathBuf> = self
+        let hosted: std::collections::HashSet<String> = self
             .partitions
             .load()
             .iter()
-            .flat_map(|(t, parts)| parts.keys().filter_map(|p| self.placed_dir(&partition_dir_name(t, *p))))
+            .flat_map(|(t, parts)| parts.keys().map(move |p| partition_dir_name(t, *p)))
             .collect();
-        let entries = self.log_dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flat_map(|e| e.flatten());
-        for entry in entries {
-            let path = entry.path();
-            if !path.is_dir() || hosted.contains(&path) {
-                continue;
-            }
-            let Ok(text) = std::fs::read_to_string(path.join(PARTITION_METADATA_FILE)) else {
-                continue;
-            };
-            match parse_topic_id(&text) {
-                Some(id) if image.was_deleted(&id) => {
-                    tracing::info!(dir = %path.display(), topic_id = %id, "removing the log of a deleted topic");
-                    match remove_dir(&path) {
-                        Ok(()) => self.forget_placement(&entry.file_name().to_string_lossy()),
-                        Err(e) => tracing::warn!(error = %e, "cannot remove the log of a deleted topic"),
-                    }
-                }
-                id => tracing::warn!(dir = %path.display(), topic_id = ?id,
-                    "keeping a partition directory the metadata does not know (no committed record deleted its topic)"),
-            }
-        }
+        self.logs.remove_deleted_topics_data(|name| hosted.contains(name), |id| image.was_deleted(id));
     }
 
     /// Enforces retention on every partition.
@@ -514,23 +358,9 @@ impl ReplicaManager {
     /// `ReplicaManager.checkpointHighWatermarks`). A restarted replica starts from them instead
     /// of its log start. Waits on the disk.
     pub fn checkpoint_high_watermarks(&self) {
-        let mut by_dir: Vec<strata_log::offset_checkpoint::Checkpoints> = vec![Default::default(); self.log_dirs.len()];
-        {
-            let placement = self.placement.lock().unwrap_or_else(PoisonError::into_inner);
-            for p in self.all_partitions() {
-                let name = partition_dir_name(&p.topic, p.index);
-                if let Some(entries) = placement.get(&name).and_then(|i| by_dir.get_mut(*i)) {
-                    entries.insert(name, p.high_watermark());
-                }
-            }
-        }
-        for (dir, entries) in self.log_dirs.iter().zip(&by_dir) {
-            let written =
-                strata_log::offset_checkpoint::write(&strata_log::storage::FsStorage, dir, HW_CHECKPOINT_FILE, entries);
-            if let Err(e) = written {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot write the high watermark checkpoint");
-            }
-        }
+        self.logs.checkpoint_high_watermarks(
+            self.all_partitions().iter().map(|p| (p.topic.clone(), p.index, p.high_watermark())),
+        );
     }
 
     /// Flushes and closes every log (graceful shutdown), several at a time: closing is mostly
@@ -576,22 +406,6 @@ fn parallel_map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + S
     });
     results.sort_by_key(|(i, _)| *i);
     results.into_iter().map(|(_, r)| r).collect()
-}
-
-fn parse_topic_id(text: &str) -> Option<Uuid> {
-    text.lines().find_map(|l| l.strip_prefix("topic_id:")).and_then(|v| Uuid::parse_str(v.trim()).ok())
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), BrokerError> {
-    use std::io::Write;
-    let err = |e: std::io::Error| BrokerError::Storage(format!("writing {}: {e}", path.display()));
-    let mut f = std::fs::File::create(path).map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)
-}
-
-fn remove_dir(dir: &Path) -> Result<(), BrokerError> {
-    std::fs::remove_dir_all(dir).map_err(|e| BrokerError::Storage(format!("removing {}: {e}", dir.display())))
 }
 
 /// Every partition this broker holds, for the log cleaner (it skips logs that are not
@@ -650,7 +464,7 @@ impl MetadataPublisher for ReplicaManager {
                     fetchers.unfollow(&p.topic, p.index);
                 }
                 match p.delete() {
-                    Ok(()) => self.forget_placement(&partition_dir_name(&p.topic, p.index)),
+                    Ok(()) => self.logs.forget(&p.topic, p.index),
                     Err(e) => {
                         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "cannot delete the log of a removed replica")
                     }
@@ -739,6 +553,7 @@ impl MetadataPublisher for ReplicaManager {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use std::path::Path;
     use strata_metadata::MetadataRecord;
 
     /// Publishes topics (name, partitions) created on one broker, returning the image.
@@ -884,7 +699,8 @@ mod tests {
         assert_eq!(read.into_iter().collect::<Vec<_>>(), vec![("t-0".to_string(), 0), ("t-1".to_string(), 0)]);
         rm.close_all();
         let again = ReplicaManager::with_log_dirs(vec![root.path().to_path_buf()], BTreeMap::new()).unwrap();
-        assert_eq!(again.restored_hws.lock().unwrap().get("t-1"), Some(&0));
+        assert_eq!(again.logs.take_restored_high_watermark("t", 1), Some(0));
+        assert_eq!(again.logs.take_restored_high_watermark("t", 1), None, "taken once");
     }
 
     #[test]
@@ -901,17 +717,5 @@ mod tests {
         std::fs::remove_dir(dirs[1].join("t-0")).unwrap();
         // The metadata log's directory is not a partition's.
         ReplicaManager::with_log_dirs(dirs, BTreeMap::new()).unwrap();
-    }
-
-    #[test]
-    fn partition_directory_names() {
-        assert!(
-            is_partition_dir_name("t-0")
-                && is_partition_dir_name("a-b-12")
-                && is_partition_dir_name("__consumer_offsets-49")
-        );
-        for name in [METADATA_DIR, "t", "t-", "-1", "t-x", "lost+found"] {
-            assert!(!is_partition_dir_name(name), "{name}");
-        }
     }
 }

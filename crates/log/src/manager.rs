@@ -1,0 +1,293 @@
+//! [`LogManager`]: the partition logs' directories, as Kafka's `LogManager` keeps them.
+//!
+//! On disk each partition is a directory `<topic>-<partition>` under one of the data
+//! directories (`log.dirs`), holding the log's segments and a `partition.metadata` file with
+//! the topic id, so that a directory left by a deleted topic of the same name is never taken
+//! for the new topic's. A partition found in a data directory at start stays there; a new one
+//! goes to the directory holding the fewest partitions (Kafka's rule). Each data directory
+//! also keeps a `replication-offset-checkpoint` with its partitions' high watermarks
+//! ([`HW_CHECKPOINT_FILE`]).
+//!
+//! The broker owns the partitions (their locks, replication state and the open [`Log`]s); it
+//! asks this manager to open, place, delete and sweep their directories, so it never touches
+//! the file system itself. Every method may wait on the disk: call it off the async workers.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+
+use uuid::Uuid;
+
+use crate::error::LogError;
+use crate::offset_checkpoint::{self, Checkpoints};
+use crate::storage::FsStorage;
+use crate::{Log, LogConfig};
+
+/// Directory of the local metadata log inside a data directory: not a partition's.
+pub const METADATA_DIR: &str = "__cluster_metadata-0";
+/// The file in each partition directory naming its topic id (Kafka's name and format).
+pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// The file of each data directory that keeps its partitions' high watermarks (Kafka's
+/// `replication-offset-checkpoint`).
+pub const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
+
+/// The name of a partition's directory.
+pub fn partition_dir_name(topic: &str, index: i32) -> String {
+    format!("{topic}-{index}")
+}
+
+/// Whether a directory name has the form of a partition's (`<topic>-<n>`); the metadata log's
+/// directory does, and is not one.
+pub fn is_partition_dir_name(name: &str) -> bool {
+    name != METADATA_DIR
+        && name
+            .rsplit_once('-')
+            .is_some_and(|(t, n)| !t.is_empty() && !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The topic id a `partition.metadata` file names.
+pub fn parse_topic_id(text: &str) -> Option<Uuid> {
+    text.lines().find_map(|l| l.strip_prefix("topic_id:")).and_then(|v| Uuid::parse_str(v.trim()).ok())
+}
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct LogManager {
+    /// The data directories (`log.dirs`), in configured order; never empty.
+    log_dirs: Vec<PathBuf>,
+    /// Which data directory (index into `log_dirs`) holds each partition directory, by name:
+    /// those found at start and those placed since.
+    placement: Mutex<HashMap<String, usize>>,
+    /// High watermarks read from the checkpoint files at start, by partition directory name,
+    /// until each partition is opened.
+    restored_hws: Mutex<Checkpoints>,
+}
+
+impl LogManager {
+    /// A manager of `log_dirs` (which must exist). Scans them for the partition directories
+    /// they hold, so that each partition is opened where it is; a partition directory present
+    /// in two of them is refused (which one holds the data to serve is unknowable), as an
+    /// unreadable directory is. Reads their high watermark checkpoints.
+    pub fn open(log_dirs: Vec<PathBuf>) -> Result<Self, LogError> {
+        if log_dirs.is_empty() {
+            return Err(LogError::InvalidArgument("no data directory (log.dirs is empty)".into()));
+        }
+        let mut placement: HashMap<String, usize> = HashMap::new();
+        for (i, dir) in log_dirs.iter().enumerate() {
+            for entry in std::fs::read_dir(dir).map_err(LogError::io(dir))? {
+                let entry = entry.map_err(LogError::io(dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !is_partition_dir_name(&name) || !entry.path().is_dir() {
+                    continue;
+                }
+                if let Some(&other) = placement.get(&name) {
+                    return Err(LogError::DirectoryConflict {
+                        dir: dir.join(&name),
+                        reason: format!(
+                            "the partition directory {name} is in two data directories, {} and {}; move one aside (the broker cannot tell which holds the data to serve)",
+                            log_dirs[other].display(),
+                            dir.display()
+                        ),
+                    });
+                }
+                placement.insert(name, i);
+            }
+        }
+        Ok(Self::with_placement(log_dirs, placement))
+    }
+
+    /// A manager of the one directory `data_dir`, without scanning it (tests, tools).
+    pub fn single(data_dir: PathBuf) -> Self {
+        Self::with_placement(vec![data_dir], HashMap::new())
+    }
+
+    fn with_placement(log_dirs: Vec<PathBuf>, placement: HashMap<String, usize>) -> Self {
+        let mut restored = Checkpoints::new();
+        for dir in &log_dirs {
+            restored.extend(offset_checkpoint::read(
+                &FsStorage,
+                dir,
+                HW_CHECKPOINT_FILE,
+                "replicated partitions start with their high watermark at their log start",
+            ));
+        }
+        Self { log_dirs, placement: Mutex::new(placement), restored_hws: Mutex::new(restored) }
+    }
+
+    /// The data directories, in configured order.
+    pub fn log_dirs(&self) -> &[PathBuf] {
+        &self.log_dirs
+    }
+
+    fn placement(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.placement.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Which of [`LogManager::log_dirs`] holds `topic`-`index`, if it is placed.
+    pub fn log_dir_of(&self, topic: &str, index: i32) -> Option<usize> {
+        self.placement().get(&partition_dir_name(topic, index)).copied()
+    }
+
+    /// The directory of a partition: where it is, or, for a new partition, in the data
+    /// directory holding the fewest partitions (the first of those on a tie).
+    fn partition_dir(&self, topic: &str, index: i32) -> PathBuf {
+        let name = partition_dir_name(topic, index);
+        let mut placement = self.placement();
+        let dir = match placement.get(&name) {
+            Some(&i) => i,
+            None => {
+                let mut held = vec![0usize; self.log_dirs.len()];
+                for &i in placement.values() {
+                    held[i] += 1;
+                }
+                let fewest = (0..held.len()).min_by_key(|&i| held[i]).unwrap_or(0);
+                placement.insert(name.clone(), fewest);
+                fewest
+            }
+        };
+        self.log_dirs[dir].join(name)
+    }
+
+    /// Opens (creating it if new) the log of `topic`-`index` of the topic `topic_id`. A
+    /// directory naming another topic id is removed when `was_deleted` says a committed
+    /// deletion removed that topic, and refused otherwise (missing metadata never removes
+    /// data); a directory without its id file (a crash right after creating it) is kept.
+    pub fn open_log(
+        &self,
+        topic: &str,
+        index: i32,
+        topic_id: Uuid,
+        config: LogConfig,
+        now_ms: i64,
+        was_deleted: impl Fn(&Uuid) -> bool,
+    ) -> Result<Log, LogError> {
+        let dir = self.partition_dir(topic, index);
+        let id_file = dir.join(PARTITION_METADATA_FILE);
+        match std::fs::read_to_string(&id_file) {
+            Ok(text) if parse_topic_id(&text) == Some(topic_id) => {}
+            Ok(text) => match parse_topic_id(&text) {
+                Some(old) if was_deleted(&old) => {
+                    tracing::info!(dir = %dir.display(), old_topic_id = %old, "removing the log of a deleted topic of the same name");
+                    std::fs::remove_dir_all(&dir).map_err(LogError::io(&dir))?;
+                }
+                other => {
+                    return Err(LogError::DirectoryConflict {
+                        reason: format!(
+                            "it holds topic id {}, the metadata names {topic_id} for {topic}; not touching it (move it aside to use the partition)",
+                            other.map_or_else(|| "(unreadable)".to_owned(), |id| id.to_string())
+                        ),
+                        dir,
+                    })
+                }
+            },
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&dir).map_err(LogError::io(&dir))?;
+        if !id_file.exists() {
+            write_synced(&id_file, format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())?;
+        }
+        Log::open(&dir, config, now_ms)
+    }
+
+    /// The high watermark the checkpoint kept for `topic`-`index`, once (at its opening).
+    pub fn take_restored_high_watermark(&self, topic: &str, index: i32) -> Option<i64> {
+        self.restored_hws.lock().unwrap_or_else(PoisonError::into_inner).remove(&partition_dir_name(topic, index))
+    }
+
+    /// Forgets where a deleted partition directory was, so that it no longer counts.
+    pub fn forget(&self, topic: &str, index: i32) {
+        self.placement().remove(&partition_dir_name(topic, index));
+    }
+
+    /// Removes the partition directories of topics a committed record deleted (`was_deleted`;
+    /// left by a crash between the deletion and the removal of the files), except those
+    /// `hosted` says are open. A directory whose topic the metadata does not know at all is
+    /// kept, with a warning.
+    pub fn remove_deleted_topics_data(&self, hosted: impl Fn(&str) -> bool, was_deleted: impl Fn(&Uuid) -> bool) {
+        let entries = self.log_dirs.iter().filter_map(|d| std::fs::read_dir(d).ok()).flat_map(|e| e.flatten());
+        for entry in entries {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !path.is_dir() || hosted(&name) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(path.join(PARTITION_METADATA_FILE)) else {
+                continue;
+            };
+            match parse_topic_id(&text) {
+                Some(id) if was_deleted(&id) => {
+                    tracing::info!(dir = %path.display(), topic_id = %id, "removing the log of a deleted topic");
+                    match std::fs::remove_dir_all(&path) {
+                        Ok(()) => {
+                            self.placement().remove(&name);
+                        }
+                        Err(e) => {
+                            tracing::warn!(dir = %path.display(), error = %e, "cannot remove the log of a deleted topic")
+                        }
+                    }
+                }
+                id => tracing::warn!(dir = %path.display(), topic_id = ?id,
+                    "keeping a partition directory the metadata does not know (no committed record deleted its topic)"),
+            }
+        }
+    }
+
+    /// Writes every data directory's `replication-offset-checkpoint` with the high watermarks
+    /// `(topic, partition, high watermark)` of the partitions it holds (Kafka's
+    /// `ReplicaManager.checkpointHighWatermarks`): fsynced, then renamed into place.
+    pub fn checkpoint_high_watermarks(&self, hws: impl IntoIterator<Item = (String, i32, i64)>) {
+        let mut by_dir: Vec<Checkpoints> = vec![Checkpoints::new(); self.log_dirs.len()];
+        {
+            let placement = self.placement();
+            for (topic, index, hw) in hws {
+                let name = partition_dir_name(&topic, index);
+                if let Some(entries) = placement.get(&name).and_then(|i| by_dir.get_mut(*i)) {
+                    entries.insert(name, hw);
+                }
+            }
+        }
+        for (dir, entries) in self.log_dirs.iter().zip(&by_dir) {
+            if let Err(e) = offset_checkpoint::write(&FsStorage, dir, HW_CHECKPOINT_FILE, entries) {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot write the high watermark checkpoint");
+            }
+        }
+    }
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(LogError::io(path))?;
+    f.write_all(bytes).map_err(LogError::io(path))?;
+    f.sync_all().map_err(LogError::io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_directory_names() {
+        assert!(
+            is_partition_dir_name("t-0")
+                && is_partition_dir_name("a-b-12")
+                && is_partition_dir_name("__consumer_offsets-49")
+        );
+        for name in [METADATA_DIR, "t", "t-", "-1", "t-x", "lost+found"] {
+            assert!(!is_partition_dir_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_directory_of_another_topic_is_refused_unless_that_topic_was_deleted() {
+        let root = tempfile::tempdir().unwrap();
+        let logs = LogManager::open(vec![root.path().to_path_buf()]).unwrap();
+        let (old, new) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let now = 0;
+        drop(logs.open_log("t", 0, old, LogConfig::default(), now, |_| false).unwrap());
+        let e = logs.open_log("t", 0, new, LogConfig::default(), now, |_| false).unwrap_err().to_string();
+        assert!(e.contains("holds topic id"), "{e}");
+        drop(logs.open_log("t", 0, new, LogConfig::default(), now, |id| *id == old).unwrap());
+        let text = std::fs::read_to_string(root.path().join("t-0").join(PARTITION_METADATA_FILE)).unwrap();
+        assert_eq!(parse_topic_id(&text), Some(new));
+    }
+}
