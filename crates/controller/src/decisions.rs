@@ -771,8 +771,8 @@ pub fn alter_partition(
             }
             records.push(record);
             partition_epoch += 1;
-            if settled.leader != p.leader {
-                leader_epoch += 1;
+            if settled.leader != p.leader || p.replicas.iter().any(|r| !settled.replicas.contains(r)) {
+                leader_epoch += 1; // as the image applies the record
             }
         }
         outcomes.push(IsrOutcome::Altered { leader: settled.leader, leader_epoch, isr: settled.isr, partition_epoch });

@@ -61,6 +61,8 @@ pub struct LogManager {
     /// High watermarks read from the checkpoint files at start, by partition directory name,
     /// until each partition is opened.
     restored_hws: Mutex<Checkpoints>,
+    /// Serializes writers of the checkpoint files (the periodic task and the shutdown).
+    checkpointing: Mutex<()>,
 }
 
 impl LogManager {
@@ -111,7 +113,12 @@ impl LogManager {
                 "replicated partitions start with their high watermark at their log start",
             ));
         }
-        Self { log_dirs, placement: Mutex::new(placement), restored_hws: Mutex::new(restored) }
+        Self {
+            log_dirs,
+            placement: Mutex::new(placement),
+            restored_hws: Mutex::new(restored),
+            checkpointing: Mutex::new(()),
+        }
     }
 
     /// The data directories, in configured order.
@@ -234,11 +241,19 @@ impl LogManager {
 
     /// Writes every data directory's `replication-offset-checkpoint` with the high watermarks
     /// `(topic, partition, high watermark)` of the partitions it holds (Kafka's
-    /// `ReplicaManager.checkpointHighWatermarks`): fsynced, then renamed into place.
+    /// `ReplicaManager.checkpointHighWatermarks`): fsynced, then renamed into place. The
+    /// values read at start for partitions not opened yet are kept.
     pub fn checkpoint_high_watermarks(&self, hws: impl IntoIterator<Item = (String, i32, i64)>) {
+        let _writing = self.checkpointing.lock().unwrap_or_else(PoisonError::into_inner);
         let mut by_dir: Vec<Checkpoints> = vec![Checkpoints::new(); self.log_dirs.len()];
         {
             let placement = self.placement();
+            let restored = self.restored_hws.lock().unwrap_or_else(PoisonError::into_inner);
+            for (name, hw) in restored.iter() {
+                if let Some(entries) = placement.get(name).and_then(|i| by_dir.get_mut(*i)) {
+                    entries.insert(name.clone(), *hw);
+                }
+            }
             for (topic, index, hw) in hws {
                 let name = partition_dir_name(&topic, index);
                 if let Some(entries) = placement.get(&name).and_then(|i| by_dir.get_mut(*i)) {

@@ -467,7 +467,12 @@ impl MetadataImage {
                         MetadataError::Inconsistent(format!("change to unknown partition {name}-{partition}"))
                     })?;
                 let before = current.clone();
+                // A new leader, or replicas removed (Kafka's
+                // `triggerLeaderEpochBumpForReplicaReassignmentIfNeeded`: a removed replica's
+                // late requests are fenced by the epoch), start a new leader epoch.
+                let mut new_epoch = false;
                 if let Some(replicas) = replicas {
+                    new_epoch |= current.replicas.iter().any(|r| !replicas.contains(r));
                     current.replicas = replicas.clone();
                 }
                 if let Some(isr) = isr {
@@ -480,10 +485,11 @@ impl MetadataImage {
                     current.elr = elr.clone();
                 }
                 if let Some(leader) = leader {
-                    if *leader != current.leader {
-                        current.leader = *leader;
-                        current.leader_epoch += 1;
-                    }
+                    new_epoch |= *leader != current.leader;
+                    current.leader = *leader;
+                }
+                if new_epoch {
+                    current.leader_epoch += 1;
                 }
                 current.partition_epoch += 1;
                 let after = current.clone();

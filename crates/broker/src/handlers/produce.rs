@@ -1,4 +1,4 @@
-//! Produce: validate each partition's batch, append it, answer with offsets.
+//! Produce: parse, hand the partitions' batches to `ReplicaManager::append_records`, render.
 //!
 //! acks=1 is answered once the leader has appended. acks=all (-1) first checks the ISR
 //! against `min.insync.replicas` (NOT_ENOUGH_REPLICAS, nothing appended), appends, then waits
@@ -13,20 +13,16 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use super::str_bytes;
+use crate::error::BrokerError;
+use crate::replica::{AppendEntry, AppendOrigin, AppendResult};
+use crate::Broker;
 use strata_protocol::batch::BatchHeader;
 use strata_protocol::kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
 use strata_protocol::kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use strata_protocol::ResponseError;
-use tokio::time::Instant;
-
-use super::str_bytes;
-use crate::error::BrokerError;
-use crate::groups::OFFSETS_TOPIC;
-use crate::replica::{now_ms, AppendResult, Partition};
-use crate::Broker;
 
 /// What to do after a produce: answer, stay silent (acks=0), or close the connection.
 pub enum Outcome {
@@ -40,11 +36,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let image = broker.replicas.image();
-    let deadline = Instant::now() + std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
-    // Each topic with the outcome of each of its partitions' appends; acks=all ones wait for
-    // their replicas below, all against the one deadline.
-    let mut appended = Vec::with_capacity(request.topic_data.len());
-    let mut failed_silently = Vec::new();
+    // What the request itself rules out, per partition; the rest goes to the replica manager
+    // in one append_records (which waits for acks=all against the one timeout).
+    let mut refused: Vec<Option<BrokerError>> = Vec::new();
+    let mut entries = Vec::new();
+    let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         // v13 names topics by id.
         let name = if version >= 13 {
@@ -52,61 +48,59 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         } else {
             Some(topic.name.to_string())
         };
-        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        let mut indexes = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
-            let result = if !acks_valid {
+            let check = if !acks_valid {
                 Err(BrokerError::InvalidRequest(format!("acks must be -1, 0 or 1, not {acks}")))
             } else if request.transactional_id.is_some() {
                 Err(BrokerError::TransactionsUnsupported)
             } else {
                 match &name {
                     None => Err(BrokerError::UnknownTopicId),
-                    Some(name) if name == OFFSETS_TOPIC => {
-                        Err(BrokerError::InvalidTopic(format!("Cannot append to internal topic {name}")))
-                    }
                     Some(_) if version < 7 && is_zstd(p.records.as_deref()) => {
                         Err(BrokerError::UnsupportedCompressionType(
                             "Produce requests with ZStandard compression must be version 7 or higher",
                         ))
                     }
-                    Some(name) => match broker.replicas.leader_partition(name, p.index, -1) {
-                        Ok(partition) => {
-                            let in_sync = image.partition(name, p.index).map_or(0, |x| x.isr.len());
-                            match partition.check_min_isr(acks, in_sync) {
-                                Ok(()) => append(partition.clone(), p.records.unwrap_or_default())
-                                    .await
-                                    .map(|r| (r, Some(partition))),
-                                Err(e) => Err(e),
-                            }
-                        }
-                        Err(e) => Err(e),
-                    },
+                    Some(name) => Ok(name.clone()),
                 }
             };
-            if acks == 0 {
-                if let Err(e) = &result {
-                    failed_silently.push(format!("{}-{}: {e}", name.as_deref().unwrap_or("?"), p.index));
+            match check {
+                Ok(name) => {
+                    entries.push(AppendEntry { topic: name, index: p.index, records: p.records.unwrap_or_default() });
+                    refused.push(None);
+                }
+                Err(e) => refused.push(Some(e)),
+            }
+            indexes.push(p.index);
+        }
+        topics.push((topic.name, topic.topic_id, name, indexes));
+    }
+    let mut appended =
+        broker.replicas.append_records(acks, request.timeout_ms, AppendOrigin::Client, entries).await.into_iter();
+    let mut results = refused.into_iter().map(|r| match r {
+        Some(e) => Err(e),
+        None => appended.next().unwrap_or(Err(BrokerError::ShuttingDown)),
+    });
+    if acks == 0 {
+        let mut failed = Vec::new();
+        for (_, _, name, indexes) in &topics {
+            for index in indexes {
+                if let Some(Err(e)) = results.next() {
+                    failed.push(format!("{}-{index}: {e}", name.as_deref().unwrap_or("?")));
                 }
             }
-            partitions.push((p.index, result));
         }
-        appended.push((topic.name, topic.topic_id, name, partitions));
+        return if failed.is_empty() { Outcome::Silent } else { Outcome::Close(failed.join(", ")) };
     }
-    if acks == 0 {
-        return if failed_silently.is_empty() { Outcome::Silent } else { Outcome::Close(failed_silently.join(", ")) };
-    }
-    let mut responses = Vec::with_capacity(appended.len());
+    // The hints name the leaders as they are now, after any acks=all wait.
+    let image = broker.replicas.image();
+    let mut responses = Vec::with_capacity(topics.len());
     let mut hinted = Vec::new();
-    for (topic_name, topic_id, name, partitions) in appended {
-        let mut out = Vec::with_capacity(partitions.len());
-        for (index, result) in partitions {
-            let result = match result {
-                Ok((r, Some(partition))) if acks == -1 => {
-                    partition.await_committed(&r, deadline, request.timeout_ms).await.map(|()| r)
-                }
-                Ok((r, _)) => Ok(r),
-                Err(e) => Err(e),
-            };
+    for (topic_name, topic_id, name, indexes) in topics {
+        let mut out = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            let result = results.next().unwrap_or(Err(BrokerError::ShuttingDown));
             let hint = match (&result, &name) {
                 (Err(BrokerError::NotLeaderOrFollower(_) | BrokerError::FencedLeaderEpoch { .. }), Some(n))
                     if version >= 10 =>
@@ -149,19 +143,6 @@ fn is_zstd(records: Option<&[u8]>) -> bool {
     records
         .and_then(|r| BatchHeader::parse(r).ok())
         .is_some_and(|h| h.compression().ok() == Some(strata_protocol::batch::Compression::Zstd))
-}
-
-async fn append(partition: Arc<Partition>, records: Bytes) -> Result<AppendResult, BrokerError> {
-    let now = now_ms();
-    if !partition.append_may_block(&records, now) {
-        partition.append(&records, now)
-    } else {
-        // This append may fsync (a flush policy or a roll), decompress or recompress: keep it
-        // off the async workers.
-        tokio::task::spawn_blocking(move || partition.append(&records, now))
-            .await
-            .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))
-    }
 }
 
 fn partition_response(

@@ -8,6 +8,7 @@
 //! the high watermark checkpoints) are `strata_log::manager::LogManager`'s: this module never
 //! touches the file system itself.
 
+pub mod fetch;
 pub mod fetcher;
 pub mod isr;
 pub mod partition;
@@ -30,6 +31,35 @@ use uuid::Uuid;
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
 pub use partition::{AppendResult, Partition, ReadBound, ReadResult};
+
+/// Who appends (Kafka's `AppendOrigin`): a client's Produce may not write internal topics,
+/// a coordinator may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppendOrigin {
+    Client,
+    Coordinator,
+}
+
+/// One partition's records for [`ReplicaManager::append_records`].
+#[derive(Debug, Clone)]
+pub struct AppendEntry {
+    pub topic: String,
+    pub index: i32,
+    pub records: bytes::Bytes,
+}
+
+/// Appends `records` to `partition` at once, or off the async workers when the append may
+/// fsync (a flush policy or a roll), decompress or recompress.
+async fn append_off_worker(partition: Arc<Partition>, records: bytes::Bytes) -> Result<AppendResult, BrokerError> {
+    let now = now_ms();
+    if !partition.append_may_block(&records, now) {
+        partition.append(&records, now)
+    } else {
+        tokio::task::spawn_blocking(move || partition.append(&records, now))
+            .await
+            .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))
+    }
+}
 
 use strata_log::manager::{partition_dir_name, LogManager};
 pub use strata_log::manager::{HW_CHECKPOINT_FILE, METADATA_DIR};
@@ -353,13 +383,72 @@ impl ReplicaManager {
         }
     }
 
+    /// Appends each entry's records to its partition as its leader (Kafka's
+    /// `ReplicaManager.appendRecords`), results in the order of `entries`:
+    /// - NOT_LEADER_OR_FOLLOWER unless this broker leads the partition; from a client
+    ///   ([`AppendOrigin::Client`]), INVALID_TOPIC_EXCEPTION for an internal topic;
+    /// - acks=all (-1) first checks the ISR against `min.insync.replicas`
+    ///   (NOT_ENOUGH_REPLICAS, nothing appended), then, once every entry is appended, waits
+    ///   until the high watermark passes each (parked on the partition as Kafka's
+    ///   `DelayedProduce`): NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR shrank below the
+    ///   minimum meanwhile, NOT_LEADER_OR_FOLLOWER if leadership moved, REQUEST_TIMED_OUT after
+    ///   `timeout_ms`;
+    /// - acks 0 and 1 are answered once appended.
+    ///
+    /// Appends that may fsync, decompress or recompress run off the async workers.
+    pub async fn append_records(
+        &self,
+        acks: i16,
+        timeout_ms: i32,
+        origin: AppendOrigin,
+        entries: Vec<AppendEntry>,
+    ) -> Vec<Result<AppendResult, BrokerError>> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.max(0) as u64);
+        let image = self.image();
+        let mut appended = Vec::with_capacity(entries.len());
+        for e in entries {
+            let result = match origin {
+                AppendOrigin::Client if e.topic == crate::groups::OFFSETS_TOPIC => {
+                    Err(BrokerError::InvalidTopic(format!("Cannot append to internal topic {}", e.topic)))
+                }
+                _ => match self.leader_partition(&e.topic, e.index, -1) {
+                    Ok(partition) => {
+                        let in_sync = image.partition(&e.topic, e.index).map_or(0, |x| x.isr.len());
+                        match partition.check_min_isr(acks, in_sync) {
+                            Ok(()) => append_off_worker(partition.clone(), e.records).await.map(|r| (r, partition)),
+                            Err(err) => Err(err),
+                        }
+                    }
+                    Err(err) => Err(err),
+                },
+            };
+            appended.push(result);
+        }
+        let mut out = Vec::with_capacity(appended.len());
+        for result in appended {
+            out.push(match result {
+                Ok((r, partition)) if acks == -1 => {
+                    partition.await_committed(&r, deadline, timeout_ms).await.map(|()| r)
+                }
+                Ok((r, _)) => Ok(r),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
     /// Writes every data directory's `replication-offset-checkpoint` ([`HW_CHECKPOINT_FILE`])
     /// with the high watermarks of the partitions it holds (Kafka's
     /// `ReplicaManager.checkpointHighWatermarks`). A restarted replica starts from them instead
     /// of its log start. Waits on the disk.
     pub fn checkpoint_high_watermarks(&self) {
+        // A partition without a registration applied yet has its log end as high watermark,
+        // which may hold uncommitted records: it is left out (its checkpointed value stays).
         self.logs.checkpoint_high_watermarks(
-            self.all_partitions().iter().map(|p| (p.topic.clone(), p.index, p.high_watermark())),
+            self.all_partitions()
+                .iter()
+                .filter(|p| p.role() != replication::Role::Unassigned)
+                .map(|p| (p.topic.clone(), p.index, p.high_watermark())),
         );
     }
 

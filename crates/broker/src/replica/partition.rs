@@ -93,6 +93,9 @@ pub struct Partition {
     /// The checkpointed high watermark to start from (-1: none), see
     /// [`Partition::restore_high_watermark`].
     restored_hw: AtomicI64,
+    /// The topic's `min.insync.replicas`, readable without the state lock: a leader's high
+    /// watermark does not move while its ISR is smaller ([`Replication::under_min_isr`]).
+    min_isr: std::sync::atomic::AtomicUsize,
     /// Leader or follower, the ISR, the followers' positions. Locked after `state` when both
     /// are held.
     replication: Mutex<Replication>,
@@ -146,6 +149,7 @@ impl Partition {
             // lowers it when the partition has other replicas.
             high_watermark: AtomicI64::new(log.log_end_offset()),
             restored_hw: AtomicI64::new(-1),
+            min_isr: std::sync::atomic::AtomicUsize::new(settings.min_insync_replicas),
             replication: Mutex::new(Replication::default()),
             isr_change_waiting: AtomicBool::new(false),
             flushes_on_append: AtomicBool::new(settings.log.flush_interval_messages != u64::MAX),
@@ -207,6 +211,7 @@ impl Partition {
     }
 
     pub fn update_settings(&self, settings: TopicSettings) {
+        self.min_isr.store(settings.min_insync_replicas, Ordering::Relaxed);
         let group_commit = settings.log.flush_interval_messages == 1;
         self.recompresses.store(settings.compression.is_some(), Ordering::Relaxed);
         self.flushes_on_append.store(settings.log.flush_interval_messages != u64::MAX, Ordering::Relaxed);
@@ -244,7 +249,13 @@ impl Partition {
     /// Moves a leader's (or an unassigned partition's) high watermark up to the smallest log
     /// end of its ISR, never back, and wakes what waits on it. Returns whether it moved.
     fn advance_high_watermark(&self) -> bool {
-        let candidate = self.replication().leader_high_watermark(self.local_id(), self.log_end_offset());
+        let candidate = {
+            let repl = self.replication();
+            if repl.under_min_isr(self.min_isr.load(Ordering::Relaxed)) {
+                return false;
+            }
+            repl.leader_high_watermark(self.local_id(), self.log_end_offset())
+        };
         let Some(candidate) = candidate else { return false };
         let moved = self.high_watermark.fetch_max(candidate, Ordering::AcqRel) < candidate;
         if moved {
@@ -1018,6 +1029,9 @@ impl Partition {
     /// Closes and removes the log's files (topic deletion).
     pub fn delete(&self) -> Result<(), BrokerError> {
         let log = self.lock().log.take();
+        // Parked acks=all produces and DeleteRecords fail now (NOT_LEADER_OR_FOLLOWER), not
+        // at their timeout.
+        self.replication().resign();
         self.wake_waiters();
         match log {
             Some(log) => log.delete().map_err(BrokerError::from),

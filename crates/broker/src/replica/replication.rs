@@ -177,6 +177,18 @@ impl Replication {
         isr
     }
 
+    /// Whether this leader's committed ISR is smaller than `min_isr` (capped at the replication
+    /// factor, Kafka's `effectiveMinIsr`): its high watermark then stays where it is (Kafka's
+    /// `Partition.isUnderMinIsr` in `maybeIncrementLeaderHW`), so that no record is committed
+    /// with fewer copies than `min.insync.replicas` — the replicas that leave such an ISR stay
+    /// eligible leaders (KIP-966) because they hold everything committed.
+    pub fn under_min_isr(&self, min_isr: usize) -> bool {
+        match (&self.assignment, self.role) {
+            (Some(a), Role::Leader) => a.isr.len() < min_isr.min(a.replicas.len()).max(1),
+            _ => false,
+        }
+    }
+
     /// The high watermark a leader (or an unassigned partition) may have with its own log
     /// ending at `local_end`: the smallest log end of the maximal ISR. `None` on a follower,
     /// whose high watermark is the leader's.
@@ -318,6 +330,13 @@ impl Replication {
         }
     }
 
+    /// This replica is going away (deleted, or moved off this broker): it leads nothing.
+    pub fn resign(&mut self) {
+        self.role = Role::Follower;
+        self.followers.clear();
+        self.pending = None;
+    }
+
     /// Whether an ISR change is pending (sent or not).
     pub fn has_pending(&self) -> bool {
         self.pending.is_some()
@@ -326,7 +345,7 @@ impl Replication {
     /// The replica a consumer in `client_rack` fetching at `fetch_offset` should read from,
     /// when it is not this leader (KIP-392, Kafka's `ReplicaManager.findPreferredReadReplica`
     /// with `RackAwareReplicaSelector`). Candidates are the ISR members whose log end has
-    /// reached `fetch_offset`, and the leader; the leader wins when
+    /// reached `fetch_offset` and whose log start is at or below it, and the leader; the leader wins when
     /// it is in the client's rack or no candidate is, else the candidate in the rack with the
     /// greatest log end, then the most recently caught up. `rack_of` gives a broker's
     /// `broker.rack`. `None` on a follower, for an empty rack, or when the leader is chosen.
@@ -349,7 +368,11 @@ impl Replication {
             .iter()
             .filter(|id| **id != local_id)
             .filter_map(|id| self.followers.get(id).map(|f| (*id, f)))
-            .filter(|(id, f)| f.log_end >= fetch_offset && rack_of(*id).as_deref() == Some(client_rack))
+            .filter(|(id, f)| {
+                (0..=fetch_offset).contains(&f.log_start)
+                    && f.log_end >= fetch_offset
+                    && rack_of(*id).as_deref() == Some(client_rack)
+            })
             .max_by_key(|(_, f)| (f.log_end, -(now_ms - f.last_caught_up_ms)))
             .map(|(id, _)| id)
     }
@@ -358,6 +381,26 @@ impl Replication {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_leader_under_min_insync_replicas_is_flagged() {
+        let mut r = Replication::default();
+        assert!(!r.under_min_isr(2), "unassigned");
+        let a = |isr: &[i32]| Assignment {
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 0,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+        };
+        r.apply(1, a(&[1, 2]), 0, 0);
+        assert!(!r.under_min_isr(2));
+        r.apply(1, a(&[1]), 0, 0);
+        assert!(r.under_min_isr(2));
+        assert!(!r.under_min_isr(1));
+        r.apply(1, Assignment { replicas: vec![1], ..a(&[1]) }, 0, 0);
+        assert!(!r.under_min_isr(2), "capped at the replication factor");
+    }
 
     #[test]
     fn consumers_are_sent_to_the_most_caught_up_in_sync_replica_of_their_rack() {
@@ -374,9 +417,10 @@ mod tests {
             100,
             0,
         );
-        r.follower_fetched(2, 90, 100, 10);
-        r.follower_fetched(3, 100, 100, 10);
-        r.follower_fetched(4, 100, 100, 10);
+        for (id, end) in [(2, 90), (3, 100), (4, 100)] {
+            r.follower_fetched(id, end, 100, 10);
+            r.follower_log_start(id, 0);
+        }
         let racks = |id: i32| Some(if id == 1 { "a" } else { "b" }.to_string());
         assert_eq!(r.preferred_read_replica(1, "b", 50, 20, racks), Some(3), "3 has more than 2");
         assert_eq!(r.preferred_read_replica(1, "b", 95, 20, racks), Some(3));
@@ -387,6 +431,9 @@ mod tests {
         let only4 = |id: i32| Some(if id == 4 { "d" } else { "a" }.to_string());
         assert_eq!(r.preferred_read_replica(1, "d", 50, 20, only4), None);
         assert_eq!(r.preferred_read_replica(1, "b", 101, 20, racks), None);
+        // A follower whose log starts past the fetch offset cannot serve it.
+        r.follower_log_start(3, 60);
+        assert_eq!(r.preferred_read_replica(1, "b", 50, 20, racks), Some(2));
     }
 
     fn assignment(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> Assignment {
