@@ -11,7 +11,8 @@ What is checked:
 - a paused follower (SIGSTOP) leaves the ISR after `replica.lag.time.max.ms`, and acks=all
   writes go on with two; resumed, it catches up and rejoins;
 - `min.insync.replicas=3` with a broker down: acks=all is refused with NOT_ENOUGH_REPLICAS and
-  nothing is appended, while acks=1 still works;
+  nothing is appended; acks=1 is appended but consumers see it only once the ISR is back
+  (the high watermark does not move below min.insync.replicas);
 - partition reassignment (KIP-455) through the Java Admin client: replicas move to another
   broker and the replication factor grows, the old replica's log is deleted, bad targets are
   refused with Kafka's errors, and the moved data is whole on the new replica;
@@ -181,10 +182,14 @@ def test_acks_all_is_refused_below_min_insync_replicas(cluster):
     p.flush(20)
     assert len(errors) == 1 and errors[0] is not None
     assert errors[0].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors[0]
-    # acks=1 does not ask for the ISR.
+    # acks=1 does not ask for the ISR, but while the ISR is below min.insync.replicas the high
+    # watermark stays (Kafka's isUnderMinIsr): consumers see the record once the ISR is back.
     one = ck_producer(others, acks=1)
     one.produce("strict", value=b"one")
     assert one.flush(20) == 0
+    assert read_all(others, "strict", 1, 1, timeout=3) == [], "committed below min.insync.replicas"
+    victim.start(60)
+    wait_until(lambda: partitions_of(others, "strict")[0][2] == [1, 2, 3], 30, message="not back in the ISR")
     assert read_all(others, "strict", 1, 1) == [b"one"], "the refused acks=all record was appended"
 
 
