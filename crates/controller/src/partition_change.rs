@@ -177,6 +177,31 @@ pub fn change_record(topic_id: Uuid, p: &PartitionImage, s: &Settled) -> Option<
     Some(MetadataRecord::PartitionChange { topic_id, partition: p.partition, leader, isr, replicas, reassignment, elr })
 }
 
+/// Test records: brokers 1..=`brokers` registered and live, topic "t" (`id`) with one
+/// partition on replicas 1, 2, 3, all in sync, 1 leading.
+#[cfg(test)]
+pub(crate) fn one_partition_records(brokers: i32, id: Uuid) -> Vec<MetadataRecord> {
+    let mut records: Vec<MetadataRecord> = (1..=brokers)
+        .map(|broker_id| MetadataRecord::BrokerRegistered {
+            broker_id,
+            host: "h".into(),
+            port: broker_id as u16,
+            rack: None,
+            epoch: 0,
+            fenced: false,
+        })
+        .collect();
+    records.push(MetadataRecord::TopicCreated { name: "t".into(), topic_id: id });
+    records.push(MetadataRecord::PartitionCreated {
+        topic_id: id,
+        partition: 0,
+        replicas: vec![1, 2, 3],
+        leader: 1,
+        leader_epoch: 0,
+    });
+    records
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,25 +209,7 @@ mod tests {
     /// Brokers 1..=3, topic "t" with one partition on 1, 2, 3 (all in sync, 1 leading) and
     /// `min.insync.replicas` = `min_isr`.
     fn image(min_isr: &str) -> MetadataImage {
-        let mut records: Vec<MetadataRecord> = (1..=3)
-            .map(|id| MetadataRecord::BrokerRegistered {
-                broker_id: id,
-                host: "h".into(),
-                port: id as u16,
-                rack: None,
-                epoch: 0,
-                fenced: false,
-            })
-            .collect();
-        let id = Uuid::from_u128(9);
-        records.push(MetadataRecord::TopicCreated { name: "t".into(), topic_id: id });
-        records.push(MetadataRecord::PartitionCreated {
-            topic_id: id,
-            partition: 0,
-            replicas: vec![1, 2, 3],
-            leader: 1,
-            leader_epoch: 0,
-        });
+        let mut records = one_partition_records(3, Uuid::from_u128(9));
         records.push(MetadataRecord::ConfigSet {
             resource: ConfigResource::Topic("t".into()),
             name: "min.insync.replicas".into(),

@@ -178,25 +178,7 @@ mod tests {
     /// Brokers 1..=4 registered and live; topic "t" with one partition on replicas 1, 2, 3,
     /// all in sync, 1 leading.
     fn image() -> MetadataImage {
-        let mut records: Vec<MetadataRecord> = (1..=4)
-            .map(|id| MetadataRecord::BrokerRegistered {
-                broker_id: id,
-                host: "h".into(),
-                port: id as u16,
-                rack: None,
-                epoch: 0,
-                fenced: false,
-            })
-            .collect();
-        let id = Uuid::from_u128(7);
-        records.push(MetadataRecord::TopicCreated { name: "t".into(), topic_id: id });
-        records.push(MetadataRecord::PartitionCreated {
-            topic_id: id,
-            partition: 0,
-            replicas: vec![1, 2, 3],
-            leader: 1,
-            leader_epoch: 0,
-        });
+        let records = crate::partition_change::one_partition_records(4, Uuid::from_u128(7));
         MetadataImage::empty().apply(&records).unwrap().0
     }
 
