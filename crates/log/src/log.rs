@@ -999,6 +999,13 @@ impl Log {
     /// segments wholly below the log start. Never deletes the active segment. Moves the log
     /// start to the first remaining segment. Returns the number of segments deleted.
     pub fn enforce_retention(&mut self, now_ms: i64) -> Result<usize, LogError> {
+        self.enforce_retention_below(now_ms, i64::MAX)
+    }
+
+    /// As [`Log::enforce_retention`], deleting by time or size only segments that end at or
+    /// below `high_watermark` (Kafka's `UnifiedLog.deletableSegments`): a replicated log never
+    /// drops records its followers may not have yet, nor ones consumers were never shown.
+    pub fn enforce_retention_below(&mut self, now_ms: i64, high_watermark: i64) -> Result<usize, LogError> {
         if self.is_offline() {
             return Ok(0);
         }
@@ -1011,7 +1018,7 @@ impl Log {
                 retention_ms >= 0 && seg.largest_timestamp().is_some_and(|ts| now_ms.saturating_sub(ts) > retention_ms);
             let oversize = retention_bytes >= 0 && total.saturating_sub(seg.size()) >= retention_bytes as u64;
             let below_start = next_base <= log_start;
-            let delete = expired || oversize || below_start;
+            let delete = ((expired || oversize) && next_base <= high_watermark) || below_start;
             if delete {
                 total -= seg.size();
             }

@@ -265,8 +265,11 @@ fn retention(h: &dyn Harness) {
     }
     assert_eq!(log.num_segments(), 4);
     // Segment max timestamps: 1000, 3000, 5000, 7000 (active).
-    assert_eq!(log.enforce_retention(2500).unwrap(), 1);
+    // Not past the high watermark: the first segment ends at offset 2.
+    assert_eq!(log.enforce_retention_below(2500, 1).unwrap(), 0);
+    assert_eq!(log.enforce_retention_below(2500, 2).unwrap(), 1);
     assert_eq!(log.log_start_offset(), 2);
+    assert_eq!(log.enforce_retention(2500).unwrap(), 0);
     assert_eq!(log.enforce_retention(100_000).unwrap(), 2, "never the active segment");
     assert_eq!((log.num_segments(), log.log_start_offset()), (1, 6));
     check_invariants(&log);

@@ -996,7 +996,8 @@ impl Partition {
         }
     }
 
-    /// Retention ([`Log::enforce_retention`]). Deleting segments moves the log start, so the
+    /// Retention ([`Log::enforce_retention_below`] the high watermark: only segments every
+    /// in-sync replica holds and consumers could read). Deleting segments moves the log start, so the
     /// producer state of their batches must be in a snapshot first (as for
     /// [`Self::advance_log_start`]); the one written at the last roll normally covers them,
     /// and when it is missing (its write failed, or the log predates snapshots) the state is
@@ -1010,7 +1011,8 @@ impl Partition {
         if active_base > log_start && self.snapshot_offset.load(Ordering::Relaxed) < active_base {
             self.snapshot_at_log_end()?;
         }
-        self.with_log(|log| Ok(log.enforce_retention(now_ms)?))
+        let high_watermark = self.high_watermark();
+        self.with_log(|log| Ok(log.enforce_retention_below(now_ms, high_watermark)?))
     }
 
     /// Forgets the producers idle longer than the topic's `producer.id.expiration.ms`.
