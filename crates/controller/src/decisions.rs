@@ -10,20 +10,10 @@ use strata_metadata::channel::{
 use strata_metadata::config::{validate_dynamic_broker_config, validate_topic_config, DYNAMIC_BROKER_CONFIGS};
 use strata_metadata::{ConfigResource, MetadataImage, MetadataRecord};
 
-use crate::partition_change::{change_record, settle, Election, ElectionDefaults, Proposed, Settled};
-
-/// `p`'s registration as it stands, to change one field of.
-fn settled_as_is(p: &strata_metadata::image::PartitionImage) -> Settled {
-    Settled {
-        replicas: p.replicas.clone(),
-        isr: p.isr.clone(),
-        elr: p.elr.clone(),
-        leader: p.leader,
-        reassignment: p.reassignment.clone(),
-    }
-}
 use strata_protocol::ResponseError;
 use uuid::Uuid;
+
+use crate::partition_change::{change_record, settle, Election, ElectionDefaults, Proposed, Settled};
 
 /// Cluster-wide defaults the decisions need.
 #[derive(Debug, Clone)]
@@ -614,7 +604,7 @@ pub fn elect_leaders(
                 ElectionType::Preferred => match p.replicas.first() {
                     Some(pref) if *pref == p.leader => Err(not_needed("the preferred replica leads already")),
                     Some(pref) if live(pref) && p.isr.contains(pref) => {
-                        let settled = Settled { leader: *pref, ..settled_as_is(p) };
+                        let settled = Settled { leader: *pref, ..Settled::from(p) };
                         records.extend(change_record(topic_id, p, &settled));
                         Ok(())
                     }

@@ -73,6 +73,19 @@ pub struct Settled {
     pub reassignment: Reassignment,
 }
 
+impl From<&PartitionImage> for Settled {
+    /// The registration as it stands (to change one field of).
+    fn from(p: &PartitionImage) -> Self {
+        Self {
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            elr: p.elr.clone(),
+            leader: p.leader,
+            reassignment: p.reassignment.clone(),
+        }
+    }
+}
+
 /// How a leader may be chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Election {

@@ -13,7 +13,7 @@
 //! the file system itself. Every method may wait on the disk: call it off the async workers.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Mutex, PoisonError};
 
 use uuid::Uuid;
@@ -191,7 +191,9 @@ impl LogManager {
         }
         std::fs::create_dir_all(&dir).map_err(LogError::io(&dir))?;
         if !id_file.exists() {
-            write_synced(&id_file, format!("version: 0\ntopic_id: {topic_id}\n").as_bytes())?;
+            let text = format!("version: 0\ntopic_id: {topic_id}\n");
+            crate::storage::replace_file(&FsStorage, &dir, PARTITION_METADATA_FILE, text.as_bytes())
+                .map_err(|(path, e)| LogError::io(&path)(e))?;
         }
         Log::open(&dir, config, now_ms)
     }
@@ -267,13 +269,6 @@ impl LogManager {
             }
         }
     }
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), LogError> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(LogError::io(path))?;
-    f.write_all(bytes).map_err(LogError::io(path))?;
-    f.sync_all().map_err(LogError::io(path))
 }
 
 #[cfg(test)]

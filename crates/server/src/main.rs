@@ -343,7 +343,6 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             controller.clone(),
             fetch,
             config.number("replica.lag.time.max.ms"),
-            ms("replica.high.watermark.checkpoint.interval.ms"),
             &tokio::runtime::Handle::current(),
             shutdown_rx.clone(),
         );
@@ -367,6 +366,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
 
     let limits = Limits::from_config(&config);
     let retention_every = Duration::from_millis(config.retention_check_interval_ms());
+    let hw_checkpoint_every =
+        Duration::from_millis(config.number("replica.high.watermark.checkpoint.interval.ms").max(1) as u64);
     let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
     let producer_expiry_every = config.producer_id_expiration_check_interval_ms();
     let groups = if is_broker {
@@ -395,6 +396,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     spawn_periodic(shutdown_rx.clone(), flush_every, {
         let replicas = replicas.clone();
         move || replicas.flush_due(now_ms())
+    });
+    // After the first publish: every partition has its registration, so none is checkpointed
+    // with the log end it was opened with.
+    spawn_periodic(shutdown_rx.clone(), hw_checkpoint_every, {
+        let replicas = replicas.clone();
+        move || replicas.checkpoint_high_watermarks()
     });
 
     let log_dirs: Vec<String> = log_dirs.iter().map(|d| d.display().to_string()).collect();

@@ -10,7 +10,7 @@ use strata_protocol::kafka_protocol::messages::elect_leaders_response::{Partitio
 use strata_protocol::kafka_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use strata_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{by_topic, str_bytes};
 use crate::Broker;
 
 pub async fn handle(broker: &Arc<Broker>, request: ElectLeadersRequest, version: i16) -> ElectLeadersResponse {
@@ -32,8 +32,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ElectLeadersRequest, version:
     });
     match broker.controller.elect_leaders(election, partitions).await {
         Ok(results) => {
-            let mut out: Vec<ReplicaElectionResult> = Vec::new();
-            for (topic, partition, result) in results {
+            let answers = results.into_iter().map(|(topic, partition, result)| {
                 let r = match result {
                     Ok(()) => {
                         tracing::info!(%topic, partition, ?election, "leader elected on request");
@@ -44,15 +43,14 @@ pub async fn handle(broker: &Arc<Broker>, request: ElectLeadersRequest, version:
                         .with_error_code(e.error.code())
                         .with_error_message(Some(str_bytes(e.message))),
                 };
-                match out.iter_mut().find(|x| x.topic.as_str() == topic) {
-                    Some(x) => x.partition_result.push(r),
-                    None => out.push(
-                        ReplicaElectionResult::default()
-                            .with_topic(TopicName(str_bytes(topic)))
-                            .with_partition_result(vec![r]),
-                    ),
-                }
-            }
+                (topic, r)
+            });
+            let out: Vec<ReplicaElectionResult> = by_topic(answers)
+                .into_iter()
+                .map(|(topic, rs)| {
+                    ReplicaElectionResult::default().with_topic(TopicName(str_bytes(topic))).with_partition_result(rs)
+                })
+                .collect();
             ElectLeadersResponse::default().with_replica_election_results(out)
         }
         Err(e) => ElectLeadersResponse::default()

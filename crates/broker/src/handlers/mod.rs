@@ -173,6 +173,19 @@ pub(crate) fn hinted_endpoints(
         .collect()
 }
 
+/// Per-partition answers grouped by topic, topics in the order they first appear (how the
+/// controller's per-partition outcomes become a response's topic entries).
+pub(crate) fn by_topic<P>(items: impl IntoIterator<Item = (String, P)>) -> Vec<(String, Vec<P>)> {
+    let mut out: Vec<(String, Vec<P>)> = Vec::new();
+    for (topic, item) in items {
+        match out.iter_mut().find(|(t, _)| *t == topic) {
+            Some((_, items)) => items.push(item),
+            None => out.push((topic, vec![item])),
+        }
+    }
+    out
+}
+
 pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }

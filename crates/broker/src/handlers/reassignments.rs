@@ -20,7 +20,7 @@ use strata_protocol::kafka_protocol::messages::{
     ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, TopicName,
 };
 
-use super::str_bytes;
+use super::{by_topic, str_bytes};
 use crate::Broker;
 
 pub async fn alter(
@@ -47,8 +47,7 @@ pub async fn alter(
                 .with_error_message(Some(str_bytes(e.message)))
         }
     };
-    let mut out: Vec<ReassignableTopicResponse> = Vec::new();
-    for (topic, partition, result) in results {
+    let answers = results.into_iter().map(|(topic, partition, result)| {
         let r = match result {
             Ok(()) => {
                 let target = targets.iter().find(|(t, p, _)| *t == topic && *p == partition).and_then(|x| x.2.clone());
@@ -60,13 +59,14 @@ pub async fn alter(
                 .with_error_code(e.error.code())
                 .with_error_message(Some(str_bytes(e.message))),
         };
-        match out.iter_mut().find(|x| x.name.as_str() == topic) {
-            Some(x) => x.partitions.push(r),
-            None => out.push(
-                ReassignableTopicResponse::default().with_name(TopicName(str_bytes(topic))).with_partitions(vec![r]),
-            ),
-        }
-    }
+        (topic, r)
+    });
+    let out: Vec<ReassignableTopicResponse> = by_topic(answers)
+        .into_iter()
+        .map(|(topic, rs)| {
+            ReassignableTopicResponse::default().with_name(TopicName(str_bytes(topic))).with_partitions(rs)
+        })
+        .collect();
     AlterPartitionReassignmentsResponse::default()
         .with_allow_replication_factor_change(allow_rf_change)
         .with_responses(out)
@@ -82,23 +82,21 @@ pub async fn list(
         .map(|topics| topics.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
     match broker.controller.list_reassignments(wanted).await {
         Ok(ongoing) => {
-            let mut out: Vec<OngoingTopicReassignment> = Vec::new();
             let ids = |v: &[i32]| v.iter().map(|b| BrokerId(*b)).collect::<Vec<_>>();
-            for r in ongoing {
+            let answers = ongoing.into_iter().map(|r| {
                 let p = OngoingPartitionReassignment::default()
                     .with_partition_index(r.partition)
                     .with_replicas(ids(&r.replicas))
                     .with_adding_replicas(ids(&r.adding))
                     .with_removing_replicas(ids(&r.removing));
-                match out.iter_mut().find(|x| x.name.as_str() == r.topic) {
-                    Some(x) => x.partitions.push(p),
-                    None => out.push(
-                        OngoingTopicReassignment::default()
-                            .with_name(TopicName(str_bytes(r.topic)))
-                            .with_partitions(vec![p]),
-                    ),
-                }
-            }
+                (r.topic, p)
+            });
+            let out: Vec<OngoingTopicReassignment> = by_topic(answers)
+                .into_iter()
+                .map(|(topic, ps)| {
+                    OngoingTopicReassignment::default().with_name(TopicName(str_bytes(topic))).with_partitions(ps)
+                })
+                .collect();
             ListPartitionReassignmentsResponse::default().with_topics(out)
         }
         Err(e) => ListPartitionReassignmentsResponse::default()

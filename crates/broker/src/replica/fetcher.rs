@@ -70,7 +70,6 @@ struct Target {
     /// The leader and epoch it fetches in: every change to the log made for this target is
     /// checked against the partition's registration under its lock (see [`Following`]).
     from: Following,
-    leader_epoch: i32,
     truncated: bool,
     /// No fetch before this time (ms): backing off after an error.
     paused_until_ms: i64,
@@ -134,11 +133,10 @@ impl FetcherManager {
             f
         });
         let mut targets = lock(&fetcher.targets);
-        let same =
-            targets.get(&key).is_some_and(|t| t.leader_epoch == leader_epoch && Arc::ptr_eq(&t.partition, &partition));
+        let from = Following { leader, leader_epoch };
+        let same = targets.get(&key).is_some_and(|t| t.from == from && Arc::ptr_eq(&t.partition, &partition));
         if !same {
-            let from = Following { leader, leader_epoch };
-            targets.insert(key, Target { partition, from, leader_epoch, truncated: false, paused_until_ms: 0 });
+            targets.insert(key, Target { partition, from, truncated: false, paused_until_ms: 0 });
             fetcher.changed.notify_one();
         }
     }
@@ -231,7 +229,7 @@ fn pause_all(fetcher: &LeaderFetcher, targets: &[(Key, Target)], backoff: Durati
     let until = now_ms() + backoff.as_millis() as i64;
     let mut current = lock(&fetcher.targets);
     for (key, t) in targets {
-        if let Some(c) = current.get_mut(key).filter(|c| c.leader_epoch == t.leader_epoch) {
+        if let Some(c) = current.get_mut(key).filter(|c| c.from == t.from) {
             c.paused_until_ms = until;
         }
     }
@@ -242,7 +240,7 @@ fn pause_all(fetcher: &LeaderFetcher, targets: &[(Key, Target)], backoff: Durati
 fn update(fetcher: &LeaderFetcher, key: &Key, seen: &Target, f: impl FnOnce(&mut Target)) {
     if let Some(t) = lock(&fetcher.targets)
         .get_mut(key)
-        .filter(|t| t.leader_epoch == seen.leader_epoch && Arc::ptr_eq(&t.partition, &seen.partition))
+        .filter(|t| t.from == seen.from && Arc::ptr_eq(&t.partition, &seen.partition))
     {
         f(t);
     }
@@ -315,7 +313,7 @@ async fn truncate(
         for (key, t, epoch) in &asking {
             let part = OffsetForLeaderPartition::default()
                 .with_partition(key.1)
-                .with_current_leader_epoch(t.leader_epoch)
+                .with_current_leader_epoch(t.from.leader_epoch)
                 .with_leader_epoch(*epoch);
             match topics.iter_mut().find(|x| x.topic.as_str() == key.0) {
                 Some(x) => x.partitions.push(part),
@@ -394,7 +392,7 @@ async fn fetch(
         }
         let part = FetchPartition::default()
             .with_partition(key.1)
-            .with_current_leader_epoch(t.leader_epoch)
+            .with_current_leader_epoch(t.from.leader_epoch)
             .with_fetch_offset(t.partition.log_end_offset())
             .with_last_fetched_epoch(-1)
             .with_log_start_offset(t.partition.log_start_offset())

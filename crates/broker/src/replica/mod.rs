@@ -25,12 +25,14 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::ArcSwap;
 
+use strata_log::manager::{partition_dir_name, LogManager};
 use strata_metadata::{ConfigResource, MetadataDelta, MetadataImage, MetadataPublisher};
 use uuid::Uuid;
 
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
 pub use partition::{AppendResult, Partition, ReadBound, ReadResult};
+pub use strata_log::manager::{HW_CHECKPOINT_FILE, METADATA_DIR};
 
 /// Who appends (Kafka's `AppendOrigin`): a client's Produce may not write internal topics,
 /// a coordinator may.
@@ -60,9 +62,6 @@ async fn append_off_worker(partition: Arc<Partition>, records: bytes::Bytes) -> 
             .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))
     }
 }
-
-use strata_log::manager::{partition_dir_name, LogManager};
-pub use strata_log::manager::{HW_CHECKPOINT_FILE, METADATA_DIR};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -139,7 +138,6 @@ impl ReplicaManager {
         controller: Arc<dyn strata_metadata::channel::ControllerChannel>,
         fetch: fetcher::FetchSettings,
         lag_ms: i64,
-        hw_checkpoint_every: std::time::Duration,
         runtime: &tokio::runtime::Handle,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
@@ -149,20 +147,6 @@ impl ReplicaManager {
             return; // started already
         }
         self.update_throttle_rates(&self.image());
-        let weak = Arc::downgrade(self);
-        let mut stop = shutdown.clone();
-        runtime.spawn(async move {
-            loop {
-                tokio::select! {
-                    _ = tokio::time::sleep(hw_checkpoint_every) => {}
-                    _ = stop.changed() => return,
-                }
-                let Some(rm) = weak.upgrade() else { return };
-                if tokio::task::spawn_blocking(move || rm.checkpoint_high_watermarks()).await.is_err() {
-                    return;
-                }
-            }
-        });
         runtime.spawn(isr::run_isr_sender(self.clone(), controller, self.isr_wake.clone(), shutdown.clone()));
         let weak = Arc::downgrade(self);
         let every = std::time::Duration::from_millis((lag_ms / 2).max(1) as u64);
@@ -519,11 +503,10 @@ impl ReplicaManager {
                 .find_map(|r| image.configs(r).and_then(|c| c.get(key)))
                 .or_else(|| self.broker_defaults.get(key))
                 .and_then(|v| v.trim().parse::<i64>().ok())
-                .map_or(u64::MAX, |r| u64::try_from(r).unwrap_or(0));
-            let rate = if rate >= i64::MAX as u64 { u64::MAX } else { rate };
-            if quota.limit() != Some(rate).filter(|r| *r != u64::MAX) {
-                tracing::info!(config = key, bytes_per_second = ?Some(rate).filter(|r| *r != u64::MAX), "replication throttle set");
-                quota.set_limit(rate);
+                .filter(|r| *r != i64::MAX) // Kafka's "no limit"
+                .map(|r| u64::try_from(r).unwrap_or(0));
+            if quota.set_limit(rate) {
+                tracing::info!(config = key, bytes_per_second = ?rate, "replication throttle set");
             }
         }
     }

@@ -93,8 +93,9 @@ pub struct Partition {
     /// The checkpointed high watermark to start from (-1: none), see
     /// [`Partition::restore_high_watermark`].
     restored_hw: AtomicI64,
-    /// The topic's `min.insync.replicas`, readable without the state lock: a leader's high
-    /// watermark does not move while its ISR is smaller ([`Replication::under_min_isr`]).
+    /// The topic's `min.insync.replicas` (a copy of the settings' value), readable without the
+    /// state lock, which `advance_high_watermark` may run under: a leader's high watermark does
+    /// not move while its ISR is smaller ([`Replication::under_min_isr`]).
     min_isr: std::sync::atomic::AtomicUsize,
     /// Leader or follower, the ISR, the followers' positions. Locked after `state` when both
     /// are held.
@@ -377,7 +378,7 @@ impl Partition {
         if hw <= last_offset {
             return None;
         }
-        let required = self.lock().settings.min_insync_replicas;
+        let required = self.min_isr.load(Ordering::Relaxed);
         if in_sync < required {
             return Some(Err(BrokerError::NotEnoughReplicasAfterAppend { in_sync, required }));
         }
@@ -505,8 +506,6 @@ impl Partition {
         self.replication().take_proposal()
     }
 
-    /// The controller's answer to an ISR change (see [`Replication::proposal_answered`]);
-    /// `None` when it could not be asked: the change waits to be sent again.
     /// KIP-73: whether this partition's replication is throttled on one side (the topic's
     /// `leader.replication.throttled.replicas`, with `leader_side`, or
     /// `follower.replication.throttled.replicas`, naming this partition on `local_id`), and if
@@ -542,9 +541,11 @@ impl Partition {
         fetch_offset: i64,
         rack_of: impl Fn(i32) -> Option<String>,
     ) -> Option<i32> {
-        self.replication().preferred_read_replica(local_id, client_rack, fetch_offset, super::now_ms(), rack_of)
+        self.replication().preferred_read_replica(local_id, client_rack, fetch_offset, rack_of)
     }
 
+    /// The controller's answer to an ISR change (see [`Replication::proposal_answered`]);
+    /// `None` when it could not be asked: the change waits to be sent again.
     pub fn isr_proposal_answered(&self, proposal: &PendingIsr, outcome: Option<&strata_metadata::channel::IsrOutcome>) {
         let mut repl = self.replication();
         repl.proposal_answered(proposal, outcome);
@@ -706,7 +707,7 @@ impl Partition {
     /// in-sync replicas than the topic's `min.insync.replicas`, the produce is refused with
     /// NOT_ENOUGH_REPLICAS (retriable) and nothing is appended. acks 0 and 1 are not checked.
     pub fn check_min_isr(&self, acks: i16, in_sync: usize) -> Result<(), BrokerError> {
-        let required = self.lock().settings.min_insync_replicas;
+        let required = self.min_isr.load(Ordering::Relaxed);
         if acks == -1 && in_sync < required {
             return Err(BrokerError::NotEnoughReplicas { in_sync, required });
         }

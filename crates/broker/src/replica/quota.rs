@@ -39,9 +39,10 @@ impl Default for ReplicationQuota {
 }
 
 impl ReplicationQuota {
-    /// Sets the limit in bytes per second (`u64::MAX`: none).
-    pub fn set_limit(&self, bytes_per_second: u64) {
-        self.limit.store(bytes_per_second, Ordering::Relaxed);
+    /// Sets the limit in bytes per second (`None`: no limit). Returns whether it changed.
+    pub fn set_limit(&self, bytes_per_second: Option<u64>) -> bool {
+        let limit = bytes_per_second.unwrap_or(u64::MAX);
+        self.limit.swap(limit, Ordering::Relaxed) != limit
     }
 
     /// The limit in bytes per second, if there is one.
@@ -111,7 +112,7 @@ mod tests {
     #[test]
     fn the_rate_is_measured_over_at_least_ten_windows() {
         let q = ReplicationQuota::default();
-        q.set_limit(1_000);
+        q.set_limit(Some(1_000));
         // 9,000 bytes at once: 900 B/s over the ten-second floor.
         q.record(9_000, 0);
         assert!(!q.exceeded(100));

@@ -354,7 +354,6 @@ impl Replication {
         local_id: i32,
         client_rack: &str,
         fetch_offset: i64,
-        now_ms: i64,
         rack_of: impl Fn(i32) -> Option<String>,
     ) -> Option<i32> {
         if client_rack.is_empty() || self.role != Role::Leader {
@@ -373,7 +372,7 @@ impl Replication {
                     && f.log_end >= fetch_offset
                     && rack_of(*id).as_deref() == Some(client_rack)
             })
-            .max_by_key(|(_, f)| (f.log_end, -(now_ms - f.last_caught_up_ms)))
+            .max_by_key(|(_, f)| (f.log_end, f.last_caught_up_ms))
             .map(|(id, _)| id)
     }
 }
@@ -422,18 +421,18 @@ mod tests {
             r.follower_log_start(id, 0);
         }
         let racks = |id: i32| Some(if id == 1 { "a" } else { "b" }.to_string());
-        assert_eq!(r.preferred_read_replica(1, "b", 50, 20, racks), Some(3), "3 has more than 2");
-        assert_eq!(r.preferred_read_replica(1, "b", 95, 20, racks), Some(3));
-        assert_eq!(r.preferred_read_replica(1, "a", 50, 20, racks), None, "the leader is in the rack");
-        assert_eq!(r.preferred_read_replica(1, "c", 50, 20, racks), None, "nobody is in the rack");
-        assert_eq!(r.preferred_read_replica(1, "", 50, 20, racks), None);
+        assert_eq!(r.preferred_read_replica(1, "b", 50, racks), Some(3), "3 has more than 2");
+        assert_eq!(r.preferred_read_replica(1, "b", 95, racks), Some(3));
+        assert_eq!(r.preferred_read_replica(1, "a", 50, racks), None, "the leader is in the rack");
+        assert_eq!(r.preferred_read_replica(1, "c", 50, racks), None, "nobody is in the rack");
+        assert_eq!(r.preferred_read_replica(1, "", 50, racks), None);
         // 4 is not in the ISR, however caught up it is; none reaches offset 101.
         let only4 = |id: i32| Some(if id == 4 { "d" } else { "a" }.to_string());
-        assert_eq!(r.preferred_read_replica(1, "d", 50, 20, only4), None);
-        assert_eq!(r.preferred_read_replica(1, "b", 101, 20, racks), None);
+        assert_eq!(r.preferred_read_replica(1, "d", 50, only4), None);
+        assert_eq!(r.preferred_read_replica(1, "b", 101, racks), None);
         // A follower whose log starts past the fetch offset cannot serve it.
         r.follower_log_start(3, 60);
-        assert_eq!(r.preferred_read_replica(1, "b", 50, 20, racks), Some(2));
+        assert_eq!(r.preferred_read_replica(1, "b", 50, racks), Some(2));
     }
 
     fn assignment(leader: i32, leader_epoch: i32, partition_epoch: i32, isr: &[i32]) -> Assignment {
