@@ -15,6 +15,8 @@
 //! - [`log`] — [`Log`], the public face: append, read, roll, truncate, retention, recovery.
 //! - `segment` — one `.log` file with its two indexes.
 //! - `index` — the sparse offset and time indexes.
+//! - [`manager`] — [`manager::LogManager`]: the partitions' directories, and the background
+//!   work over their logs ([`maintenance`]: retention, time-based flush, the cleaner).
 //! - [`cleaner`] — log compaction: the cleaner threads, cleaning, the crash-safe segment swap.
 //! - [`snapshot`] — `<offset>.snapshot` files of state derived from the log (producer state).
 //! - [`storage`] — the storage trait and its file-system and in-memory implementations.
@@ -54,6 +56,7 @@ pub mod epoch;
 pub mod error;
 mod index;
 pub mod log;
+pub mod maintenance;
 pub mod manager;
 #[allow(unsafe_code)]
 mod mmap;

@@ -10,15 +10,20 @@
 //!
 //! The broker owns the partitions (their locks, replication state and the open [`Log`]s); it
 //! asks this manager to open, place, delete and sweep their directories, so it never touches
-//! the file system itself. Every method may wait on the disk: call it off the async workers.
+//! the file system itself. Once started ([`LogManager::startup`]) the manager also runs the
+//! background work over the open logs, which it sees through [`ManagedLogs`]: retention, the
+//! time-based flush and the cleaner ([`crate::maintenance`]). Every method may wait on the
+//! disk: call it off the async workers.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError, Weak};
 
 use uuid::Uuid;
 
+use crate::cleaner::CleanerMetrics;
 use crate::error::LogError;
+use crate::maintenance::{Maintenance, MaintenanceConfig, ManagedLogs};
 use crate::offset_checkpoint::{self, Checkpoints};
 use crate::storage::FsStorage;
 use crate::{Log, LogConfig};
@@ -63,6 +68,14 @@ pub struct LogManager {
     restored_hws: Mutex<Checkpoints>,
     /// Serializes writers of the checkpoint files (the periodic task and the shutdown).
     checkpointing: Mutex<()>,
+    /// The background work, between [`LogManager::startup`] and [`LogManager::shutdown`].
+    maintenance: Mutex<Option<Maintenance>>,
+}
+
+impl std::fmt::Debug for Maintenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Maintenance")
+    }
 }
 
 impl LogManager {
@@ -118,7 +131,40 @@ impl LogManager {
             placement: Mutex::new(placement),
             restored_hws: Mutex::new(restored),
             checkpointing: Mutex::new(()),
+            maintenance: Mutex::new(None),
         }
+    }
+
+    /// Starts the background work over the logs `logs` lists (Kafka's `LogManager.startup`):
+    /// retention every `retention_check_interval`, the time-based flush every
+    /// `flush_scheduler_interval`, and the cleaner threads. It stops by itself once `logs`
+    /// is dropped. Call once; a second call replaces (and stops) the first's work.
+    pub fn startup(&self, logs: Weak<dyn ManagedLogs>, config: MaintenanceConfig) -> Result<(), LogError> {
+        let started = Maintenance::start(logs, config).map_err(|e| LogError::Io {
+            path: self.log_dirs[0].clone(),
+            source: std::io::Error::new(e.kind(), format!("cannot start the log maintenance threads: {e}")),
+        })?;
+        let previous = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner).replace(started);
+        drop(previous);
+        Ok(())
+    }
+
+    /// Stops the background work: the periodic tasks after the pass each may be running, the
+    /// cleaners after the group of segments each is writing. Returns when all have stopped
+    /// (before the logs are closed, at shutdown).
+    pub fn shutdown(&self) {
+        let running = self.maintenance.lock().unwrap_or_else(PoisonError::into_inner).take();
+        drop(running);
+    }
+
+    /// What the cleaner did since [`LogManager::startup`] (zeros before).
+    pub fn cleaner_metrics(&self) -> CleanerMetrics {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|m| m.cleaner().metrics())
+            .unwrap_or_default()
     }
 
     /// The data directories, in configured order.

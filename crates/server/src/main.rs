@@ -365,10 +365,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     );
 
     let limits = Limits::from_config(&config);
-    let retention_every = Duration::from_millis(config.retention_check_interval_ms());
     let hw_checkpoint_every =
         Duration::from_millis(config.number("replica.high.watermark.checkpoint.interval.ms").max(1) as u64);
-    let flush_every = Duration::from_millis(config.flush_scheduler_interval_ms().min(3_600_000 * 24 * 365));
     let producer_expiry_every = config.producer_id_expiration_check_interval_ms();
     let groups = if is_broker {
         let groups = GroupCoordinator::start(&config, controller.clone(), replicas.clone())
@@ -380,22 +378,19 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     } else {
         GroupCoordinator::without_shards(replicas.clone())
     };
-    let cleaner = strata_log::cleaner::LogCleaner::start(config.cleaner(), replicas.clone())
-        .context("cannot start the log cleaner threads")?;
+    replicas
+        .start_log_maintenance(strata_log::maintenance::MaintenanceConfig {
+            retention_check_interval: Duration::from_millis(config.retention_check_interval_ms()),
+            flush_scheduler_interval: Duration::from_millis(config.flush_scheduler_interval_ms()),
+            cleaner: config.cleaner(),
+        })
+        .context("cannot start the log maintenance threads")?;
     let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));
     let _ = broker_cell.set(broker.clone());
 
-    spawn_periodic(shutdown_rx.clone(), retention_every, {
-        let replicas = replicas.clone();
-        move || replicas.enforce_retention(now_ms())
-    });
     spawn_periodic(shutdown_rx.clone(), Duration::from_millis(producer_expiry_every), {
         let replicas = replicas.clone();
         move || replicas.remove_expired_producers(now_ms())
-    });
-    spawn_periodic(shutdown_rx.clone(), flush_every, {
-        let replicas = replicas.clone();
-        move || replicas.flush_due(now_ms())
     });
     // After the first publish: every partition has its registration, so none is checkpointed
     // with the log end it was opened with.
@@ -429,13 +424,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         let _ = heartbeats.await;
     }
     let closing = std::time::Instant::now();
-    // The cleaners stop after the group of segments each is writing, before logs close.
-    tokio::task::spawn_blocking(move || {
-        cleaner.shutdown();
-        replicas.close_all()
-    })
-    .await
-    .context("closing logs")?;
+    // The log maintenance stops (the cleaners after the group of segments each is writing)
+    // before the logs close.
+    tokio::task::spawn_blocking(move || replicas.close_all()).await.context("closing logs")?;
     tracing::info!(elapsed_ms = closing.elapsed().as_millis() as u64, "logs flushed and closed; bye");
     Ok(())
 }

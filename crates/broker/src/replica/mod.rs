@@ -332,38 +332,12 @@ impl ReplicaManager {
         self.logs.remove_deleted_topics_data(|name| hosted.contains(name), |id| image.was_deleted(id));
     }
 
-    /// Enforces retention on every partition.
-    pub fn enforce_retention(&self, now_ms: i64) {
-        for p in self.all_partitions() {
-            match p.enforce_retention(now_ms) {
-                Ok(0) | Err(BrokerError::ShuttingDown) => {}
-                Ok(n) => {
-                    tracing::info!(topic = %p.topic, partition = p.index, segments = n, "retention deleted segments")
-                }
-                Err(e) => {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
-                }
-            }
-        }
-    }
-
     /// Forgets, in every partition, the idempotent producers idle longer than
     /// `producer.id.expiration.ms` (run every `producer.id.expiration.check.interval.ms`).
     pub fn remove_expired_producers(&self, now_ms: i64) {
         let removed: usize = self.all_partitions().iter().map(|p| p.remove_expired_producers(now_ms)).sum();
         if removed > 0 {
             tracing::debug!(producers = removed, "expired idle producer ids");
-        }
-    }
-
-    /// Applies the time-based flush policy (`flush.ms`) to every partition.
-    pub fn flush_due(&self, now_ms: i64) {
-        for p in self.all_partitions() {
-            if let Err(e) = p.with_log(|log| log.maybe_flush(now_ms).map_err(BrokerError::from)) {
-                if !matches!(e, BrokerError::ShuttingDown) {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush failed");
-                }
-            }
         }
     }
 
@@ -436,9 +410,21 @@ impl ReplicaManager {
         );
     }
 
+    /// Starts the log manager's background work over this broker's partitions (retention,
+    /// time-based flush, the cleaner; see [`LogManager::startup`]) until [`Self::close_all`].
+    pub fn start_log_maintenance(
+        self: &Arc<Self>,
+        config: strata_log::maintenance::MaintenanceConfig,
+    ) -> Result<(), BrokerError> {
+        let me: Arc<dyn strata_log::maintenance::ManagedLogs> = self.clone();
+        Ok(self.logs.startup(Arc::downgrade(&me), config)?)
+    }
+
     /// Flushes and closes every log (graceful shutdown), several at a time: closing is mostly
-    /// waiting for fsyncs. The high watermarks are checkpointed first.
+    /// waiting for fsyncs. The log manager's background work stops first (the cleaners after
+    /// the group of segments each is writing), then the high watermarks are checkpointed.
     pub fn close_all(&self) {
+        self.logs.shutdown();
         self.checkpoint_high_watermarks();
         let partitions = self.all_partitions();
         parallel_map(&partitions, |p| {
@@ -481,11 +467,11 @@ fn parallel_map<'a, T: Sync, R: Send>(items: &'a [T], f: impl Fn(&'a T) -> R + S
     results.into_iter().map(|(_, r)| r).collect()
 }
 
-/// Every partition this broker holds, for the log cleaner (it skips logs that are not
-/// compacted).
-impl strata_log::cleaner::LogSource for ReplicaManager {
-    fn logs(&self) -> Vec<Arc<dyn strata_log::cleaner::CleanableLog>> {
-        self.all_partitions().into_iter().map(|p| p as Arc<dyn strata_log::cleaner::CleanableLog>).collect()
+/// Every partition this broker holds, for the log manager's background work (retention,
+/// flush, the cleaner, which skips logs that are not compacted).
+impl strata_log::maintenance::ManagedLogs for ReplicaManager {
+    fn managed_logs(&self) -> Vec<Arc<dyn strata_log::maintenance::ManagedLog>> {
+        self.all_partitions().into_iter().map(|p| p as Arc<dyn strata_log::maintenance::ManagedLog>).collect()
     }
 }
 

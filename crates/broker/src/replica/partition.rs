@@ -997,23 +997,14 @@ impl Partition {
         }
     }
 
-    /// Retention ([`Log::enforce_retention_below`] the high watermark: only segments every
-    /// in-sync replica holds and consumers could read). Deleting segments moves the log start, so the
-    /// producer state of their batches must be in a snapshot first (as for
-    /// [`Self::advance_log_start`]); the one written at the last roll normally covers them,
-    /// and when it is missing (its write failed, or the log predates snapshots) the state is
-    /// snapshotted at the log end before anything is deleted.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize, BrokerError> {
-        let (active_base, log_start) = {
-            let st = self.lock();
-            let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
-            (log.active_base_offset(), log.log_start_offset())
-        };
-        if active_base > log_start && self.snapshot_offset.load(Ordering::Relaxed) < active_base {
-            self.snapshot_at_log_end()?;
-        }
-        let high_watermark = self.high_watermark();
-        self.with_log(|log| Ok(log.enforce_retention_below(now_ms, high_watermark)?))
+    /// Retention now ([`strata_log::maintenance::enforce_retention`] on this partition
+    /// alone): the number of segments deleted.
+    #[cfg(test)]
+    pub fn enforce_retention(self: &Arc<Self>, now_ms: i64) -> usize {
+        strata_log::maintenance::enforce_retention(
+            &[self.clone() as Arc<dyn strata_log::maintenance::ManagedLog>],
+            now_ms,
+        )
     }
 
     /// Forgets the producers idle longer than the topic's `producer.id.expiration.ms`.
@@ -1087,6 +1078,39 @@ fn load_producer_state(
 
 /// The log cleaner works on the partition's log under the partition lock only for its plan
 /// and each segment swap (see `strata_log::cleaner::clean`).
+/// Retention deletes segments only below the high watermark: what every in-sync replica holds
+/// and consumers could read. Deleting segments moves the log start, so the producer state of
+/// their batches must be in a snapshot first (as for [`Partition::advance_log_start`]); the one
+/// written at the last roll normally covers them, and when it is missing (its write failed, or
+/// the log predates snapshots) the state is snapshotted at the log end before anything goes.
+impl strata_log::maintenance::ManagedLog for Partition {
+    fn name(&self) -> String {
+        format!("{}-{}", self.topic, self.index)
+    }
+
+    fn retention_bound(&self) -> i64 {
+        self.high_watermark()
+    }
+
+    fn before_log_start_moves(&self) -> bool {
+        let (active_base, log_start) = {
+            let st = self.lock();
+            let Some(log) = st.log.as_ref() else { return false };
+            (log.active_base_offset(), log.log_start_offset())
+        };
+        if active_base > log_start && self.snapshot_offset.load(Ordering::Relaxed) < active_base {
+            if let Err(e) = self.snapshot_at_log_end() {
+                if !matches!(e, BrokerError::ShuttingDown) {
+                    tracing::error!(topic = %self.topic, partition = self.index, error = %e,
+                        "cannot snapshot the producer state; retention waits for the next round");
+                }
+                return false;
+            }
+        }
+        true
+    }
+}
+
 impl strata_log::cleaner::CleanableLog for Partition {
     fn with_log(&self, f: &mut dyn FnMut(&mut Log)) -> bool {
         let mut st = self.lock();
@@ -1424,8 +1448,8 @@ mod tests {
         }
         use strata_log::storage::Storage;
         assert!(strata_log::snapshot::offsets_in(&storage.list(dir).unwrap()).is_empty());
-        let p = partition_on(&storage, config.clone());
-        assert!(p.enforce_retention(now()).unwrap() > 0, "producer 7's segments expired");
+        let p = Arc::new(partition_on(&storage, config.clone()));
+        assert!(p.enforce_retention(now()) > 0, "producer 7's segments expired");
         assert!(p.log_start_offset() >= 2);
         drop(p); // no clean close: no shutdown snapshot
         let p = partition_on(&storage, config);

@@ -157,7 +157,8 @@ pub struct LogCleaner {
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn wall_clock_ms() -> i64 {
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn wall_clock_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
