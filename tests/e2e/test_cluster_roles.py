@@ -10,7 +10,8 @@ Checked with real clients (confluent-kafka / librdkafka, kafka-python):
 - SIGKILL of the active controller: the brokers keep serving, and CreateTopics through a
   broker succeeds again once another controller is active;
 - a broker that was stopped while a topic was created comes back, catches up with the
-  metadata log (the new topic was placed on the live broker) and leads its partitions again;
+  metadata log before it serves (its first Metadata answer has the new topic, placed on the
+  live broker) and leads its partitions again;
 - a broker-only node whose id is a voter, and a controller-only node that is not one, are
   refused at start.
 """
@@ -171,8 +172,11 @@ def test_controller_only_and_broker_only_nodes(tmp_path):
         late.stop()
         create_eventually(brokers[1].bootstrap, "while-down", 4, within=20)
         late.start(60)
-        wait_until(lambda: len(leaders_seen_by(late.bootstrap, "while-down")) == 4, 20,
-                   message="the returning broker never learned the topic created while it was down")
+        # It serves only once its metadata holds its new registration (KRaft's catch-up
+        # before unfencing), so its very first answer knows the topic created while it was down.
+        assert len(leaders_seen_by(late.bootstrap, "while-down")) == 4, \
+            "the returning broker served metadata older than its registration"
+        assert "unfenced by the controller" in late.log_text()
         # Placed while it was down, the new topic lives on the other broker; the returning one
         # leads its partitions of the first topic again (their leader was -1 meanwhile).
         assert set(leaders_seen_by(late.bootstrap, "while-down").values()) == {brokers[1].node_id}

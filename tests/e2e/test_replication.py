@@ -601,3 +601,102 @@ def test_delete_records_waits_for_every_replica(cluster):
     low, high = c.get_watermark_offsets(TopicPartition("trim", 0), timeout=10)
     c.close()
     assert (low, high) == (600, 1000), (low, high)
+
+
+def describe_topic_partitions(port: int, topic: str) -> dict:
+    """DescribeTopicPartitions v0 (KIP-966's view) of `topic`'s partition 0, sent raw so that
+    it can be polled quickly: leader, ISR, ELR and last known ELR."""
+    import struct
+
+    from e2e_util import compact_str, flexible_request, uvarint
+
+    body = uvarint(2) + compact_str(topic) + b"\x00" + struct.pack(">i", 100) + struct.pack(">b", -1) + b"\x00"
+    r = flexible_request(port, 75, 0, body)
+    r.take(">i")  # throttle
+    assert r.array_len() == 1
+    error = r.take(">h")
+    r.compact_string()
+    r.i += 16 + 1  # topic id, is_internal
+    if error != 0:  # a broker that has not seen the topic yet
+        return {"topic_error": error}
+    assert r.array_len() >= 1
+
+    def ids():
+        n = r.array_len()
+        return [r.take(">i") for _ in range(max(n, 0))]
+
+    part = {"error": r.take(">h"), "partition": r.take(">i"), "leader": r.take(">i"), "leader_epoch": r.take(">i")}
+    part.update(replicas=ids(), isr=sorted(ids()), elr=sorted(ids()), last_known_elr=ids(), offline=ids())
+    return part
+
+
+@pytest.mark.timeout(240)
+def test_an_unclean_shutdown_leaves_the_eligible_replicas_and_the_last_leader_recovers(tmp_path):
+    """KIP-966 across unclean and clean shutdowns, with the controllers on their own nodes so
+    the partition's brokers can all be down while the quorum runs. A partition on brokers
+    A (leader) and B, `min.insync.replicas=2`:
+    - B is SIGKILLed, then A: both become eligible leader replicas (ELR), the ISR is empty and
+      A is the last known leader;
+    - B comes back: it crashed (no clean-shutdown record), so it may have lost what it had not
+      fsynced; it leaves the ELR and does not lead (Kafka's `handleBrokerUncleanShutdown`);
+    - A comes back, crashed too: no eligible replica is left, so the last known leader leads
+      again, and B catches up and rejoins the ISR; every acknowledged record is there;
+    - B stops cleanly (SIGTERM) and A is SIGKILLed: B comes back still eligible and leads
+      with every acknowledged record."""
+    from confluent_kafka.admin import NewTopic
+    from test_cluster_roles import make_cluster
+
+    controllers, brokers = make_cluster(tmp_path)
+    for n in controllers + brokers:
+        n.config.write_text(n.config.read_text() + "".join(f"{k}={v}\n" for k, v in FAST.items()))
+    a, b = brokers
+    try:
+        for n in controllers + brokers:
+            n.spawn()
+        for n in controllers + brokers:
+            n.wait_ready(60)
+        admin = ck_admin(a.bootstrap)
+        fs = admin.create_topics([NewTopic("kip966", num_partitions=1, replica_assignment=[[a.node_id, b.node_id]],
+                                           config={"min.insync.replicas": "2"})], request_timeout=15)
+        for f in fs.values():
+            f.result(15)
+        wait_until(lambda: describe_topic_partitions(a.port, "kip966").get("isr") == [a.node_id, b.node_id], 20,
+                   message="ISR not full")
+        producer = ck_producer(a.bootstrap, acks="all", **{"enable.idempotence": True})
+        for i in range(500):
+            producer.produce("kip966", value=b"v%d" % i, partition=0)
+        assert producer.flush(30) == 0
+        acked = {b"v%d" % i for i in range(500)}
+
+        def seen(node, want):
+            last = {}
+
+            def ok():
+                last["d"] = describe_topic_partitions(node.port, "kip966")
+                return all(last["d"].get(k) == v for k, v in want.items())
+            wait_until(ok, 40, interval=0.2, message=lambda: f"{node.name}: {last.get('d')} is not {want}")
+
+        b.kill()
+        seen(a, {"leader": a.node_id, "isr": [a.node_id], "elr": [b.node_id]})
+        a.kill()
+        b.start(60)
+        # Whether A was fenced before or after B registered, B is out of the ELR and A alone is
+        # eligible: no leader while A is down.
+        seen(b, {"leader": -1, "isr": [], "elr": [a.node_id], "last_known_elr": [a.node_id]})
+        assert "leaves the eligible leader replicas" in "".join(c.log_text() for c in controllers)
+
+        a.start(60)
+        seen(b, {"leader": a.node_id, "isr": [a.node_id, b.node_id], "elr": [], "last_known_elr": []})
+        assert sorted(read_all(b.bootstrap, "kip966", 1, len(acked))) == sorted(acked)
+
+        b.stop()
+        seen(a, {"leader": a.node_id, "isr": [a.node_id], "elr": [b.node_id]})
+        a.kill()
+        b.start(60)
+        seen(b, {"leader": b.node_id, "isr": [b.node_id]})
+        assert sorted(read_all(b.bootstrap, "kip966", 1, len(acked))) == sorted(acked)
+        for n in controllers + brokers:
+            assert not n.panic_lines(), n.log_tail()
+    finally:
+        for n in controllers + brokers:
+            n.cleanup()

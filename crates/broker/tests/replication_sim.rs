@@ -75,8 +75,10 @@ impl Sim {
         settings.log.segment_bytes = 4096; // rolls, and their producer snapshots, happen
         let mut image = MetadataImage::empty();
         for id in BROKERS {
-            let (records, _) = decisions::register_broker(&image, id, "h".into(), id as u16, None, &Default::default());
+            let (records, _) =
+                decisions::register_broker(&image, id, "h".into(), id as u16, None, -1, &Default::default());
             image = image.apply(&records).unwrap().0;
+            image = image.apply(&decisions::unfence_broker(&image, id, &Default::default())).unwrap().0;
         }
         let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 3, ..Default::default() };
         let defaults =
@@ -285,9 +287,12 @@ impl Sim {
         let storage = self.replicas[&id].storage.clone();
         let p = self.open(&storage);
         self.replicas.get_mut(&id).unwrap().partition = Some(p);
+        // A crash is an unclean shutdown (previous broker epoch -1): the broker leaves every
+        // ELR, registers fenced, and is unfenced once caught up.
         let (records, _) =
-            decisions::register_broker(&self.image, id, "h".into(), id as u16, None, &Default::default());
+            decisions::register_broker(&self.image, id, "h".into(), id as u16, None, -1, &Default::default());
         self.commit(&records);
+        self.commit(&decisions::unfence_broker(&self.image, id, &Default::default()));
         self.publish();
     }
 

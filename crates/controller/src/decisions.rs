@@ -520,45 +520,71 @@ fn lead_leaderless(image: &MetadataImage, broker_id: i32, defaults: &ElectionDef
     records
 }
 
-/// BrokerRegistration (KRaft's `ClusterControlManager.registerBroker`): a broker not yet
-/// registered, or back with another endpoint or rack, gets a registration record whose epoch
-/// (the broker epoch) is the record's index in the metadata log; one registered with the same
-/// endpoint keeps its epoch and is unfenced if it was fenced. Returns the broker epoch.
+/// BrokerRegistration (KRaft's `ClusterControlManager.registerBroker`): every registration is a
+/// new incarnation of the broker, with a new broker epoch (the index of its registration
+/// record in the metadata log), and starts fenced; a heartbeat unfences it once its metadata
+/// holds that record (it has caught up, see the controller's heartbeat handling), and only
+/// then does it lead. An earlier incarnation still unfenced (killed, or a power cut, faster
+/// than its session expired) is fenced first, so its partitions pass through a new leader
+/// epoch: clients and replicas that saw records the old incarnation may have lost validate
+/// their positions (KIP-101/320) instead of reading new records at reused (epoch, offset)
+/// pairs.
+///
+/// `previous_broker_epoch` is the epoch the broker had when it last shut down cleanly (-1
+/// after a crash). When it is not the registered epoch the broker leaves every ELR, as in
+/// Kafka's `handleBrokerUncleanShutdown` (KIP-966): it may have lost records it had not
+/// fsynced. Returns the records and the new broker epoch.
 pub fn register_broker(
     image: &MetadataImage,
     broker_id: i32,
     host: String,
     port: u16,
     rack: Option<String>,
+    previous_broker_epoch: i64,
     defaults: &ElectionDefaults,
 ) -> (Vec<MetadataRecord>, i64) {
-    match image.brokers.get(&broker_id) {
-        Some(b) if b.host == host && b.port == port && b.rack == rack && b.fenced => {
-            (unfence_broker(image, broker_id, defaults), b.epoch)
+    let mut records = fence_broker(image, broker_id, defaults);
+    let mut current = match image.apply(&records) {
+        Ok((fenced, _)) => fenced,
+        Err(_) => {
+            records.clear();
+            image.clone()
         }
-        Some(b) if b.host == host && b.port == port && b.rack == rack => {
-            // A new incarnation of a broker that was never fenced (killed, or a power cut,
-            // faster than its session expired): as KRaft fences a re-registering broker, its
-            // partitions pass through a new leader epoch, so clients and replicas that saw
-            // records the old incarnation may have lost validate their positions (KIP-101/320)
-            // instead of reading new records at reused (epoch, offset) pairs.
-            let mut records = fence_broker(image, broker_id, defaults);
-            match image.apply(&records) {
-                Ok((fenced, _)) => records.extend(unfence_broker(&fenced, broker_id, defaults)),
-                Err(_) => records.clear(),
+    };
+    if image.brokers.get(&broker_id).is_some_and(|b| b.epoch != previous_broker_epoch) {
+        let unclean = leave_eligible_replicas(&current, broker_id, defaults);
+        if let Ok((after, _)) = current.apply(&unclean) {
+            if !unclean.is_empty() {
+                tracing::info!(
+                    broker = broker_id,
+                    previous_broker_epoch,
+                    partitions = unclean.len(),
+                    "a broker that shut down uncleanly registers: it leaves the eligible leader replicas (KIP-966)"
+                );
             }
-            (records, b.epoch)
-        }
-        _ => {
-            let epoch = image.records_applied as i64;
-            let mut records =
-                vec![MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: false }];
-            if let Ok((registered, _)) = image.apply(&records) {
-                records.extend(lead_leaderless(&registered, broker_id, defaults));
-            }
-            (records, epoch)
+            records.extend(unclean);
+            current = after;
         }
     }
+    drop(current);
+    let epoch = image.records_applied as i64 + records.len() as i64;
+    records.push(MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: true });
+    (records, epoch)
+}
+
+/// Takes `broker_id` (fenced in `image`) out of every ISR and ELR it is in, as a replica that
+/// shut down uncleanly.
+fn leave_eligible_replicas(image: &MetadataImage, broker_id: i32, defaults: &ElectionDefaults) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for p in topic.partitions.iter().filter(|p| p.isr.contains(&broker_id) || p.elr.contains(&broker_id)) {
+            let isr: Vec<i32> = p.isr.iter().copied().filter(|id| *id != broker_id).collect();
+            let proposed = Proposed { unclean_shutdown: vec![broker_id], ..Proposed::isr(p, isr) };
+            let settled = settle(image, &topic.name, p, proposed, Election::AsConfigured, defaults);
+            records.extend(change_record(topic.id, p, &settled));
+        }
+    }
+    records
 }
 
 pub use strata_metadata::channel::{ElectionResult, ElectionType, IsrChange, IsrOutcome};
@@ -680,6 +706,7 @@ pub fn rebalance_leaders(image: &MetadataImage, imbalance_percentage: u32) -> Ve
                     replicas: None,
                     reassignment: None,
                     elr: None,
+                    last_known_elr: None,
                 });
             }
         }
@@ -901,9 +928,15 @@ mod tests {
             img.topic("t").unwrap().partitions.iter().map(|p| (p.leader, p.leader_epoch)).collect::<Vec<_>>()
         };
         let before = epochs(&image);
-        let (records, _) = register_broker(&image, 1, "h".into(), 1, None, &D.election);
-        let after = image.apply(&records).unwrap().0;
-        assert!(!after.brokers[&1].fenced);
+        let old_epoch = image.brokers[&1].epoch;
+        let (records, epoch) = register_broker(&image, 1, "h".into(), 1, None, old_epoch, &D.election);
+        let registered = image.apply(&records).unwrap().0;
+        // A new incarnation: a new broker epoch, the index of its registration record, and
+        // fenced until a heartbeat says it has caught up.
+        assert!(epoch > old_epoch && registered.brokers[&1].epoch == epoch && registered.brokers[&1].fenced);
+        assert_eq!(epoch, registered.records_applied as i64 - 1, "the registration is the batch's last record");
+        assert!(epochs(&registered).iter().all(|(l, _)| *l == -1));
+        let after = registered.apply(&unfence_broker(&registered, 1, &D.election)).unwrap().0;
         for ((l0, e0), (l1, e1)) in before.iter().zip(epochs(&after)) {
             assert_eq!((*l0, l1), (1, 1));
             assert!(e1 > *e0, "epoch {e0} -> {e1}");
@@ -961,9 +994,12 @@ mod tests {
         assert!(!back.brokers[&2].fenced);
         assert_eq!((led_by(&back, 1), led_by(&back, 2), led_by(&back, -1)), (2, 2, 0));
         assert!(unfence_broker(&back, 2, &D.election).is_empty());
-        // Registering again with the same endpoint unfences too.
-        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None, &D.election);
+        // Registering again keeps it fenced: a heartbeat unfences it once it has caught up.
+        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None, -1, &D.election);
         let again = fenced.apply(&records).unwrap().0;
+        assert!(again.brokers[&2].fenced);
+        assert_eq!(led_by(&again, 2), 0);
+        let again = again.apply(&unfence_broker(&again, 2, &D.election)).unwrap().0;
         assert_eq!(led_by(&again, 2), 2);
     }
 
@@ -1013,6 +1049,56 @@ mod tests {
         assert_eq!((part(&back).leader, part(&back).isr), (second, vec![second]));
     }
 
+    /// KIP-966 after unclean shutdowns (Kafka's `handleBrokerUncleanShutdown` and the "balanced"
+    /// last known leader): a broker back from a crash leaves every ELR, one back from a clean
+    /// shutdown stays eligible; when no eligible replica is left, the last leader leads again.
+    #[test]
+    fn unclean_shutdown_leaves_the_elr_and_the_last_known_leader_recovers() {
+        let img = image_with_brokers(&[1, 2, 3]);
+        let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 3, ..Default::default() };
+        let img = img.apply(&create_topics(&img, &D, vec![spec], false).0).unwrap().0;
+        let min_isr_2 = MetadataRecord::ConfigSet {
+            resource: ConfigResource::Topic("t".into()),
+            name: "min.insync.replicas".into(),
+            value: Some("2".into()),
+        };
+        let mut img = img.apply(&[min_isr_2]).unwrap().0;
+        let part = |img: &MetadataImage| img.topic("t").unwrap().partitions[0].clone();
+        let (a, b, c) = (part(&img).replicas[0], part(&img).replicas[1], part(&img).replicas[2]);
+        for id in [a, b, c] {
+            img = img.apply(&fence_broker(&img, id, &D.election)).unwrap().0;
+        }
+        let p = part(&img);
+        assert_eq!(
+            (p.leader, p.isr.clone(), p.elr.clone(), p.last_known_elr.clone()),
+            (-1, vec![], vec![b, c], vec![c])
+        );
+        let register = |img: &MetadataImage, id: i32, previous: i64| {
+            img.apply(&register_broker(img, id, "h".into(), id as u16, None, previous, &D.election).0).unwrap().0
+        };
+        let unfence = |img: &MetadataImage, id: i32| img.apply(&unfence_broker(img, id, &D.election)).unwrap().0;
+
+        // Back from a clean shutdown (the epoch it had): still eligible, it leads.
+        let clean = unfence(&register(&img, c, img.brokers[&c].epoch), c);
+        let p = part(&clean);
+        assert_eq!((p.leader, p.isr.clone(), p.last_known_elr.clone()), (c, vec![c], vec![]));
+
+        // Back from a crash: out of the ELR; the other ELR member leads once it returns.
+        let crashed = unfence(&register(&img, c, -1), c);
+        assert_eq!((part(&crashed).leader, part(&crashed).elr.clone()), (-1, vec![b]));
+        let p = part(&unfence(&crashed, b));
+        assert_eq!((p.leader, p.isr.clone()), (b, vec![b]));
+
+        // Both crashed: no eligible replica is left; the last known leader leads when it
+        // returns, not another replica.
+        let both = register(&register(&img, b, -1), c, -1);
+        assert_eq!((part(&both).elr.clone(), part(&both).last_known_elr.clone()), (vec![], vec![c]));
+        let only_b = unfence(&unfence(&both, a), b);
+        assert_eq!(part(&only_b).leader, -1, "{:?}", part(&only_b));
+        let p = part(&unfence(&only_b, c));
+        assert_eq!((p.leader, p.isr.clone(), p.last_known_elr.clone()), (c, vec![c], vec![]));
+    }
+
     #[test]
     fn preferred_and_unclean_elections_and_the_rebalance() {
         let img = image_with_brokers(&[1, 2, 3]);
@@ -1045,6 +1131,7 @@ mod tests {
                 replicas: None,
                 reassignment: None,
                 elr: None,
+                last_known_elr: None,
             }])
             .unwrap()
             .0;

@@ -13,7 +13,13 @@
 //!   record acknowledged with acks=all (an acks=all write needs `min.insync.replicas` in-sync
 //!   copies, and the ISR only lost them after that). The ELR empties once the ISR has
 //!   `min.insync.replicas` members again. The ISR may become empty: the partition then waits
-//!   for an ELR member.
+//!   for an ELR member. A replica whose broker shut down uncleanly (it may have lost records
+//!   it had not fsynced) leaves the ELR (Kafka's `uncleanShutdownReplicas`).
+//! - **Last known leader** (KIP-966's `lastKnownElr` in Kafka's default "balanced" recovery):
+//!   when the ISR becomes empty the leader it had is remembered; should the ISR and the ELR
+//!   both be empty (every eligible replica shut down uncleanly), that replica leads again
+//!   when it is live, with itself as the ISR: no replica is known to hold more. The memory
+//!   is cleared once the partition has a leader.
 //! - **Election**: a leader must be live and in the ISR, or, with an empty ISR, in the ELR
 //!   (its ISR then becomes itself). The current leader stays if it may; else the first such
 //!   replica in replica order. With unclean election allowed and no such replica, the first
@@ -69,6 +75,7 @@ pub struct Settled {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub elr: Vec<i32>,
+    pub last_known_elr: Vec<i32>,
     pub leader: i32,
     pub reassignment: Reassignment,
 }
@@ -80,6 +87,7 @@ impl From<&PartitionImage> for Settled {
             replicas: p.replicas.clone(),
             isr: p.isr.clone(),
             elr: p.elr.clone(),
+            last_known_elr: p.last_known_elr.clone(),
             leader: p.leader,
             reassignment: p.reassignment.clone(),
         }
@@ -104,12 +112,14 @@ pub struct Proposed {
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
     pub reassignment: Reassignment,
+    /// Replicas whose broker shut down uncleanly: they leave the ELR.
+    pub unclean_shutdown: Vec<i32>,
 }
 
 impl Proposed {
     /// `p`'s replicas and reassignment with the ISR `isr`.
     pub fn isr(p: &PartitionImage, isr: Vec<i32>) -> Self {
-        Self { replicas: p.replicas.clone(), isr, reassignment: p.reassignment.clone() }
+        Self { replicas: p.replicas.clone(), isr, reassignment: p.reassignment.clone(), unclean_shutdown: Vec::new() }
     }
 
     /// `p` as it stands (an election only).
@@ -129,7 +139,7 @@ pub fn settle(
     election: Election,
     defaults: &ElectionDefaults,
 ) -> Settled {
-    let Proposed { mut replicas, mut isr, mut reassignment } = proposed;
+    let Proposed { mut replicas, mut isr, mut reassignment, unclean_shutdown } = proposed;
     if reassignment.is_ongoing() {
         let target_isr: Vec<i32> = isr.iter().copied().filter(|r| !reassignment.removing.contains(r)).collect();
         let target: Vec<i32> = replicas.iter().copied().filter(|r| !reassignment.removing.contains(r)).collect();
@@ -142,7 +152,7 @@ pub fn settle(
     let mut elr = Vec::new();
     if isr.len() < defaults.min_insync_replicas(image, topic) {
         for r in p.elr.iter().chain(&p.isr) {
-            if !isr.contains(r) && !elr.contains(r) && replicas.contains(r) {
+            if !isr.contains(r) && !elr.contains(r) && replicas.contains(r) && !unclean_shutdown.contains(r) {
                 elr.push(*r);
             }
         }
@@ -164,6 +174,19 @@ pub fn settle(
             Election::AsConfigured => defaults.unclean_allowed(image, topic),
             Election::Unclean => true,
         };
+        let last_known = match p.last_known_elr.as_slice() {
+            [r] if isr.is_empty() && elr.is_empty() && live(r) && replicas.contains(r) => Some(*r),
+            _ => None,
+        };
+        if let (-1, Some(r)) = (leader, last_known) {
+            // With one replica this is every restart after a crash: nothing to warn about.
+            if replicas.len() > 1 {
+                tracing::warn!(topic, partition = p.partition, leader = r,
+                    "the last known leader leads again (KIP-966): every eligible replica shut down uncleanly, and no replica is known to hold more");
+            }
+            leader = r;
+            isr = vec![r];
+        }
         if leader == -1 && unclean {
             if let Some(r) = replicas.iter().copied().find(|r| live(r)) {
                 tracing::warn!(topic, partition = p.partition, leader = r, lost_isr = ?isr, lost_elr = ?elr,
@@ -174,7 +197,14 @@ pub fn settle(
             }
         }
     }
-    Settled { replicas, isr, elr, leader, reassignment }
+    let last_known_elr = if leader >= 0 {
+        Vec::new()
+    } else if isr.is_empty() && !p.isr.is_empty() && p.leader >= 0 {
+        vec![p.leader]
+    } else {
+        p.last_known_elr.clone()
+    };
+    Settled { replicas, isr, elr, last_known_elr, leader, reassignment }
 }
 
 /// The record that takes `p` to `s` (only the fields that change), or `None` when nothing does.
@@ -182,12 +212,28 @@ pub fn change_record(topic_id: Uuid, p: &PartitionImage, s: &Settled) -> Option<
     let leader = (s.leader != p.leader).then_some(s.leader);
     let isr = (s.isr != p.isr).then(|| s.isr.clone());
     let elr = (s.elr != p.elr).then(|| s.elr.clone());
+    let last_known_elr = (s.last_known_elr != p.last_known_elr).then(|| s.last_known_elr.clone());
     let replicas = (s.replicas != p.replicas).then(|| s.replicas.clone());
     let reassignment = (s.reassignment != p.reassignment).then(|| s.reassignment.clone());
-    if leader.is_none() && isr.is_none() && elr.is_none() && replicas.is_none() && reassignment.is_none() {
+    if leader.is_none()
+        && isr.is_none()
+        && elr.is_none()
+        && last_known_elr.is_none()
+        && replicas.is_none()
+        && reassignment.is_none()
+    {
         return None;
     }
-    Some(MetadataRecord::PartitionChange { topic_id, partition: p.partition, leader, isr, replicas, reassignment, elr })
+    Some(MetadataRecord::PartitionChange {
+        topic_id,
+        partition: p.partition,
+        leader,
+        isr,
+        replicas,
+        reassignment,
+        elr,
+        last_known_elr,
+    })
 }
 
 /// Test records: brokers 1..=`brokers` registered and live, topic "t" (`id`) with one

@@ -327,8 +327,10 @@ impl QuorumController {
         }
     }
 
-    /// Registers (or re-registers) broker `broker_id` with its endpoint: KRaft's
-    /// BrokerRegistration. Returns the broker epoch. Decided here if this node is the active
+    /// Registers a new incarnation of broker `broker_id` with its endpoint: KRaft's
+    /// BrokerRegistration (v3, with `previous_broker_epoch`: the epoch of its last clean
+    /// shutdown, -1 after a crash). Returns the new broker epoch; the broker starts fenced
+    /// (see [`decisions::register_broker`]). Decided here if this node is the active
     /// controller, else sent to it as a BrokerRegistration request.
     pub async fn register_broker(
         &self,
@@ -336,9 +338,10 @@ impl QuorumController {
         host: String,
         port: u16,
         rack: Option<String>,
+        previous_broker_epoch: i64,
     ) -> Result<i64, ApiError> {
         if self.status().active {
-            match self.decide_registration(broker_id, host.clone(), port, rack.clone()).await {
+            match self.decide_registration(broker_id, host.clone(), port, rack.clone(), previous_broker_epoch).await {
                 Err(e) if e.error == ResponseError::NotController => {}
                 other => return other,
             }
@@ -353,8 +356,9 @@ impl QuorumController {
                 .with_host(StrBytes::from_string(host))
                 .with_port(port)
                 .with_security_protocol(0)])
-            .with_rack(rack.map(StrBytes::from_string));
-        let resp = client.call(2, &req).await.map_err(|e| unavailable(&e))?;
+            .with_rack(rack.map(StrBytes::from_string))
+            .with_previous_broker_epoch(previous_broker_epoch);
+        let resp = client.call(3, &req).await.map_err(|e| unavailable(&e))?;
         match resp.error_code.err() {
             None => Ok(resp.broker_epoch),
             Some(e) => Err(ApiError::new(e, format!("broker registration refused by {}", client.addr()))),
@@ -488,10 +492,10 @@ impl QuorumController {
         let host = listener.map(|l| l.host.to_string()).unwrap_or_default();
         let port = listener.map_or(0, |l| l.port);
         let rack = req.rack.as_ref().map(|r| r.to_string());
-        self.decide_registration(req.broker_id.0, host, port, rack).await
+        self.decide_registration(req.broker_id.0, host, port, rack, req.previous_broker_epoch).await
     }
 
-    /// On the active controller: registers (or unfences) a broker, then makes sure it is a
+    /// On the active controller: registers a broker (fenced), then makes sure it is a
     /// member of the Raft group, adding a broker-only node as a learner so that the metadata
     /// log reaches it (KRaft's observers). The broker retries a registration that fails here.
     async fn decide_registration(
@@ -500,9 +504,12 @@ impl QuorumController {
         host: String,
         port: u16,
         rack: Option<String>,
+        previous_broker_epoch: i64,
     ) -> Result<i64, ApiError> {
         let defaults = self.config.defaults.election;
-        let epoch = self.commit(move |img| decisions::register_broker(img, id, host, port, rack, &defaults)).await?;
+        let epoch = self
+            .commit(move |img| decisions::register_broker(img, id, host, port, rack, previous_broker_epoch, &defaults))
+            .await?;
         let status = self.status();
         let member = status.voters.contains(&(id as u64)) || status.learners.contains(&(id as u64));
         if !member {

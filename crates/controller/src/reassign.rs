@@ -97,7 +97,7 @@ fn reassign_one(
                 image,
                 topic,
                 p,
-                Proposed { replicas, isr, reassignment: Reassignment::default() },
+                Proposed { replicas, isr, reassignment: Reassignment::default(), unclean_shutdown: Vec::new() },
                 Election::AsConfigured,
                 defaults,
             )
@@ -133,7 +133,12 @@ fn reassign_one(
                 image,
                 topic,
                 p,
-                Proposed { replicas, isr: p.isr.clone(), reassignment: Reassignment { adding, removing } },
+                Proposed {
+                    replicas,
+                    isr: p.isr.clone(),
+                    reassignment: Reassignment { adding, removing },
+                    unclean_shutdown: Vec::new(),
+                },
                 Election::AsConfigured,
                 defaults,
             )

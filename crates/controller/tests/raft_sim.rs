@@ -317,6 +317,7 @@ impl Sim {
                     "127.0.0.1".into(),
                     9000 + broker as u16,
                     None,
+                    -1,
                     &Default::default(),
                 )
                 .0,

@@ -36,6 +36,12 @@ pub const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// `replication-offset-checkpoint`).
 pub const HW_CHECKPOINT_FILE: &str = "replication-offset-checkpoint";
 
+/// The file each data directory gets at a clean shutdown, naming the broker epoch the broker
+/// had (Kafka's `.kafka_cleanshutdown`, `{"version":0,"brokerEpoch":N}`). Read and removed at
+/// start: a broker registers with that epoch as its `previous_broker_epoch` only when every
+/// data directory has it, else with -1 (an unclean shutdown, KIP-966).
+pub const CLEAN_SHUTDOWN_FILE: &str = ".kafka_cleanshutdown";
+
 /// The name of a partition's directory.
 pub fn partition_dir_name(topic: &str, index: i32) -> String {
     format!("{topic}-{index}")
@@ -70,6 +76,9 @@ pub struct LogManager {
     checkpointing: Mutex<()>,
     /// The background work, between [`LogManager::startup`] and [`LogManager::shutdown`].
     maintenance: Mutex<Option<Maintenance>>,
+    /// The broker epoch of the last clean shutdown, -1 if the last shutdown was not clean
+    /// (see [`CLEAN_SHUTDOWN_FILE`]).
+    previous_broker_epoch: i64,
 }
 
 impl std::fmt::Debug for Maintenance {
@@ -108,7 +117,8 @@ impl LogManager {
                 placement.insert(name, i);
             }
         }
-        Ok(Self::with_placement(log_dirs, placement))
+        let previous_broker_epoch = take_clean_shutdown_epoch(&log_dirs);
+        Ok(Self { previous_broker_epoch, ..Self::with_placement(log_dirs, placement) })
     }
 
     /// A manager of the one directory `data_dir`, without scanning it (tests, tools).
@@ -132,6 +142,25 @@ impl LogManager {
             restored_hws: Mutex::new(restored),
             checkpointing: Mutex::new(()),
             maintenance: Mutex::new(None),
+            previous_broker_epoch: -1,
+        }
+    }
+
+    /// The broker epoch this broker had when it last shut down cleanly, -1 when it did not
+    /// (a crash, a power cut, a failed close): the `previous_broker_epoch` of its registration.
+    pub fn previous_broker_epoch(&self) -> i64 {
+        self.previous_broker_epoch
+    }
+
+    /// Records a clean shutdown at `broker_epoch` in every data directory (after every log was
+    /// closed). A directory that cannot be written makes the next start count as unclean.
+    pub fn mark_clean_shutdown(&self, broker_epoch: i64) {
+        let text = format!("{{\"version\":0,\"brokerEpoch\":{broker_epoch}}}");
+        for dir in &self.log_dirs {
+            if let Err((path, e)) = crate::storage::replace_file(&FsStorage, dir, CLEAN_SHUTDOWN_FILE, text.as_bytes())
+            {
+                tracing::warn!(path = %path.display(), error = %e, "cannot record the clean shutdown; the next start counts as unclean");
+            }
         }
     }
 
@@ -317,6 +346,32 @@ impl LogManager {
     }
 }
 
+/// Reads and removes every data directory's [`CLEAN_SHUTDOWN_FILE`]: the broker epoch they all
+/// name, else -1.
+fn take_clean_shutdown_epoch(log_dirs: &[PathBuf]) -> i64 {
+    let mut epochs = Vec::with_capacity(log_dirs.len());
+    for dir in log_dirs {
+        let path = dir.join(CLEAN_SHUTDOWN_FILE);
+        let epoch = std::fs::read_to_string(&path).ok().and_then(|text| parse_broker_epoch(&text));
+        if path.exists() {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::warn!(path = %path.display(), error = %e, "cannot remove the clean shutdown file");
+            }
+        }
+        epochs.push(epoch);
+    }
+    match epochs.first() {
+        Some(Some(first)) if epochs.iter().all(|e| *e == Some(*first)) => *first,
+        _ => -1,
+    }
+}
+
+/// The `brokerEpoch` of a clean shutdown file's JSON.
+fn parse_broker_epoch(text: &str) -> Option<i64> {
+    let value: serde_json::Value = serde_json::from_str(text).ok()?;
+    value.get("brokerEpoch")?.as_i64()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -331,6 +386,25 @@ mod tests {
         for name in [METADATA_DIR, "t", "t-", "-1", "t-x", "lost+found"] {
             assert!(!is_partition_dir_name(name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_clean_shutdown_is_remembered_once_and_only_when_every_directory_has_it() {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let dirs = vec![a.path().to_path_buf(), b.path().to_path_buf()];
+        assert_eq!(LogManager::open(dirs.clone()).unwrap().previous_broker_epoch(), -1, "never shut down");
+        LogManager::open(dirs.clone()).unwrap().mark_clean_shutdown(42);
+        assert_eq!(LogManager::open(dirs.clone()).unwrap().previous_broker_epoch(), 42);
+        assert_eq!(
+            LogManager::open(dirs.clone()).unwrap().previous_broker_epoch(),
+            -1,
+            "read once: a crash after a start is unclean"
+        );
+        LogManager::open(dirs.clone()).unwrap().mark_clean_shutdown(43);
+        std::fs::remove_file(b.path().join(CLEAN_SHUTDOWN_FILE)).unwrap();
+        assert_eq!(LogManager::open(dirs.clone()).unwrap().previous_broker_epoch(), -1, "one directory without it");
+        std::fs::write(a.path().join(CLEAN_SHUTDOWN_FILE), "garbage").unwrap();
+        assert_eq!(LogManager::open(dirs).unwrap().previous_broker_epoch(), -1);
     }
 
     #[test]

@@ -37,6 +37,12 @@ pub struct PartitionImage {
     /// `min.insync.replicas` members.
     #[serde(default)]
     pub elr: Vec<i32>,
+    /// KIP-966's `lastKnownElr` as Kafka keeps it by default ("balanced" recovery): the
+    /// leader the partition had when its ISR became empty, while neither the ISR nor the ELR
+    /// has a member that may lead. It leads again when it returns even after an unclean
+    /// shutdown, since no replica is known to hold more. Empty once the partition has a leader.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub last_known_elr: Vec<i32>,
 }
 
 impl PartitionImage {
@@ -449,11 +455,21 @@ impl MetadataImage {
                     partition_epoch: 0,
                     reassignment: Reassignment::default(),
                     elr: Vec::new(),
+                    last_known_elr: Vec::new(),
                 };
                 topic.partitions.push(created.clone());
                 delta.partition_changed(&name, *topic_id, None, Some(&created));
             }
-            MetadataRecord::PartitionChange { topic_id, partition, leader, isr, replicas, reassignment, elr } => {
+            MetadataRecord::PartitionChange {
+                topic_id,
+                partition,
+                leader,
+                isr,
+                replicas,
+                reassignment,
+                elr,
+                last_known_elr,
+            } => {
                 let name = self.topic_names.get(topic_id).cloned().ok_or_else(|| {
                     MetadataError::Inconsistent(format!("change to a partition of unknown topic {topic_id}"))
                 })?;
@@ -483,6 +499,9 @@ impl MetadataImage {
                 }
                 if let Some(elr) = elr {
                     current.elr = elr.clone();
+                }
+                if let Some(last) = last_known_elr {
+                    current.last_known_elr = last.clone();
                 }
                 if let Some(leader) = leader {
                     new_epoch |= *leader != current.leader;
@@ -772,6 +791,7 @@ mod tests {
                     replicas: Some(vec![2]),
                     reassignment: None,
                     elr: None,
+                    last_known_elr: None,
                 },
                 MetadataRecord::TopicDeleted { topic_id: b },
             ])
@@ -794,6 +814,7 @@ mod tests {
                 replicas: None,
                 reassignment: None,
                 elr: None,
+                last_known_elr: None,
             }])
             .unwrap();
         let p = &img3.topic("a").unwrap().partitions[0];
@@ -807,6 +828,7 @@ mod tests {
                 replicas: None,
                 reassignment: None,
                 elr: None,
+                last_known_elr: None,
             }])
             .is_err());
     }
@@ -843,6 +865,7 @@ mod tests {
                 replicas: Some(vec![2, 3]),
                 reassignment: None,
                 elr: None,
+                last_known_elr: None,
             }])
             .unwrap();
         assert!(Arc::ptr_eq(img.topic_by_id(&b).unwrap(), next.topic_by_id(&b).unwrap()));

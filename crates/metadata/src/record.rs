@@ -84,6 +84,9 @@ pub enum MetadataRecord {
         /// The eligible leader replicas after this change (KIP-966), `None` leaves them.
         #[serde(default)]
         elr: Option<Vec<i32>>,
+        /// The last known leader after this change (KIP-966's `lastKnownElr`), `None` leaves it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_known_elr: Option<Vec<i32>>,
     },
     /// The topic and its partitions and configs are gone.
     TopicDeleted { topic_id: Uuid },

@@ -317,17 +317,28 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     )
     .await?;
-    let heartbeats = match &client_listener {
-        Some((_, _, host, port)) => {
-            let epoch = register_with_quorum(&quorum, config.node_id(), host, *port, config.rack()).await;
-            let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
-            Some(tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone())))
-        }
-        None => None,
-    };
+    // Opening the log manager reads (and removes) the record of a clean shutdown, which the
+    // registration passes on (KIP-966).
     let replicas = Arc::new(
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
+    // A broker registers a new incarnation, fenced, and waits until its metadata holds that
+    // registration: what it loads and serves from then on is at least as new as the
+    // cluster's metadata when it registered, never what its own log had before it stopped.
+    let broker_epoch = match &client_listener {
+        Some((_, _, host, port)) => Some(
+            register_with_quorum(
+                &quorum,
+                config.node_id(),
+                host,
+                *port,
+                config.rack(),
+                replicas.previous_broker_epoch(),
+            )
+            .await,
+        ),
+        None => None,
+    };
     let controller: Arc<dyn ControllerChannel> = quorum.clone();
     if is_broker {
         let ms = |key: &str| std::time::Duration::from_millis(config.number(key).max(0) as u64);
@@ -363,6 +374,16 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         elapsed_ms = started.elapsed().as_millis() as u64,
         "logs loaded"
     );
+    // Then the controller unfences it (Kafka's broker waits for this before it serves), and
+    // it leads partitions again.
+    let heartbeats = match broker_epoch {
+        Some(epoch) => {
+            wait_until_unfenced(&quorum, config.node_id(), epoch).await;
+            let every = Duration::from_millis(config.number("broker.heartbeat.interval.ms").max(1) as u64);
+            Some(tokio::spawn(heartbeat_loop(quorum.clone(), config.node_id(), epoch, every, shutdown_rx.clone())))
+        }
+        None => None,
+    };
 
     let limits = Limits::from_config(&config);
     let hw_checkpoint_every =
@@ -426,7 +447,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let closing = std::time::Instant::now();
     // The log maintenance stops (the cleaners after the group of segments each is writing)
     // before the logs close.
-    tokio::task::spawn_blocking(move || replicas.close_all()).await.context("closing logs")?;
+    tokio::task::spawn_blocking(move || replicas.close_all(broker_epoch)).await.context("closing logs")?;
     tracing::info!(elapsed_ms = closing.elapsed().as_millis() as u64, "logs flushed and closed; bye");
     Ok(())
 }
@@ -628,23 +649,24 @@ async fn heartbeat_loop(
     }
 }
 
-/// Registers this broker with the active controller (KRaft's BrokerRegistration), retrying
-/// until it is done, then waits until this node's metadata holds the registration. Returns
-/// the broker epoch.
+/// Registers this broker with the active controller (KRaft's BrokerRegistration, with the
+/// epoch of its last clean shutdown or -1), retrying until it is done, then waits until this
+/// node's metadata holds the registration (it has caught up). Returns the broker epoch.
 async fn register_with_quorum(
     quorum: &QuorumController,
     node_id: i32,
     host: &str,
     port: u16,
     rack: Option<String>,
+    previous_broker_epoch: i64,
 ) -> i64 {
     let mut last_log = std::time::Instant::now();
     // A one-voter quorum is ready within milliseconds; a cluster may take an election.
     let mut backoff = Duration::from_millis(5);
     let epoch = loop {
-        match quorum.register_broker(node_id, host.to_owned(), port, rack.clone()).await {
+        match quorum.register_broker(node_id, host.to_owned(), port, rack.clone(), previous_broker_epoch).await {
             Ok(epoch) => {
-                tracing::info!(broker_epoch = epoch, "registered with the controller");
+                tracing::info!(broker_epoch = epoch, previous_broker_epoch, "registered with the controller");
                 break epoch;
             }
             Err(e) => {
@@ -657,10 +679,46 @@ async fn register_with_quorum(
             }
         }
     };
-    while !quorum.image().brokers.contains_key(&node_id) {
+    let mut last_log = std::time::Instant::now();
+    while quorum.image().brokers.get(&node_id).is_none_or(|b| b.epoch < epoch) {
+        if last_log.elapsed() > Duration::from_secs(5) {
+            tracing::info!(
+                broker_epoch = epoch,
+                records_applied = quorum.image().records_applied,
+                "catching up with the metadata log before serving"
+            );
+            last_log = std::time::Instant::now();
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     epoch
+}
+
+/// Heartbeats until the controller unfences this broker, which it does once the broker's
+/// metadata holds its registration (Kafka's `BrokerLifecycleManager`: the broker enables
+/// request processing only then).
+async fn wait_until_unfenced(quorum: &QuorumController, node_id: i32, epoch: i64) {
+    let mut last_log = std::time::Instant::now();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        match quorum.send_heartbeat(node_id, epoch, false).await {
+            Ok(reply) if !reply.is_fenced => {
+                tracing::info!(broker_epoch = epoch, "unfenced by the controller");
+                return;
+            }
+            Ok(reply) if last_log.elapsed() > Duration::from_secs(5) => {
+                tracing::info!(caught_up = reply.is_caught_up, "waiting for the controller to unfence this broker");
+                last_log = std::time::Instant::now();
+            }
+            Err(e) if last_log.elapsed() > Duration::from_secs(5) => {
+                tracing::info!(error = %e.message, "waiting for the controller to unfence this broker");
+                last_log = std::time::Instant::now();
+            }
+            _ => {}
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_millis(200));
+    }
 }
 
 /// Refuses to start when the metadata log is not in `metadata_dir` but in another data

@@ -95,6 +95,6 @@ fn describe(image: &MetadataImage, p: &strata_metadata::PartitionImage) -> Descr
         .with_replica_nodes(ids(&p.replicas))
         .with_isr_nodes(ids(&p.isr))
         .with_eligible_leader_replicas(Some(ids(&p.elr)))
-        .with_last_known_elr(Some(Vec::new()))
+        .with_last_known_elr(Some(ids(&p.last_known_elr)))
         .with_offline_replicas(ids(&offline))
 }

@@ -420,18 +420,31 @@ impl ReplicaManager {
         Ok(self.logs.startup(Arc::downgrade(&me), config)?)
     }
 
+    /// The broker epoch of this broker's last clean shutdown, -1 after a crash (see
+    /// [`LogManager::previous_broker_epoch`]).
+    pub fn previous_broker_epoch(&self) -> i64 {
+        self.logs.previous_broker_epoch()
+    }
+
     /// Flushes and closes every log (graceful shutdown), several at a time: closing is mostly
     /// waiting for fsyncs. The log manager's background work stops first (the cleaners after
     /// the group of segments each is writing), then the high watermarks are checkpointed.
-    pub fn close_all(&self) {
+    /// When every log closed, the shutdown is recorded as clean at `broker_epoch` (if given),
+    /// so the next registration does not count as an unclean shutdown (KIP-966).
+    pub fn close_all(&self, broker_epoch: Option<i64>) {
         self.logs.shutdown();
         self.checkpoint_high_watermarks();
         let partitions = self.all_partitions();
-        parallel_map(&partitions, |p| {
-            if let Err(e) = p.close() {
+        let failed = parallel_map(&partitions, |p| match p.close() {
+            Ok(()) => false,
+            Err(e) => {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "closing log failed");
+                true
             }
         });
+        if let (Some(epoch), false) = (broker_epoch, failed.contains(&true)) {
+            self.logs.mark_clean_shutdown(epoch);
+        }
     }
 }
 
@@ -689,6 +702,7 @@ mod tests {
                 replicas: Some(vec![2]),
                 reassignment: None,
                 elr: None,
+                last_known_elr: None,
             }])
             .unwrap();
         rm.publish(&Arc::new(image), &delta);
@@ -711,7 +725,7 @@ mod tests {
         // A partition moved to another directory while the broker is down is found there.
         let moved = dirs.iter().find(|d| held(d).contains(&"t-0".to_string())).unwrap().clone();
         let target = dirs.iter().find(|d| **d != moved).unwrap().clone();
-        rm.close_all();
+        rm.close_all(None);
         drop(rm);
         std::fs::rename(moved.join("t-0"), target.join("t-0")).unwrap();
         let rm = ReplicaManager::with_log_dirs(dirs.clone(), BTreeMap::new()).unwrap();
@@ -755,7 +769,7 @@ mod tests {
         let read =
             strata_log::offset_checkpoint::read(&strata_log::storage::FsStorage, root.path(), HW_CHECKPOINT_FILE, "");
         assert_eq!(read.into_iter().collect::<Vec<_>>(), vec![("t-0".to_string(), 0), ("t-1".to_string(), 0)]);
-        rm.close_all();
+        rm.close_all(None);
         let again = ReplicaManager::with_log_dirs(vec![root.path().to_path_buf()], BTreeMap::new()).unwrap();
         assert_eq!(again.logs.take_restored_high_watermark("t", 1), Some(0));
         assert_eq!(again.logs.take_restored_high_watermark("t", 1), None, "taken once");
