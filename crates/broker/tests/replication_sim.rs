@@ -75,8 +75,11 @@ impl Sim {
         settings.log.segment_bytes = 4096; // rolls, and their producer snapshots, happen
         let mut image = MetadataImage::empty();
         for id in BROKERS {
-            let (records, _) =
-                decisions::register_broker(&image, id, "h".into(), id as u16, None, -1, &Default::default());
+            let (records, _) = decisions::register_broker(
+                &image,
+                decisions::BrokerRegistration::test(id, id as u16),
+                &Default::default(),
+            );
             image = image.apply(&records).unwrap().0;
             image = image.apply(&decisions::unfence_broker(&image, id, &Default::default())).unwrap().0;
         }
@@ -222,7 +225,16 @@ impl Sim {
             self.replicas.get_mut(&follower).unwrap().truncated_in = epoch;
         }
         let offset = f.log_end_offset();
-        if leader.follower_fetched(follower, offset, f.log_start_offset(), true, self.now).is_err() {
+        if leader
+            .follower_fetched(
+                follower,
+                offset,
+                f.log_start_offset(),
+                Some(self.image.brokers[&follower].epoch),
+                self.now,
+            )
+            .is_err()
+        {
             return;
         }
         match leader.read_to(offset, 2048, ReadBound::LogEnd) {
@@ -289,8 +301,11 @@ impl Sim {
         self.replicas.get_mut(&id).unwrap().partition = Some(p);
         // A crash is an unclean shutdown (previous broker epoch -1): the broker leaves every
         // ELR, registers fenced, and is unfenced once caught up.
-        let (records, _) =
-            decisions::register_broker(&self.image, id, "h".into(), id as u16, None, -1, &Default::default());
+        let (records, _) = decisions::register_broker(
+            &self.image,
+            decisions::BrokerRegistration::test(id, id as u16),
+            &Default::default(),
+        );
         self.commit(&records);
         self.commit(&decisions::unfence_broker(&self.image, id, &Default::default()));
         self.publish();

@@ -244,6 +244,7 @@ mod tests {
                 rack: None,
                 epoch: 1,
                 fenced: false,
+                incarnation_id: None,
             },
         ];
         let (mut log, _) = MetadataLog::open_with_storage(Arc::new(storage.clone()), dir).unwrap();

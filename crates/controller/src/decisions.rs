@@ -520,6 +520,35 @@ fn lead_leaderless(image: &MetadataImage, broker_id: i32, defaults: &ElectionDef
     records
 }
 
+/// What a broker registers with (Kafka's BrokerRegistrationRequest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    pub broker_id: i32,
+    /// Its client listener.
+    pub host: String,
+    pub port: u16,
+    /// `broker.rack`.
+    pub rack: Option<String>,
+    /// New at every start of the broker process; a retry by the same process carries the same.
+    pub incarnation_id: Uuid,
+    /// The broker epoch of its last clean shutdown, -1 when it did not shut down cleanly.
+    pub previous_broker_epoch: i64,
+}
+
+impl BrokerRegistration {
+    /// A registration of `broker_id` at `h:<port>` (tests): a new incarnation, after a crash.
+    pub fn test(broker_id: i32, port: u16) -> Self {
+        Self {
+            broker_id,
+            host: "h".into(),
+            port,
+            rack: None,
+            incarnation_id: Uuid::new_v4(),
+            previous_broker_epoch: -1,
+        }
+    }
+}
+
 /// BrokerRegistration (KRaft's `ClusterControlManager.registerBroker`): every registration is a
 /// new incarnation of the broker, with a new broker epoch (the index of its registration
 /// record in the metadata log), and starts fenced; a heartbeat unfences it once its metadata
@@ -536,13 +565,17 @@ fn lead_leaderless(image: &MetadataImage, broker_id: i32, defaults: &ElectionDef
 /// fsynced. Returns the records and the new broker epoch.
 pub fn register_broker(
     image: &MetadataImage,
-    broker_id: i32,
-    host: String,
-    port: u16,
-    rack: Option<String>,
-    previous_broker_epoch: i64,
+    registration: BrokerRegistration,
     defaults: &ElectionDefaults,
 ) -> (Vec<MetadataRecord>, i64) {
+    let BrokerRegistration { broker_id, host, port, rack, incarnation_id, previous_broker_epoch } = registration;
+    if let Some(b) = image.brokers.get(&broker_id) {
+        if b.incarnation_id == Some(incarnation_id) {
+            // The same process again (its first attempt was committed but not answered):
+            // the same registration, and the same answer.
+            return (Vec::new(), b.epoch);
+        }
+    }
     let mut records = fence_broker(image, broker_id, defaults);
     let mut current = match image.apply(&records) {
         Ok((fenced, _)) => fenced,
@@ -568,7 +601,15 @@ pub fn register_broker(
     }
     drop(current);
     let epoch = image.records_applied as i64 + records.len() as i64;
-    records.push(MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced: true });
+    records.push(MetadataRecord::BrokerRegistered {
+        broker_id,
+        host,
+        port,
+        rack,
+        epoch,
+        fenced: true,
+        incarnation_id: Some(incarnation_id),
+    });
     (records, epoch)
 }
 
@@ -812,6 +853,7 @@ mod tests {
                 rack: None,
                 epoch: 0,
                 fenced: false,
+                incarnation_id: None,
             })
             .collect();
         MetadataImage::empty().apply(&records).unwrap().0
@@ -826,6 +868,7 @@ mod tests {
                 rack: None,
                 epoch: 0,
                 fenced: false,
+                incarnation_id: None,
             }])
             .unwrap()
             .0
@@ -848,6 +891,7 @@ mod tests {
             rack: None,
             epoch: 10 + i64::from(id),
             fenced: false,
+            incarnation_id: None,
         };
         let image = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
         let topic_id = Uuid::from_u128(7);
@@ -929,12 +973,15 @@ mod tests {
         };
         let before = epochs(&image);
         let old_epoch = image.brokers[&1].epoch;
-        let (records, epoch) = register_broker(&image, 1, "h".into(), 1, None, old_epoch, &D.election);
+        let clean = BrokerRegistration { previous_broker_epoch: old_epoch, ..BrokerRegistration::test(1, 1) };
+        let (records, epoch) = register_broker(&image, clean.clone(), &D.election);
         let registered = image.apply(&records).unwrap().0;
         // A new incarnation: a new broker epoch, the index of its registration record, and
         // fenced until a heartbeat says it has caught up.
         assert!(epoch > old_epoch && registered.brokers[&1].epoch == epoch && registered.brokers[&1].fenced);
         assert_eq!(epoch, registered.records_applied as i64 - 1, "the registration is the batch's last record");
+        // The same incarnation retrying: nothing new, the same epoch.
+        assert_eq!(register_broker(&registered, clean, &D.election), (Vec::new(), epoch));
         assert!(epochs(&registered).iter().all(|(l, _)| *l == -1));
         let after = registered.apply(&unfence_broker(&registered, 1, &D.election)).unwrap().0;
         for ((l0, e0), (l1, e1)) in before.iter().zip(epochs(&after)) {
@@ -995,7 +1042,7 @@ mod tests {
         assert_eq!((led_by(&back, 1), led_by(&back, 2), led_by(&back, -1)), (2, 2, 0));
         assert!(unfence_broker(&back, 2, &D.election).is_empty());
         // Registering again keeps it fenced: a heartbeat unfences it once it has caught up.
-        let (records, _) = register_broker(&fenced, 2, "h".into(), 2, None, -1, &D.election);
+        let (records, _) = register_broker(&fenced, BrokerRegistration::test(2, 2), &D.election);
         let again = fenced.apply(&records).unwrap().0;
         assert!(again.brokers[&2].fenced);
         assert_eq!(led_by(&again, 2), 0);
@@ -1074,7 +1121,9 @@ mod tests {
             (-1, vec![], vec![b, c], vec![c])
         );
         let register = |img: &MetadataImage, id: i32, previous: i64| {
-            img.apply(&register_broker(img, id, "h".into(), id as u16, None, previous, &D.election).0).unwrap().0
+            let registration =
+                BrokerRegistration { previous_broker_epoch: previous, ..BrokerRegistration::test(id, id as u16) };
+            img.apply(&register_broker(img, registration, &D.election).0).unwrap().0
         };
         let unfence = |img: &MetadataImage, id: i32| img.apply(&unfence_broker(img, id, &D.election)).unwrap().0;
 
@@ -1097,6 +1146,30 @@ mod tests {
         assert_eq!(part(&only_b).leader, -1, "{:?}", part(&only_b));
         let p = part(&unfence(&only_b, c));
         assert_eq!((p.leader, p.isr.clone(), p.last_known_elr.clone()), (c, vec![c], vec![]));
+
+        // A registration from before last known leaders (an empty ISR, one ELR member, none
+        // recorded): that member crashing leaves it the last known leader, not none.
+        let single = image_with_brokers(&[1]);
+        let spec = CreateTopicSpec { name: "t".into(), num_partitions: 1, replication_factor: 1, ..Default::default() };
+        let single = single.apply(&create_topics(&single, &D, vec![spec], false).0).unwrap().0;
+        let mut old = single.apply(&fence_broker(&single, 1, &D.election)).unwrap().0;
+        let topic_id = old.topic("t").unwrap().id;
+        old = old
+            .apply(&[MetadataRecord::PartitionChange {
+                topic_id,
+                partition: 0,
+                leader: None,
+                isr: None,
+                replicas: None,
+                reassignment: None,
+                elr: None,
+                last_known_elr: Some(vec![]),
+            }])
+            .unwrap()
+            .0;
+        assert_eq!((part(&old).elr.clone(), part(&old).last_known_elr.clone()), (vec![1], vec![]));
+        let back = unfence(&register(&old, 1, -1), 1);
+        assert_eq!((part(&back).leader, part(&back).isr.clone()), (1, vec![1]));
     }
 
     #[test]

@@ -201,6 +201,16 @@ pub fn settle(
         Vec::new()
     } else if isr.is_empty() && !p.isr.is_empty() && p.leader >= 0 {
         vec![p.leader]
+    } else if let (true, true, [], Some(r)) = (
+        isr.is_empty(),
+        elr.is_empty(),
+        p.last_known_elr.as_slice(),
+        p.elr.iter().rev().find(|r| unclean_shutdown.contains(r)),
+    ) {
+        // The last eligible replica shut down uncleanly with no last known leader recorded
+        // (a registration written before last known leaders were): it is the one that may
+        // lead again, rather than none.
+        vec![*r]
     } else {
         p.last_known_elr.clone()
     };
@@ -248,6 +258,7 @@ pub(crate) fn one_partition_records(brokers: i32, id: Uuid) -> Vec<MetadataRecor
             rack: None,
             epoch: 0,
             fenced: false,
+            incarnation_id: None,
         })
         .collect();
     records.push(MetadataRecord::TopicCreated { name: "t".into(), topic_id: id });

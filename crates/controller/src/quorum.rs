@@ -327,30 +327,24 @@ impl QuorumController {
         }
     }
 
-    /// Registers a new incarnation of broker `broker_id` with its endpoint: KRaft's
-    /// BrokerRegistration (v3, with `previous_broker_epoch`: the epoch of its last clean
-    /// shutdown, -1 after a crash). Returns the new broker epoch; the broker starts fenced
-    /// (see [`decisions::register_broker`]). Decided here if this node is the active
-    /// controller, else sent to it as a BrokerRegistration request.
-    pub async fn register_broker(
-        &self,
-        broker_id: i32,
-        host: String,
-        port: u16,
-        rack: Option<String>,
-        previous_broker_epoch: i64,
-    ) -> Result<i64, ApiError> {
+    /// Registers an incarnation of a broker (KRaft's BrokerRegistration, v3: with
+    /// `previous_broker_epoch`, the epoch of its last clean shutdown or -1). Returns its broker
+    /// epoch; the broker starts fenced (see [`decisions::register_broker`]). Decided here if
+    /// this node is the active controller, else sent to it as a BrokerRegistration request.
+    pub async fn register_broker(&self, registration: decisions::BrokerRegistration) -> Result<i64, ApiError> {
         if self.status().active {
-            match self.decide_registration(broker_id, host.clone(), port, rack.clone(), previous_broker_epoch).await {
+            match self.decide_registration(registration.clone()).await {
                 Err(e) if e.error == ResponseError::NotController => {}
                 other => return other,
             }
         }
+        let decisions::BrokerRegistration { broker_id, host, port, rack, incarnation_id, previous_broker_epoch } =
+            registration;
         let client = self.leader_client()?;
         let req = BrokerRegistrationRequest::default()
             .with_broker_id(BrokerId(broker_id))
             .with_cluster_id(StrBytes::from_string(self.config.cluster_id.clone()))
-            .with_incarnation_id(uuid::Uuid::new_v4())
+            .with_incarnation_id(incarnation_id)
             .with_listeners(vec![kafka_protocol::messages::broker_registration_request::Listener::default()
                 .with_name(StrBytes::from_static_str("PLAINTEXT"))
                 .with_host(StrBytes::from_string(host))
@@ -377,7 +371,7 @@ impl QuorumController {
         // This broker's metadata position: records applied (the index space of broker epochs).
         let metadata_offset = self.image().records_applied as i64;
         if self.status().active {
-            match self.handle_heartbeat(broker_id, metadata_offset, want_shut_down).await {
+            match self.handle_heartbeat(broker_id, broker_epoch, metadata_offset, want_shut_down).await {
                 Err(e) if e.error == ResponseError::NotController => {}
                 other => return other,
             }
@@ -400,16 +394,20 @@ impl QuorumController {
     }
 
     /// Handles a heartbeat that reached this controller (NOT_CONTROLLER unless it is active).
-    /// `metadata_offset` is how many metadata records the broker has applied.
+    /// `metadata_offset` is how many metadata records the broker has applied. A heartbeat
+    /// from another incarnation than the registered one (`broker_epoch` differs) is
+    /// STALE_BROKER_EPOCH, as Kafka's `checkBrokerEpoch` answers: it neither keeps the
+    /// session alive nor unfences.
     pub async fn handle_heartbeat(
         &self,
         broker_id: i32,
+        broker_epoch: i64,
         metadata_offset: i64,
         want_shut_down: bool,
     ) -> Result<HeartbeatReply, ApiError> {
         let (tx, rx) = oneshot::channel();
         let queued = self.submit(Input::Job(Box::new(move |d: &mut Driver| {
-            d.heartbeat(broker_id, metadata_offset, want_shut_down, tx)
+            d.heartbeat(broker_id, broker_epoch, metadata_offset, want_shut_down, tx)
         })));
         if !queued {
             return Err(stopped());
@@ -492,24 +490,24 @@ impl QuorumController {
         let host = listener.map(|l| l.host.to_string()).unwrap_or_default();
         let port = listener.map_or(0, |l| l.port);
         let rack = req.rack.as_ref().map(|r| r.to_string());
-        self.decide_registration(req.broker_id.0, host, port, rack, req.previous_broker_epoch).await
+        self.decide_registration(decisions::BrokerRegistration {
+            broker_id: req.broker_id.0,
+            host,
+            port,
+            rack,
+            incarnation_id: req.incarnation_id,
+            previous_broker_epoch: req.previous_broker_epoch,
+        })
+        .await
     }
 
     /// On the active controller: registers a broker (fenced), then makes sure it is a
     /// member of the Raft group, adding a broker-only node as a learner so that the metadata
     /// log reaches it (KRaft's observers). The broker retries a registration that fails here.
-    async fn decide_registration(
-        &self,
-        id: i32,
-        host: String,
-        port: u16,
-        rack: Option<String>,
-        previous_broker_epoch: i64,
-    ) -> Result<i64, ApiError> {
+    async fn decide_registration(&self, registration: decisions::BrokerRegistration) -> Result<i64, ApiError> {
         let defaults = self.config.defaults.election;
-        let epoch = self
-            .commit(move |img| decisions::register_broker(img, id, host, port, rack, previous_broker_epoch, &defaults))
-            .await?;
+        let id = registration.broker_id;
+        let epoch = self.commit(move |img| decisions::register_broker(img, registration, &defaults)).await?;
         let status = self.status();
         let member = status.voters.contains(&(id as u64)) || status.learners.contains(&(id as u64));
         if !member {
@@ -836,6 +834,7 @@ impl Driver {
     fn heartbeat(
         &mut self,
         broker_id: i32,
+        broker_epoch: i64,
         metadata_offset: i64,
         want_shut_down: bool,
         tx: oneshot::Sender<Result<HeartbeatReply, ApiError>>,
@@ -851,6 +850,13 @@ impl Driver {
             )));
             return;
         };
+        if broker.epoch != broker_epoch {
+            let _ = tx.send(Err(ApiError::new(
+                ResponseError::StaleBrokerEpoch,
+                format!("broker {broker_id} is registered at epoch {}, not {broker_epoch}", broker.epoch),
+            )));
+            return;
+        }
         self.heartbeats.insert(broker_id, Instant::now());
         let defaults = self.election;
         // Caught up: the broker's metadata holds its registration (whose index is its epoch).

@@ -313,11 +313,11 @@ impl Sim {
             0 => records.extend(
                 decisions::register_broker(
                     &latest,
-                    broker,
-                    "127.0.0.1".into(),
-                    9000 + broker as u16,
-                    None,
-                    -1,
+                    decisions::BrokerRegistration {
+                        host: "127.0.0.1".into(),
+                        incarnation_id: uuid::Uuid::from_u128(u128::from(n)),
+                        ..decisions::BrokerRegistration::test(broker, 9000 + broker as u16)
+                    },
                     &Default::default(),
                 )
                 .0,

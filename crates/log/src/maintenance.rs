@@ -104,16 +104,17 @@ impl Maintenance {
     pub(crate) fn start(source: Weak<dyn ManagedLogs>, config: MaintenanceConfig) -> std::io::Result<Self> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let cleaner = LogCleaner::start(config.cleaner.clone(), Arc::new(Cleanable(source.clone())))?;
-        let mut threads = Vec::new();
         let tasks: [(&str, Duration, Pass); 2] = [
             ("strata-log-retention", config.retention_check_interval, |logs, now| {
                 enforce_retention(logs, now);
             }),
             ("strata-log-flusher", config.flush_scheduler_interval, flush_due),
         ];
+        let mut started = Maintenance { stop: stop.clone(), threads: Vec::new(), cleaner };
         for (name, every, task) in tasks {
             let (stop, source) = (stop.clone(), source.clone());
-            threads.push(std::thread::Builder::new().name(name.into()).spawn(move || {
+            // On an error, dropping `started` stops what was started.
+            started.threads.push(std::thread::Builder::new().name(name.into()).spawn(move || {
                 periodically(&stop, every, || match source.upgrade() {
                     Some(logs) => {
                         task(&logs.managed_logs(), wall_clock_ms());
@@ -123,7 +124,7 @@ impl Maintenance {
                 })
             })?);
         }
-        Ok(Maintenance { stop, threads, cleaner })
+        Ok(started)
     }
 
     /// What the cleaner did so far.
@@ -137,7 +138,11 @@ impl Maintenance {
         *self.stop.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.stop.1.notify_all();
         for t in self.threads.drain(..) {
-            let _ = t.join();
+            // The owner may be dropped by one of these threads (its pass held the last
+            // reference): that one is on its way out and is not waited for.
+            if t.thread().id() != std::thread::current().id() {
+                let _ = t.join();
+            }
         }
         self.cleaner.shutdown();
     }

@@ -73,6 +73,9 @@ pub struct BrokerImage {
     pub epoch: i64,
     /// A fenced broker leads no partition (it stopped heartbeating, or has not caught up).
     pub fenced: bool,
+    /// The incarnation (process start) that registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation_id: Option<Uuid>,
 }
 
 /// The cluster's metadata after applying records up to some point. Immutable:
@@ -393,7 +396,7 @@ impl MetadataImage {
                 }
                 self.cluster_id = Some(cluster_id.clone());
             }
-            MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced } => {
+            MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced, incarnation_id } => {
                 let after = BrokerImage {
                     broker_id: *broker_id,
                     host: host.clone(),
@@ -401,6 +404,7 @@ impl MetadataImage {
                     rack: rack.clone(),
                     epoch: *epoch,
                     fenced: *fenced,
+                    incarnation_id: *incarnation_id,
                 };
                 let before = self.brokers.insert(*broker_id, after.clone());
                 delta.broker_changed(before.as_ref(), &after);
@@ -632,6 +636,7 @@ mod tests {
                 rack: Some("r".into()),
                 epoch: 1,
                 fenced: false,
+                incarnation_id: None,
             },
             MetadataRecord::TopicCreated { name: "a.b".into(), topic_id: a },
             MetadataRecord::PartitionCreated {
@@ -842,6 +847,7 @@ mod tests {
             rack: Some("r1".into()),
             epoch: 7,
             fenced: true,
+            incarnation_id: None,
         };
         let (img, delta) = MetadataImage::empty().apply(&[register]).unwrap();
         assert!(img.brokers[&4].fenced);
@@ -888,7 +894,8 @@ mod tests {
                 port: 9092,
                 rack: None,
                 epoch: 0,
-                fenced: false
+                fenced: false,
+                incarnation_id: None
             }
         );
     }

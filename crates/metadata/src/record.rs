@@ -56,6 +56,10 @@ pub enum MetadataRecord {
         /// Whether the broker starts fenced (Kafka registers brokers fenced until they catch up).
         #[serde(default)]
         fenced: bool,
+        /// The broker process's incarnation (a new one at every start): a registration
+        /// retried by the same process keeps its epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        incarnation_id: Option<Uuid>,
     },
     /// A broker stopped heartbeating (or shut down): it leads nothing until unfenced.
     BrokerFenced { broker_id: i32 },

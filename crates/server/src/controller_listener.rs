@@ -184,7 +184,10 @@ async fn respond(
         ApiKey::BrokerHeartbeat => {
             let req = decode::<kafka_protocol::messages::BrokerHeartbeatRequest>(&mut buf, version)?;
             let mut resp = kafka_protocol::messages::BrokerHeartbeatResponse::default();
-            match quorum.handle_heartbeat(req.broker_id.0, req.current_metadata_offset, req.want_shut_down).await {
+            match quorum
+                .handle_heartbeat(req.broker_id.0, req.broker_epoch, req.current_metadata_offset, req.want_shut_down)
+                .await
+            {
                 Ok(reply) => {
                     resp.is_caught_up = reply.is_caught_up;
                     resp.is_fenced = reply.is_fenced;

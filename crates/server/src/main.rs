@@ -661,10 +661,21 @@ async fn register_with_quorum(
     previous_broker_epoch: i64,
 ) -> i64 {
     let mut last_log = std::time::Instant::now();
+    // One per process: a retried registration (its first attempt committed, the answer lost)
+    // is the same registration.
+    let incarnation_id = uuid::Uuid::new_v4();
     // A one-voter quorum is ready within milliseconds; a cluster may take an election.
     let mut backoff = Duration::from_millis(5);
     let epoch = loop {
-        match quorum.register_broker(node_id, host.to_owned(), port, rack.clone(), previous_broker_epoch).await {
+        let registration = strata_controller::decisions::BrokerRegistration {
+            broker_id: node_id,
+            host: host.to_owned(),
+            port,
+            rack: rack.clone(),
+            incarnation_id,
+            previous_broker_epoch,
+        };
+        match quorum.register_broker(registration).await {
             Ok(epoch) => {
                 tracing::info!(broker_epoch = epoch, previous_broker_epoch, "registered with the controller");
                 break epoch;

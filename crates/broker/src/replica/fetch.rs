@@ -97,7 +97,7 @@ impl ReplicaManager {
         name: &str,
         p: &FetchPartition,
         params: &FetchParams,
-        eligible: bool,
+        eligible: Option<i64>,
         now: i64,
         isr_change: &mut bool,
     ) -> Result<Arc<Partition>, BrokerError> {
@@ -119,7 +119,9 @@ impl ReplicaManager {
     ) -> Vec<FetchedPartition> {
         let image = self.image();
         let follower = params.follower();
-        let eligible = follower && image.brokers.get(&params.replica_id).is_some_and(|b| !b.fenced);
+        // The fetching follower's registration, if it may join an ISR (live): its epoch goes
+        // with any ISR expansion this fetch leads to (KIP-903).
+        let eligible = image.brokers.get(&params.replica_id).filter(|b| follower && !b.fenced).map(|b| b.epoch);
         let mut isr_change = false;
         let now = now_ms();
         let wanted: Vec<Wanted> = partitions

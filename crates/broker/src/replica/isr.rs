@@ -45,7 +45,14 @@ pub async fn run_isr_sender(
                 partition: p.index,
                 leader_epoch: x.leader_epoch,
                 partition_epoch: x.partition_epoch,
-                new_isr: x.isr.iter().map(|id| (*id, image.brokers.get(id).map_or(-1, |b| b.epoch))).collect(),
+                new_isr: x
+                    .isr
+                    .iter()
+                    .map(|id| match x.joining {
+                        Some((joining, epoch)) if joining == *id => (*id, epoch),
+                        _ => (*id, image.brokers.get(id).map_or(-1, |b| b.epoch)),
+                    })
+                    .collect(),
             })
             .collect();
         match controller.alter_partition(node_id, me.epoch, changes).await {

@@ -452,15 +452,15 @@ impl Partition {
 
     /// A follower's fetch at `offset`, with its log start `log_start`, reached this leader (see
     /// [`Replication::follower_fetched`]): its position moves the high watermark, and a
-    /// follower that has caught up is proposed for the ISR when `eligible` (the metadata
-    /// lets it join). NOT_LEADER_OR_FOLLOWER when this broker does not lead or `replica` is
+    /// follower that has caught up is proposed for the ISR when `broker_epoch` is given: the
+    /// epoch of the fetching broker's registration when the metadata lets it join (live). NOT_LEADER_OR_FOLLOWER when this broker does not lead or `replica` is
     /// not a replica. Returns whether an ISR change now waits to be sent.
     pub fn follower_fetched(
         &self,
         replica: i32,
         offset: i64,
         log_start: i64,
-        eligible: bool,
+        broker_epoch: Option<i64>,
         now_ms: i64,
     ) -> Result<bool, BrokerError> {
         let now = now_ms;
@@ -480,7 +480,7 @@ impl Partition {
         }
         self.advance_high_watermark();
         let hw = self.high_watermark();
-        if self.replication().propose_expand(replica, hw, eligible) {
+        if self.replication().propose_expand(replica, hw, broker_epoch) {
             self.isr_change_waiting.store(true, Ordering::Release);
             return Ok(true);
         }

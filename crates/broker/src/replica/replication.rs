@@ -75,6 +75,11 @@ pub struct PendingIsr {
     /// Sent and not to be sent again: answered and waiting for the metadata to show the
     /// outcome, or on its way.
     pub sent: bool,
+    /// An expansion's new member and the broker epoch of the incarnation whose fetch showed it
+    /// caught up, as this leader's metadata knew it then (KIP-903): the controller refuses
+    /// the change (INELIGIBLE_REPLICA) if that broker has registered again since, even when
+    /// the change is sent later.
+    pub joining: Option<(i32, i64)>,
 }
 
 /// See the module docs.
@@ -266,9 +271,10 @@ impl Replication {
     /// end has reached `high_watermark` and the start of the leader's epoch. `eligible` says
     /// whether the metadata lets it join (registered, not fenced). Returns whether a change is
     /// now pending.
-    pub fn propose_expand(&mut self, replica: i32, high_watermark: i64, eligible: bool) -> bool {
+    pub fn propose_expand(&mut self, replica: i32, high_watermark: i64, broker_epoch: Option<i64>) -> bool {
         let Some(a) = self.assignment.as_ref().filter(|_| self.role == Role::Leader) else { return false };
-        if self.pending.is_some() || a.isr.contains(&replica) || !eligible {
+        let Some(broker_epoch) = broker_epoch else { return false };
+        if self.pending.is_some() || a.isr.contains(&replica) {
             return false;
         }
         let Some(p) = self.followers.get(&replica) else { return false };
@@ -277,8 +283,13 @@ impl Replication {
         }
         let mut isr = a.isr.clone();
         isr.push(replica);
-        self.pending =
-            Some(PendingIsr { isr, leader_epoch: a.leader_epoch, partition_epoch: a.partition_epoch, sent: false });
+        self.pending = Some(PendingIsr {
+            isr,
+            leader_epoch: a.leader_epoch,
+            partition_epoch: a.partition_epoch,
+            sent: false,
+            joining: Some((replica, broker_epoch)),
+        });
         true
     }
 
@@ -295,8 +306,13 @@ impl Replication {
             return false;
         }
         let isr: Vec<i32> = a.isr.iter().copied().filter(|id| !lagging(id)).collect();
-        self.pending =
-            Some(PendingIsr { isr, leader_epoch: a.leader_epoch, partition_epoch: a.partition_epoch, sent: false });
+        self.pending = Some(PendingIsr {
+            isr,
+            leader_epoch: a.leader_epoch,
+            partition_epoch: a.partition_epoch,
+            sent: false,
+            joining: None,
+        });
         true
     }
 
@@ -467,10 +483,10 @@ mod tests {
         r.apply(1, assignment(1, 3, 5, &[1, 2]), 100, 0);
         assert!(r.follower_fetched(2, 100, 100, 1));
         assert!(r.follower_fetched(3, 50, 100, 1));
-        assert!(!r.propose_expand(3, 100, true), "behind the high watermark");
+        assert!(!r.propose_expand(3, 100, Some(7)), "behind the high watermark");
         assert!(r.follower_fetched(3, 100, 100, 2));
-        assert!(!r.propose_expand(3, 100, false), "fenced");
-        assert!(r.propose_expand(3, 100, true));
+        assert!(!r.propose_expand(3, 100, None), "fenced");
+        assert!(r.propose_expand(3, 100, Some(7)));
         // From now on it counts: the controller may commit it any moment.
         assert!(r.follower_fetched(2, 120, 120, 3));
         assert_eq!(r.leader_high_watermark(1, 120), Some(100));
@@ -522,11 +538,11 @@ mod tests {
         let mut r = Replication::default();
         r.apply(1, assignment(1, 0, 0, &[1, 2]), 0, 0);
         assert!(r.follower_fetched(3, 0, 0, 1));
-        assert!(r.propose_expand(3, 0, true));
+        assert!(r.propose_expand(3, 0, Some(7)));
         let sent = r.take_proposal().unwrap();
         r.proposal_answered(&sent, Some(&IsrOutcome::Refused(ResponseError::IneligibleReplica)));
         assert!(!r.has_pending());
-        assert!(r.propose_expand(3, 0, true));
+        assert!(r.propose_expand(3, 0, Some(7)));
         let sent = r.take_proposal().unwrap();
         r.proposal_answered(&sent, Some(&IsrOutcome::Refused(ResponseError::FencedLeaderEpoch)));
         assert!(r.has_pending(), "stale: waits for the newer metadata");

@@ -215,7 +215,11 @@ impl LogCleaner {
         self.shared.wake.notify_all();
         let handles = std::mem::take(&mut *self.threads.lock().unwrap_or_else(PoisonError::into_inner));
         for h in handles {
-            let _ = h.join();
+            // Stopped from one of its own threads (it dropped the last reference to the
+            // logs' owner): that one returns on its own.
+            if h.thread().id() != std::thread::current().id() {
+                let _ = h.join();
+            }
         }
     }
 }
