@@ -64,6 +64,7 @@ pub mod offset_checkpoint;
 mod segment;
 pub mod snapshot;
 pub mod storage;
+pub mod txn_index;
 
 pub use config::LogConfig;
 pub use error::LogError;

@@ -14,6 +14,7 @@ use crate::error::LogError;
 use crate::segment::{AppendFailure, Segment, SegmentRead};
 use crate::snapshot;
 use crate::storage::{FsStorage, MemStorage, Storage, StorageFile};
+use crate::txn_index::AbortedTxn;
 
 /// Name of the clean-shutdown marker written by [`Log::close`].
 pub const CLEAN_SHUTDOWN_FILE: &str = ".clean_shutdown";
@@ -341,7 +342,7 @@ impl Log {
         }
         bases.sort_unstable();
         for name in &names {
-            if let Some((base, "index" | "timeindex")) = parse_segment_name(name) {
+            if let Some((base, "index" | "timeindex" | "txnindex")) = parse_segment_name(name) {
                 if bases.binary_search(&base).is_err() {
                     let p = dir.join(name);
                     storage.remove(&p).map_err(LogError::io(&p))?;
@@ -1154,6 +1155,64 @@ impl Log {
             position,
             resume: TimestampResume { segment: seg.base_offset, position: resume_position },
         }
+    }
+
+    /// Records the transaction `txn` as aborted by its marker, already appended at
+    /// `txn.last_offset`: an entry in the aborted-transaction index of the segment holding
+    /// the marker (Kafka's `LogSegment.updateTxnIndex`), after every entry there. Made durable
+    /// with the segment (its flush, roll or close). An I/O error takes the log offline.
+    pub fn append_aborted_txn(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        self.ensure_online()?;
+        if txn.last_offset >= self.log_end_offset || txn.last_offset < self.log_start_offset {
+            return Err(LogError::InvalidArgument(format!(
+                "abort marker at {} is not in the log [{}, {})",
+                txn.last_offset, self.log_start_offset, self.log_end_offset
+            )));
+        }
+        let active = self.segments.keys().next_back().copied();
+        let result = match self.segments.range_mut(..=txn.last_offset).next_back() {
+            // A closed segment was made durable when it rolled: its index is made durable now.
+            Some((base, seg)) if Some(*base) != active => {
+                seg.append_aborted_txn(txn).and_then(|()| seg.flush_txn_index())
+            }
+            Some((_, seg)) => seg.append_aborted_txn(txn),
+            None => Ok(()),
+        };
+        self.offline_on_io_error(result)
+    }
+
+    /// As [`Log::append_aborted_txn`], but a no-op when the entry is there: after a crash,
+    /// the owner replays the markers of the recovered tail and re-adds the entries the crash
+    /// may have cut off.
+    pub fn ensure_aborted_txn(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        self.ensure_online()?;
+        if txn.last_offset >= self.log_end_offset || txn.last_offset < self.log_start_offset {
+            return Ok(());
+        }
+        let active = self.segments.keys().next_back().copied();
+        let result = match self.segments.range_mut(..=txn.last_offset).next_back() {
+            Some((base, seg)) if Some(*base) != active => {
+                seg.ensure_aborted_txn(txn).and_then(|()| seg.flush_txn_index())
+            }
+            Some((_, seg)) => seg.ensure_aborted_txn(txn),
+            None => Ok(()),
+        };
+        self.offline_on_io_error(result)
+    }
+
+    /// The aborted transactions that overlap `[from, to)` (marker at or after `from`, first
+    /// record before `to`), for a `read_committed` fetch of that range (Kafka's
+    /// `collectAbortedTransactions`): from the segment holding `from` on, until a segment's
+    /// index shows the last stable offset had passed `to`.
+    pub fn collect_aborted_txns(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let mut out = Vec::new();
+        let start = self.segments.range(..=from).next_back().map_or(i64::MIN, |(b, _)| *b);
+        for seg in self.segments.range(start..).map(|(_, s)| s) {
+            if seg.collect_aborted_txns(from, to, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// Headers of all batches holding offsets `>= from_offset` (clamped to the log start), in

@@ -25,6 +25,7 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{Entry, Index, IndexKind};
 use crate::storage::{Storage, StorageFile};
+use crate::txn_index::{self, AbortedTxn, TxnIndex};
 
 /// File name of a segment file: the base offset zero-padded to 20 digits plus `ext`.
 pub(crate) fn file_name(base_offset: i64, ext: &str) -> String {
@@ -132,6 +133,8 @@ pub(crate) struct Segment {
     /// opened (for retention of segments whose records carry no timestamp).
     pub(crate) last_modified_ms: Option<i64>,
     map: Mutex<MapState>,
+    /// The transactions aborted by markers in this segment (`.txnindex`).
+    txn_index: TxnIndex,
 }
 
 fn sane(h: &BatchHeader, expected_min: i64, base: i64) -> Result<(), String> {
@@ -189,7 +192,9 @@ impl Segment {
         let (log_path, oi, ti) = Self::paths_with_suffix(dir, base_offset, suffix);
         let file: Arc<dyn StorageFile> = Arc::from(storage.open(&log_path, true).map_err(LogError::io(&log_path))?);
         file.set_len(0).map_err(LogError::io(&log_path))?;
+        let txn_index = TxnIndex::create(storage, txn_index::path(dir, base_offset, suffix))?;
         Ok(Segment {
+            txn_index,
             base_offset,
             storage: storage.clone(),
             dir: dir.to_path_buf(),
@@ -230,8 +235,10 @@ impl Segment {
         };
         let max_ts = time_index.last_entry()?.map(|e| (e.key, base_offset + i64::from(e.value)));
         let last_modified_ms = file.modified_ms().map_err(LogError::io(&log_path))?;
+        let txn_index = TxnIndex::open(storage, txn_index::path(dir, base_offset, ""), base_offset)?;
         Ok((
             Segment {
+                txn_index,
                 base_offset,
                 storage: storage.clone(),
                 dir: dir.to_path_buf(),
@@ -444,6 +451,9 @@ impl Segment {
         }
         self.size = valid;
         self.map.lock().unwrap_or_else(PoisonError::into_inner).verified.insert(0, valid);
+        // Aborted transactions whose marker was cut off with the tail are gone too.
+        self.txn_index.truncate_to(expected)?;
+        self.txn_index.flush()?;
         if !active {
             self.seal()?;
         }
@@ -813,6 +823,8 @@ impl Segment {
         self.time_index.truncate_while(|e| base + i64::from(e.value) < next)?;
         self.offset_index.flush()?;
         self.time_index.flush()?;
+        self.txn_index.truncate_to(offset)?;
+        self.txn_index.flush()?;
         self.max_ts = max_ts;
         self.bytes_since_index = 0;
         Ok(next)
@@ -822,7 +834,34 @@ impl Segment {
     pub(crate) fn flush(&self) -> Result<(), LogError> {
         self.file.sync().map_err(LogError::io(&self.log_path))?;
         self.offset_index.flush()?;
-        self.time_index.flush()
+        self.time_index.flush()?;
+        self.txn_index.flush()
+    }
+
+    /// Records a transaction aborted by a marker in this segment (the caller appended the
+    /// marker). Made durable with the segment.
+    pub(crate) fn append_aborted_txn(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        self.txn_index.append(txn)
+    }
+
+    /// Makes the aborted-transaction index durable.
+    pub(crate) fn flush_txn_index(&self) -> Result<(), LogError> {
+        self.txn_index.flush()
+    }
+
+    /// See [`TxnIndex::ensure`].
+    pub(crate) fn ensure_aborted_txn(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
+        self.txn_index.ensure(txn)
+    }
+
+    /// The transactions aborted in this segment, in marker order.
+    pub(crate) fn aborted_txns(&self) -> &[AbortedTxn] {
+        self.txn_index.entries()
+    }
+
+    /// See [`TxnIndex::collect`].
+    pub(crate) fn collect_aborted_txns(&self, from: i64, to: i64, out: &mut Vec<AbortedTxn>) -> bool {
+        self.txn_index.collect(from, to, out)
     }
 
     /// The segment stops being active (roll or close): writes the final time-index entry (the
@@ -834,6 +873,7 @@ impl Segment {
             self.time_index.append(e);
         }
         self.file.sync().map_err(LogError::io(&self.log_path))?;
+        self.txn_index.flush()?;
         self.offset_index.seal()?;
         self.time_index.seal()
     }
@@ -841,15 +881,19 @@ impl Segment {
     /// Best-effort removal of the files of the segment at `base` (cleanup after a failed create).
     pub(crate) fn remove_files(storage: &dyn Storage, dir: &Path, base: i64) {
         let (log, oi, ti) = Self::paths(dir, base);
-        for p in [log, oi, ti] {
+        for p in [log, oi, ti, txn_index::path(dir, base, "")] {
             let _ = storage.remove(&p);
         }
     }
 
     /// Deletes the segment's files. Mappings handed out earlier stay valid.
     pub(crate) fn delete_files(self) -> Result<(), LogError> {
-        let paths =
-            [self.log_path.clone(), self.offset_index.path().to_path_buf(), self.time_index.path().to_path_buf()];
+        let paths = [
+            self.log_path.clone(),
+            self.offset_index.path().to_path_buf(),
+            self.time_index.path().to_path_buf(),
+            self.txn_index.path().to_path_buf(),
+        ];
         let storage = self.storage.clone();
         drop(self);
         for p in paths {

@@ -218,10 +218,27 @@ fn build(storage: &MemStorage, now: i64) -> Log {
         append(&mut log, &entries, if round % 2 == 0 { Compression::None } else { Compression::Lz4 }, now);
     }
     append(&mut log, &[("k1".into(), None)], Compression::None, now);
+    for txn in aborted() {
+        log.append_aborted_txn(txn).unwrap();
+    }
     log.roll(now).unwrap();
     append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now);
     log.flush().unwrap();
     log
+}
+
+/// Aborted-transaction index entries [`build`] gives its log, spread over its segments; the
+/// cleaner carries them into the segments it writes.
+fn aborted() -> Vec<strata_log::txn_index::AbortedTxn> {
+    [(0, 3), (8, 11), (16, 19)]
+        .into_iter()
+        .map(|(first, last)| strata_log::txn_index::AbortedTxn {
+            producer_id: first,
+            first_offset: first,
+            last_offset: last,
+            last_stable_offset: last + 1,
+        })
+        .collect()
 }
 
 /// A power cut at every storage operation of a cleaning: the log reopens to what it held
@@ -242,6 +259,7 @@ fn a_power_cut_anywhere_in_a_cleaning_leaves_the_old_or_the_new_segments() {
             let cleaned = plan.clean_group(group, &map, now, &mut |_| true).unwrap();
             assert!(log.replace_segments(cleaned).unwrap());
             states.push(records(&log));
+            assert_eq!(log.collect_aborted_txns(0, i64::MAX), aborted());
         }
         (states, (start, storage.ops() - start))
     };
@@ -261,6 +279,7 @@ fn a_power_cut_anywhere_in_a_cleaning_leaves_the_old_or_the_new_segments() {
             let Some(i) = states.iter().position(|s| *s == got) else {
                 panic!("cut at operation {cut} (seed {seed}) left a state no swap makes: {got:?}")
             };
+            assert_eq!(log.collect_aborted_txns(0, i64::MAX), aborted(), "cut at {cut} (seed {seed})");
             outcomes[i] += 1;
             let leo = log.log_end_offset();
             assert_eq!(append(&mut log, &[("k9".into(), Some("after".into()))], Compression::None, now), leo);

@@ -544,7 +544,57 @@ fn leader_epochs(h: &dyn Harness) {
     assert_eq!(log.epoch_entries(), vec![(3, 4)]);
 }
 
+/// The aborted-transaction index (`.txnindex` per segment): entries go to the segment holding
+/// their marker, survive a clean reopen and a crash once flushed, are collected across
+/// segments for a fetch range, and leave with truncation and retention.
+fn aborted_transaction_index(h: &dyn Harness) {
+    use strata_log::txn_index::AbortedTxn;
+    let txn = |pid: i64, first: i64, last: i64, lso: i64| AbortedTxn {
+        producer_id: pid,
+        first_offset: first,
+        last_offset: last,
+        last_stable_offset: lso,
+    };
+    let b = batch(1, 0, 100, 0);
+    let config = LogConfig { retention_ms: 1000, ..small(2 * b.len() as u64) };
+    let mut log = h.open(config.clone(), 0);
+    append_n(&mut log, 4, 1, 100, 0); // segments [0, 2) and [2, 4) (active)
+    log.append_aborted_txn(txn(7, 0, 1, 2)).unwrap();
+    append_n(&mut log, 4, 1, 100, 5_000); // [4, 6), [6, 8) active
+    log.append_aborted_txn(txn(8, 2, 5, 3)).unwrap();
+    log.append_aborted_txn(txn(9, 3, 7, 8)).unwrap();
+    assert!(log.append_aborted_txn(txn(9, 3, 8, 9)).is_err(), "the marker must be in the log");
+    assert!(log.append_aborted_txn(txn(9, 3, 7, 8)).is_err(), "markers of a segment increase");
+    assert_eq!(log.collect_aborted_txns(0, 8), vec![txn(7, 0, 1, 2), txn(8, 2, 5, 3), txn(9, 3, 7, 8)]);
+    assert_eq!(log.collect_aborted_txns(2, 4), vec![txn(8, 2, 5, 3), txn(9, 3, 7, 8)]);
+    assert_eq!(log.collect_aborted_txns(6, 8), vec![txn(9, 3, 7, 8)]);
+    assert_eq!(log.collect_aborted_txns(0, 1), vec![txn(7, 0, 1, 2)], "stops once a last stable offset passes 1");
+
+    log.flush().unwrap();
+    drop(log);
+    h.crash(3);
+    let mut log = h.open(config.clone(), 0);
+    assert_eq!(log.collect_aborted_txns(0, 8).len(), 3, "flushed entries survive a crash");
+    log.ensure_aborted_txn(txn(9, 3, 7, 8)).unwrap();
+    assert_eq!(log.collect_aborted_txns(0, 8).len(), 3, "ensure does not add twice");
+
+    log.truncate_to(7).unwrap();
+    assert_eq!(log.collect_aborted_txns(0, 8), vec![txn(7, 0, 1, 2), txn(8, 2, 5, 3)]);
+    log.ensure_aborted_txn(txn(9, 3, 6, 7)).unwrap();
+    assert_eq!(log.collect_aborted_txns(6, 7), vec![txn(9, 3, 6, 7)]);
+    log.close().unwrap();
+    let mut log = h.open(config, 0);
+    assert_eq!(log.collect_aborted_txns(0, 8).len(), 3, "a clean reopen keeps them");
+    // Retention: segments [0, 2) and [2, 4) are past retention.ms (timestamps 0..3).
+    assert_eq!(log.enforce_retention_below(4_000, 4).unwrap(), 2);
+    assert_eq!(log.collect_aborted_txns(0, 8), vec![txn(8, 2, 5, 3), txn(9, 3, 6, 7)]);
+    let names = h.storage().list(&h.dir()).unwrap();
+    assert!(!names.iter().any(|n| n.starts_with("00000000000000000000.")), "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with(".txnindex")), "{names:?}");
+}
+
 both_storages!(
+    aborted_transaction_index,
     leader_epochs,
     append_and_read,
     read_bounds,

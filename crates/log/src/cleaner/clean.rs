@@ -11,12 +11,13 @@
 //!    cleaned files are dropped.
 //!
 //! # The swap, and what a crash leaves
-//! 1. `B.log.cleaned`, `B.index.cleaned`, `B.timeindex.cleaned` are written and fsynced.
+//! 1. `B.log.cleaned`, `B.index.cleaned`, `B.timeindex.cleaned` (and `B.txnindex.cleaned`
+//!    when the group aborted transactions) are written and fsynced.
 //! 2. `B.log.cleaned` is renamed to `B.E.swap` and the directory fsynced: the commit point.
 //!    `B` is the group's first base offset and `E` the base offset of the segment after the
 //!    group, so the name says which segments it replaces: those with base offsets in `[B, E)`.
 //! 3. The replaced segments' files are deleted.
-//! 4. The `.cleaned` indexes are renamed to `B.index` and `B.timeindex`, then `B.E.swap` to
+//! 4. The `.cleaned` indexes are renamed to `B.index`, `B.timeindex` and `B.txnindex`, then `B.E.swap` to
 //!    `B.log`, and the directory fsynced.
 //!
 //! [`recover_swaps`], run when a log is opened, finishes a swap found committed (steps 3 and 4;
@@ -47,6 +48,7 @@ use crate::error::LogError;
 use crate::log::Log;
 use crate::segment::{AppendFailure, Segment};
 use crate::storage::{Storage, StorageFile};
+use crate::txn_index::{self, AbortedTxn};
 use crate::LogConfig;
 
 /// Suffix of the files of a segment being written by the cleaner.
@@ -91,6 +93,8 @@ struct SegView {
     size: u64,
     file: Arc<dyn StorageFile>,
     path: PathBuf,
+    /// Its aborted-transaction index entries (carried into the cleaned segment).
+    aborted: Vec<AbortedTxn>,
 }
 
 /// Bytes of a batch's records, decompressed, above which the cleaner leaves the batch as it
@@ -201,7 +205,7 @@ impl CleanedSegment {
     pub fn discard(mut self) {
         self.segment.take();
         let (log, oi, ti) = Segment::paths_with_suffix(&self.dir, self.base, CLEANED_SUFFIX);
-        for p in [log, oi, ti] {
+        for p in [log, oi, ti, txn_index::path(&self.dir, self.base, CLEANED_SUFFIX)] {
             let _ = self.storage.remove(&p);
         }
     }
@@ -320,7 +324,14 @@ impl Log {
             }
             let Some(&next_base) = bases.get(i + 1) else { break };
             let path = seg.log_path().to_path_buf();
-            segments.push(SegView { base, next_base, size: seg.size(), file: seg.data_file(), path });
+            segments.push(SegView {
+                base,
+                next_base,
+                size: seg.size(),
+                file: seg.data_file(),
+                path,
+                aborted: seg.aborted_txns().to_vec(),
+            });
         }
         Ok(Some(CleanPlan {
             dir: self.dir.clone(),
@@ -369,7 +380,8 @@ impl Log {
         }
         // The deletions are durable before the new segment takes the old first one's name.
         storage.sync_dir(&dir).map_err(LogError::io(&dir))?;
-        finish_swap(&*storage, &dir, cleaned.base, &swap, (&oi_c, &ti_c))?;
+        let txn_c = txn_index::path(&dir, cleaned.base, CLEANED_SUFFIX);
+        finish_swap(&*storage, &dir, cleaned.base, &swap, [&oi_c, &ti_c, &txn_c])?;
         let (seg, damaged) = Segment::open(&self.storage, &dir, cleaned.base, &self.config)?;
         let mut seg = seg;
         if damaged {
@@ -395,20 +407,24 @@ fn parse_swap_name(name: &str) -> Option<(i64, i64)> {
     Some((b.parse().ok()?, e.parse().ok()?))
 }
 
-/// Steps 3-4's renames: the cleaned indexes, then the swap file, to their final names.
+/// Steps 3-4's renames: the cleaned indexes (offset, time, aborted transactions), then the
+/// swap file, to their final names.
 fn finish_swap(
     storage: &dyn Storage,
     dir: &Path,
     base: i64,
     swap: &Path,
-    cleaned_indexes: (&Path, &Path),
+    cleaned_indexes: [&Path; 3],
 ) -> Result<(), LogError> {
     let (_, oi, ti) = Segment::paths_with_suffix(dir, base, "");
-    for (from, to) in [(cleaned_indexes.0, &oi), (cleaned_indexes.1, &ti)] {
+    let txn = txn_index::path(dir, base, "");
+    for (from, to) in cleaned_indexes.into_iter().zip([&oi, &ti, &txn]) {
         if storage.exists(from).map_err(LogError::io(from))? {
             storage.rename(from, to).map_err(LogError::io(to))?;
-        } else if storage.exists(to).map_err(LogError::io(to))? {
-            // Left from the replaced segment: it does not index the new one.
+        } else if *to != txn && storage.exists(to).map_err(LogError::io(to))? {
+            // Left from the replaced segment: it does not index the new one. (A `.txnindex`
+            // without its `.cleaned` file is the new one, renamed before a crash: the old
+            // one was deleted, durably, before any rename.)
             storage.remove(to).map_err(LogError::io(to))?;
         }
     }
@@ -425,11 +441,17 @@ pub(crate) fn recover_swaps(storage: &dyn Storage, dir: &Path) -> Result<(), Log
     for name in &names {
         let Some((base, end)) = parse_swap_name(name) else { continue };
         tracing::info!(dir = %dir.display(), base, end, "finishing a log cleaner swap a stop interrupted");
+        // `B.txnindex` without `B.txnindex.cleaned` is the new one, already renamed (the old
+        // segments' files were deleted, durably, before any rename): unlike the other
+        // indexes it cannot be rebuilt from the data, so it stays.
+        let txn_cleaned = format!("{base:020}.txnindex{CLEANED_SUFFIX}");
+        let renamed_txn_index = !names.contains(&txn_cleaned);
         for other in &names {
             let Some((stem, ext)) = other.split_once('.') else { continue };
-            let is_segment_file = matches!(ext, "log" | "index" | "timeindex");
+            let is_segment_file = matches!(ext, "log" | "index" | "timeindex" | "txnindex");
             let in_range = stem.len() == 20 && stem.parse::<i64>().is_ok_and(|b| b >= base && b < end);
-            if is_segment_file && in_range {
+            let new_txn_index = ext == "txnindex" && stem.parse::<i64>() == Ok(base) && renamed_txn_index;
+            if is_segment_file && in_range && !new_txn_index {
                 let p = dir.join(other);
                 match storage.remove(&p) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(LogError::io(&p)(e)),
@@ -438,7 +460,8 @@ pub(crate) fn recover_swaps(storage: &dyn Storage, dir: &Path) -> Result<(), Log
             }
         }
         let (_, oi_c, ti_c) = Segment::paths_with_suffix(dir, base, CLEANED_SUFFIX);
-        finish_swap(storage, dir, base, &dir.join(name), (&oi_c, &ti_c))?;
+        let txn_c = txn_index::path(dir, base, CLEANED_SUFFIX);
+        finish_swap(storage, dir, base, &dir.join(name), [&oi_c, &ti_c, &txn_c])?;
         changed = true;
     }
     for name in storage.list(dir).map_err(LogError::io(dir))? {
@@ -603,6 +626,11 @@ impl CleanPlan {
                         }
                     }
                 }
+            }
+            // Markers and transactional batches are copied as they are, so every aborted
+            // transaction of the group still is.
+            for txn in segs.iter().flat_map(|s| &s.aborted) {
+                out.append_aborted_txn(*txn)?;
             }
             out.seal()
         })();
