@@ -26,6 +26,16 @@ pub enum BrokerError {
     OutOfOrderSequence { producer_id: i64, expected: i32, got: i32 },
     #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
     InvalidProducerEpoch { producer_id: i64, epoch: i16, current: i16 },
+    /// Transactional records without a transactional id the client may write as.
+    #[error("transactional records need a transactional id")]
+    TransactionalIdAuthorizationFailed,
+    /// A write that does not fit the producer's transaction state (INVALID_TXN_STATE).
+    #[error("{0}")]
+    InvalidTxnState(String),
+    /// A transaction marker from a coordinator older than one that already wrote a marker
+    /// for the producer (TRANSACTION_COORDINATOR_FENCED).
+    #[error("transaction marker of producer {producer_id} from coordinator epoch {epoch}, older than {current}")]
+    TransactionCoordinatorFenced { producer_id: i64, epoch: i32, current: i32 },
     #[error("{0}")]
     UnsupportedCompressionType(&'static str),
     #[error("the partition has {in_sync} in-sync replica(s), below min.insync.replicas={required}")]
@@ -133,6 +143,9 @@ impl BrokerError {
             BrokerError::UnsupportedMessageFormat => ResponseError::UnsupportedForMessageFormat,
             BrokerError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             BrokerError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            BrokerError::TransactionCoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+            BrokerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
+            BrokerError::TransactionalIdAuthorizationFailed => ResponseError::TransactionalIdAuthorizationFailed,
             // No transactional producer id is ever handed out, so such a batch
             // is a client bug or a forgery: the transaction state is invalid.
             BrokerError::TransactionsUnsupported => ResponseError::InvalidTxnState,

@@ -10,6 +10,7 @@
 //! - [`codec`]: streaming decompression, and [`codec::recompress`] for topic codecs.
 
 pub mod codec;
+pub mod control;
 pub mod filter;
 pub mod scan;
 pub mod validate;

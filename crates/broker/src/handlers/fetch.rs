@@ -13,9 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_log::FileRange;
 use strata_protocol::kafka_protocol::messages::fetch_response::{
-    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
 };
-use strata_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use strata_protocol::kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId};
 use strata_protocol::response::{record_marker, MARKER_LEN};
 use strata_protocol::ResponseError;
 
@@ -71,6 +71,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         max_bytes: request.max_bytes.max(0) as usize,
         from_any_replica,
         rack_aware,
+        read_committed: replica_id < 0 && request.isolation_level == READ_COMMITTED,
     };
     let mut wanted = Vec::new();
     for t in &request.topics {
@@ -135,18 +136,33 @@ fn render(
                 base.with_high_watermark(hw).with_last_stable_offset(hw).with_log_start_offset(start)
             };
             let data = match fetched.next() {
-                Some(FetchedPartition::Data { read, high_watermark, log_start_offset }) => {
+                Some(FetchedPartition::Data { read, high_watermark, last_stable_offset, log_start_offset }) => {
                     // A non-empty record set is encoded as a placeholder, and the connection
                     // writes the records in its place.
-                    let records = match read {
+                    let (records, aborted) = match read {
                         Some(r) if !r.records.is_empty() => {
                             let marker = record_marker(nonce, spliced.len() as u32);
                             spliced.push((marker, FetchedRecords { bytes: r.records, file_range: r.file_range }));
-                            Bytes::copy_from_slice(&marker)
+                            (Bytes::copy_from_slice(&marker), r.aborted)
                         }
-                        _ => Bytes::new(),
+                        _ => (Bytes::new(), Vec::new()),
                     };
-                    with_offsets(base, high_watermark, log_start_offset).with_records(Some(records))
+                    let base = match read_committed {
+                        true => base.with_aborted_transactions(Some(
+                            aborted
+                                .iter()
+                                .map(|t| {
+                                    AbortedTransaction::default()
+                                        .with_producer_id(ProducerId(t.producer_id))
+                                        .with_first_offset(t.first_offset)
+                                })
+                                .collect(),
+                        )),
+                        false => base,
+                    };
+                    with_offsets(base, high_watermark, log_start_offset)
+                        .with_last_stable_offset(last_stable_offset)
+                        .with_records(Some(records))
                 }
                 Some(FetchedPartition::PreferredReplica { replica, high_watermark, log_start_offset }) => {
                     with_offsets(base, high_watermark, log_start_offset)

@@ -60,6 +60,8 @@ fn refused(partition: i32, e: &BrokerError) -> ListOffsetsPartitionResponse {
 }
 
 fn answer(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // read_committed (v2+): nothing at or past the last stable offset is visible.
+    let read_committed = version >= 2 && request.isolation_level == 1;
     // A partition asked for twice is answered INVALID_REQUEST each time (Kafka's
     // `ListOffsetsRequest.duplicatePartitions`).
     let twice = duplicates(
@@ -80,7 +82,7 @@ fn answer(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> Li
                         // KIP-320: the client's view of the leader epoch, from v4.
                         let epoch = if version >= 4 { p.current_leader_epoch } else { -1 };
                         broker.replicas.leader_partition(&t.name, p.partition_index, epoch).and_then(|part| {
-                            let (offset, timestamp) = lookup(&part, p.timestamp)?;
+                            let (offset, timestamp) = lookup(&part, p.timestamp, read_committed)?;
                             // The epoch of the record found (for the latest offset, the newest
                             // epoch), as Kafka reports it from v4; -1 when none is known.
                             let epoch = match (offset, p.timestamp) {
@@ -108,11 +110,13 @@ fn answer(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> Li
 
 /// (offset, timestamp) for one partition; (-1, -1) when no record matches. Every answer is at
 /// or above the log start (a lookup by time never lands on a record DeleteRecords removed,
-/// even one still inside a kept batch).
-fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
+/// even one still inside a kept batch), and below the high watermark, or with
+/// `read_committed` the last stable offset (Kafka's `lastFetchableOffset`).
+fn lookup(p: &Partition, timestamp: i64, read_committed: bool) -> Result<(i64, i64), BrokerError> {
+    let fetchable = || if read_committed { p.last_stable_offset() } else { p.high_watermark() };
     let found = match timestamp {
         // An offline log answers KAFKA_STORAGE_ERROR here too, not offsets it cannot serve.
-        LATEST => return p.with_log(|log| Ok(log.check_online()?)).map(|()| (p.high_watermark(), -1)),
+        LATEST => return p.with_log(|log| Ok(log.check_online()?)).map(|()| (fetchable(), -1)),
         EARLIEST | EARLIEST_LOCAL => {
             return p.with_log(|log| Ok(log.check_online()?)).map(|()| (p.log_start_offset(), -1))
         }
@@ -122,6 +126,7 @@ fn lookup(p: &Partition, timestamp: i64) -> Result<(i64, i64), BrokerError> {
         ts if ts < 0 => return Err(BrokerError::InvalidRequest(format!("unknown special timestamp {ts}"))),
         ts => p.offset_for_timestamp(ts)?,
     };
-    // Nothing past the high watermark is visible to consumers.
-    Ok(found.filter(|(offset, _)| *offset < p.high_watermark()).unwrap_or((-1, -1)))
+    // Nothing past the high watermark (the LSO) is visible to consumers.
+    let end = fetchable();
+    Ok(found.filter(|(offset, _)| *offset < end).unwrap_or((-1, -1)))
 }

@@ -54,6 +54,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                 Err(BrokerError::InvalidRequest(format!("acks must be -1, 0 or 1, not {acks}")))
             } else if request.transactional_id.is_some() {
                 Err(BrokerError::TransactionsUnsupported)
+            } else if is_transactional(p.records.as_deref()) {
+                // Kafka's `KafkaApis.handleProduceRequest`: transactional records need a
+                // transactional id the client may write as.
+                Err(BrokerError::TransactionalIdAuthorizationFailed)
             } else {
                 match &name {
                     None => Err(BrokerError::UnknownTopicId),
@@ -184,4 +188,9 @@ fn partition_response(
                 .with_error_message(Some(str_bytes(e.to_string())))
         }
     }
+}
+
+/// Whether `records` start with a transactional batch.
+fn is_transactional(records: Option<&[u8]>) -> bool {
+    records.and_then(|r| strata_protocol::batch::BatchHeader::parse(r).ok()).is_some_and(|h| h.is_transactional())
 }

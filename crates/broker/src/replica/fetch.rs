@@ -41,6 +41,9 @@ pub struct FetchParams {
     pub from_any_replica: bool,
     /// The consumer's `client.rack` when the rack-aware replica selector is on (else `None`).
     pub rack_aware: Option<String>,
+    /// `isolation_level=read_committed` (a consumer's): records up to the last stable offset,
+    /// with the transactions aborted among them.
+    pub read_committed: bool,
 }
 
 impl FetchParams {
@@ -68,7 +71,7 @@ pub struct FetchPartition {
 #[derive(Debug)]
 pub enum FetchedPartition {
     /// Records (possibly none) and the partition's offsets.
-    Data { read: Option<ReadResult>, high_watermark: i64, log_start_offset: i64 },
+    Data { read: Option<ReadResult>, high_watermark: i64, last_stable_offset: i64, log_start_offset: i64 },
     /// KIP-392: the consumer should fetch from this replica instead.
     PreferredReplica { replica: i32, high_watermark: i64, log_start_offset: i64 },
     /// The partition failed with the Kafka error `code`; for leadership errors, the leader
@@ -171,7 +174,11 @@ impl ReplicaManager {
         if isr_change {
             self.isr_change_proposed();
         }
-        let bound = if follower { ReadBound::LogEnd } else { ReadBound::HighWatermark };
+        let bound = match (follower, params.read_committed) {
+            (true, _) => ReadBound::LogEnd,
+            (false, true) => ReadBound::LastStable,
+            (false, false) => ReadBound::HighWatermark,
+        };
         let mut deadline = Instant::now() + params.max_wait.min(MAX_WAIT_CAP);
         // One watch per distinct partition (a request may name one many times), held until
         // this fetch completes, times out or is dropped with its connection. Watching before
@@ -243,9 +250,18 @@ fn read_all(
             continue;
         }
         let offsets = (p.high_watermark(), p.log_start_offset());
+        let no_data = || {
+            let lso = if bound == ReadBound::LastStable { p.last_stable_offset() } else { offsets.0 };
+            FetchedPartition::Data {
+                read: None,
+                high_watermark: offsets.0,
+                last_stable_offset: lso,
+                log_start_offset: offsets.1,
+            }
+        };
         if w.throttle == Some(false) && leader_quota.exceeded(now) {
             // Throttled (KIP-73): nothing for an out-of-sync follower this time.
-            out.push(FetchedPartition::Data { read: None, high_watermark: offsets.0, log_start_offset: offsets.1 });
+            out.push(no_data());
             continue;
         }
         let budget = max_bytes.saturating_sub(total).min(w.max_bytes);
@@ -267,12 +283,15 @@ fn read_all(
                 if w.throttle.is_some() {
                     leader_quota.record(r.records.len() as u64, now);
                 }
-                let (hw, start) = (r.high_watermark, r.log_start_offset);
-                out.push(FetchedPartition::Data { read: Some(r), high_watermark: hw, log_start_offset: start });
+                let (hw, lso, start) = (r.high_watermark, r.last_stable_offset, r.log_start_offset);
+                out.push(FetchedPartition::Data {
+                    read: Some(r),
+                    high_watermark: hw,
+                    last_stable_offset: lso,
+                    log_start_offset: start,
+                });
             }
-            Ok(None) => {
-                out.push(FetchedPartition::Data { read: None, high_watermark: offsets.0, log_start_offset: offsets.1 })
-            }
+            Ok(None) => out.push(no_data()),
             Err(e) => {
                 answer_now = true;
                 match &e {

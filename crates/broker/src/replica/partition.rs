@@ -26,8 +26,10 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
+use strata_log::txn_index::AbortedTxn;
 use strata_log::{FileRange, Log, MaxTimestampFound, SnapshotWriter, TimestampCandidate};
 use strata_protocol::batch::{BatchHeader, Compression};
+use strata_protocol::records::control::{encode_marker, EndTxnMarker};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -54,8 +56,11 @@ pub struct AppendResult {
 /// How far a read may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBound {
-    /// Below the high watermark: what consumers see.
+    /// Below the high watermark: what `read_uncommitted` consumers see.
     HighWatermark,
+    /// Below the last stable offset: what `read_committed` consumers see, with the
+    /// transactions aborted in the range read.
+    LastStable,
     /// Up to the log end: what a follower replicates.
     LogEnd,
 }
@@ -67,7 +72,12 @@ pub struct ReadResult {
     /// Where `records` lie in their segment file (see [`FileRange`]).
     pub file_range: Option<FileRange>,
     pub high_watermark: i64,
+    /// The last stable offset when the read was made ([`Partition::last_stable_offset`]).
+    pub last_stable_offset: i64,
     pub log_start_offset: i64,
+    /// With [`ReadBound::LastStable`]: the transactions aborted among the records read (Fetch's
+    /// `aborted_transactions`), in marker order; else empty.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 struct State {
@@ -136,8 +146,8 @@ impl Partition {
         log: Log,
         settings: TopicSettings,
     ) -> Result<Self, BrokerError> {
-        let (producers, loaded) = load_producer_state(&log, &topic, index, &settings)?;
         let mut log = log;
+        let (producers, loaded) = load_producer_state(&mut log, &topic, index, &settings)?;
         let group_commit = settings.log.flush_interval_messages == 1;
         log.set_deferred_flush(group_commit);
         Ok(Self {
@@ -582,7 +592,7 @@ impl Partition {
                 )));
             }
             start.get_or_insert(at);
-            headers.push(h);
+            headers.push((h, at..len));
         }
         let Some(start) = start else { return Ok(0) };
         let batches = &records[start..len];
@@ -592,7 +602,7 @@ impl Partition {
             return Ok(0);
         }
         let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
-        if let Some(first) = headers.first() {
+        if let Some((first, _)) = headers.first() {
             if first.base_offset < log.log_end_offset() && log.log_end_offset() == log.log_start_offset() {
                 log.truncate_fully_and_start_at(first.base_offset)?;
                 st.producers = ProducerStateTable::default();
@@ -602,8 +612,8 @@ impl Partition {
         log.append_as_follower(batches, now_ms)?;
         let snapshot = (log.active_base_offset() != segment_before)
             .then(|| (log.snapshot_writer(), log.active_base_offset(), st.producers.encode()));
-        for h in headers.iter().filter(|h| h.has_producer_id()) {
-            st.producers.record(h);
+        for (h, range) in headers.iter().filter(|(h, _)| h.has_producer_id()) {
+            apply_to_producers(&mut st.producers, log, h, &records[range.clone()], &self.topic, self.index)?;
         }
         if self.group_commit.load(Ordering::Relaxed) {
             log.flush()?;
@@ -831,13 +841,15 @@ impl Partition {
         cached_only: bool,
         bound: ReadBound,
     ) -> Result<Option<ReadResult>, BrokerError> {
-        let st = self.lock();
-        let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
+        let mut st = self.lock();
         // Read under the lock: the high watermark, or the published end (under group commit,
         // the fsynced end), which a follower replicates.
         let hw = self.high_watermark();
+        let lso = stable_offset(&mut st.producers, hw);
+        let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
         let max_offset = match bound {
             ReadBound::HighWatermark => hw,
+            ReadBound::LastStable => lso,
             ReadBound::LogEnd => self.log_end_offset(),
         };
         let info = if cached_only {
@@ -845,12 +857,88 @@ impl Partition {
         } else {
             Some(log.read(offset, max_bytes, max_offset)?)
         };
-        Ok(info.map(|info| ReadResult {
-            records: info.records,
-            file_range: info.file_range,
-            high_watermark: hw,
-            log_start_offset: info.log_start_offset,
+        Ok(info.map(|info| {
+            let aborted = match bound {
+                ReadBound::LastStable if !info.records.is_empty() => {
+                    // Up to the end of the last batch read (Kafka's upper bound of the fetch).
+                    let end = strata_protocol::batch::BatchIter::new(&info.records)
+                        .map_while(Result::ok)
+                        .last()
+                        .map_or(offset, |(h, _)| h.last_offset() + 1);
+                    log.collect_aborted_txns(offset, end)
+                }
+                _ => Vec::new(),
+            };
+            ReadResult {
+                records: info.records,
+                file_range: info.file_range,
+                high_watermark: hw,
+                last_stable_offset: lso,
+                log_start_offset: info.log_start_offset,
+                aborted,
+            }
         }))
+    }
+
+    /// The last stable offset (LSO): the first offset of the earliest transaction not yet
+    /// decided by a marker the high watermark passed, capped by the high watermark; the high
+    /// watermark when there is none (Kafka's `UnifiedLog.lastStableOffset`). What
+    /// `read_committed` consumers read up to. Invariant: `log_start <= LSO <= HW <= LEO`.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        let mut st = self.lock();
+        stable_offset(&mut st.producers, hw).max(self.log_start_offset())
+    }
+
+    /// Appends a transaction marker as this partition's leader (WriteTxnMarkers; Kafka's
+    /// `appendRecordsToLeader` from the coordinator): the producer's open transaction is
+    /// committed or aborted, an aborted one gets its entry in the aborted-transaction index.
+    /// NOT_LEADER_OR_FOLLOWER on a follower; INVALID_PRODUCER_EPOCH for an older producer
+    /// epoch; TRANSACTION_COORDINATOR_FENCED for an older coordinator epoch. Waits on the disk.
+    pub fn append_txn_marker(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: EndTxnMarker,
+        now_ms: i64,
+    ) -> Result<AppendResult, BrokerError> {
+        let mut batch = encode_marker(producer_id, producer_epoch, marker, now_ms).to_vec();
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        if self.replication().role() == Role::Follower {
+            return Err(BrokerError::NotLeaderOrFollower(format!(
+                "{}-{} (this broker stopped leading it)",
+                self.topic, self.index
+            )));
+        }
+        st.producers.check_marker(producer_id, producer_epoch, marker.coordinator_epoch)?;
+        let log = st.log.as_mut().ok_or(BrokerError::ShuttingDown)?;
+        let segment_before = log.active_base_offset();
+        let info = log.append(&mut batch, now_ms)?;
+        let snapshot = (log.active_base_offset() != segment_before)
+            .then(|| (log.snapshot_writer(), log.active_base_offset(), st.producers.encode()));
+        let header = BatchHeader::parse(&batch).map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let stored = BatchHeader { base_offset: info.first_offset, ..header };
+        apply_to_producers(&mut st.producers, log, &stored, &batch, &self.topic, self.index)?;
+        let leader_epoch = log.leader_epoch().unwrap_or(-1);
+        self.publish_offsets(log);
+        let log_start_offset = log.log_start_offset();
+        drop(guard);
+        if let Some((writer, offset, payload)) = snapshot {
+            self.write_snapshot(&writer, offset, &payload);
+        }
+        if self.group_commit.load(Ordering::Relaxed) {
+            self.commit_through(info.last_offset + 1)?;
+        } else {
+            self.wake_waiters();
+        }
+        Ok(AppendResult {
+            base_offset: info.first_offset,
+            last_offset: info.last_offset,
+            leader_epoch,
+            log_append_time: -1,
+            log_start_offset,
+        })
     }
 
     /// ListOffsets by timestamp ([`Log::offset_for_timestamp`]): batch headers are searched
@@ -1046,7 +1134,7 @@ struct ProducerStateLoaded {
 /// the batches from its offset on (the whole log when there is no usable snapshot), without
 /// the producers idle longer than `producer.id.expiration.ms`.
 fn load_producer_state(
-    log: &Log,
+    log: &mut Log,
     topic: &str,
     index: i32,
     settings: &TopicSettings,
@@ -1068,12 +1156,60 @@ fn load_producer_state(
     };
     let headers = log.batch_headers(replay_from)?;
     for header in &headers {
-        producers.record(header);
+        if header.is_control() {
+            // A marker: its record says commit or abort (markers are rare; each is read).
+            let end = log.log_end_offset();
+            let batch = log.read(header.base_offset, header.total_size(), end)?.records;
+            apply_to_producers(&mut producers, log, header, &batch, topic, index)?;
+        } else {
+            producers.record(header);
+        }
     }
     let expired = producers.remove_expired(super::now_ms(), settings.producer_id_expiration_ms);
     tracing::debug!(%topic, partition = index, snapshot_offset = replay_from, batches_replayed = headers.len(),
         producers = producers.len(), expired, "producer state loaded");
     Ok((producers, ProducerStateLoaded { snapshot_offset, replayed: headers.len() }))
+}
+
+/// The LSO for a high watermark `hw` (see [`Partition::last_stable_offset`]).
+fn stable_offset(producers: &mut ProducerStateTable, hw: i64) -> i64 {
+    producers.on_high_watermark(hw);
+    producers.first_unstable_offset().map_or(hw, |first| first.min(hw))
+}
+
+/// Updates `producers` with an appended batch (`header` with its offset, `batch` its bytes):
+/// a data batch as [`ProducerStateTable::record`]; a marker decides its producer's
+/// transaction, and an aborted one gets its entry in the log's aborted-transaction index
+/// (`ensure`, so a replay after a crash re-adds what the crash cut off, and nothing twice). A
+/// control batch whose marker does not parse is skipped with a warning.
+fn apply_to_producers(
+    producers: &mut ProducerStateTable,
+    log: &mut Log,
+    header: &BatchHeader,
+    batch: &[u8],
+    topic: &str,
+    index: i32,
+) -> Result<(), BrokerError> {
+    if !header.is_control() {
+        producers.record(header);
+        return Ok(());
+    }
+    match strata_protocol::records::control::parse_marker(batch) {
+        Ok(marker) => {
+            let decided = producers.record_marker(header, marker.commit, marker.coordinator_epoch);
+            if decided.aborted {
+                log.ensure_aborted_txn(AbortedTxn {
+                    producer_id: decided.producer_id,
+                    first_offset: decided.first_offset,
+                    last_offset: decided.last_offset,
+                    last_stable_offset: producers.last_stable_offset_after(&decided),
+                })?;
+            }
+        }
+        Err(e) => tracing::warn!(%topic, partition = index, offset = header.base_offset, error = %e,
+            "skipping a control batch that is not a transaction marker"),
+    }
+    Ok(())
 }
 
 /// The log cleaner works on the partition's log under the partition lock only for its plan
@@ -1135,9 +1271,13 @@ mod tests {
     };
 
     fn batch(pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Bytes {
+        batch_of(false, pid, epoch, seq, n, ts)
+    }
+
+    fn batch_of(transactional: bool, pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Bytes {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
-                transactional: false,
+                transactional,
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: 0,
@@ -1373,6 +1513,73 @@ mod tests {
 
     fn now() -> i64 {
         crate::replica::now_ms()
+    }
+
+    /// The partition side of transactions: the last stable offset stops at the earliest
+    /// open transaction, a marker decides it, `read_committed` reads stop at the LSO and name
+    /// the aborted transactions among their records; all of it survives a restart (open
+    /// transactions from the producer state, aborted ones from the `.txnindex`).
+    #[test]
+    fn transactions_bound_read_committed_reads_and_survive_a_restart() {
+        let storage = strata_log::storage::MemStorage::new();
+        let p = partition_on(&storage, settings());
+        let commit = EndTxnMarker { commit: true, coordinator_epoch: 1 };
+        let abort = EndTxnMarker { commit: false, coordinator_epoch: 1 };
+        p.append(&batch(-1, -1, 0, 2, now()), now()).unwrap(); // 0-1, plain
+        p.append(&batch_of(true, 7, 0, 0, 2, now()), now()).unwrap(); // 2-3, producer 7
+        p.append(&batch_of(true, 8, 0, 0, 1, now()), now()).unwrap(); // 4, producer 8
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (5, 2));
+        let committed_read = |from| p.read_to(from, 1 << 20, ReadBound::LastStable).unwrap();
+        assert_eq!(records_in(&committed_read(0).records), 2, "only what precedes the open transaction");
+        assert!(matches!(p.append(&batch(7, 0, 2, 1, now()), now()), Err(BrokerError::InvalidTxnState(_))));
+
+        let m7 = p.append_txn_marker(7, 0, abort, now()).unwrap(); // 5
+        assert_eq!(m7.base_offset, 5);
+        assert_eq!(p.last_stable_offset(), 4, "producer 8's transaction is still open");
+        assert!(matches!(
+            p.append_txn_marker(7, 0, EndTxnMarker { coordinator_epoch: 0, ..commit }, now()),
+            Err(BrokerError::TransactionCoordinatorFenced { .. })
+        ));
+        assert!(matches!(p.append_txn_marker(7, -1, abort, now()), Err(BrokerError::InvalidProducerEpoch { .. })));
+        p.append_txn_marker(8, 0, commit, now()).unwrap(); // 6
+        assert_eq!(p.last_stable_offset(), 7);
+        let read = committed_read(0);
+        assert_eq!(records_in(&read.records), 7);
+        let aborted = |r: &ReadResult| r.aborted.iter().map(|t| (t.producer_id, t.first_offset)).collect::<Vec<_>>();
+        assert_eq!(aborted(&read), vec![(7, 2)]);
+        assert!(committed_read(6).aborted.is_empty(), "the aborted transaction ends before offset 6");
+        assert!(p.read_to(0, 1 << 20, ReadBound::HighWatermark).unwrap().aborted.is_empty());
+
+        // A new transaction of producer 7 stays open across a restart.
+        p.append(&batch_of(true, 7, 0, 2, 1, now()), now()).unwrap(); // 7
+        p.close().unwrap();
+        let p = partition_on(&storage, settings());
+        assert_eq!((p.high_watermark(), p.last_stable_offset()), (8, 7));
+        assert_eq!(aborted(&p.read_to(0, 1 << 20, ReadBound::LastStable).unwrap()), vec![(7, 2)]);
+        p.append_txn_marker(7, 0, commit, now()).unwrap(); // 8
+        assert_eq!(p.last_stable_offset(), 9);
+
+        // Without a clean close, the replay from the last snapshot decides the transactions
+        // again from their markers, and re-adds aborted ones to the index.
+        p.append(&batch_of(true, 7, 0, 3, 1, now()), now()).unwrap(); // 9
+        p.append_txn_marker(7, 0, abort, now()).unwrap(); // 10
+        drop(p);
+        let p = partition_on(&storage, settings());
+        assert_eq!(p.last_stable_offset(), 11);
+        // Reads go one segment at a time (the restart rolled one at 8).
+        let mut seen = Vec::new();
+        let mut offset = 0;
+        while offset < 11 {
+            let r = p.read_to(offset, 1 << 20, ReadBound::LastStable).unwrap();
+            offset += records_in(&r.records).max(1);
+            seen.extend(aborted(&r));
+        }
+        seen.dedup();
+        assert_eq!(seen, vec![(7, 2), (7, 9)]);
+    }
+
+    fn records_in(bytes: &[u8]) -> i64 {
+        strata_protocol::batch::BatchIter::new(bytes).map(|b| i64::from(b.unwrap().0.records_count)).sum()
     }
 
     #[test]

@@ -11,9 +11,18 @@
 //! A producer whose last batch is older than `producer.id.expiration.ms` (by the batch's max
 //! timestamp, as Kafka judges it) is forgotten, at load and every
 //! `producer.id.expiration.check.interval.ms`, so the table stays bounded however many
-//! producer ids clients invent. A forgotten producer may start again at any sequence.
+//! producer ids clients invent. A forgotten producer may start again at any sequence. A
+//! producer with an open transaction is never forgotten.
+//!
+//! **Transactions.** A transactional batch opens its producer's transaction at its first
+//! offset, if none is open; a marker (a control batch, commit or abort) closes it: the
+//! transaction is then decided but *unreplicated* until the high watermark passes its marker.
+//! The first unstable offset is the first offset of the earliest open or unreplicated
+//! transaction; the partition's last stable offset (LSO) is that, capped by the high watermark
+//! (Kafka's `ProducerStateManager.firstUnstableOffset`). Open transactions are kept in
+//! snapshots; unreplicated ones are not (after a restart the high watermark bounds the LSO).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use strata_protocol::batch::BatchHeader;
 
@@ -33,12 +42,33 @@ pub struct BatchMeta {
     pub max_timestamp: i64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: i16,
     /// Max timestamp of the producer's last batch (ms): what expiration judges.
     last_timestamp: i64,
     batches: VecDeque<BatchMeta>,
+    /// First offset of the producer's open transaction.
+    txn_first_offset: Option<i64>,
+    /// Coordinator epoch of the producer's last transaction marker, -1 before any.
+    coordinator_epoch: i32,
+}
+
+impl Default for ProducerEntry {
+    fn default() -> Self {
+        Self { epoch: 0, last_timestamp: 0, batches: VecDeque::new(), txn_first_offset: None, coordinator_epoch: -1 }
+    }
+}
+
+/// A transaction a marker decided (Kafka's `CompletedTxn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    /// Its first record's offset (the marker's own when it had none).
+    pub first_offset: i64,
+    /// The marker's offset.
+    pub last_offset: i64,
+    pub aborted: bool,
 }
 
 /// The outcome of checking a batch before it is appended.
@@ -54,6 +84,11 @@ pub enum SequenceCheck {
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ProducerStateTable {
     producers: HashMap<i64, ProducerEntry>,
+    /// Open transactions: first offset → producer id.
+    ongoing: BTreeMap<i64, i64>,
+    /// Decided transactions whose marker the high watermark has not passed: first offset →
+    /// marker offset.
+    unreplicated: BTreeMap<i64, i64>,
 }
 
 fn last_seq(header: &BatchHeader) -> i32 {
@@ -80,6 +115,11 @@ impl ProducerStateTable {
         let Some(entry) = self.producers.get(&pid) else {
             return Ok(SequenceCheck::Append);
         };
+        if !header.is_transactional() && entry.txn_first_offset.is_some() {
+            return Err(BrokerError::InvalidTxnState(format!(
+                "producer {pid} wrote a non-transactional batch while its transaction is open"
+            )));
+        }
         if header.producer_epoch < entry.epoch {
             return Err(BrokerError::InvalidProducerEpoch {
                 producer_id: pid,
@@ -109,12 +149,18 @@ impl ProducerStateTable {
         Ok(SequenceCheck::Append)
     }
 
-    /// Records an appended batch (`header` with its assigned base offset).
+    /// Records an appended data batch (`header` with its assigned base offset); a
+    /// transactional one opens its producer's transaction if none is open. Control batches go
+    /// to [`Self::record_marker`] instead.
     pub fn record(&mut self, header: &BatchHeader) {
-        if header.producer_id < 0 {
+        if header.producer_id < 0 || header.is_control() {
             return;
         }
         let entry = self.producers.entry(header.producer_id).or_default();
+        if header.is_transactional() && entry.txn_first_offset.is_none() {
+            entry.txn_first_offset = Some(header.base_offset);
+            self.ongoing.insert(header.base_offset, header.producer_id);
+        }
         if header.producer_epoch != entry.epoch {
             entry.batches.clear();
             entry.epoch = header.producer_epoch;
@@ -132,30 +178,103 @@ impl ProducerStateTable {
         entry.last_timestamp = header.max_timestamp;
     }
 
+    /// Checks a transaction marker of producer `producer_id` at `epoch` from a coordinator at
+    /// `coordinator_epoch` (Kafka's `ProducerAppendInfo.appendEndTxnMarker` checks): an older
+    /// producer epoch is INVALID_PRODUCER_EPOCH, an older coordinator epoch
+    /// TRANSACTION_COORDINATOR_FENCED.
+    pub fn check_marker(&self, producer_id: i64, epoch: i16, coordinator_epoch: i32) -> Result<(), BrokerError> {
+        let Some(entry) = self.producers.get(&producer_id) else { return Ok(()) };
+        if epoch < entry.epoch {
+            return Err(BrokerError::InvalidProducerEpoch { producer_id, epoch, current: entry.epoch });
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return Err(BrokerError::TransactionCoordinatorFenced {
+                producer_id,
+                epoch: coordinator_epoch,
+                current: entry.coordinator_epoch,
+            });
+        }
+        Ok(())
+    }
+
+    /// Records an appended transaction marker (`header`, the control batch with its offset):
+    /// the producer's open transaction, if any, is decided (`commit` or abort) and stays
+    /// unstable until the high watermark passes the marker. A marker's epoch becomes the
+    /// producer's (transactions V2 bump it at every marker). Returns the decided transaction.
+    pub fn record_marker(&mut self, header: &BatchHeader, commit: bool, coordinator_epoch: i32) -> CompletedTxn {
+        let offset = header.base_offset;
+        let entry = self.producers.entry(header.producer_id).or_default();
+        if header.producer_epoch != entry.epoch {
+            entry.batches.clear();
+            entry.epoch = header.producer_epoch;
+        }
+        entry.coordinator_epoch = coordinator_epoch;
+        entry.last_timestamp = header.max_timestamp;
+        let first_offset = match entry.txn_first_offset.take() {
+            Some(first) => {
+                self.ongoing.remove(&first);
+                first
+            }
+            None => offset,
+        };
+        self.unreplicated.insert(first_offset, offset);
+        CompletedTxn { producer_id: header.producer_id, first_offset, last_offset: offset, aborted: !commit }
+    }
+
+    /// The partition's last stable offset right after `txn`'s marker, for its aborted-transaction
+    /// index entry (Kafka's `ProducerStateManager.lastStableOffset`): the first offset of the
+    /// earliest transaction another producer has open, else the offset after the marker.
+    pub fn last_stable_offset_after(&self, txn: &CompletedTxn) -> i64 {
+        self.ongoing.iter().find(|(_, pid)| **pid != txn.producer_id).map_or(txn.last_offset + 1, |(first, _)| *first)
+    }
+
+    /// The first offset of the earliest transaction open, or decided by a marker the high
+    /// watermark has not passed; `None` when there is none.
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        let ongoing = self.ongoing.keys().next().copied();
+        let unreplicated = self.unreplicated.keys().next().copied();
+        match (ongoing, unreplicated) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The high watermark moved to `high_watermark`: transactions whose marker is below it
+    /// are stable (Kafka's `onHighWatermarkUpdated`).
+    pub fn on_high_watermark(&mut self, high_watermark: i64) {
+        self.unreplicated.retain(|_, marker| *marker >= high_watermark);
+    }
+
     /// Forgets every producer whose last batch's max timestamp is `expiration_ms` or more
-    /// before `now_ms` (Kafka's `ProducerStateManager.removeExpiredProducers`). Returns how
-    /// many were forgotten.
+    /// before `now_ms` (Kafka's `ProducerStateManager.removeExpiredProducers`), except those
+    /// with an open transaction. Returns how many were forgotten.
     pub fn remove_expired(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
         let before = self.producers.len();
-        self.producers.retain(|_, e| now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
+        self.producers
+            .retain(|_, e| e.txn_first_offset.is_some() || now_ms.saturating_sub(e.last_timestamp) < expiration_ms);
         before - self.producers.len()
     }
 
-    /// The table as a snapshot payload (big-endian):
-    /// `count u32`, then per producer `producer_id i64, epoch i16, last_timestamp i64,
-    /// batches u8`, then per batch `first_seq i32, last_seq i32, first_offset i64,
-    /// last_offset i64, max_timestamp i64`. Producers are written in id order, so equal tables
-    /// give equal bytes.
+    /// The table as a snapshot payload (big-endian), version 1: `u32::MAX, 1u8, count u32`,
+    /// then per producer `producer_id i64, epoch i16, last_timestamp i64, coordinator_epoch
+    /// i32, txn_first_offset i64 (-1: none), batches u8`, then per batch `first_seq i32,
+    /// last_seq i32, first_offset i64, last_offset i64, max_timestamp i64`. Version 0 (read,
+    /// never written) is `count u32` and the producers without the two transaction fields.
+    /// Producers are written in id order, so equal tables give equal bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut ids: Vec<&i64> = self.producers.keys().collect();
         ids.sort_unstable();
-        let mut out = Vec::with_capacity(4 + self.producers.len() * (ENTRY_LEN + 2 * BATCH_LEN));
+        let mut out = Vec::with_capacity(9 + self.producers.len() * (ENTRY_LEN + 12 + 2 * BATCH_LEN));
+        out.extend_from_slice(&VERSIONED.to_be_bytes());
+        out.push(1);
         out.extend_from_slice(&(ids.len() as u32).to_be_bytes());
         for id in ids {
             let e = &self.producers[id];
             out.extend_from_slice(&id.to_be_bytes());
             out.extend_from_slice(&e.epoch.to_be_bytes());
             out.extend_from_slice(&e.last_timestamp.to_be_bytes());
+            out.extend_from_slice(&e.coordinator_epoch.to_be_bytes());
+            out.extend_from_slice(&e.txn_first_offset.unwrap_or(-1).to_be_bytes());
             out.push(e.batches.len() as u8);
             for b in &e.batches {
                 out.extend_from_slice(&b.first_seq.to_be_bytes());
@@ -172,15 +291,38 @@ impl ProducerStateTable {
     /// rebuilds the table from the log instead).
     pub fn decode(payload: &[u8]) -> Result<Self, String> {
         let mut r = Cursor { bytes: payload, at: 0 };
-        let count = r.u32()? as usize;
+        let mut count = r.u32()? as usize;
+        let version = if count == VERSIONED as usize {
+            let v = r.u8()?;
+            if v != 1 {
+                return Err(format!("unknown snapshot version {v}"));
+            }
+            count = r.u32()? as usize;
+            v
+        } else {
+            0
+        };
         if count > payload.len() / ENTRY_LEN {
             return Err(format!("{count} producers cannot fit in {} bytes", payload.len()));
         }
         let mut producers = HashMap::with_capacity(count);
+        let mut ongoing = BTreeMap::new();
         for _ in 0..count {
             let id = r.i64()?;
             let epoch = r.i16()?;
             let last_timestamp = r.i64()?;
+            let (coordinator_epoch, txn_first_offset) = if version >= 1 {
+                let coordinator_epoch = r.i32()?;
+                let first = r.i64()?;
+                (coordinator_epoch, (first >= 0).then_some(first))
+            } else {
+                (-1, None)
+            };
+            if let Some(first) = txn_first_offset {
+                if ongoing.insert(first, id).is_some() {
+                    return Err(format!("two open transactions start at offset {first}"));
+                }
+            }
             let n = usize::from(r.u8()?);
             if n > BATCHES_KEPT {
                 return Err(format!("producer {id} has {n} batches, more than {BATCHES_KEPT}"));
@@ -195,14 +337,15 @@ impl ProducerStateTable {
                     max_timestamp: r.i64()?,
                 });
             }
-            if producers.insert(id, ProducerEntry { epoch, last_timestamp, batches }).is_some() {
+            let entry = ProducerEntry { epoch, last_timestamp, batches, txn_first_offset, coordinator_epoch };
+            if producers.insert(id, entry).is_some() {
                 return Err(format!("producer {id} appears twice"));
             }
         }
         if r.at != payload.len() {
             return Err(format!("{} bytes left over", payload.len() - r.at));
         }
-        Ok(Self { producers })
+        Ok(Self { producers, ongoing, unreplicated: BTreeMap::new() })
     }
 
     /// Each producer id with the last offset of its last batch: the log cleaner keeps that
@@ -220,8 +363,11 @@ impl ProducerStateTable {
     }
 }
 
-/// Bytes of a producer's fixed fields in a snapshot.
+/// Bytes of a producer's fixed fields in a version 0 snapshot (the smallest).
 const ENTRY_LEN: usize = 8 + 2 + 8 + 1;
+/// The first four bytes of a versioned snapshot (a version 0 snapshot starts with its producer
+/// count, which is never this large).
+const VERSIONED: u32 = u32::MAX;
 /// Bytes of one remembered batch in a snapshot.
 const BATCH_LEN: usize = 4 + 4 + 8 + 8 + 8;
 
@@ -308,6 +454,50 @@ mod tests {
         assert_eq!(t.check(&h(8, 3, 42, 1, 6)).unwrap(), SequenceCheck::Append);
     }
 
+    fn txn(pid: i64, epoch: i16, seq: i32, n: i32, offset: i64) -> BatchHeader {
+        BatchHeader { attributes: 0x10, ..h(pid, epoch, seq, n, offset) }
+    }
+
+    fn marker(pid: i64, epoch: i16, offset: i64) -> BatchHeader {
+        BatchHeader { attributes: 0x30, base_sequence: -1, ..h(pid, epoch, -1, 1, offset) }
+    }
+
+    /// Kafka's first unstable offset: open transactions, then decided ones until the high
+    /// watermark passes their marker; aborted ones get their last stable offset.
+    #[test]
+    fn transactions_open_close_and_bound_the_stable_offset() {
+        let mut t = ProducerStateTable::default();
+        t.record(&h(9, 0, 0, 2, 0)); // idempotent, not transactional
+        assert_eq!(t.first_unstable_offset(), None);
+        t.record(&txn(1, 0, 0, 3, 2));
+        t.record(&txn(2, 0, 0, 1, 5));
+        t.record(&txn(1, 0, 3, 2, 6)); // same transaction
+        assert_eq!(t.first_unstable_offset(), Some(2));
+        assert!(matches!(t.check(&h(1, 0, 5, 1, 8)), Err(BrokerError::InvalidTxnState(_))), "open transaction");
+
+        t.check_marker(1, 0, 3).unwrap();
+        let committed = t.record_marker(&marker(1, 0, 8), true, 3);
+        assert_eq!(committed, CompletedTxn { producer_id: 1, first_offset: 2, last_offset: 8, aborted: false });
+        assert_eq!(t.first_unstable_offset(), Some(2), "decided, not yet replicated");
+        t.on_high_watermark(9);
+        assert_eq!(t.first_unstable_offset(), Some(5));
+        assert!(matches!(t.check_marker(1, 0, 2), Err(BrokerError::TransactionCoordinatorFenced { .. })));
+
+        let aborted = t.record_marker(&marker(2, 0, 9), false, 3);
+        assert_eq!(aborted, CompletedTxn { producer_id: 2, first_offset: 5, last_offset: 9, aborted: true });
+        assert_eq!(t.last_stable_offset_after(&aborted), 10);
+        t.record(&txn(1, 1, 0, 1, 10)); // the next transaction (a bumped epoch)
+        assert_eq!(t.last_stable_offset_after(&aborted), 10, "another producer's open transaction");
+        t.on_high_watermark(10);
+        assert_eq!(t.first_unstable_offset(), Some(10));
+        // A marker with no open transaction decides an empty one at the marker.
+        let empty = t.record_marker(&marker(3, 0, 11), false, 0);
+        assert_eq!((empty.first_offset, empty.last_offset), (11, 11));
+        // Producers with an open transaction do not expire.
+        assert_eq!(t.remove_expired(i64::MAX, 1), 3);
+        assert_eq!(t.len(), 1);
+    }
+
     #[test]
     fn sequence_wraps_at_i32_max() {
         let mut t = ProducerStateTable::default();
@@ -364,9 +554,40 @@ mod snapshot_tests {
         let mut padded = bytes.clone();
         padded.push(0);
         assert!(ProducerStateTable::decode(&padded).is_err());
-        let mut huge = bytes;
-        huge[..4].copy_from_slice(&u32::MAX.to_be_bytes());
+        let mut huge = bytes.clone();
+        huge[5..9].copy_from_slice(&u32::MAX.to_be_bytes()); // the count, after the version
         assert!(ProducerStateTable::decode(&huge).is_err());
+        let mut unknown = bytes;
+        unknown[4] = 2;
+        assert!(ProducerStateTable::decode(&unknown).is_err(), "an unknown version");
+    }
+
+    /// Open transactions are in snapshots; version 0 snapshots (before transactions) still load.
+    #[test]
+    fn snapshots_keep_open_transactions_and_read_version_0() {
+        let mut t = ProducerStateTable::default();
+        t.record(&BatchHeader { attributes: 0x10, ..header(1, 0, 0, 2, 4, 10) });
+        t.record(&header(2, 0, 0, 1, 6, 10));
+        let decoded = ProducerStateTable::decode(&t.encode()).unwrap();
+        assert_eq!(decoded.first_unstable_offset(), Some(4));
+        assert_eq!(decoded, t);
+
+        // Version 0: count, then producer 2 with one batch.
+        let mut v0 = 1u32.to_be_bytes().to_vec();
+        v0.extend_from_slice(&2i64.to_be_bytes());
+        v0.extend_from_slice(&0i16.to_be_bytes());
+        v0.extend_from_slice(&10i64.to_be_bytes());
+        v0.push(1);
+        for v in [0i32, 0] {
+            v0.extend_from_slice(&v.to_be_bytes());
+        }
+        for v in [6i64, 6, 10] {
+            v0.extend_from_slice(&v.to_be_bytes());
+        }
+        let old = ProducerStateTable::decode(&v0).unwrap();
+        assert_eq!(old.check(&header(2, 0, 1, 1, 7, 10)).unwrap(), SequenceCheck::Append);
+        assert!(old.check(&header(2, 0, 3, 1, 7, 10)).is_err());
+        assert_eq!(old.first_unstable_offset(), None);
     }
 
     #[test]

@@ -63,8 +63,8 @@ pub fn prepare_batch(records: &[u8], settings: &TopicSettings, now_ms: i64) -> R
     if header.is_control() {
         return Err(BrokerError::InvalidRecord("clients may not produce control batches".into()));
     }
-    if header.is_transactional() {
-        return Err(BrokerError::TransactionsUnsupported);
+    if header.is_transactional() && !header.has_producer_id() {
+        return Err(BrokerError::InvalidRecord("a transactional batch without a producer id".into()));
     }
     if header.has_producer_id() && header.base_sequence < 0 {
         return Err(BrokerError::InvalidRecord("idempotent batch without a base sequence".into()));
