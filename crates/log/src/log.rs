@@ -1181,6 +1181,18 @@ impl Log {
         self.offline_on_io_error(result)
     }
 
+    /// Makes the active segment's aborted-transaction index durable (closed segments' are):
+    /// before a producer snapshot at the log end, whose replay would not re-add entries for
+    /// markers below it.
+    pub fn flush_txn_index(&mut self) -> Result<(), LogError> {
+        self.ensure_online()?;
+        let result = match self.segments.values().next_back() {
+            Some(seg) => seg.flush_txn_index(),
+            None => Ok(()),
+        };
+        self.offline_on_io_error(result)
+    }
+
     /// As [`Log::append_aborted_txn`], but a no-op when the entry is there: after a crash,
     /// the owner replays the markers of the recovered tail and re-adds the entries the crash
     /// may have cut off.

@@ -99,45 +99,54 @@ impl TxnIndex {
     }
 
     /// The index at `path` as the file holds it (empty when there is none), for the segment
-    /// starting at `base`. A torn last entry (a crash during its write: a partial entry, or
-    /// one that does not parse or follow the one before) is cut off with a warning; the
-    /// caller re-adds what the log's markers say (see [`TxnIndex::ensure`]). Damage before
-    /// the last entry is `Corrupt`.
+    /// starting at `base`. The entries are read up to the first one that is partial, does not
+    /// parse, or does not follow the one before (a crash during a write: the file's length
+    /// may have reached the disk before its bytes); the file is cut there with a warning, and
+    /// the caller re-adds what the log's markers say (see [`TxnIndex::ensure`]). Read in
+    /// chunks: memory follows the valid entries, never a damaged length.
     pub(crate) fn open(storage: &Arc<dyn Storage>, path: PathBuf, base: i64) -> Result<Self, LogError> {
         if !storage.exists(&path).map_err(LogError::io(&path))? {
             return Ok(Self { storage: storage.clone(), path, file: None, entries: Vec::new() });
         }
         let file = storage.open(&path, false).map_err(LogError::io(&path))?;
         let len = file.len().map_err(LogError::io(&path))?;
-        let corrupt = |position: u64, reason: String| LogError::Corrupt { path: path.clone(), position, reason };
-        let mut bytes = vec![0u8; usize::try_from(len).map_err(|_| corrupt(0, "too large".into()))?];
-        file.read_at(0, &mut bytes).map_err(LogError::io(&path))?;
-        let whole = bytes.len() / ENTRY_BYTES;
-        let mut entries = Vec::with_capacity(whole);
-        let mut torn = (whole * ENTRY_BYTES != bytes.len()).then(|| "a partial entry".to_owned());
-        for (i, chunk) in bytes.chunks_exact(ENTRY_BYTES).enumerate() {
-            let position = (i * ENTRY_BYTES) as u64;
-            let mut entry = [0u8; ENTRY_BYTES];
-            entry.copy_from_slice(chunk);
-            let parsed = AbortedTxn::decode(&entry).and_then(|txn| {
-                if txn.last_offset < base
-                    || entries.last().is_some_and(|p: &AbortedTxn| p.last_offset >= txn.last_offset)
-                {
-                    Err(format!("marker offset {} out of order", txn.last_offset))
-                } else {
-                    Ok(txn)
+        let mut entries: Vec<AbortedTxn> = Vec::new();
+        let mut damage = None;
+        let mut chunk = vec![0u8; ENTRY_BYTES * 1024];
+        let mut pos = 0u64;
+        'read: while pos < len {
+            let n = usize::try_from((len - pos).min(chunk.len() as u64)).unwrap_or(chunk.len());
+            let n = n - n % ENTRY_BYTES;
+            if n == 0 {
+                damage = Some("a partial entry".to_owned());
+                break;
+            }
+            file.read_at(pos, &mut chunk[..n]).map_err(LogError::io(&path))?;
+            for bytes in chunk[..n].chunks_exact(ENTRY_BYTES) {
+                let mut entry = [0u8; ENTRY_BYTES];
+                entry.copy_from_slice(bytes);
+                let parsed = AbortedTxn::decode(&entry).and_then(|txn| {
+                    let follows = entries.last().is_none_or(|p| p.last_offset < txn.last_offset);
+                    if txn.last_offset >= base && follows {
+                        Ok(txn)
+                    } else {
+                        Err(format!("marker offset {} out of order", txn.last_offset))
+                    }
+                });
+                match parsed {
+                    Ok(txn) => entries.push(txn),
+                    Err(reason) => {
+                        damage = Some(reason);
+                        break 'read;
+                    }
                 }
-            });
-            match parsed {
-                Ok(txn) => entries.push(txn),
-                Err(reason) if i + 1 == whole => torn = Some(reason),
-                Err(reason) => return Err(corrupt(position, reason)),
+                pos += ENTRY_BYTES as u64;
             }
         }
-        if let Some(reason) = torn {
+        if let Some(reason) = damage {
             let keep = (entries.len() * ENTRY_BYTES) as u64;
-            tracing::warn!(path = %path.display(), %reason, kept_entries = entries.len(),
-                "cutting a torn last entry off an aborted-transaction index");
+            tracing::warn!(path = %path.display(), %reason, kept_entries = entries.len(), cut_bytes = len - keep,
+                "cutting a damaged tail off an aborted-transaction index");
             file.set_len(keep).map_err(LogError::io(&path))?;
             file.sync().map_err(LogError::io(&path))?;
         }
@@ -145,26 +154,28 @@ impl TxnIndex {
     }
 
     /// Makes sure `txn` is in the index (recovery re-adds what a crash may have cut off): a
-    /// no-op when an entry with its marker offset is there, else it is inserted in marker
-    /// order and the file rewritten if it does not go at the end.
+    /// no-op when it is there, else it is added in marker order (replacing an entry for the
+    /// same marker that says otherwise). An addition at the end is an append; elsewhere the
+    /// file is replaced whole (temporary file, fsync, rename), so a crash leaves the old
+    /// index or the new one.
     pub(crate) fn ensure(&mut self, txn: AbortedTxn) -> Result<(), LogError> {
         let at = self.entries.partition_point(|t| t.last_offset < txn.last_offset);
-        if self.entries.get(at).is_some_and(|t| t.last_offset == txn.last_offset) {
-            return Ok(());
+        match self.entries.get(at) {
+            Some(t) if *t == txn => return Ok(()),
+            Some(t) if t.last_offset == txn.last_offset => self.entries[at] = txn,
+            None => return self.append(txn),
+            Some(_) => self.entries.insert(at, txn),
         }
-        if at == self.entries.len() {
-            return self.append(txn);
-        }
-        self.entries.insert(at, txn);
         let bytes: Vec<u8> = self.entries.iter().flat_map(|t| t.encode()).collect();
-        self.create_file()?;
-        if let Some(file) = &self.file {
-            file.set_len(0).map_err(LogError::io(&self.path))?;
-            file.write_all_at(0, &bytes).map_err(LogError::io(&self.path))?;
-        }
+        let (dir, name) = match (self.path.parent(), self.path.file_name()) {
+            (Some(d), Some(n)) => (d.to_path_buf(), n.to_string_lossy().into_owned()),
+            _ => return Err(LogError::InvalidArgument(format!("no file name in {}", self.path.display()))),
+        };
+        self.file = None;
+        crate::storage::replace_file(&*self.storage, &dir, &name, &bytes).map_err(|(p, e)| LogError::io(&p)(e))?;
+        self.file = Some(self.storage.open(&self.path, false).map_err(LogError::io(&self.path))?);
         Ok(())
     }
-
     pub(crate) fn path(&self) -> &Path {
         &self.path
     }
@@ -314,10 +325,17 @@ mod tests {
         torn.ensure(txn(2, 106, 109, 110)).unwrap();
         let reopened = TxnIndex::open(&storage, p.clone(), 100).unwrap();
         assert_eq!(reopened.entries(), &[txn(0, 100, 102, 100), txn(1, 100, 105, 106), txn(2, 106, 109, 110)]);
-        // Damage before the last entry is not a torn write.
-        f.write_all_at(2, &[0xFF; 8]).unwrap();
-        f.write_all_at(10, &[0xFF; 8]).unwrap();
-        assert!(matches!(TxnIndex::open(&storage, p.clone(), 100), Err(LogError::Corrupt { .. })));
+        // Damage in the middle (zeros where the second entry was): cut from there. (The
+        // insertion above replaced the file.)
+        let f = storage.open(&p, false).unwrap();
+        f.write_all_at(ENTRY_BYTES as u64, &[0u8; ENTRY_BYTES]).unwrap();
+        let cut = TxnIndex::open(&storage, p.clone(), 100).unwrap();
+        assert_eq!(cut.entries(), &[txn(0, 100, 102, 100)]);
+        assert_eq!(f.len().unwrap(), ENTRY_BYTES as u64);
+        // An entry for the same marker that says otherwise is replaced.
+        let mut fixed = cut;
+        fixed.ensure(txn(5, 101, 102, 103)).unwrap();
+        assert_eq!(TxnIndex::open(&storage, p.clone(), 100).unwrap().entries(), &[txn(5, 101, 102, 103)]);
         let fresh = TxnIndex::create(&storage, p.clone()).unwrap();
         assert!(fresh.entries().is_empty() && !storage.exists(&p).unwrap());
     }

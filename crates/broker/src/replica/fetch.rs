@@ -251,7 +251,7 @@ fn read_all(
         }
         let offsets = (p.high_watermark(), p.log_start_offset());
         let no_data = || {
-            let lso = if bound == ReadBound::LastStable { p.last_stable_offset() } else { offsets.0 };
+            let lso = if bound == ReadBound::LogEnd { offsets.0 } else { p.last_stable_offset() };
             FetchedPartition::Data {
                 read: None,
                 high_watermark: offsets.0,

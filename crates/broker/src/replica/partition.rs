@@ -841,12 +841,13 @@ impl Partition {
         cached_only: bool,
         bound: ReadBound,
     ) -> Result<Option<ReadResult>, BrokerError> {
-        let mut st = self.lock();
+        let mut guard = self.lock();
+        let st = &mut *guard;
         // Read under the lock: the high watermark, or the published end (under group commit,
         // the fsynced end), which a follower replicates.
         let hw = self.high_watermark();
-        let lso = stable_offset(&mut st.producers, hw);
         let log = st.log.as_ref().ok_or(BrokerError::ShuttingDown)?;
+        let lso = stable_offset(&mut st.producers, hw, log.log_start_offset());
         let max_offset = match bound {
             ReadBound::HighWatermark => hw,
             ReadBound::LastStable => lso,
@@ -885,9 +886,9 @@ impl Partition {
     /// watermark when there is none (Kafka's `UnifiedLog.lastStableOffset`). What
     /// `read_committed` consumers read up to. Invariant: `log_start <= LSO <= HW <= LEO`.
     pub fn last_stable_offset(&self) -> i64 {
-        let hw = self.high_watermark();
         let mut st = self.lock();
-        stable_offset(&mut st.producers, hw).max(self.log_start_offset())
+        let hw = self.high_watermark();
+        stable_offset(&mut st.producers, hw, self.log_start_offset())
     }
 
     /// Appends a transaction marker as this partition's leader (WriteTxnMarkers; Kafka's
@@ -903,6 +904,10 @@ impl Partition {
         now_ms: i64,
     ) -> Result<AppendResult, BrokerError> {
         let mut batch = encode_marker(producer_id, producer_epoch, marker, now_ms).to_vec();
+        if self.append_would_roll(&batch, now_ms) {
+            // As for `append`: the roll's fsync is mostly done before the lock is taken.
+            self.flush_for_commit()?;
+        }
         let mut guard = self.lock();
         let st = &mut *guard;
         if self.replication().role() == Role::Follower {
@@ -1062,6 +1067,8 @@ impl Partition {
             if log.recovery_point() < log.log_end_offset() {
                 log.flush()?; // appends came in meanwhile
             }
+            // The replay from this snapshot will not re-add entries for markers below it.
+            log.flush_txn_index()?;
             let snapshot = (log.snapshot_writer(), log.log_end_offset());
             self.publish_offsets(log);
             (snapshot.0, snapshot.1, st.producers.encode())
@@ -1157,10 +1164,13 @@ fn load_producer_state(
     let headers = log.batch_headers(replay_from)?;
     for header in &headers {
         if header.is_control() {
-            // A marker: its record says commit or abort (markers are rare; each is read).
+            // A marker: its record says commit or abort (one read per marker replayed).
             let end = log.log_end_offset();
-            let batch = log.read(header.base_offset, header.total_size(), end)?.records;
-            apply_to_producers(&mut producers, log, header, &batch, topic, index)?;
+            match log.read(header.base_offset, header.total_size(), end) {
+                Ok(read) => apply_to_producers(&mut producers, log, header, &read.records, topic, index)?,
+                Err(e) => tracing::warn!(%topic, partition = index, offset = header.base_offset, error = %e,
+                    "cannot read a transaction marker while loading producer state; skipping it"),
+            }
         } else {
             producers.record(header);
         }
@@ -1171,10 +1181,13 @@ fn load_producer_state(
     Ok((producers, ProducerStateLoaded { snapshot_offset, replayed: headers.len() }))
 }
 
-/// The LSO for a high watermark `hw` (see [`Partition::last_stable_offset`]).
-fn stable_offset(producers: &mut ProducerStateTable, hw: i64) -> i64 {
+/// The LSO for a high watermark `hw` and a log start `log_start` (see
+/// [`Partition::last_stable_offset`]): a transaction that began below the log start (which
+/// DeleteRecords or retention moved past it) holds it at the log start, as Kafka's
+/// `maybeIncrementFirstUnstableOffset` does.
+fn stable_offset(producers: &mut ProducerStateTable, hw: i64, log_start: i64) -> i64 {
     producers.on_high_watermark(hw);
-    producers.first_unstable_offset().map_or(hw, |first| first.min(hw))
+    producers.first_unstable_offset().map_or(hw, |first| first.min(hw)).max(log_start.min(hw))
 }
 
 /// Updates `producers` with an appended batch (`header` with its offset, `batch` its bytes):
@@ -1576,6 +1589,44 @@ mod tests {
         }
         seen.dedup();
         assert_eq!(seen, vec![(7, 2), (7, 9)]);
+    }
+
+    /// A producer snapshot at the log end (DeleteRecords, retention) is written only once the
+    /// aborted-transaction index below it is durable: the replay after a power cut starts at
+    /// the snapshot and would not re-add the entry.
+    #[test]
+    fn aborted_transactions_survive_a_power_cut_after_a_log_start_snapshot() {
+        let abort = EndTxnMarker { commit: false, coordinator_epoch: 0 };
+        for seed in 0..8 {
+            let storage = strata_log::storage::MemStorage::new();
+            let p = partition_on(&storage, settings());
+            p.append(&batch(-1, -1, 0, 2, now()), now()).unwrap(); // 0-1
+            p.append(&batch_of(true, 7, 0, 0, 1, now()), now()).unwrap(); // 2
+            p.append_txn_marker(7, 0, abort, now()).unwrap(); // 3
+            p.append(&batch(-1, -1, 0, 1, now()), now()).unwrap(); // 4
+            p.advance_log_start(1).unwrap();
+            drop(p);
+            storage.crash(seed);
+            let p = partition_on(&storage, settings());
+            assert_eq!(p.log_end_offset(), 5, "seed {seed}");
+            let read = p.read_to(1, 1 << 20, ReadBound::LastStable).unwrap();
+            let aborted: Vec<_> = read.aborted.iter().map(|t| (t.producer_id, t.first_offset, t.last_offset)).collect();
+            assert_eq!(aborted, vec![(7, 2, 3)], "seed {seed}");
+        }
+    }
+
+    /// DeleteRecords past the start of an open transaction: the LSO stays at the log start,
+    /// never below it.
+    #[test]
+    fn the_last_stable_offset_never_falls_below_the_log_start() {
+        let p = partition(settings());
+        p.append(&batch_of(true, 7, 0, 0, 2, now()), now()).unwrap(); // 0-1, open
+        p.append(&batch(-1, -1, 0, 3, now()), now()).unwrap(); // 2-4
+        assert_eq!(p.last_stable_offset(), 0);
+        p.advance_log_start(3).unwrap();
+        assert_eq!(p.last_stable_offset(), 3);
+        let read = p.read_to(3, 1 << 20, ReadBound::LastStable).unwrap();
+        assert_eq!((read.last_stable_offset, read.records.is_empty()), (3, true));
     }
 
     fn records_in(bytes: &[u8]) -> i64 {
