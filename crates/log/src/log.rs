@@ -1169,13 +1169,20 @@ impl Log {
                 txn.last_offset, self.log_start_offset, self.log_end_offset
             )));
         }
+        self.update_txn_index(txn, Segment::append_aborted_txn)
+    }
+
+    /// Runs `update` with `txn` on the index of the segment holding its marker; the index of
+    /// a closed segment (made durable when it rolled) is made durable at once.
+    fn update_txn_index(
+        &mut self,
+        txn: AbortedTxn,
+        update: fn(&mut Segment, AbortedTxn) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
         let active = self.segments.keys().next_back().copied();
         let result = match self.segments.range_mut(..=txn.last_offset).next_back() {
-            // A closed segment was made durable when it rolled: its index is made durable now.
-            Some((base, seg)) if Some(*base) != active => {
-                seg.append_aborted_txn(txn).and_then(|()| seg.flush_txn_index())
-            }
-            Some((_, seg)) => seg.append_aborted_txn(txn),
+            Some((base, seg)) if Some(*base) != active => update(seg, txn).and_then(|()| seg.flush_txn_index()),
+            Some((_, seg)) => update(seg, txn),
             None => Ok(()),
         };
         self.offline_on_io_error(result)
@@ -1201,15 +1208,7 @@ impl Log {
         if txn.last_offset >= self.log_end_offset || txn.last_offset < self.log_start_offset {
             return Ok(());
         }
-        let active = self.segments.keys().next_back().copied();
-        let result = match self.segments.range_mut(..=txn.last_offset).next_back() {
-            Some((base, seg)) if Some(*base) != active => {
-                seg.ensure_aborted_txn(txn).and_then(|()| seg.flush_txn_index())
-            }
-            Some((_, seg)) => seg.ensure_aborted_txn(txn),
-            None => Ok(()),
-        };
-        self.offline_on_io_error(result)
+        self.update_txn_index(txn, Segment::ensure_aborted_txn)
     }
 
     /// The aborted transactions that overlap `[from, to)` (marker at or after `from`, first

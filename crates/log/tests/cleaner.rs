@@ -1,6 +1,8 @@
 //! The log cleaner against a model, and against power cuts at every step of its swap.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -453,30 +455,14 @@ fn reads_cross_the_gaps_in_one_go() {
 
 mod manager {
     use super::*;
+    use crate::common::OwnedLog;
     use std::sync::Mutex;
     use std::time::{Duration, Instant};
     use strata_log::cleaner::{CleanableLog, CleanerConfig, LogCleaner, LogSource};
     use strata_log::storage::Storage;
 
-    struct FakeLog(Mutex<Option<Log>>);
-
-    impl CleanableLog for FakeLog {
-        fn with_log(&self, f: &mut dyn FnMut(&mut Log)) -> bool {
-            match self.0.lock().unwrap().as_mut() {
-                Some(log) => {
-                    f(log);
-                    true
-                }
-                None => false,
-            }
-        }
-        fn producer_last_offsets(&self) -> HashMap<i64, i64> {
-            HashMap::new()
-        }
-    }
-
     #[derive(Default)]
-    struct Source(Mutex<Vec<Arc<FakeLog>>>);
+    struct Source(Mutex<Vec<Arc<OwnedLog>>>);
 
     impl LogSource for Source {
         fn logs(&self) -> Vec<Arc<dyn CleanableLog>> {
@@ -527,14 +513,14 @@ mod manager {
         let storage = MemStorage::new();
         storage.create_dir_all(Path::new("/data")).unwrap();
         let source = Arc::new(Source::default());
-        let first = Arc::new(FakeLog(Mutex::new(Some(filled(&storage, &[("k", 10)])))));
+        let first = OwnedLog::new(filled(&storage, &[("k", 10)]));
         source.0.lock().unwrap().push(first.clone());
         let config =
             CleanerConfig { backoff_ms: 5, dedupe_buffer_size: 1 << 16, threads: 2, ..CleanerConfig::default() };
         let cleaner = LogCleaner::start(config, source.clone()).unwrap();
         wait("the first cleaning", || cleaner.metrics().cleanings >= 1);
         wait("the checkpoint", || checkpoint_text(&storage) == "0\n1\nt 0 40\n");
-        let kept = |l: &FakeLog| {
+        let kept = |l: &OwnedLog| {
             let mut n = 0;
             l.with_log(&mut |log| n = records(log).len());
             n
@@ -544,8 +530,8 @@ mod manager {
         // Delete the topic and create it again at once, longer than the old checkpoint, with
         // keys below the old checkpoint (40) that only repeat there: taking the old checkpoint
         // for the new log would leave them uncleaned.
-        first.0.lock().unwrap().take().unwrap().delete().unwrap();
-        let second = Arc::new(FakeLog(Mutex::new(Some(filled(&storage, &[("a", 10), ("k", 15)])))));
+        first.log.lock().unwrap().take().unwrap().delete().unwrap();
+        let second = OwnedLog::new(filled(&storage, &[("a", 10), ("k", 15)]));
         source.0.lock().unwrap()[0] = second.clone();
         wait("the recreated log cleaned", || kept(&second) == 9);
         wait("its checkpoint", || checkpoint_text(&storage) == "0\n1\nt 0 100\n");

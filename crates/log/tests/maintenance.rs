@@ -4,52 +4,17 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::batch;
-use strata_log::cleaner::{CleanableLog, CleanerConfig};
+use common::{batch, OwnedLog};
+use strata_log::cleaner::CleanerConfig;
 use strata_log::maintenance::{self, MaintenanceConfig, ManagedLog, ManagedLogs};
 use strata_log::manager::LogManager;
 use strata_log::{Log, LogConfig};
 
-/// A log owned the way the broker owns one: behind a lock, with a high watermark.
-struct Owned {
-    log: Mutex<Option<Log>>,
-    high_watermark: AtomicI64,
-    snapshot_ok: AtomicBool,
-}
-
-impl CleanableLog for Owned {
-    fn with_log(&self, f: &mut dyn FnMut(&mut Log)) -> bool {
-        match self.log.lock().unwrap().as_mut() {
-            Some(log) => {
-                f(log);
-                true
-            }
-            None => false,
-        }
-    }
-    fn producer_last_offsets(&self) -> HashMap<i64, i64> {
-        HashMap::new()
-    }
-}
-
-impl ManagedLog for Owned {
-    fn name(&self) -> String {
-        "t-0".into()
-    }
-    fn retention_bound(&self) -> i64 {
-        self.high_watermark.load(Ordering::SeqCst)
-    }
-    fn before_log_start_moves(&self) -> bool {
-        self.snapshot_ok.load(Ordering::SeqCst)
-    }
-}
-
-struct Logs(Vec<Arc<Owned>>);
+struct Logs(Vec<Arc<OwnedLog>>);
 
 impl ManagedLogs for Logs {
     fn managed_logs(&self) -> Vec<Arc<dyn ManagedLog>> {
@@ -59,7 +24,7 @@ impl ManagedLogs for Logs {
 
 /// Four segments of two batches each (timestamps 0..8), every segment but the active one past
 /// `retention.ms`; `flush.ms` 0, nothing flushed yet.
-fn owned_log(dir: &std::path::Path) -> Arc<Owned> {
+fn owned_log(dir: &std::path::Path) -> Arc<OwnedLog> {
     let one = batch(1, 0, 100, 0).len() as u64;
     let config = LogConfig { segment_bytes: 2 * one, retention_ms: 1, flush_interval_ms: 0, ..LogConfig::default() };
     let mut log = Log::open(dir, config, 0).unwrap();
@@ -67,14 +32,12 @@ fn owned_log(dir: &std::path::Path) -> Arc<Owned> {
         log.append(&mut batch(1, i, 100, i as u8), 0).unwrap();
     }
     assert_eq!(log.num_segments(), 4);
-    Arc::new(Owned {
-        log: Mutex::new(Some(log)),
-        high_watermark: AtomicI64::new(0),
-        snapshot_ok: AtomicBool::new(true),
-    })
+    let owned = OwnedLog::new(log);
+    owned.high_watermark.store(0, Ordering::SeqCst);
+    owned
 }
 
-fn log_start(l: &Owned) -> i64 {
+fn log_start(l: &OwnedLog) -> i64 {
     l.log.lock().unwrap().as_ref().unwrap().log_start_offset()
 }
 
@@ -86,9 +49,9 @@ fn retention_stays_below_the_bound_and_waits_for_the_owner() {
     let now = 1_000_000;
     assert_eq!(maintenance::enforce_retention(&logs, now), 0, "nothing is below a high watermark of 0");
     owned.high_watermark.store(4, Ordering::SeqCst);
-    owned.snapshot_ok.store(false, Ordering::SeqCst);
+    owned.ready.store(false, Ordering::SeqCst);
     assert_eq!(maintenance::enforce_retention(&logs, now), 0, "the owner could not prepare: skipped");
-    owned.snapshot_ok.store(true, Ordering::SeqCst);
+    owned.ready.store(true, Ordering::SeqCst);
     assert_eq!(maintenance::enforce_retention(&logs, now), 2);
     assert_eq!(log_start(&owned), 4);
     // A closed log is passed over.

@@ -53,6 +53,9 @@ pub struct AppendResult {
     pub log_start_offset: i64,
 }
 
+/// A producer snapshot to write after a roll: where, at which offset, and its payload.
+type RollSnapshot = (SnapshotWriter, i64, Vec<u8>);
+
 /// How far a read may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadBound {
@@ -787,23 +790,36 @@ impl Partition {
         self.publish_offsets(log);
         let log_start_offset = log.log_start_offset();
         drop(guard);
+        self.complete_append(
+            snapshot,
+            AppendResult {
+                base_offset: info.first_offset,
+                last_offset: info.last_offset,
+                leader_epoch,
+                log_append_time,
+                log_start_offset,
+            },
+        )
+    }
+
+    /// What follows an append once the partition lock is released: the producer snapshot of
+    /// a roll is written, then, under group commit, the append waits for its fsync (it is
+    /// acknowledged only once durable; a failed fsync takes the log offline and the append
+    /// fails with KAFKA_STORAGE_ERROR); otherwise waiting readers are woken.
+    fn complete_append(
+        &self,
+        snapshot: Option<RollSnapshot>,
+        result: AppendResult,
+    ) -> Result<AppendResult, BrokerError> {
         if let Some((writer, offset, payload)) = snapshot {
             self.write_snapshot(&writer, offset, &payload);
         }
         if self.group_commit.load(Ordering::Relaxed) {
-            // Acknowledged only once durable; an fsync failure takes the log
-            // offline and this produce fails with KAFKA_STORAGE_ERROR.
-            self.commit_through(info.last_offset + 1)?;
+            self.commit_through(result.last_offset + 1)?;
         } else {
             self.wake_waiters();
         }
-        Ok(AppendResult {
-            base_offset: info.first_offset,
-            last_offset: info.last_offset,
-            leader_epoch,
-            log_append_time,
-            log_start_offset,
-        })
+        Ok(result)
     }
 
     /// Reads from `offset` up to `max_bytes` (at least one whole batch if any
@@ -929,21 +945,16 @@ impl Partition {
         self.publish_offsets(log);
         let log_start_offset = log.log_start_offset();
         drop(guard);
-        if let Some((writer, offset, payload)) = snapshot {
-            self.write_snapshot(&writer, offset, &payload);
-        }
-        if self.group_commit.load(Ordering::Relaxed) {
-            self.commit_through(info.last_offset + 1)?;
-        } else {
-            self.wake_waiters();
-        }
-        Ok(AppendResult {
-            base_offset: info.first_offset,
-            last_offset: info.last_offset,
-            leader_epoch,
-            log_append_time: -1,
-            log_start_offset,
-        })
+        self.complete_append(
+            snapshot,
+            AppendResult {
+                base_offset: info.first_offset,
+                last_offset: info.last_offset,
+                leader_epoch,
+                log_append_time: -1,
+                log_start_offset,
+            },
+        )
     }
 
     /// ListOffsets by timestamp ([`Log::offset_for_timestamp`]): batch headers are searched

@@ -180,3 +180,49 @@ macro_rules! both_storages {
         }
     };
 }
+
+/// A log owned the way the broker's partition owns one: behind a lock (`None` once closed),
+/// with a high watermark retention stays below (none by default), and an owner that may not
+/// be ready to move the log start.
+pub struct OwnedLog {
+    pub log: std::sync::Mutex<Option<Log>>,
+    pub high_watermark: std::sync::atomic::AtomicI64,
+    pub ready: std::sync::atomic::AtomicBool,
+}
+
+impl OwnedLog {
+    pub fn new(log: Log) -> Arc<Self> {
+        Arc::new(OwnedLog {
+            log: std::sync::Mutex::new(Some(log)),
+            high_watermark: std::sync::atomic::AtomicI64::new(i64::MAX),
+            ready: std::sync::atomic::AtomicBool::new(true),
+        })
+    }
+}
+
+impl strata_log::cleaner::CleanableLog for OwnedLog {
+    fn with_log(&self, f: &mut dyn FnMut(&mut Log)) -> bool {
+        match self.log.lock().unwrap().as_mut() {
+            Some(log) => {
+                f(log);
+                true
+            }
+            None => false,
+        }
+    }
+    fn producer_last_offsets(&self) -> std::collections::HashMap<i64, i64> {
+        std::collections::HashMap::new()
+    }
+}
+
+impl strata_log::maintenance::ManagedLog for OwnedLog {
+    fn name(&self) -> String {
+        "t-0".into()
+    }
+    fn retention_bound(&self) -> i64 {
+        self.high_watermark.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn before_log_start_moves(&self) -> bool {
+        self.ready.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
