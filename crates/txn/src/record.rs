@@ -102,13 +102,19 @@ fn corrupt(reason: String) -> TxnError {
     TxnError::Corrupt(reason)
 }
 
-fn encode_v0(v: &TxnValue) -> Bytes {
+/// The value's version and the fields every version starts with.
+fn value_head(version: i16, v: &TxnValue) -> BytesMut {
     let mut b = BytesMut::with_capacity(64);
-    b.put_i16(0);
+    b.put_i16(version);
     b.put_i64(v.producer_id);
     b.put_i16(v.producer_epoch);
     b.put_i32(v.txn_timeout_ms);
     b.put_i8(v.state.id());
+    b
+}
+
+fn encode_v0(v: &TxnValue) -> Bytes {
+    let mut b = value_head(0, v);
     if v.state == TxnState::Empty {
         b.put_i32(-1);
     } else {
@@ -127,12 +133,7 @@ fn encode_v0(v: &TxnValue) -> Bytes {
 }
 
 fn encode_v1(v: &TxnValue) -> Bytes {
-    let mut b = BytesMut::with_capacity(64);
-    b.put_i16(1);
-    b.put_i64(v.producer_id);
-    b.put_i16(v.producer_epoch);
-    b.put_i32(v.txn_timeout_ms);
-    b.put_i8(v.state.id());
+    let mut b = value_head(1, v);
     if v.state == TxnState::Empty {
         put_uvarint(&mut b, 0);
     } else {
