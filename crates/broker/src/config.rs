@@ -122,6 +122,14 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("offsets.topic.num.partitions", Int, Some("50"), Some(1), "Partitions of __consumer_offsets (fixed once the topic exists)."),
     key!("offsets.topic.replication.factor", Int, Some("3"), Some(1), "Replication factor of __consumer_offsets, created once this many brokers are registered; 1 on a single node (no controller.quorum.voters) unless set."),
     key!("offsets.topic.segment.bytes", Int, Some("104857600"), Some(1024), "Segment size of __consumer_offsets."),
+    key!("transaction.state.log.num.partitions", Int, Some("50"), Some(1), "Partitions of __transaction_state (fixed once the topic exists)."),
+    key!("transaction.state.log.replication.factor", Int, Some("3"), Some(1), "Replication factor of __transaction_state, created at the first transactional request once this many brokers are registered; 1 on a single node (no controller.quorum.voters) unless set."),
+    key!("transaction.state.log.min.isr", Int, Some("2"), Some(1), "min.insync.replicas of __transaction_state (at most its replication factor)."),
+    key!("transaction.state.log.segment.bytes", Int, Some("104857600"), Some(1024), "Segment size of __transaction_state."),
+    key!("transaction.max.timeout.ms", Int, Some("900000"), Some(1), "The longest transaction.timeout.ms a transactional producer may ask for (InitProducerId answers INVALID_TRANSACTION_TIMEOUT above it)."),
+    key!("transactional.id.expiration.ms", Int, Some("604800000"), Some(1), "A transactional id with no transaction open and no request for this long is removed."),
+    key!("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, Some("10000"), Some(1), "How often the coordinator aborts transactions open longer than their timeout."),
+    key!("transaction.remove.expired.transaction.cleanup.interval.ms", Int, Some("3600000"), Some(1), "How often the coordinator removes expired transactional ids."),
     key!("offsets.retention.minutes", Int, Some("10080"), Some(1), "How long committed offsets of an empty group are kept."),
     key!("offsets.retention.check.interval.ms", Long, Some("600000"), Some(1), "How often expired offsets are removed."),
     key!("offset.metadata.max.bytes", Int, Some("4096"), Some(0), "Largest metadata string of a committed offset."),
@@ -545,6 +553,15 @@ impl BrokerConfig {
     pub fn offsets_topic_replication_factor(&self) -> i16 {
         if self.is_explicit("offsets.topic.replication.factor") || !self.quorum_voters().is_empty() {
             self.number("offsets.topic.replication.factor") as i16
+        } else {
+            1
+        }
+    }
+    /// `transaction.state.log.replication.factor`, with the same single-node rule as
+    /// [`Self::offsets_topic_replication_factor`].
+    pub fn transaction_state_replication_factor(&self) -> i16 {
+        if self.is_explicit("transaction.state.log.replication.factor") || !self.quorum_voters().is_empty() {
+            self.number("transaction.state.log.replication.factor") as i16
         } else {
             1
         }

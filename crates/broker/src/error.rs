@@ -50,8 +50,6 @@ pub enum BrokerError {
     RequestTimedOut(i64),
     #[error("internal error: {0}")]
     Internal(String),
-    #[error("transactional batches are not supported yet")]
-    TransactionsUnsupported,
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
     #[error("storage error: {0}")]
@@ -146,9 +144,6 @@ impl BrokerError {
             BrokerError::TransactionCoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
             BrokerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
             BrokerError::TransactionalIdAuthorizationFailed => ResponseError::TransactionalIdAuthorizationFailed,
-            // No transactional producer id is ever handed out, so such a batch
-            // is a client bug or a forgery: the transaction state is invalid.
-            BrokerError::TransactionsUnsupported => ResponseError::InvalidTxnState,
             BrokerError::UnsupportedCompressionType(_) => ResponseError::UnsupportedCompressionType,
             // Retriable: the producer retries while the ISR is short.
             BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,

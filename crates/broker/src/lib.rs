@@ -7,6 +7,7 @@
 //! - [`handlers`]: one module per Kafka API, dispatched from one `match`.
 //! - [`replica`]: partitions, their logs, produce validation, producer state.
 //! - [`groups`]: the driver of the group coordinator shards over `__consumer_offsets`.
+//! - [`txn`]: the driver of the transaction coordinator shards over `__transaction_state`.
 //! - [`producer_ids`]: producer-id blocks leased from the controller.
 //! - [`error`]: the broker's error enum and its mapping to Kafka codes.
 
@@ -18,6 +19,7 @@ pub mod handlers;
 pub mod net;
 pub mod producer_ids;
 pub mod replica;
+pub mod txn;
 
 use std::sync::Arc;
 
@@ -33,8 +35,9 @@ pub struct Broker {
     pub node_id: i32,
     pub controller: Arc<dyn ControllerChannel>,
     pub replicas: Arc<ReplicaManager>,
-    pub producer_ids: producer_ids::ProducerIdManager,
+    pub producer_ids: Arc<producer_ids::ProducerIdManager>,
     pub groups: Arc<groups::GroupCoordinator>,
+    pub txn: Arc<txn::TxnCoordinator>,
     /// Turns true when the broker starts shutting down; long-polling fetches
     /// answer at once instead of holding the shutdown up.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -46,17 +49,11 @@ impl Broker {
         controller: Arc<dyn ControllerChannel>,
         replicas: Arc<ReplicaManager>,
         groups: Arc<groups::GroupCoordinator>,
+        txn: Arc<txn::TxnCoordinator>,
+        producer_ids: Arc<producer_ids::ProducerIdManager>,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let node_id = config.node_id();
-        Self {
-            producer_ids: producer_ids::ProducerIdManager::new(node_id),
-            config,
-            node_id,
-            controller,
-            replicas,
-            groups,
-            shutdown,
-        }
+        Self { producer_ids, txn, config, node_id, controller, replicas, groups, shutdown }
     }
 }

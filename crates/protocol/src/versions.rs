@@ -33,6 +33,13 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::DeleteTopics, min: 1, max: 6 },
     ApiRange { key: ApiKey::DeleteRecords, min: 0, max: 2 },
     ApiRange { key: ApiKey::InitProducerId, min: 0, max: 5 },
+    ApiRange { key: ApiKey::AddPartitionsToTxn, min: 0, max: 5 },
+    ApiRange { key: ApiKey::AddOffsetsToTxn, min: 0, max: 4 },
+    ApiRange { key: ApiKey::EndTxn, min: 0, max: 5 },
+    // Sent by transaction coordinators to partition leaders (v0 was removed in Kafka 4.0).
+    ApiRange { key: ApiKey::WriteTxnMarkers, min: 1, max: 1 },
+    ApiRange { key: ApiKey::DescribeTransactions, min: 0, max: 0 },
+    ApiRange { key: ApiKey::ListTransactions, min: 0, max: 1 },
     ApiRange { key: ApiKey::DescribeConfigs, min: 1, max: 4 },
     ApiRange { key: ApiKey::AlterConfigs, min: 0, max: 2 },
     ApiRange { key: ApiKey::CreatePartitions, min: 0, max: 3 },

@@ -399,6 +399,13 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     } else {
         GroupCoordinator::without_shards(replicas.clone())
     };
+    let producer_ids = Arc::new(strata_broker::producer_ids::ProducerIdManager::new(config.node_id()));
+    let txn =
+        strata_broker::txn::TxnCoordinator::start(&config, controller.clone(), replicas.clone(), producer_ids.clone());
+    if is_broker {
+        quorum.register_publisher(txn.clone()).await;
+        tokio::spawn(txn.clone().run_timers(shutdown_rx.clone()));
+    }
     replicas
         .start_log_maintenance(strata_log::maintenance::MaintenanceConfig {
             retention_check_interval: Duration::from_millis(config.retention_check_interval_ms()),
@@ -406,7 +413,15 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             cleaner: config.cleaner(),
         })
         .context("cannot start the log maintenance threads")?;
-    let broker = Arc::new(Broker::new(config, controller.clone(), replicas.clone(), groups, shutdown_rx.clone()));
+    let broker = Arc::new(Broker::new(
+        config,
+        controller.clone(),
+        replicas.clone(),
+        groups,
+        txn,
+        producer_ids,
+        shutdown_rx.clone(),
+    ));
     let _ = broker_cell.set(broker.clone());
 
     spawn_periodic(shutdown_rx.clone(), Duration::from_millis(producer_expiry_every), {

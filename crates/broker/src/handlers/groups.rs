@@ -20,9 +20,9 @@ const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// FindCoordinator: a group's coordinator is the leader of its `__consumer_offsets`
 /// partition (`partition_for`, Kafka's hash), if that broker is live; otherwise
-/// COORDINATOR_NOT_AVAILABLE, which clients retry. Transactions are not served: a
-/// transactional key gets a non-retriable error so that the client fails at once instead of
-/// retrying until its timeout.
+/// COORDINATOR_NOT_AVAILABLE, which clients retry. A transactional id's coordinator is the
+/// leader of its `__transaction_state` partition the same way; the first lookup creates that
+/// topic (COORDINATOR_NOT_AVAILABLE until it exists).
 pub fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
@@ -32,30 +32,32 @@ pub fn find_coordinator(
     // (error, message, node id, host, port) for one key.
     let answer = |key: &StrBytes| -> (Option<ResponseError>, Option<String>, i32, String, i32) {
         let refuse = |e: ResponseError, m: String| (Some(e), Some(m), -1, String::new(), -1);
-        match request.key_type {
-            KEY_TYPE_GROUP => {
-                let Some(topic) = image.topic(crate::groups::OFFSETS_TOPIC) else {
-                    return refuse(
-                        ResponseError::CoordinatorNotAvailable,
-                        "the offsets topic does not exist yet".into(),
-                    );
-                };
-                let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
-                let index = strata_group::partition_for(key.as_str(), count.max(1));
-                let leader = usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).map_or(-1, |p| p.leader);
-                match image.brokers.get(&leader).filter(|b| !b.fenced) {
-                    Some(b) => (None, None, b.broker_id, b.host.clone(), i32::from(b.port)),
-                    None => refuse(
-                        ResponseError::CoordinatorNotAvailable,
-                        format!("the leader of {}-{index} is not available", crate::groups::OFFSETS_TOPIC),
-                    ),
-                }
+        let (topic_name, started) = match request.key_type {
+            KEY_TYPE_GROUP => (crate::groups::OFFSETS_TOPIC, true),
+            KEY_TYPE_TRANSACTION => {
+                // Kafka creates the transaction state topic at the first lookup of a
+                // transactional id.
+                broker.txn.ensure_topic();
+                (crate::txn::TRANSACTION_STATE_TOPIC, false)
             }
-            KEY_TYPE_TRANSACTION => refuse(
-                ResponseError::TransactionalIdAuthorizationFailed,
-                "transactions are not supported by this broker yet".into(),
+            other => return refuse(ResponseError::InvalidRequest, format!("unsupported coordinator key type {other}")),
+        };
+        let Some(topic) = image.topic(topic_name) else {
+            let what = if started { "does not exist yet" } else { "is being created" };
+            return refuse(ResponseError::CoordinatorNotAvailable, format!("{topic_name} {what}"));
+        };
+        if key.is_empty() && request.key_type == KEY_TYPE_TRANSACTION {
+            return refuse(ResponseError::InvalidRequest, "the transactional id is empty".into());
+        }
+        let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
+        let index = strata_group::partition_for(key.as_str(), count.max(1));
+        let leader = usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).map_or(-1, |p| p.leader);
+        match image.brokers.get(&leader).filter(|b| !b.fenced) {
+            Some(b) => (None, None, b.broker_id, b.host.clone(), i32::from(b.port)),
+            None => refuse(
+                ResponseError::CoordinatorNotAvailable,
+                format!("the leader of {topic_name}-{index} is not available"),
             ),
-            other => refuse(ResponseError::InvalidRequest, format!("unsupported coordinator key type {other}")),
         }
     };
     if version < 4 {

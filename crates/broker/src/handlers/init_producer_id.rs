@@ -1,6 +1,5 @@
-//! InitProducerId for idempotent producers. Transactions are not supported
-//! yet: a transactional id is refused with a non-retriable error so that the
-//! client fails fast instead of retrying forever.
+//! InitProducerId: an idempotent producer gets a fresh producer id with epoch 0; a
+//! transactional one goes to its transaction coordinator (`transactions::init_producer_id`).
 
 use std::sync::Arc;
 
@@ -9,15 +8,15 @@ use strata_protocol::ResponseError;
 
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(broker: &Arc<Broker>, request: InitProducerIdRequest, version: i16) -> InitProducerIdResponse {
     let failed = |e: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(e.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request.transactional_id.is_some() {
-        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    if let Some(id) = request.transactional_id.as_ref() {
+        return super::transactions::init_producer_id(broker, &request, &id.0, version).await;
     }
     // An idempotent producer always gets a fresh id with epoch 0, as in Kafka.
     match broker.producer_ids.next(broker.controller.as_ref()).await {

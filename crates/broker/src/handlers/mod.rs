@@ -24,6 +24,8 @@ mod offset_for_leader_epoch;
 mod produce;
 mod reassignments;
 mod sasl;
+mod transactions;
+mod write_txn_markers;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -99,7 +101,13 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r).await),
         // Moves the log start: a checkpoint fsync and segment deletions.
         RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r).await),
-        RequestKind::InitProducerId(r) => respond!(init_producer_id::handle(broker, r).await),
+        RequestKind::InitProducerId(r) => respond!(init_producer_id::handle(broker, r, version).await),
+        RequestKind::AddPartitionsToTxn(r) => respond!(transactions::add_partitions_to_txn(broker, r, version).await),
+        RequestKind::AddOffsetsToTxn(r) => respond!(transactions::add_offsets_to_txn(broker, r, version).await),
+        RequestKind::EndTxn(r) => respond!(transactions::end_txn(broker, r, version).await),
+        RequestKind::WriteTxnMarkers(r) => respond!(write_txn_markers::handle(broker, r).await),
+        RequestKind::DescribeTransactions(r) => respond!(transactions::describe_transactions(broker, r)),
+        RequestKind::ListTransactions(r) => respond!(transactions::list_transactions(broker, r)),
         RequestKind::DescribeConfigs(r) => respond!(admin_configs::describe(broker, r, version)),
         RequestKind::AlterConfigs(r) => respond!(admin_configs::alter(broker, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {

@@ -52,9 +52,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         for p in topic.partition_data {
             let check = if !acks_valid {
                 Err(BrokerError::InvalidRequest(format!("acks must be -1, 0 or 1, not {acks}")))
-            } else if request.transactional_id.is_some() {
-                Err(BrokerError::TransactionsUnsupported)
-            } else if is_transactional(p.records.as_deref()) {
+            } else if request.transactional_id.is_none() && is_transactional(p.records.as_deref()) {
                 // Kafka's `KafkaApis.handleProduceRequest`: transactional records need a
                 // transactional id the client may write as.
                 Err(BrokerError::TransactionalIdAuthorizationFailed)
