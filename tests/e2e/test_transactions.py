@@ -186,3 +186,63 @@ def test_coordinator_state_survives_a_sigkill(broker, topic_name):
     fresh.commit_transaction(30)
     got, _ = read_all(broker.bootstrap, [topic_name], "read_committed")
     assert_exactly(got, first + second, "read_committed")
+
+
+@pytest.mark.timeout(150)
+def test_consume_transform_produce_commits_offsets_in_the_transaction(broker, topic_name):
+    """sendOffsetsToTransaction: the group's offsets are committed with the output records and
+    only then; an aborted round leaves both the output and the offsets as they were."""
+    from confluent_kafka import Consumer
+    src, dst, group = f"{topic_name}-in", f"{topic_name}-out", f"{topic_name}-group"
+    ck_create_topic(broker.bootstrap, src, PARTS)
+    ck_create_topic(broker.bootstrap, dst, PARTS)
+    plain = ck_producer(broker.bootstrap, acks="all")
+    n = 300
+    for i in range(n):
+        plain.produce(src, value=f"v{i}".encode(), partition=i % PARTS)
+    assert plain.flush(30) == 0
+
+    consumer = ck_consumer(broker.bootstrap, **{"group.id": group, "isolation.level": "read_committed",
+                                                "enable.partition.eof": False})
+    consumer.subscribe([src])
+    p = txn_producer(broker.bootstrap, f"{topic_name}-txn")
+    p.init_transactions(30)
+    copied, rounds, aborted_once = [], 0, False
+    deadline = time.monotonic() + 90
+    while len(copied) < n:
+        fail_unless(time.monotonic() < deadline, lambda: f"copied only {len(copied)} of {n}")
+        msgs = [m for m in consumer.consume(num_messages=50, timeout=1.0) if not m.error()]
+        if not msgs:
+            continue
+        p.begin_transaction()
+        out = [m.value().decode() for m in msgs]
+        for v in out:
+            p.produce(dst, value=f"copy-{v}".encode(), partition=int(v[1:]) % PARTS)
+        p.send_offsets_to_transaction(consumer.position(consumer.assignment()),
+                                      consumer.consumer_group_metadata(), 30)
+        rounds += 1
+        if rounds == 2 and not aborted_once:
+            aborted_once = True
+            p.flush(30)
+            p.abort_transaction(30)
+            # The group's offsets stayed where the last commit put them: rewind to them.
+            committed = consumer.committed(consumer.assignment(), timeout=30)
+            for tp in committed:
+                consumer.seek(TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else 0))
+            continue
+        p.commit_transaction(30)
+        copied += out
+    consumer.close()
+
+    assert aborted_once
+    assert_exactly(copied, [f"v{i}" for i in range(n)], "values copied in committed rounds")
+    got, _ = read_all(broker.bootstrap, [dst], "read_committed")
+    assert_exactly(got, [f"copy-v{i}" for i in range(n)], "read_committed output")
+    # The committed offsets are exactly the ends of the input (a fresh read_committed consumer
+    # asks for stable offsets).
+    check = ck_consumer(broker.bootstrap, **{"group.id": group, "isolation.level": "read_committed"})
+    try:
+        committed = check.committed([TopicPartition(src, i) for i in range(PARTS)], timeout=30)
+        assert {tp.partition: tp.offset for tp in committed} == {i: len(range(i, n, PARTS)) for i in range(PARTS)}
+    finally:
+        check.close()

@@ -222,7 +222,7 @@ impl GroupCoordinator {
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
             let result = shard.delete_offsets_of_topics(deleted);
             for chunk in result.records.chunks(TOMBSTONES_PER_BATCH) {
-                if self.persist(index, &mut shard, chunk, now_ms()).is_err() {
+                if self.persist(index, &mut shard, chunk, None, now_ms()).is_err() {
                     tracing::error!(
                         partition = index,
                         "the offsets of deleted topics could not all be deleted; the rest go at the next start"
@@ -255,6 +255,30 @@ impl GroupCoordinator {
         ctx: &RequestContext,
         f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
     ) -> Outcome<T> {
+        self.call_as(index, ctx, None, f).await
+    }
+
+    /// [`Self::call`] for a call whose records belong to a producer's transaction
+    /// (TxnOffsetCommit): they are written as one transactional batch of `producer` (id,
+    /// epoch), which the partition's producer state fences (INVALID_PRODUCER_EPOCH for an
+    /// older epoch: `Err` then, with nothing written and the shard reloaded).
+    pub async fn call_txn<T>(
+        &self,
+        index: usize,
+        ctx: &RequestContext,
+        producer: (i64, i16),
+        f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
+    ) -> Outcome<T> {
+        self.call_as(index, ctx, Some(producer), f).await
+    }
+
+    async fn call_as<T>(
+        &self,
+        index: usize,
+        ctx: &RequestContext,
+        producer: Option<(i64, i16)>,
+        f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
+    ) -> Outcome<T> {
         // Only the leader of the group's offsets partition coordinates it; elsewhere the
         // client is told NOT_COORDINATOR and looks the coordinator up again.
         // Its shard is loaded just after the metadata says so (the publisher after this one):
@@ -269,7 +293,7 @@ impl GroupCoordinator {
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
                 let now = now_ms();
                 let result = f(&mut shard, now);
-                match self.persist(index, &mut shard, &result.records, now) {
+                match self.persist(index, &mut shard, &result.records, producer, now) {
                     Ok(appended) => (result, appended),
                     Err(()) => {
                         drop(shard);
@@ -331,6 +355,7 @@ impl GroupCoordinator {
         index: usize,
         shard: &mut GroupCoordinatorShard,
         records: &[GroupRecord],
+        producer: Option<(i64, i16)>,
         now: i64,
     ) -> Result<Option<(Arc<Partition>, AppendResult)>, ()> {
         if records.is_empty() {
@@ -340,7 +365,11 @@ impl GroupCoordinator {
         // async worker. The shard stays locked meanwhile, so its records keep their order.
         let result = crate::blocking::off_worker(|| {
             let partition = self.replicas.get(OFFSETS_TOPIC, index as i32)?;
-            write_records(&partition, records, now).map(|a| (partition, a))
+            match producer {
+                None => write_records(&partition, records, now),
+                Some((id, epoch)) => write_transactional_records(&partition, records, id, epoch, now),
+            }
+            .map(|a| (partition, a))
         });
         let e = match result {
             Ok(appended) => return Ok(Some(appended)),
@@ -402,6 +431,39 @@ impl GroupCoordinator {
         }
     }
 
+    /// Writes a transaction marker to `__consumer_offsets` partition `index` for the group
+    /// coordinator (WriteTxnMarkers): appended in order with the shard's own records, then
+    /// applied to the shard, so the producer's pending offsets become committed or vanish.
+    /// Waits until the ISR has it. NOT_LEADER_OR_FOLLOWER while this broker does not
+    /// coordinate the partition (the transaction coordinator retries).
+    pub async fn write_txn_marker(
+        &self,
+        index: usize,
+        producer_id: i64,
+        producer_epoch: i16,
+        marker: strata_protocol::records::control::EndTxnMarker,
+    ) -> Result<(), strata_protocol::ResponseError> {
+        let not_here = strata_protocol::ResponseError::NotLeaderOrFollower;
+        if !self.leads(index) || !self.is_loaded(index) {
+            return Err(not_here);
+        }
+        let Some(shard) = self.shards.get(index) else { return Err(not_here) };
+        let appended = {
+            let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = now_ms();
+            let appended = crate::blocking::off_worker(|| {
+                let partition = self.replicas.get(OFFSETS_TOPIC, index as i32)?;
+                partition.append_txn_marker(producer_id, producer_epoch, marker, now).map(|a| (partition, a))
+            })
+            .map_err(|e| e.code())?;
+            shard.replay_end_txn_marker(producer_id, marker.commit);
+            appended
+        };
+        let (partition, result) = appended;
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(30_000);
+        partition.await_committed(&result, deadline, 30_000).await.map_err(|e| e.code())
+    }
+
     /// Ticks due shards until shutdown.
     pub async fn run_timers(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         loop {
@@ -415,7 +477,7 @@ impl GroupCoordinator {
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
                 if shard.next_deadline().is_some_and(|d| d <= now) {
                     let result = shard.tick(now);
-                    let appended = self.persist(index, &mut shard, &result.records, now);
+                    let appended = self.persist(index, &mut shard, &result.records, None, now);
                     drop(shard);
                     // The responses wait for the ISR on their own task: one shard whose
                     // followers are slow holds up no other shard's timers.
@@ -521,6 +583,24 @@ pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -
     partition.append(&encode_batch(records, now)?, now)
 }
 
+/// Writes `records` as one transactional batch of producer `producer_id` at `producer_epoch`
+/// (TxnOffsetCommit), through the producer state's epoch check. Waits on the disk.
+pub fn write_transactional_records(
+    partition: &Partition,
+    records: &[GroupRecord],
+    producer_id: i64,
+    producer_epoch: i16,
+    now: i64,
+) -> Result<AppendResult, BrokerError> {
+    let entries = records.iter().map(|r| {
+        let (key, value) = r.encode();
+        (Some(key), value)
+    });
+    let batch = strata_protocol::records::encode_transactional_key_values(entries, now, producer_id, producer_epoch)
+        .map_err(|e| BrokerError::Storage(format!("cannot encode group records: {e}")))?;
+    partition.append_from_coordinator(&batch, now)
+}
+
 /// Waits, as Kafka's coordinator appends with acks=all, until the ISR has `appended` (the high
 /// watermark passes it), so that no response it justifies is sent for records a new leader
 /// might not have; `offsets.commit.timeout.ms` at most. Never with a shard locked. Whether
@@ -563,11 +643,23 @@ pub fn load_shard(partition: &Partition, shard: &mut GroupCoordinatorShard) -> R
             .fold(offset, i64::max);
         for set in sets {
             for r in set.records {
-                if r.offset < offset || r.control {
+                if r.offset < offset {
+                    continue;
+                }
+                if r.control {
+                    // A transaction marker (key: version, type 0 abort / 1 commit): decides the
+                    // offsets its producer committed in the transaction.
+                    if let Some(k) = r.key.as_deref().filter(|k| k.len() >= 4) {
+                        shard.replay_end_txn_marker(r.producer_id, k[2..4] == [0, 1]);
+                    }
                     continue;
                 }
                 let Some(key) = r.key.as_deref() else { continue };
                 match GroupRecord::decode(key, r.value.as_deref()) {
+                    Ok(record) if r.transactional => {
+                        shard.replay_transactional(&record, r.producer_id);
+                        count += 1;
+                    }
                     Ok(record) => {
                         shard.replay(&record);
                         count += 1;

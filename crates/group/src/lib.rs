@@ -18,6 +18,7 @@
 //! - [`shard`]: the shard, its config, request context, results, dispatch, replay and timers.
 //! - [`classic`]: classic groups (JoinGroup, SyncGroup, Heartbeat, LeaveGroup, DescribeGroups).
 //! - [`offsets`]: committed offsets (OffsetCommit, OffsetFetch, OffsetDelete, retention).
+//! - [`txn_offsets`]: offsets committed in transactions (TxnOffsetCommit and the markers).
 //! - [`consumer`]: KIP-848 consumer groups (ConsumerGroupHeartbeat, ConsumerGroupDescribe).
 //! - [`assignor`]: the server-side `uniform` and `range` assignors.
 //! - [`record`]: [`GroupRecord`] and its versioned key/value byte encoding.
@@ -59,6 +60,7 @@ pub mod error;
 pub mod offsets;
 pub mod record;
 pub mod shard;
+pub mod txn_offsets;
 
 pub use error::GroupError;
 pub use record::{Assignment, GroupRecord};

@@ -27,6 +27,7 @@ use strata_protocol::kafka_protocol::messages::{
     OffsetCommitRequest, OffsetCommitResponse, OffsetDeleteRequest, OffsetDeleteResponse, OffsetFetchRequest,
     OffsetFetchResponse,
 };
+use strata_protocol::ResponseError;
 use tracing::info;
 
 use crate::classic::{sb, topic_name, ClassicGroup, ClassicState};
@@ -36,19 +37,39 @@ use crate::shard::{Group, GroupCoordinatorShard, Out, RequestContext, TopicMetad
 
 type Offsets = BTreeMap<(String, i32), OffsetCommitValue>;
 
-/// All committed offsets of a shard, by group, then (topic, partition).
+/// (group, topic, partition).
+type OffsetKey = (String, String, i32);
+
+/// All committed offsets of a shard, by group, then (topic, partition), and the offsets
+/// committed in transactions that are not yet decided.
 /// Invariant: no group maps to an empty map.
+///
+/// Transactional offsets (TxnOffsetCommit, Kafka's `OffsetMetadataManager`): a commit record
+/// written in a producer's transaction is pending until the transaction's marker: a COMMIT
+/// marker moves each of that producer's pending offsets to the committed store unless a
+/// later record of the log (a plain commit written after it) already committed that partition;
+/// an ABORT marker drops them. Records are ordered by `seq`, the order in which they were
+/// applied, which is the log's order both live and on a load.
 #[derive(Debug, Default)]
 pub(crate) struct OffsetStore {
     groups: BTreeMap<String, Offsets>,
+    /// When each committed offset was applied.
+    seqs: BTreeMap<OffsetKey, u64>,
+    /// Pending transactional offsets by producer id, with when each was applied.
+    pending: BTreeMap<i64, BTreeMap<OffsetKey, (OffsetCommitValue, u64)>>,
+    next_seq: u64,
 }
 
 impl OffsetStore {
     pub(crate) fn replay(&mut self, record: &GroupRecord) {
         if let GroupRecord::OffsetCommit { group, topic, partition, value } = record {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let key = (group.clone(), topic.clone(), *partition);
             match value {
                 Some(v) => {
                     self.groups.entry(group.clone()).or_default().insert((topic.clone(), *partition), v.clone());
+                    self.seqs.insert(key, seq);
                 }
                 None => {
                     if let Some(g) = self.groups.get_mut(group) {
@@ -57,9 +78,61 @@ impl OffsetStore {
                             self.groups.remove(group);
                         }
                     }
+                    self.seqs.remove(&key);
+                    // A deleted offset is deleted from every open transaction too.
+                    for offsets in self.pending.values_mut() {
+                        offsets.remove(&key);
+                    }
                 }
             }
         }
+    }
+
+    /// Applies a commit record written in a transaction of `producer_id`: pending until the
+    /// transaction's marker ([`Self::replay_end_txn`]).
+    pub(crate) fn replay_transactional(&mut self, record: &GroupRecord, producer_id: i64) {
+        match record {
+            GroupRecord::OffsetCommit { group, topic, partition, value: Some(v) } => {
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.pending
+                    .entry(producer_id)
+                    .or_default()
+                    .insert((group.clone(), topic.clone(), *partition), (v.clone(), seq));
+            }
+            other => self.replay(other),
+        }
+    }
+
+    /// Applies the marker of `producer_id`'s transaction; returns the groups whose committed
+    /// offsets it changed.
+    pub(crate) fn replay_end_txn(&mut self, producer_id: i64, commit: bool) -> BTreeSet<String> {
+        let mut changed = BTreeSet::new();
+        let Some(offsets) = self.pending.remove(&producer_id) else { return changed };
+        if !commit {
+            return changed;
+        }
+        for ((group, topic, partition), (value, seq)) in offsets {
+            let key = (group.clone(), topic.clone(), partition);
+            if self.seqs.get(&key).is_some_and(|&committed| committed > seq) {
+                continue;
+            }
+            self.groups.entry(group.clone()).or_default().insert((topic, partition), value);
+            self.seqs.insert(key, seq);
+            changed.insert(group);
+        }
+        changed
+    }
+
+    /// Whether a transaction not yet decided committed an offset for the partition.
+    pub(crate) fn is_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        let key = (group.to_owned(), topic.to_owned(), partition);
+        self.pending.values().any(|offsets| offsets.contains_key(&key))
+    }
+
+    /// Whether a transaction not yet decided committed offsets of `group`.
+    pub(crate) fn has_pending(&self, group: &str) -> bool {
+        self.pending.values().any(|offsets| offsets.keys().any(|(g, _, _)| g == group))
     }
 
     /// Pushes `record` to `out` and applies it.
@@ -75,8 +148,10 @@ impl OffsetStore {
         );
     }
 
+    /// Whether `group` has committed offsets, or offsets pending in a transaction (a group
+    /// with open transactions is never deleted).
     pub(crate) fn has_offsets(&self, group: &str) -> bool {
-        self.groups.contains_key(group)
+        self.groups.contains_key(group) || self.has_pending(group)
     }
 
     pub(crate) fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&OffsetCommitValue> {
@@ -104,8 +179,10 @@ impl OffsetStore {
     }
 }
 
-/// One group's fetched offsets: by topic, each partition with its offset if committed.
-type Fetched = Vec<(String, Vec<(i32, Option<OffsetCommitValue>)>)>;
+/// One group's fetched offsets: by topic, each partition with its offset if committed and its
+/// error code (UNSTABLE_OFFSET_COMMIT while a transaction's offset is pending and the request
+/// asked for stable offsets).
+type Fetched = Vec<(String, Vec<(i32, Option<OffsetCommitValue>, i16)>)>;
 
 impl GroupCoordinatorShard {
     /// The committed offset of `group` for `topic`/`partition`, for inspection.
@@ -257,6 +334,7 @@ impl GroupCoordinatorShard {
         gid: &str,
         member: Option<(&str, i32)>,
         topics: Option<Vec<(String, Vec<i32>)>>,
+        require_stable: bool,
     ) -> Result<Fetched, GroupError> {
         if let (Some((member_id, epoch)), Some(Group::Consumer(g))) = (member, self.groups.get(gid)) {
             if !member_id.is_empty() {
@@ -265,18 +343,28 @@ impl GroupCoordinatorShard {
         }
         let empty = Offsets::new();
         let offsets = self.offsets.groups.get(gid).unwrap_or(&empty);
+        // KIP-447: a consumer asking for stable offsets waits while a transaction's offset is
+        // pending (it retries UNSTABLE_OFFSET_COMMIT), so it never starts from one that the
+        // transaction then replaces.
+        let answer = |t: &str, p: i32, o: Option<OffsetCommitValue>| {
+            if require_stable && self.offsets.is_pending(gid, t, p) {
+                (p, None, ResponseError::UnstableOffsetCommit.code())
+            } else {
+                (p, o, codes::NONE)
+            }
+        };
         Ok(match topics {
             Some(ts) => ts
                 .into_iter()
                 .map(|(t, ps)| {
-                    let parts = ps.into_iter().map(|p| (p, offsets.get(&(t.clone(), p)).cloned())).collect();
+                    let parts = ps.into_iter().map(|p| answer(&t, p, offsets.get(&(t.clone(), p)).cloned())).collect();
                     (t, parts)
                 })
                 .collect(),
             None => {
-                let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetCommitValue>)>> = BTreeMap::new();
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<OffsetCommitValue>, i16)>> = BTreeMap::new();
                 for ((t, p), o) in offsets {
-                    by_topic.entry(t.clone()).or_default().push((*p, Some(o.clone())));
+                    by_topic.entry(t.clone()).or_default().push(answer(t, *p, Some(o.clone())));
                 }
                 by_topic.into_iter().collect()
             }
@@ -285,8 +373,8 @@ impl GroupCoordinatorShard {
 
     /// OffsetFetch (v1–v9), single-group (v1–v7) and multi-group (v8+) forms. Null topics
     /// (v2+) means every committed partition of the group. Uncommitted partitions answer
-    /// offset -1. `require_stable` is accepted and ignored: without transactions no offset
-    /// is ever pending. KIP-848 members (v9+) are checked by member id and epoch.
+    /// offset -1. With `require_stable` (v7+, KIP-447) a partition whose offset a transaction
+    /// has committed but not yet decided answers UNSTABLE_OFFSET_COMMIT. KIP-848 members (v9+) are checked by member id and epoch.
     pub fn offset_fetch(
         &self,
         _now_ms: i64,
@@ -303,16 +391,17 @@ impl GroupCoordinatorShard {
                         ts.iter().map(|t| (t.name.as_str().to_owned(), t.partition_indexes.clone())).collect()
                     });
                     let member = g.member_id.as_deref().map(|m| (m, g.member_epoch));
-                    match self.fetch_group(g.group_id.as_str(), member, topics) {
+                    match self.fetch_group(g.group_id.as_str(), member, topics, req.require_stable) {
                         Ok(f) => OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(
                             f.into_iter()
                                 .map(|(t, ps)| {
                                     OffsetFetchResponseTopics::default().with_name(topic_name(&t)).with_partitions(
                                         ps.into_iter()
-                                            .map(|(p, o)| {
+                                            .map(|(p, o, code)| {
                                                 let (off, epoch, meta) = split(o);
                                                 OffsetFetchResponsePartitions::default()
                                                     .with_partition_index(p)
+                                                    .with_error_code(code)
                                                     .with_committed_offset(off)
                                                     .with_committed_leader_epoch(epoch)
                                                     .with_metadata(Some(sb(&meta)))
@@ -334,17 +423,19 @@ impl GroupCoordinatorShard {
                 .topics
                 .as_ref()
                 .map(|ts| ts.iter().map(|t| (t.name.as_str().to_owned(), t.partition_indexes.clone())).collect());
-            let fetched = self.fetch_group(req.group_id.as_str(), None, topics).unwrap_or_default();
+            let stable = v >= 7 && req.require_stable;
+            let fetched = self.fetch_group(req.group_id.as_str(), None, topics, stable).unwrap_or_default();
             OffsetFetchResponse::default().with_topics(
                 fetched
                     .into_iter()
                     .map(|(t, ps)| {
                         OffsetFetchResponseTopic::default().with_name(topic_name(&t)).with_partitions(
                             ps.into_iter()
-                                .map(|(p, o)| {
+                                .map(|(p, o, code)| {
                                     let (off, epoch, meta) = split(o);
                                     OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
+                                        .with_error_code(code)
                                         .with_committed_offset(off)
                                         .with_committed_leader_epoch(if v >= 5 { epoch } else { -1 })
                                         .with_metadata(Some(sb(&meta)))
@@ -434,8 +525,9 @@ impl GroupCoordinatorShard {
                 .map(|offsets| {
                     offsets
                         .iter()
-                        .filter(|((t, _), o)| {
+                        .filter(|((t, p), o)| {
                             !skip.contains(t)
+                                && !self.offsets.is_pending(&gid, t, *p)
                                 && match o.expire_timestamp_ms {
                                     Some(at) => now >= at,
                                     None => {

@@ -106,6 +106,40 @@ pub fn encode_key_values(
     Ok(buf.freeze())
 }
 
+/// One transactional RecordBatch v2 of `producer_id` at `producer_epoch` holding `entries`
+/// (a coordinator's write in a producer's transaction, such as TxnOffsetCommit's offsets).
+pub fn encode_transactional_key_values(
+    entries: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>)>,
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<Bytes, String> {
+    let records: Vec<Record> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id,
+            producer_epoch,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            // One batch: offset - sequence stays constant.
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp,
+            key,
+            value,
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    let options = RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None };
+    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| e.to_string())?;
+    Ok(buf.freeze())
+}
+
 /// The first record at or above offset `min_offset` (the log start) whose timestamp is at or
 /// after `target`, if any.
 pub fn first_at_or_after(batch: &[u8], target: i64, min_offset: i64) -> Result<Option<RecordPosition>, RecordsError> {

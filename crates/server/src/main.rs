@@ -400,8 +400,13 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         GroupCoordinator::without_shards(replicas.clone())
     };
     let producer_ids = Arc::new(strata_broker::producer_ids::ProducerIdManager::new(config.node_id()));
-    let txn =
-        strata_broker::txn::TxnCoordinator::start(&config, controller.clone(), replicas.clone(), producer_ids.clone());
+    let txn = strata_broker::txn::TxnCoordinator::start(
+        &config,
+        controller.clone(),
+        replicas.clone(),
+        groups.clone(),
+        producer_ids.clone(),
+    );
     if is_broker {
         quorum.register_publisher(txn.clone()).await;
         tokio::spawn(txn.clone().run_timers(shutdown_rx.clone()));

@@ -537,3 +537,50 @@ fn commit_failed(r: &OffsetCommitRequest) -> OffsetCommitResponse {
             .collect(),
     )
 }
+
+/// TxnOffsetCommit (v0–4): offsets committed in a producer's transaction, pending until its
+/// marker (see `strata_group::txn_offsets`). Written as a transactional batch of the producer
+/// to the group's `__consumer_offsets` partition; a producer whose epoch is older than the one
+/// the partition knows gets INVALID_PRODUCER_EPOCH (it was fenced).
+pub async fn txn_offset_commit(
+    broker: &Arc<Broker>,
+    r: TxnOffsetCommitRequest,
+    version: i16,
+    client: (&str, &str),
+) -> TxnOffsetCommitResponse {
+    use txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
+    let failed = |code: ResponseError| {
+        TxnOffsetCommitResponse::default().with_topics(
+            r.topics
+                .iter()
+                .map(|t| {
+                    TxnOffsetCommitResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                TxnOffsetCommitResponsePartition::default()
+                                    .with_partition_index(p.partition_index)
+                                    .with_error_code(code.code())
+                            })
+                            .collect(),
+                    )
+                })
+                .collect(),
+        )
+    };
+    let g = coordinator(broker);
+    let index = g.shard_for(&r.group_id);
+    let producer = (r.producer_id.0, r.producer_epoch);
+    // A fenced producer learns it here rather than from a write that fails.
+    if let Ok(partition) = broker.replicas.get(crate::groups::OFFSETS_TOPIC, index as i32) {
+        if let Err(e) = partition.check_producer_epoch(producer.0, producer.1) {
+            return failed(e.code());
+        }
+    }
+    let topics = ImageTopics(broker.replicas.image());
+    let ctx = g.context(version, client.0, client.1);
+    match g.call_txn(index, &ctx, producer, |s, now| s.txn_offset_commit(now, &r, &topics)).await {
+        Outcome::Now(resp) => resp,
+        Outcome::Parked(_) | Outcome::NotDurable => failed(ResponseError::NotCoordinator),
+    }
+}

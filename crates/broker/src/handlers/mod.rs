@@ -129,6 +129,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version, client).await),
         RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version, client).await),
         RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(broker, r, version, client).await),
+        RequestKind::TxnOffsetCommit(r) => respond!(groups::txn_offset_commit(broker, r, version, client).await),
         RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(broker, r, version, client).await),
         RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(broker, r, version, client).await),
         RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version, client).await),

@@ -22,7 +22,9 @@ pub async fn handle(broker: &Arc<Broker>, request: WriteTxnMarkersRequest) -> Wr
         let marker = EndTxnMarker { commit: m.transaction_result, coordinator_epoch: m.coordinator_epoch };
         let partitions: Vec<(String, i32)> =
             m.topics.iter().flat_map(|t| t.partition_indexes.iter().map(|p| (t.name.0.to_string(), *p))).collect();
-        let outcome = write_marker(&broker.replicas, m.producer_id.0, m.producer_epoch, marker, &partitions).await;
+        let outcome =
+            write_marker(&broker.replicas, &broker.groups, m.producer_id.0, m.producer_epoch, marker, &partitions)
+                .await;
         let mut topics: Vec<WritableTxnMarkerTopicResult> = Vec::new();
         for ((topic, p), r) in partitions.into_iter().zip(outcome) {
             let result = WritableTxnMarkerPartitionResult::default()

@@ -40,6 +40,15 @@ use crate::replica::replication::{Assignment, Following, PendingIsr, Replication
 use crate::replica::validate::prepare_batch;
 use crate::replica::watchers::{Watch, Watchers};
 
+/// Who wrote a batch being appended on the leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// A producer: idempotent batches are checked for duplicates and sequence order.
+    Client,
+    /// A coordinator of this broker writing for a producer's transaction.
+    Coordinator,
+}
+
 /// What a produce to this partition returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -731,6 +740,24 @@ impl Partition {
     /// of a Produce request). A retried duplicate of an idempotent batch
     /// returns the offsets it got the first time.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
+        self.append_from(records, now_ms, Origin::Client)
+    }
+
+    /// Whether producer `producer_id` may still write at `epoch` here: INVALID_PRODUCER_EPOCH
+    /// if the partition has seen a newer epoch of it.
+    pub fn check_producer_epoch(&self, producer_id: i64, epoch: i16) -> Result<(), BrokerError> {
+        self.lock().producers.check_epoch(producer_id, epoch)
+    }
+
+    /// Appends a batch the group coordinator wrote for a producer's transaction
+    /// (TxnOffsetCommit; Kafka's `AppendOrigin.COORDINATOR`): the producer's epoch is checked
+    /// (an older one is INVALID_PRODUCER_EPOCH) but not its sequence numbers, which belong to
+    /// the producer's own batches.
+    pub fn append_from_coordinator(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
+        self.append_from(records, now_ms, Origin::Coordinator)
+    }
+
+    fn append_from(&self, records: &Bytes, now_ms: i64, origin: Origin) -> Result<AppendResult, BrokerError> {
         // Validation reads every record (and may recompress): it runs outside the partition
         // lock, so producers of one partition validate in parallel and readers are not held up.
         let settings = self.lock().settings.clone();
@@ -753,7 +780,9 @@ impl Partition {
                 self.topic, self.index
             )));
         }
-        if header.has_producer_id() {
+        if header.has_producer_id() && origin == Origin::Coordinator {
+            st.producers.check_epoch(header.producer_id, header.producer_epoch)?;
+        } else if header.has_producer_id() {
             if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
                 let end = st.log.as_ref().map_or(0, Log::log_end_offset);

@@ -149,6 +149,18 @@ impl ProducerStateTable {
         Ok(SequenceCheck::Append)
     }
 
+    /// Checks a write for producer `producer_id` at `epoch` that a coordinator makes for it
+    /// (Kafka's `AppendOrigin.COORDINATOR`): only the epoch, as [`Self::check`] does (an older
+    /// one is INVALID_PRODUCER_EPOCH); the sequence numbers are not the producer's own.
+    pub fn check_epoch(&self, producer_id: i64, epoch: i16) -> Result<(), BrokerError> {
+        match self.producers.get(&producer_id) {
+            Some(entry) if epoch < entry.epoch => {
+                Err(BrokerError::InvalidProducerEpoch { producer_id, epoch, current: entry.epoch })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Records an appended data batch (`header` with its assigned base offset); a
     /// transactional one opens its producer's transaction if none is open. Control batches go
     /// to [`Self::record_marker`] instead.

@@ -27,7 +27,8 @@ use strata_protocol::ResponseError;
 use strata_txn::MarkerWork;
 
 use super::{Slot, TxnCoordinator, TRANSACTION_STATE_TOPIC};
-use crate::replica::{now_ms, ReplicaManager};
+use crate::groups::{GroupCoordinator, OFFSETS_TOPIC};
+use crate::replica::{now_ms, AppendResult, Partition, ReplicaManager};
 
 /// How long a marker may wait for the ISR of its partition.
 const MARKER_TIMEOUT_MS: i32 = 30_000;
@@ -114,7 +115,7 @@ impl TxnCoordinator {
                 let (this, work) = (self.clone(), work.clone());
                 tasks.spawn(async move {
                     let results = if leader == this.replicas.node_id() {
-                        write_local(&this.replicas, &work, &partitions).await
+                        write_local(&this.replicas, &this.groups, &work, &partitions).await
                     } else if let Some(address) = address {
                         this.write_remote(leader, address, &work, &partitions).await
                     } else {
@@ -244,29 +245,45 @@ impl TxnCoordinator {
 /// ISR (WriteTxnMarkers on the partition leader); one result per partition.
 pub async fn write_local(
     replicas: &Arc<ReplicaManager>,
+    groups: &GroupCoordinator,
     work: &MarkerWork,
     partitions: &[(String, i32)],
 ) -> Vec<MarkerResult> {
     let marker = EndTxnMarker { commit: work.commit, coordinator_epoch: work.coordinator_epoch };
-    write_marker(replicas, work.producer_id, work.producer_epoch, marker, partitions).await
+    write_marker(replicas, groups, work.producer_id, work.producer_epoch, marker, partitions).await
 }
 
 /// Appends `marker` of `producer_id` at `producer_epoch` to each of `partitions` and waits
 /// until each is committed, at most [`MARKER_TIMEOUT_MS`]; one result per partition.
+///
+/// Markers for `__consumer_offsets` go through the group coordinator, which applies them to
+/// the offsets the transaction committed there.
 pub async fn write_marker(
     replicas: &Arc<ReplicaManager>,
+    groups: &GroupCoordinator,
     producer_id: i64,
     producer_epoch: i16,
     marker: EndTxnMarker,
     partitions: &[(String, i32)],
 ) -> Vec<MarkerResult> {
     let now = now_ms();
-    let appended: Vec<_> = crate::blocking::off_worker(|| {
+    enum Written {
+        Log(Result<(Arc<Partition>, AppendResult), ResponseError>),
+        Offsets(usize),
+    }
+    let appended: Vec<Written> = crate::blocking::off_worker(|| {
         partitions
             .iter()
             .map(|(topic, index)| {
-                let partition = replicas.get(topic, *index)?;
-                partition.append_txn_marker(producer_id, producer_epoch, marker, now).map(|a| (partition, a))
+                if topic == OFFSETS_TOPIC {
+                    return Written::Offsets(*index as usize);
+                }
+                Written::Log(
+                    replicas
+                        .get(topic, *index)
+                        .and_then(|p| p.append_txn_marker(producer_id, producer_epoch, marker, now).map(|a| (p, a)))
+                        .map_err(|e| e.code()),
+                )
             })
             .collect()
     });
@@ -274,10 +291,11 @@ pub async fn write_marker(
     let mut out = Vec::with_capacity(appended.len());
     for a in appended {
         out.push(match a {
-            Ok((partition, result)) => {
+            Written::Log(Ok((partition, result))) => {
                 partition.await_committed(&result, deadline, MARKER_TIMEOUT_MS).await.map_err(|e| e.code())
             }
-            Err(e) => Err(e.code()),
+            Written::Log(Err(e)) => Err(e),
+            Written::Offsets(index) => groups.write_txn_marker(index, producer_id, producer_epoch, marker).await,
         });
     }
     out

@@ -33,6 +33,7 @@ use strata_txn::{
 };
 
 use crate::config::BrokerConfig;
+use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIdManager;
 use crate::replica::{now_ms, AppendResult, Partition, ReadBound, ReplicaManager};
 use crate::BrokerError;
@@ -82,6 +83,8 @@ pub struct TxnCoordinator {
     replicas: Arc<ReplicaManager>,
     controller: Arc<dyn ControllerChannel>,
     pub(crate) producer_ids: Arc<ProducerIdManager>,
+    /// Markers for `__consumer_offsets` go through the group coordinator.
+    pub(crate) groups: Arc<GroupCoordinator>,
     slots: Mutex<HashMap<i32, Arc<Slot>>>,
     creating: AtomicBool,
     pub(crate) markers: markers::MarkerClients,
@@ -97,6 +100,7 @@ impl TxnCoordinator {
         config: &BrokerConfig,
         controller: Arc<dyn ControllerChannel>,
         replicas: Arc<ReplicaManager>,
+        groups: Arc<GroupCoordinator>,
         producer_ids: Arc<ProducerIdManager>,
     ) -> Arc<Self> {
         let rf = config.transaction_state_replication_factor();
@@ -123,6 +127,7 @@ impl TxnCoordinator {
             replicas,
             controller,
             producer_ids,
+            groups,
             slots: Mutex::new(HashMap::new()),
             creating: AtomicBool::new(false),
             runtime: tokio::runtime::Handle::current(),
