@@ -130,6 +130,7 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("transactional.id.expiration.ms", Int, Some("604800000"), Some(1), "A transactional id with no transaction open and no request for this long is removed."),
     key!("transaction.abort.timed.out.transaction.cleanup.interval.ms", Int, Some("10000"), Some(1), "How often the coordinator aborts transactions open longer than their timeout."),
     key!("transaction.remove.expired.transaction.cleanup.interval.ms", Int, Some("3600000"), Some(1), "How often the coordinator removes expired transactional ids."),
+    key!("transaction.partition.verification.enable", Bool, Some("true"), None, "KIP-890: a partition leader asks the transaction coordinator before a transactional batch opens a transaction in the partition, and refuses it (INVALID_TXN_STATE) if the partition is not in the transaction."),
     key!("offsets.retention.minutes", Int, Some("10080"), Some(1), "How long committed offsets of an empty group are kept."),
     key!("offsets.retention.check.interval.ms", Long, Some("600000"), Some(1), "How often expired offsets are removed."),
     key!("offset.metadata.max.bytes", Int, Some("4096"), Some(0), "Largest metadata string of a committed offset."),

@@ -50,6 +50,10 @@ pub enum BrokerError {
     RequestTimedOut(i64),
     #[error("internal error: {0}")]
     Internal(String),
+    /// What a transaction coordinator answered for a transactional write (KIP-890
+    /// verification), already mapped to what the producer must see.
+    #[error("{1}")]
+    Coordinator(ResponseError, String),
     #[error("offset {offset} is out of range [{log_start}, {log_end}]")]
     OffsetOutOfRange { offset: i64, log_start: i64, log_end: i64 },
     #[error("storage error: {0}")]
@@ -150,6 +154,7 @@ impl BrokerError {
             BrokerError::NotEnoughReplicasAfterAppend { .. } => ResponseError::NotEnoughReplicasAfterAppend,
             BrokerError::RequestTimedOut(_) => ResponseError::RequestTimedOut,
             BrokerError::Internal(_) => ResponseError::UnknownServerError,
+            BrokerError::Coordinator(code, _) => *code,
             BrokerError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
             // KAFKA_STORAGE_ERROR is retriable: the client retries while the
             // operator fixes the disk, as with Kafka.

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use super::str_bytes;
 use crate::error::BrokerError;
-use crate::replica::{AppendEntry, AppendOrigin, AppendResult};
+use crate::replica::{AppendEntry, AppendOrigin, AppendResult, Verification};
 use crate::Broker;
 use strata_protocol::batch::BatchHeader;
 use strata_protocol::kafka_protocol::messages::produce_response::{
@@ -38,8 +38,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
     let image = broker.replicas.image();
     // What the request itself rules out, per partition; the rest goes to the replica manager
     // in one append_records (which waits for acks=all against the one timeout).
-    let mut refused: Vec<Option<BrokerError>> = Vec::new();
-    let mut entries = Vec::new();
+    let mut checked: Vec<Result<AppendEntry, BrokerError>> = Vec::new();
     let mut topics = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         // v13 names topics by id.
@@ -67,16 +66,31 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                     Some(name) => Ok(name.clone()),
                 }
             };
-            match check {
-                Ok(name) => {
-                    entries.push(AppendEntry { topic: name, index: p.index, records: p.records.unwrap_or_default() });
-                    refused.push(None);
-                }
-                Err(e) => refused.push(Some(e)),
-            }
+            checked.push(check.map(|name| AppendEntry {
+                topic: name,
+                index: p.index,
+                records: p.records.unwrap_or_default(),
+                verification: Verification::Off,
+            }));
             indexes.push(p.index);
         }
         topics.push((topic.name, topic.topic_id, name, indexes));
+    }
+    if let Some(id) = request.transactional_id.as_ref() {
+        if broker.config.get("transaction.partition.verification.enable").is_none_or(|v| v.trim() == "true") {
+            verify(broker, &id.0, version, &mut checked).await;
+        }
+    }
+    let mut refused: Vec<Option<BrokerError>> = Vec::with_capacity(checked.len());
+    let mut entries = Vec::with_capacity(checked.len());
+    for c in checked {
+        match c {
+            Ok(entry) => {
+                entries.push(entry);
+                refused.push(None);
+            }
+            Err(e) => refused.push(Some(e)),
+        }
     }
     let mut appended =
         broker.replicas.append_records(acks, request.timeout_ms, AppendOrigin::Client, entries).await.into_iter();
@@ -138,6 +152,80 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         })
         .collect();
     Outcome::Respond(ProduceResponse::default().with_responses(responses).with_node_endpoints(endpoints))
+}
+
+/// KIP-890 part 1: the transactional batches that would open a transaction in their partition
+/// are verified with the transaction coordinator first (under transactions V2, Produce v12+,
+/// the coordinator adds the partition instead). A partition the coordinator does not confirm
+/// is refused with what Kafka answers the producer: INVALID_TXN_STATE ("not added to the
+/// transaction"; TRANSACTION_ABORTABLE from v11), INVALID_PRODUCER_EPOCH for a fenced
+/// producer, NOT_ENOUGH_REPLICAS (retriable) while the coordinator is busy or unreachable.
+async fn verify(
+    broker: &Arc<Broker>,
+    transactional_id: &str,
+    version: i16,
+    checked: &mut [Result<AppendEntry, BrokerError>],
+) {
+    let mut producer: Option<(i64, i16)> = None;
+    let mut pending: Vec<(usize, u64)> = Vec::new();
+    for (i, c) in checked.iter_mut().enumerate() {
+        let Ok(entry) = c else { continue };
+        let Ok(header) = BatchHeader::parse(&entry.records) else { continue };
+        if !header.is_transactional() || !header.has_producer_id() {
+            continue;
+        }
+        let this = (header.producer_id, header.producer_epoch);
+        if producer.is_some_and(|p| p.0 != this.0) {
+            *c = Err(BrokerError::Coordinator(
+                ResponseError::InvalidProducerIdMapping,
+                "the transactional batches of one request must share one producer id".into(),
+            ));
+            continue;
+        }
+        producer = Some(this);
+        // Not the leader: the append answers that.
+        entry.verification = Verification::Unverified;
+        if let Ok(Ok(Some(guard))) =
+            broker.replicas.get(&entry.topic, entry.index).map(|p| p.prepare_verification(this.0))
+        {
+            pending.push((i, guard));
+        }
+    }
+    let Some((pid, epoch)) = producer else { return };
+    if pending.is_empty() {
+        return;
+    }
+    let partitions: Vec<(String, i32)> =
+        pending.iter().filter_map(|(i, _)| checked[*i].as_ref().ok().map(|e| (e.topic.clone(), e.index))).collect();
+    let results = broker.txn.verify(transactional_id, pid, epoch, &partitions, version >= 12).await;
+    for ((i, guard), result) in pending.into_iter().zip(results) {
+        match result {
+            Ok(()) => {
+                if let Ok(entry) = &mut checked[i] {
+                    entry.verification = Verification::Verified(guard);
+                }
+            }
+            Err(e) => checked[i] = Err(verification_error(e, version)),
+        }
+    }
+}
+
+/// What a producer is told when its transaction coordinator did not confirm a partition
+/// (Kafka's `ReplicaManager` and `AddPartitionsToTxnManager` mappings).
+fn verification_error(e: ResponseError, version: i16) -> BrokerError {
+    use ResponseError::*;
+    let (code, message) = match e {
+        TransactionAbortable if version <= 10 => (InvalidTxnState, "Partition was not added to the transaction"),
+        TransactionAbortable => (TransactionAbortable, "Partition was not added to the transaction"),
+        ProducerFenced => (InvalidProducerEpoch, "the producer was fenced by a newer instance"),
+        ConcurrentTransactions
+        | NetworkException
+        | CoordinatorLoadInProgress
+        | CoordinatorNotAvailable
+        | NotCoordinator => (NotEnoughReplicas, "the transaction coordinator could not verify the partition yet"),
+        other => (other, "the transaction coordinator refused the partition"),
+    };
+    BrokerError::Coordinator(code, message.to_string())
 }
 
 /// Whether the record set starts with a zstd batch (Kafka refuses those below Produce v7).

@@ -32,6 +32,7 @@ use uuid::Uuid;
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
 pub use partition::{AppendResult, Partition, ReadBound, ReadResult};
+pub use producer_state::Verification;
 pub use strata_log::manager::{HW_CHECKPOINT_FILE, METADATA_DIR};
 
 /// Who appends (Kafka's `AppendOrigin`): a client's Produce may not write internal topics,
@@ -48,16 +49,22 @@ pub struct AppendEntry {
     pub topic: String,
     pub index: i32,
     pub records: bytes::Bytes,
+    /// KIP-890: what the leader knows of a transactional batch's verification.
+    pub verification: Verification,
 }
 
 /// Appends `records` to `partition` at once, or off the async workers when the append may
 /// fsync (a flush policy or a roll), decompress or recompress.
-async fn append_off_worker(partition: Arc<Partition>, records: bytes::Bytes) -> Result<AppendResult, BrokerError> {
+async fn append_off_worker(
+    partition: Arc<Partition>,
+    records: bytes::Bytes,
+    verification: Verification,
+) -> Result<AppendResult, BrokerError> {
     let now = now_ms();
     if !partition.append_may_block(&records, now) {
-        partition.append(&records, now)
+        partition.append_verified(&records, now, verification)
     } else {
-        tokio::task::spawn_blocking(move || partition.append(&records, now))
+        tokio::task::spawn_blocking(move || partition.append_verified(&records, now, verification))
             .await
             .unwrap_or_else(|e| Err(BrokerError::Storage(format!("append task failed: {e}"))))
     }
@@ -373,7 +380,9 @@ impl ReplicaManager {
                     Ok(partition) => {
                         let in_sync = image.partition(&e.topic, e.index).map_or(0, |x| x.isr.len());
                         match partition.check_min_isr(acks, in_sync) {
-                            Ok(()) => append_off_worker(partition.clone(), e.records).await.map(|r| (r, partition)),
+                            Ok(()) => append_off_worker(partition.clone(), e.records, e.verification)
+                                .await
+                                .map(|r| (r, partition)),
                             Err(err) => Err(err),
                         }
                     }

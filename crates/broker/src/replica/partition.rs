@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use crate::config::TopicSettings;
 use crate::error::BrokerError;
-use crate::replica::producer_state::{ProducerStateTable, SequenceCheck};
+use crate::replica::producer_state::{ProducerStateTable, SequenceCheck, Verification};
 use crate::replica::replication::{Assignment, Following, PendingIsr, Replication, Role};
 use crate::replica::validate::prepare_batch;
 use crate::replica::watchers::{Watch, Watchers};
@@ -43,8 +43,9 @@ use crate::replica::watchers::{Watch, Watchers};
 /// Who wrote a batch being appended on the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Origin {
-    /// A producer: idempotent batches are checked for duplicates and sequence order.
-    Client,
+    /// A producer: idempotent batches are checked for duplicates and sequence order,
+    /// transactional ones for their verification.
+    Client(Verification),
     /// A coordinator of this broker writing for a producer's transaction.
     Coordinator,
 }
@@ -740,7 +741,33 @@ impl Partition {
     /// of a Produce request). A retried duplicate of an idempotent batch
     /// returns the offsets it got the first time.
     pub fn append(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
-        self.append_from(records, now_ms, Origin::Client)
+        self.append_from(records, now_ms, Origin::Client(Verification::Off))
+    }
+
+    /// [`Self::append`] of a transactional producer's batch with what the leader knows of its
+    /// verification (KIP-890 part 1): a batch that would open a transaction needs the guard of
+    /// a verification the coordinator confirmed, else INVALID_TXN_STATE.
+    pub fn append_verified(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        verification: Verification,
+    ) -> Result<AppendResult, BrokerError> {
+        self.append_from(records, now_ms, Origin::Client(verification))
+    }
+
+    /// Before a transactional producer's batch is verified with its coordinator: `None` when
+    /// the producer already has a transaction open here (nothing to verify), else a new
+    /// verification guard. NOT_LEADER_OR_FOLLOWER on a follower.
+    pub fn prepare_verification(&self, producer_id: i64) -> Result<Option<u64>, BrokerError> {
+        let mut st = self.lock();
+        if self.replication().role() == Role::Follower {
+            return Err(BrokerError::NotLeaderOrFollower(format!("{}-{}", self.topic, self.index)));
+        }
+        if st.producers.has_open_txn(producer_id) {
+            return Ok(None);
+        }
+        Ok(Some(st.producers.new_guard(producer_id)))
     }
 
     /// Whether producer `producer_id` may still write at `epoch` here: INVALID_PRODUCER_EPOCH
@@ -783,7 +810,13 @@ impl Partition {
         if header.has_producer_id() && origin == Origin::Coordinator {
             st.producers.check_epoch(header.producer_id, header.producer_epoch)?;
         } else if header.has_producer_id() {
-            if let SequenceCheck::Duplicate(meta) = st.producers.check(&header)? {
+            let check = st.producers.check(&header)?;
+            if let Origin::Client(verification) = origin {
+                if check == SequenceCheck::Append {
+                    st.producers.check_verified(&header, verification)?;
+                }
+            }
+            if let SequenceCheck::Duplicate(meta) = check {
                 let log_start = st.log.as_ref().map_or(0, Log::log_start_offset);
                 let end = st.log.as_ref().map_or(0, Log::log_end_offset);
                 let leader_epoch = st.log.as_ref().and_then(Log::leader_epoch).unwrap_or(-1);
@@ -1634,6 +1667,40 @@ mod tests {
     /// A producer snapshot at the log end (DeleteRecords, retention) is written only once the
     /// aborted-transaction index below it is durable: the replay after a power cut starts at
     /// the snapshot and would not re-add the entry.
+    /// KIP-890 part 1: a transactional batch may open a transaction only under the guard of a
+    /// verification that no marker raced (the ABA case: verified, the transaction ended, then
+    /// the late write arrives).
+    #[test]
+    fn a_transaction_opens_only_under_a_verification_no_marker_raced() {
+        use crate::replica::Verification;
+        let storage = strata_log::storage::MemStorage::new();
+        let p = partition_on(&storage, settings());
+        let abort = EndTxnMarker { commit: false, coordinator_epoch: 0 };
+        let not_added = |r: Result<AppendResult, BrokerError>| matches!(r, Err(BrokerError::InvalidTxnState(_)));
+        // Never verified, or verified under another guard: refused.
+        assert!(not_added(p.append_verified(&batch_of(true, 7, 0, 0, 1, now()), now(), Verification::Unverified)));
+        let guard = p.prepare_verification(7).unwrap().unwrap();
+        assert_eq!(p.prepare_verification(7).unwrap(), Some(guard), "concurrent requests share the guard");
+        assert!(not_added(p.append_verified(
+            &batch_of(true, 7, 0, 0, 1, now()),
+            now(),
+            Verification::Verified(guard + 1)
+        )));
+        // Verified: it opens the transaction, and the producer's next batches need no guard.
+        p.append_verified(&batch_of(true, 7, 0, 0, 1, now()), now(), Verification::Verified(guard)).unwrap(); // 0
+        assert_eq!(p.prepare_verification(7).unwrap(), None, "a transaction is open: nothing to verify");
+        p.append_verified(&batch_of(true, 7, 0, 1, 1, now()), now(), Verification::Unverified).unwrap(); // 1
+        p.append_txn_marker(7, 0, abort, now()).unwrap(); // 2
+                                                          // A verification that raced the marker does not count: the guard went with it.
+        let stale = p.prepare_verification(7).unwrap().unwrap();
+        p.append_txn_marker(7, 0, abort, now()).unwrap(); // 3
+        assert!(not_added(p.append_verified(&batch_of(true, 7, 0, 2, 1, now()), now(), Verification::Verified(stale))));
+        assert_eq!(p.log_end_offset(), 4, "no refused batch was appended");
+        assert_eq!(p.last_stable_offset(), p.high_watermark(), "no transaction is left hanging");
+        // With verification off (the broker config), the batch opens a transaction as before.
+        p.append_verified(&batch_of(true, 7, 0, 2, 1, now()), now(), Verification::Off).unwrap();
+    }
+
     #[test]
     fn aborted_transactions_survive_a_power_cut_after_a_log_start_snapshot() {
         let abort = EndTxnMarker { commit: false, coordinator_epoch: 0 };

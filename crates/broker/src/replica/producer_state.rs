@@ -89,6 +89,24 @@ pub struct ProducerStateTable {
     /// Decided transactions whose marker the high watermark has not passed: first offset →
     /// marker offset.
     unreplicated: BTreeMap<i64, i64>,
+    /// KIP-890 verification guards of producers with no transaction open here: set when the
+    /// leader asks the coordinator whether the partition is in the producer's transaction,
+    /// taken by the first transactional batch appended, dropped by any marker of the producer
+    /// (so a verification that raced a marker no longer counts). Not persisted.
+    guards: HashMap<i64, u64>,
+    next_guard: u64,
+}
+
+/// What the leader knows of a transactional client batch's verification (KIP-890 part 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verification {
+    /// Not checked: `transaction.partition.verification.enable=false`, or not a client's
+    /// transactional write.
+    Off,
+    /// The coordinator confirmed the partition is in the transaction, under this guard.
+    Verified(u64),
+    /// Not verified: the producer had a transaction open here when the request arrived.
+    Unverified,
 }
 
 fn last_seq(header: &BatchHeader) -> i32 {
@@ -161,6 +179,37 @@ impl ProducerStateTable {
         }
     }
 
+    /// Whether `producer_id` has a transaction open in this partition.
+    pub fn has_open_txn(&self, producer_id: i64) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
+    }
+
+    /// The verification guard of `producer_id`: the one in place (concurrent requests of the
+    /// producer share it, as Kafka's `maybeCreateVerificationStateEntry` does), or a new one.
+    pub fn new_guard(&mut self, producer_id: i64) -> u64 {
+        let next = self.next_guard + 1;
+        let guard = *self.guards.entry(producer_id).or_insert(next);
+        if guard == next {
+            self.next_guard = next;
+        }
+        guard
+    }
+
+    /// KIP-890: a transactional batch of a producer with no transaction open here starts one,
+    /// which only a verification the coordinator answered, and whose guard is still in place,
+    /// allows (Kafka's `UnifiedLog.analyzeAndValidateProducerState`). INVALID_TXN_STATE
+    /// otherwise.
+    pub fn check_verified(&self, header: &BatchHeader, verification: Verification) -> Result<(), BrokerError> {
+        if !header.is_transactional() || self.has_open_txn(header.producer_id) {
+            return Ok(());
+        }
+        match verification {
+            Verification::Off => Ok(()),
+            Verification::Verified(guard) if self.guards.get(&header.producer_id) == Some(&guard) => Ok(()),
+            _ => Err(BrokerError::InvalidTxnState("Record was not part of an ongoing transaction".into())),
+        }
+    }
+
     /// Records an appended data batch (`header` with its assigned base offset); a
     /// transactional one opens its producer's transaction if none is open. Control batches go
     /// to [`Self::record_marker`] instead.
@@ -172,6 +221,7 @@ impl ProducerStateTable {
         if header.is_transactional() && entry.txn_first_offset.is_none() {
             entry.txn_first_offset = Some(header.base_offset);
             self.ongoing.insert(header.base_offset, header.producer_id);
+            self.guards.remove(&header.producer_id);
         }
         if header.producer_epoch != entry.epoch {
             entry.batches.clear();
@@ -215,6 +265,7 @@ impl ProducerStateTable {
     /// producer's (transactions V2 bump it at every marker). Returns the decided transaction.
     pub fn record_marker(&mut self, header: &BatchHeader, commit: bool, coordinator_epoch: i32) -> CompletedTxn {
         let offset = header.base_offset;
+        self.guards.remove(&header.producer_id);
         let entry = self.producers.entry(header.producer_id).or_default();
         if header.producer_epoch != entry.epoch {
             entry.batches.clear();
@@ -357,7 +408,7 @@ impl ProducerStateTable {
         if r.at != payload.len() {
             return Err(format!("{} bytes left over", payload.len() - r.at));
         }
-        Ok(Self { producers, ongoing, unreplicated: BTreeMap::new() })
+        Ok(Self { producers, ongoing, ..Self::default() })
     }
 
     /// Each producer id with the last offset of its last batch: the log cleaner keeps that

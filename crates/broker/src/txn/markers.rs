@@ -37,23 +37,25 @@ const MARKER_TIMEOUT_MS: i32 = 30_000;
 /// shortly after; 10–100 ms is as good).
 const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 
-/// One client per destination broker, for WriteTxnMarkers.
+/// One client per destination broker (one request in flight on each): for WriteTxnMarkers,
+/// and a second set for KIP-890 verifications, so that neither waits for the other.
 pub struct MarkerClients {
     node_id: i32,
+    purpose: &'static str,
     clients: Mutex<HashMap<(i32, String), Arc<KafkaClient>>>,
 }
 
 impl MarkerClients {
-    pub fn new(node_id: i32) -> Self {
-        Self { node_id, clients: Mutex::new(HashMap::new()) }
+    pub fn new(node_id: i32, purpose: &'static str) -> Self {
+        Self { node_id, purpose, clients: Mutex::new(HashMap::new()) }
     }
 
-    fn client(&self, broker: i32, address: String) -> Arc<KafkaClient> {
+    pub(crate) fn client(&self, broker: i32, address: String) -> Arc<KafkaClient> {
         let mut clients = self.clients.lock().unwrap_or_else(PoisonError::into_inner);
         clients.retain(|(b, a), _| *b != broker || *a == address);
         clients
             .entry((broker, address.clone()))
-            .or_insert_with(|| Arc::new(KafkaClient::new(address, format!("strata-txn-markers-{}", self.node_id))))
+            .or_insert_with(|| Arc::new(KafkaClient::new(address, format!("strata-{}-{}", self.purpose, self.node_id))))
             .clone()
     }
 }

@@ -16,6 +16,7 @@
 //! - **Time**: a task ticks the shards (timed-out transactions, expired ids).
 
 pub mod markers;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -88,6 +89,7 @@ pub struct TxnCoordinator {
     slots: Mutex<HashMap<i32, Arc<Slot>>>,
     creating: AtomicBool,
     pub(crate) markers: markers::MarkerClients,
+    pub(crate) verifiers: markers::MarkerClients,
     runtime: tokio::runtime::Handle,
     /// This coordinator, for the metadata publisher (which gets `&self`).
     this: std::sync::Weak<TxnCoordinator>,
@@ -123,7 +125,8 @@ impl TxnCoordinator {
         let coordinator = Arc::new_cyclic(|this| Self {
             config: txn_config(config),
             topic_spec,
-            markers: markers::MarkerClients::new(replicas.node_id()),
+            markers: markers::MarkerClients::new(replicas.node_id(), "txn-markers"),
+            verifiers: markers::MarkerClients::new(replicas.node_id(), "txn-verify"),
             replicas,
             controller,
             producer_ids,
