@@ -1,9 +1,10 @@
-"""Transactions (transaction version 0/1 protocol) with Apache Kafka's Java client,
-kafka-clients 3.9.1 and 4.1.1: tests/e2e/java/StrataTxnE2E.java commits, aborts, gets fenced
-(with a transaction open and idle), abandons a transaction for a new producer with the same
-transactional.id to abort, leaves one open when the broker is killed, and reads both topics
-back with read_committed and read_uncommitted consumers. (TxnOffsetCommit /
-sendOffsetsToTransaction is not tested: the broker does not implement it yet.)
+"""Transactions with Apache Kafka's Java client, kafka-clients 3.9.1 (first protocol) and 4.1.1
+(transactions V2, since Strata finalizes transaction.version 2): tests/e2e/java/StrataTxnE2E.java
+commits, aborts, gets fenced (with a transaction open and idle), abandons a transaction for a new
+producer with the same transactional.id to abort, leaves one open when the broker is killed, and
+reads both topics back with read_committed and read_uncommitted consumers;
+tests/e2e/java/StrataTxnVersion.java checks which protocol each client chose and
+sendOffsetsToTransaction.
 
 Every value is "<tag>|<topic>|<partition>|<i>"; the tags are described in the Java file:
 committed c1 c3 c5 c6 c7 (and r1 r2 after the restart), aborted after being flushed a2 (abort),
@@ -149,3 +150,20 @@ def test_java_transactions(broker, tmp_path, client):
           f"{exc['fence_open_commit']['type']} (abort: {(exc.get('fence_open_abort') or {}).get('type')}); "
           f"fenced idle: {exc['fence_idle_commit']['type']}; stage times {res['elapsed_ms']} / "
           f"{after['elapsed_ms']}")
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("client,epoch", [("3", 0), ("4", 3)])
+def test_the_transaction_protocol_each_client_chooses(broker, tmp_path, client, epoch):
+    """kafka-clients 3.9 keeps its epoch across commits (the first protocol); 4.x sees
+    transaction.version 2 finalized and bumps it at every commit (KIP-890 part 2: EndTxn v5,
+    Produce v12 and TxnOffsetCommit v5 add the partitions). DescribeTransactions,
+    ListTransactions and the group's committed offset agree."""
+    program = compile_java(client, E2E_DIR / "java" / "StrataTxnVersion.java", tmp_path, heap="256m")
+    topic = f"tv-{client}-{uuid.uuid4().hex[:8]}"
+    r = subprocess.run(program + [broker.bootstrap, f"{topic}-txn", topic], capture_output=True, text=True,
+                       timeout=150)
+    lines = [l[7:] for l in r.stdout.splitlines() if l.startswith("RESULT ")]
+    assert r.returncode == 0 and lines, f"java exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    res = json.loads(lines[-1])
+    assert res == {"state": "CompleteCommit", "epoch": epoch, "listed": True, "committed": 3}, res

@@ -29,7 +29,7 @@ use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::replica::{now_ms, AppendResult, Partition, ReplicaManager};
+use crate::replica::{now_ms, AppendResult, Partition, ReplicaManager, Verification};
 use crate::BrokerError;
 
 /// The internal topic holding group state and committed offsets.
@@ -267,16 +267,17 @@ impl GroupCoordinator {
         index: usize,
         ctx: &RequestContext,
         producer: (i64, i16),
+        verification: Verification,
         f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
     ) -> Outcome<T> {
-        self.call_as(index, ctx, Some(producer), f).await
+        self.call_as(index, ctx, Some((producer.0, producer.1, verification)), f).await
     }
 
     async fn call_as<T>(
         &self,
         index: usize,
         ctx: &RequestContext,
-        producer: Option<(i64, i16)>,
+        producer: Option<(i64, i16, Verification)>,
         f: impl FnOnce(&mut GroupCoordinatorShard, i64) -> CoordinatorResult<T>,
     ) -> Outcome<T> {
         // Only the leader of the group's offsets partition coordinates it; elsewhere the
@@ -355,7 +356,7 @@ impl GroupCoordinator {
         index: usize,
         shard: &mut GroupCoordinatorShard,
         records: &[GroupRecord],
-        producer: Option<(i64, i16)>,
+        producer: Option<(i64, i16, Verification)>,
         now: i64,
     ) -> Result<Option<(Arc<Partition>, AppendResult)>, ()> {
         if records.is_empty() {
@@ -367,7 +368,9 @@ impl GroupCoordinator {
             let partition = self.replicas.get(OFFSETS_TOPIC, index as i32)?;
             match producer {
                 None => write_records(&partition, records, now),
-                Some((id, epoch)) => write_transactional_records(&partition, records, id, epoch, now),
+                Some((id, epoch, verification)) => {
+                    write_transactional_records(&partition, records, (id, epoch), verification, now)
+                }
             }
             .map(|a| (partition, a))
         });
@@ -588,8 +591,8 @@ pub fn write_records(partition: &Partition, records: &[GroupRecord], now: i64) -
 pub fn write_transactional_records(
     partition: &Partition,
     records: &[GroupRecord],
-    producer_id: i64,
-    producer_epoch: i16,
+    (producer_id, producer_epoch): (i64, i16),
+    verification: Verification,
     now: i64,
 ) -> Result<AppendResult, BrokerError> {
     let entries = records.iter().map(|r| {
@@ -598,7 +601,7 @@ pub fn write_transactional_records(
     });
     let batch = strata_protocol::records::encode_transactional_key_values(entries, now, producer_id, producer_epoch)
         .map_err(|e| BrokerError::Storage(format!("cannot encode group records: {e}")))?;
-    partition.append_from_coordinator(&batch, now)
+    partition.append_from_coordinator(&batch, now, verification)
 }
 
 /// Waits, as Kafka's coordinator appends with acks=all, until the ISR has `appended` (the high

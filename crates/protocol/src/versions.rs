@@ -57,9 +57,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::LeaveGroup, min: 0, max: 5 },
     ApiRange { key: ApiKey::OffsetCommit, min: 2, max: 9 },
     ApiRange { key: ApiKey::OffsetFetch, min: 1, max: 9 },
-    // v5 (transactions V2, where the group coordinator adds its partition to the transaction)
-    // comes with KIP-890 verification.
-    ApiRange { key: ApiKey::TxnOffsetCommit, min: 0, max: 4 },
+    ApiRange { key: ApiKey::TxnOffsetCommit, min: 0, max: 5 },
     ApiRange { key: ApiKey::OffsetDelete, min: 0, max: 0 },
     ApiRange { key: ApiKey::DescribeGroups, min: 0, max: 6 },
     ApiRange { key: ApiKey::ListGroups, min: 0, max: 5 },

@@ -13,6 +13,7 @@ use strata_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::groups::{GroupCoordinator, ImageTopics, Outcome};
+use crate::replica::Verification;
 use crate::Broker;
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -538,10 +539,12 @@ fn commit_failed(r: &OffsetCommitRequest) -> OffsetCommitResponse {
     )
 }
 
-/// TxnOffsetCommit (v0–4): offsets committed in a producer's transaction, pending until its
+/// TxnOffsetCommit (v0–5): offsets committed in a producer's transaction, pending until its
 /// marker (see `strata_group::txn_offsets`). Written as a transactional batch of the producer
 /// to the group's `__consumer_offsets` partition; a producer whose epoch is older than the one
-/// the partition knows gets INVALID_PRODUCER_EPOCH (it was fenced).
+/// the partition knows gets INVALID_PRODUCER_EPOCH (it was fenced). As for Produce (KIP-890),
+/// the partition must be in the transaction: v0–4 verify it with the transaction coordinator
+/// (AddOffsetsToTxn added it), v5 (transactions V2) has the coordinator add it.
 pub async fn txn_offset_commit(
     broker: &Arc<Broker>,
     r: TxnOffsetCommitRequest,
@@ -568,19 +571,56 @@ pub async fn txn_offset_commit(
                 .collect(),
         )
     };
+    if r.group_id.is_empty() {
+        return failed(ResponseError::InvalidGroupId);
+    }
     let g = coordinator(broker);
     let index = g.shard_for(&r.group_id);
     let producer = (r.producer_id.0, r.producer_epoch);
-    // A fenced producer learns it here rather than from a write that fails.
+    let mut verification = Verification::Off;
     if let Ok(partition) = broker.replicas.get(crate::groups::OFFSETS_TOPIC, index as i32) {
+        // A fenced producer learns it here rather than from a write that fails.
         if let Err(e) = partition.check_producer_epoch(producer.0, producer.1) {
             return failed(e.code());
+        }
+        let enabled = broker.config.get("transaction.partition.verification.enable").is_none_or(|v| v.trim() == "true");
+        if enabled {
+            verification = Verification::Unverified;
+            if let Ok(Some(guard)) = partition.prepare_verification(producer.0) {
+                let offsets = [(crate::groups::OFFSETS_TOPIC.to_string(), index as i32)];
+                let add = version >= 5;
+                let result = broker.txn.verify(&r.transactional_id, producer.0, producer.1, &offsets, add).await;
+                match result.into_iter().next().unwrap_or(Err(ResponseError::NetworkException)) {
+                    Ok(()) => verification = Verification::Verified(guard),
+                    Err(e) => return failed(txn_offset_verification_error(e, version)),
+                }
+            }
         }
     }
     let topics = ImageTopics(broker.replicas.image());
     let ctx = g.context(version, client.0, client.1);
-    match g.call_txn(index, &ctx, producer, |s, now| s.txn_offset_commit(now, &r, &topics)).await {
+    let outcome =
+        g.call_txn(index, &ctx, producer, verification, |s: &mut strata_group::GroupCoordinatorShard, now| {
+            s.txn_offset_commit(now, &r, &topics)
+        });
+    match outcome.await {
         Outcome::Now(resp) => resp,
         Outcome::Parked(_) | Outcome::NotDurable => failed(ResponseError::NotCoordinator),
+    }
+}
+
+/// What a TxnOffsetCommit is told when the transaction coordinator did not confirm the offsets
+/// partition (Kafka's group coordinator mapping of append and verification errors).
+fn txn_offset_verification_error(e: ResponseError, version: i16) -> ResponseError {
+    use ResponseError::*;
+    match e {
+        TransactionAbortable if version <= 3 => InvalidTxnState,
+        ProducerFenced => InvalidProducerEpoch,
+        NetworkException | ConcurrentTransactions => CoordinatorLoadInProgress,
+        UnknownTopicOrPartition | NotEnoughReplicas | RequestTimedOut => CoordinatorNotAvailable,
+        NotLeaderOrFollower | KafkaStorageError => NotCoordinator,
+        // TxnOffsetCommit below v2 knows no COORDINATOR_LOAD_IN_PROGRESS.
+        CoordinatorLoadInProgress if version < 2 => CoordinatorNotAvailable,
+        other => other,
     }
 }

@@ -47,7 +47,7 @@ enum Origin {
     /// transactional ones for their verification.
     Client(Verification),
     /// A coordinator of this broker writing for a producer's transaction.
-    Coordinator,
+    Coordinator(Verification),
 }
 
 /// What a produce to this partition returned.
@@ -780,8 +780,14 @@ impl Partition {
     /// (TxnOffsetCommit; Kafka's `AppendOrigin.COORDINATOR`): the producer's epoch is checked
     /// (an older one is INVALID_PRODUCER_EPOCH) but not its sequence numbers, which belong to
     /// the producer's own batches.
-    pub fn append_from_coordinator(&self, records: &Bytes, now_ms: i64) -> Result<AppendResult, BrokerError> {
-        self.append_from(records, now_ms, Origin::Coordinator)
+    /// `verification`: as for [`Self::append_verified`] (KIP-890 covers these writes too).
+    pub fn append_from_coordinator(
+        &self,
+        records: &Bytes,
+        now_ms: i64,
+        verification: Verification,
+    ) -> Result<AppendResult, BrokerError> {
+        self.append_from(records, now_ms, Origin::Coordinator(verification))
     }
 
     fn append_from(&self, records: &Bytes, now_ms: i64, origin: Origin) -> Result<AppendResult, BrokerError> {
@@ -807,8 +813,9 @@ impl Partition {
                 self.topic, self.index
             )));
         }
-        if header.has_producer_id() && origin == Origin::Coordinator {
+        if let (true, Origin::Coordinator(verification)) = (header.has_producer_id(), origin) {
             st.producers.check_epoch(header.producer_id, header.producer_epoch)?;
+            st.producers.check_verified(&header, verification)?;
         } else if header.has_producer_id() {
             let check = st.producers.check(&header)?;
             if let Origin::Client(verification) = origin {
