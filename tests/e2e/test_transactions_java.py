@@ -166,4 +166,5 @@ def test_the_transaction_protocol_each_client_chooses(broker, tmp_path, client, 
     lines = [l[7:] for l in r.stdout.splitlines() if l.startswith("RESULT ")]
     assert r.returncode == 0 and lines, f"java exited {r.returncode}\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     res = json.loads(lines[-1])
-    assert res == {"state": "CompleteCommit", "epoch": epoch, "listed": True, "committed": 3}, res
+    assert res == {"state": "CompleteCommit", "epoch": epoch, "listed": True, "committed": 3,
+                   "producer_shown": True}, res

@@ -168,7 +168,7 @@ proptest! {
                 }
                 Op::Clean => {
                     let leo = log.log_end_offset();
-                    if let Some(end) = log.clean_now(checkpoint, now, HashMap::new(), &mut map).unwrap() {
+                    if let Some(end) = log.clean_now(checkpoint, now, HashMap::new(), i64::MAX, &mut map).unwrap() {
                         checkpoint = Some(end);
                         prop_assert_eq!(log.log_end_offset(), leo);
                         model.check(&records(&log), end, now, &format!("op {i}"));
@@ -191,7 +191,7 @@ proptest! {
         let active = log.log_end_offset() - 1;
         let mut end = checkpoint.unwrap_or(0);
         while end < active {
-            end = log.clean_now(Some(end), now, HashMap::new(), &mut map).unwrap().unwrap();
+            end = log.clean_now(Some(end), now, HashMap::new(), i64::MAX, &mut map).unwrap().unwrap();
         }
         now += RETENTION;
         log.roll(now).unwrap();
@@ -199,7 +199,7 @@ proptest! {
         let active = log.log_end_offset() - 1;
         let mut end2 = end;
         while end2 < active {
-            end2 = log.clean_now(Some(end2), now, HashMap::new(), &mut map).unwrap().unwrap();
+            end2 = log.clean_now(Some(end2), now, HashMap::new(), i64::MAX, &mut map).unwrap().unwrap();
         }
         let got = records(&log);
         for (offset, key, value) in &got {
@@ -255,7 +255,7 @@ fn a_power_cut_anywhere_in_a_cleaning_leaves_the_old_or_the_new_segments() {
         let mut states = vec![records(&log)];
         let start = storage.ops();
         let mut map = OffsetMap::with_buffer(1 << 16);
-        let plan = log.clean_plan(None, now, HashMap::new()).unwrap().unwrap();
+        let plan = log.clean_plan(None, now, HashMap::new(), i64::MAX).unwrap().unwrap();
         let end = plan.build_offset_map(&mut map, &mut |_| true).unwrap();
         for group in plan.groups(end) {
             let cleaned = plan.clean_group(group, &map, now, &mut |_| true).unwrap();
@@ -273,7 +273,7 @@ fn a_power_cut_anywhere_in_a_cleaning_leaves_the_old_or_the_new_segments() {
             let storage = MemStorage::new();
             let mut log = build(&storage, now);
             storage.set_crash_point(cut, seed);
-            log.clean_now(None, now, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+            log.clean_now(None, now, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
             let Some(image) = storage.take_crash_image() else { continue };
             drop(log);
             let mut log = Log::open_with_storage(Arc::new(image), Path::new("/data/t-0"), config(400), now).unwrap();
@@ -286,7 +286,7 @@ fn a_power_cut_anywhere_in_a_cleaning_leaves_the_old_or_the_new_segments() {
             let leo = log.log_end_offset();
             assert_eq!(append(&mut log, &[("k9".into(), Some("after".into()))], Compression::None, now), leo);
             // And it can be cleaned again.
-            log.clean_now(None, now, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+            log.clean_now(None, now, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
             assert_eq!(records(&log).last().unwrap().1, "k9");
         }
     }
@@ -303,7 +303,7 @@ fn tombstones_get_a_delete_horizon_and_go_after_it() {
     let now = 7_000_000;
     let mut log = build(&storage, now);
     let mut map = OffsetMap::with_buffer(1 << 16);
-    let end = log.clean_now(None, now, HashMap::new(), &mut map).unwrap().unwrap();
+    let end = log.clean_now(None, now, HashMap::new(), i64::MAX, &mut map).unwrap().unwrap();
     let read = log.read(0, 1 << 20, i64::MAX).unwrap();
     let mut horizons = Vec::new();
     let mut offset = 0;
@@ -321,11 +321,11 @@ fn tombstones_get_a_delete_horizon_and_go_after_it() {
     // Not yet: the horizon has not passed.
     log.roll(now + RETENTION - 1).unwrap();
     append(&mut log, &[("x".into(), Some("1".into()))], Compression::None, now);
-    let end = log.clean_now(Some(end), now + RETENTION - 1, HashMap::new(), &mut map).unwrap().unwrap();
+    let end = log.clean_now(Some(end), now + RETENTION - 1, HashMap::new(), i64::MAX, &mut map).unwrap().unwrap();
     assert!(records(&log).iter().any(|(_, k, v)| k == "k1" && v.is_none()));
     log.roll(now + RETENTION).unwrap();
     append(&mut log, &[("x".into(), Some("2".into()))], Compression::None, now);
-    log.clean_now(Some(end), now + RETENTION, HashMap::new(), &mut map).unwrap().unwrap();
+    log.clean_now(Some(end), now + RETENTION, HashMap::new(), i64::MAX, &mut map).unwrap().unwrap();
     assert!(!records(&log).iter().any(|(_, k, _)| k == "k1"), "the tombstone went");
 }
 
@@ -358,7 +358,7 @@ fn the_last_batch_of_a_producer_is_kept_empty() {
     log.roll(now).unwrap();
     append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now);
     let producers = HashMap::from([(77, last)]);
-    log.clean_now(None, now, producers, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
+    log.clean_now(None, now, producers, i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
     let r = log.read(0, 1 << 20, i64::MAX).unwrap();
     let batches: Vec<_> = BatchIter::new(&r.records).map(|b| b.unwrap().0).collect();
     assert_eq!(batches[0].base_offset, last, "the first emptied batch went");
@@ -368,7 +368,7 @@ fn the_last_batch_of_a_producer_is_kept_empty() {
     log.roll(now).unwrap();
     append(&mut log, &[("tail".into(), Some("u".into()))], Compression::None, now);
     let producers = HashMap::from([(77, newer)]);
-    log.clean_now(None, now, producers, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
+    log.clean_now(None, now, producers, i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
     let r = log.read(0, 1 << 20, i64::MAX).unwrap();
     let first = BatchIter::new(&r.records).next().unwrap().unwrap().0;
     assert!(first.records_count > 0, "no emptied batch is left at the start: {first:?}");
@@ -411,7 +411,8 @@ fn compact_and_delete_both_apply() {
     append(&mut log, &[("a".into(), Some("2".into()))], Compression::None, now + 100_000);
     log.roll(now + 100_000).unwrap();
     append(&mut log, &[("c".into(), Some("1".into()))], Compression::None, now + 100_000);
-    let end = log.clean_now(None, now + 100_000, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+    let end =
+        log.clean_now(None, now + 100_000, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
     assert_eq!(end, Some(3));
     let keys: Vec<_> = records(&log).into_iter().map(|(o, k, _)| (o, k)).collect();
     assert_eq!(keys, vec![(1, "b".into()), (2, "a".into()), (3, "c".into())]);
@@ -439,7 +440,7 @@ fn reads_cross_the_gaps_in_one_go() {
     log.roll(now).unwrap();
     let active = log.log_end_offset();
     append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now);
-    log.clean_now(None, now, HashMap::new(), &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
+    log.clean_now(None, now, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
     let r = log.read(0, 1 << 20, i64::MAX).unwrap();
     let batches: Vec<_> = BatchIter::new(&r.records).map(|b| b.unwrap().0).collect();
     assert!(batches.len() > 20, "one read returned {} batches", batches.len());
@@ -540,4 +541,96 @@ mod manager {
         cleaner.shutdown();
         assert!(started.elapsed() < Duration::from_secs(5));
     }
+}
+
+/// Transactions (Kafka's `CleanedTransactionMetadata`): records of aborted transactions go and
+/// never shadow older committed values; committed transactional records are compacted like any
+/// other; a marker whose transaction has no record left goes after its delete horizon; nothing
+/// at or above the last stable offset is cleaned.
+#[test]
+fn aborted_records_and_old_markers_go_committed_ones_compact() {
+    use strata_log::txn_index::AbortedTxn;
+    use strata_protocol::records::control::{encode_marker, EndTxnMarker};
+    let now = 1_000_000;
+    let storage = MemStorage::new();
+    let mut log = Log::open_with_storage(Arc::new(storage), Path::new("/t-0"), config(1 << 20), now).unwrap();
+    let txn_batch = |log: &mut Log, pid: i64, seq: i32, key: &str, value: &str| {
+        let mut b = encode_key_values(
+            [(Some(Bytes::from(key.to_string())), Some(Bytes::from(value.to_string())))],
+            now,
+            Compression::None,
+        )
+        .unwrap()
+        .to_vec();
+        let mut h = BatchHeader::parse(&b).unwrap();
+        h.producer_id = pid;
+        h.producer_epoch = 0;
+        h.base_sequence = seq;
+        h.attributes |= 1 << 4; // transactional
+        b[..61].copy_from_slice(&h.to_bytes());
+        let crc = strata_protocol::batch::compute_crc(&b);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        log.append(&mut b, now).unwrap().first_offset
+    };
+    let marker = |log: &mut Log, pid: i64, commit: bool| {
+        let b = encode_marker(pid, 0, EndTxnMarker { commit, coordinator_epoch: 0 }, now);
+        log.append_batch(&b, now).unwrap().first_offset
+    };
+    append(&mut log, &[("k".into(), Some("committed-1".into()))], Compression::None, now); // 0
+    let aborted_at = txn_batch(&mut log, 7, 0, "k", "aborted"); // 1
+    let abort_at = marker(&mut log, 7, false); // 2
+    log.append_aborted_txn(AbortedTxn {
+        producer_id: 7,
+        first_offset: aborted_at,
+        last_offset: abort_at,
+        last_stable_offset: 3,
+    })
+    .unwrap();
+    txn_batch(&mut log, 8, 0, "j", "committed-txn-old"); // 3
+    marker(&mut log, 8, true); // 4
+    txn_batch(&mut log, 8, 1, "j", "committed-txn-new"); // 5
+    marker(&mut log, 8, true); // 6
+    log.roll(now).unwrap();
+    append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now); // 7, active
+    let markers = |log: &Log| {
+        let r = log.read(0, 1 << 20, i64::MAX).unwrap();
+        BatchIter::new(&r.records)
+            .map(|b| b.unwrap().0)
+            .filter(|h| h.is_control())
+            .map(|h| (h.base_offset, delete_horizon(&h)))
+            .collect::<Vec<_>>()
+    };
+    let values = |log: &Log| {
+        let control: Vec<i64> = markers(log).into_iter().map(|(o, _)| o).collect();
+        records(log)
+            .into_iter()
+            .filter(|(o, _, _)| !control.contains(o))
+            .map(|(o, k, v)| (o, k, v.unwrap_or_default()))
+            .collect::<Vec<_>>()
+    };
+
+    // Below the last stable offset's segment nothing is cleaned.
+    assert_eq!(log.clean_now(None, now, HashMap::new(), 3, &mut OffsetMap::with_buffer(1 << 16)).unwrap(), None);
+
+    log.clean_now(None, now, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap().unwrap();
+    assert_eq!(
+        values(&log),
+        vec![
+            (0, "k".into(), "committed-1".into()),
+            (5, "j".into(), "committed-txn-new".into()),
+            (7, "tail".into(), "t".into()),
+        ],
+        "the aborted value neither stays nor removes the committed one it would shadow"
+    );
+    // A marker stays as it is while the cleaning that removes its transaction's records runs
+    // (Kafka keeps it until no record of the transaction is left)...
+    assert_eq!(markers(&log), vec![(2, None), (4, None), (6, None)]);
+    assert_eq!(log.collect_aborted_txns(0, 8).len(), 1, "the aborted transaction's entry is kept");
+    // ...then, alone, it gets a delete horizon; the one whose transaction kept a record does not.
+    log.clean_now(None, now, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+    assert_eq!(markers(&log), vec![(2, Some(now + RETENTION)), (4, Some(now + RETENTION)), (6, None)]);
+    // Past the horizon, the lone markers go.
+    log.clean_now(None, now + RETENTION, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+    assert_eq!(markers(&log), vec![(6, None)]);
+    assert_eq!(values(&log).len(), 3);
 }

@@ -40,6 +40,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::WriteTxnMarkers, min: 1, max: 1 },
     ApiRange { key: ApiKey::DescribeTransactions, min: 0, max: 0 },
     ApiRange { key: ApiKey::ListTransactions, min: 0, max: 1 },
+    ApiRange { key: ApiKey::DescribeProducers, min: 0, max: 0 },
     ApiRange { key: ApiKey::DescribeConfigs, min: 1, max: 4 },
     ApiRange { key: ApiKey::AlterConfigs, min: 0, max: 2 },
     ApiRange { key: ApiKey::CreatePartitions, min: 0, max: 3 },

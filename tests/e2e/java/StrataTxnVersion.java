@@ -13,10 +13,10 @@ import org.apache.kafka.common.serialization.StringSerializer;
 /**
  * Which transaction protocol the client chose, seen from the coordinator: three commits (each
  * with sendOffsetsToTransaction), then DescribeTransactions and ListTransactions through the
- * Admin client. Under transactions V2 (KIP-890 part 2, kafka-clients 4.x against a broker with
- * transaction.version 2) every commit bumps the producer epoch; under the first protocol it
- * stays. Args: bootstrap, transactional id, topic. Prints one RESULT line:
- * {"state":..,"epoch":..,"listed":true|false}.
+ * Admin client, and DescribeProducers on the partition written. Under transactions V2 (KIP-890
+ * part 2, kafka-clients 4.x against a broker with transaction.version 2) every commit bumps the
+ * producer epoch; under the first protocol it stays. Args: bootstrap, transactional id, topic.
+ * Prints one RESULT line: {"state":..,"epoch":..,"listed":..,"committed":..,"producer_shown":..}.
  */
 public class StrataTxnVersion {
     public static void main(String[] args) throws Exception {
@@ -45,8 +45,13 @@ public class StrataTxnVersion {
                     .anyMatch(l -> l.transactionalId().equals(id));
             long committed = admin.listConsumerGroupOffsets(id + "-group").partitionsToOffsetAndMetadata().get()
                     .get(new TopicPartition(topic, 0)).offset();
+            // DescribeProducers: the partition remembers the producer, with no transaction open.
+            boolean producerShown = admin.describeProducers(List.of(new TopicPartition(topic, 0))).all().get()
+                    .get(new TopicPartition(topic, 0)).activeProducers().stream()
+                    .anyMatch(s -> s.producerId() == d.producerId() && s.currentTransactionStartOffset().isEmpty());
             System.out.println("RESULT {\"state\":\"" + d.state() + "\",\"epoch\":" + d.producerEpoch()
-                    + ",\"listed\":" + listed + ",\"committed\":" + committed + "}");
+                    + ",\"listed\":" + listed + ",\"committed\":" + committed
+                    + ",\"producer_shown\":" + producerShown + "}");
         }
     }
 }

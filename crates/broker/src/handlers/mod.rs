@@ -12,6 +12,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_log_dirs;
+mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
@@ -108,6 +109,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
         RequestKind::WriteTxnMarkers(r) => respond!(write_txn_markers::handle(broker, r).await),
         RequestKind::DescribeTransactions(r) => respond!(transactions::describe_transactions(broker, r)),
         RequestKind::ListTransactions(r) => respond!(transactions::list_transactions(broker, r)),
+        RequestKind::DescribeProducers(r) => respond!(describe_producers::handle(broker, r)),
         RequestKind::DescribeConfigs(r) => respond!(admin_configs::describe(broker, r, version)),
         RequestKind::AlterConfigs(r) => respond!(admin_configs::alter(broker, r).await),
         RequestKind::IncrementalAlterConfigs(r) => {

@@ -770,6 +770,12 @@ impl Partition {
         Ok(Some(st.producers.new_guard(producer_id)))
     }
 
+    /// The producers this replica remembers (DescribeProducers): any replica answers, as in
+    /// Kafka.
+    pub fn active_producers(&self) -> Vec<crate::replica::producer_state::ActiveProducer> {
+        self.lock().producers.active_producers()
+    }
+
     /// Whether producer `producer_id` may still write at `epoch` here: INVALID_PRODUCER_EPOCH
     /// if the partition has seen a newer epoch of it.
     pub fn check_producer_epoch(&self, producer_id: i64, epoch: i16) -> Result<(), BrokerError> {
@@ -1351,6 +1357,10 @@ impl strata_log::cleaner::CleanableLog for Partition {
 
     fn producer_last_offsets(&self) -> std::collections::HashMap<i64, i64> {
         self.lock().producers.last_offsets()
+    }
+
+    fn last_stable_offset(&self) -> i64 {
+        Partition::last_stable_offset(self)
     }
 }
 

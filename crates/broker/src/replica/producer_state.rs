@@ -97,6 +97,17 @@ pub struct ProducerStateTable {
     next_guard: u64,
 }
 
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
+    pub coordinator_epoch: i32,
+    pub txn_start_offset: i64,
+}
+
 /// What the leader knows of a transactional client batch's verification (KIP-890 part 1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verification {
@@ -177,6 +188,26 @@ impl ProducerStateTable {
             }
             _ => Ok(()),
         }
+    }
+
+    /// Every producer this partition remembers (DescribeProducers, KIP-664), by producer id:
+    /// epoch, last sequence (-1 for none), last batch timestamp, coordinator epoch of its last
+    /// marker, and where its open transaction starts (-1 for none).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(pid, e)| ActiveProducer {
+                producer_id: *pid,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                txn_start_offset: e.txn_first_offset.unwrap_or(-1),
+            })
+            .collect();
+        out.sort_by_key(|p| p.producer_id);
+        out
     }
 
     /// Whether `producer_id` has a transaction open in this partition.

@@ -28,13 +28,22 @@
 //! A record is kept when it is the latest of its key in the map, or lies above what the map
 //! covers; records without a key go. A tombstone (null value) is kept until the delete horizon
 //! of its batch passes: the first cleaning that keeps it sets the horizon to
-//! `now + delete.retention.ms` in the batch (KIP-534). Control batches and transactional
-//! batches are copied untouched (the seam for transactions: aborted records and old markers
-//! will be removed there). A batch left without records is dropped, except the last batch of
-//! an idempotent producer, kept empty so that the producer's sequence survives a restart.
-//! Offsets never change; what goes leaves gaps.
+//! `now + delete.retention.ms` in the batch (KIP-534).
+//!
+//! Transactions (Kafka's `CleanedTransactionMetadata`): nothing at or above the log's last
+//! stable offset is cleaned. Records of aborted transactions are removed and never enter the
+//! offset map (so they never shadow older committed values); committed transactional records
+//! are compacted like any others. A transaction marker may go once no record of its
+//! transaction is left in the segments the cleaning rewrites: it is first kept with a delete
+//! horizon of `now + delete.retention.ms`, then removed by a cleaning after it. The `.txnindex`
+//! entries of the rewritten segments are kept (an entry whose records are gone covers
+//! nothing).
+//!
+//! A batch left without records is dropped, except the last batch of an idempotent producer,
+//! kept empty so that the producer's sequence survives a restart. Offsets never change; what
+//! goes leaves gaps.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -179,6 +188,71 @@ pub struct CleanPlan {
     first_dirty: i64,
     first_uncleanable: i64,
     producer_last: HashMap<i64, i64>,
+    /// Aborted transactions with records in the cleanable range, by first offset.
+    aborted: Vec<AbortedTxn>,
+}
+
+/// Which transactions the batches walked so far belong to (Kafka's
+/// `CleanedTransactionMetadata`), for one walk over batches in offset order starting at
+/// `from`: the aborted transactions whose marker is at or after `from` are known up front.
+struct TxnWalk {
+    /// Aborted transactions not yet reached, by first offset.
+    upcoming: VecDeque<AbortedTxn>,
+    /// Producers inside an aborted transaction: whether a batch of it was seen.
+    aborted: HashMap<i64, bool>,
+    /// Producers inside a committed (or not aborted) transaction whose batch was seen.
+    committed: HashSet<i64>,
+}
+
+impl TxnWalk {
+    fn new(all: &[AbortedTxn], from: i64) -> Self {
+        let mut upcoming: Vec<AbortedTxn> = all.iter().copied().filter(|t| t.last_offset >= from).collect();
+        upcoming.sort_by_key(|t| t.first_offset);
+        TxnWalk { upcoming: upcoming.into(), aborted: HashMap::new(), committed: HashSet::new() }
+    }
+
+    fn reach(&mut self, offset: i64) {
+        while self.upcoming.front().is_some_and(|t| t.first_offset <= offset) {
+            if let Some(t) = self.upcoming.pop_front() {
+                self.aborted.entry(t.producer_id).or_insert(false);
+            }
+        }
+    }
+
+    /// A data batch: whether it belongs to an aborted transaction.
+    fn data(&mut self, h: &BatchHeader) -> bool {
+        self.reach(h.last_offset());
+        if !h.is_transactional() {
+            return false;
+        }
+        match self.aborted.get_mut(&h.producer_id) {
+            Some(seen) => {
+                *seen = true;
+                true
+            }
+            None => {
+                self.committed.insert(h.producer_id);
+                false
+            }
+        }
+    }
+
+    /// A marker (`commit`: its type, `None` for a control batch without a record): whether no
+    /// record of its transaction was seen in this walk, so the marker may go.
+    fn marker(&mut self, h: &BatchHeader, commit: Option<bool>) -> bool {
+        self.reach(h.last_offset());
+        match commit {
+            Some(false) => self.aborted.remove(&h.producer_id) != Some(true),
+            Some(true) => !self.committed.remove(&h.producer_id),
+            None => true,
+        }
+    }
+}
+
+/// The type of the marker in control batch `bytes` (`Some(true)` commit), `None` if it holds
+/// no (readable) marker.
+fn marker_type(bytes: &[u8]) -> Option<bool> {
+    strata_protocol::records::control::parse_marker(bytes).ok().map(|m| m.commit)
 }
 
 /// A segment written by [`CleanPlan::clean_group`], to be swapped in by
@@ -261,9 +335,10 @@ impl Log {
         checkpoint: Option<i64>,
         now_ms: i64,
         producer_last: HashMap<i64, i64>,
+        stable_offset: i64,
         map: &mut OffsetMap,
     ) -> Result<Option<i64>, LogError> {
-        let Some(plan) = self.clean_plan(checkpoint, now_ms, producer_last)? else { return Ok(None) };
+        let Some(plan) = self.clean_plan(checkpoint, now_ms, producer_last, stable_offset)? else { return Ok(None) };
         let end = plan.build_offset_map(map, &mut |_| true)?;
         for group in plan.groups(end) {
             let cleaned = plan.clean_group(group, map, now_ms, &mut |_| true)?;
@@ -300,19 +375,23 @@ impl Log {
     /// Step 1 (under the log's lock): what a cleaning of this log would work on, or `None`
     /// when nothing is cleanable. `producer_last` gives, for each idempotent producer id, the
     /// last offset of its last batch (the owner's producer state), whose batch is kept even
-    /// when cleaning empties it.
+    /// when cleaning empties it. `stable_offset`: the owner's last stable offset (at most its
+    /// high watermark); no segment holding it or anything above is cleaned, as in Kafka: what
+    /// may still be truncated, or belongs to an undecided transaction, stays as it is.
     pub fn clean_plan(
         &self,
         checkpoint: Option<i64>,
         now_ms: i64,
         producer_last: HashMap<i64, i64>,
+        stable_offset: i64,
     ) -> Result<Option<CleanPlan>, LogError> {
         if !self.config.cleanup_compact {
             return Ok(None);
         }
         self.ensure_online()?;
         let first_dirty = self.first_dirty(checkpoint);
-        let first_uncleanable = self.first_uncleanable(first_dirty, now_ms);
+        let stable_segment = self.segments.range(..=stable_offset).next_back().map_or(i64::MIN, |(b, _)| *b);
+        let first_uncleanable = self.first_uncleanable(first_dirty, now_ms).min(stable_segment);
         if first_dirty >= first_uncleanable {
             return Ok(None);
         }
@@ -333,6 +412,8 @@ impl Log {
                 aborted: seg.aborted_txns().to_vec(),
             });
         }
+        let from = segments.first().map_or(first_dirty, |s| s.base);
+        let aborted = self.collect_aborted_txns(from, first_uncleanable);
         Ok(Some(CleanPlan {
             dir: self.dir.clone(),
             storage: self.storage.clone(),
@@ -341,6 +422,7 @@ impl Log {
             first_dirty,
             first_uncleanable,
             producer_last,
+            aborted,
         }))
     }
 
@@ -477,12 +559,6 @@ pub(crate) fn recover_swaps(storage: &dyn Storage, dir: &Path) -> Result<(), Log
     Ok(())
 }
 
-/// Whether the cleaner may look inside `h` (control and transactional batches are left as
-/// they are).
-fn filterable(h: &BatchHeader) -> bool {
-    !h.is_control() && !h.is_transactional()
-}
-
 impl CleanPlan {
     /// Where the dirty section starts.
     pub fn first_dirty(&self) -> i64 {
@@ -507,16 +583,25 @@ impl CleanPlan {
     pub fn build_offset_map(&self, map: &mut OffsetMap, io: &mut dyn FnMut(u64) -> bool) -> Result<i64, LogError> {
         map.clear();
         let mut end = self.first_dirty;
-        for seg in self.segments.iter().filter(|s| s.next_base > self.first_dirty) {
+        let dirty = self.segments.iter().filter(|s| s.next_base > self.first_dirty);
+        let mut txns = TxnWalk::new(&self.aborted, dirty.clone().next().map_or(self.first_dirty, |s| s.base));
+        for seg in dirty {
             let mut reader = BatchReader::new(seg);
             while let Some((h, range)) = reader.next_batch()? {
                 if !io(range.len() as u64) {
                     return Err(LogError::CleaningAborted);
                 }
+                // Aborted records never enter the map: they must not shadow committed ones.
+                let aborted = if h.is_control() {
+                    txns.marker(&h, marker_type(reader.bytes(range.clone())));
+                    true
+                } else {
+                    txns.data(&h)
+                };
                 if h.last_offset() < self.first_dirty {
                     continue;
                 }
-                if filterable(&h) {
+                if !aborted {
                     if !map.has_room_for(h.records_count.max(0) as usize) {
                         if map.is_empty() {
                             return Err(LogError::InvalidArgument(format!(
@@ -605,6 +690,7 @@ impl CleanPlan {
             records_kept: 0,
         };
         let mut out = Segment::create_with_suffix(&self.storage, &self.dir, first.base, &self.config, CLEANED_SUFFIX)?;
+        let mut txns = TxnWalk::new(&self.aborted, first.base);
         let written = (|| -> Result<(), LogError> {
             for (i, seg) in segs.iter().enumerate() {
                 let mut reader = BatchReader::new(seg);
@@ -614,10 +700,13 @@ impl CleanPlan {
                     }
                     let group_last = i + 1 == segs.len() && reader.at_end();
                     let bytes = reader.bytes(range);
-                    let kept = if filterable(&h) {
-                        self.filter_batch(&h, bytes, map, map_end, now_ms, &seg.path, group_last, &mut cleaned)?
+                    let kept = if h.is_control() {
+                        let alone = txns.marker(&h, marker_type(bytes));
+                        self.filter_marker(&h, bytes, alone, now_ms, &seg.path, group_last)?
                     } else {
-                        Some(std::borrow::Cow::Borrowed(bytes))
+                        let drop_all = txns.data(&h);
+                        let view = Filter { map, map_end, now_ms, drop_all };
+                        self.filter_batch(&h, bytes, &view, &seg.path, group_last, &mut cleaned)?
                     };
                     if let Some(b) = kept {
                         out.append(&b, now_ms, &self.config).map_err(append_error)?;
@@ -627,8 +716,8 @@ impl CleanPlan {
                     }
                 }
             }
-            // Markers and transactional batches are copied as they are, so every aborted
-            // transaction of the group still is.
+            // Every aborted transaction of the group keeps its entry (one whose records are
+            // gone covers nothing).
             for txn in segs.iter().flat_map(|s| &s.aborted) {
                 out.append_aborted_txn(*txn)?;
             }
@@ -650,18 +739,16 @@ impl CleanPlan {
 
     /// The batch with only the records to keep; `None` to drop it whole. `group_last`: the last
     /// batch of the group, kept even when emptied.
-    #[allow(clippy::too_many_arguments)]
     fn filter_batch<'a>(
         &self,
         h: &BatchHeader,
         bytes: &'a [u8],
-        map: &OffsetMap,
-        map_end: i64,
-        now_ms: i64,
+        f: &Filter<'_>,
         path: &Path,
         group_last: bool,
         stats: &mut CleanedSegment,
     ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, LogError> {
+        let (map, map_end, now_ms) = (f.map, f.map_end, f.now_ms);
         let Some(section) = section_of(bytes, path)? else {
             return Ok(Some(std::borrow::Cow::Borrowed(bytes)));
         };
@@ -674,6 +761,9 @@ impl CleanPlan {
             .copied()
             .filter(|r| {
                 let offset = r.offset(h.base_offset);
+                if f.drop_all {
+                    return false;
+                }
                 let Some(key) = r.key else { return false };
                 // Past what the map covers, nothing is known of later records of the key: keep
                 // as it is, tombstones too (dropping one whose older values the map has not
@@ -707,6 +797,57 @@ impl CleanPlan {
                 LogError::InvalidArgument(format!("cannot rewrite a batch at offset {}: {e}", h.base_offset))
             })?;
         Ok(Some(std::borrow::Cow::Owned(rebuilt)))
+    }
+}
+
+/// What decides which records of a data batch stay.
+struct Filter<'a> {
+    map: &'a OffsetMap,
+    map_end: i64,
+    now_ms: i64,
+    /// The batch belongs to an aborted transaction: none of its records stay.
+    drop_all: bool,
+}
+
+impl CleanPlan {
+    /// A transaction marker: kept as it is while records of its transaction are left (`alone`
+    /// false); once they are gone, kept with a delete horizon the first time, removed after
+    /// it (unless it is the group's last batch, which always stays, emptied).
+    fn filter_marker<'a>(
+        &self,
+        h: &BatchHeader,
+        bytes: &'a [u8],
+        alone: bool,
+        now_ms: i64,
+        path: &Path,
+        group_last: bool,
+    ) -> Result<Option<std::borrow::Cow<'a, [u8]>>, LogError> {
+        if !alone {
+            return Ok(Some(std::borrow::Cow::Borrowed(bytes)));
+        }
+        let rebuild = |kept: &[strata_protocol::records::filter::RawRecord<'_>], horizon: Option<i64>| {
+            rebuild_batch(h, kept, horizon, CompressionLevels::default(), usize::MAX >> 1).map_err(|e| {
+                LogError::InvalidArgument(format!("cannot rewrite a marker at offset {}: {e}", h.base_offset))
+            })
+        };
+        match delete_horizon(h) {
+            Some(at) if now_ms >= at => {
+                if group_last {
+                    Ok(Some(std::borrow::Cow::Owned(rebuild(&[], Some(at))?)))
+                } else {
+                    Ok(None)
+                }
+            }
+            Some(_) => Ok(Some(std::borrow::Cow::Borrowed(bytes))),
+            None => {
+                let Some(section) = section_of(bytes, path)? else {
+                    return Ok(Some(std::borrow::Cow::Borrowed(bytes)));
+                };
+                let records = parse_records(&section, h.records_count).map_err(|e| corrupt(path, &e))?;
+                let horizon = now_ms.saturating_add(self.config.delete_retention_ms);
+                Ok(Some(std::borrow::Cow::Owned(rebuild(&records, Some(horizon))?)))
+            }
+        }
     }
 }
 

@@ -57,6 +57,9 @@ pub trait CleanableLog: Send + Sync {
     fn with_log(&self, f: &mut dyn FnMut(&mut Log)) -> bool;
     /// For each idempotent producer id, the last offset of its last batch.
     fn producer_last_offsets(&self) -> HashMap<i64, i64>;
+    /// The log's last stable offset (at most its high watermark): the cleaner stays below the
+    /// segment holding it.
+    fn last_stable_offset(&self) -> i64;
 }
 
 /// Where the cleaner finds the logs (all of them; it checks each one's `cleanup.policy`).
@@ -392,10 +395,12 @@ struct Done {
 
 fn clean_inner(shared: &Shared, c: &Candidate, map: &mut OffsetMap) -> Result<Option<Done>, LogError> {
     let producer_last = c.log.producer_last_offsets();
+    let stable_offset = c.log.last_stable_offset();
     let now = wall_clock_ms();
     let mut plan = Ok(None);
-    let open =
-        c.log.with_log(&mut |l: &mut Log| plan = l.clean_plan(Some(c.stats.first_dirty), now, producer_last.clone()));
+    let open = c.log.with_log(&mut |l: &mut Log| {
+        plan = l.clean_plan(Some(c.stats.first_dirty), now, producer_last.clone(), stable_offset)
+    });
     let Some(plan) = plan? else { return Ok(None) };
     if !open {
         return Ok(None);

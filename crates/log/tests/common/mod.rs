@@ -213,6 +213,9 @@ impl strata_log::cleaner::CleanableLog for OwnedLog {
     fn producer_last_offsets(&self) -> std::collections::HashMap<i64, i64> {
         std::collections::HashMap::new()
     }
+    fn last_stable_offset(&self) -> i64 {
+        self.high_watermark.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 impl strata_log::maintenance::ManagedLog for OwnedLog {
