@@ -6,6 +6,8 @@
 #   scripts/bench.sh matrix           only the record size x partitions x acks matrix
 #   scripts/bench.sh goals            only the issue #5 goal runs (rdkafka_performance vs the
 #                                     mock cluster, latency at half of peak, CPU/GB, restart)
+#   scripts/bench.sh transactions     transactional produce (transactions of 100 and 10,000
+#                                     records) next to idempotent produce (issue #15)
 #
 # Builds the release broker, the load generator (benches/loadgen, librdkafka via the rdkafka
 # crate) and librdkafka's own rdkafka_performance from the same librdkafka source, then starts
@@ -229,13 +231,30 @@ goals() {
     stop_broker
 }
 
+# Transactional produce next to idempotent produce, acks=all, 1 KiB, 8 partitions: the same
+# producers, the same broker run, rounds interleaved so that the machine's drift hits each alike.
+transactions() {
+    start_broker
+    local round
+    for round in 1 2 3; do
+        run_loadgen "txn round $round: idempotent" --topic "idem-$round" --partitions 8 --record-size 1024 \
+            --records 1000000 --acks all --consumers 0 -X enable.idempotence=true
+        run_loadgen "txn round $round: transactions of 10,000 records" --topic "txn10k-$round" --partitions 8 \
+            --record-size 1024 --records 1000000 --acks all --consumers 0 --transaction-records 10000
+        run_loadgen "txn round $round: transactions of 100 records" --topic "txn100-$round" --partitions 8 \
+            --record-size 1024 --records 200000 --acks all --consumers 0 --transaction-records 100
+    done
+    stop_broker
+}
+
 build
 machine
 warm_memory
 case $section in
-    all) ceilings; matrix; goals ;;
+    all) ceilings; matrix; goals; transactions ;;
+    transactions) transactions ;;
     ceilings) ceilings ;;
     matrix) matrix ;;
     goals) goals ;;
-    *) echo "usage: $0 [all|ceilings|matrix|goals]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|ceilings|matrix|goals|transactions]" >&2; exit 2 ;;
 esac

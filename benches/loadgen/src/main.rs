@@ -72,6 +72,10 @@ struct Args {
     /// Extra librdkafka properties for every client, as key=value (repeatable).
     #[arg(short = 'X', value_name = "KEY=VALUE")]
     extra: Vec<String>,
+    /// Transactional produce: every producer commits a transaction every this many records
+    /// (its own transactional.id; 0: no transactions).
+    #[arg(long, default_value_t = 0)]
+    transaction_records: u64,
     /// Also print the results as one JSON object.
     #[arg(long)]
     json: bool,
@@ -289,7 +293,11 @@ fn produce_phase(args: &Args, bootstrap: &str) -> Result<Produced, Fail> {
     for i in 0..args.producers {
         let n = args.records / u64::from(args.producers)
             + u64::from(u64::from(i) < args.records % u64::from(args.producers));
-        let config = producer_config(args, bootstrap)?;
+        let mut config = producer_config(args, bootstrap)?;
+        let txn_every = args.transaction_records;
+        if txn_every > 0 {
+            config.set("transactional.id", format!("loadgen-{}-{i}", std::process::id()));
+        }
         let topic = args.topic.clone();
         let size = args.record_size;
         handles.push(thread::spawn(move || -> Result<Arc<DeliveryStats>, String> {
@@ -304,8 +312,17 @@ fn produce_phase(args: &Args, bootstrap: &str) -> Result<Produced, Fail> {
             let producer: BaseProducer<Deliveries> =
                 config.create_with_context(Deliveries(stats.clone())).map_err(|e| e.to_string())?;
             let payload = pseudo_random_bytes(size, u64::from(i) + 1);
+            let txn_timeout = Duration::from_secs(60);
+            if txn_every > 0 {
+                producer.init_transactions(txn_timeout).map_err(|e| e.to_string())?;
+                producer.begin_transaction().map_err(|e| e.to_string())?;
+            }
             let start = Instant::now();
             for k in 0..n {
+                if txn_every > 0 && k > 0 && k % txn_every == 0 {
+                    producer.commit_transaction(txn_timeout).map_err(|e| e.to_string())?;
+                    producer.begin_transaction().map_err(|e| e.to_string())?;
+                }
                 if per_rate > 0.0 {
                     // Pace in bursts: wait only when at least PACING_SLACK ahead of schedule (as
                     // Kafka's ProducerPerformance throttler does), not before every record;
@@ -323,6 +340,9 @@ fn produce_phase(args: &Args, bootstrap: &str) -> Result<Produced, Fail> {
                 if k % 64 == 0 {
                     producer.poll(Duration::ZERO);
                 }
+            }
+            if txn_every > 0 {
+                producer.commit_transaction(Duration::from_secs(300)).map_err(|e| e.to_string())?;
             }
             producer.flush(Duration::from_secs(300)).map_err(|e| e.to_string())?;
             Ok(stats)
@@ -585,7 +605,7 @@ impl Report {
         let bytes = p.records as f64 * a.record_size as f64;
         let target = if a.mock { "librdkafka mock cluster".to_owned() } else { a.bootstrap_servers.clone() };
         println!(
-            "workload: {} records x {} B, {} partitions, {} producer(s), acks={}, linger.ms={}, batch.size={}, compression={}, rate={} -> {}",
+            "workload: {} records x {} B, {} partitions, {} producer(s), acks={}, linger.ms={}, batch.size={}, compression={}, rate={}{} -> {}",
             a.records,
             a.record_size,
             a.partitions,
@@ -595,6 +615,11 @@ impl Report {
             a.batch_size,
             a.compression,
             if a.rate > 0.0 { format!("{}/s", a.rate) } else { "max".to_owned() },
+            if a.transaction_records > 0 {
+                format!(", transactions of {} records", a.transaction_records)
+            } else {
+                String::new()
+            },
             target
         );
         let h = &p.latency_us;

@@ -585,15 +585,12 @@ pub async fn txn_offset_commit(
         }
         let enabled = broker.config.get("transaction.partition.verification.enable").is_none_or(|v| v.trim() == "true");
         if enabled {
-            verification = Verification::Unverified;
-            if let Ok(Some(guard)) = partition.prepare_verification(producer.0) {
-                let offsets = [(crate::groups::OFFSETS_TOPIC.to_string(), index as i32)];
-                let add = version >= 5;
-                let result = broker.txn.verify(&r.transactional_id, producer.0, producer.1, &offsets, add).await;
-                match result.into_iter().next().unwrap_or(Err(ResponseError::NetworkException)) {
-                    Ok(()) => verification = Verification::Verified(guard),
-                    Err(e) => return failed(txn_offset_verification_error(e, version)),
-                }
+            let target = [(partition, crate::groups::OFFSETS_TOPIC.to_string(), index as i32)];
+            let add = version >= 5;
+            let result = broker.txn.verify(&r.transactional_id, producer.0, producer.1, &target, add).await;
+            match result.into_iter().next().unwrap_or(Err(ResponseError::NetworkException)) {
+                Ok(v) => verification = v,
+                Err(e) => return failed(txn_offset_verification_error(e, version)),
             }
         }
     }

@@ -167,7 +167,8 @@ async fn verify(
     checked: &mut [Result<AppendEntry, BrokerError>],
 ) {
     let mut producer: Option<(i64, i16)> = None;
-    let mut pending: Vec<(usize, u64)> = Vec::new();
+    let mut targets = Vec::new();
+    let mut positions = Vec::new();
     for (i, c) in checked.iter_mut().enumerate() {
         let Ok(entry) = c else { continue };
         let Ok(header) = BatchHeader::parse(&entry.records) else { continue };
@@ -185,24 +186,21 @@ async fn verify(
         producer = Some(this);
         // Not the leader: the append answers that.
         entry.verification = Verification::Unverified;
-        if let Ok(Ok(Some(guard))) =
-            broker.replicas.get(&entry.topic, entry.index).map(|p| p.prepare_verification(this.0))
-        {
-            pending.push((i, guard));
+        if let Ok(partition) = broker.replicas.get(&entry.topic, entry.index) {
+            targets.push((partition, entry.topic.clone(), entry.index));
+            positions.push(i);
         }
     }
     let Some((pid, epoch)) = producer else { return };
-    if pending.is_empty() {
+    if targets.is_empty() {
         return;
     }
-    let partitions: Vec<(String, i32)> =
-        pending.iter().filter_map(|(i, _)| checked[*i].as_ref().ok().map(|e| (e.topic.clone(), e.index))).collect();
-    let results = broker.txn.verify(transactional_id, pid, epoch, &partitions, version >= 12).await;
-    for ((i, guard), result) in pending.into_iter().zip(results) {
+    let results = broker.txn.verify(transactional_id, pid, epoch, &targets, version >= 12).await;
+    for (i, result) in positions.into_iter().zip(results) {
         match result {
-            Ok(()) => {
+            Ok(verification) => {
                 if let Ok(entry) = &mut checked[i] {
-                    entry.verification = Verification::Verified(guard);
+                    entry.verification = verification;
                 }
             }
             Err(e) => checked[i] = Err(verification_error(e, version)),

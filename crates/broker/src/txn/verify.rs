@@ -21,6 +21,7 @@ use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::ResponseError;
 
 use super::{TxnCoordinator, TRANSACTION_STATE_TOPIC};
+use crate::replica::{Partition, Verification};
 
 /// Under transactions V2 the previous transaction's markers are usually still being written
 /// when the producer starts the next one: the add is retried this often (Kafka's
@@ -38,22 +39,51 @@ impl TxnCoordinator {
     /// partition not in the transaction, PRODUCER_FENCED, INVALID_PRODUCER_ID_MAPPING,
     /// CONCURRENT_TRANSACTIONS, NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS,
     /// COORDINATOR_NOT_AVAILABLE, NETWORK_EXCEPTION (the coordinator did not answer).
+    ///
+    /// Each partition first gets its verification guard
+    /// ([`crate::replica::Partition::prepare_verification`]); one whose producer already has a
+    /// transaction open there needs none (`Ok(Verification::Unverified)`). Under transactions
+    /// V2 a CONCURRENT_TRANSACTIONS answer (the previous transaction's markers are still being
+    /// written) is retried for a moment with fresh guards: the marker that lands meanwhile
+    /// drops the old guard, and rightly so.
     pub async fn verify(
         self: &Arc<Self>,
         transactional_id: &str,
         producer_id: i64,
         producer_epoch: i16,
-        partitions: &[(String, i32)],
+        partitions: &[(Arc<Partition>, String, i32)],
         add: bool,
-    ) -> Vec<Result<(), ResponseError>> {
+    ) -> Vec<Result<Verification, ResponseError>> {
         let started = tokio::time::Instant::now();
         loop {
-            let results = self.verify_once(transactional_id, producer_id, producer_epoch, partitions, add).await;
-            let concurrent = results.contains(&Err(ResponseError::ConcurrentTransactions));
-            if !(add && concurrent && started.elapsed() < ADD_RETRY_FOR) {
-                return results;
+            let mut out: Vec<Result<Verification, ResponseError>> = Vec::with_capacity(partitions.len());
+            let mut asked: Vec<(usize, u64)> = Vec::new();
+            for (i, (partition, _, _)) in partitions.iter().enumerate() {
+                match partition.prepare_verification(producer_id) {
+                    Ok(Some(guard)) => {
+                        asked.push((i, guard));
+                        out.push(Ok(Verification::Unverified));
+                    }
+                    // A transaction is open here: nothing to verify. Not the leader: the
+                    // append answers that.
+                    Ok(None) | Err(_) => out.push(Ok(Verification::Unverified)),
+                }
             }
-            tokio::time::sleep(ADD_RETRY_BACKOFF).await;
+            if asked.is_empty() {
+                return out;
+            }
+            let names: Vec<(String, i32)> =
+                asked.iter().map(|(i, _)| (partitions[*i].1.clone(), partitions[*i].2)).collect();
+            let results = self.verify_once(transactional_id, producer_id, producer_epoch, &names, add).await;
+            let concurrent = results.contains(&Err(ResponseError::ConcurrentTransactions));
+            if add && concurrent && started.elapsed() < ADD_RETRY_FOR {
+                tokio::time::sleep(ADD_RETRY_BACKOFF).await;
+                continue;
+            }
+            for ((i, guard), r) in asked.into_iter().zip(results) {
+                out[i] = r.map(|()| Verification::Verified(guard));
+            }
+            return out;
         }
     }
 
