@@ -633,4 +633,59 @@ fn aborted_records_and_old_markers_go_committed_ones_compact() {
     log.clean_now(None, now + RETENTION, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
     assert_eq!(markers(&log), vec![(6, None)]);
     assert_eq!(values(&log).len(), 3);
+    assert!(log.collect_aborted_txns(0, 8).is_empty(), "the removed abort marker took its entry along");
+
+    // The producer that aborted then commits: its committed record is not taken for aborted by
+    // any later cleaning.
+    let committed_at = txn_batch(&mut log, 7, 1, "m", "committed-after-abort"); // 8
+    marker(&mut log, 7, true); // 9
+    log.roll(now).unwrap();
+    append(&mut log, &[("tail2".into(), Some("t".into()))], Compression::None, now); // 10, active
+    for later in [2, 3, 4] {
+        let at = now + later * RETENTION;
+        log.clean_now(None, at, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+        assert!(
+            values(&log).contains(&(committed_at, "m".into(), "committed-after-abort".into())),
+            "cleaning at +{later} horizons dropped a committed record"
+        );
+    }
+}
+
+/// A transaction's records in one group of segments and its marker in the next: the marker
+/// stays while the records do (one walk over every group of a cleaning, as Kafka's).
+#[test]
+fn a_marker_stays_while_its_records_stay_in_an_earlier_group() {
+    use strata_protocol::records::control::{encode_marker, EndTxnMarker};
+    let now = 1_000_000;
+    let storage = MemStorage::new();
+    // Segments of about one batch each, so that each is a group of its own.
+    let mut log = Log::open_with_storage(Arc::new(storage), Path::new("/t-0"), config(120), now).unwrap();
+    let mut b =
+        encode_key_values([(Some(Bytes::from("k")), Some(Bytes::from("v")))], now, Compression::None).unwrap().to_vec();
+    let mut h = BatchHeader::parse(&b).unwrap();
+    (h.producer_id, h.producer_epoch, h.base_sequence) = (9, 0, 0);
+    h.attributes |= 1 << 4;
+    b[..61].copy_from_slice(&h.to_bytes());
+    let crc = strata_protocol::batch::compute_crc(&b);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    log.append(&mut b, now).unwrap(); // 0: the transaction's record
+    log.roll(now).unwrap();
+    log.append_batch(&encode_marker(9, 0, EndTxnMarker { commit: true, coordinator_epoch: 0 }, now), now).unwrap(); // 1
+    log.roll(now).unwrap();
+    append(&mut log, &[("tail".into(), Some("t".into()))], Compression::None, now); // 2, active
+    for later in [0, 2, 4] {
+        let at = now + later * RETENTION;
+        log.clean_now(None, at, HashMap::new(), i64::MAX, &mut OffsetMap::with_buffer(1 << 16)).unwrap();
+    }
+    // Reads go one segment at a time.
+    let mut kinds: Vec<(i64, bool)> = Vec::new();
+    let mut offset = 0;
+    while offset < log.log_end_offset() {
+        let r = log.read(offset, 1 << 20, i64::MAX).unwrap();
+        let batches: Vec<BatchHeader> = BatchIter::new(&r.records).map(|b| b.unwrap().0).collect();
+        let Some(last) = batches.last() else { break };
+        offset = last.last_offset() + 1;
+        kinds.extend(batches.iter().map(|h| (h.base_offset, h.is_control())));
+    }
+    assert_eq!(kinds, vec![(0, false), (1, true), (2, false)], "the commit marker must stay with its record");
 }

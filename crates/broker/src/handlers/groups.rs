@@ -584,7 +584,8 @@ pub async fn txn_offset_commit(
             return failed(e.code());
         }
         let enabled = broker.config.get("transaction.partition.verification.enable").is_none_or(|v| v.trim() == "true");
-        if enabled {
+        // v5 (transactions V2) adds the partition this way: never skipped.
+        if enabled || version >= 5 {
             let target = [(partition, crate::groups::OFFSETS_TOPIC.to_string(), index as i32)];
             let add = version >= 5;
             let result = broker.txn.verify(&r.transactional_id, producer.0, producer.1, &target, add).await;

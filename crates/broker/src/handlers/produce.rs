@@ -77,7 +77,10 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         topics.push((topic.name, topic.topic_id, name, indexes));
     }
     if let Some(id) = request.transactional_id.as_ref() {
-        if broker.config.get("transaction.partition.verification.enable").is_none_or(|v| v.trim() == "true") {
+        // From v12 (transactions V2) this is how the partition joins the transaction: never
+        // skipped. Below, the config may turn the check off.
+        let enabled = broker.config.get("transaction.partition.verification.enable").is_none_or(|v| v.trim() == "true");
+        if enabled || version >= 12 {
             verify(broker, &id.0, version, &mut checked).await;
         }
     }

@@ -756,15 +756,15 @@ impl Partition {
         self.append_from(records, now_ms, Origin::Client(verification))
     }
 
-    /// Before a transactional producer's batch is verified with its coordinator: `None` when
-    /// the producer already has a transaction open here (nothing to verify), else a new
-    /// verification guard. NOT_LEADER_OR_FOLLOWER on a follower.
-    pub fn prepare_verification(&self, producer_id: i64) -> Result<Option<u64>, BrokerError> {
+    /// Before a transactional producer's batch at `epoch` is verified with its coordinator:
+    /// `None` when the producer already has a transaction open here at that epoch (nothing to
+    /// verify), else a verification guard. NOT_LEADER_OR_FOLLOWER on a follower.
+    pub fn prepare_verification(&self, producer_id: i64, epoch: i16) -> Result<Option<u64>, BrokerError> {
         let mut st = self.lock();
         if self.replication().role() == Role::Follower {
             return Err(BrokerError::NotLeaderOrFollower(format!("{}-{}", self.topic, self.index)));
         }
-        if st.producers.has_open_txn(producer_id) {
+        if st.producers.has_open_txn(producer_id, epoch) {
             return Ok(None);
         }
         Ok(Some(st.producers.new_guard(producer_id)))
@@ -1696,8 +1696,8 @@ mod tests {
         let not_added = |r: Result<AppendResult, BrokerError>| matches!(r, Err(BrokerError::InvalidTxnState(_)));
         // Never verified, or verified under another guard: refused.
         assert!(not_added(p.append_verified(&batch_of(true, 7, 0, 0, 1, now()), now(), Verification::Unverified)));
-        let guard = p.prepare_verification(7).unwrap().unwrap();
-        assert_eq!(p.prepare_verification(7).unwrap(), Some(guard), "concurrent requests share the guard");
+        let guard = p.prepare_verification(7, 0).unwrap().unwrap();
+        assert_eq!(p.prepare_verification(7, 0).unwrap(), Some(guard), "concurrent requests share the guard");
         assert!(not_added(p.append_verified(
             &batch_of(true, 7, 0, 0, 1, now()),
             now(),
@@ -1705,17 +1705,23 @@ mod tests {
         )));
         // Verified: it opens the transaction, and the producer's next batches need no guard.
         p.append_verified(&batch_of(true, 7, 0, 0, 1, now()), now(), Verification::Verified(guard)).unwrap(); // 0
-        assert_eq!(p.prepare_verification(7).unwrap(), None, "a transaction is open: nothing to verify");
+        assert_eq!(p.prepare_verification(7, 0).unwrap(), None, "a transaction is open: nothing to verify");
         p.append_verified(&batch_of(true, 7, 0, 1, 1, now()), now(), Verification::Unverified).unwrap(); // 1
         p.append_txn_marker(7, 0, abort, now()).unwrap(); // 2
                                                           // A verification that raced the marker does not count: the guard went with it.
-        let stale = p.prepare_verification(7).unwrap().unwrap();
+        let stale = p.prepare_verification(7, 0).unwrap().unwrap();
         p.append_txn_marker(7, 0, abort, now()).unwrap(); // 3
         assert!(not_added(p.append_verified(&batch_of(true, 7, 0, 2, 1, now()), now(), Verification::Verified(stale))));
         assert_eq!(p.log_end_offset(), 4, "no refused batch was appended");
         assert_eq!(p.last_stable_offset(), p.high_watermark(), "no transaction is left hanging");
         // With verification off (the broker config), the batch opens a transaction as before.
-        p.append_verified(&batch_of(true, 7, 0, 2, 1, now()), now(), Verification::Off).unwrap();
+        p.append_verified(&batch_of(true, 7, 0, 2, 1, now()), now(), Verification::Off).unwrap(); // 4
+                                                                                                  // Transactions V2: the next transaction's first batch (a bumped epoch) arrives before
+                                                                                                  // the marker of the open one. It is not part of that transaction: it needs its own
+                                                                                                  // verification, and cannot slip into the open one.
+        assert!(not_added(p.append_verified(&batch_of(true, 7, 1, 0, 1, now()), now(), Verification::Unverified)));
+        assert!(p.prepare_verification(7, 1).unwrap().is_some(), "a newer epoch is verified");
+        assert_eq!(p.prepare_verification(7, 0).unwrap(), None);
     }
 
     #[test]

@@ -162,15 +162,30 @@ impl ProducerStateTable {
             {
                 return Ok(SequenceCheck::Duplicate(*dup));
             }
-            if let Some(prev) = entry.batches.back() {
-                let expected = next_seq(prev.last_seq);
-                if header.base_sequence != expected {
+            match entry.batches.back() {
+                Some(prev) => {
+                    let expected = next_seq(prev.last_seq);
+                    if header.base_sequence != expected {
+                        return Err(BrokerError::OutOfOrderSequence {
+                            producer_id: pid,
+                            expected,
+                            got: header.base_sequence,
+                        });
+                    }
+                }
+                // The epoch came with a marker (transactions V2 bump it at every commit and
+                // abort): the producer's first batch at it starts at sequence 0, as in Kafka.
+                None if header.base_sequence != 0
+                    && entry.txn_first_offset.is_none()
+                    && entry.coordinator_epoch >= 0 =>
+                {
                     return Err(BrokerError::OutOfOrderSequence {
                         producer_id: pid,
-                        expected,
+                        expected: 0,
                         got: header.base_sequence,
                     });
                 }
+                None => {}
             }
         } else if header.base_sequence != 0 {
             return Err(BrokerError::OutOfOrderSequence { producer_id: pid, expected: 0, got: header.base_sequence });
@@ -210,9 +225,12 @@ impl ProducerStateTable {
         out
     }
 
-    /// Whether `producer_id` has a transaction open in this partition.
-    pub fn has_open_txn(&self, producer_id: i64) -> bool {
-        self.producers.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some())
+    /// Whether `producer_id` has a transaction open in this partition at `epoch` (Kafka 4's
+    /// `hasOngoingTransaction(producerId, epoch)`): a batch at a newer epoch is the next
+    /// transaction (transactions V2 bump the epoch at every commit), whose marker for the open
+    /// one has not arrived yet; it must be verified, not appended into the open one.
+    pub fn has_open_txn(&self, producer_id: i64, epoch: i16) -> bool {
+        self.producers.get(&producer_id).is_some_and(|e| e.txn_first_offset.is_some() && e.epoch == epoch)
     }
 
     /// The verification guard of `producer_id`: the one in place (concurrent requests of the
@@ -231,7 +249,7 @@ impl ProducerStateTable {
     /// allows (Kafka's `UnifiedLog.analyzeAndValidateProducerState`). INVALID_TXN_STATE
     /// otherwise.
     pub fn check_verified(&self, header: &BatchHeader, verification: Verification) -> Result<(), BrokerError> {
-        if !header.is_transactional() || self.has_open_txn(header.producer_id) {
+        if !header.is_transactional() || self.has_open_txn(header.producer_id, header.producer_epoch) {
             return Ok(());
         }
         match verification {

@@ -174,6 +174,7 @@ impl TxnCoordinator {
             match outcome {
                 Ok(()) => {
                     slot.lock().complete_append(id, Ok(()));
+                    slot.settled.notify_waiters();
                     return;
                 }
                 Err(e) => {

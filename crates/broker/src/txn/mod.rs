@@ -51,6 +51,10 @@ const LOAD_READ_BYTES: usize = 5 * 1024 * 1024;
 /// takes effect only if a later load finds it).
 const APPEND_TIMEOUT_MS: i32 = 10_000;
 
+/// How long a request that finds its transactional id busy waits for it (see
+/// [`TxnCoordinator::run`]).
+const CONCURRENT_WAIT: Duration = Duration::from_millis(100);
+
 /// The coordinator's settings from the broker config.
 pub fn txn_config(c: &BrokerConfig) -> TxnConfig {
     TxnConfig {
@@ -69,6 +73,9 @@ pub struct Slot {
     pub coordinator_epoch: i32,
     shard: Mutex<TxnCoordinatorShard>,
     loaded: AtomicBool,
+    /// Woken whenever a transition completes (a record committed, or failed), for requests
+    /// waiting out CONCURRENT_TRANSACTIONS.
+    settled: tokio::sync::Notify,
 }
 
 impl Slot {
@@ -211,31 +218,48 @@ impl TxnCoordinator {
 
     /// Runs a request on the shard of `transactional_id` to its answer: looks the shard up,
     /// calls `f`, makes the record durable, completes the transition, starts its markers.
+    ///
+    /// A request that finds the transactional id busy (CONCURRENT_TRANSACTIONS: typically the
+    /// previous transaction's markers, still being written when the producer starts the next
+    /// one) waits up to [`CONCURRENT_WAIT`] for the transition in flight to finish and is tried
+    /// again, rather than send the client into its retry backoff (100 ms in librdkafka).
     pub async fn run(
         self: &Arc<Self>,
         transactional_id: &str,
-        f: impl FnOnce(&mut TxnCoordinatorShard, &mut dyn strata_txn::ProducerIdSource, i64) -> Step<Identity>,
+        f: impl Fn(&mut TxnCoordinatorShard, &mut dyn strata_txn::ProducerIdSource, i64) -> Step<Identity>,
     ) -> Result<Identity, ResponseError> {
         // The shard takes producer ids without waiting: have some at hand first.
         if let Err(e) = self.producer_ids.ensure(self.controller.as_ref()).await {
             tracing::warn!(error = %e.message, "cannot lease producer ids");
         }
-        let slot = self.lookup(transactional_id)?;
-        let (id, appended) = {
-            let mut shard = slot.lock();
-            let now = now_ms();
-            let mut ids = &*self.producer_ids;
-            match f(&mut shard, &mut ids, now) {
-                Step::Done(r) => return r,
-                Step::Append(append) => {
-                    let appended = self.append(&slot, &shard, &append, now);
-                    (append.id, appended)
+        let started = tokio::time::Instant::now();
+        loop {
+            let slot = self.lookup(transactional_id)?;
+            let settled = slot.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            let step = {
+                let mut shard = slot.lock();
+                let now = now_ms();
+                let mut ids = &*self.producer_ids;
+                match f(&mut shard, &mut ids, now) {
+                    Step::Done(r) => Err(r),
+                    Step::Append(append) => Ok((append.id, self.append(&slot, &shard, &append, now))),
                 }
-            }
-        };
-        let done = self.settle(&slot, id, appended).await;
-        self.start_markers(&slot, done.markers);
-        done.answer.unwrap_or(Err(ResponseError::NotCoordinator))
+            };
+            let (id, appended) = match step {
+                Err(Err(ResponseError::ConcurrentTransactions)) if started.elapsed() < CONCURRENT_WAIT => {
+                    let left = CONCURRENT_WAIT.saturating_sub(started.elapsed());
+                    let _ = tokio::time::timeout(left, settled).await;
+                    continue;
+                }
+                Err(r) => return r,
+                Ok(a) => a,
+            };
+            let done = self.settle(&slot, id, appended).await;
+            self.start_markers(&slot, done.markers);
+            return done.answer.unwrap_or(Err(ResponseError::NotCoordinator));
+        }
     }
 
     /// Reads the shard of `transactional_id` without changing it.
@@ -289,7 +313,9 @@ impl TxnCoordinator {
         if !self.is_current(slot) {
             return Completed { answer: Some(Err(ResponseError::NotCoordinator)), markers: Vec::new() };
         }
-        slot.lock().complete_append(id, outcome)
+        let done = slot.lock().complete_append(id, outcome);
+        slot.settled.notify_waiters();
+        done
     }
 
     /// Starts writing the markers of decided transactions.
@@ -307,6 +333,7 @@ impl TxnCoordinator {
             coordinator_epoch: leader_epoch,
             shard: Mutex::new(TxnCoordinatorShard::new(self.config.clone(), leader_epoch)),
             loaded: AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
         });
         {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
@@ -318,27 +345,37 @@ impl TxnCoordinator {
         let this = self.clone();
         self.runtime.spawn(async move {
             let started = std::time::Instant::now();
-            let load = {
-                let (this, slot) = (this.clone(), slot.clone());
-                tokio::task::spawn_blocking(move || this.load(&slot)).await
-            };
-            let loaded_to = match load {
-                Ok(Ok((records, end))) => {
-                    tracing::info!(
-                        partition,
-                        coordinator_epoch = leader_epoch,
-                        records,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "loaded the transaction coordinator shard"
-                    );
-                    end
+            // A load that fails (a damaged record, a disk error) is tried again while this
+            // broker still leads the partition; meanwhile its ids answer
+            // COORDINATOR_LOAD_IN_PROGRESS.
+            let loaded_to = loop {
+                let load = {
+                    let (this, slot) = (this.clone(), slot.clone());
+                    tokio::task::spawn_blocking(move || {
+                        // Each attempt starts from an empty shard.
+                        *slot.lock() = TxnCoordinatorShard::new(this.config.clone(), slot.coordinator_epoch);
+                        this.load(&slot)
+                    })
+                    .await
+                };
+                match load {
+                    Ok(Ok((records, end))) => {
+                        tracing::info!(
+                            partition,
+                            coordinator_epoch = leader_epoch,
+                            records,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "loaded the transaction coordinator shard"
+                        );
+                        break end;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::error!(partition, error = %e, "cannot load the transaction coordinator shard; retrying")
+                    }
+                    Err(e) => tracing::error!(partition, error = %e, "the transaction coordinator load panicked; retrying"),
                 }
-                Ok(Err(e)) => {
-                    tracing::error!(partition, error = %e, "cannot load the transaction coordinator shard");
-                    return;
-                }
-                Err(e) => {
-                    tracing::error!(partition, error = %e, "the transaction coordinator load panicked");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !this.is_current(&slot) {
                     return;
                 }
             };

@@ -59,7 +59,7 @@ impl TxnCoordinator {
             let mut out: Vec<Result<Verification, ResponseError>> = Vec::with_capacity(partitions.len());
             let mut asked: Vec<(usize, u64)> = Vec::new();
             for (i, (partition, _, _)) in partitions.iter().enumerate() {
-                match partition.prepare_verification(producer_id) {
+                match partition.prepare_verification(producer_id, producer_epoch) {
                     Ok(Some(guard)) => {
                         asked.push((i, guard));
                         out.push(Ok(Verification::Unverified));

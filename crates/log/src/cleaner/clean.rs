@@ -190,11 +190,16 @@ pub struct CleanPlan {
     producer_last: HashMap<i64, i64>,
     /// Aborted transactions with records in the cleanable range, by first offset.
     aborted: Vec<AbortedTxn>,
+    /// The walk over the groups of this cleaning, one after the other from the first (Kafka's
+    /// one `CleanedTransactionMetadata` per cleaning): a marker in one group knows of its
+    /// transaction's records in an earlier one.
+    walk: std::sync::Mutex<TxnWalk>,
 }
 
 /// Which transactions the batches walked so far belong to (Kafka's
 /// `CleanedTransactionMetadata`), for one walk over batches in offset order starting at
 /// `from`: the aborted transactions whose marker is at or after `from` are known up front.
+#[derive(Debug)]
 struct TxnWalk {
     /// Aborted transactions not yet reached, by first offset.
     upcoming: VecDeque<AbortedTxn>,
@@ -213,7 +218,9 @@ impl TxnWalk {
 
     fn reach(&mut self, offset: i64) {
         while self.upcoming.front().is_some_and(|t| t.first_offset <= offset) {
-            if let Some(t) = self.upcoming.pop_front() {
+            // An entry whose marker lies behind (a marker an earlier cleaning removed) no
+            // longer says anything about the batches here.
+            if let Some(t) = self.upcoming.pop_front().filter(|t| t.last_offset >= offset) {
                 self.aborted.entry(t.producer_id).or_insert(false);
             }
         }
@@ -414,6 +421,7 @@ impl Log {
         }
         let from = segments.first().map_or(first_dirty, |s| s.base);
         let aborted = self.collect_aborted_txns(from, first_uncleanable);
+        let walk = std::sync::Mutex::new(TxnWalk::new(&aborted, from));
         Ok(Some(CleanPlan {
             dir: self.dir.clone(),
             storage: self.storage.clone(),
@@ -423,6 +431,7 @@ impl Log {
             first_uncleanable,
             producer_last,
             aborted,
+            walk,
         }))
     }
 
@@ -690,7 +699,9 @@ impl CleanPlan {
             records_kept: 0,
         };
         let mut out = Segment::create_with_suffix(&self.storage, &self.dir, first.base, &self.config, CLEANED_SUFFIX)?;
-        let mut txns = TxnWalk::new(&self.aborted, first.base);
+        let mut txns = self.walk.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Abort markers this group removes: their index entries go with them.
+        let mut removed_aborts: HashSet<i64> = HashSet::new();
         let written = (|| -> Result<(), LogError> {
             for (i, seg) in segs.iter().enumerate() {
                 let mut reader = BatchReader::new(seg);
@@ -701,8 +712,14 @@ impl CleanPlan {
                     let group_last = i + 1 == segs.len() && reader.at_end();
                     let bytes = reader.bytes(range);
                     let kept = if h.is_control() {
-                        let alone = txns.marker(&h, marker_type(bytes));
-                        self.filter_marker(&h, bytes, alone, now_ms, &seg.path, group_last)?
+                        let kind = marker_type(bytes);
+                        let alone = txns.marker(&h, kind);
+                        let kept = self.filter_marker(&h, bytes, alone, now_ms, &seg.path, group_last)?;
+                        let removed = alone && delete_horizon(&h).is_some_and(|at| now_ms >= at);
+                        if removed && kind == Some(false) {
+                            removed_aborts.insert(h.base_offset);
+                        }
+                        kept
                     } else {
                         let drop_all = txns.data(&h);
                         let view = Filter { map, map_end, now_ms, drop_all };
@@ -716,9 +733,10 @@ impl CleanPlan {
                     }
                 }
             }
-            // Every aborted transaction of the group keeps its entry (one whose records are
-            // gone covers nothing).
-            for txn in segs.iter().flat_map(|s| &s.aborted) {
+            // Every aborted transaction of the group keeps its entry while its marker stays (one
+            // whose records are gone covers nothing); a removed marker takes it along, so that
+            // no later cleaning takes the producer's next transactions for aborted ones.
+            for txn in segs.iter().flat_map(|s| &s.aborted).filter(|t| !removed_aborts.contains(&t.last_offset)) {
                 out.append_aborted_txn(*txn)?;
             }
             out.seal()
