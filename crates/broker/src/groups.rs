@@ -23,7 +23,7 @@ use strata_group::{
 };
 use strata_metadata::channel::CreateTopicSpec;
 use strata_metadata::{MetadataDelta, MetadataImage, MetadataPublisher};
-use strata_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
+use strata_protocol::kafka_protocol::records::Compression;
 use strata_protocol::records::encode_key_values;
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
@@ -625,59 +625,28 @@ async fn committed(index: usize, appended: Option<(Arc<Partition>, AppendResult)
 /// as [`write_records`] wrote them); returns the number of records.
 pub fn load_shard(partition: &Partition, shard: &mut GroupCoordinatorShard) -> Result<usize, BrokerError> {
     let index = partition.index;
-    let mut offset = partition.log_start_offset();
-    let end = partition.log_end_offset();
     let mut count = 0;
-    while offset < end {
-        // Up to the log end: this replica just became the leader, and what it holds beyond its
-        // high watermark will be committed (a leader never truncates its own log).
-        let read = partition.read_to(offset, LOAD_READ_BYTES, crate::replica::ReadBound::LogEnd)?;
-        if read.records.is_empty() {
-            break;
+    crate::replica::replay::replay_log(partition, LOAD_READ_BYTES, |r| {
+        if r.control {
+            // A transaction marker (key: version, type 0 abort / 1 commit): decides the
+            // offsets its producer committed in the transaction.
+            if let Some(k) = r.key.as_deref().filter(|k| k.len() >= 4) {
+                shard.replay_end_txn_marker(r.producer_id, k[2..4] == [0, 1]);
+            }
+            return Ok(());
         }
-        let mut buf = read.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut buf)
-            .map_err(|e| BrokerError::Storage(format!("{OFFSETS_TOPIC}-{index}: undecodable batch: {e}")))?;
-        // Batches, not records, say where the next read starts: the cleaner keeps a batch's
-        // last offset when it removes its last records (and may leave an empty batch).
-        let next = strata_protocol::batch::BatchIter::new(&read.records)
-            .map_while(Result::ok)
-            .map(|(h, _)| h.last_offset() + 1)
-            .fold(offset, i64::max);
-        for set in sets {
-            for r in set.records {
-                if r.offset < offset {
-                    continue;
-                }
-                if r.control {
-                    // A transaction marker (key: version, type 0 abort / 1 commit): decides the
-                    // offsets its producer committed in the transaction.
-                    if let Some(k) = r.key.as_deref().filter(|k| k.len() >= 4) {
-                        shard.replay_end_txn_marker(r.producer_id, k[2..4] == [0, 1]);
-                    }
-                    continue;
-                }
-                let Some(key) = r.key.as_deref() else { continue };
-                match GroupRecord::decode(key, r.value.as_deref()) {
-                    Ok(record) if r.transactional => {
-                        shard.replay_transactional(&record, r.producer_id);
-                        count += 1;
-                    }
-                    Ok(record) => {
-                        shard.replay(&record);
-                        count += 1;
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = index, offset = r.offset, error = %e, "skipping an unreadable group record")
-                    }
-                }
+        let Some(key) = r.key.as_deref() else { return Ok(()) };
+        match GroupRecord::decode(key, r.value.as_deref()) {
+            Ok(record) if r.transactional => shard.replay_transactional(&record, r.producer_id),
+            Ok(record) => shard.replay(&record),
+            Err(e) => {
+                tracing::warn!(partition = index, offset = r.offset, error = %e, "skipping an unreadable group record");
+                return Ok(());
             }
         }
-        if next <= offset {
-            break;
-        }
-        offset = next;
-    }
+        count += 1;
+        Ok(())
+    })?;
     Ok(count)
 }
 

@@ -80,16 +80,39 @@ pub fn encode_key_values(
     timestamp: i64,
     compression: kafka_protocol::records::Compression,
 ) -> Result<Bytes, String> {
+    encode_batch_of(entries, timestamp, compression, None)
+}
+
+/// One transactional RecordBatch v2 of `producer_id` at `producer_epoch` holding `entries`
+/// (a coordinator's write in a producer's transaction, such as TxnOffsetCommit's offsets).
+pub fn encode_transactional_key_values(
+    entries: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>)>,
+    timestamp: i64,
+    producer_id: i64,
+    producer_epoch: i16,
+) -> Result<Bytes, String> {
+    let none = kafka_protocol::records::Compression::None;
+    encode_batch_of(entries, timestamp, none, Some((producer_id, producer_epoch)))
+}
+
+/// One batch of `entries`; `producer`: a transactional producer's id and epoch.
+fn encode_batch_of(
+    entries: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>)>,
+    timestamp: i64,
+    compression: kafka_protocol::records::Compression,
+    producer: Option<(i64, i16)>,
+) -> Result<Bytes, String> {
+    let (producer_id, producer_epoch) = producer.unwrap_or((-1, -1));
     let records: Vec<Record> = entries
         .into_iter()
         .enumerate()
         .map(|(i, (key, value))| Record {
-            transactional: false,
+            transactional: producer.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: 0,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: kafka_protocol::records::TimestampType::Creation,
             // The encoder starts a new batch whenever offset - sequence changes.
             offset: i as i64,
@@ -103,40 +126,6 @@ pub fn encode_key_values(
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression })
         .map_err(|e| e.to_string())?;
-    Ok(buf.freeze())
-}
-
-/// One transactional RecordBatch v2 of `producer_id` at `producer_epoch` holding `entries`
-/// (a coordinator's write in a producer's transaction, such as TxnOffsetCommit's offsets).
-pub fn encode_transactional_key_values(
-    entries: impl IntoIterator<Item = (Option<Bytes>, Option<Bytes>)>,
-    timestamp: i64,
-    producer_id: i64,
-    producer_epoch: i16,
-) -> Result<Bytes, String> {
-    let records: Vec<Record> = entries
-        .into_iter()
-        .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: true,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: 0,
-            producer_id,
-            producer_epoch,
-            timestamp_type: kafka_protocol::records::TimestampType::Creation,
-            // One batch: offset - sequence stays constant.
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp,
-            key,
-            value,
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    let options = RecordEncodeOptions { version: 2, compression: kafka_protocol::records::Compression::None };
-    RecordBatchEncoder::encode(&mut buf, &records, &options).map_err(|e| e.to_string())?;
     Ok(buf.freeze())
 }
 

@@ -14,6 +14,7 @@ pub mod isr;
 pub mod partition;
 pub mod producer_state;
 pub mod quota;
+pub mod replay;
 pub mod replication;
 pub mod validate;
 pub mod watchers;

@@ -770,6 +770,12 @@ impl Partition {
         Ok(Some(st.producers.new_guard(producer_id)))
     }
 
+    /// Whether `guard` (from [`Self::prepare_verification`]) is still in place for
+    /// `producer_id`.
+    pub fn has_guard(&self, producer_id: i64, guard: u64) -> bool {
+        self.lock().producers.has_guard(producer_id, guard)
+    }
+
     /// The producers this replica remembers (DescribeProducers): any replica answers, as in
     /// Kafka.
     pub fn active_producers(&self) -> Vec<crate::replica::producer_state::ActiveProducer> {

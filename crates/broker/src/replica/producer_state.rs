@@ -244,6 +244,12 @@ impl ProducerStateTable {
         guard
     }
 
+    /// Whether `guard` is still `producer_id`'s verification guard (no marker or append took
+    /// it since).
+    pub fn has_guard(&self, producer_id: i64, guard: u64) -> bool {
+        self.guards.get(&producer_id) == Some(&guard)
+    }
+
     /// KIP-890: a transactional batch of a producer with no transaction open here starts one,
     /// which only a verification the coordinator answered, and whose guard is still in place,
     /// allows (Kafka's `UnifiedLog.analyzeAndValidateProducerState`). INVALID_TXN_STATE

@@ -26,7 +26,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_metadata::channel::{ControllerChannel, CreateTopicSpec};
 use strata_metadata::{MetadataDelta, MetadataImage, MetadataPublisher};
-use strata_protocol::kafka_protocol::records::{Compression, RecordBatchDecoder};
+use strata_protocol::kafka_protocol::records::Compression;
 use strata_protocol::records::encode_key_values;
 use strata_protocol::ResponseError;
 use strata_txn::{
@@ -36,7 +36,7 @@ use strata_txn::{
 use crate::config::BrokerConfig;
 use crate::groups::GroupCoordinator;
 use crate::producer_ids::ProducerIdManager;
-use crate::replica::{now_ms, AppendResult, Partition, ReadBound, ReplicaManager};
+use crate::replica::{now_ms, AppendResult, Partition, ReplicaManager};
 use crate::BrokerError;
 
 /// The internal topic holding the state of transactional ids.
@@ -479,54 +479,29 @@ impl MetadataPublisher for TxnCoordinator {
 /// (a leader never truncates its own log); returns the number of records.
 pub fn replay_partition(partition: &Partition, shard: &mut TxnCoordinatorShard) -> Result<usize, BrokerError> {
     let index = partition.index;
-    let mut offset = partition.log_start_offset();
-    let end = partition.log_end_offset();
     let mut count = 0;
-    while offset < end {
-        let read = partition.read_to(offset, LOAD_READ_BYTES, ReadBound::LogEnd)?;
-        if read.records.is_empty() {
-            break;
-        }
-        let mut buf = read.records.clone();
-        let sets = RecordBatchDecoder::decode_all(&mut buf)
-            .map_err(|e| BrokerError::Storage(format!("{TRANSACTION_STATE_TOPIC}-{index}: undecodable batch: {e}")))?;
-        let next = strata_protocol::batch::BatchIter::new(&read.records)
-            .map_while(Result::ok)
-            .map(|(h, _)| h.last_offset() + 1)
-            .fold(offset, i64::max);
-        for set in sets {
-            for r in set.records {
-                if r.offset < offset || r.control {
-                    continue;
-                }
-                let Some(key) = r.key.as_deref() else { continue };
-                match TxnRecord::decode(key, r.value.as_deref()) {
-                    Ok(record) => {
-                        shard.replay(&record);
-                        count += 1;
-                    }
-                    Err(TxnError::UnknownKeyVersion(v)) => {
-                        tracing::warn!(
-                            partition = index,
-                            offset = r.offset,
-                            version = v,
-                            "skipping a record with an unknown key version"
-                        )
-                    }
-                    Err(e) => {
-                        return Err(BrokerError::Storage(format!(
-                            "{TRANSACTION_STATE_TOPIC}-{index} at offset {}: {e}",
-                            r.offset
-                        )))
-                    }
-                }
+    crate::replica::replay::replay_log(partition, LOAD_READ_BYTES, |r| {
+        let Some(key) = r.key.as_deref().filter(|_| !r.control) else { return Ok(()) };
+        match TxnRecord::decode(key, r.value.as_deref()) {
+            Ok(record) => {
+                shard.replay(&record);
+                count += 1;
+                Ok(())
+            }
+            Err(TxnError::UnknownKeyVersion(v)) => {
+                tracing::warn!(
+                    partition = index,
+                    offset = r.offset,
+                    version = v,
+                    "skipping a record with an unknown key version"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                Err(BrokerError::Storage(format!("{TRANSACTION_STATE_TOPIC}-{index} at offset {}: {e}", r.offset)))
             }
         }
-        if next <= offset {
-            break;
-        }
-        offset = next;
-    }
+    })?;
     Ok(count)
 }
 

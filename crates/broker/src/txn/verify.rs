@@ -55,7 +55,9 @@ impl TxnCoordinator {
         add: bool,
     ) -> Vec<Result<Verification, ResponseError>> {
         let started = tokio::time::Instant::now();
+        let mut rounds = 0;
         loop {
+            rounds += 1;
             let mut out: Vec<Result<Verification, ResponseError>> = Vec::with_capacity(partitions.len());
             let mut asked: Vec<(usize, u64)> = Vec::new();
             for (i, (partition, _, _)) in partitions.iter().enumerate() {
@@ -78,6 +80,17 @@ impl TxnCoordinator {
             let concurrent = results.contains(&Err(ResponseError::ConcurrentTransactions));
             if add && concurrent && started.elapsed() < ADD_RETRY_FOR {
                 tokio::time::sleep(ADD_RETRY_BACKOFF).await;
+                continue;
+            }
+            // A marker of the producer that landed while the coordinator answered dropped the
+            // guard (typically the previous transaction's, which the coordinator waited for
+            // before adding the partition): ask again with a fresh guard. A marker of this
+            // very transaction makes the coordinator refuse the second time.
+            let stale = asked
+                .iter()
+                .zip(&results)
+                .any(|((i, guard), r)| r.is_ok() && !partitions[*i].0.has_guard(producer_id, *guard));
+            if stale && rounds < 4 {
                 continue;
             }
             for ((i, guard), r) in asked.into_iter().zip(results) {
