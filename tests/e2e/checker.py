@@ -121,6 +121,48 @@ class Watcher(threading.Thread):
             c.close()
 
 
+def fault_kinds(cluster=None) -> list[str]:
+    """The faults the nemesis can inject on `cluster`: crashes, pauses and restarts always,
+    network partitions and cut links when the cluster has links to cut."""
+    faults = ["kill", "pause", "restart"] + (["partition"] if cluster is not None and cluster.links else [])
+    if cluster is not None and hasattr(cluster, "cut"):
+        faults.append("cut")
+    return faults
+
+
+def choose_fault(rng: random.Random, cluster=None, weights: dict[str, float] | None = None) -> str:
+    """One of `fault_kinds(cluster)`, equally likely unless `weights` (fault name -> weight)."""
+    faults = fault_kinds(cluster)
+    return rng.choices(faults, [weights.get(f, 1.0) for f in faults])[0] if weights else rng.choice(faults)
+
+
+def inject(rng: random.Random, fault: str, victim, nodes, cluster=None):
+    """Injects `fault` (see `fault_kinds`) on `victim` and heals it before returning: a SIGKILL
+    then a restart after 0.5-2 s, a SIGSTOP then SIGCONT after 1-4 s, a SIGTERM then a
+    restart, `victim` cut off from every other node for 1-4 s, or its link to one other node
+    cut for 1-6 s."""
+    if fault == "kill":
+        victim.kill()
+        time.sleep(rng.uniform(0.5, 2.0))
+        victim.start(60)
+    elif fault == "pause":
+        os.kill(victim.proc.pid, signal.SIGSTOP)
+        time.sleep(rng.uniform(1.0, 4.0))
+        os.kill(victim.proc.pid, signal.SIGCONT)
+    elif fault == "partition":
+        cluster.isolate(victim)
+        time.sleep(rng.uniform(1.0, 4.0))
+        cluster.heal()
+    elif fault == "cut":
+        other = rng.choice([n for n in nodes if n is not victim])
+        cluster.cut(victim.node_id, other.node_id)
+        time.sleep(rng.uniform(1.0, 6.0))
+        cluster.heal()
+    else:
+        victim.stop()
+        victim.start(60)
+
+
 def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed: int = 1,
         fault_every: float = 3.0, cluster=None, weights: dict[str, float] | None = None) -> Report:
     """Runs producers, a watcher and the nemesis against `nodes` (objects with `proc`, `kill()`,
@@ -168,31 +210,9 @@ def run(nodes, bootstrap: str, topic: str, partitions: int, seconds: float, seed
     while time.monotonic() - t0 < seconds:
         time.sleep(fault_every * (0.5 + rng.random()))
         victim = nodes[rng.randrange(len(nodes))]
-        faults = ["kill", "pause", "restart"] + (["partition"] if cluster is not None and cluster.links else [])
-        if cluster is not None and hasattr(cluster, "cut"):
-            faults.append("cut")
-        fault = rng.choices(faults, [weights.get(f, 1.0) for f in faults])[0] if weights else rng.choice(faults)
+        fault = choose_fault(rng, cluster, weights)
         report.faults[fault] = report.faults.get(fault, 0) + 1
-        if fault == "kill":
-            victim.kill()
-            time.sleep(rng.uniform(0.5, 2.0))
-            victim.start(60)
-        elif fault == "pause":
-            os.kill(victim.proc.pid, signal.SIGSTOP)
-            time.sleep(rng.uniform(1.0, 4.0))
-            os.kill(victim.proc.pid, signal.SIGCONT)
-        elif fault == "partition":
-            cluster.isolate(victim)
-            time.sleep(rng.uniform(1.0, 4.0))
-            cluster.heal()
-        elif fault == "cut":
-            other = rng.choice([n for n in nodes if n is not victim])
-            cluster.cut(victim.node_id, other.node_id)
-            time.sleep(rng.uniform(1.0, 6.0))
-            cluster.heal()
-        else:
-            victim.stop()
-            victim.start(60)
+        inject(rng, fault, victim, nodes, cluster)
     report.seconds = time.monotonic() - t0
 
     stop.set()
