@@ -24,27 +24,17 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 
+from bench_util import cpu_seconds, free_port, wait_for_port
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 RECORD = b"x" * 1024
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def produce(bootstrap: str, topic: str, records: int, txn_every: int) -> float:
@@ -90,15 +80,7 @@ def main() -> None:
     broker = subprocess.Popen([args.strata, "server", "--data-dir", data, "--listen", bootstrap],
                               stdout=subprocess.DEVNULL, stderr=open(os.path.join(data, "broker.log"), "w"))
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+        wait_for_port(port)
         admin = AdminClient({"bootstrap.servers": bootstrap})
         print(f"strata {args.strata}, {args.records} records x 1024 B (100-record transactions: "
               f"{args.small_records}), 8 partitions, acks=all, linger.ms=5, one producer")

@@ -8,6 +8,7 @@
 #                                     mock cluster, latency at half of peak, CPU/GB, restart)
 #   scripts/bench.sh transactions     transactional produce (transactions of 100 and 10,000
 #                                     records) next to idempotent produce (issue #15)
+#   scripts/bench.sh tls              produce and consume over TLS next to plaintext (#16)
 #
 # Builds the release broker, the load generator (benches/loadgen, librdkafka via the rdkafka
 # crate) and librdkafka's own rdkafka_performance from the same librdkafka source, then starts
@@ -238,14 +239,22 @@ transactions() {
     "$root/.venv-test/bin/python" "$root/benches/transactions.py" --strata "$strata"
 }
 
+# Produce and consume over TLS next to plaintext (benches/tls.py, confluent-kafka; the load
+# generator's librdkafka is built without OpenSSL).
+tls() {
+    log "tls: produce and consume over SSL vs PLAINTEXT (benches/tls.py)"
+    "$root/.venv-test/bin/python" "$root/benches/tls.py" --strata "$strata"
+}
+
 build
 machine
 warm_memory
 case $section in
-    all) ceilings; matrix; goals; transactions ;;
+    all) ceilings; matrix; goals; transactions; tls ;;
     transactions) transactions ;;
+    tls) tls ;;
     ceilings) ceilings ;;
     matrix) matrix ;;
     goals) goals ;;
-    *) echo "usage: $0 [all|ceilings|matrix|goals|transactions]" >&2; exit 2 ;;
+    *) echo "usage: $0 [all|ceilings|matrix|goals|transactions|tls]" >&2; exit 2 ;;
 esac

@@ -19,7 +19,7 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root/fuzz"
 
 seconds=${FUZZ_SECONDS:-30}
-targets=${FUZZ_TARGETS:-"request_decode request_decode_keyed record_batch record_batch_crc log_recovery"}
+targets=${FUZZ_TARGETS:-"request_decode request_decode_keyed record_batch record_batch_crc log_recovery security_handshakes"}
 niceness=${FUZZ_NICE:-10}
 # No panic, no allocation above 512 MiB at once or 2 GiB resident, no input slower than 10 s.
 limits=(-rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10)

@@ -8,10 +8,12 @@
 //! - [`request`]: request frames, raw and with a valid header for every supported API/version.
 //! - [`batch`]: RecordBatch v2 views, CRC, record-level decoding (including decompression).
 //! - [`log`]: opening a log whose files hold arbitrary bytes (recovery), then using it.
+//! - [`security`]: SASL tokens, TLS client flights, certificate subjects, JAAS and mapping rules.
 
 pub mod batch;
 pub mod log;
 pub mod request;
+pub mod security;
 
 /// A tiny cursor over the fuzzer's input for structure-aware targets: reads never fail, they
 /// return zeros once the input is exhausted (so every input is meaningful).

@@ -91,6 +91,10 @@ class NetnsCluster(Cluster):
         ids = list(range(1, size + 1))
         self.namespaces = {i: f"strata-{self.tag}-{i}" for i in ids}
         self.hosts = {i: f"{self.subnet}.{i}" for i in ids}
+        # Test traffic never leaves the machine: while a cluster's bridge exists its /24 route
+        # wins; once the bridge is gone, clients the test could not close (librdkafka instances
+        # abandoned in a hung call) meet this blackhole instead of the default route.
+        ip("route", "add", "blackhole", "10.213.0.0/16", check=False)
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")

@@ -16,7 +16,7 @@ def test_acknowledged_records_survive_crashes_pauses_restarts_and_cuts(tmp_path)
     try:
         c.start()
         create_topic(c.bootstrap, "checked", 6)
-        seconds = float(os.environ.get("STRATA_CHECKER_SECONDS", "60"))
+        seconds = float(os.environ.get("STRATA_CHECKER_SECONDS", "45"))
         report = run(c.nodes, c.bootstrap, "checked", 6, seconds, seed=7, cluster=c)
         print("\nchecker: " + report.summary())
         assert sum(report.faults.values()) >= 8, report.summary()

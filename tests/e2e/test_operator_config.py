@@ -137,14 +137,17 @@ def server_argv(tmp_path: Path, *args: str) -> list[str]:
     (["--set", "queued.max.request.bytes=9223372036854775807"],
      "'queued.max.request.bytes': must be at most 2305843009213693951"),
     (["--listen", "SSL://127.0.0.1:{port}"],
-     "'listeners': the security protocol SSL is not supported"),
-    (["--set", "listeners=SASL_SSL://127.0.0.1:{port}"],
-     "'listeners': the security protocol SASL_SSL is not supported"),
+     "listener SSL: a TLS listener needs ssl.keystore.location"),
+    (["--set", "listeners=SASL_PLAINTEXT://127.0.0.1:{port}", "--set", "sasl.enabled.mechanisms=PLAIN"],
+     "listener SASL_PLAINTEXT: PLAIN is enabled but the listener has no users"),
+    (["--set", "listeners=TLS://127.0.0.1:{port}"],
+     "'listeners': no security protocol is defined for listener TLS"),
     (["--listen", "0.0.0.0:{port}"],
      "'listeners': binding 0.0.0.0 needs advertised.listeners"),
     (["--listen", "127.0.0.1:{port}", "--advertise", "0.0.0.0:{port}"],
      "'advertised.listeners': advertised.listeners cannot use the nonroutable meta-address 0.0.0.0"),
-], ids=["queued-bytes-beyond-a-semaphore", "ssl", "sasl-ssl", "wildcard-without-advertised", "advertised-wildcard"])
+], ids=["queued-bytes-beyond-a-semaphore", "ssl-without-keystore", "plain-without-users", "unmapped-listener-name",
+        "wildcard-without-advertised", "advertised-wildcard"])
 def test_bad_values_are_refused_at_start_naming_the_key(tmp_path, args, says):
     port = free_port()
     err = refused_start(server_argv(tmp_path, *[a.format(port=port) for a in args]), tmp_path)

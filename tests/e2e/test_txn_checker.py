@@ -24,7 +24,7 @@ def test_exactly_once_through_coordinator_crashes_pauses_restarts_and_cuts(tmp_p
                                       "offsets.topic.num.partitions": "10"})
     try:
         c.start()
-        seconds = float(os.environ.get("STRATA_TXN_CHECKER_SECONDS", "75"))
+        seconds = float(os.environ.get("STRATA_TXN_CHECKER_SECONDS", "50"))
         seed = int(os.environ.get("STRATA_TXN_CHECKER_SEED", "11"))
         report = run(c, seconds, seed=seed, prefill=2000, crash_prob=0.02, dump_dir=tmp_path)
         print("\ntxn checker: " + report.summary())

@@ -132,6 +132,7 @@ class Report:
     coordinator_faults: dict[str, int] = field(default_factory=dict)
     coordinator_loads: dict[str, int] = field(default_factory=dict)  # state loaded by a (new) leader
     crashes: int = 0
+    client_hangs: int = 0  # send_offsets_to_transaction calls abandoned (librdkafka ignoring its timeout)
     fed: int = 0
     feed_failed: int = 0
     values: int = 0  # unique input values
@@ -169,7 +170,8 @@ class Report:
         counts = ", ".join(f"{a} {len(getattr(self, a))}" for a in self.ANOMALIES)
         return (f"{self.seconds:.0f} s, faults {dict(sorted(self.faults.items()))}, on coordinators "
                 f"{dict(sorted(self.coordinator_faults.items()))}, coordinator state loaded "
-                f"{dict(sorted(self.coordinator_loads.items()))}, worker crashes {self.crashes}; "
+                f"{dict(sorted(self.coordinator_loads.items()))}, worker crashes {self.crashes}, "
+                f"client hangs abandoned {self.client_hangs}; "
                 f"zombies fenced with {dict(sorted(self.zombies.items()))}; {self.values} input values ({self.fed} fed during the faults, {self.feed_failed} failed), "
                 f"{self.copied} copied; transactions {dict(sorted(self.attempts.items()))}; output "
                 f"{self.committed_records} records read_committed, {self.uncommitted_records} read_uncommitted, "
@@ -182,6 +184,21 @@ class Report:
         if self.errors:
             out.append("harness errors: " + " | ".join(self.errors[:n]))
         return "\n".join(out)
+
+
+# librdkafka 2.16.1's send_offsets_to_transaction can wait far past its own timeout (for ever,
+# seen here) when the group coordinator moves under it. The call runs on its own thread; after
+# this long the instance is abandoned (never destroyed: that thread still holds it) and the
+# worker goes on with a new one, which fences it.
+SEND_OFFSETS_WAIT = 60.0
+
+
+class _ClientHang(Exception):
+    """The client did not return from a call within its own timeout and our margin."""
+
+
+# Producer instances abandoned inside a hung call: kept alive for the process's lifetime.
+_ABANDONED: list = []
 
 
 def retire(producer: Producer):
@@ -325,9 +342,7 @@ class Worker(threading.Thread):
             self.producer.begin_transaction()
             for m, part in zip(msgs, parts):
                 self.produce(f"{m.value().decode()}|{tag}", part)
-            self.producer.send_offsets_to_transaction(
-                [TopicPartition(INPUT, q, o) for q, o in sorted(offsets.items())],
-                self.consumer.consumer_group_metadata(), 30)
+            self.send_offsets(offsets)
             if self.crash.is_set() or self.rng.random() < self.p.crash_prob:
                 self.crash.clear()
                 self.crash_now(att)
@@ -347,8 +362,40 @@ class Worker(threading.Thread):
             self.commit(att)
         except KafkaException as e:
             self.failed(att, e.args[0])
+        except _ClientHang:
+            # What became of the transaction is for the coordinator to say: the next
+            # instance's InitProducerId aborts it (or it times out).
+            att.outcome = "unknown"
+            att.errors.append(f"send_offsets_to_transaction did not return in {SEND_OFFSETS_WAIT:.0f} s")
+            with self.p.lock:
+                self.p.report.client_hangs += 1
+            _ABANDONED.append(self.producer)
+            self.producer = None
+            self.new_producer()
+            self.rewind()
         finally:
             att.ended = _utc()
+
+    def send_offsets(self, offsets: dict[int, int]):
+        """`send_offsets_to_transaction` with a bound on the client's own wait (see
+        SEND_OFFSETS_WAIT)."""
+        producer, meta = self.producer, self.consumer.consumer_group_metadata()
+        tps = [TopicPartition(INPUT, q, o) for q, o in sorted(offsets.items())]
+        outcome: dict[str, BaseException] = {}
+
+        def call():
+            try:
+                producer.send_offsets_to_transaction(tps, meta, 30)
+            except BaseException as e:  # noqa: BLE001 - handed to the worker
+                outcome["error"] = e
+
+        t = threading.Thread(target=call, daemon=True, name=f"eos-send-offsets-{self.w}")
+        t.start()
+        t.join(SEND_OFFSETS_WAIT)
+        if t.is_alive():
+            raise _ClientHang()
+        if "error" in outcome:
+            raise outcome["error"]
 
     def produce(self, value: str, partition: int, producer: Producer | None = None):
         producer = producer or self.producer

@@ -62,6 +62,25 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("metadata.log.dir", Str, None, None, "Directory of the metadata log (__cluster_metadata-0); unset: the first of log.dirs."),
     key!("listeners", Str, Some("PLAINTEXT://127.0.0.1:9092"), None, "Listeners, as PLAINTEXT://HOST:PORT (set by --listen) and, on a controller of a quorum, CONTROLLER://HOST:PORT; an empty HOST binds every interface."),
     key!("advertised.listeners", Str, None, None, "Address clients are told to connect to, as PLAINTEXT://HOST:PORT (set by --advertise); defaults to the listener, which then must not be 0.0.0.0."),
+    key!("listener.security.protocol.map", Str, Some("PLAINTEXT:PLAINTEXT,SSL:SSL,SASL_PLAINTEXT:SASL_PLAINTEXT,SASL_SSL:SASL_SSL"), None, "Security protocol of each listener name, as NAME:PROTOCOL,... (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); a controller listener not named is PLAINTEXT."),
+    key!("ssl.keystore.type", Str, Some("PEM"), None, "Format of the keystore: PEM (the only one Strata reads; Kafka's default is JKS). Per listener: listener.name.NAME.ssl.keystore.type."),
+    key!("ssl.keystore.location", Str, None, None, "PEM file holding the listener's private key and its certificate chain (SSL and SASL_SSL listeners). Checked for changes every few seconds: a new certificate is used without a restart."),
+    key!("ssl.keystore.key", Str, None, None, "The private key as inline PEM text (with ssl.keystore.certificate.chain, instead of ssl.keystore.location)."),
+    key!("ssl.keystore.certificate.chain", Str, None, None, "The certificate chain as inline PEM text (with ssl.keystore.key)."),
+    key!("ssl.key.password", Str, None, None, "Password of an encrypted PKCS#8 private key (BEGIN ENCRYPTED PRIVATE KEY)."),
+    key!("ssl.truststore.type", Str, Some("PEM"), None, "Format of the truststore: PEM (the only one Strata reads)."),
+    key!("ssl.truststore.location", Str, None, None, "PEM file of the CA certificates client certificates must chain to (ssl.client.auth)."),
+    key!("ssl.truststore.certificates", Str, None, None, "The truststore's CA certificates as inline PEM text."),
+    key!("ssl.client.auth", Str, Some("none"), None, "Client certificates: none, requested (verified if given; without one the client is User:ANONYMOUS) or required."),
+    key!("ssl.enabled.protocols", Str, Some("TLSv1.2,TLSv1.3"), None, "TLS versions accepted: TLSv1.2 and/or TLSv1.3."),
+    key!("ssl.principal.mapping.rules", Str, Some("DEFAULT"), None, "How a client certificate's subject (RFC 2253, e.g. CN=alice,OU=eng,O=Acme) becomes the principal's name: DEFAULT and RULE:pattern/replacement/[LU], as in Kafka."),
+    key!("sasl.enabled.mechanisms", Str, Some("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"), None, "SASL mechanisms of SASL_PLAINTEXT and SASL_SSL listeners (Kafka's default is GSSAPI, which Strata does not serve). PLAIN's users come from listener.name.NAME.plain.sasl.jaas.config (user_NAME=\"PASSWORD\" options)."),
+    key!("authorizer.class.name", Str, None, None, "org.apache.kafka.metadata.authorizer.StandardAuthorizer turns authorization on: every request is checked against the ACLs in the metadata log (CreateAcls, DescribeAcls, DeleteAcls). Unset or empty: no authorization."),
+    key!("super.users", Str, None, None, "Principals allowed everything, as User:NAME;User:NAME."),
+    key!("allow.everyone.if.no.acl.found", Bool, Some("false"), None, "With an authorizer: whether a resource that no ACL covers is open to everyone (false: only super users may use it)."),
+    key!("sasl.server.max.receive.size", Int, Some("524288"), Some(1), "Largest request frame a SASL listener reads before the client has authenticated; a bigger one closes the connection."),
+    key!("connection.failed.authentication.delay.ms", Int, Some("100"), Some(0), "KIP-306: a failed SASL login is answered, and its connection closed, after this delay (slows password guessing)."),
+    key!("connections.max.reauth.ms", Long, Some("0"), Some(0), "KIP-368: a SASL session lasts at most this long; the client must re-authenticate before, or its connection is closed. 0: no limit."),
     key!("socket.request.max.bytes", Int, Some("104857600"), Some(1024), "Largest request frame accepted; checked before allocating."),
     key!("queued.max.request.bytes", Long, Some("268435456"), Some(1048576), "Bytes of requests read but not yet answered, over all connections (at most 2305843009213693951). Kafka's default is unbounded; Strata bounds it."),
     key!("max.connections", Int, Some("65536"), Some(1), "Concurrent client connections; more wait in the accept queue."),
@@ -160,6 +179,16 @@ pub struct BrokerConfig {
     explicit: BTreeMap<String, String>,
 }
 
+/// Whether `name` holds a secret (Kafka's PASSWORD type): DescribeConfigs gives no value and
+/// logs show `[hidden]`. Listener-prefixed forms included.
+pub fn is_sensitive(name: &str) -> bool {
+    let base = crate::listeners::listener_key_base(name).unwrap_or(name);
+    matches!(
+        base,
+        "ssl.key.password" | "ssl.keystore.key" | "ssl.keystore.certificate.chain" | "ssl.truststore.certificates"
+    ) || base.ends_with("sasl.jaas.config")
+}
+
 fn def(name: &str) -> Option<&'static BrokerConfigDef> {
     BROKER_CONFIGS.iter().find(|d| d.name == name)
 }
@@ -186,6 +215,13 @@ fn check(def: &BrokerConfigDef, value: &str) -> Result<(), String> {
         }
         "log.cleaner.min.cleanable.ratio" if !v.parse::<f64>().is_ok_and(|r| (0.0..=1.0).contains(&r)) => {
             Err("must be a number from 0 to 1".into())
+        }
+        "authorizer.class.name" if !v.is_empty() && v != crate::authz::STANDARD_AUTHORIZER => {
+            Err(format!("the only authorizer is {}", crate::authz::STANDARD_AUTHORIZER))
+        }
+        "super.users" => strata_security::acl::Authorizer::parse_super_users(v).map(|_| ()).map_err(|e| e.to_string()),
+        "ssl.client.auth" if !matches!(v.to_ascii_lowercase().as_str(), "none" | "requested" | "required") => {
+            Err("must be none, requested or required".into())
         }
         "log.message.timestamp.type" if !matches!(v, "CreateTime" | "LogAppendTime") => {
             Err("must be CreateTime or LogAppendTime".into())
@@ -303,31 +339,20 @@ fn normalize(path: &std::path::Path) -> Vec<std::path::Component<'_>> {
     path.components().filter(|c| !matches!(c, std::path::Component::CurDir)).collect()
 }
 
-/// Hosts that bind every interface: a client cannot connect to them.
-fn is_wildcard(host: &str) -> bool {
-    matches!(host, "0.0.0.0" | "::")
-}
-
-/// One entry of `listeners`: `NAME://HOST:PORT` (a bare `HOST:PORT` is PLAINTEXT). Names are
-/// PLAINTEXT (clients and brokers) and CONTROLLER (the quorum, `controller.listener.names`);
-/// both speak PLAINTEXT.
+/// One entry of `listeners`: `NAME://HOST:PORT` (a bare `HOST:PORT` is PLAINTEXT). The name
+/// is upper-cased, as Kafka does; its security protocol comes from
+/// `listener.security.protocol.map` (see [`crate::listeners`]).
 fn parse_listener_entry(entry: &str) -> Result<(String, String, u16), String> {
     let entry = entry.trim();
     let (name, addr) = match entry.split_once("://") {
         None => ("PLAINTEXT".to_string(), entry),
-        Some((name, addr)) => match name.trim().to_ascii_uppercase().as_str() {
-            n @ ("PLAINTEXT" | "CONTROLLER") => (n.to_string(), addr),
-            protocol @ ("SSL" | "SASL_PLAINTEXT" | "SASL_SSL") => {
-                return Err(format!(
-                    "the security protocol {protocol} is not supported: Strata serves PLAINTEXT only (no TLS, no SASL)"
-                ))
+        Some((name, addr)) => {
+            let name = name.trim().to_ascii_uppercase();
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+                return Err(format!("bad listener name '{name}' (letters, digits, '_' and '-')"));
             }
-            other => {
-                return Err(format!(
-                    "no security protocol is defined for listener {other}: Strata's listeners are PLAINTEXT://HOST:PORT and CONTROLLER://HOST:PORT"
-                ))
-            }
-        },
+            (name, addr)
+        }
     };
     let (host, port) = addr.rsplit_once(':').ok_or("expected HOST:PORT")?;
     let port = port.parse::<u16>().map_err(|_| format!("bad port '{port}'"))?;
@@ -354,7 +379,7 @@ pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
         .into_iter()
         .find(|l| l.0 != "CONTROLLER")
         .map(|(_, h, p)| (h, p))
-        .ok_or_else(|| "no PLAINTEXT listener for clients (PLAINTEXT://HOST:PORT)".to_string())
+        .ok_or_else(|| "no listener for clients (e.g. PLAINTEXT://HOST:PORT)".to_string())
 }
 
 /// The CONTROLLER listener of `listeners`, if there is one.
@@ -367,7 +392,15 @@ impl BrokerConfig {
     /// and bad values.
     pub fn from_map(explicit: BTreeMap<String, String>) -> Result<Self, ConfigError> {
         for (k, v) in &explicit {
-            let d = def(k).ok_or_else(|| ConfigError::UnknownKey(k.clone()))?;
+            // listener.name.NAME.KEY: the rules of KEY (a JAAS entry is checked when read).
+            let base = crate::listeners::listener_key_base(k).unwrap_or(k);
+            let Some(d) = def(base) else {
+                // Only as listener.name.NAME.MECHANISM.sasl.jaas.config, as in Kafka.
+                if crate::listeners::JAAS_KEYS.contains(&base) && base != k {
+                    continue;
+                }
+                return Err(ConfigError::UnknownKey(k.clone()));
+            };
             check(d, v).map_err(|reason| ConfigError::BadValue { key: k.clone(), value: v.clone(), reason })?;
         }
         let config = Self { explicit };
@@ -422,21 +455,24 @@ impl BrokerConfig {
         self.get("controller.quorum.voters").and_then(|v| parse_voters(v).ok()).unwrap_or_default()
     }
 
-    /// Kafka's rule: the advertised address (advertised.listeners, else the listener) must not be
-    /// the nonroutable meta-address 0.0.0.0 (nor `::`): clients told it cannot connect.
+    /// Kafka's rules for listeners: each has a security protocol, the advertised address is
+    /// not the nonroutable meta-address 0.0.0.0 (nor `::`), the inter-broker listener exists.
     fn check_advertised(&self) -> Result<(), ConfigError> {
-        let key = if self.is_explicit("advertised.listeners") { "advertised.listeners" } else { "listeners" };
-        let value = self.get(key).unwrap_or_default();
-        let bad = |reason: String| ConfigError::BadValue { key: key.into(), value: value.into(), reason };
-        let (host, _) = parse_listener(value).map_err(bad)?;
-        if !is_wildcard(&host) {
-            return Ok(());
-        }
-        Err(bad(if key == "listeners" {
-            format!("binding {host} needs advertised.listeners (--advertise): clients cannot connect to the nonroutable meta-address {host}; advertise an address they can reach")
-        } else {
-            format!("advertised.listeners cannot use the nonroutable meta-address {host}; advertise an address clients can reach")
-        }))
+        let bad = |(key, reason): (&str, String)| ConfigError::BadValue {
+            key: key.into(),
+            value: self.get(key).unwrap_or_default().into(),
+            reason,
+        };
+        let specs = crate::listeners::client_listeners(self).map_err(bad)?;
+        crate::listeners::inter_broker_listener(self, &specs).map_err(bad)?;
+        Ok(())
+    }
+
+    /// `key` for listener `name`: `listener.name.NAME.KEY` (name lower-cased, as Kafka writes
+    /// it) when set, else `KEY`.
+    pub fn listener_get(&self, name: &str, key: &str) -> Option<String> {
+        let prefixed = format!("listener.name.{}.{key}", name.to_ascii_lowercase());
+        self.explicit.get(&prefixed).cloned().or_else(|| self.get(key).map(str::to_string))
     }
 
     /// The effective value of `name`, if it has one.
@@ -478,26 +514,28 @@ impl BrokerConfig {
             None => self.log_dirs().into_iter().next().unwrap_or_else(|| PathBuf::from("./data")),
         }
     }
-    /// The address to bind (an empty host in the listener binds every interface).
+    /// The inter-broker listener's address to bind (an empty host binds every interface).
     pub fn listen_addr(&self) -> Result<(String, u16), String> {
-        let (host, port) = parse_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))?;
-        Ok((if host.is_empty() { "0.0.0.0".to_string() } else { host }, port))
+        self.inter_broker_listener().map(|l| l.bind)
+    }
+    /// The listeners for clients and brokers (not the controllers'), validated at start.
+    pub fn client_listeners(&self) -> Result<Vec<crate::listeners::ListenerSpec>, String> {
+        crate::listeners::client_listeners(self).map_err(|(k, e)| format!("{k}: {e}"))
+    }
+    /// The listener brokers reach this one on (see [`crate::listeners::inter_broker_listener`]).
+    pub fn inter_broker_listener(&self) -> Result<crate::listeners::ListenerSpec, String> {
+        let specs = self.client_listeners()?;
+        crate::listeners::inter_broker_listener(self, &specs).map_err(|(k, e)| format!("{k}: {e}"))
     }
     /// Where this node's controller listens (the CONTROLLER listener of `listeners`), if it has one.
     pub fn controller_listen_addr(&self) -> Result<Option<(String, u16)>, String> {
         parse_controller_listener(self.get("listeners").unwrap_or("127.0.0.1:9092"))
     }
-    /// The address clients are told: advertised.listeners, else the listener. An empty host is
-    /// this machine's host name, as in Kafka; a wildcard host was refused at start.
+    /// The inter-broker listener's advertised address: what the broker registers as its
+    /// host and port. An empty host is this machine's host name, as in Kafka; a wildcard host
+    /// was refused at start.
     pub fn advertised(&self) -> Result<(String, u16), String> {
-        let (host, port) = parse_listener(
-            self.get("advertised.listeners").or_else(|| self.get("listeners")).unwrap_or("127.0.0.1:9092"),
-        )?;
-        if is_wildcard(&host) {
-            return Err(format!("cannot advertise the nonroutable meta-address {host}"));
-        }
-        let host = if host.is_empty() { host_name() } else { host };
-        Ok((host, port))
+        self.inter_broker_listener().map(|l| l.advertised)
     }
     /// The keys whose value differs from the default, with their values, in name order: what
     /// the start-up log shows.
@@ -505,7 +543,7 @@ impl BrokerConfig {
         self.explicit
             .iter()
             .filter(|(k, v)| def(k).and_then(|d| d.default) != Some(v.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_str(), if is_sensitive(k) { "[hidden]" } else { v.as_str() }))
             .collect()
     }
     pub fn rack(&self) -> Option<String> {
@@ -639,7 +677,7 @@ impl BrokerConfig {
 }
 
 /// This machine's host name (what Kafka advertises for a listener without a host).
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     let uname = rustix::system::uname();
     let name = uname.nodename().to_string_lossy().into_owned();
     if name.is_empty() {
@@ -879,14 +917,12 @@ mod tests {
     }
 
     #[test]
-    fn listeners_name_an_unsupported_security_protocol() {
+    fn listeners_without_a_security_protocol_are_refused() {
         for (value, says) in [
-            ("SSL://127.0.0.1:9093", "security protocol SSL is not supported"),
-            ("sasl_ssl://h:1", "security protocol SASL_SSL is not supported"),
-            ("SASL_PLAINTEXT://h:1", "security protocol SASL_PLAINTEXT is not supported"),
             ("INTERNAL://h:1", "no security protocol is defined for listener INTERNAL"),
             ("PLAINTEXT://a:1,PLAINTEXT://b:2", "listener PLAINTEXT is named twice"),
-            ("CONTROLLER://a:1", "no PLAINTEXT listener"),
+            ("CONTROLLER://a:1", "no listener for clients"),
+            ("BAD NAME://a:1", "bad listener name"),
         ] {
             let e = cfg(&[("listeners", value)]).unwrap_err().to_string();
             assert!(e.contains("'listeners'") && e.contains(says), "{value}: {e}");

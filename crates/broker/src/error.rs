@@ -29,6 +29,12 @@ pub enum BrokerError {
     /// Transactional records without a transactional id the client may write as.
     #[error("transactional records need a transactional id")]
     TransactionalIdAuthorizationFailed,
+    /// The principal may not use the topic this way (TOPIC_AUTHORIZATION_FAILED).
+    #[error("not authorized to access the topic")]
+    TopicAuthorizationFailed,
+    /// The principal may not do this on the cluster (CLUSTER_AUTHORIZATION_FAILED).
+    #[error("not authorized on the cluster")]
+    ClusterAuthorizationFailed,
     /// A write that does not fit the producer's transaction state (INVALID_TXN_STATE).
     #[error("{0}")]
     InvalidTxnState(String),
@@ -148,6 +154,8 @@ impl BrokerError {
             BrokerError::TransactionCoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
             BrokerError::InvalidTxnState(_) => ResponseError::InvalidTxnState,
             BrokerError::TransactionalIdAuthorizationFailed => ResponseError::TransactionalIdAuthorizationFailed,
+            BrokerError::TopicAuthorizationFailed => ResponseError::TopicAuthorizationFailed,
+            BrokerError::ClusterAuthorizationFailed => ResponseError::ClusterAuthorizationFailed,
             BrokerError::UnsupportedCompressionType(_) => ResponseError::UnsupportedCompressionType,
             // Retriable: the producer retries while the ISR is short.
             BrokerError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,

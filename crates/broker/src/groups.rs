@@ -216,7 +216,7 @@ impl GroupCoordinator {
     /// name exists then (a topic created again meanwhile would inherit those offsets).
     pub fn delete_offsets_of_topics(&self, deleted: &dyn Fn(&str) -> bool) {
         for (index, shard) in self.shards.iter().enumerate() {
-            if !self.leads(index) || !self.is_loaded(index) {
+            if !self.coordinates(index) {
                 continue;
             }
             let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
@@ -284,7 +284,7 @@ impl GroupCoordinator {
         // client is told NOT_COORDINATOR and looks the coordinator up again.
         // Its shard is loaded just after the metadata says so (the publisher after this one):
         // until then the client retries, rather than meet an empty group.
-        if !self.leads(index) || !self.is_loaded(index) {
+        if !self.coordinates(index) {
             return Outcome::NotDurable;
         }
         let (tx, rx) = oneshot::channel();
@@ -392,6 +392,12 @@ impl GroupCoordinator {
         Err(())
     }
 
+    /// Whether this broker coordinates the groups of shard `index`: it leads the offsets
+    /// partition and has loaded its groups. Elsewhere requests get NOT_COORDINATOR.
+    pub fn coordinates(&self, index: usize) -> bool {
+        self.leads(index) && self.is_loaded(index)
+    }
+
     /// Whether shard `index` holds its partition's groups (see `loaded`).
     fn is_loaded(&self, index: usize) -> bool {
         self.loaded.lock().unwrap_or_else(PoisonError::into_inner).get(index).copied().unwrap_or(false)
@@ -447,7 +453,7 @@ impl GroupCoordinator {
         marker: strata_protocol::records::control::EndTxnMarker,
     ) -> Result<(), strata_protocol::ResponseError> {
         let not_here = strata_protocol::ResponseError::NotLeaderOrFollower;
-        if !self.leads(index) || !self.is_loaded(index) {
+        if !self.coordinates(index) {
             return Err(not_here);
         }
         let Some(shard) = self.shards.get(index) else { return Err(not_here) };
@@ -474,7 +480,7 @@ impl GroupCoordinator {
             let mut next = now + 1_000;
             for (index, shard) in self.shards.iter().enumerate() {
                 // Only the leader's shard has state (and only the leader may write).
-                if !self.leads(index) || !self.is_loaded(index) {
+                if !self.coordinates(index) {
                     continue;
                 }
                 let mut shard = shard.lock().unwrap_or_else(PoisonError::into_inner);

@@ -11,11 +11,13 @@
 //! - [`producer_ids`]: producer-id blocks leased from the controller.
 //! - [`error`]: the broker's error enum and its mapping to Kafka codes.
 
+pub mod authz;
 pub mod blocking;
 pub mod config;
 pub mod error;
 pub mod groups;
 pub mod handlers;
+pub mod listeners;
 pub mod net;
 pub mod producer_ids;
 pub mod replica;
@@ -38,6 +40,8 @@ pub struct Broker {
     pub producer_ids: Arc<producer_ids::ProducerIdManager>,
     pub groups: Arc<groups::GroupCoordinator>,
     pub txn: Arc<txn::TxnCoordinator>,
+    /// `authorizer.class.name`'s decisions over the image's ACLs (all allowed without one).
+    pub authz: authz::Authz,
     /// Turns true when the broker starts shutting down; long-polling fetches
     /// answer at once instead of holding the shutdown up.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -54,6 +58,7 @@ impl Broker {
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Self {
         let node_id = config.node_id();
-        Self { producer_ids, txn, config, node_id, controller, replicas, groups, shutdown }
+        let authz = authz::Authz::new(&config, replicas.clone());
+        Self { producer_ids, txn, config, node_id, controller, replicas, groups, shutdown, authz }
     }
 }

@@ -77,7 +77,7 @@ pub fn prepare(storage: &Arc<dyn Storage>, dir: &Path, node: &Node<'_>) -> Resul
         ))),
         None if node.may_self_format => {
             let cluster_id = strata_log::data_dir::random_id();
-            format(&**storage, dir, node.voters, &cluster_id)?;
+            format(&**storage, dir, node.voters, &cluster_id, &[])?;
             tracing::info!(%cluster_id, "formatted a new single-node cluster");
             Ok(cluster_id)
         }
@@ -90,10 +90,17 @@ pub fn prepare(storage: &Arc<dyn Storage>, dir: &Path, node: &Node<'_>) -> Resul
 
 /// Writes the bootstrap metadata of a new cluster `cluster_id` whose initial controllers are
 /// `voters` (what `strata format` writes): the Raft store's first snapshot, holding the
-/// cluster id.
-pub fn format(storage: &dyn Storage, dir: &Path, voters: &[u64], cluster_id: &str) -> Result<(), ControllerError> {
-    let (image, _) =
-        MetadataImage::empty().apply(&[MetadataRecord::ClusterCreated { cluster_id: cluster_id.to_owned() }])?;
+/// cluster id and `extra` records (the SCRAM users of `--add-scram`).
+pub fn format(
+    storage: &dyn Storage,
+    dir: &Path,
+    voters: &[u64],
+    cluster_id: &str,
+    extra: &[MetadataRecord],
+) -> Result<(), ControllerError> {
+    let mut records = vec![MetadataRecord::ClusterCreated { cluster_id: cluster_id.to_owned() }];
+    records.extend_from_slice(extra);
+    let (image, _) = MetadataImage::empty().apply(&records)?;
     RaftStore::format(storage, dir, voters, &image)
 }
 
@@ -245,6 +252,7 @@ mod tests {
                 epoch: 1,
                 fenced: false,
                 incarnation_id: None,
+                listeners: Vec::new(),
             },
         ];
         let (mut log, _) = MetadataLog::open_with_storage(Arc::new(storage.clone()), dir).unwrap();

@@ -533,6 +533,9 @@ pub struct BrokerRegistration {
     pub incarnation_id: Uuid,
     /// The broker epoch of its last clean shutdown, -1 when it did not shut down cleanly.
     pub previous_broker_epoch: i64,
+    /// Every listener (clients connect to the one they know by name); `host`/`port` are the
+    /// inter-broker listener's. Empty: `host`/`port` serve every listener.
+    pub listeners: Vec<strata_metadata::image::Endpoint>,
 }
 
 impl BrokerRegistration {
@@ -545,6 +548,7 @@ impl BrokerRegistration {
             rack: None,
             incarnation_id: Uuid::new_v4(),
             previous_broker_epoch: -1,
+            listeners: Vec::new(),
         }
     }
 }
@@ -568,7 +572,8 @@ pub fn register_broker(
     registration: BrokerRegistration,
     defaults: &ElectionDefaults,
 ) -> (Vec<MetadataRecord>, i64) {
-    let BrokerRegistration { broker_id, host, port, rack, incarnation_id, previous_broker_epoch } = registration;
+    let BrokerRegistration { broker_id, host, port, rack, incarnation_id, previous_broker_epoch, listeners } =
+        registration;
     if let Some(b) = image.brokers.get(&broker_id) {
         if b.incarnation_id == Some(incarnation_id) {
             // The same process again (its first attempt was committed but not answered):
@@ -609,6 +614,7 @@ pub fn register_broker(
         epoch,
         fenced: true,
         incarnation_id: Some(incarnation_id),
+        listeners,
     });
     (records, epoch)
 }
@@ -838,6 +844,182 @@ pub fn alter_partition(
     Ok((records, outcomes))
 }
 
+/// AlterUserScramCredentials (Kafka's `ScramControlManager.alterCredentials`): each user is
+/// refused as a whole when named twice in the request (DUPLICATE_RESOURCE), with an empty name
+/// or an iteration count outside 4096..=16384 (UNACCEPTABLE_CREDENTIAL), an unknown mechanism
+/// (UNSUPPORTED_SASL_MECHANISM), or the deletion of a credential it does not have
+/// (RESOURCE_NOT_FOUND); the other users' changes are all applied.
+pub fn alter_scram_credentials(
+    image: &MetadataImage,
+    changes: &[strata_metadata::channel::ScramChange],
+) -> (Vec<MetadataRecord>, Vec<strata_metadata::channel::ScramResult>) {
+    use strata_security::sasl::Mechanism;
+    let mut order: Vec<&str> = Vec::new();
+    for c in changes {
+        if !order.contains(&c.name.as_str()) {
+            order.push(&c.name);
+        }
+    }
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    for name in order {
+        let mine: Vec<_> = changes.iter().filter(|c| c.name == name).collect();
+        let refuse = |error: ResponseError, message: String| (name.to_string(), Err(ApiError::new(error, message)));
+        if mine.len() > 1 {
+            // Kafka refuses a user named more than once in one request.
+            results.push(refuse(
+                ResponseError::DuplicateResource,
+                format!("Cannot alter the credentials of user {name} more than once in one request"),
+            ));
+            continue;
+        }
+        let c = mine[0];
+        if name.is_empty() {
+            results.push(refuse(ResponseError::UnacceptableCredential, "Username must not be empty".into()));
+            continue;
+        }
+        let mechanism = match c.mechanism {
+            1 => Mechanism::ScramSha256,
+            2 => Mechanism::ScramSha512,
+            other => {
+                results
+                    .push(refuse(ResponseError::UnsupportedSaslMechanism, format!("Unknown SCRAM mechanism {other}")));
+                continue;
+            }
+        };
+        match &c.upsert {
+            None => {
+                let has =
+                    image.scram_credentials.get(name).is_some_and(|l| l.iter().any(|x| x.mechanism == c.mechanism));
+                if !has {
+                    results.push(refuse(
+                        ResponseError::ResourceNotFound,
+                        format!("Attempt to delete a user credential that does not exist: {name} {}", mechanism.name()),
+                    ));
+                    continue;
+                }
+                records.push(MetadataRecord::ScramCredentialRemoved { name: name.to_string(), mechanism: c.mechanism });
+            }
+            Some(u) => {
+                if !strata_security::scram::valid_iterations(u.iterations) {
+                    results.push(refuse(
+                        ResponseError::UnacceptableCredential,
+                        format!(
+                            "Iterations {} must be from {} to {}",
+                            u.iterations,
+                            strata_security::scram::MIN_ITERATIONS,
+                            strata_security::scram::MAX_ITERATIONS
+                        ),
+                    ));
+                    continue;
+                }
+                let credential = match strata_security::scram::from_salted_password(
+                    mechanism,
+                    &u.salted_password,
+                    &u.salt,
+                    u.iterations as u32,
+                ) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        results.push(refuse(ResponseError::UnacceptableCredential, e.to_string()));
+                        continue;
+                    }
+                };
+                records.push(MetadataRecord::ScramCredentialSet {
+                    name: name.to_string(),
+                    mechanism: c.mechanism,
+                    salt: credential.salt,
+                    stored_key: credential.stored_key,
+                    server_key: credential.server_key,
+                    iterations: u.iterations,
+                });
+            }
+        }
+        results.push((name.to_string(), Ok(())));
+    }
+    (records, results)
+}
+
+/// CreateAcls (Kafka's `AclControlManager.createAcls`): each binding is checked
+/// (INVALID_REQUEST with Kafka's reason) and written once; one that exists already succeeds.
+pub fn create_acls(
+    image: &MetadataImage,
+    acls: &[strata_metadata::image::AclImage],
+) -> (Vec<MetadataRecord>, Vec<Result<(), ApiError>>) {
+    let mut records = Vec::new();
+    let mut results = Vec::new();
+    let mut added: Vec<&strata_metadata::image::AclImage> = Vec::new();
+    for acl in acls {
+        let checked = strata_security::acl::AclBinding::from_ids(
+            acl.resource_type,
+            &acl.name,
+            acl.pattern_type,
+            &acl.principal,
+            &acl.host,
+            acl.operation,
+            acl.permission,
+        );
+        if let Err(reason) = checked {
+            results.push(Err(ApiError::new(ResponseError::InvalidRequest, reason)));
+            continue;
+        }
+        if !image.acls.values().any(|a| a == acl) && !added.contains(&acl) {
+            added.push(acl);
+            records.push(MetadataRecord::AclCreated { id: Uuid::new_v4(), acl: acl.clone() });
+        }
+        results.push(Ok(()));
+    }
+    (records, results)
+}
+
+/// DeleteAcls (Kafka's `AclControlManager.deleteAcls`): per filter, every binding it matches
+/// is removed (a binding two filters match is removed once and reported by both).
+pub fn delete_acls(
+    image: &MetadataImage,
+    filters: &[strata_metadata::channel::AclFilterSpec],
+) -> (Vec<MetadataRecord>, Vec<strata_metadata::channel::AclDeleteResult>) {
+    let mut records = Vec::new();
+    let mut removed = std::collections::BTreeSet::new();
+    let mut results = Vec::new();
+    for f in filters {
+        let filter = match strata_security::acl::AclFilter::from_ids(
+            f.resource_type,
+            f.name.as_deref(),
+            f.pattern_type,
+            f.principal.as_deref(),
+            f.host.as_deref(),
+            f.operation,
+            f.permission,
+        ) {
+            Ok(filter) => filter,
+            Err(reason) => {
+                results.push(Err(ApiError::new(ResponseError::InvalidRequest, reason)));
+                continue;
+            }
+        };
+        let mut matched = Vec::new();
+        for (id, acl) in image.acls.iter() {
+            let binding = strata_security::acl::AclBinding::from_ids(
+                acl.resource_type,
+                &acl.name,
+                acl.pattern_type,
+                &acl.principal,
+                &acl.host,
+                acl.operation,
+                acl.permission,
+            );
+            if binding.is_ok_and(|b| filter.matches(&b)) {
+                matched.push(acl.clone());
+                if removed.insert(*id) {
+                    records.push(MetadataRecord::AclRemoved { id: *id });
+                }
+            }
+        }
+        results.push(Ok(matched));
+    }
+    (records, results)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -854,6 +1036,7 @@ mod tests {
                 epoch: 0,
                 fenced: false,
                 incarnation_id: None,
+                listeners: Vec::new(),
             })
             .collect();
         MetadataImage::empty().apply(&records).unwrap().0
@@ -869,6 +1052,7 @@ mod tests {
                 epoch: 0,
                 fenced: false,
                 incarnation_id: None,
+                listeners: Vec::new(),
             }])
             .unwrap()
             .0
@@ -892,6 +1076,7 @@ mod tests {
             epoch: 10 + i64::from(id),
             fenced: false,
             incarnation_id: None,
+            listeners: Vec::new(),
         };
         let image = MetadataImage::empty().apply(&[reg(1), reg(2), reg(3)]).unwrap().0;
         let topic_id = Uuid::from_u128(7);
@@ -1321,5 +1506,101 @@ mod tests {
         let (recs, res) = delete_topics(&img, vec![TopicRef::Name("t".into()), TopicRef::Name("nope".into())]);
         assert_eq!(recs.len(), 1);
         assert_eq!(res[1].result.as_ref().unwrap_err().error, ResponseError::UnknownTopicOrPartition);
+    }
+
+    #[test]
+    fn scram_credentials_are_set_removed_and_refused_per_user() {
+        use strata_metadata::channel::{ScramChange, ScramUpsert};
+        let upsert = |name: &str, mechanism: i8, iterations: i32| ScramChange {
+            name: name.into(),
+            mechanism,
+            upsert: Some(ScramUpsert { salt: b"salt".to_vec(), salted_password: vec![7; 32], iterations }),
+        };
+        let delete = |name: &str, mechanism: i8| ScramChange { name: name.into(), mechanism, upsert: None };
+        let image = MetadataImage::empty();
+        let changes = vec![
+            upsert("alice", 1, 4096),
+            upsert("bob", 2, 100),
+            upsert("carol", 3, 4096),
+            delete("dave", 1),
+            upsert("erin", 1, 4096),
+            delete("erin", 2),
+            upsert("", 1, 4096),
+        ];
+        let (records, results) = alter_scram_credentials(&image, &changes);
+        let codes: Vec<(String, Option<ResponseError>)> =
+            results.iter().map(|(n, r)| (n.clone(), r.as_ref().err().map(|e| e.error))).collect();
+        assert_eq!(
+            codes,
+            vec![
+                ("alice".to_string(), None),
+                ("bob".to_string(), Some(ResponseError::UnacceptableCredential)),
+                ("carol".to_string(), Some(ResponseError::UnsupportedSaslMechanism)),
+                ("dave".to_string(), Some(ResponseError::ResourceNotFound)),
+                ("erin".to_string(), Some(ResponseError::DuplicateResource)),
+                (String::new(), Some(ResponseError::UnacceptableCredential)),
+            ]
+        );
+        assert_eq!(records.len(), 1, "only alice's credential is written");
+        let (after, _) = image.apply(&records).unwrap_or_else(|e| panic!("{e}"));
+        let stored = &after.scram_credentials["alice"][0];
+        assert_eq!((stored.mechanism, stored.iterations, stored.salt.as_slice()), (1, 4096, &b"salt"[..]));
+        assert_eq!(stored.stored_key.len(), 32);
+        let (records, results) = alter_scram_credentials(&after, &[delete("alice", 1)]);
+        assert!(results[0].1.is_ok());
+        let (after, _) = after.apply(&records).unwrap_or_else(|e| panic!("{e}"));
+        assert!(after.scram_credentials.is_empty());
+    }
+
+    #[test]
+    fn acls_are_created_once_and_deleted_by_filter() {
+        use strata_metadata::channel::AclFilterSpec;
+        use strata_metadata::image::AclImage;
+        let acl = |name: &str, pattern: i8, op: i8| AclImage {
+            resource_type: 2,
+            name: name.into(),
+            pattern_type: pattern,
+            principal: "User:alice".into(),
+            host: "*".into(),
+            operation: op,
+            permission: 3,
+        };
+        let image = MetadataImage::empty();
+        let bad_cluster = AclImage { resource_type: 4, name: "other".into(), ..acl("x", 3, 3) };
+        let bad_principal = AclImage { principal: "alice".into(), ..acl("x", 3, 3) };
+        let any_op = acl("x", 3, 1);
+        let wanted =
+            [acl("orders", 3, 4), acl("orders-", 4, 3), acl("orders", 3, 4), bad_cluster, bad_principal, any_op];
+        let (records, results) = create_acls(&image, &wanted);
+        let ok: Vec<bool> = results.iter().map(Result::is_ok).collect();
+        assert_eq!(ok, [true, true, true, false, false, false]);
+        assert!(results[3]
+            .as_ref()
+            .err()
+            .is_some_and(|e| e.error == ResponseError::InvalidRequest && e.message.contains("kafka-cluster")));
+        assert_eq!(records.len(), 2, "the repeated binding is written once");
+        let (image, _) = image.apply(&records).unwrap_or_else(|e| panic!("{e}"));
+        let (again, _) = create_acls(&image, &[acl("orders", 3, 4)]);
+        assert!(again.is_empty(), "an existing binding is not written twice");
+        // MATCH on topic "orders-1" finds the prefixed binding only; ANY on everything finds both.
+        let filter = |name: Option<&str>, pattern: i8| AclFilterSpec {
+            resource_type: 2,
+            name: name.map(str::to_string),
+            pattern_type: pattern,
+            principal: None,
+            host: None,
+            operation: 1,
+            permission: 1,
+        };
+        let (records, results) = delete_acls(
+            &image,
+            &[filter(Some("orders-1"), 2), filter(None, 1), AclFilterSpec { pattern_type: 0, ..filter(None, 1) }],
+        );
+        assert_eq!(results[0].as_ref().map(Vec::len).ok(), Some(1));
+        assert_eq!(results[1].as_ref().map(Vec::len).ok(), Some(2));
+        assert!(results[2].is_err(), "UNKNOWN pattern type is refused");
+        assert_eq!(records.len(), 2, "each binding removed once");
+        let (image, _) = image.apply(&records).unwrap_or_else(|e| panic!("{e}"));
+        assert!(image.acls.is_empty());
     }
 }

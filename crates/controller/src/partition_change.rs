@@ -259,6 +259,7 @@ pub(crate) fn one_partition_records(brokers: i32, id: Uuid) -> Vec<MetadataRecor
             epoch: 0,
             fenced: false,
             incarnation_id: None,
+            listeners: Vec::new(),
         })
         .collect();
     records.push(MetadataRecord::TopicCreated { name: "t".into(), topic_id: id });

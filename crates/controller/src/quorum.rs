@@ -338,18 +338,35 @@ impl QuorumController {
                 other => return other,
             }
         }
-        let decisions::BrokerRegistration { broker_id, host, port, rack, incarnation_id, previous_broker_epoch } =
-            registration;
+        let decisions::BrokerRegistration {
+            broker_id,
+            host,
+            port,
+            rack,
+            incarnation_id,
+            previous_broker_epoch,
+            listeners,
+        } = registration;
+        use kafka_protocol::messages::broker_registration_request::Listener;
+        let listener = |name: &str, host: &str, port: u16, protocol: i16| {
+            Listener::default()
+                .with_name(StrBytes::from_string(name.to_string()))
+                .with_host(StrBytes::from_string(host.to_string()))
+                .with_port(port)
+                .with_security_protocol(protocol)
+        };
+        // The inter-broker listener first: the controller takes host and port from it.
+        let listeners = if listeners.is_empty() {
+            vec![listener("PLAINTEXT", &host, port, 0)]
+        } else {
+            listeners.iter().map(|l| listener(&l.name, &l.host, l.port, l.security_protocol)).collect()
+        };
         let client = self.leader_client()?;
         let req = BrokerRegistrationRequest::default()
             .with_broker_id(BrokerId(broker_id))
             .with_cluster_id(StrBytes::from_string(self.config.cluster_id.clone()))
             .with_incarnation_id(incarnation_id)
-            .with_listeners(vec![kafka_protocol::messages::broker_registration_request::Listener::default()
-                .with_name(StrBytes::from_static_str("PLAINTEXT"))
-                .with_host(StrBytes::from_string(host))
-                .with_port(port)
-                .with_security_protocol(0)])
+            .with_listeners(listeners)
             .with_rack(rack.map(StrBytes::from_string))
             .with_previous_broker_epoch(previous_broker_epoch);
         let resp = client.call(3, &req).await.map_err(|e| unavailable(&e))?;
@@ -497,6 +514,16 @@ impl QuorumController {
             rack,
             incarnation_id: req.incarnation_id,
             previous_broker_epoch: req.previous_broker_epoch,
+            listeners: req
+                .listeners
+                .iter()
+                .map(|l| strata_metadata::image::Endpoint {
+                    name: l.name.to_string(),
+                    host: l.host.to_string(),
+                    port: l.port,
+                    security_protocol: l.security_protocol,
+                })
+                .collect(),
         })
         .await
     }
@@ -629,6 +656,7 @@ impl QuorumController {
         &self,
         frame: Bytes,
         client_host: &str,
+        principal: &str,
         timeout: Duration,
     ) -> Result<Bytes, ApiError> {
         let deadline = Instant::now() + timeout;
@@ -639,7 +667,7 @@ impl QuorumController {
         };
         let req = EnvelopeRequest::default()
             .with_request_data(frame)
-            .with_request_principal(Some(Bytes::from_static(b"User:ANONYMOUS")))
+            .with_request_principal(Some(Bytes::from(principal.as_bytes().to_vec())))
             .with_client_host_address(Bytes::from(host_bytes));
         loop {
             let last;
@@ -1060,6 +1088,28 @@ fn run_loader(mut image: Arc<MetadataImage>, rx: mpsc::Receiver<LoaderJob>) {
 }
 
 impl ControllerChannel for QuorumController {
+    fn create_acls(
+        &self,
+        acls: Vec<strata_metadata::image::AclImage>,
+    ) -> BoxFuture<'_, Result<Vec<Result<(), ApiError>>, ApiError>> {
+        Box::pin(self.commit(move |img| decisions::create_acls(img, &acls)))
+    }
+
+    fn delete_acls(
+        &self,
+        filters: Vec<strata_metadata::channel::AclFilterSpec>,
+    ) -> BoxFuture<'_, Result<Vec<strata_metadata::channel::AclDeleteResult>, ApiError>> {
+        Box::pin(self.commit(move |img| decisions::delete_acls(img, &filters)))
+    }
+
+    fn alter_scram_credentials(
+        &self,
+        changes: Vec<strata_metadata::channel::ScramChange>,
+    ) -> BoxFuture<'_, Result<Vec<strata_metadata::channel::ScramResult>, ApiError>> {
+        let commit = self.commit(move |img| decisions::alter_scram_credentials(img, &changes));
+        Box::pin(commit)
+    }
+
     fn create_topics(
         &self,
         topics: Vec<CreateTopicSpec>,
@@ -1245,8 +1295,8 @@ impl ControllerChannel for QuorumController {
         })
     }
 
-    fn forward(&self, frame: Bytes, client_host: String) -> BoxFuture<'_, Result<Bytes, ApiError>> {
-        Box::pin(async move { self.forward_envelope(frame, &client_host, Duration::from_secs(30)).await })
+    fn forward(&self, frame: Bytes, client_host: String, principal: String) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        Box::pin(async move { self.forward_envelope(frame, &client_host, &principal, Duration::from_secs(30)).await })
     }
 }
 

@@ -158,6 +158,44 @@ pub struct OngoingReassignment {
     pub removing: Vec<i32>,
 }
 
+/// One change of AlterUserScramCredentials (key 51): a user's credential for a mechanism
+/// (1 SCRAM-SHA-256, 2 SCRAM-SHA-512) removed, or set from the salted password the client
+/// computed (`Hi(password, salt, iterations)`; the controller derives the stored keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramChange {
+    pub name: String,
+    pub mechanism: i8,
+    /// `None`: delete.
+    pub upsert: Option<ScramUpsert>,
+}
+
+/// The salted password of a [`ScramChange`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramUpsert {
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+    pub iterations: i32,
+}
+
+/// One DeleteAcls filter as sent: Kafka's ids, ANY (1) matching every value and, for the
+/// pattern, MATCH (2) the bindings that cover `name`; `None` strings match anything.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclFilterSpec {
+    pub resource_type: i8,
+    pub name: Option<String>,
+    pub pattern_type: i8,
+    pub principal: Option<String>,
+    pub host: Option<String>,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+/// One DeleteAcls filter's outcome: the bindings it removed.
+pub type AclDeleteResult = Result<Vec<crate::image::AclImage>, ApiError>;
+
+/// One user's outcome of AlterUserScramCredentials.
+pub type ScramResult = (String, Result<(), ApiError>);
+
 /// The controller, as the broker sees it.
 pub trait ControllerChannel: Send + Sync {
     fn create_topics(&self, topics: Vec<CreateTopicSpec>, validate_only: bool)
@@ -227,6 +265,29 @@ pub trait ControllerChannel: Send + Sync {
         wanted: Option<Vec<(String, Vec<i32>)>>,
     ) -> BoxFuture<'_, Result<Vec<OngoingReassignment>, ApiError>>;
 
+    /// AlterUserScramCredentials (key 51) on the active controller: one outcome per user named,
+    /// in the order first named, once the changes are committed.
+    fn alter_scram_credentials(&self, changes: Vec<ScramChange>) -> BoxFuture<'_, Result<Vec<ScramResult>, ApiError>> {
+        let _ = changes;
+        Box::pin(async { Err(ApiError::new(ResponseError::NotController, "no controller here".to_string())) })
+    }
+
+    /// CreateAcls (key 30) on the active controller: one outcome per binding, in order, once
+    /// committed (a binding that exists already succeeds without a second copy).
+    fn create_acls(
+        &self,
+        acls: Vec<crate::image::AclImage>,
+    ) -> BoxFuture<'_, Result<Vec<Result<(), ApiError>>, ApiError>> {
+        let _ = acls;
+        Box::pin(async { Err(ApiError::new(ResponseError::NotController, "no controller here".to_string())) })
+    }
+
+    /// DeleteAcls (key 31) on the active controller: per filter, the bindings it removed.
+    fn delete_acls(&self, filters: Vec<AclFilterSpec>) -> BoxFuture<'_, Result<Vec<AclDeleteResult>, ApiError>> {
+        let _ = filters;
+        Box::pin(async { Err(ApiError::new(ResponseError::NotController, "no controller here".to_string())) })
+    }
+
     /// Whether admin requests are decided on this node: it is the active controller (always,
     /// on a single node). When false, the broker forwards clients' admin requests with
     /// [`forward`](Self::forward).
@@ -236,9 +297,15 @@ pub trait ControllerChannel: Send + Sync {
 
     /// Sends a client's request frame (header and body, without the size) to the active
     /// controller in an Envelope (KIP-590) and returns the response frame (header and body),
-    /// which answers the client as it is. `client_host` is the client's address.
-    fn forward(&self, frame: bytes::Bytes, client_host: String) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
-        let _ = (frame, client_host);
+    /// which answers the client as it is. `client_host` is the client's address, `principal`
+    /// who it authenticated as (`User:NAME`): the controller authorizes the request as theirs.
+    fn forward(
+        &self,
+        frame: bytes::Bytes,
+        client_host: String,
+        principal: String,
+    ) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
+        let _ = (frame, client_host, principal);
         Box::pin(async {
             Err(ApiError::new(ResponseError::NotController, "this node cannot forward to a controller".to_string()))
         })

@@ -13,6 +13,7 @@ pub enum ConfigType {
     Long = 5,
     Double = 6,
     List = 7,
+    Password = 9,
 }
 
 /// Where a resolved value came from (Kafka's `ConfigSource` numbering).
@@ -406,7 +407,7 @@ pub fn validate_topic_config(name: &str, value: &str) -> Result<(), String> {
                 return bad("must be true or false");
             }
         }
-        ConfigType::String => {
+        ConfigType::String | ConfigType::Password => {
             if !def.choices.is_empty() && !def.choices.contains(&value.trim()) {
                 return bad(&format!("must be one of {}", def.choices.join(", ")));
             }

@@ -76,6 +76,32 @@ pub struct BrokerImage {
     /// The incarnation (process start) that registered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub incarnation_id: Option<Uuid>,
+    /// Every listener the broker registered, the inter-broker one (`host`, `port`) first.
+    /// Empty for a registration of before named listeners: `host`/`port` serve every listener.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listeners: Vec<Endpoint>,
+}
+
+/// One listener of a registered broker (Kafka's `BrokerEndpoint`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Upper-case listener name, e.g. `PLAINTEXT`, `SASL_SSL`, `INTERNAL`.
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// Kafka's id of the security protocol: 0 PLAINTEXT, 1 SSL, 2 SASL_PLAINTEXT, 3 SASL_SSL.
+    pub security_protocol: i16,
+}
+
+impl BrokerImage {
+    /// Where clients of listener `name` reach this broker, or `None` when the broker has no
+    /// such listener (Kafka then leaves the broker out of a Metadata answer on that listener).
+    pub fn endpoint(&self, name: &str) -> Option<(&str, u16)> {
+        if self.listeners.is_empty() {
+            return Some((self.host.as_str(), self.port));
+        }
+        self.listeners.iter().find(|l| l.name == name).map(|l| (l.host.as_str(), l.port))
+    }
 }
 
 /// The cluster's metadata after applying records up to some point. Immutable:
@@ -103,6 +129,38 @@ pub struct MetadataImage {
     /// the initial ones are in `controller.quorum.voters`.
     #[serde(default)]
     pub controllers: OrdMap<i32, (String, u16)>,
+    /// SCRAM credentials by user, one per mechanism.
+    #[serde(default)]
+    pub scram_credentials: OrdMap<String, Vec<ScramCredentialImage>>,
+    /// ACL bindings by id.
+    #[serde(default)]
+    pub acls: OrdMap<Uuid, AclImage>,
+}
+
+/// One ACL binding, with Kafka's numeric ids (`AclResourceType`, `PatternType`,
+/// `AclOperation`, `AclPermissionType`); `strata_security::acl` gives them meaning.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AclImage {
+    pub resource_type: i8,
+    pub name: String,
+    pub pattern_type: i8,
+    /// `User:alice`, or `User:*`.
+    pub principal: String,
+    /// An address, or `*`.
+    pub host: String,
+    pub operation: i8,
+    pub permission: i8,
+}
+
+/// One user's SCRAM credential for one mechanism (what Kafka stores; never the password).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScramCredentialImage {
+    /// 1 SCRAM-SHA-256, 2 SCRAM-SHA-512 (Kafka's `ScramMechanism` ids).
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+    pub iterations: i32,
 }
 
 /// What one `apply` changed, for publishers.
@@ -396,7 +454,16 @@ impl MetadataImage {
                 }
                 self.cluster_id = Some(cluster_id.clone());
             }
-            MetadataRecord::BrokerRegistered { broker_id, host, port, rack, epoch, fenced, incarnation_id } => {
+            MetadataRecord::BrokerRegistered {
+                broker_id,
+                host,
+                port,
+                rack,
+                epoch,
+                fenced,
+                incarnation_id,
+                listeners,
+            } => {
                 let after = BrokerImage {
                     broker_id: *broker_id,
                     host: host.clone(),
@@ -405,6 +472,7 @@ impl MetadataImage {
                     epoch: *epoch,
                     fenced: *fenced,
                     incarnation_id: *incarnation_id,
+                    listeners: listeners.clone(),
                 };
                 let before = self.brokers.insert(*broker_id, after.clone());
                 delta.broker_changed(before.as_ref(), &after);
@@ -564,6 +632,34 @@ impl MetadataImage {
             MetadataRecord::ControllerRegistered { controller_id, host, port } => {
                 self.controllers.insert(*controller_id, (host.clone(), *port));
             }
+            MetadataRecord::ScramCredentialSet { name, mechanism, salt, stored_key, server_key, iterations } => {
+                let mut list = self.scram_credentials.get(name).cloned().unwrap_or_default();
+                list.retain(|c| c.mechanism != *mechanism);
+                list.push(ScramCredentialImage {
+                    mechanism: *mechanism,
+                    salt: salt.clone(),
+                    stored_key: stored_key.clone(),
+                    server_key: server_key.clone(),
+                    iterations: *iterations,
+                });
+                list.sort_by_key(|c| c.mechanism);
+                self.scram_credentials.insert(name.clone(), list);
+            }
+            MetadataRecord::ScramCredentialRemoved { name, mechanism } => {
+                let mut list = self.scram_credentials.get(name).cloned().unwrap_or_default();
+                list.retain(|c| c.mechanism != *mechanism);
+                if list.is_empty() {
+                    self.scram_credentials.remove(name);
+                } else {
+                    self.scram_credentials.insert(name.clone(), list);
+                }
+            }
+            MetadataRecord::AclCreated { id, acl } => {
+                self.acls.insert(*id, acl.clone());
+            }
+            MetadataRecord::AclRemoved { id } => {
+                self.acls.remove(id);
+            }
             MetadataRecord::ProducerIdsAllocated { next_producer_id, .. } => {
                 if *next_producer_id < self.next_producer_id {
                     return Err(MetadataError::Inconsistent("producer ids moved backwards".into()));
@@ -637,6 +733,7 @@ mod tests {
                 epoch: 1,
                 fenced: false,
                 incarnation_id: None,
+                listeners: Vec::new(),
             },
             MetadataRecord::TopicCreated { name: "a.b".into(), topic_id: a },
             MetadataRecord::PartitionCreated {
@@ -848,6 +945,7 @@ mod tests {
             epoch: 7,
             fenced: true,
             incarnation_id: None,
+            listeners: Vec::new(),
         };
         let (img, delta) = MetadataImage::empty().apply(&[register]).unwrap();
         assert!(img.brokers[&4].fenced);
@@ -895,7 +993,8 @@ mod tests {
                 rack: None,
                 epoch: 0,
                 fenced: false,
-                incarnation_id: None
+                incarnation_id: None,
+                listeners: Vec::new()
             }
         );
     }

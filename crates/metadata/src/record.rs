@@ -60,6 +60,9 @@ pub enum MetadataRecord {
         /// retried by the same process keeps its epoch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         incarnation_id: Option<Uuid>,
+        /// Every listener of the broker, the inter-broker one (`host`, `port`) first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        listeners: Vec<crate::image::Endpoint>,
     },
     /// A broker stopped heartbeating (or shut down): it leads nothing until unfenced.
     BrokerFenced { broker_id: i32 },
@@ -101,6 +104,22 @@ pub enum MetadataRecord {
     ControllerRegistered { controller_id: i32, host: String, port: u16 },
     /// Producer ids below `next_producer_id` have been handed out.
     ProducerIdsAllocated { broker_id: i32, next_producer_id: i64 },
+    /// A user's SCRAM credential for one mechanism, new or replacing the previous one
+    /// (Kafka's `UserScramCredentialRecord`). `mechanism`: 1 SCRAM-SHA-256, 2 SCRAM-SHA-512.
+    ScramCredentialSet {
+        name: String,
+        mechanism: i8,
+        salt: Vec<u8>,
+        stored_key: Vec<u8>,
+        server_key: Vec<u8>,
+        iterations: i32,
+    },
+    /// Removes a user's credential for one mechanism (`RemoveUserScramCredentialRecord`).
+    ScramCredentialRemoved { name: String, mechanism: i8 },
+    /// An ACL binding (Kafka's `AccessControlEntryRecord`), with its id.
+    AclCreated { id: Uuid, acl: crate::image::AclImage },
+    /// Removes the binding `id` (`RemoveAccessControlEntryRecord`).
+    AclRemoved { id: Uuid },
 }
 
 impl MetadataRecord {

@@ -66,9 +66,15 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::ConsumerGroupHeartbeat, min: 0, max: 1 },
     ApiRange { key: ApiKey::ConsumerGroupDescribe, min: 0, max: 1 },
     ApiRange { key: ApiKey::DescribeTopicPartitions, min: 0, max: 0 },
-    // Answered ILLEGAL_SASL_STATE: no listener has SASL yet (as Kafka on a PLAINTEXT listener).
+    // On SASL listeners the connection runs them before any other request; elsewhere they
+    // are answered ILLEGAL_SASL_STATE (as Kafka on a PLAINTEXT or SSL listener).
     ApiRange { key: ApiKey::SaslHandshake, min: 0, max: 1 },
     ApiRange { key: ApiKey::SaslAuthenticate, min: 0, max: 2 },
+    ApiRange { key: ApiKey::DescribeUserScramCredentials, min: 0, max: 0 },
+    ApiRange { key: ApiKey::DescribeAcls, min: 1, max: 3 },
+    ApiRange { key: ApiKey::CreateAcls, min: 1, max: 3 },
+    ApiRange { key: ApiKey::DeleteAcls, min: 1, max: 3 },
+    ApiRange { key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
 ];
 
 /// What a node's CONTROLLER listener answers (its ApiVersions lists these, as a KRaft

@@ -158,16 +158,18 @@ async fn respond(
             let req = decode::<EnvelopeRequest>(&mut buf, version)?;
             let mut resp = EnvelopeResponse::default();
             match wait_for_broker(broker).await {
-                Some(b) if quorum.status().active => match handle_request_bytes(b, client_host, req.request_data).await
-                {
-                    // The inner response without its size: the forwarding broker adds it back.
-                    Ok(Some(inner)) => resp.response_data = Some(inner.slice(4..)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::info!(error = %e, "a forwarded request could not be handled");
-                        resp.error_code = ResponseError::InvalidRequest.code();
+                Some(b) if quorum.status().active => {
+                    let session = envelope_session(b, &req.client_host_address, req.request_principal.as_deref());
+                    match handle_request_bytes(b, &session, req.request_data).await {
+                        // The inner response without its size: the forwarding broker adds it back.
+                        Ok(Some(inner)) => resp.response_data = Some(inner.slice(4..)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            tracing::info!(error = %e, "a forwarded request could not be handled");
+                            resp.error_code = ResponseError::InvalidRequest.code();
+                        }
                     }
-                },
+                }
                 _ => resp.error_code = ResponseError::NotController.code(),
             }
             encode_response(&mut out, api, version, cid, &resp).ok()?;
@@ -286,7 +288,7 @@ async fn respond(
         }
         ApiKey::CreateTopics | ApiKey::DescribeQuorum => {
             let b = wait_for_broker(broker).await?;
-            return handle_request_bytes(b, client_host, frame).await.ok().flatten();
+            return handle_request_bytes(b, &forwarded_session(b, client_host), frame).await.ok().flatten();
         }
         other => {
             tracing::info!(api = ?other, "closing a controller listener connection: not a controller API");
@@ -294,4 +296,32 @@ async fn respond(
         }
     }
     Some(out.freeze())
+}
+
+/// The session of a request that came through the controller listener: the client's host as
+/// forwarded, the inter-broker listener (its answers name the brokers' endpoints there).
+fn forwarded_session(broker: &Arc<Broker>, client_host: &str) -> strata_broker::net::Session {
+    let listener = broker.config.inter_broker_listener().map(|l| l.name).unwrap_or_else(|_| "PLAINTEXT".into());
+    strata_broker::net::Session::forwarded(client_host, &listener, None)
+}
+
+/// The session of an Envelope's request (KIP-590): the client's address and principal as the
+/// forwarding broker saw them, so that the request is authorized as the client's. (The
+/// CONTROLLER listener trusts its peers: keep it on a private network.)
+fn envelope_session(broker: &Arc<Broker>, address: &[u8], principal: Option<&[u8]>) -> strata_broker::net::Session {
+    let ip: Option<std::net::IpAddr> = match address.len() {
+        4 => <[u8; 4]>::try_from(address).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(address).ok().map(std::net::IpAddr::from),
+        _ => None,
+    };
+    let host = ip.map(|ip| format!("/{ip}")).unwrap_or_default();
+    let principal = principal
+        .and_then(|p| std::str::from_utf8(p).ok())
+        .and_then(|p| strata_security::KafkaPrincipal::parse(p).ok());
+    let listener = broker.config.inter_broker_listener().map(|l| l.name).unwrap_or_else(|_| "PLAINTEXT".into());
+    let mut session = strata_broker::net::Session::forwarded(&host, &listener, principal);
+    if let Some(ip) = ip {
+        session.peer = std::net::SocketAddr::new(ip, 0);
+    }
+    session
 }

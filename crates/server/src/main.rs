@@ -96,6 +96,10 @@ struct FormatArgs {
     /// log starts without members instead of with `controller.quorum.voters`.
     #[arg(long)]
     no_initial_controllers: bool,
+    /// A SCRAM user to create with the cluster, as `kafka-storage format --add-scram`:
+    /// 'SCRAM-SHA-256=[name=alice,password=alice-secret]' (iterations=N optional). Repeatable.
+    #[arg(long = "add-scram", short = 'S', value_name = "MECHANISM=[name=NAME,password=PASSWORD]")]
+    add_scram: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -119,7 +123,13 @@ fn main() -> ExitCode {
         Command::Quorum(cmd) => return quorum_command(cmd),
         Command::Format(format) => {
             return match settings::load(&format.server).and_then(|c| {
-                format_node(&c, &format.cluster_id, format.ignore_formatted, format.no_initial_controllers)
+                format_node(
+                    &c,
+                    &format.cluster_id,
+                    format.ignore_formatted,
+                    format.no_initial_controllers,
+                    &format.add_scram,
+                )
             }) {
                 Ok(message) => {
                     println!("{message}");
@@ -193,7 +203,23 @@ fn format_node(
     cluster_id: &str,
     ignore_formatted: bool,
     joining: bool,
+    add_scram: &[String],
 ) -> anyhow::Result<String> {
+    let mut bootstrap_records = Vec::new();
+    for arg in add_scram {
+        let (mechanism, name, c) = strata_security::scram::parse_add_scram(arg).map_err(anyhow::Error::msg)?;
+        bootstrap_records.push(strata_metadata::MetadataRecord::ScramCredentialSet {
+            name,
+            mechanism: mechanism.scram_type().unwrap_or(1),
+            salt: c.salt,
+            stored_key: c.stored_key,
+            server_key: c.server_key,
+            iterations: i32::try_from(c.iterations).unwrap_or(i32::MAX),
+        });
+    }
+    if !bootstrap_records.is_empty() && (joining || !config.process_roles().contains(&Role::Controller)) {
+        anyhow::bail!("--add-scram goes to the initial controllers' format (this node starts no metadata log)");
+    }
     let valid =
         cluster_id.len() == 22 && cluster_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if !valid {
@@ -232,7 +258,7 @@ fn format_node(
         std::fs::write(&marker, b"").with_context(|| format!("cannot write {}", marker.display()))?;
     } else {
         let voters: Vec<u64> = initial_voters(config).iter().map(|v| v.id as u64).collect();
-        strata_controller::bootstrap::format(&storage, &metadata_log, &voters, cluster_id)
+        strata_controller::bootstrap::format(&storage, &metadata_log, &voters, cluster_id, &bootstrap_records)
             .context("cannot write the bootstrap metadata")?;
     }
     data_dirs.write_missing(cluster_id, config.node_id())?;
@@ -241,6 +267,9 @@ fn format_node(
 }
 
 async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
+    // Registered first: a stop signal that arrives while the node starts (a client may already
+    // be served) is kept and stops it cleanly once it is up, instead of killing it.
+    let signals = StopSignals::install();
     let log_dirs = config.log_dirs();
     let metadata_dir = config.metadata_log_dir();
     // Held until the process ends: a second broker on any of these directories is refused.
@@ -259,15 +288,28 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     }
     check_metadata_log_location(&data_dirs, &metadata_dir)?;
     let cluster_id = data_dirs.cluster_id()?.map(str::to_owned);
-    // The listener for clients (a controller-only node has none).
-    let client_listener = if is_broker {
-        let listen = config.listen_addr().map_err(anyhow::Error::msg)?;
-        let (host, port) = config.advertised().map_err(anyhow::Error::msg)?;
-        let (listener, local) =
-            net::bind(&listen).await.with_context(|| format!("cannot listen on {}:{}", listen.0, listen.1))?;
-        // With port 0 the advertised port is the one the OS picked.
-        let port = if port == 0 { local.port() } else { port };
-        Some((listener, local, host, port))
+    // The listeners for clients and brokers (a controller-only node has none), each with its
+    // TLS and SASL read now: a bad keystore or JAAS entry stops the start here.
+    let credentials = Arc::new(strata_broker::listeners::ImageCredentials::default());
+    let client_listeners = if is_broker {
+        let inter = config.inter_broker_listener().map_err(anyhow::Error::msg)?;
+        let mut bound = Vec::new();
+        for mut spec in config.client_listeners().map_err(anyhow::Error::msg)? {
+            let (socket, local) = net::bind(&spec.bind).await.with_context(|| {
+                format!("cannot listen on {}:{} (listener {})", spec.bind.0, spec.bind.1, spec.name)
+            })?;
+            // With port 0 the advertised port is the one the OS picked.
+            if spec.advertised.1 == 0 {
+                spec.advertised.1 = local.port();
+            }
+            let store: Arc<dyn strata_security::sasl::CredentialStore> = credentials.clone();
+            let listener =
+                strata_broker::listeners::Listener::build(&config, spec, store).map_err(anyhow::Error::msg)?;
+            bound.push((socket, local, Arc::new(listener)));
+        }
+        // The inter-broker listener first: its address is the broker's registered host and port.
+        bound.sort_by_key(|(_, _, l)| l.spec.name != inter.name);
+        Some(bound)
     } else {
         None
     };
@@ -322,21 +364,32 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let replicas = Arc::new(
         ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
     );
+    credentials.attach(replicas.clone());
     // A broker registers a new incarnation, fenced, and waits until its metadata holds that
     // registration: what it loads and serves from then on is at least as new as the
     // cluster's metadata when it registered, never what its own log had before it stopped.
-    let broker_epoch = match &client_listener {
-        Some((_, _, host, port)) => Some(
-            register_with_quorum(
-                &quorum,
-                config.node_id(),
-                host,
-                *port,
-                config.rack(),
-                replicas.previous_broker_epoch(),
+    let broker_epoch = match &client_listeners {
+        Some(listeners) => {
+            let endpoints: Vec<strata_metadata::image::Endpoint> = listeners
+                .iter()
+                .map(|(_, _, l)| strata_metadata::image::Endpoint {
+                    name: l.spec.name.clone(),
+                    host: l.spec.advertised.0.clone(),
+                    port: l.spec.advertised.1,
+                    security_protocol: l.spec.protocol.id(),
+                })
+                .collect();
+            Some(
+                register_with_quorum(
+                    &quorum,
+                    config.node_id(),
+                    endpoints,
+                    config.rack(),
+                    replicas.previous_broker_epoch(),
+                )
+                .await,
             )
-            .await,
-        ),
+        }
         None => None,
     };
     let controller: Arc<dyn ControllerChannel> = quorum.clone();
@@ -442,22 +495,40 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
 
     let log_dirs: Vec<String> = log_dirs.iter().map(|d| d.display().to_string()).collect();
     let roles: Vec<&str> = roles.iter().map(|r| if *r == Role::Broker { "broker" } else { "controller" }).collect();
-    let server = match client_listener {
-        Some((listener, local, _, _)) => {
-            tracing::info!(listen = %local, node_id = broker.node_id, roles = %roles.join(","),
+    signals.serving();
+    let servers = match client_listeners {
+        Some(listeners) => {
+            let shared = net::SharedLimits::new(&limits);
+            let mut servers = Vec::new();
+            for (socket, local, listener) in listeners {
+                tracing::info!(listen = %local, listener = %listener.spec.name, protocol = listener.spec.protocol.name(),
+                    advertised = %format!("{}:{}", listener.spec.advertised.0, listener.spec.advertised.1), "listening");
+                if listener.tls.is_some() {
+                    tokio::spawn(net::watch_tls(listener.clone(), shutdown_rx.clone()));
+                }
+                servers.push(tokio::spawn(net::serve(
+                    socket,
+                    listener,
+                    broker.clone(),
+                    limits,
+                    shared.clone(),
+                    shutdown_rx.clone(),
+                )));
+            }
+            tracing::info!(node_id = broker.node_id, roles = %roles.join(","),
                 log_dirs = %log_dirs.join(","), metadata_log_dir = %metadata_dir.display(), "strata is serving");
-            Some(tokio::spawn(net::serve(listener, broker, limits, shutdown_rx)))
+            servers
         }
         None => {
             tracing::info!(node_id = broker.node_id, roles = %roles.join(","),
                 metadata_log_dir = %metadata_dir.display(), "strata is serving (controller only: no listener for clients)");
-            None
+            Vec::new()
         }
     };
-    let signal = wait_for_signal().await;
+    let signal = signals.wait().await;
     tracing::info!(%signal, "shutting down: no new connections, finishing requests in flight");
     let _ = shutdown_tx.send(true);
-    if let Some(server) = server {
+    for server in servers {
         let _ = server.await;
     }
     if let Some(heartbeats) = heartbeats {
@@ -672,11 +743,11 @@ async fn heartbeat_loop(
 /// Registers this broker with the active controller (KRaft's BrokerRegistration, with the
 /// epoch of its last clean shutdown or -1), retrying until it is done, then waits until this
 /// node's metadata holds the registration (it has caught up). Returns the broker epoch.
+/// `listeners`: every listener's advertised endpoint, the inter-broker one first.
 async fn register_with_quorum(
     quorum: &QuorumController,
     node_id: i32,
-    host: &str,
-    port: u16,
+    listeners: Vec<strata_metadata::image::Endpoint>,
     rack: Option<String>,
     previous_broker_epoch: i64,
 ) -> i64 {
@@ -687,13 +758,15 @@ async fn register_with_quorum(
     // A one-voter quorum is ready within milliseconds; a cluster may take an election.
     let mut backoff = Duration::from_millis(5);
     let epoch = loop {
+        let (host, port) = listeners.first().map(|l| (l.host.clone(), l.port)).unwrap_or_default();
         let registration = strata_controller::decisions::BrokerRegistration {
             broker_id: node_id,
-            host: host.to_owned(),
+            host,
             port,
             rack: rack.clone(),
             incarnation_id,
             previous_broker_epoch,
+            listeners: listeners.clone(),
         };
         match quorum.register_broker(registration).await {
             Ok(epoch) => {
@@ -789,28 +862,68 @@ fn spawn_periodic(mut shutdown: watch::Receiver<bool>, every: Duration, task: im
 
 /// Waits for a signal to shut down, returning its name: SIGTERM, SIGINT or SIGHUP (which the
 /// JVM, and so Kafka, also treats as a request to stop cleanly).
-async fn wait_for_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
-            (Ok(mut term), Ok(mut int), Ok(mut hup)) => {
-                tokio::select! {
+/// SIGTERM, SIGINT and SIGHUP, caught from the start of `run` on. Before the node serves, one
+/// ends the process at once (a start stuck waiting for its quorum can be stopped; nothing is
+/// served yet); from [`serving`](Self::serving) on it is handed to [`wait`](Self::wait), which
+/// stops the node cleanly, even when it arrived between the first client being served and the
+/// wait.
+struct StopSignals {
+    received: watch::Receiver<Option<&'static str>>,
+    serving: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        let (tx, received) = watch::channel(None);
+        let serving = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let during_start = serving.clone();
+        #[cfg(unix)]
+        let registered = {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+                (Ok(term), Ok(int), Ok(hup)) => Some((term, int, hup)),
+                _ => None,
+            }
+        };
+        tokio::spawn(async move {
+            #[cfg(unix)]
+            let name = match registered {
+                Some((mut term, mut int, mut hup)) => tokio::select! {
                     _ = term.recv() => "SIGTERM",
                     _ = int.recv() => "SIGINT",
                     _ = hup.recv() => "SIGHUP",
+                },
+                None => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    "SIGINT"
                 }
-            }
-            _ => {
+            };
+            #[cfg(not(unix))]
+            let name = {
                 let _ = tokio::signal::ctrl_c().await;
                 "SIGINT"
+            };
+            if !during_start.load(std::sync::atomic::Ordering::SeqCst) {
+                tracing::warn!(signal = name, "stop signal during start-up: exiting before serving");
+                std::process::exit(143);
             }
-        }
+            let _ = tx.send(Some(name));
+        });
+        Self { received, serving }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "ctrl-c"
+
+    /// From now on a stop signal stops the node cleanly (call before the first client is
+    /// served).
+    fn serving(&self) {
+        self.serving.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The first stop signal (one that came before this call included).
+    async fn wait(mut self) -> &'static str {
+        match self.received.wait_for(Option::is_some).await {
+            Ok(name) => name.unwrap_or("SIGTERM"),
+            Err(_) => "SIGTERM",
+        }
     }
 }
 

@@ -178,8 +178,12 @@ mod tests {
             listen: Some("SSL://127.0.0.1:9093".into()),
             ..Default::default()
         };
+        let c = load(&args).unwrap();
+        let specs = c.client_listeners().unwrap();
+        assert_eq!(specs[0].protocol, strata_security::SecurityProtocol::Ssl);
+        let args = ServerArgs { listen: Some("TLS://127.0.0.1:9093".into()), ..Default::default() };
         let e = load(&args).unwrap_err().to_string();
-        assert!(e.contains("'listeners'") && e.contains("SSL is not supported"), "{e}");
+        assert!(e.contains("'listeners'") && e.contains("no security protocol is defined for listener TLS"), "{e}");
         let args = ServerArgs { data_dir: Some("/d1,/d2".into()), ..Default::default() };
         assert_eq!(load(&args).unwrap().log_dirs(), vec![PathBuf::from("/d1"), PathBuf::from("/d2")]);
     }

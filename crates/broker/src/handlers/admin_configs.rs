@@ -31,6 +31,30 @@ const BROKER: i8 = 4;
 /// The resource a request names. Describing a broker's configs is answered by that broker (an
 /// empty name: this one); altering them (forwarded to the controller) may name any broker, or
 /// the cluster-wide default with an empty name (`ConfigResource::Broker(-1)`).
+/// Kafka's rights on configs: DESCRIBE_CONFIGS / ALTER_CONFIGS on the topic
+/// (TOPIC_AUTHORIZATION_FAILED), or on the cluster for broker configs
+/// (CLUSTER_AUTHORIZATION_FAILED).
+fn config_allowed(
+    broker: &Broker,
+    session: &crate::net::Session,
+    res: ConfigResource,
+    altering: bool,
+) -> Result<ConfigResource, ApiError> {
+    use strata_security::acl::{Operation, ResourceType};
+    let op = if altering { Operation::AlterConfigs } else { Operation::DescribeConfigs };
+    let (ok, error) = match &res {
+        ConfigResource::Topic(name) => {
+            (broker.authz.allowed(session, op, ResourceType::Topic, name), ResponseError::TopicAuthorizationFailed)
+        }
+        ConfigResource::Broker(_) => (broker.authz.cluster(session, op), ResponseError::ClusterAuthorizationFailed),
+    };
+    if ok {
+        Ok(res)
+    } else {
+        Err(ApiError::new(error, format!("Principal {} is not authorized to {op:?} this resource", session.principal)))
+    }
+}
+
 fn resource(broker: &Broker, resource_type: i8, name: &str, altering: bool) -> Result<ConfigResource, ApiError> {
     match resource_type {
         TOPIC => Ok(ConfigResource::Topic(name.to_string())),
@@ -51,7 +75,12 @@ fn resource(broker: &Broker, resource_type: i8, name: &str, altering: bool) -> R
     }
 }
 
-pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: i16) -> DescribeConfigsResponse {
+pub fn describe(
+    broker: &Arc<Broker>,
+    request: DescribeConfigsRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> DescribeConfigsResponse {
     let image = broker.replicas.image();
     let results = request
         .resources
@@ -62,7 +91,9 @@ pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: 
                 .with_resource_name(r.resource_name.clone());
             let wanted =
                 |name: &str| r.configuration_keys.as_ref().is_none_or(|keys| keys.iter().any(|k| k.as_str() == name));
-            let entries = match resource(broker, r.resource_type, &r.resource_name, false) {
+            let entries = match resource(broker, r.resource_type, &r.resource_name, false)
+                .and_then(|res| config_allowed(broker, session, res, false))
+            {
                 Err(e) => return base.with_error_code(e.error.code()).with_error_message(Some(str_bytes(e.message))),
                 Ok(ConfigResource::Topic(name)) => {
                     if image.topic(&name).is_none() {
@@ -129,6 +160,22 @@ pub fn describe(broker: &Arc<Broker>, request: DescribeConfigsRequest, version: 
                             Vec::new()
                         };
                         let read_only = !strata_metadata::config::DYNAMIC_BROKER_CONFIGS.contains(&d.name);
+                        if crate::config::is_sensitive(d.name) {
+                            // Kafka never returns a password's value, and says it is one.
+                            let synonyms = synonyms.into_iter().map(|s| s.with_value(None)).collect();
+                            return entry(
+                                d.name,
+                                None,
+                                source,
+                                ConfigType::Password,
+                                d.doc,
+                                synonyms,
+                                &request,
+                                version,
+                            )
+                            .with_read_only(read_only)
+                            .with_is_sensitive(true);
+                        }
                         entry(d.name, value, source, ty, d.doc, synonyms, &request, version).with_read_only(read_only)
                     })
                     .collect(),
@@ -189,12 +236,20 @@ impl DuplicateCheck {
     }
 }
 
-pub async fn alter(broker: &Arc<Broker>, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub async fn alter(
+    broker: &Arc<Broker>,
+    request: AlterConfigsRequest,
+    session: &crate::net::Session,
+) -> AlterConfigsResponse {
     let duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
     let mut responses = Vec::new();
     for r in request.resources {
         let refused = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name));
-        let result = match (refused, resource(broker, r.resource_type, &r.resource_name, true)) {
+        let result = match (
+            refused,
+            resource(broker, r.resource_type, &r.resource_name, true)
+                .and_then(|res| config_allowed(broker, session, res, true)),
+        ) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
                 let mut ops = Vec::new();
@@ -241,13 +296,18 @@ const OP_SUBTRACT: i8 = 3;
 pub async fn incremental_alter(
     broker: &Arc<Broker>,
     request: IncrementalAlterConfigsRequest,
+    session: &crate::net::Session,
 ) -> IncrementalAlterConfigsResponse {
     let image = broker.replicas.image();
     let duplicate = DuplicateCheck::new(request.resources.iter().map(|r| (r.resource_type, &r.resource_name)));
     let mut responses = Vec::new();
     for r in request.resources {
         let refused = duplicate.check(r.resource_type, &r.resource_name, r.configs.iter().map(|c| &c.name));
-        let result = match (refused, resource(broker, r.resource_type, &r.resource_name, true)) {
+        let result = match (
+            refused,
+            resource(broker, r.resource_type, &r.resource_name, true)
+                .and_then(|res| config_allowed(broker, session, res, true)),
+        ) {
             (Some(e), _) | (None, Err(e)) => Err(e),
             (None, Ok(res)) => {
                 let current: BTreeMap<String, String> = match &res {

@@ -12,7 +12,13 @@ use strata_protocol::ResponseError;
 use super::{duplicates, str_bytes};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+/// ALTER on each topic (TOPIC_AUTHORIZATION_FAILED), as in Kafka.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreatePartitionsRequest,
+    session: &crate::net::Session,
+) -> CreatePartitionsResponse {
+    use strata_security::acl::{Operation, ResourceType};
     let twice: HashSet<String> = duplicates(request.topics.iter().map(|t| t.name.to_string()));
     let mut answered = HashSet::new();
     let mut results = Vec::with_capacity(request.topics.len());
@@ -23,6 +29,8 @@ pub async fn handle(broker: &Arc<Broker>, request: CreatePartitionsRequest) -> C
                 continue;
             }
             Err((ResponseError::InvalidRequest, "Duplicate topic name.".to_string()))
+        } else if !broker.authz.allowed(session, Operation::Alter, ResourceType::Topic, t.name.as_str()) {
+            Err((ResponseError::TopicAuthorizationFailed, "Authorization failed.".to_string()))
         } else {
             let assignments =
                 t.assignments.map(|a| a.into_iter().map(|x| x.broker_ids.into_iter().map(|b| b.0).collect()).collect());

@@ -12,7 +12,15 @@ use strata_protocol::ResponseError;
 use super::{duplicates, str_bytes};
 use crate::Broker;
 
-pub async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+/// CREATE on the cluster, or on each topic (TOPIC_AUTHORIZATION_FAILED), as in Kafka.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: CreateTopicsRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> CreateTopicsResponse {
+    use strata_security::acl::{Operation, ResourceType};
+    let may_create_all = broker.authz.cluster(session, Operation::Create);
     let twice: HashSet<String> = duplicates(request.topics.iter().map(|t| t.name.to_string()));
     let mut answered = HashSet::new();
     let mut results = Vec::new();
@@ -23,6 +31,10 @@ pub async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version:
             if answered.insert(name.clone()) {
                 results.push(failed(&name, ResponseError::InvalidRequest, "Duplicate topic name in the request."));
             }
+            continue;
+        }
+        if !may_create_all && !broker.authz.allowed(session, Operation::Create, ResourceType::Topic, &name) {
+            results.push(failed(&name, ResponseError::TopicAuthorizationFailed, "Authorization failed."));
             continue;
         }
         let mut configs = BTreeMap::new();
@@ -72,13 +84,25 @@ pub async fn handle(broker: &Arc<Broker>, request: CreateTopicsRequest, version:
                         })
                         .collect()
                 });
+                let result = CreatableTopicResult::default()
+                    .with_name(super::topic_name(&r.name))
+                    .with_topic_id(if request.validate_only { Default::default() } else { created.topic_id });
+                // The topic's details need DESCRIBE_CONFIGS on it (Kafka's `handleCreateTopicsRequest`).
                 results.push(
-                    CreatableTopicResult::default()
-                        .with_name(super::topic_name(&r.name))
-                        .with_topic_id(if request.validate_only { Default::default() } else { created.topic_id })
-                        .with_num_partitions(created.num_partitions)
-                        .with_replication_factor(created.replication_factor)
-                        .with_configs(configs),
+                    if version >= 5
+                        && !broker.authz.allowed(session, Operation::DescribeConfigs, ResourceType::Topic, &r.name)
+                    {
+                        result
+                            .with_topic_config_error_code(ResponseError::TopicAuthorizationFailed.code())
+                            .with_num_partitions(-1)
+                            .with_replication_factor(-1)
+                            .with_configs(Some(Vec::new()))
+                    } else {
+                        result
+                            .with_num_partitions(created.num_partitions)
+                            .with_replication_factor(created.replication_factor)
+                            .with_configs(configs)
+                    },
                 );
             }
             Err(e) => results.push(failed(&r.name, e.error, &e.message)),

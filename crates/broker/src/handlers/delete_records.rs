@@ -20,7 +20,13 @@ use crate::Broker;
 /// An offset of -1 means "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
-pub async fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+/// DELETE on each topic (TOPIC_AUTHORIZATION_FAILED), as in Kafka.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteRecordsRequest,
+    session: &crate::net::Session,
+) -> DeleteRecordsResponse {
+    use strata_security::acl::{Operation, ResourceType};
     let deadline = Instant::now() + std::time::Duration::from_millis(request.timeout_ms.max(0) as u64);
     // First every leader moves its own log start; then the answers wait for the followers.
     let mut moved = Vec::with_capacity(request.topics.len());
@@ -29,6 +35,9 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> Dele
             .partitions
             .iter()
             .map(|p| {
+                if !broker.authz.allowed(session, Operation::Delete, ResourceType::Topic, t.name.as_str()) {
+                    return (p.partition_index, Err(BrokerError::TopicAuthorizationFailed));
+                }
                 let result = broker.replicas.leader_partition(&t.name, p.partition_index, -1).and_then(|part| {
                     let hw = part.high_watermark();
                     let target = if p.offset == HIGH_WATERMARK { hw } else { p.offset };

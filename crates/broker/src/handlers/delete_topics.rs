@@ -53,7 +53,14 @@ impl<T: Eq + std::hash::Hash + Clone> Provided<T> {
     }
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+/// DELETE on each topic (TOPIC_AUTHORIZATION_FAILED), as in Kafka.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: DeleteTopicsRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> DeleteTopicsResponse {
+    use strata_security::acl::{Operation, ResourceType};
     let mut refused = Vec::new();
     let mut names = Provided::new();
     let mut ids = Provided::new();
@@ -108,6 +115,26 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteTopicsRequest, version:
     });
     ids.retain(|id| !clashing_ids.contains(id));
 
+    let may_delete = |name: &str| broker.authz.allowed(session, Operation::Delete, ResourceType::Topic, name);
+    names.retain(|n| {
+        let ok = may_delete(n);
+        if !ok {
+            refused.push(result(
+                Some(n),
+                Uuid::nil(),
+                ResponseError::TopicAuthorizationFailed,
+                "Authorization failed.",
+            ));
+        }
+        ok
+    });
+    ids.retain(|id| {
+        let ok = image.topic_by_id(id).is_none_or(|t| may_delete(&t.name));
+        if !ok {
+            refused.push(result(None, *id, ResponseError::TopicAuthorizationFailed, "Authorization failed."));
+        }
+        ok
+    });
     let internal_id = image.topic(OFFSETS_TOPIC).map(|t| t.id);
     let refs = names.into_iter().map(TopicRef::Name).chain(ids.into_iter().map(TopicRef::Id));
     let (internal, refs): (Vec<TopicRef>, Vec<TopicRef>) = refs.partition(|r| match r {

@@ -13,18 +13,28 @@ use strata_protocol::ResponseError;
 
 use crate::Broker;
 
-pub fn handle(broker: &Arc<Broker>, request: DescribeProducersRequest) -> DescribeProducersResponse {
+/// READ on each topic (TOPIC_AUTHORIZATION_FAILED), as Kafka's `handleDescribeProducersRequest`.
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: DescribeProducersRequest,
+    session: &crate::net::Session,
+) -> DescribeProducersResponse {
+    use strata_security::acl::{Operation, ResourceType};
     let image = broker.replicas.image();
     let topics = request
         .topics
         .iter()
         .map(|t| {
             let name = t.name.0.as_str();
+            let denied = !broker.authz.allowed(session, Operation::Read, ResourceType::Topic, name);
             let partitions = t
                 .partition_indexes
                 .iter()
                 .map(|&index| {
                     let out = PartitionResponse::default().with_partition_index(index);
+                    if denied {
+                        return out.with_error_code(ResponseError::TopicAuthorizationFailed.code());
+                    }
                     let Some(_) = image.partition(name, index) else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };

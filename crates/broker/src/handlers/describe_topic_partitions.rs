@@ -20,16 +20,25 @@ use strata_protocol::kafka_protocol::messages::{
 use strata_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{topic_name, TOPIC_OPERATIONS_ALL};
+use strata_security::acl::{Operation, ResourceType};
+
+use super::{topic_name, TOPIC_OPERATIONS};
 use crate::Broker;
 
 /// Kafka's `max.request.partition.size.limit` default: the most partitions one response holds.
 pub const MAX_PARTITIONS: usize = 2000;
 
-pub fn handle(broker: &Arc<Broker>, request: DescribeTopicPartitionsRequest) -> DescribeTopicPartitionsResponse {
+/// Topics the principal may not DESCRIBE are left out of a listing, and answered
+/// TOPIC_AUTHORIZATION_FAILED when named (Kafka's `DescribeTopicPartitionsRequestHandler`).
+pub fn handle(
+    broker: &Arc<Broker>,
+    request: DescribeTopicPartitionsRequest,
+    session: &crate::net::Session,
+) -> DescribeTopicPartitionsResponse {
     let image = broker.replicas.image();
+    let may_describe = |name: &str| broker.authz.allowed(session, Operation::Describe, ResourceType::Topic, name);
     let mut names: Vec<String> = if request.topics.is_empty() {
-        image.topics().map(|t| t.name.clone()).collect()
+        image.topics().map(|t| t.name.clone()).filter(|n| may_describe(n)).collect()
     } else {
         request.topics.iter().map(|t| t.name.to_string()).collect()
     };
@@ -45,6 +54,15 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeTopicPartitionsRequest) -> 
     let mut next_cursor = None;
     for name in names.iter().filter(|n| start_topic.as_ref().is_none_or(|s| *n >= s)) {
         let first = if start_topic.as_deref() == Some(name.as_str()) { start_partition } else { 0 };
+        if !may_describe(name) {
+            topics.push(
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_error_code(ResponseError::TopicAuthorizationFailed.code())
+                    .with_name(Some(topic_name(name)))
+                    .with_topic_id(Uuid::nil()),
+            );
+            continue;
+        }
         let Some(topic) = image.topic(name) else {
             topics.push(
                 DescribeTopicPartitionsResponseTopic::default()
@@ -72,7 +90,12 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeTopicPartitionsRequest) -> 
                 .with_topic_id(topic.id)
                 .with_is_internal(name == crate::groups::OFFSETS_TOPIC)
                 .with_partitions(taken)
-                .with_topic_authorized_operations(TOPIC_OPERATIONS_ALL),
+                .with_topic_authorized_operations(broker.authz.operations(
+                    session,
+                    ResourceType::Topic,
+                    name,
+                    &TOPIC_OPERATIONS,
+                )),
         );
         if next_cursor.is_some() {
             break;

@@ -47,7 +47,17 @@ pub type SplicedRecords = Vec<([u8; MARKER_LEN], FetchedRecords)>;
 /// The response body, whose non-empty record sets are placeholders, and the
 /// record slices to write in their place: records go from the mmapped
 /// segment to the socket without being copied into a buffer.
-pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -> (FetchResponse, SplicedRecords) {
+/// Authorization (Kafka's `KafkaApis.handleFetchRequest`): a follower's fetch needs
+/// CLUSTER_ACTION on the cluster, a consumer's READ on each topic; what is refused gets
+/// TOPIC_AUTHORIZATION_FAILED per partition.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: FetchRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> (FetchResponse, SplicedRecords) {
+    use strata_security::acl::{Operation, ResourceType};
+    let listener: &str = &session.listener;
     let failed = |e: ResponseError| (FetchResponse::default().with_error_code(e.code()), Vec::new());
     if request.session_id != 0 {
         return failed(ResponseError::FetchSessionIdNotFound);
@@ -73,6 +83,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         rack_aware,
         read_committed: replica_id < 0 && request.isolation_level == READ_COMMITTED,
     };
+    let follower_denied = replica_id >= 0 && !broker.authz.cluster(session, Operation::ClusterAction);
     let mut wanted = Vec::new();
     for t in &request.topics {
         let name = if version >= 13 {
@@ -80,6 +91,11 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         } else {
             Some(t.topic.to_string())
         };
+        let denied = follower_denied
+            || (replica_id < 0
+                && name
+                    .as_deref()
+                    .is_some_and(|n| !broker.authz.allowed(session, Operation::Read, ResourceType::Topic, n)));
         // Fetch supports zstd from v10: older fetchers of a topic whose compression.type is
         // zstd get UNSUPPORTED_COMPRESSION_TYPE, as from Kafka.
         let zstd_topic = version < 10
@@ -88,6 +104,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
                 .is_some_and(|n| broker.replicas.settings_for(&image, n).compression == Some(Compression::Zstd));
         for p in &t.partitions {
             let topic = match &name {
+                _ if denied => Err(BrokerError::TopicAuthorizationFailed),
                 _ if zstd_topic => Err(BrokerError::UnsupportedCompressionType(
                     "fetch requests below v10 cannot read this topic's zstd batches",
                 )),
@@ -106,7 +123,7 @@ pub async fn handle(broker: &Arc<Broker>, request: FetchRequest, version: i16) -
         }
     }
     let fetched = broker.replicas.fetch_messages(&params, wanted, broker.shutdown.clone()).await;
-    render(&request, version, &image, fetched)
+    render(&request, version, &image, fetched, listener)
 }
 
 /// Varies the placeholders from one response to the next.
@@ -119,6 +136,7 @@ fn render(
     version: i16,
     image: &strata_metadata::MetadataImage,
     fetched: Vec<FetchedPartition>,
+    listener: &str,
 ) -> (FetchResponse, SplicedRecords) {
     let read_committed = request.isolation_level == READ_COMMITTED;
     let nonce = NONCE.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
@@ -194,7 +212,7 @@ fn render(
     }
     // KIP-951 (v16+): the endpoints of the leaders named in `current_leader` hints.
     let endpoints = if version >= 16 {
-        super::hinted_endpoints(image, hinted)
+        super::hinted_endpoints(image, hinted, listener)
             .into_iter()
             .map(|(id, host, port, rack)| {
                 NodeEndpoint::default()

@@ -13,8 +13,23 @@ use strata_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::groups::{GroupCoordinator, ImageTopics, Outcome};
+use crate::net::Session;
 use crate::replica::Verification;
 use crate::Broker;
+use strata_security::acl::{Operation, ResourceType};
+
+/// GROUP_AUTHORIZATION_FAILED.
+const GROUP_DENIED: i16 = 30;
+/// TOPIC_AUTHORIZATION_FAILED.
+const TOPIC_DENIED: i16 = 29;
+
+fn group_ok(broker: &Broker, session: &Session, op: Operation, group: &str) -> bool {
+    broker.authz.allowed(session, op, ResourceType::Group, group)
+}
+
+fn topic_ok(broker: &Broker, session: &Session, op: Operation, topic: &str) -> bool {
+    broker.authz.allowed(session, op, ResourceType::Topic, topic)
+}
 
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
@@ -28,11 +43,22 @@ pub fn find_coordinator(
     broker: &Arc<Broker>,
     request: FindCoordinatorRequest,
     version: i16,
+    session: &crate::net::Session,
 ) -> FindCoordinatorResponse {
     let image = broker.replicas.image();
     // (error, message, node id, host, port) for one key.
     let answer = |key: &StrBytes| -> (Option<ResponseError>, Option<String>, i32, String, i32) {
         let refuse = |e: ResponseError, m: String| (Some(e), Some(m), -1, String::new(), -1);
+        // DESCRIBE on the group or transactional id (Kafka's `handleFindCoordinatorRequest`).
+        let (denied_kind, denied_error) = match request.key_type {
+            KEY_TYPE_GROUP => (ResourceType::Group, ResponseError::GroupAuthorizationFailed),
+            _ => (ResourceType::TransactionalId, ResponseError::TransactionalIdAuthorizationFailed),
+        };
+        if matches!(request.key_type, KEY_TYPE_GROUP | KEY_TYPE_TRANSACTION)
+            && !broker.authz.allowed(session, Operation::Describe, denied_kind, key.as_str())
+        {
+            return refuse(denied_error, String::new());
+        }
         let (topic_name, started) = match request.key_type {
             KEY_TYPE_GROUP => (crate::groups::OFFSETS_TOPIC, true),
             KEY_TYPE_TRANSACTION => {
@@ -53,8 +79,8 @@ pub fn find_coordinator(
         let count = i32::try_from(topic.partitions.len()).unwrap_or(i32::MAX);
         let index = strata_group::partition_for(key.as_str(), count.max(1));
         let leader = usize::try_from(index).ok().and_then(|i| topic.partitions.get(i)).map_or(-1, |p| p.leader);
-        match image.brokers.get(&leader).filter(|b| !b.fenced) {
-            Some(b) => (None, None, b.broker_id, b.host.clone(), i32::from(b.port)),
+        match image.brokers.get(&leader).filter(|b| !b.fenced).and_then(|b| Some((b, b.endpoint(&session.listener)?))) {
+            Some((b, (host, port))) => (None, None, b.broker_id, host.to_string(), i32::from(port)),
             None => refuse(
                 ResponseError::CoordinatorNotAvailable,
                 format!("the leader of {topic_name}-{index} is not available"),
@@ -112,7 +138,11 @@ pub async fn join_group(
     r: JoinGroupRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> JoinGroupResponse {
+    if !group_ok(broker, session, Operation::Read, &r.group_id) {
+        return JoinGroupResponse::default().with_error_code(GROUP_DENIED).with_generation_id(-1);
+    }
     let g = coordinator(broker);
     let ctx = g.context(version, client.0, client.1);
     let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.join_group(now, &ctx, &r)).await;
@@ -132,7 +162,11 @@ pub async fn sync_group(
     r: SyncGroupRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> SyncGroupResponse {
+    if !group_ok(broker, session, Operation::Read, &r.group_id) {
+        return SyncGroupResponse::default().with_error_code(GROUP_DENIED);
+    }
     let g = coordinator(broker);
     let ctx = g.context(version, client.0, client.1);
     let outcome = g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.sync_group(now, &ctx, &r)).await;
@@ -165,8 +199,12 @@ pub async fn heartbeat(
     r: HeartbeatRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> HeartbeatResponse {
     let group = r.group_id.to_string();
+    if !group_ok(broker, session, Operation::Read, &group) {
+        return HeartbeatResponse::default().with_error_code(GROUP_DENIED);
+    }
     immediate!(
         broker,
         version,
@@ -183,8 +221,12 @@ pub async fn leave_group(
     r: LeaveGroupRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> LeaveGroupResponse {
     let group = r.group_id.to_string();
+    if !group_ok(broker, session, Operation::Read, &group) {
+        return LeaveGroupResponse::default().with_error_code(GROUP_DENIED);
+    }
     immediate!(
         broker,
         version,
@@ -201,8 +243,28 @@ pub async fn offset_commit(
     r: OffsetCommitRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> OffsetCommitResponse {
     let group = r.group_id.to_string();
+    // READ on the group (every partition refused), then READ on each topic.
+    if !group_ok(broker, session, Operation::Read, &group) {
+        return commit_refused(&r, GROUP_DENIED);
+    }
+    let image = broker.replicas.image();
+    let topic_name = |t: &offset_commit_request::OffsetCommitRequestTopic| {
+        if t.name.is_empty() {
+            image.topic_by_id(&t.topic_id).map(|x| x.name.clone()).unwrap_or_default()
+        } else {
+            t.name.to_string()
+        }
+    };
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        r.topics.iter().cloned().partition(|t| topic_ok(broker, session, Operation::Read, &topic_name(t)));
+    if !denied.is_empty() {
+        let mut resp = Box::pin(offset_commit(broker, r.clone().with_topics(allowed), version, client, session)).await;
+        resp.topics.extend(commit_refused(&r.clone().with_topics(denied), TOPIC_DENIED).topics);
+        return resp;
+    }
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
     let ctx = g.context(version, client.0, client.1);
@@ -282,8 +344,31 @@ pub async fn offset_delete(
     r: OffsetDeleteRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> OffsetDeleteResponse {
     let group = r.group_id.to_string();
+    // DELETE on the group, READ on each topic (Kafka's `handleDeleteConsumerGroupOffsetsRequest`).
+    if !group_ok(broker, session, Operation::Delete, &group) {
+        return OffsetDeleteResponse::default().with_error_code(GROUP_DENIED);
+    }
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        r.topics.iter().cloned().partition(|t| topic_ok(broker, session, Operation::Read, t.name.as_str()));
+    let denied: Vec<offset_delete_response::OffsetDeleteResponseTopic> = denied
+        .into_iter()
+        .map(|t| {
+            offset_delete_response::OffsetDeleteResponseTopic::default().with_name(t.name.clone()).with_partitions(
+                t.partitions
+                    .iter()
+                    .map(|p| {
+                        offset_delete_response::OffsetDeleteResponsePartition::default()
+                            .with_partition_index(p.partition_index)
+                            .with_error_code(TOPIC_DENIED)
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    let r = r.with_topics(allowed);
     let resp = immediate!(
         broker,
         version,
@@ -308,6 +393,10 @@ pub async fn offset_delete(
             tracing::info!(%group, client_id = %client.0, partitions = %deleted.join(", "), "committed offsets deleted");
         }
     }
+    let mut resp = resp;
+    if resp.error_code == 0 {
+        resp.topics.extend(denied);
+    }
     resp
 }
 
@@ -316,11 +405,30 @@ pub async fn offset_fetch(
     r: OffsetFetchRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> OffsetFetchResponse {
+    // DESCRIBE on the group, then on each topic: a topic named without it is answered
+    // TOPIC_AUTHORIZATION_FAILED, one the principal may not see is left out of "all topics"
+    // (Kafka's `handleOffsetFetchRequest`).
+    let may_see = |t: &str| topic_ok(broker, session, Operation::Describe, t);
     let g = coordinator(broker);
     if version < 8 {
         let group = r.group_id.to_string();
-        return immediate!(broker, version, client, &group, offset_fetch, r, OffsetFetchResponse::default());
+        if !group_ok(broker, session, Operation::Describe, &group) {
+            return OffsetFetchResponse::default().with_error_code(GROUP_DENIED);
+        }
+        let named = r.topics.is_some();
+        let mut resp = immediate!(broker, version, client, &group, offset_fetch, r, OffsetFetchResponse::default());
+        resp.topics.retain(|t| named || may_see(t.name.as_str()));
+        for t in resp.topics.iter_mut().filter(|t| !may_see(t.name.as_str())) {
+            for p in &mut t.partitions {
+                *p = offset_fetch_response::OffsetFetchResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_committed_offset(-1)
+                    .with_error_code(TOPIC_DENIED);
+            }
+        }
+        return resp;
     }
     // v8+: several groups, possibly on several shards.
     let answers = per_group(
@@ -332,7 +440,7 @@ pub async fn offset_fetch(
         |s, now, ctx, q| s.offset_fetch(now, ctx, q),
     )
     .await;
-    let groups = merge(
+    let mut groups = merge(
         answers,
         &r.groups,
         |resp| resp.groups,
@@ -342,6 +450,24 @@ pub async fn offset_fetch(
                 .with_error_code(NOT_COORDINATOR)
         },
     );
+    for group in &mut groups {
+        if !group_ok(broker, session, Operation::Describe, group.group_id.as_str()) {
+            *group = offset_fetch_response::OffsetFetchResponseGroup::default()
+                .with_group_id(group.group_id.clone())
+                .with_error_code(GROUP_DENIED);
+            continue;
+        }
+        let named = r.groups.iter().any(|a| a.group_id == group.group_id && a.topics.is_some());
+        group.topics.retain(|t| named || may_see(t.name.as_str()));
+        for t in group.topics.iter_mut().filter(|t| !may_see(t.name.as_str())) {
+            for p in &mut t.partitions {
+                *p = offset_fetch_response::OffsetFetchResponsePartitions::default()
+                    .with_partition_index(p.partition_index)
+                    .with_committed_offset(-1)
+                    .with_error_code(TOPIC_DENIED);
+            }
+        }
+    }
     OffsetFetchResponse::default().with_groups(groups)
 }
 
@@ -350,7 +476,13 @@ pub async fn describe_groups(
     r: DescribeGroupsRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> DescribeGroupsResponse {
+    // DESCRIBE on each group (GROUP_AUTHORIZATION_FAILED), as Kafka.
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        r.groups.iter().cloned().partition(|g| group_ok(broker, session, Operation::Describe, g.as_str()));
+    let asked = r.groups.clone();
+    let r = r.with_groups(allowed);
     let answers = per_group(
         coordinator(broker),
         version,
@@ -370,6 +502,29 @@ pub async fn describe_groups(
                 .with_error_code(NOT_COORDINATOR)
         },
     );
+    let mut groups: Vec<_> = groups
+        .into_iter()
+        .map(|g| {
+            if r.include_authorized_operations && g.error_code == 0 {
+                let ops = broker.authz.operations(
+                    session,
+                    ResourceType::Group,
+                    g.group_id.as_str(),
+                    &super::GROUP_OPERATIONS,
+                );
+                g.with_authorized_operations(ops)
+            } else {
+                g
+            }
+        })
+        .collect();
+    groups.extend(
+        denied.into_iter().map(|g| {
+            describe_groups_response::DescribedGroup::default().with_group_id(g).with_error_code(GROUP_DENIED)
+        }),
+    );
+    // In the order asked.
+    groups.sort_by_key(|g| asked.iter().position(|a| *a == g.group_id).unwrap_or(usize::MAX));
     DescribeGroupsResponse::default().with_groups(groups)
 }
 
@@ -378,7 +533,11 @@ pub async fn delete_groups(
     r: DeleteGroupsRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> DeleteGroupsResponse {
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        r.groups_names.iter().cloned().partition(|g| group_ok(broker, session, Operation::Delete, g.as_str()));
+    let r = r.with_groups_names(allowed);
     let answers = per_group(
         coordinator(broker),
         version,
@@ -401,6 +560,10 @@ pub async fn delete_groups(
     for deleted in results.iter().filter(|g| g.error_code == 0) {
         tracing::info!(group = %deleted.group_id.as_str(), client_id = %client.0, "group deleted");
     }
+    let mut results = results;
+    results.extend(denied.into_iter().map(|g| {
+        delete_groups_response::DeletableGroupResult::default().with_group_id(g).with_error_code(GROUP_DENIED)
+    }));
     DeleteGroupsResponse::default().with_results(results)
 }
 
@@ -455,14 +618,21 @@ pub fn list_groups(
     r: ListGroupsRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> ListGroupsResponse {
     let g = coordinator(broker);
     let ctx = g.context(version, client.0, client.1);
     let mut groups = Vec::new();
     let mut error = 0;
+    // DESCRIBE on the cluster lists every group; else those the principal may DESCRIBE.
+    let all = broker.authz.cluster(session, Operation::Describe);
     for resp in g.each_shard(|s, now| s.list_groups(now, &ctx, &r)) {
         if let Some(resp) = resp.response {
-            groups.extend(resp.groups);
+            groups.extend(
+                resp.groups
+                    .into_iter()
+                    .filter(|x| all || group_ok(broker, session, Operation::Describe, x.group_id.as_str())),
+            );
             if resp.error_code != 0 {
                 error = resp.error_code;
             }
@@ -476,7 +646,21 @@ pub async fn consumer_group_heartbeat(
     r: ConsumerGroupHeartbeatRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> ConsumerGroupHeartbeatResponse {
+    // READ on the group, DESCRIBE on every subscribed topic name (KIP-848).
+    if !group_ok(broker, session, Operation::Read, &r.group_id) {
+        return ConsumerGroupHeartbeatResponse::default().with_error_code(GROUP_DENIED);
+    }
+    if let Some(names) = &r.subscribed_topic_names {
+        let hidden: Vec<&str> =
+            names.iter().map(|n| n.as_str()).filter(|n| !topic_ok(broker, session, Operation::Describe, n)).collect();
+        if !hidden.is_empty() {
+            return ConsumerGroupHeartbeatResponse::default()
+                .with_error_code(TOPIC_DENIED)
+                .with_error_message(Some(str_bytes(format!("Unauthorized topics: {}", hidden.join(", ")))));
+        }
+    }
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
     let ctx = g.context(version, client.0, client.1);
@@ -501,7 +685,11 @@ pub async fn consumer_group_describe(
     r: ConsumerGroupDescribeRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> ConsumerGroupDescribeResponse {
+    let (allowed, denied): (Vec<_>, Vec<_>) =
+        r.group_ids.iter().cloned().partition(|g| group_ok(broker, session, Operation::Describe, g.as_str()));
+    let r = r.with_group_ids(allowed);
     let g = coordinator(broker);
     let topics = ImageTopics(broker.replicas.image());
     let answers = per_group(
@@ -513,12 +701,20 @@ pub async fn consumer_group_describe(
         |s, now, ctx, q| s.consumer_group_describe(now, ctx, q, &topics),
     )
     .await;
-    let groups: Vec<_> = answers.into_iter().flatten().flat_map(|resp| resp.groups).collect();
+    let mut groups: Vec<_> = answers.into_iter().flatten().flat_map(|resp| resp.groups).collect();
+    groups.extend(denied.into_iter().map(|g| {
+        consumer_group_describe_response::DescribedGroup::default().with_group_id(g).with_error_code(GROUP_DENIED)
+    }));
     ConsumerGroupDescribeResponse::default().with_groups(groups)
 }
 
 /// NOT_COORDINATOR for every partition of an OffsetCommit.
 fn commit_failed(r: &OffsetCommitRequest) -> OffsetCommitResponse {
+    commit_refused(r, NOT_COORDINATOR)
+}
+
+/// `code` for every partition of an OffsetCommit.
+fn commit_refused(r: &OffsetCommitRequest, code: i16) -> OffsetCommitResponse {
     use offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
     OffsetCommitResponse::default().with_topics(
         r.topics
@@ -530,7 +726,7 @@ fn commit_failed(r: &OffsetCommitRequest) -> OffsetCommitResponse {
                         .map(|p| {
                             OffsetCommitResponsePartition::default()
                                 .with_partition_index(p.partition_index)
-                                .with_error_code(NOT_COORDINATOR)
+                                .with_error_code(code)
                         })
                         .collect(),
                 )
@@ -550,6 +746,7 @@ pub async fn txn_offset_commit(
     r: TxnOffsetCommitRequest,
     version: i16,
     client: (&str, &str),
+    session: &crate::net::Session,
 ) -> TxnOffsetCommitResponse {
     use txn_offset_commit_response::{TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic};
     let failed = |code: ResponseError| {
@@ -574,8 +771,25 @@ pub async fn txn_offset_commit(
     if r.group_id.is_empty() {
         return failed(ResponseError::InvalidGroupId);
     }
+    // WRITE on the transactional id, READ on the group and on every topic (Kafka's
+    // `handleTxnOffsetCommitRequest`).
+    if !broker.authz.allowed(session, Operation::Write, ResourceType::TransactionalId, r.transactional_id.as_str()) {
+        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    }
+    if !group_ok(broker, session, Operation::Read, &r.group_id) {
+        return failed(ResponseError::GroupAuthorizationFailed);
+    }
+    if r.topics.iter().any(|t| !topic_ok(broker, session, Operation::Read, t.name.as_str())) {
+        return failed(ResponseError::TopicAuthorizationFailed);
+    }
     let g = coordinator(broker);
     let index = g.shard_for(&r.group_id);
+    // A broker that does not coordinate the group says so before anything else: its replica
+    // of the offsets partition may be behind on the producer's epoch (Kafka's
+    // GroupCoordinator checks the group's ownership first).
+    if !g.coordinates(index) {
+        return failed(ResponseError::NotCoordinator);
+    }
     let producer = (r.producer_id.0, r.producer_epoch);
     let mut verification = Verification::Off;
     if let Ok(partition) = broker.replicas.get(crate::groups::OFFSETS_TOPIC, index as i32) {

@@ -21,7 +21,28 @@ const EARLIEST_PENDING_UPLOAD: i64 = -5;
 
 /// Lookups by time and MAX_TIMESTAMP read (and may decompress) stored records under the
 /// partition lock: a request with any runs on the blocking pool, off the async workers.
-pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+/// Topics the principal may not DESCRIBE are answered TOPIC_AUTHORIZATION_FAILED (Kafka's
+/// `handleListOffsetRequest`).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    mut request: ListOffsetsRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> ListOffsetsResponse {
+    use strata_security::acl::{Operation, ResourceType};
+    let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
+        .into_iter()
+        .partition(|t| broker.authz.allowed(session, Operation::Describe, ResourceType::Topic, t.name.as_str()));
+    request.topics = allowed;
+    let mut response = answer_all(broker, request, version).await;
+    if !denied.is_empty() {
+        let denied = ListOffsetsRequest::default().with_topics(denied);
+        response.topics.extend(failed(denied, BrokerError::TopicAuthorizationFailed).topics);
+    }
+    response
+}
+
+async fn answer_all(broker: &Arc<Broker>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
     let reads_records =
         request.topics.iter().flat_map(|t| &t.partitions).any(|p| p.timestamp >= 0 || p.timestamp == MAX_TIMESTAMP);
     if !reads_records {

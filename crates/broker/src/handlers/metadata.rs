@@ -12,7 +12,9 @@ use strata_protocol::kafka_protocol::messages::{BrokerId, MetadataRequest, Metad
 use strata_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::{str_bytes, topic_name, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS_ALL, TOPIC_OPERATIONS_ALL};
+use strata_security::acl::{Operation, ResourceType};
+
+use super::{str_bytes, topic_name, AUTHORIZED_OPERATIONS_OMITTED, CLUSTER_OPERATIONS, TOPIC_OPERATIONS};
 use crate::Broker;
 
 enum Wanted {
@@ -20,7 +22,20 @@ enum Wanted {
     Id(Uuid),
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16) -> MetadataResponse {
+/// Authorization (Kafka's `handleTopicMetadataRequest`): only topics the principal may
+/// DESCRIBE are listed; one named without that right is TOPIC_AUTHORIZATION_FAILED; a missing
+/// topic is auto-created only with CREATE on the cluster or the topic.
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> MetadataResponse {
+    let describe = |name: &str| broker.authz.allowed(session, Operation::Describe, ResourceType::Topic, name);
+    let create = |name: &str| {
+        broker.authz.cluster(session, Operation::Create)
+            || broker.authz.allowed(session, Operation::Create, ResourceType::Topic, name)
+    };
     let mut image = broker.replicas.image();
     // In v0 an empty list (null is not expressible) means every topic.
     let topics =
@@ -51,7 +66,12 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
         let missing: Vec<CreateTopicSpec> = wanted
             .iter()
             .filter_map(|w| match w {
-                Wanted::Name(n) if image.topic(n).is_none() && strata_metadata::check_topic_name(n).is_ok() => {
+                Wanted::Name(n)
+                    if image.topic(n).is_none()
+                        && strata_metadata::check_topic_name(n).is_ok()
+                        && describe(n)
+                        && create(n) =>
+                {
                     Some(CreateTopicSpec {
                         name: n.clone(),
                         num_partitions: -1,
@@ -74,40 +94,59 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
         }
     }
     let include_ops = version >= 8 && request.include_topic_authorized_operations;
+    let ops = |name: &str| {
+        include_ops.then(|| broker.authz.operations(session, ResourceType::Topic, name, &TOPIC_OPERATIONS))
+    };
     let topics = match wanted {
-        None => image.topics().map(|t| describe_topic(&image, &t.name, include_ops)).collect(),
+        None => image
+            .topics()
+            .filter(|t| describe(&t.name))
+            .map(|t| describe_topic(&image, &t.name, ops(&t.name)))
+            .collect(),
         Some(wanted) => wanted
             .into_iter()
             .map(|w| match w {
+                Wanted::Name(name) if !describe(&name) => {
+                    missing_topic(Some(&name), Uuid::nil(), ResponseError::TopicAuthorizationFailed)
+                }
                 Wanted::Name(name) => {
                     if let Some((_, e)) = creation_errors.iter().find(|(n, _)| *n == name) {
                         missing_topic(Some(&name), Uuid::nil(), *e)
                     } else if image.topic(&name).is_some() {
-                        describe_topic(&image, &name, include_ops)
+                        describe_topic(&image, &name, ops(&name))
                     } else if strata_metadata::check_topic_name(&name).is_err() {
                         missing_topic(Some(&name), Uuid::nil(), ResponseError::InvalidTopicException)
+                    } else if allow_auto && !create(&name) {
+                        // Would have been created, but the principal may not (Kafka's
+                        // `unauthorizedForCreateTopics`).
+                        missing_topic(Some(&name), Uuid::nil(), ResponseError::TopicAuthorizationFailed)
                     } else {
                         missing_topic(Some(&name), Uuid::nil(), ResponseError::UnknownTopicOrPartition)
                     }
                 }
                 Wanted::Id(id) => match image.topic_by_id(&id) {
-                    Some(t) => describe_topic(&image, &t.name.clone(), include_ops),
+                    Some(t) if !describe(&t.name) => missing_topic(None, id, ResponseError::TopicAuthorizationFailed),
+                    Some(t) => describe_topic(&image, &t.name.clone(), ops(&t.name)),
                     None => missing_topic(None, id, ResponseError::UnknownTopicId),
                 },
             })
             .collect(),
     };
-    // Only live brokers: a fenced one leads nothing and clients must not be sent to it.
+    // Only live brokers: a fenced one leads nothing and clients must not be sent to it. Each
+    // with its endpoint of the listener this client came in on (none: left out, as Kafka).
     let brokers = image
         .brokers
         .values()
         .filter(|b| !b.fenced)
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.broker_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(i32::from(b.port))
-                .with_rack(b.rack.clone().map(str_bytes))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(&session.listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.broker_id))
+                    .with_host(str_bytes(host.to_string()))
+                    .with_port(i32::from(port))
+                    .with_rack(b.rack.clone().map(str_bytes)),
+            )
         })
         .collect();
     MetadataResponse::default()
@@ -117,7 +156,12 @@ pub async fn handle(broker: &Arc<Broker>, request: MetadataRequest, version: i16
         .with_topics(topics)
         .with_cluster_authorized_operations(
             if (8..=10).contains(&version) && request.include_cluster_authorized_operations {
-                CLUSTER_OPERATIONS_ALL
+                broker.authz.operations(
+                    session,
+                    ResourceType::Cluster,
+                    strata_security::acl::CLUSTER_NAME,
+                    &CLUSTER_OPERATIONS,
+                )
             } else {
                 AUTHORIZED_OPERATIONS_OMITTED
             },
@@ -132,7 +176,8 @@ fn missing_topic(name: Option<&str>, id: Uuid, error: ResponseError) -> Metadata
         .with_topic_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }
 
-fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool) -> MetadataResponseTopic {
+/// `ops`: the authorized operations when asked for.
+fn describe_topic(image: &MetadataImage, name: &str, ops: Option<i32>) -> MetadataResponseTopic {
     let Some(topic) = image.topic(name) else {
         return missing_topic(Some(name), Uuid::nil(), ResponseError::UnknownTopicOrPartition);
     };
@@ -158,9 +203,5 @@ fn describe_topic(image: &MetadataImage, name: &str, include_ops: bool) -> Metad
         .with_topic_id(topic.id)
         .with_is_internal(name == crate::groups::OFFSETS_TOPIC)
         .with_partitions(partitions)
-        .with_topic_authorized_operations(if include_ops {
-            TOPIC_OPERATIONS_ALL
-        } else {
-            AUTHORIZED_OPERATIONS_OMITTED
-        })
+        .with_topic_authorized_operations(ops.unwrap_or(AUTHORIZED_OPERATIONS_OMITTED))
 }

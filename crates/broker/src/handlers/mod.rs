@@ -4,6 +4,7 @@
 //! never fail as a whole: per-topic and per-partition errors go in the
 //! response, as Kafka does.
 
+mod acls;
 mod admin_configs;
 mod api_versions;
 mod create_partitions;
@@ -25,6 +26,7 @@ mod offset_for_leader_epoch;
 mod produce;
 mod reassignments;
 mod sasl;
+mod scram;
 mod transactions;
 mod write_txn_markers;
 
@@ -32,13 +34,18 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use strata_protocol::kafka_protocol::messages::{RequestKind, TopicName};
+use strata_protocol::kafka_protocol::messages::{
+    AlterPartitionReassignmentsResponse, DescribeLogDirsResponse, DescribeQuorumResponse,
+    DescribeUserScramCredentialsResponse, ElectLeadersResponse, ListPartitionReassignmentsResponse, RequestKind,
+    TopicName,
+};
 use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
 use strata_protocol::response::{encode_response, splice_records, Chunk};
 use strata_protocol::ProtocolError;
 
 use crate::Broker;
+use strata_security::acl::Operation;
 
 pub use fetch::FetchedRecords;
 
@@ -59,7 +66,13 @@ pub enum Close {
 /// Handles one request, appending its encoded response frame to `out` as
 /// chunks to write in order (nothing for an acks=0 produce). An error
 /// means the connection must be closed.
-pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mut Vec<OutChunk>) -> Result<(), Close> {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: Request,
+    session: &crate::net::Session,
+    out: &mut Vec<OutChunk>,
+) -> Result<(), Close> {
+    let peer = session.client_host.as_str();
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
     let client_id = request.client_id().to_string();
     let client = (client_id.as_str(), peer);
@@ -71,10 +84,41 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             result.map_err(Close::from)
         }};
     }
+    // Cluster-level rights of whole requests (Kafka's `KafkaApis`): refused with
+    // CLUSTER_AUTHORIZATION_FAILED, nothing done.
+    let cluster_denied = |op: Operation| !broker.authz.cluster(session, op);
+    const CLUSTER_DENIED: i16 = 31;
     match request.body {
+        RequestKind::DescribeLogDirs(_) if cluster_denied(Operation::Describe) => {
+            respond!(DescribeLogDirsResponse::default().with_error_code(CLUSTER_DENIED))
+        }
+        RequestKind::DescribeQuorum(_) if cluster_denied(Operation::Describe) => {
+            respond!(DescribeQuorumResponse::default().with_error_code(CLUSTER_DENIED))
+        }
+        RequestKind::ElectLeaders(_) if cluster_denied(Operation::Alter) => {
+            respond!(ElectLeadersResponse::default().with_error_code(CLUSTER_DENIED))
+        }
+        RequestKind::AlterPartitionReassignments(_) if cluster_denied(Operation::Alter) => {
+            respond!(AlterPartitionReassignmentsResponse::default().with_error_code(CLUSTER_DENIED))
+        }
+        RequestKind::ListPartitionReassignments(_) if cluster_denied(Operation::Describe) => {
+            respond!(ListPartitionReassignmentsResponse::default().with_error_code(CLUSTER_DENIED))
+        }
+        RequestKind::DescribeUserScramCredentials(_) if cluster_denied(Operation::Describe) => {
+            respond!(DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER_DENIED))
+        }
+        RequestKind::AlterUserScramCredentials(r) if cluster_denied(Operation::Alter) => {
+            respond!(scram::refuse_alter(&r, CLUSTER_DENIED))
+        }
+        // Kafka 3.8+ also accepts ALTER (an admin aborting a hanging transaction, KIP-664).
+        RequestKind::WriteTxnMarkers(r)
+            if cluster_denied(Operation::ClusterAction) && cluster_denied(Operation::Alter) =>
+        {
+            respond!(write_txn_markers::refuse(&r, CLUSTER_DENIED))
+        }
         RequestKind::ApiVersions(r) => respond!(api_versions::handle(r, version)),
-        RequestKind::Metadata(r) => respond!(metadata::handle(broker, r, version).await),
-        RequestKind::Produce(r) => match produce::handle(broker, r, version).await {
+        RequestKind::Metadata(r) => respond!(metadata::handle(broker, r, version, session).await),
+        RequestKind::Produce(r) => match produce::handle(broker, r, version, session).await {
             produce::Outcome::Respond(body) => respond!(body),
             produce::Outcome::Silent => Ok(()),
             produce::Outcome::Close(failed) => {
@@ -84,7 +128,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             }
         },
         RequestKind::Fetch(r) => {
-            let (body, records) = fetch::handle(broker, r, version).await;
+            let (body, records) = fetch::handle(broker, r, version, session).await;
             let mut buf = BytesMut::new();
             encode_response(&mut buf, key, version, cid, &body)?;
             let chunks = splice_records(buf, version >= 12, records).map_err(|reason| ProtocolError::Encode {
@@ -95,56 +139,67 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, peer: &str, out: &mu
             out.extend(chunks);
             Ok(())
         }
-        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version).await),
-        RequestKind::OffsetForLeaderEpoch(r) => respond!(offset_for_leader_epoch::handle(broker, r, version)),
-        RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version).await),
-        RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version).await),
-        RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r).await),
+        RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version, session).await),
+        RequestKind::OffsetForLeaderEpoch(r) => respond!(offset_for_leader_epoch::handle(broker, r, version, session)),
+        RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version, session).await),
+        RequestKind::DeleteTopics(r) => respond!(delete_topics::handle(broker, r, version, session).await),
+        RequestKind::CreatePartitions(r) => respond!(create_partitions::handle(broker, r, session).await),
         // Moves the log start: a checkpoint fsync and segment deletions.
-        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r).await),
-        RequestKind::InitProducerId(r) => respond!(init_producer_id::handle(broker, r, version).await),
-        RequestKind::AddPartitionsToTxn(r) => respond!(transactions::add_partitions_to_txn(broker, r, version).await),
-        RequestKind::AddOffsetsToTxn(r) => respond!(transactions::add_offsets_to_txn(broker, r, version).await),
-        RequestKind::EndTxn(r) => respond!(transactions::end_txn(broker, r, version).await),
-        RequestKind::WriteTxnMarkers(r) => respond!(write_txn_markers::handle(broker, r).await),
-        RequestKind::DescribeTransactions(r) => respond!(transactions::describe_transactions(broker, r)),
-        RequestKind::ListTransactions(r) => respond!(transactions::list_transactions(broker, r)),
-        RequestKind::DescribeProducers(r) => respond!(describe_producers::handle(broker, r)),
-        RequestKind::DescribeConfigs(r) => respond!(admin_configs::describe(broker, r, version)),
-        RequestKind::AlterConfigs(r) => respond!(admin_configs::alter(broker, r).await),
-        RequestKind::IncrementalAlterConfigs(r) => {
-            respond!(admin_configs::incremental_alter(broker, r).await)
+        RequestKind::DeleteRecords(r) => respond!(delete_records::handle(broker, r, session).await),
+        RequestKind::InitProducerId(r) => respond!(init_producer_id::handle(broker, r, version, session).await),
+        RequestKind::AddPartitionsToTxn(r) => {
+            respond!(transactions::add_partitions_to_txn(broker, r, version, session).await)
         }
-        RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r)),
+        RequestKind::AddOffsetsToTxn(r) => {
+            respond!(transactions::add_offsets_to_txn(broker, r, version, session).await)
+        }
+        RequestKind::EndTxn(r) => respond!(transactions::end_txn(broker, r, version, session).await),
+        RequestKind::WriteTxnMarkers(r) => respond!(write_txn_markers::handle(broker, r).await),
+        RequestKind::DescribeTransactions(r) => respond!(transactions::describe_transactions(broker, r, session)),
+        RequestKind::ListTransactions(r) => respond!(transactions::list_transactions(broker, r, session)),
+        RequestKind::DescribeProducers(r) => respond!(describe_producers::handle(broker, r, session)),
+        RequestKind::DescribeConfigs(r) => respond!(admin_configs::describe(broker, r, version, session)),
+        RequestKind::AlterConfigs(r) => respond!(admin_configs::alter(broker, r, session).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            respond!(admin_configs::incremental_alter(broker, r, session).await)
+        }
+        RequestKind::DescribeCluster(r) => respond!(describe_cluster::handle(broker, r, session)),
         // statvfs and the partitions' sizes: brief, but on the disk.
         RequestKind::DescribeLogDirs(r) => {
             respond!(crate::blocking::off_worker(|| describe_log_dirs::handle(broker, r)))
         }
         RequestKind::DescribeQuorum(r) => respond!(describe_quorum::handle(broker, r, version)),
         RequestKind::ElectLeaders(r) => respond!(elect_leaders::handle(broker, r, version).await),
-        RequestKind::DescribeTopicPartitions(r) => respond!(describe_topic_partitions::handle(broker, r)),
+        RequestKind::DescribeTopicPartitions(r) => respond!(describe_topic_partitions::handle(broker, r, session)),
         RequestKind::AlterPartitionReassignments(r) => respond!(reassignments::alter(broker, r, version).await),
         RequestKind::ListPartitionReassignments(r) => respond!(reassignments::list(broker, r).await),
-        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version)),
-        RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client).await),
-        RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client).await),
-        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version, client).await),
-        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version, client).await),
-        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(broker, r, version, client).await),
-        RequestKind::TxnOffsetCommit(r) => respond!(groups::txn_offset_commit(broker, r, version, client).await),
-        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(broker, r, version, client).await),
-        RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(broker, r, version, client).await),
-        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version, client).await),
-        RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version, client)),
-        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version, client).await),
+        RequestKind::FindCoordinator(r) => respond!(groups::find_coordinator(broker, r, version, session)),
+        RequestKind::JoinGroup(r) => respond!(groups::join_group(broker, r, version, client, session).await),
+        RequestKind::SyncGroup(r) => respond!(groups::sync_group(broker, r, version, client, session).await),
+        RequestKind::Heartbeat(r) => respond!(groups::heartbeat(broker, r, version, client, session).await),
+        RequestKind::LeaveGroup(r) => respond!(groups::leave_group(broker, r, version, client, session).await),
+        RequestKind::OffsetCommit(r) => respond!(groups::offset_commit(broker, r, version, client, session).await),
+        RequestKind::TxnOffsetCommit(r) => {
+            respond!(groups::txn_offset_commit(broker, r, version, client, session).await)
+        }
+        RequestKind::OffsetFetch(r) => respond!(groups::offset_fetch(broker, r, version, client, session).await),
+        RequestKind::OffsetDelete(r) => respond!(groups::offset_delete(broker, r, version, client, session).await),
+        RequestKind::DescribeGroups(r) => respond!(groups::describe_groups(broker, r, version, client, session).await),
+        RequestKind::ListGroups(r) => respond!(groups::list_groups(broker, r, version, client, session)),
+        RequestKind::DeleteGroups(r) => respond!(groups::delete_groups(broker, r, version, client, session).await),
         RequestKind::ConsumerGroupHeartbeat(r) => {
-            respond!(groups::consumer_group_heartbeat(broker, r, version, client).await)
+            respond!(groups::consumer_group_heartbeat(broker, r, version, client, session).await)
         }
         RequestKind::ConsumerGroupDescribe(r) => {
-            respond!(groups::consumer_group_describe(broker, r, version, client).await)
+            respond!(groups::consumer_group_describe(broker, r, version, client, session).await)
         }
         RequestKind::SaslHandshake(r) => respond!(sasl::handshake(&r)),
         RequestKind::SaslAuthenticate(r) => respond!(sasl::authenticate(&r)),
+        RequestKind::DescribeAcls(r) => respond!(acls::describe(broker, r, session)),
+        RequestKind::CreateAcls(r) => respond!(acls::create(broker, r, session).await),
+        RequestKind::DeleteAcls(r) => respond!(acls::delete(broker, r, session).await),
+        RequestKind::DescribeUserScramCredentials(r) => respond!(scram::describe(broker, r)),
+        RequestKind::AlterUserScramCredentials(r) => respond!(scram::alter(broker, r).await),
         // The versions table admits only the keys above; anything else is a
         // mismatch between it and this match.
         _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }.into()),
@@ -172,15 +227,20 @@ pub(crate) fn leader_hint(image: &strata_metadata::MetadataImage, topic: &str, i
 }
 
 /// KIP-951: the live brokers among `ids` (host, port, rack), for a response's `node_endpoints`.
+/// Each with its endpoint of `listener`, the one the client came in on.
 pub(crate) fn hinted_endpoints(
     image: &strata_metadata::MetadataImage,
     ids: impl IntoIterator<Item = i32>,
+    listener: &str,
 ) -> Vec<(i32, String, i32, Option<String>)> {
     let mut seen = std::collections::BTreeSet::new();
     ids.into_iter()
         .filter(|id| seen.insert(*id))
         .filter_map(|id| image.brokers.get(&id).filter(|b| !b.fenced))
-        .map(|b| (b.broker_id, b.host.clone(), i32::from(b.port), b.rack.clone()))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(listener)?;
+            Some((b.broker_id, host.to_string(), i32::from(port), b.rack.clone()))
+        })
         .collect()
 }
 
@@ -204,10 +264,26 @@ pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
 /// The authorized-operations value Kafka sends when they were not asked for.
 pub(crate) const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
-/// Bit set of ACL operations (Kafka's AclOperation codes) a client may do on
-/// a topic; Strata has no authorizer yet, so everything is allowed.
-pub(crate) const TOPIC_OPERATIONS_ALL: i32 =
-    (1 << 3) | (1 << 4) | (1 << 5) | (1 << 6) | (1 << 7) | (1 << 8) | (1 << 10) | (1 << 11);
+/// The ACL operations Kafka reports as authorized operations on a topic.
+pub(crate) const TOPIC_OPERATIONS: [Operation; 8] = [
+    Operation::Read,
+    Operation::Write,
+    Operation::Create,
+    Operation::Delete,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+];
 /// The same for the cluster resource.
-pub(crate) const CLUSTER_OPERATIONS_ALL: i32 =
-    (1 << 5) | (1 << 7) | (1 << 8) | (1 << 9) | (1 << 10) | (1 << 11) | (1 << 12);
+pub(crate) const CLUSTER_OPERATIONS: [Operation; 7] = [
+    Operation::Create,
+    Operation::Alter,
+    Operation::Describe,
+    Operation::ClusterAction,
+    Operation::DescribeConfigs,
+    Operation::AlterConfigs,
+    Operation::IdempotentWrite,
+];
+/// The same for a group.
+pub(crate) const GROUP_OPERATIONS: [Operation; 3] = [Operation::Read, Operation::Delete, Operation::Describe];

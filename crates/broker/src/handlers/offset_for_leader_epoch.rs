@@ -16,22 +16,44 @@ use strata_protocol::kafka_protocol::messages::offset_for_leader_epoch_response:
 };
 use strata_protocol::kafka_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
+use strata_protocol::ResponseError;
+
 use crate::Broker;
 
+/// Authorization as Kafka's `handleOffsetForLeaderEpochRequest`: a replica's request (v3+
+/// replica id) needs CLUSTER_ACTION on the cluster (CLUSTER_AUTHORIZATION_FAILED), a client's
+/// DESCRIBE on each topic (TOPIC_AUTHORIZATION_FAILED).
 pub fn handle(
     broker: &Arc<Broker>,
     request: OffsetForLeaderEpochRequest,
     version: i16,
+    session: &crate::net::Session,
 ) -> OffsetForLeaderEpochResponse {
+    use strata_security::acl::{Operation, ResourceType};
+    let from_replica = version >= 3 && request.replica_id.0 >= 0;
+    let cluster_action = broker.authz.cluster(session, Operation::ClusterAction);
+    let replica_denied = from_replica && !cluster_action;
     let topics = request
         .topics
         .into_iter()
         .map(|t| {
+            let denied = if replica_denied {
+                Some(ResponseError::ClusterAuthorizationFailed)
+            } else if !cluster_action
+                && !broker.authz.allowed(session, Operation::Describe, ResourceType::Topic, t.topic.as_str())
+            {
+                Some(ResponseError::TopicAuthorizationFailed)
+            } else {
+                None
+            };
             let partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let base = EpochEndOffset::default().with_partition(p.partition);
+                    if let Some(e) = denied {
+                        return base.with_error_code(e.code()).with_leader_epoch(-1).with_end_offset(-1);
+                    }
                     let current = if version >= 2 { p.current_leader_epoch } else { -1 };
                     let found = broker
                         .replicas

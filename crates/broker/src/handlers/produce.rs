@@ -32,7 +32,21 @@ pub enum Outcome {
     Close(String),
 }
 
-pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16) -> Outcome {
+/// Authorization (Kafka's `KafkaApis.handleProduceRequest`): WRITE on the transactional id
+/// of a transactional request (TRANSACTIONAL_ID_AUTHORIZATION_FAILED for every partition),
+/// WRITE on each topic (TOPIC_AUTHORIZATION_FAILED).
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: ProduceRequest,
+    version: i16,
+    session: &crate::net::Session,
+) -> Outcome {
+    use strata_security::acl::{Operation, ResourceType};
+    let listener: &str = &session.listener;
+    let txn_denied = request
+        .transactional_id
+        .as_ref()
+        .is_some_and(|id| !broker.authz.allowed(session, Operation::Write, ResourceType::TransactionalId, id.as_str()));
     let acks = request.acks;
     let acks_valid = matches!(acks, -1..=1);
     let image = broker.replicas.image();
@@ -47,10 +61,16 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
         } else {
             Some(topic.name.to_string())
         };
+        let topic_denied =
+            name.as_deref().is_some_and(|n| !broker.authz.allowed(session, Operation::Write, ResourceType::Topic, n));
         let mut indexes = Vec::with_capacity(topic.partition_data.len());
         for p in topic.partition_data {
             let check = if !acks_valid {
                 Err(BrokerError::InvalidRequest(format!("acks must be -1, 0 or 1, not {acks}")))
+            } else if txn_denied {
+                Err(BrokerError::TransactionalIdAuthorizationFailed)
+            } else if topic_denied {
+                Err(BrokerError::TopicAuthorizationFailed)
             } else if request.transactional_id.is_none() && is_transactional(p.records.as_deref()) {
                 // Kafka's `KafkaApis.handleProduceRequest`: transactional records need a
                 // transactional id the client may write as.
@@ -144,7 +164,7 @@ pub async fn handle(broker: &Arc<Broker>, request: ProduceRequest, version: i16)
                 .with_partition_responses(out),
         );
     }
-    let endpoints = super::hinted_endpoints(&image, hinted)
+    let endpoints = super::hinted_endpoints(&image, hinted, listener)
         .into_iter()
         .map(|(id, host, port, rack)| {
             NodeEndpoint::default()

@@ -20,8 +20,10 @@ use strata_protocol::ResponseError;
 use strata_txn::{ListFilter, TxnState};
 
 use super::{str_bytes, topic_name};
+use crate::net::Session;
 use crate::replica::now_ms;
 use crate::Broker;
+use strata_security::acl::{Operation, ResourceType};
 
 /// PRODUCER_FENCED (KIP-588) is new in InitProducerId v4, AddPartitionsToTxn v2,
 /// AddOffsetsToTxn v2 and EndTxn v2; older clients get INVALID_PRODUCER_EPOCH instead.
@@ -39,7 +41,9 @@ fn code(r: &Result<(), ResponseError>) -> i16 {
 
 /// InitProducerId with a transactional id: the coordinator gives the producer its id and a new
 /// epoch, fencing older instances. See `TxnCoordinatorShard::init_producer_id`.
+/// InitProducerId with a transactional id: WRITE on it (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
 pub async fn init_producer_id(
+    session: &Session,
     broker: &Arc<Broker>,
     request: &InitProducerIdRequest,
     transactional_id: &str,
@@ -51,6 +55,9 @@ pub async fn init_producer_id(
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
+    if !broker.authz.allowed(session, Operation::Write, ResourceType::TransactionalId, transactional_id) {
+        return failed(ResponseError::TransactionalIdAuthorizationFailed);
+    }
     let expected = match (request.producer_id.0, request.producer_epoch) {
         (-1, -1) => None,
         (-1, _) | (_, -1) => return failed(ResponseError::InvalidRequest),
@@ -74,13 +81,41 @@ fn is_internal(topic: &str) -> bool {
 
 /// AddPartitionsToTxn: v0–3 from a producer (one transaction), v4+ from partition leaders (a
 /// batch, each transaction either verified only or, under transactions V2, added).
+/// Authorization (Kafka's `handleAddPartitionsToTxnRequest`): a producer's request (v0–3)
+/// needs WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED everywhere) and
+/// on each topic (TOPIC_AUTHORIZATION_FAILED, the others OPERATION_NOT_ATTEMPTED); a broker's
+/// (v4+) CLUSTER_ACTION on the cluster.
 pub async fn add_partitions_to_txn(
     broker: &Arc<Broker>,
     request: AddPartitionsToTxnRequest,
     version: i16,
+    session: &Session,
 ) -> AddPartitionsToTxnResponse {
     if version <= 3 {
+        let id = request.v3_and_below_transactional_id.0.as_str();
+        let id_denied = !broker.authz.allowed(session, Operation::Write, ResourceType::TransactionalId, id);
+        let topic_denied = |t: &str| !broker.authz.allowed(session, Operation::Write, ResourceType::Topic, t);
+        if id_denied {
+            let results = request
+                .v3_and_below_topics
+                .iter()
+                .map(|t| {
+                    AddPartitionsToTxnTopicResult::default().with_name(t.name.clone()).with_results_by_partition(
+                        t.partitions
+                            .iter()
+                            .map(|p| {
+                                AddPartitionsToTxnPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_partition_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
+        }
         let results = add_one(
+            &topic_denied,
             broker,
             &request.v3_and_below_transactional_id.0,
             request.v3_and_below_producer_id.0,
@@ -91,13 +126,18 @@ pub async fn add_partitions_to_txn(
         .await;
         return AddPartitionsToTxnResponse::default().with_results_by_topic_v3_and_below(results);
     }
+    if !broker.authz.cluster(session, Operation::ClusterAction) {
+        return AddPartitionsToTxnResponse::default().with_error_code(ResponseError::ClusterAuthorizationFailed.code());
+    }
     if request.transactions.iter().any(|t| t.transactional_id.0.is_empty()) {
         return AddPartitionsToTxnResponse::default().with_error_code(ResponseError::InvalidRequest.code());
     }
     let mut results = Vec::with_capacity(request.transactions.len());
     for t in &request.transactions {
         let sender = Sender::Broker { verify_only: t.verify_only };
-        let topics = add_one(broker, &t.transactional_id.0, t.producer_id.0, t.producer_epoch, &t.topics, sender).await;
+        let topics =
+            add_one(&|_| false, broker, &t.transactional_id.0, t.producer_id.0, t.producer_epoch, &t.topics, sender)
+                .await;
         results.push(
             AddPartitionsToTxnResult::default()
                 .with_transactional_id(t.transactional_id.clone())
@@ -109,6 +149,7 @@ pub async fn add_partitions_to_txn(
 
 /// One transaction of an AddPartitionsToTxn: per-partition results by topic.
 async fn add_one(
+    topic_denied: &(dyn Fn(&str) -> bool + Sync),
     broker: &Arc<Broker>,
     transactional_id: &str,
     producer_id: i64,
@@ -127,7 +168,9 @@ async fn add_one(
         let name = t.name.0.to_string();
         for &p in &t.partitions {
             let known = image.topic(&name).is_some_and(|topic| p >= 0 && (p as usize) < topic.partitions.len());
-            if !known {
+            if topic_denied(&name) {
+                early.insert((name.clone(), p), ResponseError::TopicAuthorizationFailed);
+            } else if !known {
                 early.insert((name.clone(), p), ResponseError::UnknownTopicOrPartition);
             } else if from_client && is_internal(&name) {
                 early.insert((name.clone(), p), ResponseError::TopicAuthorizationFailed);
@@ -184,11 +227,25 @@ enum Sender {
 
 /// AddOffsetsToTxn: the group's `__consumer_offsets` partition joins the transaction, so that
 /// the offsets committed in it (TxnOffsetCommit) get its marker.
+/// WRITE on the transactional id, READ on the group (Kafka's `handleAddOffsetsToTxnRequest`).
 pub async fn add_offsets_to_txn(
     broker: &Arc<Broker>,
     request: AddOffsetsToTxnRequest,
     version: i16,
+    session: &Session,
 ) -> AddOffsetsToTxnResponse {
+    if !broker.authz.allowed(
+        session,
+        Operation::Write,
+        ResourceType::TransactionalId,
+        request.transactional_id.0.as_str(),
+    ) {
+        return AddOffsetsToTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code());
+    }
+    if !broker.authz.allowed(session, Operation::Read, ResourceType::Group, request.group_id.0.as_str()) {
+        return AddOffsetsToTxnResponse::default().with_error_code(ResponseError::GroupAuthorizationFailed.code());
+    }
     let partition = (crate::groups::OFFSETS_TOPIC.to_string(), broker.groups.shard_for(&request.group_id.0) as i32);
     let id = request.transactional_id.0.to_string();
     let (pid, epoch) = (request.producer_id.0, request.producer_epoch);
@@ -202,8 +259,15 @@ pub async fn add_offsets_to_txn(
 }
 
 /// EndTxn: commit or abort. v5+ runs under transactions V2 (the epoch is bumped and returned).
-pub async fn end_txn(broker: &Arc<Broker>, request: EndTxnRequest, version: i16) -> EndTxnResponse {
+/// WRITE on the transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED).
+pub async fn end_txn(broker: &Arc<Broker>, request: EndTxnRequest, version: i16, session: &Session) -> EndTxnResponse {
     let id = request.transactional_id.0.to_string();
+    if !broker.authz.allowed(session, Operation::Write, ResourceType::TransactionalId, &id) {
+        return EndTxnResponse::default()
+            .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1);
+    }
     let (pid, epoch, commit) = (request.producer_id.0, request.producer_epoch, request.committed);
     let tv2 = version >= 5;
     match broker.txn.run(&id, |shard, ids, now| shard.end_txn(&id, pid, epoch, commit, tv2, ids, now)).await {
@@ -216,15 +280,23 @@ pub async fn end_txn(broker: &Arc<Broker>, request: EndTxnRequest, version: i16)
 }
 
 /// DescribeTransactions: each id's last durable state, from its coordinator.
+/// DESCRIBE on each transactional id (TRANSACTIONAL_ID_AUTHORIZATION_FAILED); partitions of
+/// topics the principal may not DESCRIBE are left out (Kafka's `handleDescribeTransactionsRequest`).
 pub fn describe_transactions(
     broker: &Arc<Broker>,
     request: DescribeTransactionsRequest,
+    session: &Session,
 ) -> DescribeTransactionsResponse {
     let states = request
         .transactional_ids
         .iter()
         .map(|id| {
             let out = describe_transactions_response::TransactionState::default().with_transactional_id(id.clone());
+            if !broker.authz.allowed(session, Operation::Describe, ResourceType::TransactionalId, id.0.as_str()) {
+                return out
+                    .with_error_code(ResponseError::TransactionalIdAuthorizationFailed.code())
+                    .with_transaction_state(str_bytes(""));
+            }
             let described = broker.txn.read(&id.0, |shard| {
                 shard.describe(&id.0).map(|m| {
                     out.clone()
@@ -237,6 +309,9 @@ pub fn describe_transactions(
                             m.value
                                 .partitions
                                 .iter()
+                                .filter(|(t, _)| {
+                                    broker.authz.allowed(session, Operation::Describe, ResourceType::Topic, t)
+                                })
                                 .map(|(t, ps)| {
                                     describe_transactions_response::TopicData::default()
                                         .with_topic(topic_name(t))
@@ -256,7 +331,12 @@ pub fn describe_transactions(
 }
 
 /// ListTransactions: the transactions this broker coordinates that pass the filters.
-pub fn list_transactions(broker: &Arc<Broker>, request: ListTransactionsRequest) -> ListTransactionsResponse {
+/// Only the transactional ids the principal may DESCRIBE are listed.
+pub fn list_transactions(
+    broker: &Arc<Broker>,
+    request: ListTransactionsRequest,
+    session: &Session,
+) -> ListTransactionsResponse {
     let mut unknown = Vec::new();
     let mut states = Vec::new();
     for name in &request.state_filters {
@@ -276,6 +356,7 @@ pub fn list_transactions(broker: &Arc<Broker>, request: ListTransactionsRequest)
             .list(&filter, now)
             .into_iter()
             .filter(|(_, m)| m.value.state.is_durable())
+            .filter(|(id, _)| broker.authz.allowed(session, Operation::Describe, ResourceType::TransactionalId, id))
             .map(|(id, m)| {
                 list_transactions_response::TransactionState::default()
                     .with_transactional_id(TransactionalId(str_bytes(id.clone())))

@@ -43,3 +43,32 @@ pub async fn handle(broker: &Arc<Broker>, request: WriteTxnMarkersRequest) -> Wr
     }
     WriteTxnMarkersResponse::default().with_markers(results)
 }
+
+/// `code` for every partition of every marker (CLUSTER_AUTHORIZATION_FAILED: only brokers,
+/// with CLUSTER_ACTION, write markers).
+pub fn refuse(request: &WriteTxnMarkersRequest, code: i16) -> WriteTxnMarkersResponse {
+    let markers = request
+        .markers
+        .iter()
+        .map(|m| {
+            let topics = m
+                .topics
+                .iter()
+                .map(|t| {
+                    WritableTxnMarkerTopicResult::default().with_name(t.name.clone()).with_partitions(
+                        t.partition_indexes
+                            .iter()
+                            .map(|p| {
+                                WritableTxnMarkerPartitionResult::default()
+                                    .with_partition_index(*p)
+                                    .with_error_code(code)
+                            })
+                            .collect(),
+                    )
+                })
+                .collect();
+            WritableTxnMarkerResult::default().with_producer_id(m.producer_id).with_topics(topics)
+        })
+        .collect();
+    WriteTxnMarkersResponse::default().with_markers(markers)
+}

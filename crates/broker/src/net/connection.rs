@@ -1,25 +1,34 @@
-//! One client connection.
+//! One client connection: TLS handshake (SSL, SASL_SSL), SASL authentication (SASL_*),
+//! then requests read ahead and answered strictly in order.
 
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use strata_protocol::frame::FrameDecoder;
 use strata_protocol::request::{decode_request, peek_prefix, Decoded};
 use strata_protocol::response::{encode_unsupported_api_versions, Chunk};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use strata_security::KafkaPrincipal;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use super::Limits;
+use super::sasl::{SaslState, Verdict};
+use super::{Limits, Session};
 use crate::handlers::OutChunk;
+use crate::listeners::Listener;
 use crate::{handlers, Broker};
 
 /// Frames read ahead of the one being handled.
 const READ_AHEAD: usize = 8;
+
+/// Longest a client gets to finish its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A whole request frame and its share of the bytes-in-flight budget.
 struct Frame {
@@ -27,39 +36,155 @@ struct Frame {
     _permit: Option<OwnedSemaphorePermit>,
 }
 
+/// Where responses go: the socket itself (fetched records can go with `sendfile`), or a TLS
+/// stream (every byte is encrypted in user space).
+trait Out: AsyncWrite + Unpin + Send {
+    /// The raw socket, when bytes written to it reach the client as they are.
+    fn raw_socket(&self) -> Option<&TcpStream>;
+}
+
+impl Out for OwnedWriteHalf {
+    fn raw_socket(&self) -> Option<&TcpStream> {
+        Some(self.as_ref())
+    }
+}
+
+impl Out for tokio::io::WriteHalf<strata_security::tokio_rustls::server::TlsStream<TcpStream>> {
+    fn raw_socket(&self) -> Option<&TcpStream> {
+        None
+    }
+}
+
 pub(super) async fn run(
     stream: TcpStream,
     peer: SocketAddr,
+    listener: Arc<Listener>,
     broker: Arc<Broker>,
     limits: Limits,
     bytes_in_flight: Arc<Semaphore>,
     shutdown: watch::Receiver<bool>,
 ) {
-    let (read_half, mut write_half) = stream.into_split();
+    let name = listener.spec.name.as_str();
+    let Some(tls) = &listener.tls else {
+        let (read_half, write_half) = stream.into_split();
+        let session = Session::new(peer, name, KafkaPrincipal::anonymous());
+        serve(read_half, write_half, session, &listener, broker, limits, bytes_in_flight, shutdown).await;
+        return;
+    };
+    let accepted =
+        tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT.min(limits.idle_timeout), tls.acceptor().accept(stream)).await;
+    let stream = match accepted {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            let e = e.to_string();
+            let hint = if e.contains("UnsupportedCertVersion") {
+                " (the client certificate is X.509 v1: TLS client authentication takes v3 certificates)"
+            } else if e.contains("InvalidContentType") {
+                " (not TLS: a PLAINTEXT client on a TLS listener?)"
+            } else {
+                ""
+            };
+            tracing::info!(%peer, listener = name, error = %e, "TLS handshake failed{hint}; closing the connection");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, listener = name, "TLS handshake failed: not finished in time; closing the connection");
+            return;
+        }
+    };
+    // mTLS: the client certificate's subject, mapped by ssl.principal.mapping.rules.
+    let principal = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+        None => KafkaPrincipal::anonymous(),
+        Some(cert) => {
+            let dn = strata_security::principal::subject_rfc2253(cert);
+            match dn.map(|dn| (tls.settings().principal_rules.apply(&dn), dn)) {
+                Ok((Some(name), _)) => KafkaPrincipal::user(name),
+                Ok((None, dn)) => {
+                    tracing::info!(%peer, listener = name, subject = %dn, "TLS client refused: no ssl.principal.mapping.rules rule matches its certificate subject");
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(%peer, listener = name, error = %e, "TLS client refused: unreadable certificate");
+                    return;
+                }
+            }
+        }
+    };
+    tracing::debug!(%peer, listener = name, %principal, "TLS connection established");
+    let (read_half, write_half) = tokio::io::split(stream);
+    let session = Session::new(peer, name, principal);
+    serve(read_half, write_half, session, &listener, broker, limits, bytes_in_flight, shutdown).await;
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve<R, W>(
+    read_half: R,
+    mut write_half: W,
+    mut session: Session,
+    listener: &Listener,
+    broker: Arc<Broker>,
+    limits: Limits,
+    bytes_in_flight: Arc<Semaphore>,
+    shutdown: watch::Receiver<bool>,
+) where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: Out,
+{
+    let peer = session.peer;
     let (tx, mut rx) = mpsc::channel::<Frame>(READ_AHEAD);
-    let reader = tokio::spawn(read_frames(read_half, peer, limits, bytes_in_flight, shutdown, tx));
+    // Before a SASL login, frames are bounded by sasl.server.max.receive.size (Kafka's guard
+    // against unauthenticated clients announcing huge frames).
+    let pre_auth = listener.sasl.as_ref().map(|_| (Arc::new(AtomicBool::new(false)), listener.sasl_max_receive));
+    let reader = tokio::spawn(read_frames(read_half, peer, limits, bytes_in_flight, shutdown, tx, pre_auth.clone()));
+    let mut sasl = listener.sasl.clone().map(|s| SaslState::new(s, listener.max_reauth_ms));
     let mut out: Vec<OutChunk> = Vec::new();
-    // As Kafka shows a client's host in DescribeGroups.
-    let client_host = format!("/{}", peer.ip());
     while let Some(frame) = rx.recv().await {
         out.clear();
-        if let Err(reason) = handle_frame(&broker, &client_host, frame.bytes, &mut out).await {
-            tracing::info!(%peer, %reason, "closing connection");
+        let mut close = None;
+        let verdict = match sasl.as_mut() {
+            Some(state) => {
+                let v = state.filter(&frame.bytes, &mut out);
+                if let Some(p) = &state.principal {
+                    session.principal = p.clone();
+                    if let Some((authenticated, _)) = &pre_auth {
+                        authenticated.store(true, Ordering::Relaxed);
+                    }
+                }
+                v
+            }
+            None => Verdict::Serve,
+        };
+        match verdict {
+            Verdict::Serve => {
+                if let Err(reason) = handle_frame(&broker, &session, frame.bytes, &mut out).await {
+                    tracing::info!(%peer, %reason, "closing connection");
+                    break;
+                }
+            }
+            Verdict::Answered => {}
+            Verdict::Close(reason) => close = Some(reason),
+            Verdict::Refused(reason) => {
+                tokio::time::sleep(listener.failed_auth_delay).await;
+                close = Some(reason);
+            }
+        }
+        if !out.is_empty() {
+            // (An acks=0 produce has no response.)
+            match tokio::time::timeout(limits.idle_timeout, write_chunks(&mut write_half, &out)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "client went away before reading its response");
+                    break;
+                }
+                Err(_) => {
+                    tracing::info!(%peer, "client read nothing for connections.max.idle.ms; closing");
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = close {
+            tracing::info!(%peer, listener = %session.listener, %reason, "closing connection");
             break;
-        }
-        if out.is_empty() {
-            continue; // acks=0 produce: no response
-        }
-        match tokio::time::timeout(limits.idle_timeout, write_chunks(&mut write_half, &out)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::debug!(%peer, error = %e, "client went away before reading its response");
-                break;
-            }
-            Err(_) => {
-                tracing::info!(%peer, "client read nothing for connections.max.idle.ms; closing");
-                break;
-            }
         }
     }
     rx.close();
@@ -69,20 +194,21 @@ pub(super) async fn run(
 
 /// Requests the active controller answers: the admin requests that change metadata
 /// (CreateTopics, DeleteTopics, AlterConfigs, IncrementalAlterConfigs, CreatePartitions,
-/// ElectLeaders, AlterPartitionReassignments), ListPartitionReassignments (the reassignments
-/// the controller knows of) and DescribeQuorum (KIP-836: brokers forward it).
-const FORWARDED: [i16; 9] = [19, 20, 33, 44, 37, 43, 45, 46, 55];
+/// ElectLeaders, AlterPartitionReassignments, AlterUserScramCredentials, CreateAcls,
+/// DeleteAcls), ListPartitionReassignments (the reassignments the controller knows of) and
+/// DescribeQuorum (KIP-836: brokers forward it).
+const FORWARDED: [i16; 12] = [19, 20, 33, 44, 37, 43, 45, 46, 55, 51, 30, 31];
 
 /// Handles one request frame (header and body, no size) as a client's and returns the whole
 /// response frame, size included, or `None` when the request has no response. For requests a
 /// controller listener receives (an Envelope's content, or a broker's CreateTopics).
 pub async fn handle_request_bytes(
     broker: &Arc<Broker>,
-    client_host: &str,
+    session: &Session,
     frame: bytes::Bytes,
 ) -> Result<Option<bytes::Bytes>, String> {
     let mut out = Vec::new();
-    handle_frame(broker, client_host, frame, &mut out).await?;
+    handle_frame(broker, session, frame, &mut out).await?;
     if out.is_empty() {
         return Ok(None);
     }
@@ -97,7 +223,7 @@ pub async fn handle_request_bytes(
 /// error means the connection must close.
 async fn handle_frame(
     broker: &Arc<Broker>,
-    client_host: &str,
+    session: &Session,
     frame: bytes::Bytes,
     out: &mut Vec<OutChunk>,
 ) -> Result<(), String> {
@@ -106,7 +232,8 @@ async fn handle_frame(
         // Not the active controller: the request travels to it in an Envelope and its
         // answer comes back as it is (KIP-590). If no controller answers in time, the local
         // handler answers (NOT_CONTROLLER, which clients retry).
-        match broker.controller.forward(frame.clone(), client_host.to_string()).await {
+        match broker.controller.forward(frame.clone(), session.client_host.clone(), session.principal.to_string()).await
+        {
             Ok(response) => {
                 let mut buf = BytesMut::with_capacity(4 + response.len());
                 buf.extend_from_slice(&u32::try_from(response.len()).unwrap_or(u32::MAX).to_be_bytes());
@@ -119,7 +246,7 @@ async fn handle_frame(
     }
     match decode_request(frame) {
         Ok(Decoded::Request(request)) => {
-            handlers::handle(broker, *request, client_host, out).await.map_err(|e| e.to_string())
+            handlers::handle(broker, *request, session, out).await.map_err(|e| e.to_string())
         }
         Ok(Decoded::UnsupportedApiVersions { correlation_id, version }) => {
             tracing::debug!(version, "ApiVersions above the supported range; answering per KIP-511");
@@ -156,7 +283,15 @@ fn sendfile_source(chunk: &OutChunk) -> Option<(BorrowedFd<'_>, u64)> {
 /// Writes `chunks` in order: runs of encoded bytes and small record sets with
 /// vectored writes (record slices straight from the mapped segments), big
 /// record sets with `sendfile`.
-async fn write_chunks(w: &mut OwnedWriteHalf, chunks: &[OutChunk]) -> io::Result<()> {
+async fn write_chunks<W: Out>(w: &mut W, chunks: &[OutChunk]) -> io::Result<()> {
+    let sendfile_ok = w.raw_socket().is_some();
+    fn source(sendfile_ok: bool, c: &OutChunk) -> Option<(BorrowedFd<'_>, u64)> {
+        if sendfile_ok {
+            sendfile_source(c)
+        } else {
+            None
+        }
+    }
     let mut index = 0;
     let mut offset = 0;
     while index < chunks.len() {
@@ -166,13 +301,13 @@ async fn write_chunks(w: &mut OwnedWriteHalf, chunks: &[OutChunk]) -> io::Result
             offset = 0;
             continue;
         }
-        if let Some((fd, position)) = sendfile_source(&chunks[index]) {
-            send_file(w.as_ref(), fd, position, chunks[index].bytes().len()).await?;
+        if let (Some((fd, position)), Some(socket)) = (source(sendfile_ok, &chunks[index]), w.raw_socket()) {
+            send_file(socket, fd, position, chunks[index].bytes().len()).await?;
             index += 1;
             continue;
         }
         let slices: Vec<IoSlice<'_>> = std::iter::once(&chunks[index].bytes()[offset..])
-            .chain(chunks[index + 1..].iter().take_while(|c| sendfile_source(c).is_none()).map(|c| c.bytes()))
+            .chain(chunks[index + 1..].iter().take_while(|c| source(sendfile_ok, c).is_none()).map(|c| c.bytes()))
             .take(64)
             .map(IoSlice::new)
             .collect();
@@ -187,7 +322,8 @@ async fn write_chunks(w: &mut OwnedWriteHalf, chunks: &[OutChunk]) -> io::Result
         }
         offset += written;
     }
-    Ok(())
+    // TLS holds records back until flushed.
+    w.flush().await
 }
 
 /// Sends `len` bytes of `file` from `position` to the socket with `sendfile`.
@@ -230,13 +366,14 @@ async fn send_file(socket: &TcpStream, file: BorrowedFd<'_>, position: u64, len:
 }
 
 /// Reads frames until EOF, an error, idleness or shutdown.
-async fn read_frames(
-    mut rd: OwnedReadHalf,
+async fn read_frames<R: AsyncRead + Unpin>(
+    mut rd: R,
     peer: SocketAddr,
     limits: Limits,
     bytes_in_flight: Arc<Semaphore>,
     mut shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Frame>,
+    pre_auth: Option<(Arc<AtomicBool>, usize)>,
 ) {
     let decoder = FrameDecoder::new(limits.max_frame);
     loop {
@@ -266,6 +403,12 @@ async fn read_frames(
                 return;
             }
         };
+        if let Some((authenticated, max)) = &pre_auth {
+            if size > *max && !authenticated.load(Ordering::Relaxed) {
+                tracing::info!(%peer, size, max, "SASL authentication failed: a frame above sasl.server.max.receive.size before authentication; closing connection");
+                return;
+            }
+        }
         // Reserve the frame's bytes as they arrive, chunk by chunk, before
         // allocating them: many connections announcing big frames then hold
         // only what they really sent, and a frame waiting for budget never
@@ -301,8 +444,8 @@ const BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// Reads a `size`-byte frame body, reserving bytes-in-flight budget for each
 /// chunk before reading it (at most `max_reserved` in all, so a frame larger
 /// than the whole budget cannot wait for itself). `None` on EOF or error.
-async fn read_body(
-    rd: &mut OwnedReadHalf,
+async fn read_body<R: AsyncRead + Unpin>(
+    rd: &mut R,
     size: usize,
     max_reserved: usize,
     bytes_in_flight: &Arc<Semaphore>,

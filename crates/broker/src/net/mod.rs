@@ -9,6 +9,7 @@
 //! reader's read-ahead lets pipelining clients keep the socket busy.
 
 mod connection;
+mod sasl;
 pub use connection::handle_request_bytes;
 
 use std::net::SocketAddr;
@@ -19,7 +20,84 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+use strata_security::KafkaPrincipal;
+
+use crate::listeners::Listener;
 use crate::Broker;
+
+/// Who sent a request and how: what handlers need to know of the connection.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub peer: SocketAddr,
+    /// The client's address as Kafka shows it (`/IP`), e.g. in DescribeGroups.
+    pub client_host: String,
+    /// The listener the connection arrived on (upper-case name): Metadata answers with the
+    /// brokers' endpoints of this listener.
+    pub listener: Arc<str>,
+    /// `User:ANONYMOUS` until TLS client authentication or SASL says otherwise.
+    pub principal: KafkaPrincipal,
+}
+
+impl Session {
+    pub fn new(peer: SocketAddr, listener: &str, principal: KafkaPrincipal) -> Self {
+        Self { peer, client_host: format!("/{}", peer.ip()), listener: Arc::from(listener), principal }
+    }
+
+    /// A request that reached this broker another way (forwarded by a broker to the
+    /// controller): `client_host` as given, the inter-broker listener, the client's principal
+    /// when the Envelope named it (else `User:ANONYMOUS`).
+    pub fn forwarded(client_host: &str, listener: &str, principal: Option<KafkaPrincipal>) -> Self {
+        let peer = SocketAddr::from(([0, 0, 0, 0], 0));
+        Self {
+            peer,
+            client_host: client_host.to_string(),
+            listener: Arc::from(listener),
+            principal: principal.unwrap_or_else(KafkaPrincipal::anonymous),
+        }
+    }
+}
+
+/// Budgets shared by every listener of a broker: `max.connections` and
+/// `queued.max.request.bytes` count over all of them, as in Kafka.
+#[derive(Clone)]
+pub struct SharedLimits {
+    connections: Arc<Semaphore>,
+    bytes_in_flight: Arc<Semaphore>,
+}
+
+impl SharedLimits {
+    pub fn new(limits: &Limits) -> Self {
+        Self {
+            connections: Arc::new(Semaphore::new(limits.max_connections)),
+            bytes_in_flight: Arc::new(Semaphore::new(limits.queued_max_bytes)),
+        }
+    }
+}
+
+/// How often TLS listeners look for new keystore and truststore files.
+const TLS_RELOAD_CHECK: Duration = Duration::from_secs(5);
+
+/// Rebuilds a TLS listener's configuration whenever its files change (certificate rotation
+/// without a restart), until shutdown. File reads run off the async workers.
+pub async fn watch_tls(listener: Arc<Listener>, mut shutdown: watch::Receiver<bool>) {
+    let Some(tls) = listener.tls.clone() else { return };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(TLS_RELOAD_CHECK) => {}
+        }
+        let tls = tls.clone();
+        match tokio::task::spawn_blocking(move || tls.reload_if_changed()).await.unwrap_or(Ok(false)) {
+            Ok(true) => {
+                tracing::info!(listener = %listener.spec.name, "TLS keystore or truststore changed: new connections use the new one")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(listener = %listener.spec.name, error = %e, "TLS files changed but do not load; keeping the previous ones")
+            }
+        }
+    }
+}
 
 /// Limits applied to every connection.
 #[derive(Debug, Clone, Copy)]
@@ -46,9 +124,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Accepts connections until `shutdown` turns true, then waits (at most
 /// [`SHUTDOWN_GRACE`]) for open connections to finish what they have read.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let bytes_in_flight = Arc::new(Semaphore::new(limits.queued_max_bytes));
+pub async fn serve(
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    broker: Arc<Broker>,
+    limits: Limits,
+    shared: SharedLimits,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let SharedLimits { connections, bytes_in_flight } = shared;
+    let listener_socket = socket;
     let mut tasks = JoinSet::new();
     loop {
         let permit = tokio::select! {
@@ -60,7 +145,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, m
         };
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
-            a = listener.accept() => a,
+            a = listener_socket.accept() => a,
         };
         match accepted {
             Ok((stream, peer)) => {
@@ -68,8 +153,9 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, m
                 let broker = broker.clone();
                 let bytes = bytes_in_flight.clone();
                 let shutdown = shutdown.clone();
+                let listener = listener.clone();
                 tasks.spawn(async move {
-                    connection::run(stream, peer, broker, limits, bytes, shutdown).await;
+                    connection::run(stream, peer, listener, broker, limits, bytes, shutdown).await;
                     drop(permit);
                 });
             }
@@ -81,7 +167,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, limits: Limits, m
         }
         while tasks.try_join_next().is_some() {}
     }
-    drop(listener);
+    drop(listener_socket);
     let drained = tokio::time::timeout(SHUTDOWN_GRACE, async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         tracing::warn!(open = tasks.len(), "connections still open after the shutdown grace period; closing them");

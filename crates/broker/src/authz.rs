@@ -1,0 +1,118 @@
+//! Authorization of requests: Kafka's `StandardAuthorizer` over the ACLs in the metadata
+//! image, on when `authorizer.class.name` names it.
+//!
+//! Every handler asks [`Authz::allowed`] for exactly the operations Kafka's `KafkaApis` checks
+//! for its API (READ on a topic to fetch it, WRITE to produce, DESCRIBE to see it in Metadata,
+//! CLUSTER_ACTION for replicas and markers, ...); without an authorizer every request is
+//! allowed. The ACLs are read from the newest image the broker has, converted once per image.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use strata_security::acl::{AclBinding, Authorizer, Operation, ResourceType, CLUSTER_NAME};
+
+use crate::config::BrokerConfig;
+use crate::net::Session;
+use crate::ReplicaManager;
+
+/// Kafka's class name that turns authorization on.
+pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.StandardAuthorizer";
+
+/// The broker's authorizer and a cache of the image's bindings.
+pub struct Authz {
+    authorizer: Option<Authorizer>,
+    replicas: Arc<ReplicaManager>,
+    /// (records applied of the image they came from, its bindings).
+    cache: Mutex<(u64, Arc<Vec<AclBinding>>)>,
+}
+
+impl Authz {
+    /// From `authorizer.class.name`, `super.users` and `allow.everyone.if.no.acl.found`
+    /// (validated at start).
+    pub fn new(config: &BrokerConfig, replicas: Arc<ReplicaManager>) -> Self {
+        let on = config.get("authorizer.class.name").is_some_and(|v| v.trim() == STANDARD_AUTHORIZER);
+        let authorizer = on.then(|| Authorizer {
+            super_users: Authorizer::parse_super_users(config.get("super.users").unwrap_or_default())
+                .unwrap_or_default(),
+            allow_if_no_acl: config.get("allow.everyone.if.no.acl.found").is_some_and(|v| v.trim() == "true"),
+        });
+        Self { authorizer, replicas, cache: Mutex::new((u64::MAX, Arc::new(Vec::new()))) }
+    }
+
+    /// Whether an authorizer is configured (the ACL APIs answer SECURITY_DISABLED otherwise).
+    pub fn enabled(&self) -> bool {
+        self.authorizer.is_some()
+    }
+
+    fn bindings(&self) -> Arc<Vec<AclBinding>> {
+        let image = self.replicas.image();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.0 != image.records_applied {
+            let bindings = image
+                .acls
+                .values()
+                .filter_map(|a| {
+                    AclBinding::from_ids(
+                        a.resource_type,
+                        &a.name,
+                        a.pattern_type,
+                        &a.principal,
+                        &a.host,
+                        a.operation,
+                        a.permission,
+                    )
+                    .ok()
+                })
+                .collect();
+            *cache = (image.records_applied, Arc::new(bindings));
+        }
+        cache.1.clone()
+    }
+
+    /// Whether `session` may do `operation` on resource `name` of type `resource`.
+    pub fn allowed(&self, session: &Session, operation: Operation, resource: ResourceType, name: &str) -> bool {
+        let Some(a) = &self.authorizer else { return true };
+        let host = session.peer.ip().to_string();
+        let ok = a.authorize(self.bindings().iter(), &session.principal, &host, operation, resource, name);
+        if !ok {
+            tracing::debug!(principal = %session.principal, %host, ?operation, ?resource, name, "denied");
+        }
+        ok
+    }
+
+    /// Kafka's authorized-operations bit set (bit = `AclOperation` id) of the `candidates`
+    /// `session` may do on a resource (Metadata, DescribeCluster, DescribeGroups, ...).
+    pub fn operations(&self, session: &Session, resource: ResourceType, name: &str, candidates: &[Operation]) -> i32 {
+        candidates
+            .iter()
+            .filter(|op| self.allowed(session, **op, resource, name))
+            .fold(0, |bits, op| bits | (1 << (*op as i32)))
+    }
+
+    /// [`allowed`](Self::allowed) on the cluster resource.
+    pub fn cluster(&self, session: &Session, operation: Operation) -> bool {
+        self.allowed(session, operation, ResourceType::Cluster, CLUSTER_NAME)
+    }
+
+    /// Whether `session` may do `operation` on some resource of type `resource` (Kafka's
+    /// `authorizeByResourceType`): a super user, an ALLOW that no DENY of the same pattern
+    /// cancels, or, with no binding of the type at all, `allow.everyone.if.no.acl.found`.
+    /// Used for idempotent producers (WRITE on any topic, KIP-679).
+    pub fn any_of_type(&self, session: &Session, operation: Operation, resource: ResourceType) -> bool {
+        let Some(a) = &self.authorizer else { return true };
+        if a.super_users.contains(&session.principal) {
+            return true;
+        }
+        let host = session.peer.ip().to_string();
+        let bindings = self.bindings();
+        let mine: Vec<&AclBinding> = bindings.iter().filter(|b| b.resource_type == resource).collect();
+        if mine.is_empty() {
+            return a.allow_if_no_acl;
+        }
+        // Some resource the principal may use: the name (or prefix) of an ALLOW binding that
+        // the decision for that very name confirms (no DENY covering it).
+        mine.iter().any(|b| {
+            b.permission == strata_security::acl::Permission::Allow
+                && a.authorize(bindings.iter(), &session.principal, &host, operation, resource, &b.name)
+        })
+    }
+}
