@@ -893,6 +893,15 @@ def test_raw_classic_group(authz, sess):
     assert (code, topics[hidden][0][1]) == (NONE, TOPIC_AUTH), f"OffsetFetch of {hidden} by alice: {code} {topics}"
     code, topics = offset_fetch(admin, group)
     assert topics == {topic: {0: (1, NONE)}, hidden: {0: (1, NONE)}}, f"the super user sees both: {topics}"
+    # The group asked twice, for all topics and for a named one: each entry is judged on its
+    # own (the all-topics one still hides the topic alice may not describe).
+    O = OffsetFetchRequest
+    r = a.call(O, 8, groups=[O.OffsetFetchRequestGroup(group_id=group, topics=None),
+                             O.OffsetFetchRequestGroup(group_id=group, topics=[
+                                 O.OffsetFetchRequestGroup.OffsetFetchRequestTopics(name=topic, partition_indexes=[0])])],
+               require_stable=False)
+    shown = [sorted(t.name for t in g.topics) for g in r.groups]
+    assert shown == [[topic], [topic]], f"OffsetFetch of the group twice by alice: {shown}"
 
     def describe(s):
         [g] = s.call(DescribeGroupsRequest, 5, groups=[group], include_authorized_operations=True).groups

@@ -846,8 +846,9 @@ def test_session_lifetime_and_reauthentication(broker_factory, pki, closer):
     """connections.max.reauth.ms (here per listener): SaslAuthenticate v1 tells the client its
     session lifetime; re-authenticating on the same connection before the end (SaslHandshake +
     SaslAuthenticate again, same user) keeps it serving past the first session's end; a
-    connection that does not re-authenticate is closed at its next request after the end, and
-    re-authenticating as another user is refused."""
+    connection that does not re-authenticate is closed at its next request after the end,
+    re-authenticating as another user is refused, and a request in the middle of a
+    re-authentication closes the connection."""
     lifetime_ms = 1500
     b = configure(broker_factory(start=False), {"SASL_PLAINTEXT": "SASL_PLAINTEXT"},
                   "sasl.enabled.mechanisms=PLAIN",
@@ -863,9 +864,9 @@ def test_session_lifetime_and_reauthentication(broker_factory, pki, closer):
         assert c.call(SaslHandshakeRequest, 1, mechanism="PLAIN").error_code == NONE
         return c.call(SaslAuthenticateRequest, 1, auth_bytes=f"\x00{user}\x00{password}".encode())
 
-    stays, expires, switches = closer(Raw(port)), closer(Raw(port)), closer(Raw(port))
+    stays, expires, switches, stalls = closer(Raw(port)), closer(Raw(port)), closer(Raw(port)), closer(Raw(port))
     started = time.monotonic()
-    for c in (stays, expires, switches):
+    for c in (stays, expires, switches, stalls):
         au = login(c, *users[0])
         assert (au.error_code, au.session_lifetime_ms) == (NONE, lifetime_ms), au
     # Re-authenticate `stays` every half lifetime, past two lifetimes, serving in between.
@@ -881,6 +882,11 @@ def test_session_lifetime_and_reauthentication(broker_factory, pki, closer):
     au = login(switches, *users[1])
     assert au.error_code == SASL_AUTHENTICATION_FAILED, au
     assert read_to_eof(switches.sock) == b""
+    # A re-authentication begun and not finished serves nothing (else it would outlive the
+    # session): as Kafka, another request in between closes the connection.
+    assert stalls.call(SaslHandshakeRequest, 1, mechanism="PLAIN").error_code == NONE
+    stalls.send(MetadataRequest, 1, topics=None)
+    assert read_to_eof(stalls.sock) == b"", "a request in the middle of a re-authentication was answered"
 
 
 def test_v0_handshake_exchanges_bare_tokens(secure, pki, closer):

@@ -71,7 +71,7 @@ impl Authz {
     /// Whether `session` may do `operation` on resource `name` of type `resource`.
     pub fn allowed(&self, session: &Session, operation: Operation, resource: ResourceType, name: &str) -> bool {
         let Some(a) = &self.authorizer else { return true };
-        let host = session.peer.ip().to_string();
+        let host = crate::net::java_host(session.peer.ip());
         let ok = a.authorize(self.bindings().iter(), &session.principal, &host, operation, resource, name);
         if !ok {
             tracing::debug!(principal = %session.principal, %host, ?operation, ?resource, name, "denied");
@@ -102,7 +102,7 @@ impl Authz {
         if a.super_users.contains(&session.principal) {
             return true;
         }
-        let host = session.peer.ip().to_string();
+        let host = crate::net::java_host(session.peer.ip());
         let bindings = self.bindings();
         let mine: Vec<&AclBinding> = bindings.iter().filter(|b| b.resource_type == resource).collect();
         if mine.is_empty() {

@@ -901,6 +901,13 @@ pub fn alter_scram_credentials(
                 records.push(MetadataRecord::ScramCredentialRemoved { name: name.to_string(), mechanism: c.mechanism });
             }
             Some(u) => {
+                if u.salt.is_empty() || u.salted_password.is_empty() {
+                    results.push(refuse(
+                        ResponseError::UnacceptableCredential,
+                        "The salt and the salted password must not be empty".into(),
+                    ));
+                    continue;
+                }
                 if !strata_security::scram::valid_iterations(u.iterations) {
                     results.push(refuse(
                         ResponseError::UnacceptableCredential,

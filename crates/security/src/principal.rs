@@ -55,23 +55,32 @@ pub fn subject_rfc2253(cert_der: &[u8]) -> Result<String, SecurityError> {
             .iter()
             .map(|attr| {
                 let oid = attr.attr_type().to_id_string();
-                let key = match oid.as_str() {
-                    "2.5.4.3" => "CN".to_string(),
-                    "2.5.4.6" => "C".to_string(),
-                    "2.5.4.7" => "L".to_string(),
-                    "2.5.4.8" => "ST".to_string(),
-                    "2.5.4.10" => "O".to_string(),
-                    "2.5.4.11" => "OU".to_string(),
-                    "2.5.4.9" => "STREET".to_string(),
-                    "0.9.2342.19200300.100.1.25" => "DC".to_string(),
-                    "0.9.2342.19200300.100.1.1" => "UID".to_string(),
-                    other => other.to_string(),
+                let keyword = match oid.as_str() {
+                    "2.5.4.3" => Some("CN"),
+                    "2.5.4.6" => Some("C"),
+                    "2.5.4.7" => Some("L"),
+                    "2.5.4.8" => Some("ST"),
+                    "2.5.4.10" => Some("O"),
+                    "2.5.4.11" => Some("OU"),
+                    "2.5.4.9" => Some("STREET"),
+                    "0.9.2342.19200300.100.1.25" => Some("DC"),
+                    "0.9.2342.19200300.100.1.1" => Some("UID"),
+                    _ => None,
                 };
-                let value = match attr.as_str() {
-                    Ok(s) => escape_rfc2253(s),
-                    // Not a string type: RFC 2253 writes the BER encoding in hex after '#'.
-                    Err(_) => format!("#{}", hex(attr.attr_value().data)),
+                // As Java's `X500Principal.getName()`: a keyword's string value as text, anything
+                // else (an attribute without a keyword, or a value that is not a string) as '#'
+                // and the hex of its whole DER encoding, so that its text cannot pose as another
+                // attribute to the mapping rules.
+                let text = keyword.and_then(|_| attr.as_str().ok());
+                let value = match text {
+                    Some(s) => escape_rfc2253(s),
+                    None => {
+                        use x509_parser::asn1_rs::ToDer;
+                        let der = attr.attr_value().to_der_vec().unwrap_or_default();
+                        format!("#{}", hex(&der))
+                    }
                 };
+                let key = keyword.map_or(oid, str::to_string);
                 format!("{key}={value}")
             })
             .collect();
@@ -179,8 +188,7 @@ impl PrincipalMappingRules {
                 Rule::Default => return Some(dn.to_string()),
                 Rule::Replace { pattern, replacement, case } => {
                     let Some(caps) = pattern.captures(dn) else { continue };
-                    let mut name = String::new();
-                    caps.expand(replacement, &mut name);
+                    let name = java_replacement(&caps, replacement);
                     return Some(match case {
                         Case::Keep => name,
                         Case::Lower => name.to_lowercase(),
@@ -191,6 +199,45 @@ impl PrincipalMappingRules {
         }
         None
     }
+}
+
+/// Expands `replacement` as Java's `Matcher.appendReplacement` after Kafka's
+/// `escapeLiteralBackReferences`: `$N` takes the longest run of digits that names an existing
+/// group (`$12` with two groups is group 1 then "2"), a `$N` naming no group stays literal, a
+/// group that did not take part is empty, and a backslash takes the next character as it is.
+fn java_replacement(caps: &regex::Captures<'_>, replacement: &str) -> String {
+    let groups = caps.len() - 1;
+    let mut out = String::new();
+    let mut chars = replacement.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+            }
+            '$' if chars.peek().is_some_and(char::is_ascii_digit) => {
+                let first = chars.peek().and_then(|d| d.to_digit(10)).unwrap_or(0) as usize;
+                if first > groups {
+                    out.push('$');
+                    continue;
+                }
+                chars.next();
+                let mut n = first;
+                while let Some(d) = chars.peek().and_then(|d| d.to_digit(10)) {
+                    let longer = n * 10 + d as usize;
+                    if longer > groups {
+                        break;
+                    }
+                    n = longer;
+                    chars.next();
+                }
+                out.push_str(caps.get(n).map_or("", |m| m.as_str()));
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// Splits `s` at its first unescaped `/`: the part before (with `\/` unescaped) and after.
@@ -251,6 +298,13 @@ mod tests {
         for bad in ["", "RULE:abc", "NOPE", "RULE:^(.*$/x/", "DEFAULT DEFAULT"] {
             assert!(PrincipalMappingRules::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn back_references_follow_java() {
+        let r =
+            PrincipalMappingRules::parse(r"RULE:^CN=(\w+),OU=(\w+)$/$1_$2 $12 $3/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(r.apply("CN=bob,OU=eng").as_deref(), Some("bob_eng bob2 $3"));
     }
 
     #[test]

@@ -160,6 +160,14 @@ async fn respond(
             match wait_for_broker(broker).await {
                 Some(b) if quorum.status().active => {
                     let session = envelope_session(b, &req.client_host_address, req.request_principal.as_deref());
+                    // Only what brokers forward travels in an Envelope (Kafka's EnvelopeUtils).
+                    let inner = strata_protocol::request::peek_prefix(&req.request_data).map(|p| p.api_key);
+                    if !inner.as_ref().is_ok_and(|k| strata_broker::net::FORWARDED.contains(k)) {
+                        tracing::info!(inner = ?inner.ok(), "refusing an Envelope of an API brokers do not forward");
+                        resp.error_code = ResponseError::InvalidRequest.code();
+                        encode_response(&mut out, api, version, cid, &resp).ok()?;
+                        return Some(out.freeze());
+                    }
                     match handle_request_bytes(b, &session, req.request_data).await {
                         // The inner response without its size: the forwarding broker adds it back.
                         Ok(Some(inner)) => resp.response_data = Some(inner.slice(4..)),

@@ -270,6 +270,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // Registered first: a stop signal that arrives while the node starts (a client may already
     // be served) is kept and stops it cleanly once it is up, instead of killing it.
     let signals = StopSignals::install();
+    warn_about_trust(&config);
     let log_dirs = config.log_dirs();
     let metadata_dir = config.metadata_log_dir();
     // Held until the process ends: a second broker on any of these directories is refused.
@@ -862,6 +863,22 @@ fn spawn_periodic(mut shutdown: watch::Receiver<bool>, every: Duration, task: im
 
 /// Waits for a signal to shut down, returning its name: SIGTERM, SIGINT or SIGHUP (which the
 /// JVM, and so Kafka, also treats as a request to stop cleanly).
+/// Start-up warnings where authorization rests on the network: with an authorizer, a
+/// `User:ANONYMOUS` super user makes every unauthenticated client one, and the CONTROLLER
+/// listener (Raft and Envelopes, with the principal the sender names) authenticates nobody.
+fn warn_about_trust(config: &strata_broker::BrokerConfig) {
+    if config.get("authorizer.class.name").is_none_or(|v| v.trim().is_empty()) {
+        return;
+    }
+    let supers = config.get("super.users").unwrap_or_default();
+    if supers.split(';').any(|p| p.trim() == "User:ANONYMOUS") {
+        tracing::warn!("super.users names User:ANONYMOUS: every client of a PLAINTEXT listener, and every TLS client without a certificate, may do everything; keep such listeners on a private network");
+    }
+    if config.controller_listen_addr().ok().flatten().is_some() {
+        tracing::warn!("the CONTROLLER listener authenticates no peer (Raft, broker registrations, and forwarded requests carrying their client's principal): keep it on a private network");
+    }
+}
+
 /// SIGTERM, SIGINT and SIGHUP, caught from the start of `run` on. Before the node serves, one
 /// ends the process at once (a start stuck waiting for its quorum can be stopped; nothing is
 /// served yet); from [`serving`](Self::serving) on it is handed to [`wait`](Self::wait), which

@@ -450,14 +450,16 @@ pub async fn offset_fetch(
                 .with_error_code(NOT_COORDINATOR)
         },
     );
-    for group in &mut groups {
+    // `merge` answers each asked entry in order (several entries per entry never): the i-th
+    // answer is the i-th asked group's.
+    for (i, group) in groups.iter_mut().enumerate() {
         if !group_ok(broker, session, Operation::Describe, group.group_id.as_str()) {
             *group = offset_fetch_response::OffsetFetchResponseGroup::default()
                 .with_group_id(group.group_id.clone())
                 .with_error_code(GROUP_DENIED);
             continue;
         }
-        let named = r.groups.iter().any(|a| a.group_id == group.group_id && a.topics.is_some());
+        let named = r.groups.get(i).is_some_and(|a| a.topics.is_some());
         group.topics.retain(|t| named || may_see(t.name.as_str()));
         for t in group.topics.iter_mut().filter(|t| !may_see(t.name.as_str())) {
             for p in &mut t.partitions {

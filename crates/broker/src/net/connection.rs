@@ -189,7 +189,8 @@ async fn serve<R, W>(
     }
     rx.close();
     reader.abort();
-    let _ = write_half.shutdown().await;
+    // A TLS close flushes what is buffered: bounded, for a peer that stopped reading.
+    let _ = tokio::time::timeout(Duration::from_secs(5), write_half.shutdown()).await;
 }
 
 /// Requests the active controller answers: the admin requests that change metadata
@@ -197,7 +198,7 @@ async fn serve<R, W>(
 /// ElectLeaders, AlterPartitionReassignments, AlterUserScramCredentials, CreateAcls,
 /// DeleteAcls), ListPartitionReassignments (the reassignments the controller knows of) and
 /// DescribeQuorum (KIP-836: brokers forward it).
-const FORWARDED: [i16; 12] = [19, 20, 33, 44, 37, 43, 45, 46, 55, 51, 30, 31];
+pub const FORWARDED: [i16; 12] = [19, 20, 33, 44, 37, 43, 45, 46, 55, 51, 30, 31];
 
 /// Handles one request frame (header and body, no size) as a client's and returns the whole
 /// response frame, size included, or `None` when the request has no response. For requests a

@@ -10,7 +10,7 @@
 
 mod connection;
 mod sasl;
-pub use connection::handle_request_bytes;
+pub use connection::{handle_request_bytes, FORWARDED};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,9 +38,19 @@ pub struct Session {
     pub principal: KafkaPrincipal,
 }
 
+/// An address as Java's `InetAddress.getHostAddress()` writes it, which is how Kafka shows
+/// client hosts and matches ACL hosts: an IPv4-mapped IPv6 address as IPv4, IPv6 as eight
+/// groups without `::` compression.
+pub fn java_host(ip: std::net::IpAddr) -> String {
+    match ip.to_canonical() {
+        std::net::IpAddr::V4(v4) => v4.to_string(),
+        std::net::IpAddr::V6(v6) => v6.segments().iter().map(|s| format!("{s:x}")).collect::<Vec<_>>().join(":"),
+    }
+}
+
 impl Session {
     pub fn new(peer: SocketAddr, listener: &str, principal: KafkaPrincipal) -> Self {
-        Self { peer, client_host: format!("/{}", peer.ip()), listener: Arc::from(listener), principal }
+        Self { peer, client_host: format!("/{}", java_host(peer.ip())), listener: Arc::from(listener), principal }
     }
 
     /// A request that reached this broker another way (forwarded by a broker to the

@@ -54,12 +54,14 @@ pub(super) struct SaslState {
     pub principal: Option<KafkaPrincipal>,
     max_reauth: Option<Duration>,
     expires: Option<Instant>,
+    /// The mechanism of the first authentication (a re-authentication must use it).
+    mechanism: Option<String>,
 }
 
 impl SaslState {
     pub fn new(settings: Arc<SaslSettings>, max_reauth_ms: i64) -> Self {
         let max_reauth = (max_reauth_ms > 0).then(|| Duration::from_millis(max_reauth_ms as u64));
-        Self { settings, phase: Phase::Handshake, principal: None, max_reauth, expires: None }
+        Self { settings, phase: Phase::Handshake, principal: None, max_reauth, expires: None, mechanism: None }
     }
 
     /// Looks at a frame before it is handled as a request.
@@ -83,7 +85,11 @@ impl SaslState {
                     ),
                     _ => Verdict::Serve,
                 },
-                _ if self.principal.is_some() => Verdict::Serve, // re-authenticating: still served
+                // Kafka's SaslServerAuthenticator: during a (re-)authentication no other request
+                // is served; one closes the connection.
+                _ if self.principal.is_some() => Verdict::Close(format!(
+                    "unexpected request (api key {key}) during SASL re-authentication; closing the connection"
+                )),
                 _ => Verdict::Close(format!(
                     "unexpected request (api key {key}) before SASL authentication; closing the connection"
                 )),
@@ -108,6 +114,20 @@ impl SaslState {
             RequestKind::SaslHandshake(r) => {
                 if matches!(self.phase, Phase::Exchange { .. }) {
                     return Verdict::Close("SaslHandshake in the middle of a SASL exchange".into());
+                }
+                // KIP-368: re-authentication only where sessions expire, with the same mechanism.
+                if self.principal.is_some() {
+                    if self.max_reauth.is_none() {
+                        return Verdict::Close(
+                            "SaslHandshake on an authenticated connection (connections.max.reauth.ms is 0)".into(),
+                        );
+                    }
+                    if self.mechanism.as_deref().is_some_and(|m| m != r.mechanism.as_str()) {
+                        return Verdict::Refused(format!(
+                            "SASL authentication failed: re-authentication must use the same mechanism ({})",
+                            self.mechanism.as_deref().unwrap_or_default()
+                        ));
+                    }
                 }
                 let mechanisms: Vec<StrBytes> =
                     self.settings.enabled().into_iter().map(StrBytes::from_static_str).collect();
@@ -219,7 +239,8 @@ impl SaslState {
         tracing::debug!(%principal, mechanism, "SASL authentication succeeded");
         self.principal = Some(principal);
         self.phase = Phase::Done;
-        self.expires = self.max_reauth.map(|d| Instant::now() + d);
+        self.expires = self.max_reauth.and_then(|d| Instant::now().checked_add(d));
+        self.mechanism.get_or_insert_with(|| mechanism.to_string());
         Ok(())
     }
 }
