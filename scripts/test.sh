@@ -62,7 +62,7 @@ e2e() {
     # pytest exit 5 ("no tests collected") counts as a failure: the suite must run.
     # The outer timeout is a last resort; every test has its own (pytest-timeout).
     timeout --signal=TERM --kill-after=30 "${E2E_TIMEOUT:-1200}" \
-        "$ROOT/.venv-test/bin/python" -m pytest tests/e2e -v -rfEsxX \
+        "$ROOT/.venv-test/bin/python" -m pytest tests/e2e -v -rfEsxX --durations=40 \
         --junitxml="$LOG_DIR/e2e-junit.xml" "$@" 2>&1 | tee "$LOG_DIR/pytest.log"
     return "${PIPESTATUS[0]}"
 }
