@@ -84,6 +84,8 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("socket.request.max.bytes", Int, Some("104857600"), Some(1024), "Largest request frame accepted; checked before allocating."),
     key!("queued.max.request.bytes", Long, Some("268435456"), Some(1048576), "Bytes of requests read but not yet answered, over all connections (at most 2305843009213693951). Kafka's default is unbounded; Strata bounds it."),
     key!("max.connections", Int, Some("65536"), Some(1), "Concurrent client connections; more wait in the accept queue."),
+    key!("quota.window.num", Int, Some("11"), Some(1), "Samples kept for client quota rates (KIP-13); the rate is measured over this many windows of quota.window.size.seconds."),
+    key!("quota.window.size.seconds", Int, Some("1"), Some(1), "Length of one client quota sample window, in seconds."),
     key!("connections.max.idle.ms", Long, Some("600000"), Some(1), "Close connections idle this long."),
     key!("auto.create.topics.enable", Bool, Some("true"), None, "Create unknown topics named in Metadata requests."),
     key!("num.partitions", Int, Some("1"), Some(1), "Partitions of auto-created topics and of CreateTopics with -1."),
@@ -495,6 +497,13 @@ impl BrokerConfig {
 
     fn flag(&self, name: &str) -> bool {
         self.get(name).is_some_and(|v| v.trim() == "true")
+    }
+
+    /// `quota.window.num` and `quota.window.size.seconds` (as milliseconds).
+    pub fn quota_window(&self) -> (u32, u64) {
+        let samples = u32::try_from(self.num_or("quota.window.num", 11)).unwrap_or(11).max(1);
+        let seconds = u64::try_from(self.num_or("quota.window.size.seconds", 1)).unwrap_or(1).max(1);
+        (samples, seconds.saturating_mul(1000))
     }
 
     pub fn node_id(&self) -> i32 {

@@ -20,6 +20,7 @@ pub mod handlers;
 pub mod listeners;
 pub mod net;
 pub mod producer_ids;
+pub mod quotas;
 pub mod replica;
 pub mod txn;
 
@@ -42,6 +43,8 @@ pub struct Broker {
     pub txn: Arc<txn::TxnCoordinator>,
     /// `authorizer.class.name`'s decisions over the image's ACLs (all allowed without one).
     pub authz: authz::Authz,
+    /// Client quota rates (`quota.window.num` × `quota.window.size.seconds`).
+    pub quotas: quotas::ClientQuotas,
     /// Turns true when the broker starts shutting down; long-polling fetches
     /// answer at once instead of holding the shutdown up.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -59,6 +62,8 @@ impl Broker {
     ) -> Self {
         let node_id = config.node_id();
         let authz = authz::Authz::new(&config, replicas.clone());
-        Self { producer_ids, txn, config, node_id, controller, replicas, groups, shutdown, authz }
+        let (samples, window_ms) = config.quota_window();
+        let quotas = quotas::ClientQuotas::new(samples, window_ms);
+        Self { producer_ids, txn, config, node_id, controller, replicas, groups, shutdown, authz, quotas }
     }
 }

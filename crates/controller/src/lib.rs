@@ -15,6 +15,7 @@
 //!   log of earlier builds (read once, to migrate it).
 
 pub mod bootstrap;
+pub mod client_quotas;
 pub mod decisions;
 pub mod metadata_log;
 pub mod partition_change;

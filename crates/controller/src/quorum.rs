@@ -1102,6 +1102,16 @@ impl ControllerChannel for QuorumController {
         Box::pin(self.commit(move |img| decisions::delete_acls(img, &filters)))
     }
 
+    fn alter_client_quotas(
+        &self,
+        alterations: Vec<strata_metadata::channel::QuotaAlteration>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<Vec<Result<(), ApiError>>, ApiError>> {
+        let commit =
+            self.commit(move |img| crate::client_quotas::alter_client_quotas(img, &alterations, validate_only));
+        Box::pin(commit)
+    }
+
     fn alter_scram_credentials(
         &self,
         changes: Vec<strata_metadata::channel::ScramChange>,

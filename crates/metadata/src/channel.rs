@@ -193,6 +193,15 @@ pub struct AclFilterSpec {
 /// One DeleteAcls filter's outcome: the bindings it removed.
 pub type AclDeleteResult = Result<Vec<crate::image::AclImage>, ApiError>;
 
+/// One entity's changes of AlterClientQuotas (key 49): the quota keys to set (`Some`) or
+/// remove (`None`), in the order sent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaAlteration {
+    /// As sent: (entity type, name) pairs, a `None` name the default; not yet validated.
+    pub entity: Vec<(String, Option<String>)>,
+    pub ops: Vec<(String, Option<f64>)>,
+}
+
 /// One user's outcome of AlterUserScramCredentials.
 pub type ScramResult = (String, Result<(), ApiError>);
 
@@ -269,6 +278,17 @@ pub trait ControllerChannel: Send + Sync {
     /// in the order first named, once the changes are committed.
     fn alter_scram_credentials(&self, changes: Vec<ScramChange>) -> BoxFuture<'_, Result<Vec<ScramResult>, ApiError>> {
         let _ = changes;
+        Box::pin(async { Err(ApiError::new(ResponseError::NotController, "no controller here".to_string())) })
+    }
+
+    /// AlterClientQuotas (key 49) on the active controller: one outcome per alteration, in
+    /// order, once committed (nothing is committed with `validate_only`).
+    fn alter_client_quotas(
+        &self,
+        alterations: Vec<QuotaAlteration>,
+        validate_only: bool,
+    ) -> BoxFuture<'_, Result<Vec<Result<(), ApiError>>, ApiError>> {
+        let _ = (alterations, validate_only);
         Box::pin(async { Err(ApiError::new(ResponseError::NotController, "no controller here".to_string())) })
     }
 

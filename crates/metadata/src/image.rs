@@ -135,7 +135,29 @@ pub struct MetadataImage {
     /// ACL bindings by id.
     #[serde(default)]
     pub acls: OrdMap<Uuid, AclImage>,
+    /// Client quotas (KIP-55, KIP-546) by entity: quota key to value (bytes/s for the byte
+    /// rates, percent of one thread for `request_percentage`).
+    #[serde(default, with = "pairs")]
+    pub client_quotas: OrdMap<QuotaEntity, BTreeMap<String, QuotaValue>>,
 }
+
+/// A client quota entity: (entity type, entity name) pairs sorted by type, types `client-id`,
+/// `ip` and `user`, a `None` name meaning the type's default (Kafka's `ClientQuotaEntity`).
+pub type QuotaEntity = Vec<(String, Option<String>)>;
+
+/// A quota's value. The controller admits only finite values above 0, so equality is
+/// bitwise (which lets records and images be `Eq`).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct QuotaValue(pub f64);
+
+impl PartialEq for QuotaValue {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.to_bits() == other.0.to_bits()
+    }
+}
+
+impl Eq for QuotaValue {}
 
 /// One ACL binding, with Kafka's numeric ids (`AclResourceType`, `PatternType`,
 /// `AclOperation`, `AclPermissionType`); `strata_security::acl` gives them meaning.
@@ -659,6 +681,22 @@ impl MetadataImage {
             }
             MetadataRecord::AclRemoved { id } => {
                 self.acls.remove(id);
+            }
+            MetadataRecord::ClientQuotaSet { entity, key, value } => {
+                let mut quotas = self.client_quotas.get(entity).cloned().unwrap_or_default();
+                match value {
+                    Some(v) => {
+                        quotas.insert(key.clone(), *v);
+                    }
+                    None => {
+                        quotas.remove(key);
+                    }
+                }
+                if quotas.is_empty() {
+                    self.client_quotas.remove(entity);
+                } else {
+                    self.client_quotas.insert(entity.clone(), quotas);
+                }
             }
             MetadataRecord::ProducerIdsAllocated { next_producer_id, .. } => {
                 if *next_producer_id < self.next_producer_id {

@@ -120,6 +120,10 @@ pub enum MetadataRecord {
     AclCreated { id: Uuid, acl: crate::image::AclImage },
     /// Removes the binding `id` (`RemoveAccessControlEntryRecord`).
     AclRemoved { id: Uuid },
+    /// Sets (`Some`) or removes (`None`) one quota of a client quota entity (Kafka's
+    /// `ClientQuotaRecord`): `entity` is its (type, name) pairs sorted by type, types `user`,
+    /// `client-id` or `ip`, a `None` name the type's default; `key` e.g. `producer_byte_rate`.
+    ClientQuotaSet { entity: crate::image::QuotaEntity, key: String, value: Option<crate::image::QuotaValue> },
 }
 
 impl MetadataRecord {

@@ -75,6 +75,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     ApiRange { key: ApiKey::CreateAcls, min: 1, max: 3 },
     ApiRange { key: ApiKey::DeleteAcls, min: 1, max: 3 },
     ApiRange { key: ApiKey::AlterUserScramCredentials, min: 0, max: 0 },
+    ApiRange { key: ApiKey::DescribeClientQuotas, min: 0, max: 1 },
+    ApiRange { key: ApiKey::AlterClientQuotas, min: 0, max: 1 },
 ];
 
 /// What a node's CONTROLLER listener answers (its ApiVersions lists these, as a KRaft

@@ -50,11 +50,14 @@ pub type SplicedRecords = Vec<([u8; MARKER_LEN], FetchedRecords)>;
 /// Authorization (Kafka's `KafkaApis.handleFetchRequest`): a follower's fetch needs
 /// CLUSTER_ACTION on the cluster, a consumer's READ on each topic; what is refused gets
 /// TOPIC_AUTHORIZATION_FAILED per partition.
+/// `quota_max_bytes`: the most a client's `consumer_byte_rate` lets one response hold
+/// (Kafka's `getMaxValueInQuotaWindow`), bounding the request's `max_bytes`.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: FetchRequest,
     version: i16,
     session: &crate::net::Session,
+    quota_max_bytes: Option<i64>,
 ) -> (FetchResponse, SplicedRecords) {
     use strata_security::acl::{Operation, ResourceType};
     let listener: &str = &session.listener;
@@ -66,7 +69,6 @@ pub async fn handle(
         return failed(ResponseError::InvalidFetchSessionEpoch);
     }
     let image = broker.replicas.image();
-    // A follower's fetch names its broker id (v15+ in ReplicaState).
     let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
     let from_any_replica = replica_id < 0 && version >= 11;
     // KIP-392: with Kafka's rack-aware `replica.selector.class`, a consumer that names its
@@ -78,7 +80,7 @@ pub async fn handle(
         replica_id,
         max_wait: Duration::from_millis(request.max_wait_ms.max(0) as u64),
         min_bytes: request.min_bytes.max(0) as usize,
-        max_bytes: request.max_bytes.max(0) as usize,
+        max_bytes: i64::from(request.max_bytes).min(quota_max_bytes.unwrap_or(i64::MAX)).max(0) as usize,
         from_any_replica,
         rack_aware,
         read_committed: replica_id < 0 && request.isolation_level == READ_COMMITTED,
@@ -124,6 +126,18 @@ pub async fn handle(
     }
     let fetched = broker.replicas.fetch_messages(&params, wanted, broker.shutdown.clone()).await;
     render(&request, version, &image, fetched, listener)
+}
+
+/// Whether `request` is a follower's (it names its broker id; v15+ in ReplicaState).
+pub fn from_follower(request: &FetchRequest, version: i16) -> bool {
+    let replica_id = if version >= 15 { request.replica_state.replica_id.0 } else { request.replica_id.0 };
+    replica_id >= 0
+}
+
+/// The answer to a fetch throttled by a client quota: no data, no error (Kafka's
+/// `FetchContext.getThrottledResponse`); the throttle time is set by the caller.
+pub fn throttled(answered: &FetchResponse) -> FetchResponse {
+    FetchResponse::default().with_session_id(answered.session_id)
 }
 
 /// Varies the placeholders from one response to the next.

@@ -7,6 +7,7 @@
 mod acls;
 mod admin_configs;
 mod api_versions;
+mod client_quotas;
 mod create_partitions;
 mod create_topics;
 mod delete_records;
@@ -27,11 +28,13 @@ mod produce;
 mod reassignments;
 mod sasl;
 mod scram;
+mod throttle;
 mod transactions;
 mod write_txn_markers;
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use strata_protocol::kafka_protocol::messages::{
@@ -44,8 +47,10 @@ use strata_protocol::request::Request;
 use strata_protocol::response::{encode_response, splice_records, Chunk};
 use strata_protocol::ProtocolError;
 
+use crate::quotas::{ClientQuotas, QuotaKind, RequestQuota};
 use crate::Broker;
 use strata_security::acl::Operation;
+use throttle::Throttled;
 
 pub use fetch::FetchedRecords;
 
@@ -64,22 +69,44 @@ pub enum Close {
 }
 
 /// Handles one request, appending its encoded response frame to `out` as
-/// chunks to write in order (nothing for an acks=0 produce). An error
-/// means the connection must be closed.
+/// chunks to write in order (nothing for an acks=0 produce), and returns the time the
+/// connection must then stay muted for going over a client quota (zero mostly; the same
+/// time is in the response's `throttle_time_ms`). An error means the connection must be
+/// closed.
 pub async fn handle(
     broker: &Arc<Broker>,
     request: Request,
     session: &crate::net::Session,
+    quota: &RequestQuota<'_>,
     out: &mut Vec<OutChunk>,
-) -> Result<(), Close> {
+) -> Result<Duration, Close> {
     let peer = session.client_host.as_str();
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
     let client_id = request.client_id().to_string();
     let client = (client_id.as_str(), peer);
+    // Client quotas: looked at only when some are set (and never for exempt requests).
+    let image = broker.replicas.image();
+    let quotas_on = !quota.exempt && ClientQuotas::any(&image);
+    let user = session.principal.name.as_str();
+    let mut throttle = Duration::ZERO;
+    // request_percentage: the handler's time so far, in percent-seconds of one thread.
+    let request_time = || {
+        if quotas_on {
+            let used = quota.clock.spent().as_secs_f64() * 100.0;
+            broker.quotas.record(&image, QuotaKind::Request, user, &client_id, used)
+        } else {
+            Duration::ZERO
+        }
+    };
     macro_rules! respond {
         ($body:expr) => {{
+            let mut body = $body;
+            if quotas_on {
+                throttle = throttle.max(request_time());
+                body.set_throttle_ms(throttle_ms(throttle));
+            }
             let mut buf = BytesMut::new();
-            let result = encode_response(&mut buf, key, version, cid, &$body);
+            let result = encode_response(&mut buf, key, version, cid, &body);
             out.push(Chunk::Encoded(buf.freeze()));
             result.map_err(Close::from)
         }};
@@ -88,7 +115,7 @@ pub async fn handle(
     // CLUSTER_AUTHORIZATION_FAILED, nothing done.
     let cluster_denied = |op: Operation| !broker.authz.cluster(session, op);
     const CLUSTER_DENIED: i16 = 31;
-    match request.body {
+    let result = match request.body {
         RequestKind::DescribeLogDirs(_) if cluster_denied(Operation::Describe) => {
             respond!(DescribeLogDirsResponse::default().with_error_code(CLUSTER_DENIED))
         }
@@ -118,17 +145,44 @@ pub async fn handle(
         }
         RequestKind::ApiVersions(r) => respond!(api_versions::handle(r, version)),
         RequestKind::Metadata(r) => respond!(metadata::handle(broker, r, version, session).await),
-        RequestKind::Produce(r) => match produce::handle(broker, r, version, session).await {
-            produce::Outcome::Respond(body) => respond!(body),
-            produce::Outcome::Silent => Ok(()),
-            produce::Outcome::Close(failed) => {
-                tracing::info!(client_id, peer, correlation_id = cid, %failed,
-                    "closing the connection: an acks=0 produce failed (the producer learns of it no other way)");
-                Err(Close::AcksZeroProduceFailed)
+        RequestKind::Produce(r) => {
+            if quotas_on {
+                throttle = broker.quotas.record(&image, QuotaKind::Produce, user, &client_id, quota.frame_len as f64);
             }
-        },
+            match produce::handle(broker, r, version, session).await {
+                produce::Outcome::Respond(body) => respond!(body),
+                produce::Outcome::Silent => {
+                    // acks=0: no response to carry the throttle time; the mute alone holds
+                    // the producer back.
+                    throttle = throttle.max(request_time());
+                    Ok(())
+                }
+                produce::Outcome::Close(failed) => {
+                    tracing::info!(client_id, peer, correlation_id = cid, %failed,
+                    "closing the connection: an acks=0 produce failed (the producer learns of it no other way)");
+                    Err(Close::AcksZeroProduceFailed)
+                }
+            }
+        }
         RequestKind::Fetch(r) => {
-            let (body, records) = fetch::handle(broker, r, version, session).await;
+            // Followers' fetches are replication, which client quotas never throttle.
+            let quotas_on = quotas_on && !fetch::from_follower(&r, version);
+            let max_bytes = if quotas_on { broker.quotas.max_fetch_bytes(&image, user, &client_id) } else { None };
+            let (mut body, mut records) = fetch::handle(broker, r, version, session, max_bytes).await;
+            if quotas_on {
+                // Kafka's handleFetchRequest: the response's size counts against
+                // consumer_byte_rate; a fetch over either quota is answered empty (its bytes
+                // taken back) with the larger throttle time.
+                let size = records.iter().map(|(_, r)| r.bytes.len()).sum::<usize>() as f64;
+                let bytes_throttle = broker.quotas.record(&image, QuotaKind::Fetch, user, &client_id, size);
+                throttle = bytes_throttle.max(request_time());
+                if !throttle.is_zero() {
+                    broker.quotas.unrecord(&image, QuotaKind::Fetch, user, &client_id, size);
+                    body = fetch::throttled(&body);
+                    records.clear();
+                }
+                body.set_throttle_ms(throttle_ms(throttle));
+            }
             let mut buf = BytesMut::new();
             encode_response(&mut buf, key, version, cid, &body)?;
             let chunks = splice_records(buf, version >= 12, records).map_err(|reason| ProtocolError::Encode {
@@ -139,6 +193,8 @@ pub async fn handle(
             out.extend(chunks);
             Ok(())
         }
+        RequestKind::DescribeClientQuotas(r) => respond!(client_quotas::describe(broker, r, session)),
+        RequestKind::AlterClientQuotas(r) => respond!(client_quotas::alter(broker, r, session).await),
         RequestKind::ListOffsets(r) => respond!(list_offsets::handle(broker, r, version, session).await),
         RequestKind::OffsetForLeaderEpoch(r) => respond!(offset_for_leader_epoch::handle(broker, r, version, session)),
         RequestKind::CreateTopics(r) => respond!(create_topics::handle(broker, r, version, session).await),
@@ -203,7 +259,13 @@ pub async fn handle(
         // The versions table admits only the keys above; anything else is a
         // mismatch between it and this match.
         _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }.into()),
-    }
+    };
+    result.map(|()| throttle)
+}
+
+/// A throttle time as `throttle_time_ms`.
+fn throttle_ms(t: Duration) -> i32 {
+    i32::try_from(t.as_millis()).unwrap_or(i32::MAX)
 }
 
 /// The items that occur more than once in `items` (Kafka answers INVALID_REQUEST for each

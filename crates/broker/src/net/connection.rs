@@ -22,6 +22,7 @@ use super::sasl::{SaslState, Verdict};
 use super::{Limits, Session};
 use crate::handlers::OutChunk;
 use crate::listeners::Listener;
+use crate::quotas::{PollClock, RequestQuota};
 use crate::{handlers, Broker};
 
 /// Frames read ahead of the one being handled.
@@ -135,12 +136,14 @@ async fn serve<R, W>(
     // Before a SASL login, frames are bounded by sasl.server.max.receive.size (Kafka's guard
     // against unauthenticated clients announcing huge frames).
     let pre_auth = listener.sasl.as_ref().map(|_| (Arc::new(AtomicBool::new(false)), listener.sasl_max_receive));
+    let mut stopping = shutdown.clone();
     let reader = tokio::spawn(read_frames(read_half, peer, limits, bytes_in_flight, shutdown, tx, pre_auth.clone()));
     let mut sasl = listener.sasl.clone().map(|s| SaslState::new(s, listener.max_reauth_ms));
     let mut out: Vec<OutChunk> = Vec::new();
     while let Some(frame) = rx.recv().await {
         out.clear();
         let mut close = None;
+        let mut throttle = Duration::ZERO;
         let verdict = match sasl.as_mut() {
             Some(state) => {
                 let v = state.filter(&frame.bytes, &mut out);
@@ -155,12 +158,13 @@ async fn serve<R, W>(
             None => Verdict::Serve,
         };
         match verdict {
-            Verdict::Serve => {
-                if let Err(reason) = handle_frame(&broker, &session, frame.bytes, &mut out).await {
+            Verdict::Serve => match handle_frame(&broker, &session, frame.bytes, false, &mut out).await {
+                Ok(t) => throttle = t,
+                Err(reason) => {
                     tracing::info!(%peer, %reason, "closing connection");
                     break;
                 }
-            }
+            },
             Verdict::Answered => {}
             Verdict::Close(reason) => close = Some(reason),
             Verdict::Refused(reason) => {
@@ -186,6 +190,15 @@ async fn serve<R, W>(
             tracing::info!(%peer, listener = %session.listener, %reason, "closing connection");
             break;
         }
+        if !throttle.is_zero() {
+            // Over a client quota (KIP-219): the response went out at once with the throttle
+            // time; the next request waits until it has passed.
+            tracing::debug!(%peer, throttle_ms = throttle.as_millis() as u64, "client over its quota: muted");
+            tokio::select! {
+                _ = tokio::time::sleep(throttle) => {}
+                _ = stopping.changed() => break,
+            }
+        }
     }
     rx.close();
     reader.abort();
@@ -196,9 +209,9 @@ async fn serve<R, W>(
 /// Requests the active controller answers: the admin requests that change metadata
 /// (CreateTopics, DeleteTopics, AlterConfigs, IncrementalAlterConfigs, CreatePartitions,
 /// ElectLeaders, AlterPartitionReassignments, AlterUserScramCredentials, CreateAcls,
-/// DeleteAcls), ListPartitionReassignments (the reassignments the controller knows of) and
-/// DescribeQuorum (KIP-836: brokers forward it).
-pub const FORWARDED: [i16; 12] = [19, 20, 33, 44, 37, 43, 45, 46, 55, 51, 30, 31];
+/// DeleteAcls, AlterClientQuotas), ListPartitionReassignments (the reassignments the
+/// controller knows of) and DescribeQuorum (KIP-836: brokers forward it).
+pub const FORWARDED: [i16; 13] = [19, 20, 33, 44, 37, 43, 45, 46, 55, 51, 30, 31, 49];
 
 /// Handles one request frame (header and body, no size) as a client's and returns the whole
 /// response frame, size included, or `None` when the request has no response. For requests a
@@ -209,7 +222,8 @@ pub async fn handle_request_bytes(
     frame: bytes::Bytes,
 ) -> Result<Option<bytes::Bytes>, String> {
     let mut out = Vec::new();
-    handle_frame(broker, session, frame, &mut out).await?;
+    // Controllers answer brokers and forwarded requests: no client quota applies.
+    handle_frame(broker, session, frame, true, &mut out).await?;
     if out.is_empty() {
         return Ok(None);
     }
@@ -220,14 +234,16 @@ pub async fn handle_request_bytes(
     Ok(Some(buf.freeze()))
 }
 
-/// Handles one frame, appending the encoded response (if any) to `out`. An
-/// error means the connection must close.
+/// Handles one frame, appending the encoded response (if any) to `out`, and returns how long
+/// the connection must stay muted for a client quota (`exempt`: none applies). An error
+/// means the connection must close.
 async fn handle_frame(
     broker: &Arc<Broker>,
     session: &Session,
     frame: bytes::Bytes,
+    exempt: bool,
     out: &mut Vec<OutChunk>,
-) -> Result<(), String> {
+) -> Result<Duration, String> {
     let prefix = peek_prefix(&frame).map_err(|e| e.to_string())?;
     if FORWARDED.contains(&prefix.api_key) && !broker.controller.is_active() {
         // Not the active controller: the request travels to it in an Envelope and its
@@ -240,21 +256,26 @@ async fn handle_frame(
                 buf.extend_from_slice(&u32::try_from(response.len()).unwrap_or(u32::MAX).to_be_bytes());
                 buf.extend_from_slice(&response);
                 out.push(Chunk::Encoded(buf.freeze()));
-                return Ok(());
+                return Ok(Duration::ZERO);
             }
             Err(e) => tracing::info!(api_key = prefix.api_key, error = %e.message, "cannot forward to the controller"),
         }
     }
+    let frame_len = frame.len();
     match decode_request(frame) {
         Ok(Decoded::Request(request)) => {
-            handlers::handle(broker, *request, session, out).await.map_err(|e| e.to_string())
+            // The handler is polled through a clock, for request_percentage quotas.
+            let clock = PollClock::new();
+            let quota = RequestQuota { exempt, frame_len, clock: &clock };
+            let mut handling = std::pin::pin!(handlers::handle(broker, *request, session, &quota, out));
+            std::future::poll_fn(|cx| clock.poll(handling.as_mut(), cx)).await.map_err(|e| e.to_string())
         }
         Ok(Decoded::UnsupportedApiVersions { correlation_id, version }) => {
             tracing::debug!(version, "ApiVersions above the supported range; answering per KIP-511");
             let mut buf = BytesMut::new();
             let r = encode_unsupported_api_versions(&mut buf, correlation_id).map_err(|e| e.to_string());
             out.push(Chunk::Encoded(buf.freeze()));
-            r
+            r.map(|()| Duration::ZERO)
         }
         Err(e) => Err(format!(
             "{e} (api key {}, version {}, correlation id {})",
