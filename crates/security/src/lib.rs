@@ -1,11 +1,13 @@
-//! Listener security for Strata: TLS ([`tls`]), SASL ([`sasl`], [`jaas`]) and the principal a
-//! connection authenticates as ([`principal`]), read from Kafka's config keys.
+//! Listener security for Strata: TLS ([`tls`]), SASL ([`sasl`], [`jaas`], OAUTHBEARER in
+//! [`oauth`]) and the principal a connection authenticates as ([`principal`]), read from
+//! Kafka's config keys.
 //!
 //! Nothing here does I/O on a socket: the broker's network layer runs the TLS handshake with
 //! the [`tls::TlsListener`]'s acceptor and feeds SASL tokens to a [`sasl::SaslExchange`].
 
 pub mod acl;
 pub mod jaas;
+pub mod oauth;
 pub mod principal;
 pub mod sasl;
 pub mod scram;

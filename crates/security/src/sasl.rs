@@ -1,5 +1,6 @@
 //! SASL on SASL_PLAINTEXT and SASL_SSL listeners: the mechanisms run by `rsasl`, the
-//! credentials from Kafka's settings (PLAIN) and from the cluster's metadata (SCRAM).
+//! credentials from Kafka's settings (PLAIN) and from the cluster's metadata (SCRAM), and
+//! OAUTHBEARER's JWTs checked against a JWKS ([`crate::oauth`]).
 //!
 //! A connection's exchange follows Kafka's `SaslServerAuthenticator`: SaslHandshake names a
 //! mechanism of `sasl.enabled.mechanisms`, then each SaslAuthenticate (or, after a v0
@@ -10,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use rsasl::callback::{Context, SessionCallback, SessionData};
 use rsasl::mechname::Mechname;
@@ -17,6 +19,7 @@ use rsasl::prelude::{SASLConfig, SASLServer, Session, State};
 use rsasl::property::{AuthId, AuthzId, Password};
 use rsasl::validate::{Validate, Validation, ValidationError};
 
+use crate::oauth::{OAuthServer, OAuthValidator};
 use crate::principal::KafkaPrincipal;
 use crate::scram::{ScramServer, ScramStep};
 use crate::{jaas, Lookup, SecurityError};
@@ -27,10 +30,13 @@ pub enum Mechanism {
     Plain,
     ScramSha256,
     ScramSha512,
+    /// RFC 7628 bearer tokens: JWTs checked against a JWKS (KIP-768).
+    OAuthBearer,
 }
 
 impl Mechanism {
-    pub const ALL: [Mechanism; 3] = [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512];
+    pub const ALL: [Mechanism; 4] =
+        [Mechanism::Plain, Mechanism::ScramSha256, Mechanism::ScramSha512, Mechanism::OAuthBearer];
 
     /// The IANA name clients send in SaslHandshake.
     pub fn name(self) -> &'static str {
@@ -38,6 +44,7 @@ impl Mechanism {
             Self::Plain => "PLAIN",
             Self::ScramSha256 => "SCRAM-SHA-256",
             Self::ScramSha512 => "SCRAM-SHA-512",
+            Self::OAuthBearer => "OAUTHBEARER",
         }
     }
 
@@ -48,7 +55,7 @@ impl Mechanism {
     /// Kafka's `ScramMechanism` type id (AlterUserScramCredentials): 1 SHA-256, 2 SHA-512.
     pub fn scram_type(self) -> Option<i8> {
         match self {
-            Self::Plain => None,
+            Self::Plain | Self::OAuthBearer => None,
             Self::ScramSha256 => Some(1),
             Self::ScramSha512 => Some(2),
         }
@@ -126,6 +133,8 @@ pub struct SaslSettings {
     enabled: Vec<Mechanism>,
     config: Arc<SASLConfig>,
     store: Arc<dyn CredentialStore>,
+    /// OAUTHBEARER's token validation, when it is enabled.
+    oauth: Option<Arc<OAuthValidator>>,
 }
 
 impl std::fmt::Debug for SaslSettings {
@@ -137,14 +146,15 @@ impl std::fmt::Debug for SaslSettings {
 impl SaslSettings {
     /// Reads `sasl.enabled.mechanisms` and, for PLAIN, the users of
     /// `listener.name.LISTENER.plain.sasl.jaas.config` (`get` resolves the listener prefix of
-    /// the first; the JAAS key is looked up with its mechanism prefix as Kafka does).
+    /// the first; the JAAS key is looked up with its mechanism prefix as Kafka does); for
+    /// OAUTHBEARER, the `sasl.oauthbearer.*` settings ([`crate::oauth`]) and the JWKS file.
     pub fn from_config(get: Lookup<'_>, store: Arc<dyn CredentialStore>) -> Result<Self, SecurityError> {
         let mut enabled = Vec::new();
         let names = get("sasl.enabled.mechanisms").unwrap_or_else(|| "PLAIN,SCRAM-SHA-256,SCRAM-SHA-512".into());
         for name in names.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let m = Mechanism::parse(&name.to_ascii_uppercase()).ok_or_else(|| {
                 SecurityError::Config(format!(
-                    "sasl.enabled.mechanisms: {name} is not supported (PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 are)"
+                    "sasl.enabled.mechanisms: {name} is not supported (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 and OAUTHBEARER are)"
                 ))
             })?;
             if !enabled.contains(&m) {
@@ -168,11 +178,16 @@ impl SaslSettings {
                 }
             }
         }
+        let oauth = if enabled.contains(&Mechanism::OAuthBearer) {
+            Some(Arc::new(OAuthValidator::from_config(get)?))
+        } else {
+            None
+        };
         let config = SASLConfig::builder()
             .with_defaults()
             .with_callback(Callback { plain_users })
             .map_err(|e| SecurityError::Config(format!("SASL: {e}")))?;
-        Ok(Self { enabled, config, store })
+        Ok(Self { enabled, config, store, oauth })
     }
 
     /// The enabled mechanisms' names, as SaslHandshake lists them.
@@ -189,8 +204,21 @@ impl SaslSettings {
                 Inner::Plain(SASLServer::<Outcome>::new(self.config.clone()).start_suggested(name).ok()?)
             }
             Mechanism::ScramSha256 | Mechanism::ScramSha512 => Inner::Scram(ScramServer::new(m), self.store.clone()),
+            Mechanism::OAuthBearer => Inner::OAuth(OAuthServer::new(self.oauth.clone()?)),
         };
         Some(SaslExchange { mechanism: m, inner })
+    }
+
+    /// Re-reads OAUTHBEARER's JWKS file if its modification time or length changed, or
+    /// `sasl.oauthbearer.jwks.endpoint.refresh.ms` passed since it was last read (key
+    /// rotation without a restart). A file that does not load keeps the previous keys and is
+    /// tried again at the next call. Reads a file: call it off the async workers, every few
+    /// seconds. Returns whether new keys are in use (always `false` without OAUTHBEARER).
+    pub fn reload_if_changed(&self) -> Result<bool, SecurityError> {
+        match &self.oauth {
+            Some(oauth) => oauth.reload_if_changed(),
+            None => Ok(false),
+        }
     }
 }
 
@@ -214,11 +242,24 @@ enum Inner {
     Plain(Session<Outcome>),
     /// SCRAM-SHA-256/512 with the credentials of the store.
     Scram(ScramServer, Arc<dyn CredentialStore>),
+    /// OAUTHBEARER with the listener's JWKS.
+    OAuth(OAuthServer),
 }
 
 impl SaslExchange {
     pub fn mechanism(&self) -> Mechanism {
         self.mechanism
+    }
+
+    /// When the authenticated session must end (KIP-368): after a successful OAUTHBEARER
+    /// exchange, the token's `exp`; `None` otherwise (other mechanisms' credentials do not
+    /// expire). The broker ends the session at the earlier of this and
+    /// `connections.max.reauth.ms`, as Kafka's `SaslServerAuthenticator` does.
+    pub fn session_expiry(&self) -> Option<SystemTime> {
+        match &self.inner {
+            Inner::OAuth(server) => server.expiry(),
+            _ => None,
+        }
     }
 
     /// Feeds the client's next token. `Err` carries the message for the client (Kafka's
@@ -234,6 +275,7 @@ impl SaslExchange {
                     }
                 };
             }
+            Inner::OAuth(server) => return server.step(token, SystemTime::now()),
             Inner::Plain(session) => session,
         };
         let mut out = Cursor::new(Vec::new());

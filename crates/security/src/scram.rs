@@ -33,7 +33,9 @@ pub fn from_salted_password(
             let (client_key, server_key) = derive_keys::<Sha512>(salted_password);
             (Sha512::digest(client_key).to_vec(), server_key.to_vec())
         }
-        Mechanism::Plain => return Err(SecurityError::Config("PLAIN has no SCRAM credential".into())),
+        Mechanism::Plain | Mechanism::OAuthBearer => {
+            return Err(SecurityError::Config(format!("{} has no SCRAM credential", mechanism.name())))
+        }
     };
     Ok(ScramCredential { salt: salt.to_vec(), stored_key, server_key, iterations })
 }
@@ -53,7 +55,9 @@ pub fn from_password(mechanism: Mechanism, password: &str, iterations: u32) -> R
             hash_password::<Sha512>(password.as_bytes(), iterations, &salt, &mut out);
             out.to_vec()
         }
-        Mechanism::Plain => return Err(SecurityError::Config("PLAIN has no SCRAM credential".into())),
+        Mechanism::Plain | Mechanism::OAuthBearer => {
+            return Err(SecurityError::Config(format!("{} has no SCRAM credential", mechanism.name())))
+        }
     };
     from_salted_password(mechanism, &salted, &salt, iterations)
 }
@@ -257,7 +261,7 @@ pub fn parse_add_scram(arg: &str) -> Result<(Mechanism, String, ScramCredential)
     let bad = |why: &str| SecurityError::Config(format!("--add-scram '{arg}': {why}"));
     let (mechanism, rest) = arg.split_once('=').ok_or_else(|| bad("expected MECHANISM=[name=...,password=...]"))?;
     let mechanism = Mechanism::parse(mechanism.trim())
-        .filter(|m| *m != Mechanism::Plain)
+        .filter(|m| m.scram_type().is_some())
         .ok_or_else(|| bad("the mechanism is SCRAM-SHA-256 or SCRAM-SHA-512"))?;
     let inner = rest.trim().strip_prefix('[').and_then(|r| r.strip_suffix(']')).ok_or_else(|| bad("expected [...]"))?;
     let (mut name, mut password, mut iterations) = (None, None, MIN_ITERATIONS);

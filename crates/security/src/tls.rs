@@ -257,9 +257,9 @@ pub struct TlsListener {
 }
 
 /// A file's modification time and length: a change of either means a new file.
-type Stamp = (SystemTime, u64);
+pub(crate) type Stamp = (SystemTime, u64);
 
-fn stamp(path: &PathBuf) -> Option<Stamp> {
+pub(crate) fn stamp(path: &std::path::Path) -> Option<Stamp> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.modified().ok()?, m.len()))
 }
