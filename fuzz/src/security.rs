@@ -1,5 +1,5 @@
-//! Listener security's inputs from the network and the config: the SCRAM and PLAIN exchanges
-//! (every token a client sends), the TLS handshake (a client's first flights into the broker's
+//! Listener security's inputs from the network and the config: the SCRAM, PLAIN and
+//! OAUTHBEARER exchanges (every token a client sends; OAUTHBEARER's JWTs against a JWKS), the TLS handshake (a client's first flights into the broker's
 //! rustls configuration), the certificate subject turned into a principal, and the JAAS and
 //! mapping-rule parsers. Nothing may panic or allocate without bound.
 
@@ -42,11 +42,25 @@ fn plain_settings() -> &'static SaslSettings {
     })
 }
 
+/// OAUTHBEARER against the test JWKS of strata-security (an RSA key; no secret).
+fn oauth_settings() -> &'static SaslSettings {
+    static SETTINGS: OnceLock<SaslSettings> = OnceLock::new();
+    SETTINGS.get_or_init(|| {
+        let jwks = concat!(env!("CARGO_MANIFEST_DIR"), "/../crates/security/tests/data/oauth-test-jwks.json");
+        let get = move |k: &str| match k {
+            "sasl.enabled.mechanisms" => Some("OAUTHBEARER".to_string()),
+            "sasl.oauthbearer.jwks.endpoint.url" => Some(format!("file:{jwks}")),
+            _ => None,
+        };
+        SaslSettings::from_config(&get, Arc::new(NoCredentials)).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
 /// Dispatches on the first byte.
 pub fn security_input(data: &[u8]) {
     let Some((&selector, rest)) = data.split_first() else { return };
-    match selector % 7 {
-        0 | 1 => scram_exchange(if selector % 7 == 0 { Mechanism::ScramSha256 } else { Mechanism::ScramSha512 }, rest),
+    match selector % 10 {
+        0 | 1 => scram_exchange(if selector % 10 == 0 { Mechanism::ScramSha256 } else { Mechanism::ScramSha512 }, rest),
         2 => {
             // PLAIN through rsasl, and the settings' own dispatch.
             if let Some(mut x) = plain_settings().start("PLAIN") {
@@ -67,6 +81,21 @@ pub fn security_input(data: &[u8]) {
         }
         5 => {
             let _ = principal::subject_rfc2253(rest);
+        }
+        7..=9 => {
+            // OAUTHBEARER: the client's first message (GS2 header, auth=Bearer JWT), then
+            // whatever follows a refusal (split at the first 0xFF byte).
+            if let Some(mut x) = oauth_settings().start("OAUTHBEARER") {
+                let (first, second) = match rest.iter().position(|b| *b == 0xFF) {
+                    Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                    None => (rest, None),
+                };
+                if x.step(first).is_ok() {
+                    if let Some(second) = second {
+                        let _ = x.step(second);
+                    }
+                }
+            }
         }
         _ => tls_handshake(rest),
     }

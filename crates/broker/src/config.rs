@@ -74,10 +74,19 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("ssl.client.auth", Str, Some("none"), None, "Client certificates: none, requested (verified if given; without one the client is User:ANONYMOUS) or required."),
     key!("ssl.enabled.protocols", Str, Some("TLSv1.2,TLSv1.3"), None, "TLS versions accepted: TLSv1.2 and/or TLSv1.3."),
     key!("ssl.principal.mapping.rules", Str, Some("DEFAULT"), None, "How a client certificate's subject (RFC 2253, e.g. CN=alice,OU=eng,O=Acme) becomes the principal's name: DEFAULT and RULE:pattern/replacement/[LU], as in Kafka."),
-    key!("sasl.enabled.mechanisms", Str, Some("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"), None, "SASL mechanisms of SASL_PLAINTEXT and SASL_SSL listeners (Kafka's default is GSSAPI, which Strata does not serve). PLAIN's users come from listener.name.NAME.plain.sasl.jaas.config (user_NAME=\"PASSWORD\" options)."),
+    key!("sasl.enabled.mechanisms", Str, Some("PLAIN,SCRAM-SHA-256,SCRAM-SHA-512"), None, "SASL mechanisms of SASL_PLAINTEXT and SASL_SSL listeners: PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER (Kafka's default is GSSAPI, which Strata does not serve). PLAIN's users come from listener.name.NAME.plain.sasl.jaas.config (user_NAME=\"PASSWORD\" options); OAUTHBEARER needs sasl.oauthbearer.jwks.endpoint.url."),
     key!("authorizer.class.name", Str, None, None, "org.apache.kafka.metadata.authorizer.StandardAuthorizer turns authorization on: every request is checked against the ACLs in the metadata log (CreateAcls, DescribeAcls, DeleteAcls). Unset or empty: no authorization."),
     key!("super.users", Str, None, None, "Principals allowed everything, as User:NAME;User:NAME."),
     key!("allow.everyone.if.no.acl.found", Bool, Some("false"), None, "With an authorizer: whether a resource that no ACL covers is open to everyone (false: only super users may use it)."),
+    key!("sasl.oauthbearer.jwks.endpoint.url", Str, None, None, "OAUTHBEARER (KIP-768): the JWKS whose keys sign the access tokens, as a file: URL (file:///etc/strata/jwks.json). Re-read when the file changes. Required when OAUTHBEARER is enabled; http(s) URLs are not supported yet."),
+    key!("sasl.oauthbearer.jwks.endpoint.refresh.ms", Long, Some("3600000"), Some(0), "OAUTHBEARER: the JWKS is re-read at least this often (besides whenever the file changes)."),
+    key!("sasl.oauthbearer.jwks.endpoint.retry.backoff.ms", Long, Some("100"), Some(0), "Kafka's back-off between failed HTTP JWKS fetches; accepted for compatibility, unused (Strata reads file: JWKS only)."),
+    key!("sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms", Long, Some("10000"), Some(0), "Kafka's longest back-off between failed HTTP JWKS fetches; accepted for compatibility, unused."),
+    key!("sasl.oauthbearer.expected.audience", Str, None, None, "OAUTHBEARER: comma-separated audiences; a token's aud must name one of them. Unset: a token carrying aud is refused (as Kafka's jose4j)."),
+    key!("sasl.oauthbearer.expected.issuer", Str, None, None, "OAUTHBEARER: a token's iss must equal this."),
+    key!("sasl.oauthbearer.sub.claim.name", Str, Some("sub"), None, "OAUTHBEARER: the claim naming the principal (User:NAME)."),
+    key!("sasl.oauthbearer.scope.claim.name", Str, Some("scope"), None, "OAUTHBEARER: the claim holding the token's scopes (a space-separated string or an array of strings)."),
+    key!("sasl.oauthbearer.clock.skew.seconds", Int, Some("30"), Some(0), "OAUTHBEARER: tolerance for exp, nbf and iat, in seconds."),
     key!("sasl.server.max.receive.size", Int, Some("524288"), Some(1), "Largest request frame a SASL listener reads before the client has authenticated; a bigger one closes the connection."),
     key!("connection.failed.authentication.delay.ms", Int, Some("100"), Some(0), "KIP-306: a failed SASL login is answered, and its connection closed, after this delay (slows password guessing)."),
     key!("connections.max.reauth.ms", Long, Some("0"), Some(0), "KIP-368: a SASL session lasts at most this long; the client must re-authenticate before, or its connection is closed. 0: no limit."),
@@ -397,8 +406,9 @@ impl BrokerConfig {
             // listener.name.NAME.KEY: the rules of KEY (a JAAS entry is checked when read).
             let base = crate::listeners::listener_key_base(k).unwrap_or(k);
             let Some(d) = def(base) else {
-                // Only as listener.name.NAME.MECHANISM.sasl.jaas.config, as in Kafka.
-                if crate::listeners::JAAS_KEYS.contains(&base) && base != k {
+                // Only as listener.name.NAME.MECHANISM.sasl.jaas.config (and the OAUTHBEARER
+                // callback handler), as in Kafka.
+                if crate::listeners::PREFIXED_ONLY_KEYS.contains(&base) && base != k {
                     continue;
                 }
                 return Err(ConfigError::UnknownKey(k.clone()));

@@ -37,19 +37,30 @@ pub const LISTENER_KEYS: &[&str] = &[
     "sasl.server.max.receive.size",
 ];
 
-/// The JAAS keys a SASL listener reads, after `listener.name.NAME.`.
-pub const JAAS_KEYS: &[&str] =
-    &["plain.sasl.jaas.config", "scram-sha-256.sasl.jaas.config", "scram-sha-512.sasl.jaas.config"];
+/// The keys a SASL listener reads only as `listener.name.NAME.KEY`, as Kafka: the JAAS
+/// entries of each mechanism and OAUTHBEARER's validator class.
+pub const PREFIXED_ONLY_KEYS: &[&str] = &[
+    "plain.sasl.jaas.config",
+    "scram-sha-256.sasl.jaas.config",
+    "scram-sha-512.sasl.jaas.config",
+    "oauthbearer.sasl.jaas.config",
+    "oauthbearer.sasl.server.callback.handler.class",
+];
 
 /// Whether `key` is an acceptable `listener.name.NAME.REST` key; returns `REST`'s base key
-/// (whose value rules apply), if it is.
+/// (whose value rules apply), if it is. OAUTHBEARER's keys may also carry the mechanism
+/// prefix (`listener.name.NAME.oauthbearer.sasl.oauthbearer.*`), as in Kafka.
 pub fn listener_key_base(key: &str) -> Option<&str> {
     let rest = key.strip_prefix("listener.name.")?;
     let (name, base) = rest.split_once('.')?;
     if name.is_empty() {
         return None;
     }
-    (LISTENER_KEYS.contains(&base) || JAAS_KEYS.contains(&base)).then_some(base)
+    let oauth = |k: &str| strata_security::oauth::CONFIG_KEYS.contains(&k);
+    match base.strip_prefix("oauthbearer.") {
+        Some(k) if oauth(k) => Some(k),
+        _ => (LISTENER_KEYS.contains(&base) || PREFIXED_ONLY_KEYS.contains(&base) || oauth(base)).then_some(base),
+    }
 }
 
 /// One listener for clients or brokers.
@@ -338,5 +349,22 @@ mod tests {
             cfg(&[("listener.name.ssl.ssl.client.auth", "always")]).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(e.contains("listener.name.ssl.ssl.client.auth"), "{e}");
         assert!(cfg(&[("listener.name.ssl.num.partitions", "3")]).is_err());
+        // OAUTHBEARER's keys: bare, per listener, and per listener and mechanism (Kafka's form);
+        // its validator class only per listener and mechanism.
+        assert_eq!(
+            listener_key_base("listener.name.oauth.oauthbearer.sasl.oauthbearer.expected.issuer"),
+            Some("sasl.oauthbearer.expected.issuer")
+        );
+        assert!(cfg(&[("listener.name.oauth.oauthbearer.sasl.oauthbearer.clock.skew.seconds", "x")]).is_err());
+        assert!(cfg(&[
+            ("sasl.oauthbearer.expected.audience", "a,b"),
+            ("listener.name.oauth.sasl.oauthbearer.clock.skew.seconds", "5"),
+            (
+                "listener.name.oauth.oauthbearer.sasl.server.callback.handler.class",
+                "org.apache.kafka.common.security.oauthbearer.OAuthBearerValidatorCallbackHandler"
+            ),
+        ])
+        .is_ok());
+        assert!(cfg(&[("oauthbearer.sasl.server.callback.handler.class", "x")]).is_err());
     }
 }

@@ -504,8 +504,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             for (socket, local, listener) in listeners {
                 tracing::info!(listen = %local, listener = %listener.spec.name, protocol = listener.spec.protocol.name(),
                     advertised = %format!("{}:{}", listener.spec.advertised.0, listener.spec.advertised.1), "listening");
-                if listener.tls.is_some() {
-                    tokio::spawn(net::watch_tls(listener.clone(), shutdown_rx.clone()));
+                if listener.tls.is_some() || listener.sasl.is_some() {
+                    tokio::spawn(net::watch_security_files(listener.clone(), shutdown_rx.clone()));
                 }
                 servers.push(tokio::spawn(net::serve(
                     socket,

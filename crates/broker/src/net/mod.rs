@@ -84,27 +84,45 @@ impl SharedLimits {
     }
 }
 
-/// How often TLS listeners look for new keystore and truststore files.
-const TLS_RELOAD_CHECK: Duration = Duration::from_secs(5);
+/// How often listeners look for new keystore, truststore and JWKS files.
+const FILE_RELOAD_CHECK: Duration = Duration::from_secs(5);
 
-/// Rebuilds a TLS listener's configuration whenever its files change (certificate rotation
-/// without a restart), until shutdown. File reads run off the async workers.
-pub async fn watch_tls(listener: Arc<Listener>, mut shutdown: watch::Receiver<bool>) {
-    let Some(tls) = listener.tls.clone() else { return };
+/// Re-reads a listener's TLS files (certificate rotation without a restart) and its
+/// OAUTHBEARER JWKS (key rotation; also every `sasl.oauthbearer.jwks.endpoint.refresh.ms`)
+/// whenever they change, until shutdown. A file that does not load keeps the previous
+/// keys in use. File reads run off the async workers.
+pub async fn watch_security_files(listener: Arc<Listener>, mut shutdown: watch::Receiver<bool>) {
+    let (tls, sasl) = (listener.tls.clone(), listener.sasl.clone());
+    if tls.is_none() && sasl.is_none() {
+        return;
+    }
+    let name = listener.spec.name.clone();
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(TLS_RELOAD_CHECK) => {}
+            _ = tokio::time::sleep(FILE_RELOAD_CHECK) => {}
         }
-        let tls = tls.clone();
-        match tokio::task::spawn_blocking(move || tls.reload_if_changed()).await.unwrap_or(Ok(false)) {
-            Ok(true) => {
-                tracing::info!(listener = %listener.spec.name, "TLS keystore or truststore changed: new connections use the new one")
+        let (tls, sasl) = (tls.clone(), sasl.clone());
+        let reloaded = tokio::task::spawn_blocking(move || {
+            (tls.map(|t| t.reload_if_changed()), sasl.map(|s| s.reload_if_changed()))
+        })
+        .await
+        .unwrap_or((None, None));
+        match reloaded.0 {
+            Some(Ok(true)) => {
+                tracing::info!(listener = %name, "TLS keystore or truststore changed: new connections use the new one")
             }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(listener = %listener.spec.name, error = %e, "TLS files changed but do not load; keeping the previous ones")
+            Some(Err(e)) => {
+                tracing::warn!(listener = %name, error = %e, "TLS files changed but do not load; keeping the previous ones")
             }
+            _ => {}
+        }
+        match reloaded.1 {
+            Some(Ok(true)) => tracing::info!(listener = %name, "OAUTHBEARER JWKS re-read: its keys are in use"),
+            Some(Err(e)) => {
+                tracing::warn!(listener = %name, error = %e, "OAUTHBEARER JWKS does not load; keeping the previous keys")
+            }
+            _ => {}
         }
     }
 }

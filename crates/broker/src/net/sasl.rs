@@ -9,7 +9,7 @@
 //! connection.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use strata_protocol::kafka_protocol::messages::RequestKind;
@@ -81,7 +81,7 @@ impl SaslState {
             key => match self.phase {
                 Phase::Done => match self.expires {
                     Some(at) if Instant::now() >= at => Verdict::Close(
-                        "the SASL session expired (connections.max.reauth.ms) without re-authentication".into(),
+                        "the SASL session expired (connections.max.reauth.ms, or the OAUTHBEARER token's exp) without re-authentication".into(),
                     ),
                     _ => Verdict::Serve,
                 },
@@ -115,11 +115,12 @@ impl SaslState {
                 if matches!(self.phase, Phase::Exchange { .. }) {
                     return Verdict::Close("SaslHandshake in the middle of a SASL exchange".into());
                 }
-                // KIP-368: re-authentication only where sessions expire, with the same mechanism.
+                // KIP-368: re-authentication only where sessions expire (connections.max.reauth.ms,
+                // or an OAUTHBEARER token's exp), with the same mechanism.
                 if self.principal.is_some() {
-                    if self.max_reauth.is_none() {
+                    if self.expires.is_none() {
                         return Verdict::Close(
-                            "SaslHandshake on an authenticated connection (connections.max.reauth.ms is 0)".into(),
+                            "SaslHandshake on an authenticated connection whose session does not expire (connections.max.reauth.ms is 0)".into(),
                         );
                     }
                     if self.mechanism.as_deref().is_some_and(|m| m != r.mechanism.as_str()) {
@@ -172,14 +173,17 @@ impl SaslState {
                     }
                     Ok(Step::Done { response, principal }) => {
                         let mechanism = exchange.mechanism().name();
-                        if let Err(reason) = self.authenticated(principal, mechanism) {
-                            let body = SaslAuthenticateResponse::default()
-                                .with_error_code(ResponseError::SaslAuthenticationFailed.code())
-                                .with_error_message(Some(StrBytes::from_string(reason.clone())));
-                            respond(&body);
-                            return Verdict::Refused(format!("SASL authentication failed: {reason}"));
-                        }
-                        let lifetime = self.max_reauth.map_or(0, |d| d.as_millis() as i64);
+                        let expiry = exchange.session_expiry();
+                        let lifetime = match self.authenticated(principal, mechanism, expiry) {
+                            Ok(lifetime) => lifetime,
+                            Err(reason) => {
+                                let body = SaslAuthenticateResponse::default()
+                                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                                    .with_error_message(Some(StrBytes::from_string(reason.clone())));
+                                respond(&body);
+                                return Verdict::Refused(format!("SASL authentication failed: {reason}"));
+                            }
+                        };
                         let body = SaslAuthenticateResponse::default()
                             .with_auth_bytes(Bytes::from(response))
                             .with_session_lifetime_ms(lifetime);
@@ -210,7 +214,8 @@ impl SaslState {
         let reply = match exchange.step(frame) {
             Ok(Step::Continue(challenge)) => challenge,
             Ok(Step::Done { response, principal }) => {
-                if let Err(reason) = self.authenticated(principal, mechanism) {
+                let expiry = exchange.session_expiry();
+                if let Err(reason) = self.authenticated(principal, mechanism, expiry) {
                     return Verdict::Refused(format!("SASL authentication failed: {reason}"));
                 }
                 response
@@ -227,8 +232,17 @@ impl SaslState {
     }
 
     /// The exchange succeeded as `principal`: a re-authentication must keep the principal
-    /// (Kafka: "Cannot change principals during re-authentication").
-    fn authenticated(&mut self, principal: KafkaPrincipal, mechanism: &str) -> Result<(), String> {
+    /// (Kafka: "Cannot change principals during re-authentication"). Returns the session's
+    /// lifetime in ms for SaslAuthenticate (0: it does not expire), as Kafka's
+    /// `SaslServerAuthenticator`: the credential's remaining life (an OAUTHBEARER token's
+    /// `exp`), capped by `connections.max.reauth.ms`; a credential already expired leaves a
+    /// session that ends at once.
+    fn authenticated(
+        &mut self,
+        principal: KafkaPrincipal,
+        mechanism: &str,
+        credential_expiry: Option<SystemTime>,
+    ) -> Result<i64, String> {
         if let Some(before) = &self.principal {
             if *before != principal {
                 return Err(format!(
@@ -239,9 +253,18 @@ impl SaslState {
         tracing::debug!(%principal, mechanism, "SASL authentication succeeded");
         self.principal = Some(principal);
         self.phase = Phase::Done;
-        self.expires = self.max_reauth.and_then(|d| Instant::now().checked_add(d));
+        let credential_left =
+            credential_expiry.map(|exp| exp.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO));
+        let lifetime = match (credential_left, self.max_reauth) {
+            (Some(left), Some(max)) => Some(left.min(max)),
+            (left, max) => left.or(max),
+        };
+        let now = Instant::now();
+        // (Capped at a century: a huge connections.max.reauth.ms must not overflow an Instant.)
+        let century = Duration::from_secs(100 * 365 * 86_400);
+        self.expires = lifetime.and_then(|l| now.checked_add(l.min(century)));
         self.mechanism.get_or_insert_with(|| mechanism.to_string());
-        Ok(())
+        Ok(lifetime.map_or(0, |l| i64::try_from(l.as_millis()).unwrap_or(i64::MAX).max(1)))
     }
 }
 
