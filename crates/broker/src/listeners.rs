@@ -32,6 +32,7 @@ pub const LISTENER_KEYS: &[&str] = &[
     "ssl.enabled.protocols",
     "ssl.principal.mapping.rules",
     "sasl.enabled.mechanisms",
+    "ssl.endpoint.identification.algorithm",
     "connections.max.reauth.ms",
     "connection.failed.authentication.delay.ms",
     "sasl.server.max.receive.size",
@@ -160,13 +161,20 @@ pub fn client_listeners(config: &BrokerConfig) -> Result<Vec<ListenerSpec>, (&'s
     Ok(specs)
 }
 
-/// The listener brokers reach each other on: `inter.broker.listener.name` when set (it must
-/// be one of the listeners), else PLAINTEXT if there is one, else the first listener.
+/// The listener brokers reach each other on: `inter.broker.listener.name` (or, Kafka's older
+/// form, `security.inter.broker.protocol` naming a listener after its protocol) when set (it
+/// must be one of the listeners), else PLAINTEXT if there is one, else the first listener.
 pub fn inter_broker_listener(
     config: &BrokerConfig,
     specs: &[ListenerSpec],
 ) -> Result<ListenerSpec, (&'static str, String)> {
     let key = "inter.broker.listener.name";
+    let by_protocol = "security.inter.broker.protocol";
+    if config.is_explicit(key) && config.is_explicit(by_protocol) {
+        return Err((by_protocol, format!("set {key} or {by_protocol}, not both (as Kafka)")));
+    }
+    // Kafka's older form: the listener named after the protocol.
+    let key = if config.is_explicit(by_protocol) { by_protocol } else { key };
     if config.is_explicit(key) {
         let name = config.get(key).unwrap_or_default().trim().to_ascii_uppercase();
         return specs
@@ -251,6 +259,20 @@ impl Listener {
             sasl_max_receive: 524_288,
         }
     }
+}
+
+/// How this broker connects to the others (replication, transaction markers): the
+/// inter-broker listener's TLS and, for SASL, `sasl.mechanism.inter.broker.protocol` with the
+/// username and password of that listener's JAAS entry. `None` for a PLAINTEXT listener.
+pub fn inter_broker_client_security(
+    config: &BrokerConfig,
+    spec: &ListenerSpec,
+) -> Result<Option<Arc<strata_security::client::ClientSecurity>>, String> {
+    let get = |key: &str| config.listener_get(&spec.name, key);
+    let mechanism = config.get("sasl.mechanism.inter.broker.protocol").unwrap_or("GSSAPI");
+    strata_security::client::ClientSecurity::from_config(spec.protocol, &get, mechanism)
+        .map(|s| s.map(Arc::new))
+        .map_err(|e| format!("inter-broker listener {}: {e}", spec.name))
 }
 
 /// SCRAM credentials from the metadata image (what AlterUserScramCredentials and `strata

@@ -4,12 +4,15 @@
 //! them). One connection per peer, one request at a time, re-dialled after any error.
 //! Requests and responses are `kafka-protocol` messages; clients of the cluster never use it.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{RequestHeader, ResponseHeader};
+use kafka_protocol::messages::{RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslHandshakeRequest};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use strata_security::client::{ClientSecurity, LoginStep};
+use strata_security::tokio_rustls::TlsConnector;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Largest response accepted (a follower's fetch response is bounded by
@@ -20,18 +23,36 @@ const MAX_RESPONSE: usize = 256 << 20;
 /// response.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A byte stream to a node: TCP, or TLS over TCP.
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// An open connection and when its SASL session must be renewed (KIP-368: the server closes
+/// a connection whose session ended, so the client reconnects before that).
+struct Conn {
+    stream: Box<dyn Stream>,
+    renew_at: Option<Instant>,
+}
+
 /// A connection to one node's listener.
 pub struct KafkaClient {
     addr: String,
     client_id: String,
-    conn: tokio::sync::Mutex<Option<TcpStream>>,
+    security: Option<Arc<ClientSecurity>>,
+    conn: tokio::sync::Mutex<Option<Conn>>,
     correlation: std::sync::atomic::AtomicI32,
 }
 
 impl KafkaClient {
-    /// A client of the node at `addr` (`host:port`); connects on first use.
+    /// A PLAINTEXT client of the node at `addr` (`host:port`); connects on first use.
     pub fn new(addr: String, client_id: String) -> Self {
-        Self { addr, client_id, conn: tokio::sync::Mutex::new(None), correlation: 0.into() }
+        Self::with_security(addr, client_id, None)
+    }
+
+    /// A client of the node at `addr` that connects with `security` (TLS and/or a SASL login,
+    /// the inter-broker listener's), or in PLAINTEXT with `None`.
+    pub fn with_security(addr: String, client_id: String, security: Option<Arc<ClientSecurity>>) -> Self {
+        Self { addr, client_id, security, conn: tokio::sync::Mutex::new(None), correlation: 0.into() }
     }
 
     /// The node's address.
@@ -53,6 +74,101 @@ impl KafkaClient {
         req: &R,
         timeout: Duration,
     ) -> Result<R::Response, String> {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().and_then(|c| c.renew_at).is_some_and(|at| Instant::now() >= at) {
+            *guard = None;
+        }
+        let exchange = async {
+            if guard.is_none() {
+                *guard = Some(self.connect().await?);
+            }
+            let Some(conn) = guard.as_mut() else { return Err("not connected".to_string()) };
+            self.roundtrip(&mut conn.stream, version, req).await
+        };
+        let result = match tokio::time::timeout(timeout, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(format!("no answer from {} within {} ms", self.addr, timeout.as_millis())),
+        };
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// Dials the node and runs the TLS handshake and the SASL login the security asks for.
+    async fn connect(&self) -> Result<Conn, String> {
+        let tcp = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
+        let _ = tcp.set_nodelay(true);
+        let Some(security) = &self.security else {
+            return Ok(Conn { stream: Box::new(tcp), renew_at: None });
+        };
+        let mut stream: Box<dyn Stream> = match &security.tls {
+            Some(config) => {
+                let host = self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = strata_security::rustls::pki_types::ServerName::try_from(host.to_string())
+                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
+                let tls = TlsConnector::from(config.clone())
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?;
+                Box::new(tls)
+            }
+            None => Box::new(tcp),
+        };
+        let mut renew_at = None;
+        if let Some(mechanism) = security.mechanism() {
+            let started = Instant::now();
+            let hs = SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str(mechanism.name()));
+            let answer = self.roundtrip(&mut stream, 1, &hs).await?;
+            if answer.error_code != 0 {
+                return Err(format!(
+                    "{} refused SASL mechanism {} (error {}; it offers {:?})",
+                    self.addr,
+                    mechanism.name(),
+                    answer.error_code,
+                    answer.mechanisms.iter().map(|m| m.to_string()).collect::<Vec<_>>()
+                ));
+            }
+            let mut login = match security.login() {
+                Some(Ok(l)) => l,
+                Some(Err(e)) => return Err(format!("SASL login: {e}")),
+                None => return Err("no SASL login configured".into()),
+            };
+            let mut challenge: Option<Bytes> = None;
+            loop {
+                let token = match login.step(challenge.as_deref())? {
+                    LoginStep::Done => break,
+                    LoginStep::Send(t) | LoginStep::SendLast(t) => t,
+                };
+                let auth = SaslAuthenticateRequest::default().with_auth_bytes(Bytes::from(token));
+                let answer = self.roundtrip(&mut stream, 2, &auth).await?;
+                if answer.error_code != 0 {
+                    return Err(format!(
+                        "SASL {} login to {} failed: {}",
+                        mechanism.name(),
+                        self.addr,
+                        answer.error_message.as_deref().unwrap_or("(no message)")
+                    ));
+                }
+                if answer.session_lifetime_ms > 0 {
+                    // Reconnect (a new login) at 90% of the session's lifetime.
+                    let lifetime = Duration::from_millis(answer.session_lifetime_ms.unsigned_abs());
+                    renew_at = started.checked_add(lifetime.mul_f64(0.9));
+                }
+                challenge = Some(answer.auth_bytes);
+            }
+        }
+        Ok(Conn { stream, renew_at })
+    }
+
+    /// One request and its response on `stream`.
+    async fn roundtrip<R: Request>(
+        &self,
+        stream: &mut Box<dyn Stream>,
+        version: i16,
+        req: &R,
+    ) -> Result<R::Response, String> {
         let cid = self.correlation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let header = RequestHeader::default()
             .with_request_api_key(R::KEY)
@@ -65,43 +181,25 @@ impl KafkaClient {
         req.encode(&mut body, version).map_err(|e| e.to_string())?;
         let len = u32::try_from(body.len() - 4).map_err(|_| "request too large".to_string())?;
         body[..4].copy_from_slice(&len.to_be_bytes());
-
-        let mut guard = self.conn.lock().await;
-        let exchange = async {
-            if guard.is_none() {
-                let s = TcpStream::connect(&self.addr).await.map_err(|e| format!("connect {}: {e}", self.addr))?;
-                let _ = s.set_nodelay(true);
-                *guard = Some(s);
-            }
-            let Some(stream) = guard.as_mut() else { return Err("not connected".to_string()) };
-            stream.write_all(&body).await.map_err(|e| e.to_string())?;
-            let mut size = [0u8; 4];
-            stream.read_exact(&mut size).await.map_err(|e| e.to_string())?;
-            let size = u32::from_be_bytes(size) as usize;
-            if size > MAX_RESPONSE {
-                return Err(format!("response of {size} bytes"));
-            }
-            let mut frame = vec![0u8; size];
-            stream.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
-            let mut buf = Bytes::from(frame);
-            let h =
-                ResponseHeader::decode(&mut buf, R::Response::header_version(version)).map_err(|e| e.to_string())?;
-            if h.correlation_id != cid {
-                return Err(format!("correlation id {} for request {cid}", h.correlation_id));
-            }
-            let resp = R::Response::decode(&mut buf, version).map_err(|e| e.to_string())?;
-            if buf.has_remaining() {
-                tracing::debug!(remaining = buf.remaining(), addr = %self.addr, "bytes after a response");
-            }
-            Ok(resp)
-        };
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(format!("no answer from {} within {} ms", self.addr, timeout.as_millis())),
-        };
-        if result.is_err() {
-            *guard = None;
+        stream.write_all(&body).await.map_err(|e| e.to_string())?;
+        stream.flush().await.map_err(|e| e.to_string())?;
+        let mut size = [0u8; 4];
+        stream.read_exact(&mut size).await.map_err(|e| e.to_string())?;
+        let size = u32::from_be_bytes(size) as usize;
+        if size > MAX_RESPONSE {
+            return Err(format!("response of {size} bytes"));
         }
-        result
+        let mut frame = vec![0u8; size];
+        stream.read_exact(&mut frame).await.map_err(|e| e.to_string())?;
+        let mut buf = Bytes::from(frame);
+        let h = ResponseHeader::decode(&mut buf, R::Response::header_version(version)).map_err(|e| e.to_string())?;
+        if h.correlation_id != cid {
+            return Err(format!("correlation id {} for request {cid}", h.correlation_id));
+        }
+        let resp = R::Response::decode(&mut buf, version).map_err(|e| e.to_string())?;
+        if buf.has_remaining() {
+            tracing::debug!(remaining = buf.remaining(), addr = %self.addr, "bytes after a response");
+        }
+        Ok(resp)
     }
 }

@@ -6,6 +6,7 @@
 //! the [`tls::TlsListener`]'s acceptor and feeds SASL tokens to a [`sasl::SaslExchange`].
 
 pub mod acl;
+pub mod client;
 pub mod jaas;
 pub mod oauth;
 pub mod principal;

@@ -292,8 +292,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // The listeners for clients and brokers (a controller-only node has none), each with its
     // TLS and SASL read now: a bad keystore or JAAS entry stops the start here.
     let credentials = Arc::new(strata_broker::listeners::ImageCredentials::default());
+    let mut inter_broker_security = None;
     let client_listeners = if is_broker {
         let inter = config.inter_broker_listener().map_err(anyhow::Error::msg)?;
+        // How this broker connects to the others: the inter-broker listener's TLS and SASL.
+        inter_broker_security =
+            strata_broker::listeners::inter_broker_client_security(&config, &inter).map_err(anyhow::Error::msg)?;
         let mut bound = Vec::new();
         for mut spec in config.client_listeners().map_err(anyhow::Error::msg)? {
             let (socket, local) = net::bind(&spec.bind).await.with_context(|| {
@@ -363,7 +367,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // Opening the log manager reads (and removes) the record of a clean shutdown, which the
     // registration passes on (KIP-966).
     let replicas = Arc::new(
-        ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?.with_node_id(config.node_id()),
+        ReplicaManager::with_log_dirs(log_dirs.clone(), config.topic_defaults())?
+            .with_node_id(config.node_id())
+            .with_inter_broker_security(inter_broker_security),
     );
     credentials.attach(replicas.clone());
     // A broker registers a new incarnation, fenced, and waits until its metadata holds that

@@ -126,7 +126,7 @@ pub fn describe(
                 )
         })
         .collect();
-    DescribeClientQuotasResponse::default().with_entries(Some(entries))
+    DescribeClientQuotasResponse::default().with_error_message(None).with_entries(Some(entries))
 }
 
 /// AlterClientQuotas: one entry per entry of the request, in order.
@@ -154,7 +154,8 @@ pub async fn alter(
             .map(|(entry, outcome)| {
                 let e = alter_client_quotas_response::EntryData::default().with_entity(echo(entry));
                 match outcome {
-                    Ok(()) => e,
+                    // Kafka sends a null message with success.
+                    Ok(()) => e.with_error_message(None),
                     Err((code, message)) => e.with_error_code(code).with_error_message(message.map(str_bytes)),
                 }
             })

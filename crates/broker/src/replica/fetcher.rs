@@ -199,6 +199,7 @@ async fn run(
         let Some(rm) = replicas.upgrade() else { return };
         let address = rm.image().brokers.get(&leader).filter(|b| !b.fenced).map(|b| format!("{}:{}", b.host, b.port));
         let quota = rm.follower_quota.clone();
+        let security = rm.inter_broker_security();
         drop(rm);
         let Some(address) = address else {
             // The leader is not (or no longer) live here: the metadata will move these on.
@@ -206,7 +207,8 @@ async fn run(
             continue;
         };
         if client.as_ref().is_none_or(|(a, _)| *a != address) {
-            client = Some((address.clone(), KafkaClient::new(address, format!("strata-replica-fetcher-{node_id}"))));
+            let id = format!("strata-replica-fetcher-{node_id}");
+            client = Some((address.clone(), KafkaClient::with_security(address, id, security)));
         }
         let Some((_, kafka)) = client.as_ref() else { continue };
         let untruncated: Vec<&(Key, Target)> = targets.iter().filter(|(_, t)| !t.truncated).collect();

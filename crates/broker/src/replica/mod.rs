@@ -104,6 +104,9 @@ pub struct ReplicaManager {
     /// metadata (see [`quota`]).
     pub leader_quota: Arc<quota::ReplicationQuota>,
     pub follower_quota: Arc<quota::ReplicationQuota>,
+    /// How this broker connects to the others (the inter-broker listener's TLS and SASL);
+    /// `None`: PLAINTEXT.
+    inter_broker: Option<Arc<strata_security::client::ClientSecurity>>,
 }
 
 impl ReplicaManager {
@@ -133,7 +136,23 @@ impl ReplicaManager {
             isr_wake: Arc::default(),
             leader_quota: Arc::default(),
             follower_quota: Arc::default(),
+            inter_broker: None,
         }
+    }
+
+    /// Sets how this broker connects to the others (see [`Self::inter_broker_security`]).
+    pub fn with_inter_broker_security(
+        mut self,
+        security: Option<Arc<strata_security::client::ClientSecurity>>,
+    ) -> Self {
+        self.inter_broker = security;
+        self
+    }
+
+    /// The TLS and SASL this broker's connections to other brokers use (followers' fetches,
+    /// transaction markers and verifications); `None`: PLAINTEXT.
+    pub fn inter_broker_security(&self) -> Option<Arc<strata_security::client::ClientSecurity>> {
+        self.inter_broker.clone()
     }
 
     /// Starts replication on `runtime`: the follower fetchers (`fetch` settings), the task that

@@ -42,12 +42,18 @@ const RETRY_BACKOFF: Duration = Duration::from_millis(50);
 pub struct MarkerClients {
     node_id: i32,
     purpose: &'static str,
+    /// The inter-broker listener's TLS and SASL (`None`: PLAINTEXT).
+    security: Option<Arc<strata_security::client::ClientSecurity>>,
     clients: Mutex<HashMap<(i32, String), Arc<KafkaClient>>>,
 }
 
 impl MarkerClients {
-    pub fn new(node_id: i32, purpose: &'static str) -> Self {
-        Self { node_id, purpose, clients: Mutex::new(HashMap::new()) }
+    pub fn new(
+        node_id: i32,
+        purpose: &'static str,
+        security: Option<Arc<strata_security::client::ClientSecurity>>,
+    ) -> Self {
+        Self { node_id, purpose, security, clients: Mutex::new(HashMap::new()) }
     }
 
     pub(crate) fn client(&self, broker: i32, address: String) -> Arc<KafkaClient> {
@@ -55,7 +61,10 @@ impl MarkerClients {
         clients.retain(|(b, a), _| *b != broker || *a == address);
         clients
             .entry((broker, address.clone()))
-            .or_insert_with(|| Arc::new(KafkaClient::new(address, format!("strata-{}-{}", self.purpose, self.node_id))))
+            .or_insert_with(|| {
+                let id = format!("strata-{}-{}", self.purpose, self.node_id);
+                Arc::new(KafkaClient::with_security(address, id, self.security.clone()))
+            })
             .clone()
     }
 }

@@ -132,8 +132,8 @@ impl TxnCoordinator {
         let coordinator = Arc::new_cyclic(|this| Self {
             config: txn_config(config),
             topic_spec,
-            markers: markers::MarkerClients::new(replicas.node_id(), "txn-markers"),
-            verifiers: markers::MarkerClients::new(replicas.node_id(), "txn-verify"),
+            markers: markers::MarkerClients::new(replicas.node_id(), "txn-markers", replicas.inter_broker_security()),
+            verifiers: markers::MarkerClients::new(replicas.node_id(), "txn-verify", replicas.inter_broker_security()),
             replicas,
             controller,
             producer_ids,

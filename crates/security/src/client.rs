@@ -1,0 +1,210 @@
+//! The client side of listener security, for the connections a broker opens to other brokers
+//! on the inter-broker listener (replication, transaction markers and verifications), as
+//! Kafka's inter-broker client: the listener's security protocol, its `ssl.*` keys (the
+//! truststore to verify the other broker, the keystore as the client certificate), and for SASL
+//! `sasl.mechanism.inter.broker.protocol` with the `username` and `password` options of the
+//! listener's JAAS entry for that mechanism
+//! (`listener.name.NAME.MECHANISM.sasl.jaas.config`).
+//!
+//! No I/O here: the connection runs the TLS handshake with [`ClientSecurity::tls`] and feeds the
+//! server's SASL challenges to a [`ClientLogin`].
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use rsasl::prelude::{Mechname, SASLClient, SASLConfig, Session, State};
+
+use crate::sasl::Mechanism;
+use crate::tls::TlsSettings;
+use crate::{jaas, Lookup, SecurityError, SecurityProtocol};
+
+/// How a broker authenticates to the other brokers.
+#[derive(Clone)]
+pub struct ClientSecurity {
+    /// TLS, when the inter-broker listener is SSL or SASL_SSL.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    sasl: Option<(Mechanism, Arc<SASLConfig>)>,
+}
+
+impl std::fmt::Debug for ClientSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientSecurity")
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl.as_ref().map(|(m, _)| m.name()))
+            .finish()
+    }
+}
+
+impl ClientSecurity {
+    /// Reads the client settings of a listener speaking `protocol`; `None` for PLAINTEXT.
+    /// `get` resolves the listener's keys (`listener.name.NAME.KEY` first); `mechanism` is
+    /// `sasl.mechanism.inter.broker.protocol`. Errors name the key at fault.
+    pub fn from_config(
+        protocol: SecurityProtocol,
+        get: Lookup<'_>,
+        mechanism: &str,
+    ) -> Result<Option<Self>, SecurityError> {
+        let tls = if protocol.uses_tls() {
+            let verify = get("ssl.endpoint.identification.algorithm").is_none_or(|v| !v.trim().is_empty());
+            Some(TlsSettings::from_config(get)?.build_client(verify)?)
+        } else {
+            None
+        };
+        let sasl = if protocol.uses_sasl() {
+            let m = Mechanism::parse(&mechanism.trim().to_ascii_uppercase())
+                .filter(|m| matches!(m, Mechanism::Plain | Mechanism::ScramSha256 | Mechanism::ScramSha512))
+                .ok_or_else(|| {
+                    SecurityError::Config(format!(
+                        "sasl.mechanism.inter.broker.protocol={mechanism}: brokers authenticate to each other with PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (Kafka's default GSSAPI is not served)"
+                    ))
+                })?;
+            let key = format!("{}.sasl.jaas.config", m.name().to_ascii_lowercase());
+            let entry = get(&key).ok_or_else(|| {
+                SecurityError::Config(format!(
+                    "the inter-broker listener uses SASL {}: its JAAS entry (listener.name.NAME.{key}) needs username=\"...\" password=\"...\" for the brokers' own logins",
+                    m.name()
+                ))
+            })?;
+            let entry = jaas::parse(&entry)?;
+            let (Some(user), Some(password)) = (entry.options.get("username"), entry.options.get("password")) else {
+                return Err(SecurityError::Config(format!(
+                    "listener.name.NAME.{key}: the brokers' own login needs the username and password options"
+                )));
+            };
+            let config = SASLConfig::with_credentials(None, user.clone(), password.clone())
+                .map_err(|e| SecurityError::Config(format!("SASL client: {e}")))?;
+            Some((m, config))
+        } else {
+            None
+        };
+        Ok(Some(Self { tls, sasl }).filter(|s| s.tls.is_some() || s.sasl.is_some()))
+    }
+
+    /// The SASL mechanism to log in with, if any.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.sasl.as_ref().map(|(m, _)| *m)
+    }
+
+    /// Starts a login (after SaslHandshake accepted [`mechanism`](Self::mechanism)).
+    pub fn login(&self) -> Option<Result<ClientLogin, String>> {
+        let (m, config) = self.sasl.as_ref()?;
+        let start = || {
+            let name = Mechname::parse(m.name().as_bytes()).map_err(|e| e.to_string())?;
+            SASLClient::new(config.clone()).start_suggested(&[name]).map_err(|e| e.to_string())
+        };
+        Some(start().map(|session| ClientLogin { session, finished: false }))
+    }
+}
+
+/// One login in progress (rsasl's PLAIN and SCRAM clients).
+pub struct ClientLogin {
+    session: Session,
+    finished: bool,
+}
+
+/// A client step's result.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LoginStep {
+    /// Send this token and pass the server's answer to the next step.
+    Send(Vec<u8>),
+    /// Send this last token; the login is over once the server accepts it.
+    SendLast(Vec<u8>),
+    /// Nothing more to send: the server's last answer was verified.
+    Done,
+}
+
+impl ClientLogin {
+    /// The next token, from the server's last answer (`None` at first).
+    pub fn step(&mut self, challenge: Option<&[u8]>) -> Result<LoginStep, String> {
+        if self.finished {
+            return Ok(LoginStep::Done);
+        }
+        let mut out = Cursor::new(Vec::new());
+        let state = self.session.step(challenge, &mut out).map_err(|e| e.to_string())?;
+        let token = out.into_inner();
+        Ok(match state {
+            State::Running => LoginStep::Send(token),
+            State::Finished(_) => {
+                self.finished = true;
+                if token.is_empty() && challenge.is_some() {
+                    LoginStep::Done
+                } else {
+                    LoginStep::SendLast(token)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sasl::{CredentialStore, SaslSettings, ScramCredential, Step};
+
+    struct One(ScramCredential);
+
+    impl CredentialStore for One {
+        fn scram(&self, _: Mechanism, user: &str) -> Option<ScramCredential> {
+            (user == "broker").then(|| self.0.clone())
+        }
+    }
+
+    /// The client against the server side of this crate, as two brokers would run them.
+    fn login(mechanism: &str, password: &str) -> Result<(), String> {
+        let jaas = format!(
+            r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="{password}" user_broker="broker-secret";"#
+        );
+        let client_get = |k: &str| k.ends_with("sasl.jaas.config").then(|| jaas.clone());
+        let security = ClientSecurity::from_config(SecurityProtocol::SaslPlaintext, &client_get, mechanism)
+            .map_err(|e| e.to_string())?
+            .ok_or("no security")?;
+        let m = security.mechanism().ok_or("no mechanism")?;
+        let stored =
+            crate::scram::from_password(Mechanism::ScramSha512, "broker-secret", 4096).map_err(|e| e.to_string())?;
+        let server_jaas =
+            r#"org.apache.kafka.common.security.plain.PlainLoginModule required user_broker="broker-secret";"#;
+        let server_get = |k: &str| match k {
+            "sasl.enabled.mechanisms" => Some("PLAIN,SCRAM-SHA-512".to_string()),
+            "plain.sasl.jaas.config" => Some(server_jaas.to_string()),
+            _ => None,
+        };
+        let settings = SaslSettings::from_config(&server_get, Arc::new(One(stored))).map_err(|e| e.to_string())?;
+        let mut server = settings.start(m.name()).ok_or("not enabled")?;
+        let mut client = security.login().ok_or("no login")??;
+        let mut challenge: Option<Vec<u8>> = None;
+        loop {
+            match client.step(challenge.as_deref())? {
+                LoginStep::Done => return Ok(()),
+                LoginStep::Send(token) | LoginStep::SendLast(token) => match server.step(&token)? {
+                    Step::Continue(c) => challenge = Some(c),
+                    Step::Done { response, principal } => {
+                        assert_eq!(principal.name, "broker");
+                        // The client checks the server's last message (SCRAM's signature).
+                        match client.step(Some(&response))? {
+                            LoginStep::Done => return Ok(()),
+                            other => return Err(format!("client wants more after the server finished: {other:?}")),
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn plain_and_scram_logins_against_the_server() {
+        assert_eq!(login("PLAIN", "broker-secret"), Ok(()));
+        assert_eq!(login("SCRAM-SHA-512", "broker-secret"), Ok(()));
+        assert!(login("PLAIN", "wrong").is_err());
+        assert!(login("SCRAM-SHA-512", "wrong").is_err());
+    }
+
+    #[test]
+    fn settings_say_what_is_missing() {
+        let none = |_: &str| None;
+        let err = |p, m| ClientSecurity::from_config(p, &none, m).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(SecurityProtocol::SaslPlaintext, "GSSAPI").contains("sasl.mechanism.inter.broker.protocol"));
+        assert!(err(SecurityProtocol::SaslPlaintext, "PLAIN").contains("plain.sasl.jaas.config"));
+        assert!(err(SecurityProtocol::Ssl, "PLAIN").contains("ssl.keystore.location"));
+        assert!(matches!(ClientSecurity::from_config(SecurityProtocol::Plaintext, &none, "GSSAPI"), Ok(None)));
+    }
+}
