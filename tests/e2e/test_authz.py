@@ -21,7 +21,9 @@ and `carol` holds another operation on the same resource):
    AddPartitionsToTxn v3, transactional Produce, AddOffsetsToTxn, TxnOffsetCommit, EndTxn,
    Describe/ListTransactions), a raw classic group (FindCoordinator, Join/Sync/Heartbeat/Leave,
    OffsetCommit/Fetch/Delete, DescribeGroups, DeleteGroups) and a KIP-848 group
-   (ConsumerGroupHeartbeat, ConsumerGroupDescribe); real clients: confluent-kafka produce,
+   (ConsumerGroupHeartbeat, ConsumerGroupDescribe; a regex subscription resolves only to topics
+   the member may describe, and a group using a topic the describer may not describe is
+   TOPIC_AUTHORIZATION_FAILED, as KAFKA-18813); real clients: confluent-kafka produce,
    group consume, a transactional producer, admin create/delete topics, describe/alter configs;
 2. no data leaks: Metadata, DescribeTopicPartitions, ListGroups, OffsetFetch (all topics),
    DescribeAcls, DescribeCluster's authorized operations;
@@ -983,6 +985,80 @@ def test_consumer_group_heartbeat_and_describe(authz, sess):
     assert member and epoch > 0, (member, epoch)
     expect(cg_describe(b, group), GROUP_AUTH, "ConsumerGroupDescribe by bob")
     expect(cg_describe(a, group), NONE, "ConsumerGroupDescribe by alice")
+    expect(cg_heartbeat(a, group, None, member, -1)[0], NONE, "ConsumerGroupHeartbeat leave by alice")
+
+
+def cg_heartbeat_regex(s, group, regex, member="", epoch=0):
+    """ConsumerGroupHeartbeat v1 subscribing with `regex`; (error, member id, epoch, assigned
+    topic ids)."""
+    body = (compact_str(group) + compact_str(member) + struct.pack(">i", epoch) + b"\x00" + b"\x00"
+            + struct.pack(">i", 30000))
+    body += b"\x00"                                          # subscribed topic names: null
+    body += compact_str(regex) if epoch == 0 else b"\x00"    # the regex, null when unchanged
+    body += b"\x00"                                          # server assignor: null
+    body += uvarint(1) if epoch == 0 else b"\x00"            # topic partitions
+    body += b"\x00"
+    r = s.call_flex(68, 1, body)
+    r.take(">i")
+    code = r.take(">h")
+    msg_len = r.uvarint() - 1
+    r.i += max(msg_len, 0)
+    n = r.uvarint() - 1
+    member_id = r.b[r.i:r.i + n].decode() if n >= 0 else None
+    r.i += max(n, 0)
+    member_epoch = r.take(">i")
+    r.take(">i")                                             # heartbeat interval
+    topics = None
+    if r.take(">b") == 1:                                    # the assignment (nullable struct)
+        topics = set()
+        for _ in range(r.uvarint() - 1):
+            topics.add(uuid.UUID(bytes=bytes(r.b[r.i:r.i + 16])))
+            r.i += 16
+            for _ in range(r.uvarint() - 1):
+                r.take(">i")
+            r.uvarint()                                      # tags
+    return code, member_id, member_epoch, topics
+
+
+def cg_describe_full(s, group):
+    r = s.call_flex(69, 0, uvarint(2) + compact_str(group) + b"\x00" + b"\x00")
+    r.take(">i")
+    assert r.array_len() == 1
+    code = r.take(">h")
+    n = r.uvarint() - 1
+    message = r.b[r.i:r.i + n].decode() if n >= 0 else None
+    return code, message
+
+
+def test_regex_subscriptions_and_describe_hide_undescribable_topics(authz, sess):
+    """KAFKA-18813 (Kafka 4.0): a KIP-848 regex resolves to the topics the heartbeating member may
+    DESCRIBE, and ConsumerGroupDescribe answers TOPIC_AUTHORIZATION_FAILED for a group that uses
+    a topic the describing client may not DESCRIBE."""
+    u = uid()
+    group, seen, hidden = f"rx-{u}", f"rx-{u}-seen", f"rx-{u}-hidden"
+    make_topics(authz, seen, hidden)
+    grant(authz, Acl("alice", GROUP, group, READ), Acl("alice", TOPIC, seen, READ),
+          Acl("carol", GROUP, group, DESCRIBE))
+    admin, a, c = sess("admin"), sess("alice"), sess("carol")
+    ids = {t.name: t.topic_id for t in metadata(admin, [seen, hidden]).topics}
+    # v1 (KIP-1082): the client names its member id when it joins.
+    code, member, epoch, topics = cg_heartbeat_regex(a, group, f"rx-{u}-.*", member=uuid.uuid4().hex)
+    expect(code, NONE, "ConsumerGroupHeartbeat v1 with a regex by alice")
+
+    def assigned():
+        nonlocal epoch, topics
+        if topics:
+            return topics
+        c2, _, epoch, topics = cg_heartbeat_regex(a, group, "", member, epoch)
+        expect(c2, NONE, "ConsumerGroupHeartbeat by alice")
+        return topics
+    wait_until(assigned, 15, 0.1, "alice's regex subscription got no assignment")
+    assert topics == {ids[seen]}, f"the regex resolved to {topics}; only {seen} ({ids[seen]}) may be described " \
+                                  f"by alice ({hidden} is {ids[hidden]})"
+    expect(cg_describe_full(a, group)[0], NONE, "ConsumerGroupDescribe by alice")
+    code, message = cg_describe_full(c, group)
+    expect(code, TOPIC_AUTH, "ConsumerGroupDescribe by carol, who may not describe the group's topic")
+    assert message, "TOPIC_AUTHORIZATION_FAILED without a message"
     expect(cg_heartbeat(a, group, None, member, -1)[0], NONE, "ConsumerGroupHeartbeat leave by alice")
 
 

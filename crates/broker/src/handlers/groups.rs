@@ -31,6 +31,34 @@ fn topic_ok(broker: &Broker, session: &Session, op: Operation, topic: &str) -> b
     broker.authz.allowed(session, op, ResourceType::Topic, topic)
 }
 
+/// The image's topics as a KIP-848 heartbeat sees them: regexes match only topics the
+/// member's principal may DESCRIBE (lookups by name or id are unfiltered: explicit names are
+/// checked before, and other members' assignments must not change with who heartbeats).
+struct DescribableTopics<'a> {
+    image: ImageTopics,
+    broker: &'a Broker,
+    session: &'a Session,
+}
+
+impl strata_group::shard::TopicMetadata for DescribableTopics<'_> {
+    fn partitions(&self, topic: &str) -> Option<(uuid::Uuid, i32)> {
+        self.image.partitions(topic)
+    }
+    fn by_id(&self, id: uuid::Uuid) -> Option<(String, i32)> {
+        self.image.by_id(id)
+    }
+    fn for_each_topic(&self, f: &mut dyn FnMut(&str)) {
+        self.image.for_each_topic(&mut |name| {
+            if topic_ok(self.broker, self.session, Operation::Describe, name) {
+                f(name)
+            }
+        });
+    }
+    fn version(&self) -> u64 {
+        self.image.version()
+    }
+}
+
 const KEY_TYPE_GROUP: i8 = 0;
 const KEY_TYPE_TRANSACTION: i8 = 1;
 
@@ -664,7 +692,9 @@ pub async fn consumer_group_heartbeat(
         }
     }
     let g = coordinator(broker);
-    let topics = ImageTopics(broker.replicas.image());
+    // A regex the heartbeat resolves matches only the topics this member may describe
+    // (KAFKA-18813: the ACLs of the member whose heartbeat refreshes the regex).
+    let topics = DescribableTopics { image: ImageTopics(broker.replicas.image()), broker, session };
     let ctx = g.context(version, client.0, client.1);
     match g.call(g.shard_for(&r.group_id), &ctx, |s, now| s.consumer_group_heartbeat(now, &ctx, &r, &topics)).await {
         Outcome::Now(resp) => {
@@ -703,7 +733,32 @@ pub async fn consumer_group_describe(
         |s, now, ctx, q| s.consumer_group_describe(now, ctx, q, &topics),
     )
     .await;
-    let mut groups: Vec<_> = answers.into_iter().flatten().flat_map(|resp| resp.groups).collect();
+    let mut groups: Vec<_> = answers
+        .into_iter()
+        .flatten()
+        .flat_map(|resp| resp.groups)
+        .map(|group| {
+            // KAFKA-18813: a group using a topic the client may not describe is not shown.
+            let uses_hidden_topic = group.members.iter().any(|m| {
+                m.subscribed_topic_names
+                    .iter()
+                    .map(|t| t.as_str())
+                    .chain(m.assignment.topic_partitions.iter().map(|t| t.topic_name.as_str()))
+                    .chain(m.target_assignment.topic_partitions.iter().map(|t| t.topic_name.as_str()))
+                    .any(|t| !topic_ok(broker, session, Operation::Describe, t))
+            });
+            if uses_hidden_topic {
+                consumer_group_describe_response::DescribedGroup::default()
+                    .with_group_id(group.group_id)
+                    .with_error_code(TOPIC_DENIED)
+                    .with_error_message(Some(str_bytes(
+                        "The described group uses topics that the client is not authorized to describe.",
+                    )))
+            } else {
+                group
+            }
+        })
+        .collect();
     groups.extend(denied.into_iter().map(|g| {
         consumer_group_describe_response::DescribedGroup::default().with_group_id(g).with_error_code(GROUP_DENIED)
     }));
