@@ -6,7 +6,9 @@
 //! CLUSTER_ACTION for replicas and markers, ...); without an authorizer every request is
 //! allowed. The ACLs are read from the newest image the broker has, converted once per image.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use strata_security::acl::{AclBinding, Authorizer, Operation, ResourceType, CLUSTER_NAME};
 
@@ -21,8 +23,9 @@ pub const STANDARD_AUTHORIZER: &str = "org.apache.kafka.metadata.authorizer.Stan
 pub struct Authz {
     authorizer: Option<Authorizer>,
     replicas: Arc<ReplicaManager>,
-    /// (records applied of the image they came from, its bindings).
-    cache: Mutex<(u64, Arc<Vec<AclBinding>>)>,
+    /// (records applied of the image they came from, its bindings): read without a lock on
+    /// every check, rebuilt by the first check that sees a newer image.
+    cache: ArcSwap<(u64, Vec<AclBinding>)>,
 }
 
 impl Authz {
@@ -35,7 +38,7 @@ impl Authz {
                 .unwrap_or_default(),
             allow_if_no_acl: config.get("allow.everyone.if.no.acl.found").is_some_and(|v| v.trim() == "true"),
         });
-        Self { authorizer, replicas, cache: Mutex::new((u64::MAX, Arc::new(Vec::new()))) }
+        Self { authorizer, replicas, cache: ArcSwap::from_pointee((u64::MAX, Vec::new())) }
     }
 
     /// Whether an authorizer is configured (the ACL APIs answer SECURITY_DISABLED otherwise).
@@ -43,36 +46,39 @@ impl Authz {
         self.authorizer.is_some()
     }
 
-    fn bindings(&self) -> Arc<Vec<AclBinding>> {
+    fn bindings(&self) -> Arc<(u64, Vec<AclBinding>)> {
         let image = self.replicas.image();
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.0 != image.records_applied {
-            let bindings = image
-                .acls
-                .values()
-                .filter_map(|a| {
-                    AclBinding::from_ids(
-                        a.resource_type,
-                        &a.name,
-                        a.pattern_type,
-                        &a.principal,
-                        &a.host,
-                        a.operation,
-                        a.permission,
-                    )
-                    .ok()
-                })
-                .collect();
-            *cache = (image.records_applied, Arc::new(bindings));
+        let cached = self.cache.load_full();
+        if cached.0 == image.records_applied {
+            return cached;
         }
-        cache.1.clone()
+        // Two checks racing here both build the same bindings; either store is right.
+        let bindings = image
+            .acls
+            .values()
+            .filter_map(|a| {
+                AclBinding::from_ids(
+                    a.resource_type,
+                    &a.name,
+                    a.pattern_type,
+                    &a.principal,
+                    &a.host,
+                    a.operation,
+                    a.permission,
+                )
+                .ok()
+            })
+            .collect();
+        let fresh = Arc::new((image.records_applied, bindings));
+        self.cache.store(fresh.clone());
+        fresh
     }
 
     /// Whether `session` may do `operation` on resource `name` of type `resource`.
     pub fn allowed(&self, session: &Session, operation: Operation, resource: ResourceType, name: &str) -> bool {
         let Some(a) = &self.authorizer else { return true };
         let host = crate::net::java_host(session.peer.ip());
-        let ok = a.authorize(self.bindings().iter(), &session.principal, &host, operation, resource, name);
+        let ok = a.authorize(self.bindings().1.iter(), &session.principal, &host, operation, resource, name);
         if !ok {
             tracing::debug!(principal = %session.principal, %host, ?operation, ?resource, name, "denied");
         }
@@ -103,15 +109,20 @@ impl Authz {
             return true;
         }
         let host = crate::net::java_host(session.peer.ip());
-        let bindings = self.bindings();
+        let cached = self.bindings();
+        let bindings = &cached.1;
         let mine: Vec<&AclBinding> = bindings.iter().filter(|b| b.resource_type == resource).collect();
         if mine.is_empty() {
             return a.allow_if_no_acl;
         }
         // Some resource the principal may use: the name (or prefix) of an ALLOW binding that
         // the decision for that very name confirms (no DENY covering it).
-        mine.iter().any(|b| {
-            b.permission == strata_security::acl::Permission::Allow
+        // Only the ALLOWs that could be this principal's are tried (each try reads every
+        // binding), and each name once.
+        let principal = session.principal.to_string();
+        let mut tried = std::collections::HashSet::new();
+        mine.iter().filter(|b| b.could_allow(&principal, &host, operation)).any(|b| {
+            tried.insert(b.name.as_str())
                 && a.authorize(bindings.iter(), &session.principal, &host, operation, resource, &b.name)
         })
     }

@@ -189,6 +189,12 @@ impl AclBinding {
             }
     }
 
+    /// Whether this binding could be the ALLOW that lets `principal` from `host` do
+    /// `operation` (its resource aside; a DENY elsewhere may still win).
+    pub fn could_allow(&self, principal: &str, host: &str, operation: Operation) -> bool {
+        self.permission == Permission::Allow && self.operation.implies(operation) && self.matches_who(principal, host)
+    }
+
     fn matches_who(&self, principal: &str, host: &str) -> bool {
         (self.principal == principal || self.principal == WILDCARD_PRINCIPAL)
             && (self.host == host || self.host == WILDCARD)

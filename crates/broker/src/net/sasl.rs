@@ -245,8 +245,10 @@ impl SaslState {
     ) -> Result<i64, String> {
         if let Some(before) = &self.principal {
             if *before != principal {
+                // Kafka's wording (SaslServerAuthenticator.ReauthInfo), TYPE.NAME on each side.
                 return Err(format!(
-                    "cannot change principals during re-authentication (from {before} to {principal})"
+                    "Cannot change principals during re-authentication from {}.{}: {}.{}",
+                    before.principal_type, before.name, principal.principal_type, principal.name
                 ));
             }
         }
