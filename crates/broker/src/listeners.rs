@@ -270,7 +270,7 @@ pub fn inter_broker_client_security(
 ) -> Result<Option<Arc<strata_security::client::ClientSecurity>>, String> {
     let get = |key: &str| config.listener_get(&spec.name, key);
     let mechanism = config.get("sasl.mechanism.inter.broker.protocol").unwrap_or("GSSAPI");
-    strata_security::client::ClientSecurity::from_config(spec.protocol, &get, mechanism)
+    strata_security::client::ClientSecurity::from_config(&spec.name, spec.protocol, &get, mechanism)
         .map(|s| s.map(Arc::new))
         .map_err(|e| format!("inter-broker listener {}: {e}", spec.name))
 }

@@ -82,6 +82,9 @@ pub struct QuorumControllerConfig {
     /// active controller elects preferred leaders for brokers whose imbalance exceeds
     /// `leader.imbalance.per.broker.percentage` (the interval and the percentage); `None`: off.
     pub leader_rebalance: Option<(Duration, u32)>,
+    /// How this node connects to the controllers' CONTROLLER listeners (Raft, and a broker's
+    /// requests to the active controller): TLS when that listener is SSL; `None`: PLAINTEXT.
+    pub controller_security: Option<Arc<strata_security::client::ClientSecurity>>,
 }
 
 /// Work for the Raft thread.
@@ -212,7 +215,9 @@ impl QuorumController {
             config.voters.iter().map(|v| (v.id as u64, format!("{}:{}", v.host, v.port))).collect();
         let observer = !config.voters.iter().any(|v| v.id == config.node_id) || config.joining;
         let transport =
-            Transport::start(runtime, config.node_id as u64, &config.cluster_id, &peers, tx.clone(), observer);
+            Transport::start(runtime, config.node_id as u64, &config.cluster_id, &peers, tx.clone(), observer, {
+                config.controller_security.as_ref().and_then(|s| s.tls.clone())
+            });
         let observers = transport.observers();
         let mut driver = Driver {
             node,
@@ -643,8 +648,11 @@ impl QuorumController {
             return Ok(c.clone());
         }
         let (host, port) = self.endpoint_of(leader).ok_or_else(|| not_controller(Some(leader)))?;
-        let c =
-            Arc::new(ControllerClient::new(format!("{host}:{port}"), format!("strata-broker-{}", self.config.node_id)));
+        let c = Arc::new(ControllerClient::with_security(
+            format!("{host}:{port}"),
+            format!("strata-broker-{}", self.config.node_id),
+            self.config.controller_security.clone(),
+        ));
         clients.insert(leader, c.clone());
         Ok(c)
     }

@@ -38,12 +38,15 @@ impl std::fmt::Debug for ClientSecurity {
 impl ClientSecurity {
     /// Reads the client settings of a listener speaking `protocol`; `None` for PLAINTEXT.
     /// `get` resolves the listener's keys (`listener.name.NAME.KEY` first); `mechanism` is
-    /// `sasl.mechanism.inter.broker.protocol`. Errors name the key at fault.
+    /// `sasl.mechanism.inter.broker.protocol`; `listener` the listener's name, for the
+    /// messages. Errors name the key at fault.
     pub fn from_config(
+        listener: &str,
         protocol: SecurityProtocol,
         get: Lookup<'_>,
         mechanism: &str,
     ) -> Result<Option<Self>, SecurityError> {
+        let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
         let tls = if protocol.uses_tls() {
             let verify = get("ssl.endpoint.identification.algorithm").is_none_or(|v| !v.trim().is_empty());
             Some(TlsSettings::from_config(get)?.build_client(verify)?)
@@ -61,14 +64,14 @@ impl ClientSecurity {
             let key = format!("{}.sasl.jaas.config", m.name().to_ascii_lowercase());
             let entry = get(&key).ok_or_else(|| {
                 SecurityError::Config(format!(
-                    "the inter-broker listener uses SASL {}: its JAAS entry (listener.name.NAME.{key}) needs username=\"...\" password=\"...\" for the brokers' own logins",
+                    "the inter-broker listener uses SASL {}: its JAAS entry ({prefix}{key}) needs username=\"...\" password=\"...\" for the brokers' own logins",
                     m.name()
                 ))
             })?;
             let entry = jaas::parse(&entry)?;
             let (Some(user), Some(password)) = (entry.options.get("username"), entry.options.get("password")) else {
                 return Err(SecurityError::Config(format!(
-                    "listener.name.NAME.{key}: the brokers' own login needs the username and password options"
+                    "{prefix}{key}: the brokers' own login needs the username and password options"
                 )));
             };
             let config = SASLConfig::with_credentials(None, user.clone(), password.clone())
@@ -78,6 +81,11 @@ impl ClientSecurity {
             None
         };
         Ok(Some(Self { tls, sasl }).filter(|s| s.tls.is_some() || s.sasl.is_some()))
+    }
+
+    /// TLS only, no SASL login (the CONTROLLER listener's client side).
+    pub fn tls_only(config: Arc<rustls::ClientConfig>) -> Self {
+        Self { tls: Some(config), sasl: None }
     }
 
     /// The SASL mechanism to log in with, if any.
@@ -155,7 +163,7 @@ mod tests {
             r#"org.apache.kafka.common.security.scram.ScramLoginModule required username="broker" password="{password}" user_broker="broker-secret";"#
         );
         let client_get = |k: &str| k.ends_with("sasl.jaas.config").then(|| jaas.clone());
-        let security = ClientSecurity::from_config(SecurityProtocol::SaslPlaintext, &client_get, mechanism)
+        let security = ClientSecurity::from_config("internal", SecurityProtocol::SaslPlaintext, &client_get, mechanism)
             .map_err(|e| e.to_string())?
             .ok_or("no security")?;
         let m = security.mechanism().ok_or("no mechanism")?;
@@ -201,10 +209,15 @@ mod tests {
     #[test]
     fn settings_say_what_is_missing() {
         let none = |_: &str| None;
-        let err = |p, m| ClientSecurity::from_config(p, &none, m).err().map(|e| e.to_string()).unwrap_or_default();
+        let err = |p, m| {
+            ClientSecurity::from_config("internal", p, &none, m).err().map(|e| e.to_string()).unwrap_or_default()
+        };
         assert!(err(SecurityProtocol::SaslPlaintext, "GSSAPI").contains("sasl.mechanism.inter.broker.protocol"));
-        assert!(err(SecurityProtocol::SaslPlaintext, "PLAIN").contains("plain.sasl.jaas.config"));
+        assert!(err(SecurityProtocol::SaslPlaintext, "PLAIN").contains("listener.name.internal.plain.sasl.jaas.config"));
         assert!(err(SecurityProtocol::Ssl, "PLAIN").contains("ssl.keystore.location"));
-        assert!(matches!(ClientSecurity::from_config(SecurityProtocol::Plaintext, &none, "GSSAPI"), Ok(None)));
+        assert!(matches!(
+            ClientSecurity::from_config("internal", SecurityProtocol::Plaintext, &none, "GSSAPI"),
+            Ok(None)
+        ));
     }
 }

@@ -187,6 +187,20 @@ impl TlsSettings {
 }
 
 impl TlsSettings {
+    /// The principal of a TLS peer: `User:ANONYMOUS` without a client certificate, else the
+    /// first certificate's RFC 2253 subject put through `ssl.principal.mapping.rules`. `Err`
+    /// (the reason, for the log) when no rule matches or the certificate cannot be read.
+    pub fn principal_of(&self, certs: Option<&[CertificateDer<'_>]>) -> Result<crate::KafkaPrincipal, String> {
+        let Some(cert) = certs.and_then(|c| c.first()) else {
+            return Ok(crate::KafkaPrincipal::anonymous());
+        };
+        let dn = crate::principal::subject_rfc2253(cert).map_err(|e| format!("unreadable certificate: {e}"))?;
+        match self.principal_rules.apply(&dn) {
+            Some(name) => Ok(crate::KafkaPrincipal::user(name)),
+            None => Err(format!("no ssl.principal.mapping.rules rule matches its certificate subject {dn}")),
+        }
+    }
+
     /// The rustls client configuration a broker connects to other brokers with (Kafka's
     /// inter-broker client): it trusts the listener's truststore (required: Strata has no
     /// default trust store), presents the listener's own keystore certificate when the server

@@ -13,6 +13,13 @@
 //! - AddRaftVoter (80) and RemoveRaftVoter (81), KIP-853: membership changes at run time.
 //!
 //! Other keys close the connection with a log line.
+//!
+//! Security: PLAINTEXT, or SSL (`listener.security.protocol.map` maps the controller listener
+//! to SSL; its `listener.name.controller.ssl.*` keys): with `ssl.client.auth=required` only
+//! peers whose certificate the truststore verifies get in, and with an authorizer configured
+//! only peers whose certificate principal is a super user (KRaft requires CLUSTER_ACTION on
+//! this listener; an Envelope names the principal its request is authorized as, so this
+//! listener must trust its peers). SASL on this listener is not built.
 
 use std::sync::{Arc, OnceLock};
 
@@ -25,21 +32,37 @@ use kafka_protocol::protocol::Decodable;
 use strata_broker::net::handle_request_bytes;
 use strata_broker::Broker;
 use strata_controller::quorum::QuorumController;
+use strata_controller::raft::transport::PeerStream;
 use strata_controller::raft::transport::{serve_peer, RAFT_MAGIC};
 use strata_protocol::response::encode_response;
 use strata_protocol::ResponseError;
+use strata_security::tls::TlsListener;
+use strata_security::KafkaPrincipal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 /// Largest request accepted on this listener (a forwarded CreateTopics of many topics fits).
 const MAX_REQUEST: usize = 100 << 20;
+
+/// How the CONTROLLER listener secures its connections.
+#[derive(Clone, Default)]
+pub struct ControllerSecurity {
+    /// TLS (an SSL controller listener).
+    pub tls: Option<Arc<TlsListener>>,
+    /// With an authorizer: the super users, the only principals let in.
+    pub super_users: Option<Vec<KafkaPrincipal>>,
+}
+
+/// How long a TLS handshake may take on this listener.
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Accepts connections until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
     quorum: Arc<QuorumController>,
     broker: Arc<OnceLock<Arc<Broker>>>,
+    security: ControllerSecurity,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -50,9 +73,10 @@ pub async fn serve(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let (quorum, broker) = (quorum.clone(), broker.clone());
+                let (quorum, broker, security) = (quorum.clone(), broker.clone(), security.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = connection(stream, quorum, broker).await {
+                    let Some(stream) = secure(stream, peer, &security).await else { return };
+                    if let Err(e) = connection(stream, peer, quorum, broker).await {
                         tracing::debug!(%peer, error = %e, "controller listener connection closed");
                     }
                 });
@@ -65,12 +89,50 @@ pub async fn serve(
     }
 }
 
+/// The TLS handshake and the peer's principal check, on an SSL controller listener; `None`
+/// (logged) when the peer is refused.
+async fn secure(
+    stream: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+    security: &ControllerSecurity,
+) -> Option<Box<dyn PeerStream>> {
+    let Some(tls) = &security.tls else {
+        return Some(Box::new(stream));
+    };
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::info!(%peer, error = %e, "controller listener: TLS handshake failed; closing the connection");
+            return None;
+        }
+        Err(_) => {
+            tracing::info!(%peer, "controller listener: TLS handshake not finished in time; closing the connection");
+            return None;
+        }
+    };
+    let principal = match tls.settings().principal_of(stream.get_ref().1.peer_certificates()) {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::info!(%peer, %reason, "controller listener: peer refused");
+            return None;
+        }
+    };
+    if let Some(supers) = &security.super_users {
+        if !supers.contains(&principal) {
+            tracing::warn!(%peer, %principal,
+                "controller listener: peer refused: with an authorizer, only super users may connect to controllers");
+            return None;
+        }
+    }
+    Some(Box::new(stream))
+}
+
 async fn connection(
-    mut stream: TcpStream,
+    mut stream: Box<dyn PeerStream>,
+    peer: std::net::SocketAddr,
     quorum: Arc<QuorumController>,
     broker: Arc<OnceLock<Arc<Broker>>>,
 ) -> std::io::Result<()> {
-    let peer = stream.peer_addr()?;
     let client_host = format!("/{}", peer.ip());
     let mut first = [0u8; 4];
     stream.read_exact(&mut first).await?;
@@ -82,7 +144,7 @@ async fn connection(
             return Ok(());
         }
         if let Some(inbox) = quorum.raft_inbox() {
-            serve_peer(stream, quorum.cluster_id().to_owned(), inbox, quorum.observers()).await;
+            serve_peer(stream, peer.to_string(), quorum.cluster_id().to_owned(), inbox, quorum.observers()).await;
         }
         return Ok(());
     }
@@ -99,6 +161,7 @@ async fn connection(
             return Ok(());
         };
         stream.write_all(&response).await?;
+        stream.flush().await?;
         let mut next = [0u8; 4];
         stream.read_exact(&mut next).await?;
         size = u32::from_be_bytes(next) as usize;
@@ -310,7 +373,10 @@ async fn respond(
 /// forwarded, the inter-broker listener (its answers name the brokers' endpoints there).
 fn forwarded_session(broker: &Arc<Broker>, client_host: &str) -> strata_broker::net::Session {
     let listener = broker.config.inter_broker_listener().map(|l| l.name).unwrap_or_else(|_| "PLAINTEXT".into());
-    strata_broker::net::Session::forwarded(client_host, &listener, None)
+    let mut session = strata_broker::net::Session::forwarded(client_host, &listener, None);
+    // A node of the cluster (a broker creating an internal topic): trusted as a broker.
+    session.cluster_peer = true;
+    session
 }
 
 /// The session of an Envelope's request (KIP-590): the client's address and principal as the

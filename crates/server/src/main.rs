@@ -675,6 +675,7 @@ async fn start_quorum(
         ),
         None => None,
     };
+    let (controller_tls, controller_client) = controller_listener_security(config)?;
     let mut quorum = QuorumConfig::new(config.node_id() as u64);
     quorum.snapshot_bytes = config.number("metadata.log.max.record.bytes.between.snapshots").max(1) as u64;
     let q = QuorumController::start(
@@ -696,13 +697,20 @@ async fn start_quorum(
                     )
                 },
             ),
+            controller_security: controller_client,
         },
         &tokio::runtime::Handle::current(),
     )
     .context("cannot start the metadata quorum")?;
     match listener {
         Some((listener, local)) => {
-            tokio::spawn(controller_listener::serve(listener, q.clone(), broker, shutdown));
+            let authorizer = config.get("authorizer.class.name").is_some_and(|v| !v.trim().is_empty());
+            let super_users = authorizer
+                .then(|| strata_security::acl::Authorizer::parse_super_users(config.get("super.users").unwrap_or("")))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("super.users: {e}"))?;
+            let security = controller_listener::ControllerSecurity { tls: controller_tls, super_users };
+            tokio::spawn(controller_listener::serve(listener, q.clone(), broker, security, shutdown));
             tracing::info!(listen = %local, voters = voters.len(), "controller listening; waiting for the metadata quorum");
         }
         None if me.is_some() => tracing::info!("a one-voter metadata quorum (no CONTROLLER listener)"),
@@ -711,6 +719,38 @@ async fn start_quorum(
         }
     }
     Ok(q)
+}
+
+/// The CONTROLLER listener's TLS: the server side, and the client side nodes dial it with.
+type ControllerListenerSecurity =
+    (Option<Arc<strata_security::tls::TlsListener>>, Option<Arc<strata_security::client::ClientSecurity>>);
+
+/// The CONTROLLER listener's security, from its protocol in `listener.security.protocol.map`
+/// (PLAINTEXT when it is not named) and its `listener.name.NAME.ssl.*` keys: the server side
+/// (for a node with the listener) and the client side every node dials controllers with (Raft
+/// peers, brokers). SSL only: SASL on this listener is refused at start.
+fn controller_listener_security(config: &strata_broker::BrokerConfig) -> anyhow::Result<ControllerListenerSecurity> {
+    use strata_security::SecurityProtocol;
+    let names = strata_broker::listeners::controller_listener_names(config);
+    let Some(name) = names.first() else { return Ok((None, None)) };
+    let map = strata_broker::listeners::protocol_map(config)
+        .map_err(|e| anyhow::anyhow!("listener.security.protocol.map: {e}"))?;
+    match map.get(name).copied().unwrap_or(SecurityProtocol::Plaintext) {
+        SecurityProtocol::Plaintext => Ok((None, None)),
+        SecurityProtocol::Ssl => {
+            let get = |key: &str| config.listener_get(name, key);
+            let fail = |e: strata_security::SecurityError| anyhow::anyhow!("controller listener {name}: {e}");
+            let settings = strata_security::tls::TlsSettings::from_config(&get).map_err(fail)?;
+            let verify = get("ssl.endpoint.identification.algorithm").is_none_or(|v| !v.trim().is_empty());
+            let client = settings.build_client(verify).map_err(fail)?;
+            let server = strata_security::tls::TlsListener::new(settings).map_err(fail)?;
+            Ok((Some(server), Some(Arc::new(strata_security::client::ClientSecurity::tls_only(client)))))
+        }
+        other => anyhow::bail!(
+            "controller listener {name}: {} is not supported there yet (PLAINTEXT or SSL; with ssl.client.auth=required for mutual TLS)",
+            other.name()
+        ),
+    }
 }
 
 /// Heartbeats to the active controller every `every` until shutdown, then asks for a
@@ -880,8 +920,14 @@ fn warn_about_trust(config: &strata_broker::BrokerConfig) {
     if supers.split(';').any(|p| p.trim() == "User:ANONYMOUS") {
         tracing::warn!("super.users names User:ANONYMOUS: every client of a PLAINTEXT listener, and every TLS client without a certificate, may do everything; keep such listeners on a private network");
     }
-    if config.controller_listen_addr().ok().flatten().is_some() {
-        tracing::warn!("the CONTROLLER listener authenticates no peer (Raft, broker registrations, and forwarded requests carrying their client's principal): keep it on a private network");
+    let controller_tls = strata_broker::listeners::controller_listener_names(config).first().is_some_and(|name| {
+        strata_broker::listeners::protocol_map(config)
+            .ok()
+            .and_then(|m| m.get(name).copied())
+            .is_some_and(|p| p == strata_security::SecurityProtocol::Ssl)
+    });
+    if config.controller_listen_addr().ok().flatten().is_some() && !controller_tls {
+        tracing::warn!("the CONTROLLER listener is PLAINTEXT and authenticates no peer (Raft, broker registrations, and forwarded requests carrying their client's principal): keep it on a private network, or map it to SSL with ssl.client.auth=required");
     }
 }
 

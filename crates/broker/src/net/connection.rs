@@ -94,21 +94,11 @@ pub(super) async fn run(
         }
     };
     // mTLS: the client certificate's subject, mapped by ssl.principal.mapping.rules.
-    let principal = match stream.get_ref().1.peer_certificates().and_then(|c| c.first()) {
-        None => KafkaPrincipal::anonymous(),
-        Some(cert) => {
-            let dn = strata_security::principal::subject_rfc2253(cert);
-            match dn.map(|dn| (tls.settings().principal_rules.apply(&dn), dn)) {
-                Ok((Some(name), _)) => KafkaPrincipal::user(name),
-                Ok((None, dn)) => {
-                    tracing::info!(%peer, listener = name, subject = %dn, "TLS client refused: no ssl.principal.mapping.rules rule matches its certificate subject");
-                    return;
-                }
-                Err(e) => {
-                    tracing::info!(%peer, listener = name, error = %e, "TLS client refused: unreadable certificate");
-                    return;
-                }
-            }
+    let principal = match tls.settings().principal_of(stream.get_ref().1.peer_certificates()) {
+        Ok(p) => p,
+        Err(reason) => {
+            tracing::info!(%peer, listener = name, %reason, "TLS client refused");
+            return;
         }
     };
     tracing::debug!(%peer, listener = name, %principal, "TLS connection established");

@@ -36,6 +36,10 @@ pub struct Session {
     pub listener: Arc<str>,
     /// `User:ANONYMOUS` until TLS client authentication or SASL says otherwise.
     pub principal: KafkaPrincipal,
+    /// A request a node of the cluster sent on the CONTROLLER listener itself (not in an
+    /// Envelope): authorized as Kafka authorizes its brokers, who are super users. That
+    /// listener trusts its peers (see docs/security.md).
+    pub cluster_peer: bool,
 }
 
 /// An address as Java's `InetAddress.getHostAddress()` writes it, which is how Kafka shows
@@ -50,7 +54,13 @@ pub fn java_host(ip: std::net::IpAddr) -> String {
 
 impl Session {
     pub fn new(peer: SocketAddr, listener: &str, principal: KafkaPrincipal) -> Self {
-        Self { peer, client_host: format!("/{}", java_host(peer.ip())), listener: Arc::from(listener), principal }
+        Self {
+            peer,
+            client_host: format!("/{}", java_host(peer.ip())),
+            listener: Arc::from(listener),
+            principal,
+            cluster_peer: false,
+        }
     }
 
     /// A request that reached this broker another way (forwarded by a broker to the
@@ -63,6 +73,7 @@ impl Session {
             client_host: client_host.to_string(),
             listener: Arc::from(listener),
             principal: principal.unwrap_or_else(KafkaPrincipal::anonymous),
+            cluster_peer: false,
         }
     }
 }

@@ -99,6 +99,8 @@ pub struct Transport {
     /// This node is an observer: its hello says so and it reads its peers' answers on the
     /// connections it opens.
     observer: bool,
+    /// TLS to the peers' CONTROLLER listeners (`None`: PLAINTEXT).
+    tls: Option<Arc<strata_security::rustls::ClientConfig>>,
 }
 
 impl Transport {
@@ -111,6 +113,7 @@ impl Transport {
         peers: &HashMap<u64, String>,
         sink: EventSink,
         observer: bool,
+        tls: Option<Arc<strata_security::rustls::ClientConfig>>,
     ) -> Self {
         let mut t = Self {
             peers: HashMap::new(),
@@ -120,6 +123,7 @@ impl Transport {
             node_id,
             cluster_id: cluster_id.to_owned(),
             observer,
+            tls,
         };
         for (&peer, addr) in peers {
             t.ensure_peer(peer, addr);
@@ -142,6 +146,7 @@ impl Transport {
             rx,
             self.sink.clone(),
             self.observer,
+            self.tls.clone(),
         ));
         self.peers.insert(peer, tx);
     }
@@ -193,7 +198,13 @@ async fn write_messages<W: tokio::io::AsyncWrite + Unpin>(
                 continue;
             }
         };
-        if let Err(e) = stream.write_all(&bytes).await {
+        // (A TLS stream may hold written bytes until flushed.)
+        if let Err(e) = async {
+            stream.write_all(&bytes).await?;
+            stream.flush().await
+        }
+        .await
+        {
             report_lost_snapshot(&m, sink);
             tell(sink, Event::Unreachable(peer));
             return Some(e);
@@ -228,6 +239,7 @@ async fn read_messages<R: tokio::io::AsyncRead + Unpin>(stream: &mut R, peer: &s
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn outbound(
     from: u64,
     peer: u64,
@@ -236,12 +248,13 @@ async fn outbound(
     mut rx: mpsc::Receiver<Message>,
     sink: EventSink,
     observer: bool,
+    tls: Option<Arc<strata_security::rustls::ClientConfig>>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let role = if observer { " observer" } else { "" };
     let hello = encode_frame(format!("{cluster_id} {from}{role}").as_bytes());
     loop {
-        let mut stream = match TcpStream::connect(&addr).await {
+        let mut stream = match connect(&addr, tls.as_ref()).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(peer, %addr, error = %e, "cannot reach controller; retrying");
@@ -258,13 +271,15 @@ async fn outbound(
                 continue;
             }
         };
-        let _ = stream.set_nodelay(true);
-        if stream.write_all(RAFT_MAGIC).await.is_err() || stream.write_all(&hello).await.is_err() {
+        if stream.write_all(RAFT_MAGIC).await.is_err()
+            || stream.write_all(&hello).await.is_err()
+            || stream.flush().await.is_err()
+        {
             continue;
         }
         backoff = Duration::from_millis(100);
         tracing::info!(peer, %addr, "connected to controller");
-        let (mut read, mut write) = stream.into_split();
+        let (mut read, mut write) = tokio::io::split(stream);
         // An observer reads its peer's answers on this connection; when that side ends, the
         // connection is dialled again.
         let reader = observer.then(|| {
@@ -290,6 +305,26 @@ async fn outbound(
             None => tracing::info!(peer, %addr, "the controller closed the connection; reconnecting"),
         }
     }
+}
+
+/// A byte stream to a peer: TCP, or TLS over TCP.
+pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PeerStream for T {}
+
+/// Dials `addr` (`host:port`), with TLS when `tls` is set (the server's name checked as the
+/// configuration says).
+async fn connect(
+    addr: &str,
+    tls: Option<&Arc<strata_security::rustls::ClientConfig>>,
+) -> std::io::Result<Box<dyn PeerStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    let Some(config) = tls else { return Ok(Box::new(tcp)) };
+    let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
+    let name = strata_security::rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let stream = strata_security::tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+    Ok(Box::new(stream))
 }
 
 /// Hands `event` to the driver; false once the driver has stopped.
@@ -332,8 +367,13 @@ async fn read_frame<R: tokio::io::AsyncRead + Unpin>(stream: &mut R, max: usize)
 /// hands each message to the driver until the peer goes away. An observer's connection also
 /// carries this node's messages to it (registered in `observers` while it lasts). Bad input
 /// closes the connection with a log line.
-pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSink, observers: Observers) {
-    let peer_addr = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+pub async fn serve_peer<S: PeerStream + 'static>(
+    mut stream: S,
+    peer_addr: String,
+    cluster_id: String,
+    sink: EventSink,
+    observers: Observers,
+) {
     let hello = match read_frame(&mut stream, MAX_HELLO).await {
         Ok(Some(h)) => String::from_utf8_lossy(&h).into_owned(),
         Ok(None) => return,
@@ -362,7 +402,7 @@ pub async fn serve_peer(mut stream: TcpStream, cluster_id: String, sink: EventSi
         read_messages(&mut stream, &peer_addr, &sink).await;
         return;
     };
-    let (mut read, mut write) = stream.into_split();
+    let (mut read, mut write) = tokio::io::split(stream);
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let displaced = Arc::new(tokio::sync::Notify::new());
     observers.insert(id, tx.clone(), displaced.clone());
