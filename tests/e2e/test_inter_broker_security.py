@@ -24,7 +24,7 @@ What is checked:
   port refuses plaintext and a CA-signed certificate of a user who is not a super user;
 - a freshly formatted cluster of this kind starts with User:ANONYMOUS not a super user (every
   node stays up, `__consumer_offsets` is created over the CONTROLLER listener);
-- refused starts: a SASL inter-broker listener with the default GSSAPI mechanism (message names
+- refused starts of a node of a quorum: a SASL inter-broker listener with the default GSSAPI mechanism (message names
   sasl.mechanism.inter.broker.protocol), a JAAS entry without username/password (names the JAAS
   key), both inter.broker.listener.name and security.inter.broker.protocol, an SSL inter-broker
   listener without a truststore; the same config with those fixed starts.
@@ -654,9 +654,24 @@ def test_a_fresh_cluster_starts_without_anonymous_as_a_super_user(tmp_path, pki,
 # ================================================================== 4. refused starts
 
 def _listener_sets(port: int, ib_name: str = "INTERNAL") -> list[str]:
-    """PLAINTEXT on the broker's own port (the readiness probe) and the inter-broker listener."""
+    """PLAINTEXT on the broker's own port (the readiness probe) and the inter-broker listener,
+    on a node of a (one-voter) quorum: a node of the single-node default has no other broker
+    to reach, so its inter-broker login is not read at all."""
+    cport = free_port()
     listeners = f"PLAINTEXT://127.0.0.1:{port},{ib_name}://127.0.0.1:{free_port()}"
-    return [f"listeners={listeners}", f"advertised.listeners={listeners}"]
+    return [f"listeners={listeners},CONTROLLER://127.0.0.1:{cport}", f"advertised.listeners={listeners}",
+            "process.roles=broker,controller", "controller.listener.names=CONTROLLER",
+            f"controller.quorum.voters=1@127.0.0.1:{cport}"]
+
+
+def _formatted(b) -> subprocess.CompletedProcess:
+    """`strata format` with the node's own flags (a node of a quorum must be formatted first)."""
+    cluster_id = subprocess.run([str(strata_bin()), "random-uuid"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    argv = b.argv()
+    argv[1] = "format"
+    return subprocess.run(argv + ["--cluster-id", cluster_id], capture_output=True, text=True, timeout=30,
+                          cwd=b.workdir)
 
 
 def _sasl_internal(jaas: str) -> list[str]:
@@ -701,14 +716,16 @@ def test_bad_inter_broker_config_refused_at_start(broker_factory, pki, case):
     b = broker_factory(start=False, name=case)
     b.sets = _listener_sets(b.port) + sets_for(pki)
     b.data_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        r = subprocess.run(b.argv(), capture_output=True, text=True, timeout=20, cwd=b.workdir)
-    except subprocess.TimeoutExpired:
-        raise AssertionError(f"{case}: the broker did not exit within 20 s (it should refuse the config)")
+    r = _formatted(b)
+    if r.returncode == 0:
+        try:
+            r = subprocess.run(b.argv(), capture_output=True, text=True, timeout=20, cwd=b.workdir)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{case}: the broker did not exit within 20 s (it should refuse the config)")
     out = r.stdout + r.stderr
     assert r.returncode != 0, f"{case}: exit 0\n{out[-3000:]}"
     # The error itself (the start line lists the non-default keys, so not the whole output).
-    errors = "\n".join(line for line in out.splitlines() if line.startswith("strata: "))
+    errors = "\n".join(line for line in out.splitlines() if re.match(r"strata( format)?: ", line))
     assert errors, f"{case}: exit {r.returncode} without a 'strata: ...' error line:\n{out[-3000:]}"
     for pattern in patterns:
         assert re.search(pattern, errors, re.I), f"{case}: no /{pattern}/ in the error:\n{out[-3000:]}"
@@ -733,5 +750,8 @@ def test_good_inter_broker_configs_start(broker_factory, pki, case):
     """The refused configs above, fixed, start (so each refusal is about what it names)."""
     b = broker_factory(start=False, name=case)
     b.sets = _listener_sets(b.port, "SASL_PLAINTEXT" if case == "older-key" else "INTERNAL") + GOOD_STARTS[case](pki)
+    b.data_dir.mkdir(parents=True, exist_ok=True)
+    r = _formatted(b)
+    assert r.returncode == 0, r.stdout + r.stderr
     b.start()
     assert b.running()

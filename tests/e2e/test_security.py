@@ -16,9 +16,10 @@ Clients: confluent-kafka (librdkafka 2.16), kcat (librdkafka 2.0.2), kafka-pytho
 kafkajs (node/kafkajs_security.js), kafka-clients 3.9.1 (java/StrataSecurity.java), and raw
 requests (kafka-python's protocol classes) where the exact answer is the point.
 
-SCRAM-SHA-256/512 (in Kafka's default sasl.enabled.mechanisms) is not built yet: no tests for
-it here; the brokers set sasl.enabled.mechanisms=PLAIN, and SaslHandshake for SCRAM-SHA-256 must
-answer UNSUPPORTED_SASL_MECHANISM (test_raw_sasl_plain_exchange).
+SCRAM-SHA-256/512 is tested in test_scram.py and OAUTHBEARER in test_oauth.py; the brokers here
+set sasl.enabled.mechanisms=PLAIN, so SaslHandshake for SCRAM-SHA-256 must answer
+UNSUPPORTED_SASL_MECHANISM (test_raw_sasl_plain_exchange). PLAIN's users come from
+listener.name.NAME.plain.sasl.jaas.config, or from a JAAS file (test_plain_users_from_a_jaas_file).
 
 The last tests check that secrets (PLAIN passwords in sasl.jaas.config, ssl.key.password, an
 inline ssl.keystore.key) never reach the broker's log, as Kafka prints them as [hidden].
@@ -616,6 +617,56 @@ def test_bad_tls_config_refused(broker_factory, pki, case):
     assert r.returncode != 0, f"{case}: exit 0\n{out[-3000:]}"
     assert re.search(pattern, out, re.I), f"{case}: exit {r.returncode}, no /{pattern}/ in:\n{out[-3000:]}"
     assert "panicked" not in out, out[-3000:]
+
+
+# ================================================================== a JAAS file
+
+JAAS_FILE = """// a Kafka broker's JAAS file: one section per listener, KafkaServer for the others
+sasl_plaintext.KafkaServer {
+    org.apache.kafka.common.security.plain.PlainLoginModule required
+        user_alice="alice-secret"
+        user_bob="bob;secret";   /* a ';' inside a quoted value */
+};
+KafkaServer {
+    org.apache.kafka.common.security.plain.PlainLoginModule required user_carol="carol-secret";
+};
+"""
+
+
+def test_plain_users_from_a_jaas_file(broker_factory, pki, tmp_path, monkeypatch):
+    """PLAIN's users from a JAAS file, as Kafka brokers read it (`java.security.auth.login.config`,
+    as a config key or in KAFKA_OPTS): the listener's own `sasl_plaintext.KafkaServer` section,
+    else `KafkaServer`; a user of one section cannot log in on the other's listener."""
+    from confluent_kafka import KafkaError
+    jaas = tmp_path / "kafka_server_jaas.conf"
+    jaas.write_text(JAAS_FILE)
+
+    def logs_in(b, listener, user, password):
+        conf = ck_security(pki, "SASL_PLAINTEXT", user=user, password=password)
+        try:
+            ck_advertised(addr(b, listener), conf)
+            return True
+        except Exception:  # noqa: BLE001 - librdkafka's timeout or authentication error
+            return False
+
+    b = configure(broker_factory(start=False), {"SASL_PLAINTEXT": "SASL_PLAINTEXT", "OTHER": "SASL_PLAINTEXT"},
+                  "sasl.enabled.mechanisms=PLAIN", f"java.security.auth.login.config={jaas}")
+    b.start()
+    assert logs_in(b, "SASL_PLAINTEXT", "alice", "alice-secret")
+    assert logs_in(b, "SASL_PLAINTEXT", "bob", "bob;secret")
+    assert logs_in(b, "OTHER", "carol", "carol-secret")
+    errors, _ = ck_failure(addr(b, "OTHER"), ck_security(pki, "SASL_PLAINTEXT", user="alice", password="alice-secret"))
+    assert KafkaError._AUTHENTICATION in codes(errors), names(errors)
+    errors, _ = ck_failure(addr(b, "SASL_PLAINTEXT"), ck_security(pki, "SASL_PLAINTEXT", user="carol",
+                                                                  password="carol-secret"))
+    assert KafkaError._AUTHENTICATION in codes(errors), names(errors)
+    b.stop()
+
+    # The same file through KAFKA_OPTS, as Kafka's scripts and images pass it.
+    monkeypatch.setenv("KAFKA_OPTS", f"-Xmx1G -Djava.security.auth.login.config={jaas}")
+    b2 = configure(broker_factory(start=False), {"SASL_PLAINTEXT": "SASL_PLAINTEXT"}, "sasl.enabled.mechanisms=PLAIN")
+    b2.start()
+    assert logs_in(b2, "SASL_PLAINTEXT", "alice", "alice-secret")
 
 
 # ================================================================== refusals

@@ -53,22 +53,7 @@ impl Authz {
             return cached;
         }
         // Two checks racing here both build the same bindings; either store is right.
-        let bindings = image
-            .acls
-            .values()
-            .filter_map(|a| {
-                AclBinding::from_ids(
-                    a.resource_type,
-                    &a.name,
-                    a.pattern_type,
-                    &a.principal,
-                    &a.host,
-                    a.operation,
-                    a.permission,
-                )
-                .ok()
-            })
-            .collect();
+        let bindings = image.acls.values().filter_map(crate::handlers::acls::binding).collect();
         let fresh = Arc::new((image.records_applied, bindings));
         self.cache.store(fresh.clone());
         fresh

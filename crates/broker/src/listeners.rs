@@ -191,6 +191,41 @@ pub fn inter_broker_listener(
         .ok_or_else(|| ("listeners", "no listener for clients (e.g. PLAINTEXT://HOST:PORT)".to_string()))
 }
 
+/// The JAAS file Kafka brokers read their SASL entries from: `java.security.auth.login.config`
+/// (as a config key, or as the `-Djava.security.auth.login.config=PATH` of `KAFKA_OPTS`, as
+/// Kafka's scripts and images pass it), parsed at start. `None` without one.
+pub fn jaas_file(config: &BrokerConfig) -> Result<Option<BTreeMap<String, Vec<String>>>, String> {
+    let path = config.get("java.security.auth.login.config").map(str::to_string).or_else(|| {
+        let opts = std::env::var("KAFKA_OPTS").ok()?;
+        opts.split_whitespace().find_map(|o| o.strip_prefix("-Djava.security.auth.login.config=")).map(str::to_string)
+    });
+    let Some(path) = path else { return Ok(None) };
+    let path = path.trim().trim_start_matches("file:");
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("java.security.auth.login.config: cannot read {path}: {e}"))?;
+    strata_security::jaas::parse_file(&text).map(Some).map_err(|e| format!("{path}: {e}"))
+}
+
+/// A listener's key, with the JAAS file (`jaas`) as Kafka's fallback for a
+/// `MECHANISM.sasl.jaas.config` entry the config does not set.
+fn listener_key(
+    config: &BrokerConfig,
+    jaas: Option<&BTreeMap<String, Vec<String>>>,
+    listener: &str,
+    key: &str,
+) -> Option<String> {
+    config.listener_get(listener, key).or_else(|| {
+        let mechanism = key.strip_suffix(".sasl.jaas.config")?;
+        let module = match mechanism {
+            "plain" => "PlainLoginModule",
+            "scram-sha-256" | "scram-sha-512" => "ScramLoginModule",
+            "oauthbearer" => "OAuthBearerLoginModule",
+            _ => return None,
+        };
+        strata_security::jaas::file_entry(jaas?, listener, module).map(str::to_string)
+    })
+}
+
 /// A listener ready to accept: its spec and, by protocol, its TLS and SASL.
 #[derive(Clone)]
 pub struct Listener {
@@ -216,7 +251,8 @@ impl std::fmt::Debug for Listener {
 impl Listener {
     /// Reads the listener's stores and credentials; an error stops the broker at start.
     pub fn build(config: &BrokerConfig, spec: ListenerSpec, store: Arc<dyn CredentialStore>) -> Result<Self, String> {
-        let get = |key: &str| config.listener_get(&spec.name, key);
+        let jaas = jaas_file(config)?;
+        let get = |key: &str| listener_key(config, jaas.as_ref(), &spec.name, key);
         let fail = |e: strata_security::SecurityError| format!("listener {}: {e}", spec.name);
         let tls = if spec.protocol.uses_tls() {
             Some(TlsListener::new(TlsSettings::from_config(&get).map_err(fail)?).map_err(fail)?)
@@ -268,7 +304,8 @@ pub fn inter_broker_client_security(
     config: &BrokerConfig,
     spec: &ListenerSpec,
 ) -> Result<Option<Arc<strata_security::client::ClientSecurity>>, String> {
-    let get = |key: &str| config.listener_get(&spec.name, key);
+    let jaas = jaas_file(config)?;
+    let get = |key: &str| listener_key(config, jaas.as_ref(), &spec.name, key);
     let mechanism = config.get("sasl.mechanism.inter.broker.protocol").unwrap_or("GSSAPI");
     strata_security::client::ClientSecurity::from_config(&spec.name, spec.protocol, &get, mechanism)
         .map(|s| s.map(Arc::new))

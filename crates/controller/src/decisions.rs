@@ -957,15 +957,7 @@ pub fn create_acls(
     let mut results = Vec::new();
     let mut added: Vec<&strata_metadata::image::AclImage> = Vec::new();
     for acl in acls {
-        let checked = strata_security::acl::AclBinding::from_ids(
-            acl.resource_type,
-            &acl.name,
-            acl.pattern_type,
-            &acl.principal,
-            &acl.host,
-            acl.operation,
-            acl.permission,
-        );
+        let checked = acl_binding(acl);
         if let Err(reason) = checked {
             results.push(Err(ApiError::new(ResponseError::InvalidRequest, reason)));
             continue;
@@ -977,6 +969,19 @@ pub fn create_acls(
         results.push(Ok(()));
     }
     (records, results)
+}
+
+/// A stored binding as the authorizer reads it; `Err` names an id it does not know.
+fn acl_binding(acl: &strata_metadata::image::AclImage) -> Result<strata_security::acl::AclBinding, String> {
+    strata_security::acl::AclBinding::from_ids(
+        acl.resource_type,
+        &acl.name,
+        acl.pattern_type,
+        &acl.principal,
+        &acl.host,
+        acl.operation,
+        acl.permission,
+    )
 }
 
 /// DeleteAcls (Kafka's `AclControlManager.deleteAcls`): per filter, every binding it matches
@@ -1006,15 +1011,7 @@ pub fn delete_acls(
         };
         let mut matched = Vec::new();
         for (id, acl) in image.acls.iter() {
-            let binding = strata_security::acl::AclBinding::from_ids(
-                acl.resource_type,
-                &acl.name,
-                acl.pattern_type,
-                &acl.principal,
-                &acl.host,
-                acl.operation,
-                acl.permission,
-            );
+            let binding = acl_binding(acl);
             if binding.is_ok_and(|b| filter.matches(&b)) {
                 matched.push(acl.clone());
                 if removed.insert(*id) {

@@ -1,7 +1,7 @@
 //! Kafka's `sasl.jaas.config` values: `LoginModuleClass flag key="value" ...;`.
 //!
 //! A broker reads its SASL credentials from `listener.name.NAME.MECHANISM.sasl.jaas.config`
-//! (Kafka's only broker-side form besides a JAAS file). For PLAIN, every `user_NAME="password"`
+//! or from a JAAS file ([`parse_file`], Kafka's `java.security.auth.login.config`). For PLAIN, every `user_NAME="password"`
 //! option is a user the broker accepts (Kafka's `PlainServerCallbackHandler`); `username` and
 //! `password` are the broker's own credentials when it is the client.
 
@@ -56,6 +56,135 @@ pub fn parse(value: &str) -> Result<JaasEntry, SecurityError> {
     Ok(JaasEntry { login_module, flag, options })
 }
 
+/// A JAAS file (`java.security.auth.login.config`): each section's name with the text of its
+/// login module entries, each as a `sasl.jaas.config` value (`Module flag options;`).
+///
+/// ```text
+/// sasl_ssl.KafkaServer {
+///     org.apache.kafka.common.security.plain.PlainLoginModule required
+///         username="admin" password="admin-secret" user_admin="admin-secret";
+/// };
+/// ```
+///
+/// `//` and `/* */` comments are skipped; quoted values may hold `;`, `{` and `}`.
+pub fn parse_file(text: &str) -> Result<BTreeMap<String, Vec<String>>, SecurityError> {
+    let bad = |why: String| SecurityError::Config(format!("JAAS file: {why}"));
+    // Without comments, keeping quoted text as it is.
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                quoted = !quoted;
+                clean.push(c);
+            }
+            '\\' if quoted => {
+                clean.push(c);
+                if let Some(n) = chars.next() {
+                    clean.push(n);
+                }
+            }
+            '/' if !quoted && chars.peek() == Some(&'/') => {
+                for n in chars.by_ref() {
+                    if n == '\n' {
+                        clean.push('\n');
+                        break;
+                    }
+                }
+            }
+            '/' if !quoted && chars.peek() == Some(&'*') => {
+                chars.next();
+                let mut last = ' ';
+                for n in chars.by_ref() {
+                    if last == '*' && n == '/' {
+                        break;
+                    }
+                    last = n;
+                }
+                clean.push(' ');
+            }
+            _ => clean.push(c),
+        }
+    }
+    if quoted {
+        return Err(bad("a quoted value is not closed".into()));
+    }
+    let mut sections = BTreeMap::new();
+    let mut rest = clean.as_str();
+    loop {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            break;
+        }
+        let open = rest.find('{').ok_or_else(|| bad(format!("expected 'Name {{' at '{}'", head(rest))))?;
+        let name = rest[..open].trim();
+        if name.is_empty() || name.contains(char::is_whitespace) {
+            return Err(bad(format!("bad section name '{name}'")));
+        }
+        rest = &rest[open + 1..];
+        let mut entries = Vec::new();
+        loop {
+            rest = rest.trim_start();
+            if let Some(after) = rest.strip_prefix('}') {
+                rest = after
+                    .trim_start()
+                    .strip_prefix(';')
+                    .ok_or_else(|| bad(format!("section {name}: expected '}};'")))?;
+                break;
+            }
+            // One entry: up to the first ';' outside quotes.
+            let mut in_quotes = false;
+            let mut escaped = false;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    if escaped {
+                        escaped = false;
+                        return false;
+                    }
+                    match c {
+                        '\\' if in_quotes => escaped = true,
+                        '"' => in_quotes = !in_quotes,
+                        ';' | '}' if !in_quotes => return true,
+                        _ => {}
+                    }
+                    false
+                })
+                .map(|(i, _)| i)
+                .ok_or_else(|| bad(format!("section {name}: an entry does not end with ';'")))?;
+            if rest[end..].starts_with('}') {
+                return Err(bad(format!("section {name}: an entry does not end with ';'")));
+            }
+            let entry = format!("{};", rest[..end].trim());
+            parse(&entry)?;
+            entries.push(entry);
+            rest = &rest[end + 1..];
+        }
+        if sections.insert(name.to_string(), entries).is_some() {
+            return Err(bad(format!("section {name} appears twice")));
+        }
+    }
+    Ok(sections)
+}
+
+/// The first characters of `s`, for messages.
+fn head(s: &str) -> String {
+    s.chars().take(30).collect()
+}
+
+/// The entry a broker's listener uses for the login module `module` (its class's simple name,
+/// e.g. `PlainLoginModule`) in a JAAS file's sections: `LISTENER.KafkaServer` (listener name in
+/// lower case), else `KafkaServer`, as Kafka.
+pub fn file_entry<'a>(sections: &'a BTreeMap<String, Vec<String>>, listener: &str, module: &str) -> Option<&'a str> {
+    let named = format!("{}.KafkaServer", listener.to_ascii_lowercase());
+    let section = sections.get(&named).or_else(|| sections.get("KafkaServer"))?;
+    section
+        .iter()
+        .map(String::as_str)
+        .find(|e| parse(e).is_ok_and(|p| p.login_module.rsplit('.').next().is_some_and(|simple| simple == module)))
+}
+
 struct Tokens<'a> {
     rest: &'a str,
 }
@@ -106,6 +235,35 @@ impl Tokens<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jaas_files_by_section_and_module() {
+        let text = r#"
+            // the SASL_SSL listener's own section
+            sasl_ssl.KafkaServer {
+                org.apache.kafka.common.security.plain.PlainLoginModule required
+                    username="admin" password="a;b}c" /* a comment; with a ; */
+                    user_admin="a;b}c" user_alice="alice-secret";
+                org.apache.kafka.common.security.scram.ScramLoginModule required;
+            };
+            KafkaServer {
+                org.apache.kafka.common.security.plain.PlainLoginModule required user_bob="bob-secret";
+            };
+        "#;
+        let sections = parse_file(text).unwrap_or_else(|e| panic!("{e}"));
+        let plain = file_entry(&sections, "SASL_SSL", "PlainLoginModule").unwrap_or_default();
+        let users = parse(plain).map(|e| e.plain_users()).unwrap_or_default();
+        assert_eq!(users.get("admin").map(String::as_str), Some("a;b}c"));
+        assert_eq!(users.get("alice").map(String::as_str), Some("alice-secret"));
+        assert!(file_entry(&sections, "SASL_SSL", "ScramLoginModule").is_some());
+        // Another listener falls back to KafkaServer.
+        let other = file_entry(&sections, "INTERNAL", "PlainLoginModule").unwrap_or_default();
+        assert!(other.contains("user_bob"), "{other}");
+        assert!(file_entry(&sections, "INTERNAL", "OAuthBearerLoginModule").is_none());
+        for bad in ["KafkaServer { x required a=\"1\" };", "KafkaServer { }", "K { a required b=\"x ; };", "{ };"] {
+            assert!(parse_file(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn kafka_plain_example() {

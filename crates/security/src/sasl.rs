@@ -173,7 +173,7 @@ impl SaslSettings {
                 }
                 None => {
                     return Err(SecurityError::Config(
-                        "PLAIN is enabled but the listener has no users: set listener.name.NAME.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_NAME=\"PASSWORD\";".into(),
+                        "PLAIN is enabled but the listener has no users: set listener.name.NAME.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_NAME=\"PASSWORD\"; (or give them in a JAAS file, java.security.auth.login.config)".into(),
                     ))
                 }
             }

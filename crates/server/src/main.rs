@@ -295,9 +295,6 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     let mut inter_broker_security = None;
     let client_listeners = if is_broker {
         let inter = config.inter_broker_listener().map_err(anyhow::Error::msg)?;
-        // How this broker connects to the others: the inter-broker listener's TLS and SASL.
-        inter_broker_security =
-            strata_broker::listeners::inter_broker_client_security(&config, &inter).map_err(anyhow::Error::msg)?;
         let mut bound = Vec::new();
         for mut spec in config.client_listeners().map_err(anyhow::Error::msg)? {
             let (socket, local) = net::bind(&spec.bind).await.with_context(|| {
@@ -314,6 +311,13 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         }
         // The inter-broker listener first: its address is the broker's registered host and port.
         bound.sort_by_key(|(_, _, l)| l.spec.name != inter.name);
+        // How this broker connects to the others: the inter-broker listener's TLS and SASL
+        // login. A node of the single-node default (no controller.quorum.voters) has no other
+        // broker to reach.
+        if config.is_explicit("controller.quorum.voters") {
+            inter_broker_security =
+                strata_broker::listeners::inter_broker_client_security(&config, &inter).map_err(anyhow::Error::msg)?;
+        }
         Some(bound)
     } else {
         None

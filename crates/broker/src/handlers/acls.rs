@@ -36,7 +36,8 @@ fn refused(broker: &Broker, session: &Session, operation: Operation) -> Option<(
     None
 }
 
-fn binding(a: &AclImage) -> Option<AclBinding> {
+/// A stored binding as the authorizer reads it (`None` for ids it does not know).
+pub(crate) fn binding(a: &AclImage) -> Option<AclBinding> {
     AclBinding::from_ids(a.resource_type, &a.name, a.pattern_type, &a.principal, &a.host, a.operation, a.permission)
         .ok()
 }

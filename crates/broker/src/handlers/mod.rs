@@ -4,7 +4,7 @@
 //! never fail as a whole: per-topic and per-partition errors go in the
 //! response, as Kafka does.
 
-mod acls;
+pub(crate) mod acls;
 mod admin_configs;
 mod api_versions;
 mod client_quotas;
