@@ -75,6 +75,7 @@ from test_security import (  # noqa: F401 - _shared_broker_checks is an autouse 
     UNSUPPORTED_SASL_MECHANISM,
     Raw,
     _aiokafka_scenario,
+    _kafka_python_roundtrip,
     _shared_broker_checks,
     addr,
     ck,
@@ -257,33 +258,9 @@ def _kafka_python_provider(sub="alice"):
 def test_kafka_python_oauth(oauth, closer):
     """kafka-python 3 (`sasl_oauth_token_provider`, kafka.net.sasl.oauth.AbstractTokenProvider):
     admin create, acks=all producer, assign() consumer."""
-    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
-    from kafka.admin import NewTopic
-    bs, topic = addr(oauth, "OAUTH"), new_topic("kpy-oauth")
     kw = dict(security_protocol="SASL_PLAINTEXT", sasl_mechanism="OAUTHBEARER",
               sasl_oauth_token_provider=_kafka_python_provider())
-    adm = closer(KafkaAdminClient(bootstrap_servers=bs, request_timeout_ms=20000, **kw))
-    adm.create_topics([NewTopic(topic, num_partitions=PARTS, replication_factor=1)], timeout_ms=20000)
-    wait_until(lambda: topic in adm.list_topics(), 20, 0.2, f"{topic} not listed")
-    prod = closer(KafkaProducer(bootstrap_servers=bs, acks="all", **kw))
-    metas = [prod.send(topic, key=f"k{i}".encode(), value=f"kpy-{i}".encode(), partition=i % PARTS)
-             for i in range(N)]
-    prod.flush(30)
-    acked = [f.get(timeout=30) for f in metas]
-    assert [(m.partition, m.offset) for m in acked] == [(i % PARTS, i // PARTS) for i in range(N)]
-    cons = closer(KafkaConsumer(bootstrap_servers=bs, group_id=None, enable_auto_commit=False,
-                                auto_offset_reset="earliest", fetch_max_wait_ms=100, **kw))
-    tps = [TopicPartition(topic, q) for q in range(PARTS)]
-    cons.assign(tps)
-    cons.seek_to_beginning(*tps)
-    got = []
-    deadline = time.monotonic() + 30
-    while len(got) < N:
-        assert time.monotonic() < deadline, f"read {len(got)} of {N}"
-        for _, msgs in cons.poll(timeout_ms=500).items():
-            got += [(m.partition, m.offset, m.key, m.value) for m in msgs]
-    assert sorted(got) == sorted((i % PARTS, i // PARTS, f"k{i}".encode(), f"kpy-{i}".encode())
-                                 for i in range(N))
+    _kafka_python_roundtrip(addr(oauth, "OAUTH"), kw, new_topic("kpy-oauth"), closer)
 
 
 def test_aiokafka_oauth(oauth):

@@ -386,12 +386,11 @@ def test_kcat(secure, pki, protocol):
 
 # ------------------------------------------------------------------ kafka-python, aiokafka
 
-@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
-def test_kafka_python(secure, pki, protocol, closer):
+def _kafka_python_roundtrip(bs, kw, topic, closer):
+    """kafka-python 3 with `kw` (its security settings) against `bs`: admin create (PARTS
+    partitions), N records acks=all, read back by an assign() consumer; asserts every record."""
     from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
     from kafka.admin import NewTopic
-    bs, kw = addr(secure, protocol), kafka_python_kwargs(pki, protocol)
-    topic = new_topic("kpy")
     admin = closer(KafkaAdminClient(bootstrap_servers=bs, request_timeout_ms=20000, **kw))
     admin.create_topics([NewTopic(topic, num_partitions=PARTS, replication_factor=1)], timeout_ms=20000)
     wait_until(lambda: topic in admin.list_topics(), 20, 0.2, f"{topic} not listed")
@@ -414,6 +413,11 @@ def test_kafka_python(secure, pki, protocol, closer):
             got += [(m.partition, m.offset, m.key, m.value) for m in msgs]
     assert sorted(got) == sorted((i % PARTS, i // PARTS, f"k{i}".encode(), f"kpy-{i}".encode())
                                  for i in range(N))
+
+
+@pytest.mark.parametrize("protocol", ["SSL", "SASL_SSL"])
+def test_kafka_python(secure, pki, protocol, closer):
+    _kafka_python_roundtrip(addr(secure, protocol), kafka_python_kwargs(pki, protocol), new_topic("kpy"), closer)
 
 
 async def _aiokafka_scenario(bs, kw, topic):

@@ -174,15 +174,32 @@ struct Window {
     ms: u64,
 }
 
-/// Sensors kept before idle ones are dropped (an idle rate has measured zero anyway).
+/// Sensors kept before idle ones are dropped (an idle rate has measured zero anyway); the
+/// sweep runs at most once per quota span, so a flood of new client ids costs no scan per
+/// request.
 const SWEEP_AT: usize = 4096;
+
+/// Most sensors kept: past this (many live client ids under a per-client default quota),
+/// new ones share one overflow rate per kind and user rather than grow the map.
+const MAX_SENSORS: usize = 65_536;
+
+/// The client id the overflow sensors are kept under (not a valid entity name: names are
+/// never empty, and this one is never set).
+const OVERFLOW_CLIENT: &str = "\u{0}overflow";
+
+/// The sensors and when idle ones were last dropped.
+#[derive(Debug, Default)]
+struct Sensors {
+    rates: HashMap<SensorKey, Rate>,
+    last_sweep: u64,
+}
 
 /// The broker's client quota rates (one owner: the broker; a short lock per request).
 #[derive(Debug)]
 pub struct ClientQuotas {
     window: Window,
     epoch: Instant,
-    sensors: Mutex<HashMap<SensorKey, Rate>>,
+    sensors: Mutex<Sensors>,
 }
 
 impl ClientQuotas {
@@ -192,7 +209,7 @@ impl ClientQuotas {
         Self {
             window: Window { samples: samples.max(1), ms: window_ms.max(1) },
             epoch: Instant::now(),
-            sensors: Mutex::new(HashMap::new()),
+            sensors: Mutex::new(Sensors::default()),
         }
     }
 
@@ -210,11 +227,20 @@ impl ClientQuotas {
         let now = self.now_ms();
         let window = self.window;
         let (rate, span) = {
-            let mut sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
-            if sensors.len() >= SWEEP_AT && !sensors.contains_key(&key) {
-                sensors.retain(|_, r| !r.idle_since(now, window));
+            let mut guard = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
+            let sensors = &mut *guard;
+            let mut key = key;
+            if !sensors.rates.contains_key(&key) {
+                let span = u64::from(window.samples) * window.ms;
+                if sensors.rates.len() >= SWEEP_AT && now.saturating_sub(sensors.last_sweep) >= span {
+                    sensors.rates.retain(|_, r| !r.idle_since(now, window));
+                    sensors.last_sweep = now;
+                }
+                if sensors.rates.len() >= MAX_SENSORS {
+                    key.client = OVERFLOW_CLIENT.to_string();
+                }
             }
-            let sensor = sensors.entry(key).or_insert_with(|| Rate::new(now));
+            let sensor = sensors.rates.entry(key).or_insert_with(|| Rate::new(now));
             sensor.record(window, value, now);
             sensor.measure(window, now)
         };
@@ -236,7 +262,7 @@ impl ClientQuotas {
         };
         let now = self.now_ms();
         let mut sensors = self.sensors.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sensor) = sensors.get_mut(&key) {
+        if let Some(sensor) = sensors.rates.get_mut(&key) {
             sensor.record(self.window, -value, now);
         }
     }
@@ -245,6 +271,8 @@ impl ClientQuotas {
     /// times `samples - 1` windows (Kafka's `getMaxValueInQuotaWindow`); `None` without a quota.
     pub fn max_fetch_bytes(&self, image: &MetadataImage, user: &str, client: &str) -> Option<i64> {
         let (_, bound) = resolve(image, QuotaKind::Fetch, user, client)?;
+        // (Kafka's quota × (samples − 1) windows; at least one window, so that one sample
+        // still lets a fetch through.)
         let windows = u64::from(self.window.samples.saturating_sub(1).max(1)) * self.window.ms;
         Some((bound * windows as f64 / 1000.0).clamp(1.0, i64::MAX as f64) as i64)
     }
@@ -322,6 +350,18 @@ mod tests {
         assert_eq!(t, Duration::from_secs(1));
         assert_eq!(q.max_fetch_bytes(&image, "u", "c"), Some(1000));
         assert_eq!(q.max_fetch_bytes(&MetadataImage::empty(), "u", "c"), None);
+    }
+
+    #[test]
+    fn a_flood_of_client_ids_is_bounded() {
+        let image = with(&[(&[("client-id", None)], "request_percentage", 1.0)]);
+        let q = ClientQuotas::new(11, 1000);
+        for i in 0..MAX_SENSORS + 100 {
+            q.record(&image, QuotaKind::Request, "u", &format!("c{i}"), 0.0001);
+        }
+        let sensors = q.sensors.lock().unwrap_or_else(|p| p.into_inner());
+        assert!(sensors.rates.len() <= MAX_SENSORS + 1, "{}", sensors.rates.len());
+        assert!(sensors.rates.keys().any(|k| k.client == OVERFLOW_CLIENT));
     }
 
     #[test]

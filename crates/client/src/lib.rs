@@ -102,13 +102,13 @@ impl KafkaClient {
         let Some(security) = &self.security else {
             return Ok(Conn { stream: Box::new(tcp), renew_at: None });
         };
-        let mut stream: Box<dyn Stream> = match &security.tls {
+        let mut stream: Box<dyn Stream> = match security.tls_config() {
             Some(config) => {
                 let host = self.addr.rsplit_once(':').map_or(self.addr.as_str(), |(h, _)| h);
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 let name = strata_security::rustls::pki_types::ServerName::try_from(host.to_string())
                     .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-                let tls = TlsConnector::from(config.clone())
+                let tls = TlsConnector::from(config)
                     .connect(name, tcp)
                     .await
                     .map_err(|e| format!("TLS handshake with {}: {e}", self.addr))?;

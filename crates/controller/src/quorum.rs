@@ -216,7 +216,7 @@ impl QuorumController {
         let observer = !config.voters.iter().any(|v| v.id == config.node_id) || config.joining;
         let transport =
             Transport::start(runtime, config.node_id as u64, &config.cluster_id, &peers, tx.clone(), observer, {
-                config.controller_security.as_ref().and_then(|s| s.tls.clone())
+                config.controller_security.clone()
             });
         let observers = transport.observers();
         let mut driver = Driver {

@@ -303,7 +303,7 @@ impl ConsumerGroup {
             let mut matched = BTreeSet::new();
             if let Some(pattern) = &resolved.pattern {
                 topics.for_each_topic(&mut |name| {
-                    if pattern.is_match(name) {
+                    if pattern.is_match(name) && topics.visible(name) {
                         matched.insert(name.to_owned());
                     }
                 });

@@ -133,6 +133,11 @@ pub trait TopicMetadata {
     fn by_id(&self, id: Uuid) -> Option<(String, i32)>;
     /// Calls `f` with the name of every topic.
     fn for_each_topic(&self, f: &mut dyn FnMut(&str));
+    /// Whether a regex subscription may resolve to `topic` (KAFKA-18813: only topics the
+    /// member whose heartbeat resolves it may describe). Asked only for topics that match.
+    fn visible(&self, _topic: &str) -> bool {
+        true
+    }
     /// A number that changes whenever the set of topics may have changed (the metadata
     /// image's position); regex subscriptions are resolved again when it moves.
     fn version(&self) -> u64;

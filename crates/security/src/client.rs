@@ -10,20 +10,40 @@
 //! server's SASL challenges to a [`ClientLogin`].
 
 use std::io::Cursor;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
 
 use rsasl::prelude::{Mechname, SASLClient, SASLConfig, Session, State};
 
 use crate::sasl::Mechanism;
-use crate::tls::TlsSettings;
+use crate::tls::{stamp, Stamp, TlsSettings};
 use crate::{jaas, Lookup, SecurityError, SecurityProtocol};
 
 /// How a broker authenticates to the other brokers.
 #[derive(Clone)]
 pub struct ClientSecurity {
-    /// TLS, when the inter-broker listener is SSL or SASL_SSL.
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// TLS, when the listener dialled is SSL or SASL_SSL.
+    tls: Option<Arc<ClientTls>>,
     sasl: Option<(Mechanism, Arc<SASLConfig>)>,
+}
+
+/// The client side's TLS configuration, rebuilt when its keystore or truststore files change
+/// (certificate rotation without a restart, as the listeners do).
+struct ClientTls {
+    settings: TlsSettings,
+    verify_hostname: bool,
+    current: ArcSwap<rustls::ClientConfig>,
+    stamps: Mutex<Vec<(PathBuf, Option<Stamp>)>>,
+}
+
+impl ClientTls {
+    fn new(settings: TlsSettings, verify_hostname: bool) -> Result<Self, SecurityError> {
+        let stamps = settings.files().into_iter().map(|p| (p.clone(), stamp(&p))).collect();
+        let current = ArcSwap::new(settings.build_client(verify_hostname)?);
+        Ok(Self { settings, verify_hostname, current, stamps: Mutex::new(stamps) })
+    }
 }
 
 impl std::fmt::Debug for ClientSecurity {
@@ -49,7 +69,7 @@ impl ClientSecurity {
         let prefix = format!("listener.name.{}.", listener.to_ascii_lowercase());
         let tls = if protocol.uses_tls() {
             let verify = get("ssl.endpoint.identification.algorithm").is_none_or(|v| !v.trim().is_empty());
-            Some(TlsSettings::from_config(get)?.build_client(verify)?)
+            Some(Arc::new(ClientTls::new(TlsSettings::from_config(get)?, verify)?))
         } else {
             None
         };
@@ -83,9 +103,30 @@ impl ClientSecurity {
         Ok(Some(Self { tls, sasl }).filter(|s| s.tls.is_some() || s.sasl.is_some()))
     }
 
-    /// TLS only, no SASL login (the CONTROLLER listener's client side).
-    pub fn tls_only(config: Arc<rustls::ClientConfig>) -> Self {
-        Self { tls: Some(config), sasl: None }
+    /// TLS only, no SASL login (the CONTROLLER listener's client side), from the listener's
+    /// settings; `verify_hostname` as `ssl.endpoint.identification.algorithm`.
+    pub fn tls_only(settings: TlsSettings, verify_hostname: bool) -> Result<Self, SecurityError> {
+        Ok(Self { tls: Some(Arc::new(ClientTls::new(settings, verify_hostname)?)), sasl: None })
+    }
+
+    /// The TLS configuration the next connection uses, if the listener dialled is TLS.
+    pub fn tls_config(&self) -> Option<Arc<rustls::ClientConfig>> {
+        self.tls.as_ref().map(|t| t.current.load_full())
+    }
+
+    /// Rebuilds the TLS configuration if its keystore or truststore file changed since it was
+    /// read; a store that does not load keeps the previous one (the error says why). Reads
+    /// files: call it off the async workers. Returns whether a new configuration is in use.
+    pub fn reload_if_changed(&self) -> Result<bool, SecurityError> {
+        let Some(tls) = &self.tls else { return Ok(false) };
+        let mut stamps = tls.stamps.lock().unwrap_or_else(PoisonError::into_inner);
+        let now: Vec<_> = stamps.iter().map(|(p, _)| (p.clone(), stamp(p))).collect();
+        if now == *stamps {
+            return Ok(false);
+        }
+        tls.current.store(tls.settings.build_client(tls.verify_hostname)?);
+        *stamps = now;
+        Ok(true)
     }
 
     /// The SASL mechanism to log in with, if any.

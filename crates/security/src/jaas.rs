@@ -117,10 +117,11 @@ pub fn parse_file(text: &str) -> Result<BTreeMap<String, Vec<String>>, SecurityE
         if rest.is_empty() {
             break;
         }
-        let open = rest.find('{').ok_or_else(|| bad(format!("expected 'Name {{' at '{}'", head(rest))))?;
+        let open =
+            rest.find('{').ok_or_else(|| bad(format!("expected 'Name {{' at line {}", line_of(&clean, rest))))?;
         let name = rest[..open].trim();
         if name.is_empty() || name.contains(char::is_whitespace) {
-            return Err(bad(format!("bad section name '{name}'")));
+            return Err(bad(format!("bad section name at line {}", line_of(&clean, rest))));
         }
         rest = &rest[open + 1..];
         let mut entries = Vec::new();
@@ -168,9 +169,11 @@ pub fn parse_file(text: &str) -> Result<BTreeMap<String, Vec<String>>, SecurityE
     Ok(sections)
 }
 
-/// The first characters of `s`, for messages.
-fn head(s: &str) -> String {
-    s.chars().take(30).collect()
+/// The line of `text` (1-based) where its suffix `rest` starts, for messages (which never
+/// quote the file: it holds passwords).
+fn line_of(text: &str, rest: &str) -> usize {
+    let offset = text.len().saturating_sub(rest.len());
+    text[..offset].matches('\n').count() + 1
 }
 
 /// The entry a broker's listener uses for the login module `module` (its class's simple name,

@@ -147,7 +147,7 @@ impl TlsSettings {
     }
 
     /// The files the configuration is read from (watched for changes).
-    fn files(&self) -> Vec<PathBuf> {
+    pub(crate) fn files(&self) -> Vec<PathBuf> {
         let mut files = Vec::new();
         for pem in [Some(&self.key), Some(&self.chain), self.truststore.as_ref()].into_iter().flatten() {
             if let Pem::File(p) = pem {

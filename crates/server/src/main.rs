@@ -332,6 +332,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         },
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    if inter_broker_security.is_some() {
+        tokio::spawn(watch_tls_files("inter-broker", None, inter_broker_security.clone(), shutdown_rx.clone()));
+    }
     // Set once the broker exists: the controller listener hands forwarded requests to it.
     let broker_cell: Arc<std::sync::OnceLock<Arc<Broker>>> = Arc::default();
 
@@ -680,6 +683,14 @@ async fn start_quorum(
         None => None,
     };
     let (controller_tls, controller_client) = controller_listener_security(config)?;
+    if controller_tls.is_some() || controller_client.is_some() {
+        tokio::spawn(watch_tls_files(
+            "CONTROLLER",
+            controller_tls.clone(),
+            controller_client.clone(),
+            shutdown.clone(),
+        ));
+    }
     let mut quorum = QuorumConfig::new(config.node_id() as u64);
     quorum.snapshot_bytes = config.number("metadata.log.max.record.bytes.between.snapshots").max(1) as u64;
     let q = QuorumController::start(
@@ -725,6 +736,39 @@ async fn start_quorum(
     Ok(q)
 }
 
+/// Re-reads, every few seconds off the async workers, the certificate files of this node's
+/// own TLS that the client listeners' watchers do not cover: the CONTROLLER listener's server
+/// side, and the client side of its connections to other nodes (`what` names them in the
+/// log). A file that does not load keeps the previous configuration.
+async fn watch_tls_files(
+    what: &'static str,
+    server: Option<Arc<strata_security::tls::TlsListener>>,
+    client: Option<Arc<strata_security::client::ClientSecurity>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+        let (server, client) = (server.clone(), client.clone());
+        let reloaded = tokio::task::spawn_blocking(move || {
+            (server.map(|s| s.reload_if_changed()), client.map(|c| c.reload_if_changed()))
+        })
+        .await
+        .unwrap_or((None, None));
+        for (side, result) in [("server", reloaded.0), ("client", reloaded.1)] {
+            match result {
+                Some(Ok(true)) => tracing::info!(what, side, "TLS files changed: new connections use the new ones"),
+                Some(Err(e)) => {
+                    tracing::warn!(what, side, error = %e, "TLS files changed but do not load; keeping the previous ones")
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The CONTROLLER listener's TLS: the server side, and the client side nodes dial it with.
 type ControllerListenerSecurity =
     (Option<Arc<strata_security::tls::TlsListener>>, Option<Arc<strata_security::client::ClientSecurity>>);
@@ -746,9 +790,9 @@ fn controller_listener_security(config: &strata_broker::BrokerConfig) -> anyhow:
             let fail = |e: strata_security::SecurityError| anyhow::anyhow!("controller listener {name}: {e}");
             let settings = strata_security::tls::TlsSettings::from_config(&get).map_err(fail)?;
             let verify = get("ssl.endpoint.identification.algorithm").is_none_or(|v| !v.trim().is_empty());
-            let client = settings.build_client(verify).map_err(fail)?;
+            let client = strata_security::client::ClientSecurity::tls_only(settings.clone(), verify).map_err(fail)?;
             let server = strata_security::tls::TlsListener::new(settings).map_err(fail)?;
-            Ok((Some(server), Some(Arc::new(strata_security::client::ClientSecurity::tls_only(client)))))
+            Ok((Some(server), Some(Arc::new(client))))
         }
         other => anyhow::bail!(
             "controller listener {name}: {} is not supported there yet (PLAINTEXT or SSL; with ssl.client.auth=required for mutual TLS)",
@@ -930,6 +974,13 @@ fn warn_about_trust(config: &strata_broker::BrokerConfig) {
             .and_then(|m| m.get(name).copied())
             .is_some_and(|p| p == strata_security::SecurityProtocol::Ssl)
     });
+    let controller_mtls = strata_broker::listeners::controller_listener_names(config)
+        .first()
+        .and_then(|name| config.listener_get(name, "ssl.client.auth"))
+        .is_some_and(|v| v.trim() == "required");
+    if config.controller_listen_addr().ok().flatten().is_some() && controller_tls && !controller_mtls {
+        tracing::warn!("the CONTROLLER listener is SSL without ssl.client.auth=required: any TLS client may reach the quorum and send forwarded requests naming any principal; require client certificates there");
+    }
     if config.controller_listen_addr().ok().flatten().is_some() && !controller_tls {
         tracing::warn!("the CONTROLLER listener is PLAINTEXT and authenticates no peer (Raft, broker registrations, and forwarded requests carrying their client's principal): keep it on a private network, or map it to SSL with ssl.client.auth=required");
     }

@@ -79,7 +79,9 @@ pub async fn handle(
     let params = FetchParams {
         replica_id,
         max_wait: Duration::from_millis(request.max_wait_ms.max(0) as u64),
-        min_bytes: request.min_bytes.max(0) as usize,
+        // (min_bytes no more than max_bytes, which a quota may have lowered: KafkaApis.)
+        min_bytes: (request.min_bytes.max(0) as usize)
+            .min(i64::from(request.max_bytes).min(quota_max_bytes.unwrap_or(i64::MAX)).max(0) as usize),
         max_bytes: i64::from(request.max_bytes).min(quota_max_bytes.unwrap_or(i64::MAX)).max(0) as usize,
         from_any_replica,
         rack_aware,
@@ -134,10 +136,10 @@ pub fn from_follower(request: &FetchRequest, version: i16) -> bool {
     replica_id >= 0
 }
 
-/// The answer to a fetch throttled by a client quota: no data, no error (Kafka's
-/// `FetchContext.getThrottledResponse`); the throttle time is set by the caller.
+/// The answer to a fetch throttled by a client quota: no data, its top-level error, no fetch
+/// session (Kafka's `FetchContext.getThrottledResponse`); the caller sets the throttle time.
 pub fn throttled(answered: &FetchResponse) -> FetchResponse {
-    FetchResponse::default().with_session_id(answered.session_id)
+    FetchResponse::default().with_error_code(answered.error_code)
 }
 
 /// Varies the placeholders from one response to the next.

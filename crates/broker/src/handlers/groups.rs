@@ -48,11 +48,10 @@ impl strata_group::shard::TopicMetadata for DescribableTopics<'_> {
         self.image.by_id(id)
     }
     fn for_each_topic(&self, f: &mut dyn FnMut(&str)) {
-        self.image.for_each_topic(&mut |name| {
-            if topic_ok(self.broker, self.session, Operation::Describe, name) {
-                f(name)
-            }
-        });
+        self.image.for_each_topic(f);
+    }
+    fn visible(&self, topic: &str) -> bool {
+        topic_ok(self.broker, self.session, Operation::Describe, topic)
     }
     fn version(&self) -> u64 {
         self.image.version()
@@ -738,21 +737,25 @@ pub async fn consumer_group_describe(
         .flatten()
         .flat_map(|resp| resp.groups)
         .map(|group| {
-            // KAFKA-18813: a group using a topic the client may not describe is not shown.
-            let uses_hidden_topic = group.members.iter().any(|m| {
-                m.subscribed_topic_names
-                    .iter()
-                    .map(|t| t.as_str())
-                    .chain(m.assignment.topic_partitions.iter().map(|t| t.topic_name.as_str()))
-                    .chain(m.target_assignment.topic_partitions.iter().map(|t| t.topic_name.as_str()))
-                    .any(|t| !topic_ok(broker, session, Operation::Describe, t))
-            });
-            if uses_hidden_topic {
+            // KAFKA-18813: a group with a topic assigned (or to be) that the client may not
+            // describe is not shown; each topic checked once.
+            let topics: std::collections::BTreeSet<&str> = group
+                .members
+                .iter()
+                .flat_map(|m| {
+                    m.assignment
+                        .topic_partitions
+                        .iter()
+                        .chain(m.target_assignment.topic_partitions.iter())
+                        .map(|t| t.topic_name.as_str())
+                })
+                .collect();
+            if topics.iter().any(|t| !topic_ok(broker, session, Operation::Describe, t)) {
                 consumer_group_describe_response::DescribedGroup::default()
                     .with_group_id(group.group_id)
                     .with_error_code(TOPIC_DENIED)
                     .with_error_message(Some(str_bytes(
-                        "The described group uses topics that the client is not authorized to describe.",
+                        "The group has described topic(s) that the client is not authorized to describe.",
                     )))
             } else {
                 group

@@ -45,7 +45,7 @@ use strata_protocol::kafka_protocol::messages::{
 use strata_protocol::kafka_protocol::protocol::StrBytes;
 use strata_protocol::request::Request;
 use strata_protocol::response::{encode_response, splice_records, Chunk};
-use strata_protocol::ProtocolError;
+use strata_protocol::{ApiKey, ProtocolError};
 
 use crate::quotas::{ClientQuotas, QuotaKind, RequestQuota};
 use crate::Broker;
@@ -86,7 +86,8 @@ pub async fn handle(
     let client = (client_id.as_str(), peer);
     // Client quotas: looked at only when some are set (and never for exempt requests).
     let image = broker.replicas.image();
-    let quotas_on = !quota.exempt && ClientQuotas::any(&image);
+    // WriteTxnMarkers is broker-to-broker: exempt, as Kafka's sendResponseExemptThrottle.
+    let quotas_on = !quota.exempt && key != ApiKey::WriteTxnMarkers && ClientQuotas::any(&image);
     let user = session.principal.name.as_str();
     let mut throttle = Duration::ZERO;
     // request_percentage: the handler's time so far, in percent-seconds of one thread.

@@ -4,7 +4,7 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -127,7 +127,19 @@ async fn serve<R, W>(
     // against unauthenticated clients announcing huge frames).
     let pre_auth = listener.sasl.as_ref().map(|_| (Arc::new(AtomicBool::new(false)), listener.sasl_max_receive));
     let mut stopping = shutdown.clone();
-    let reader = tokio::spawn(read_frames(read_half, peer, limits, bytes_in_flight, shutdown, tx, pre_auth.clone()));
+    // Over a client quota, the reader too stops reading until the throttle time has passed
+    // (KIP-219's muted channel): ms after `epoch`, 0 when not muted.
+    let muted = Arc::new(Mute { epoch: std::time::Instant::now(), until_ms: AtomicU64::new(0) });
+    let reader = tokio::spawn(read_frames(
+        read_half,
+        peer,
+        limits,
+        bytes_in_flight,
+        shutdown,
+        tx,
+        pre_auth.clone(),
+        muted.clone(),
+    ));
     let mut sasl = listener.sasl.clone().map(|s| SaslState::new(s, listener.max_reauth_ms));
     let mut out: Vec<OutChunk> = Vec::new();
     while let Some(frame) = rx.recv().await {
@@ -184,6 +196,7 @@ async fn serve<R, W>(
             // Over a client quota (KIP-219): the response went out at once with the throttle
             // time; the next request waits until it has passed.
             tracing::debug!(%peer, throttle_ms = throttle.as_millis() as u64, "client over its quota: muted");
+            muted.until(throttle);
             tokio::select! {
                 _ = tokio::time::sleep(throttle) => {}
                 _ = stopping.changed() => break,
@@ -378,6 +391,33 @@ async fn send_file(socket: &TcpStream, file: BorrowedFd<'_>, position: u64, len:
 }
 
 /// Reads frames until EOF, an error, idleness or shutdown.
+/// When a connection over a client quota may be read again.
+struct Mute {
+    epoch: std::time::Instant,
+    /// Milliseconds after `epoch`; 0: not muted.
+    until_ms: AtomicU64,
+}
+
+impl Mute {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Mutes the connection for `d` from now.
+    fn until(&self, d: Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.until_ms.store(self.now_ms().saturating_add(ms).max(1), Ordering::Relaxed);
+    }
+
+    /// How long the connection is still muted for.
+    fn remaining(&self) -> Option<Duration> {
+        let until = self.until_ms.load(Ordering::Relaxed);
+        let now = self.now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn read_frames<R: AsyncRead + Unpin>(
     mut rd: R,
     peer: SocketAddr,
@@ -386,9 +426,17 @@ async fn read_frames<R: AsyncRead + Unpin>(
     mut shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Frame>,
     pre_auth: Option<(Arc<AtomicBool>, usize)>,
+    muted: Arc<Mute>,
 ) {
     let decoder = FrameDecoder::new(limits.max_frame);
     loop {
+        // A throttled client's next requests stay in the socket until its time is up.
+        while let Some(wait) = muted.remaining() {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tokio::time::sleep(wait) => {}
+            }
+        }
         let mut prefix = [0u8; 4];
         let read_prefix = tokio::select! {
             _ = shutdown.changed() => return,

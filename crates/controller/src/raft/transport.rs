@@ -99,8 +99,9 @@ pub struct Transport {
     /// This node is an observer: its hello says so and it reads its peers' answers on the
     /// connections it opens.
     observer: bool,
-    /// TLS to the peers' CONTROLLER listeners (`None`: PLAINTEXT).
-    tls: Option<Arc<strata_security::rustls::ClientConfig>>,
+    /// TLS to the peers' CONTROLLER listeners (`None`: PLAINTEXT); its configuration is read
+    /// at each connect (it follows certificate rotation).
+    tls: Option<Arc<strata_security::client::ClientSecurity>>,
 }
 
 impl Transport {
@@ -113,7 +114,7 @@ impl Transport {
         peers: &HashMap<u64, String>,
         sink: EventSink,
         observer: bool,
-        tls: Option<Arc<strata_security::rustls::ClientConfig>>,
+        tls: Option<Arc<strata_security::client::ClientSecurity>>,
     ) -> Self {
         let mut t = Self {
             peers: HashMap::new(),
@@ -248,13 +249,15 @@ async fn outbound(
     mut rx: mpsc::Receiver<Message>,
     sink: EventSink,
     observer: bool,
-    tls: Option<Arc<strata_security::rustls::ClientConfig>>,
+    tls: Option<Arc<strata_security::client::ClientSecurity>>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let role = if observer { " observer" } else { "" };
     let hello = encode_frame(format!("{cluster_id} {from}{role}").as_bytes());
     loop {
-        let mut stream = match connect(&addr, tls.as_ref()).await {
+        let config = tls.as_ref().and_then(|t| t.tls_config());
+        let dialled = tokio::time::timeout(CONNECT_TIMEOUT, connect(&addr, config)).await;
+        let mut stream = match dialled.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into())) {
             Ok(s) => s,
             Err(e) => {
                 tracing::debug!(peer, %addr, error = %e, "cannot reach controller; retrying");
@@ -307,6 +310,10 @@ async fn outbound(
     }
 }
 
+/// How long dialling a peer (TCP and the TLS handshake) may take: a peer that accepts and
+/// then stalls (paused, overloaded) must not hold its outbound task forever.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A byte stream to a peer: TCP, or TLS over TCP.
 pub trait PeerStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PeerStream for T {}
@@ -315,7 +322,7 @@ impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> PeerStream 
 /// configuration says).
 async fn connect(
     addr: &str,
-    tls: Option<&Arc<strata_security::rustls::ClientConfig>>,
+    tls: Option<Arc<strata_security::rustls::ClientConfig>>,
 ) -> std::io::Result<Box<dyn PeerStream>> {
     let tcp = TcpStream::connect(addr).await?;
     let _ = tcp.set_nodelay(true);
@@ -323,7 +330,7 @@ async fn connect(
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
     let name = strata_security::rustls::pki_types::ServerName::try_from(host.to_string())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
-    let stream = strata_security::tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await?;
+    let stream = strata_security::tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
     Ok(Box::new(stream))
 }
 
