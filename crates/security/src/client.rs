@@ -247,6 +247,36 @@ mod tests {
         assert!(login("SCRAM-SHA-512", "wrong").is_err());
     }
 
+    /// A client's TLS follows its files: a change is picked up, a broken file keeps the
+    /// configuration in use.
+    #[test]
+    fn tls_files_are_reloaded_when_they_change() {
+        let pem = include_str!("../../../fuzz/fuzz-server.pem");
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (keystore, truststore) = (dir.path().join("keystore.pem"), dir.path().join("ca.pem"));
+        let cert = &pem[pem.find("-----BEGIN CERTIFICATE-----").unwrap_or(0)..];
+        std::fs::write(&keystore, pem).unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&truststore, cert).unwrap_or_else(|e| panic!("{e}"));
+        let (k, t) = (keystore.display().to_string(), truststore.display().to_string());
+        let get = |key: &str| match key {
+            "ssl.keystore.location" => Some(k.clone()),
+            "ssl.truststore.location" => Some(t.clone()),
+            _ => None,
+        };
+        let settings = TlsSettings::from_config(&get).unwrap_or_else(|e| panic!("{e}"));
+        let security = ClientSecurity::tls_only(settings, true).unwrap_or_else(|e| panic!("{e}"));
+        let first = security.tls_config().unwrap_or_else(|| panic!("no TLS"));
+        assert_eq!(security.reload_if_changed().ok(), Some(false), "nothing changed");
+        std::fs::write(&truststore, format!("{cert}\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(security.reload_if_changed().ok(), Some(true), "a changed truststore is read");
+        let second = security.tls_config().unwrap_or_else(|| panic!("no TLS"));
+        assert!(!Arc::ptr_eq(&first, &second), "new connections use the new configuration");
+        std::fs::write(&truststore, "not a certificate").unwrap_or_else(|e| panic!("{e}"));
+        assert!(security.reload_if_changed().is_err(), "a broken file is reported");
+        let kept = security.tls_config().unwrap_or_else(|| panic!("no TLS"));
+        assert!(Arc::ptr_eq(&second, &kept), "a broken file keeps the configuration in use");
+    }
+
     #[test]
     fn settings_say_what_is_missing() {
         let none = |_: &str| None;
