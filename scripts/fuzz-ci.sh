@@ -9,6 +9,10 @@
 #   FUZZ_TARGETS   space-separated subset of targets (default: all)
 #   FUZZ_NICE      niceness of the fuzzing processes (default 10; the machine is shared)
 #
+# `scripts/fuzz-ci.sh --build-only` builds the targets and stops: scripts/test.sh runs that at
+# the lowest priority while the end-to-end tests run (they leave the CPU idle much of the time,
+# and niceness 19 keeps the build from slowing them), so the fuzz step after them starts at once.
+#
 # Only a stable toolchain is needed: RUSTC_BOOTSTRAP=1 lets cargo-fuzz pass its -Z flags
 # (sanitizer, coverage instrumentation). cargo-fuzz is installed if missing. Fuzz builds go to
 # fuzz/target (a separate workspace), never to the main target dir; a rebuild with nothing
@@ -34,6 +38,10 @@ fi
 echo "fuzz-ci: building fuzz targets"
 cargo fuzz build
 built=$(date +%s)
+if [[ ${1:-} == --build-only ]]; then
+    echo "fuzz-ci: built in $((built - start))s"
+    exit 0
+fi
 
 # The seeds of a target (the CRC-fixing variant shares record_batch's).
 seeds_of() {

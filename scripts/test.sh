@@ -55,13 +55,21 @@ if ! run_step "cargo build" cargo build --workspace --all-targets; then
 fi
 run_step "cargo test" cargo test --workspace || true
 
+# The fuzz targets build at the lowest priority while the e2e tests run (see fuzz-ci.sh).
+fuzz_seconds="${FUZZ_SECONDS:-15}"
+fuzz_build_pid=""
+if [[ $# == 0 && $fuzz_seconds != 0 ]]; then
+    nice -n 19 ionice -c 3 ./scripts/fuzz-ci.sh --build-only >"$LOG_DIR/fuzz-build.log" 2>&1 &
+    fuzz_build_pid=$!
+fi
+
 STRATA_BIN="${STRATA_BIN:-$ROOT/target/debug/strata}"
 export STRATA_BIN
 rm -f "$LOG_DIR/pytest.log"
 e2e() {
     # pytest exit 5 ("no tests collected") counts as a failure: the suite must run.
     # The outer timeout is a last resort; every test has its own (pytest-timeout).
-    timeout --signal=TERM --kill-after=30 "${E2E_TIMEOUT:-1200}" \
+    timeout --signal=TERM --kill-after=30 "${E2E_TIMEOUT:-2700}" \
         "$ROOT/.venv-test/bin/python" -m pytest tests/e2e -v -rfEsxX --durations=40 \
         --junitxml="$LOG_DIR/e2e-junit.xml" "$@" 2>&1 | tee "$LOG_DIR/pytest.log"
     return "${PIPESTATUS[0]}"
@@ -70,8 +78,10 @@ run_step "e2e (pytest tests/e2e)" e2e "$@" || true
 
 # Bounded fuzzing (issue #3): replays fuzz/regressions/ and runs each cargo-fuzz target from
 # its seeds. Skipped for an e2e selection, where the caller wants a quick partial run.
-fuzz_seconds="${FUZZ_SECONDS:-15}"
-if [[ $# == 0 && $fuzz_seconds != 0 ]]; then
+if [[ -n $fuzz_build_pid ]]; then
+    # A failed background build is reported by the fuzz step, which builds again.
+    wait "$fuzz_build_pid" || true
+    tail -n 1 "$LOG_DIR/fuzz-build.log"
     FUZZ_SECONDS="$fuzz_seconds" run_step "fuzz (scripts/fuzz-ci.sh)" ./scripts/fuzz-ci.sh || true
 fi
 

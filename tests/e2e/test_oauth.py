@@ -59,6 +59,7 @@ from oauth_util import (
     TEST_KID,
     client_first,
     file_url,
+    jwks as jwks_of,
     new_key,
     token,
     token_exp,
@@ -83,6 +84,7 @@ from test_security import (  # noqa: F401 - _shared_broker_checks is an autouse 
     configure,
     names,
     new_topic,
+    pki,
     read_to_eof,
 )
 
@@ -618,14 +620,109 @@ def test_jwks_rotation_without_restart(broker_factory, tmp_path):
     assert accepted(port, tok_b())
 
 
+class JwksEndpoint:
+    """An HTTPS JWKS endpoint on 127.0.0.1 (the test PKI's server certificate), as an identity
+    provider serves one: `serve(*keys)` or `fail(status)` changes the answer; `requests` counts
+    GETs."""
+
+    def __init__(self, pki, *keys):
+        import http.server
+        import ssl
+        import threading
+
+        endpoint = self
+        self.status, self.body, self.requests = 200, b"", 0
+        self.serve(*keys)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the stdlib's name
+                endpoint.requests += 1
+                status, body = endpoint.status, endpoint.body
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(pki.server_chain, pki.server_key)
+        self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.server.server_address[1]}/jwks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, *keys):
+        self.status, self.body = 200, json.dumps(jwks_of(*keys)).encode()
+
+    def fail(self, status=503):
+        self.status, self.body = status, b"unavailable"
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_https_jwks_endpoint(broker_factory, tmp_path, pki):
+    """sasl.oauthbearer.jwks.endpoint.url=https://... as with a real identity provider (Kafka's
+    RefreshingHttpsJwks): the JWKS is fetched at start over TLS trusting the CA named in the
+    OAUTHBEARER JAAS options; a token of a key the provider added later is accepted within
+    seconds (an unknown kid asks for an early fetch, not the hourly refresh); while the provider
+    fails, the keys in use stay; a provider whose certificate is not trusted stops the start."""
+    key_b = new_key(tmp_path, "key-b", kid="idp-b")
+    idp = JwksEndpoint(pki, TEST_KEY)
+    try:
+        jaas = (f'{LOGIN_MODULE} required ssl.truststore.type="PEM" '
+                f'ssl.truststore.location="{pki.ca}";')
+        sets = listener_oauth_sets(idp.url) + [f"listener.name.oauth.oauthbearer.sasl.jaas.config={jaas}"]
+        b = configure(broker_factory(start=False), {"OAUTH": "SASL_PLAINTEXT"}, *sets)
+        b.start()
+        port = b.ports["OAUTH"]
+        assert idp.requests == 1, f"{idp.requests} fetches at start, expected 1"
+        assert accepted(port, token(TEST_KEY, sub="alice"))
+
+        # The provider adds key B: the first token of B is refused and asks for a fetch.
+        idp.serve(TEST_KEY, key_b)
+        mark = LogMark(b)
+        assert not accepted(port, token(key_b, sub="bob"))
+        mark.wait_for(r"names a key the JWKS lacks")
+        wait_until(lambda: accepted(port, token(key_b, sub="bob")), 15, 0.5,
+                   "key B still refused 15 s after the provider served it")
+        assert idp.requests == 2, f"{idp.requests} fetches, expected 2 (start, then one for kid idp-b)"
+
+        # The provider fails: tokens of the keys in use still work, the failure is logged.
+        idp.fail(503)
+        mark = LogMark(b)
+        assert not accepted(port, token(new_key(tmp_path, "key-c", kid="idp-c"), sub="carol"))
+        mark.wait_for(r"OAUTHBEARER JWKS does not load; keeping the previous keys", 15)
+        assert accepted(port, token(TEST_KEY, sub="alice")) and accepted(port, token(key_b, sub="bob"))
+
+        # Without the CA in the JAAS options the provider's certificate is not trusted (Mozilla's
+        # roots only): the broker does not start.
+        idp.serve(TEST_KEY)
+        bad = configure(broker_factory(start=False), {"OAUTH": "SASL_PLAINTEXT"}, *listener_oauth_sets(idp.url))
+        bad.data_dir.mkdir(parents=True, exist_ok=True)
+        r = subprocess.run(bad.argv(), capture_output=True, text=True, timeout=30, cwd=bad.workdir)
+        out = r.stdout + r.stderr
+        assert r.returncode != 0, out[-3000:]
+        assert re.search(r"cannot fetch https://127\.0\.0\.1:\d+/jwks.*(certificate|UnknownIssuer)", out), out[-3000:]
+        assert "panicked" not in out
+    finally:
+        idp.close()
+
+
 # ================================================================== 5. configurations refused at start
 
 BAD_CONFIGS = {
     # case: (sets(jwks file, tmp dir), regex the broker's output must match)
     "no-jwks-url": (lambda j, d: ["listener.name.oauth.sasl.enabled.mechanisms=OAUTHBEARER"],
                     r"OAUTHBEARER is enabled but sasl\.oauthbearer\.jwks\.endpoint\.url is not set"),
-    "https-jwks-url": (lambda j, d: listener_oauth_sets("https://idp.example/jwks"),
-                       r"https://idp\.example/jwks.*only file: URLs"),
+    "unreachable-https-jwks": (lambda j, d: listener_oauth_sets("https://127.0.0.1:1/jwks"),
+                              r"cannot fetch https://127\.0\.0\.1:1/jwks"),
+    "ldap-jwks-url": (lambda j, d: listener_oauth_sets("ldap://127.0.0.1/jwks"),
+                      r"neither an https:, http: nor file: URL"),
     "missing-jwks-file": (lambda j, d: listener_oauth_sets(f"file://{d}/missing/jwks.json"),
                           r"cannot read .*/missing/jwks\.json"),
     "broken-jwks-file": (lambda j, d: listener_oauth_sets(file_url(write_jwks(d / "broken.json", raw="{nope"))),

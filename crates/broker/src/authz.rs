@@ -65,8 +65,8 @@ impl Authz {
         if session.cluster_peer {
             return true;
         }
-        let host = crate::net::java_host(session.peer.ip());
-        let ok = a.authorize(self.bindings().1.iter(), &session.principal, &host, operation, resource, name);
+        let host = session.acl_host();
+        let ok = a.authorize(self.bindings().1.iter(), &session.principal, host, operation, resource, name);
         if !ok {
             tracing::debug!(principal = %session.principal, %host, ?operation, ?resource, name, "denied");
         }
@@ -96,7 +96,7 @@ impl Authz {
         if session.cluster_peer || a.super_users.contains(&session.principal) {
             return true;
         }
-        let host = crate::net::java_host(session.peer.ip());
+        let host = session.acl_host();
         let cached = self.bindings();
         let bindings = &cached.1;
         let mine: Vec<&AclBinding> = bindings.iter().filter(|b| b.resource_type == resource).collect();
@@ -109,9 +109,9 @@ impl Authz {
         // binding), and each name once.
         let principal = session.principal.to_string();
         let mut tried = std::collections::HashSet::new();
-        mine.iter().filter(|b| b.could_allow(&principal, &host, operation)).any(|b| {
+        mine.iter().filter(|b| b.could_allow(&principal, host, operation)).any(|b| {
             tried.insert(b.name.as_str())
-                && a.authorize(bindings.iter(), &session.principal, &host, operation, resource, &b.name)
+                && a.authorize(bindings.iter(), &session.principal, host, operation, resource, &b.name)
         })
     }
 }

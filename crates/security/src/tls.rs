@@ -307,7 +307,7 @@ fn normalize_pem(text: &str) -> String {
     out
 }
 
-fn load_certs(text: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
+pub(crate) fn load_certs(text: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, SecurityError> {
     let text = normalize_pem(text);
     let certs = CertificateDer::pem_slice_iter(text.as_bytes())
         .collect::<Result<Vec<_>, _>>()

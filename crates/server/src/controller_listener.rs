@@ -388,7 +388,7 @@ fn envelope_session(broker: &Arc<Broker>, address: &[u8], principal: Option<&[u8
         16 => <[u8; 16]>::try_from(address).ok().map(std::net::IpAddr::from),
         _ => None,
     };
-    let host = ip.map(|ip| format!("/{ip}")).unwrap_or_default();
+    let host = ip.map(|ip| format!("/{}", strata_broker::net::java_host(ip))).unwrap_or_default();
     let principal = principal
         .and_then(|p| std::str::from_utf8(p).ok())
         .and_then(|p| strata_security::KafkaPrincipal::parse(p).ok());

@@ -53,6 +53,12 @@ pub fn java_host(ip: std::net::IpAddr) -> String {
 }
 
 impl Session {
+    /// The host ACLs are matched against: `client_host` without its `/` (Kafka's
+    /// `InetAddress.getHostAddress()` form, see [`java_host`]), computed once per connection.
+    pub fn acl_host(&self) -> &str {
+        self.client_host.strip_prefix('/').unwrap_or(&self.client_host)
+    }
+
     pub fn new(peer: SocketAddr, listener: &str, principal: KafkaPrincipal) -> Self {
         Self {
             peer,

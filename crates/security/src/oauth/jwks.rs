@@ -1,11 +1,14 @@
-//! The JWKS (RFC 7517) whose public keys verify OAUTHBEARER tokens: read from a file, kept
-//! in memory behind an [`ArcSwap`], re-read off the async workers when the file changes.
+//! The JWKS (RFC 7517) whose public keys verify OAUTHBEARER tokens: read from a file or
+//! fetched over HTTP(S), kept in memory behind an [`ArcSwap`], re-read off the async workers.
 //!
-//! Invariant: the key set in use always came from a file that parsed and held at least one
-//! usable key; a broken new file leaves the previous set in place.
+//! Invariant: the key set in use always came from a document that parsed and held at least
+//! one usable key; a broken or unreachable new one leaves the previous set in place.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,11 @@ impl KeySet {
         self.keys.len()
     }
 
+    /// Whether a key of this `kid` is in the set.
+    pub(crate) fn has_kid(&self, kid: &str) -> bool {
+        self.keys.iter().any(|k| k.kid.as_deref() == Some(kid))
+    }
+
     /// The key that verifies a token signed with `alg` under `kid`. With a `kid`, the one key
     /// of that `kid` (it must suit `alg`); without, the set's only key. jose4j, which Kafka
     /// uses, would take the first key that suits `alg`; Strata refuses to guess.
@@ -156,51 +164,133 @@ fn parse_key(entry: &Value) -> Result<VerificationKey, String> {
     Ok(VerificationKey { kid: text("kid")?.map(str::to_string), alg, kind, key })
 }
 
-/// The JWKS file of `sasl.oauthbearer.jwks.endpoint.url` and the key set read from it.
-pub(crate) struct JwksFile {
-    path: PathBuf,
-    refresh: Duration,
-    current: ArcSwap<KeySet>,
-    read: Mutex<ReadState>,
+/// Where the JWKS comes from.
+pub(crate) enum Source {
+    /// A local file (`file:` URL), re-read when its modification time or length changes.
+    File(PathBuf),
+    /// An `http:` or `https:` URL, fetched by `agent` (its TLS trust and time-outs set).
+    Http { url: String, agent: ureq::Agent },
 }
 
-/// What the last successful read saw.
-struct ReadState {
-    stamp: Option<Stamp>,
-    at: Instant,
-    text: String,
-}
-
-impl std::fmt::Debug for JwksFile {
+impl std::fmt::Display for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JwksFile").field("path", &self.path).field("refresh", &self.refresh).finish_non_exhaustive()
+        match self {
+            Source::File(path) => write!(f, "{}", path.display()),
+            Source::Http { url, .. } => f.write_str(url),
+        }
     }
 }
 
-fn read(path: &Path) -> Result<(String, KeySet), SecurityError> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        SecurityError::Config(format!("sasl.oauthbearer.jwks.endpoint.url: cannot read {}: {e}", path.display()))
-    })?;
-    let keys = KeySet::parse(&text).map_err(|e| {
-        SecurityError::Config(format!(
-            "sasl.oauthbearer.jwks.endpoint.url: {} is not a usable JWKS: {e}",
-            path.display()
-        ))
-    })?;
+/// The longest JWKS document read (a provider's key set is a few KiB).
+pub(crate) const MAX_JWKS_BYTES: u64 = 1 << 20;
+
+/// Kafka's `RefreshingHttpsJwks`: a token whose `kid` is not in the set asks for an early
+/// refresh, at most once a minute per `kid`, for at most this many `kid`s remembered, and
+/// never for a `kid` longer than [`MISSING_KID_MAX_LEN`] (a malformed token).
+const MISSING_KID_CACHE_ENTRIES: usize = 16;
+const MISSING_KID_RETRY: Duration = Duration::from_secs(60);
+const MISSING_KID_MAX_LEN: usize = 1000;
+
+/// How a failed HTTP fetch is retried (Kafka's `sasl.oauthbearer.jwks.endpoint.retry.backoff.ms`
+/// and `.max.ms`): after `initial`, doubling, until the waits add up past `max`; then the next
+/// try is the next scheduled refresh.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Backoff {
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+}
+
+/// The JWKS of `sasl.oauthbearer.jwks.endpoint.url` and the key set read from it.
+pub(crate) struct Jwks {
+    source: Source,
+    refresh: Duration,
+    backoff: Backoff,
+    current: ArcSwap<KeySet>,
+    read: Mutex<ReadState>,
+    /// Set (from an async worker) when a token named a `kid` the set lacks; the next
+    /// [`Jwks::reload_if_changed`] of an HTTP source then fetches at once.
+    expedite: AtomicBool,
+    /// `kid` -> when it may next ask for an early refresh.
+    missing_kids: Mutex<HashMap<String, Instant>>,
+}
+
+/// What the last read saw, and the retry schedule after failures.
+struct ReadState {
+    /// The file's stamp (files only).
+    stamp: Option<Stamp>,
+    /// When the document in use was read, or when retries were given up (the next scheduled
+    /// refresh counts from here).
+    at: Instant,
+    text: String,
+    /// Failed fetches in a row and the time they waited in all (HTTP only).
+    failures: u32,
+    waited: Duration,
+    /// When to try again after a failed fetch; `None` when not retrying.
+    retry_at: Option<Instant>,
+}
+
+impl std::fmt::Debug for Jwks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jwks")
+            .field("source", &self.source.to_string())
+            .field("refresh", &self.refresh)
+            .finish_non_exhaustive()
+    }
+}
+
+fn fetch(source: &Source) -> Result<(String, KeySet), SecurityError> {
+    let key = "sasl.oauthbearer.jwks.endpoint.url";
+    let text = match source {
+        Source::File(path) => std::fs::read_to_string(path)
+            .map_err(|e| SecurityError::Config(format!("{key}: cannot read {}: {e}", path.display())))?,
+        Source::Http { url, agent } => {
+            let mut response =
+                agent.get(url).call().map_err(|e| SecurityError::Config(format!("{key}: cannot fetch {url}: {e}")))?;
+            let mut text = String::new();
+            response
+                .body_mut()
+                .as_reader()
+                .take(MAX_JWKS_BYTES + 1)
+                .read_to_string(&mut text)
+                .map_err(|e| SecurityError::Config(format!("{key}: cannot read the answer of {url}: {e}")))?;
+            if text.len() as u64 > MAX_JWKS_BYTES {
+                return Err(SecurityError::Config(format!(
+                    "{key}: {url} answered more than {MAX_JWKS_BYTES} bytes: not a JWKS"
+                )));
+            }
+            text
+        }
+    };
+    let keys = KeySet::parse(&text)
+        .map_err(|e| SecurityError::Config(format!("{key}: {source} is not a usable JWKS: {e}")))?;
     Ok((text, keys))
 }
 
-impl JwksFile {
-    /// Reads the file once (at start-up: an error stops the broker).
-    pub(crate) fn load(path: PathBuf, refresh: Duration) -> Result<Self, SecurityError> {
-        let before = stamp(&path);
-        let (text, keys) = read(&path)?;
-        tracing::info!(path = %path.display(), keys = keys.len(), "OAUTHBEARER JWKS loaded");
+impl Jwks {
+    /// Reads or fetches the JWKS once (at start-up: an error stops the broker, as Kafka's
+    /// `RefreshingHttpsJwks.init` does).
+    pub(crate) fn load(source: Source, refresh: Duration, backoff: Backoff) -> Result<Self, SecurityError> {
+        let before = match &source {
+            Source::File(path) => stamp(path),
+            Source::Http { .. } => None,
+        };
+        let (text, keys) = fetch(&source)?;
+        tracing::info!(source = %source, keys = keys.len(), "OAUTHBEARER JWKS loaded");
         Ok(Self {
-            path,
+            source,
             refresh,
+            backoff,
             current: ArcSwap::from_pointee(keys),
-            read: Mutex::new(ReadState { stamp: before, at: Instant::now(), text }),
+            read: Mutex::new(ReadState {
+                stamp: before,
+                at: Instant::now(),
+                text,
+                failures: 0,
+                waited: Duration::ZERO,
+                retry_at: None,
+            }),
+            expedite: AtomicBool::new(false),
+            missing_kids: Mutex::new(HashMap::new()),
         })
     }
 
@@ -209,31 +299,103 @@ impl JwksFile {
         self.current.load_full()
     }
 
-    /// Re-reads the file if its modification time or length changed, or `refresh` passed
-    /// since the last read. Returns whether a new key set is in use. A file that does not
-    /// load keeps the previous keys (logged, and returned as the error) and is tried again at
-    /// the next call. Reads a file: call it off the async workers.
+    /// A token named `kid`, which the set lacks: asks for an early refresh of an HTTP JWKS
+    /// (the provider may have rotated its keys), at most once a minute per `kid`. Returns
+    /// whether one was asked for. Cheap, safe on an async worker.
+    pub(crate) fn missing_kid(&self, kid: &str, now: Instant) -> bool {
+        if !matches!(self.source, Source::Http { .. }) || kid.len() > MISSING_KID_MAX_LEN {
+            return false;
+        }
+        let mut kids = self.missing_kids.lock().unwrap_or_else(PoisonError::into_inner);
+        if kids.get(kid).is_some_and(|next| *next > now) {
+            return false;
+        }
+        if kids.len() >= MISSING_KID_CACHE_ENTRIES && !kids.contains_key(kid) {
+            kids.retain(|_, next| *next > now);
+            if kids.len() >= MISSING_KID_CACHE_ENTRIES {
+                if let Some(oldest) = kids.iter().min_by_key(|(_, next)| **next).map(|(k, _)| k.clone()) {
+                    kids.remove(&oldest);
+                }
+            }
+        }
+        kids.insert(kid.to_string(), now + MISSING_KID_RETRY);
+        self.expedite.store(true, Ordering::Relaxed);
+        true
+    }
+
+    /// Re-reads the JWKS when it is due: a file when its modification time or length changed
+    /// or `refresh` passed since the last read; an HTTP JWKS when `refresh` passed, when a
+    /// token named an unknown `kid` ([`Jwks::missing_kid`]), or when a failed fetch's retry
+    /// is due. Returns whether a new key set is in use. A document that does not load keeps
+    /// the previous keys (logged, and returned as the error). Blocks on a file or the network:
+    /// call it off the async workers.
     pub(crate) fn reload_if_changed(&self, now: Instant) -> Result<bool, SecurityError> {
         let mut state = self.read.lock().unwrap_or_else(PoisonError::into_inner);
-        let seen = stamp(&self.path);
-        if seen == state.stamp && now.saturating_duration_since(state.at) < self.refresh {
-            return Ok(false);
-        }
-        let (text, keys) = match read(&self.path) {
+        let scheduled = now.saturating_duration_since(state.at) >= self.refresh;
+        let seen = match &self.source {
+            Source::File(path) => {
+                let seen = stamp(path);
+                if seen == state.stamp && !scheduled {
+                    return Ok(false);
+                }
+                seen
+            }
+            Source::Http { .. } => {
+                // While retrying a failed fetch, the back-off decides (the refresh is overdue).
+                let due = match state.retry_at {
+                    Some(at) => now >= at,
+                    None => scheduled,
+                };
+                let expedite = self.expedite.swap(false, Ordering::Relaxed);
+                if !(due || expedite) {
+                    return Ok(false);
+                }
+                None
+            }
+        };
+        let (text, keys) = match fetch(&self.source) {
             Ok(read) => read,
             Err(e) => {
-                tracing::warn!(path = %self.path.display(), error = %e, "OAUTHBEARER JWKS does not load; keeping the previous keys");
+                self.failed(&mut state, now);
+                tracing::warn!(source = %self.source, error = %e, "OAUTHBEARER JWKS does not load; keeping the previous keys");
                 return Err(e);
             }
         };
         state.stamp = seen;
         state.at = now;
+        state.failures = 0;
+        state.waited = Duration::ZERO;
+        state.retry_at = None;
         if text == state.text {
             return Ok(false);
         }
-        tracing::info!(path = %self.path.display(), keys = keys.len(), "OAUTHBEARER JWKS changed: new keys in use");
+        tracing::info!(source = %self.source, keys = keys.len(), "OAUTHBEARER JWKS changed: new keys in use");
         state.text = text;
         self.current.store(Arc::new(keys));
+        self.missing_kids
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|kid, _| !self.current.load().has_kid(kid));
         Ok(true)
+    }
+
+    /// Schedules the retry after a failed read: a file is tried again at the next call; an
+    /// HTTP fetch after Kafka's back-off, until the waits pass `backoff.max`, then at the next
+    /// scheduled refresh.
+    fn failed(&self, state: &mut ReadState, now: Instant) {
+        if let Source::File(_) = self.source {
+            return;
+        }
+        let wait = self.backoff.initial.saturating_mul(1u32 << state.failures.min(20));
+        state.failures = state.failures.saturating_add(1);
+        if state.waited + wait > self.backoff.max {
+            state.at = now;
+            state.failures = 0;
+            state.waited = Duration::ZERO;
+            state.retry_at = None;
+        } else {
+            state.waited += wait;
+            state.retry_at = Some(now + wait);
+        }
     }
 }

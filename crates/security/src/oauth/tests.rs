@@ -571,14 +571,35 @@ fn configuration_errors_say_what_to_do() {
     let key = ec_key("k1", false);
     let f = fixture(&[&key]);
     let err = |extra: &[(&str, &str)]| try_settings(&f.jwks, extra).err().unwrap_or_default();
-    let e = err(&[("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "https://idp.example/jwks")]);
-    assert!(e.contains("only file: URLs are supported"), "{e}");
+    // Port 1 on loopback: nothing listens (an unreachable provider stops the start-up).
+    let e = err(&[("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "https://127.0.0.1:1/jwks")]);
+    assert!(e.contains("cannot fetch https://127.0.0.1:1/jwks"), "{e}");
+    let e = err(&[
+        ("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "http://127.0.0.1:1/jwks"),
+        ("oauthbearer.sasl.oauthbearer.jwks.endpoint.refresh.ms", "0"),
+    ]);
+    assert!(e.contains("must be positive"), "{e}");
+    let jaas = |options: &str| {
+        format!("org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required {options};")
+    };
+    for (options, expect) in [
+        ("ssl.truststore.type=\"JKS\"", "ssl.truststore.type=JKS"),
+        ("ssl.endpoint.identification.algorithm=\"\"", "host name"),
+        ("ssl.keystore.location=\"/k.pem\"", "client certificate"),
+        ("ssl.truststore.location=\"/no/such/ca.pem\"", "cannot read /no/such/ca.pem"),
+    ] {
+        let e = err(&[
+            ("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "https://127.0.0.1:1/jwks"),
+            ("oauthbearer.sasl.jaas.config", &jaas(options)),
+        ]);
+        assert!(e.contains(expect), "{options}: {e}");
+    }
     let e = err(&[("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "file:relative/jwks.json")]);
     assert!(e.contains("absolute"), "{e}");
     let e = err(&[("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "file:///no/such/jwks.json")]);
     assert!(e.contains("cannot read"), "{e}");
     let e = err(&[("oauthbearer.sasl.oauthbearer.jwks.endpoint.url", "ldap://x")]);
-    assert!(e.contains("file:"), "{e}");
+    assert!(e.contains("neither an https:, http: nor file: URL"), "{e}");
     let e = err(&[(
         "oauthbearer.sasl.server.callback.handler.class",
         "org.apache.kafka.common.security.oauthbearer.internals.unsecured.OAuthBearerUnsecuredValidatorCallbackHandler",
@@ -628,4 +649,124 @@ fn the_mechanism_is_named_as_kafka_names_it() {
     assert_eq!(Mechanism::OAuthBearer.name(), "OAUTHBEARER");
     assert_eq!(Mechanism::OAuthBearer.scram_type(), None);
     assert!(crate::scram::parse_add_scram("OAUTHBEARER=[name=a,password=b]").is_err());
+}
+
+/// A JWKS endpoint on loopback: answers every GET with `body` (or `status`), counts requests.
+struct JwksServer {
+    url: String,
+    state: Arc<std::sync::Mutex<(u16, String, usize)>>,
+}
+
+impl JwksServer {
+    fn start(keys: &[&TestKey]) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+        let state = Arc::new(std::sync::Mutex::new((200, String::new(), 0)));
+        let served = state.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let (status, body) = {
+                    let mut s = served.lock().unwrap_or_else(|e| e.into_inner());
+                    s.2 += 1;
+                    (s.0, s.1.clone())
+                };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).and_then(|()| conn.write_all(body.as_bytes()));
+            }
+        });
+        let server = Self { url, state };
+        server.serve(200, keys);
+        server
+    }
+
+    fn serve(&self, status: u16, keys: &[&TestKey]) {
+        let set = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
+        self.serve_text(status, set.to_string());
+    }
+
+    fn serve_text(&self, status: u16, body: String) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        (s.0, s.1) = (status, body);
+    }
+
+    fn requests(&self) -> usize {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).2
+    }
+}
+
+/// An HTTP JWKS as Kafka's `RefreshingHttpsJwks`: fetched at start, again at each refresh
+/// interval, early (once a minute per kid) for a token naming a kid the set lacks, retried
+/// with doubling back-off after failures until the waits pass the maximum, keys kept
+/// meanwhile.
+#[test]
+fn an_http_jwks_is_fetched_at_start_refreshed_and_fetched_early_for_an_unknown_kid() {
+    let (k1, k2) = (ec_key("k1", false), ec_key("k2", false));
+    let server = JwksServer::start(&[&k1]);
+    let url = server.url.clone();
+    let v = super::OAuthValidator::from_config(&|k: &str| match k {
+        "sasl.oauthbearer.jwks.endpoint.url" => Some(url.clone()),
+        "sasl.oauthbearer.jwks.endpoint.refresh.ms" => Some("60000".into()),
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.ms" => Some("100".into()),
+        "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms" => Some("1000".into()),
+        _ => None,
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(server.requests(), 1, "fetched once at start");
+    let ok = |key: &TestKey| v.validate(&sign(key, &claims("alice")), SystemTime::now()).is_ok();
+    assert!(ok(&k1));
+    let start = Instant::now();
+    assert_eq!(v.reload_at(start).ok(), Some(false));
+    assert_eq!(server.requests(), 1, "not due: no fetch");
+
+    // The provider rotates: a token of k2 is refused, and asks for an early fetch.
+    server.serve(200, &[&k1, &k2]);
+    assert!(!ok(&k2));
+    assert_eq!(v.reload_at(start + Duration::from_secs(1)).ok(), Some(true));
+    assert_eq!(server.requests(), 2);
+    assert!(ok(&k2) && ok(&k1));
+
+    // An unknown kid asks once a minute, however many tokens name it.
+    let k3 = ec_key("k3", false);
+    assert!(!ok(&k3) && !ok(&k3));
+    assert_eq!(v.reload_at(start + Duration::from_secs(2)).ok(), Some(false));
+    assert!(!ok(&k3));
+    assert_eq!(v.reload_at(start + Duration::from_secs(3)).ok(), Some(false));
+    assert_eq!(server.requests(), 3, "one early fetch for k3");
+
+    // The provider fails: keys kept; retries after 100, 200, 400 ms (waits 700 ms in all;
+    // the next, 800 ms, would pass the 1000 ms maximum), then not before the next refresh.
+    server.serve_text(500, "down".into());
+    let t = start + Duration::from_secs(63); // a minute after the last fetch (at +2 s)
+    assert!(v.reload_at(t).is_err());
+    assert_eq!(server.requests(), 4);
+    assert!(ok(&k1) && ok(&k2), "keys kept while the provider fails");
+    let mut at = t;
+    for wait in [100, 200, 400] {
+        assert_eq!(v.reload_at(at + Duration::from_millis(wait - 1)).ok(), Some(false), "retry before its time");
+        at += Duration::from_millis(wait);
+        assert!(v.reload_at(at).is_err());
+    }
+    assert_eq!(server.requests(), 7);
+    assert_eq!(v.reload_at(at + Duration::from_secs(30)).ok(), Some(false), "retries given up until the next refresh");
+    assert_eq!(server.requests(), 7);
+    // An answer over 1 MiB is a failure too, and the keys stay.
+    server.serve_text(200, format!("{{\"keys\": [], \"pad\": \"{}\"}}", "x".repeat(1 << 20)));
+    assert!(v.reload_at(at + Duration::from_secs(61)).is_err());
+    assert!(ok(&k1));
+    server.serve(200, &[&k2]);
+    assert_eq!(v.reload_at(at + Duration::from_secs(61) + Duration::from_millis(100)).ok(), Some(true));
+    assert!(ok(&k2) && !ok(&k1));
 }

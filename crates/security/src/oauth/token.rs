@@ -60,7 +60,7 @@ pub(crate) fn validate(token: &str, keys: &KeySet, rules: &ClaimRules, now: Syst
 /// The JOSE header's `alg` and `kid`. Only asymmetric signature algorithms pass: `none` and
 /// the HMAC ones (whose "key" would be a public JWKS value) are refused, as are headers with
 /// `crit` extensions (none are understood, RFC 7515 4.1.11) and JWE (five sections).
-fn header(token: &str) -> Result<(Algorithm, Option<String>), String> {
+pub(crate) fn header(token: &str) -> Result<(Algorithm, Option<String>), String> {
     let mut sections = token.split('.');
     let (Some(head), Some(_), Some(_), None) = (sections.next(), sections.next(), sections.next(), sections.next())
     else {
