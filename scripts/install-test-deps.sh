@@ -47,6 +47,7 @@ PY_SPECS=(
     "aiokafka==$AIOKAFKA_VERSION"
     "pytest==$PYTEST_VERSION"
     "pytest-timeout==$PYTEST_TIMEOUT_VERSION"
+    "pytest-xdist==$PYTEST_XDIST_VERSION"
     "lz4==$LZ4_VERSION"
     "cramjam==$CRAMJAM_VERSION"
     "python-snappy==$PYTHON_SNAPPY_VERSION"
