@@ -48,6 +48,7 @@ PY_SPECS=(
     "pytest==$PYTEST_VERSION"
     "pytest-timeout==$PYTEST_TIMEOUT_VERSION"
     "pytest-xdist==$PYTEST_XDIST_VERSION"
+    "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
     "lz4==$LZ4_VERSION"
     "cramjam==$CRAMJAM_VERSION"
     "python-snappy==$PYTHON_SNAPPY_VERSION"

@@ -149,7 +149,7 @@ class Node(Broker):
         text = self.log_text()
         text = text[text.rfind("----- [e2e] start"):]
         lines = [line for line in text.splitlines() if "metadata quorum leader" in line]
-        return bool(lines) and "active=true" in lines[-1]
+        return bool(lines) and ("active=true" in lines[-1] or '"active":true' in lines[-1])  # text or JSON
 
 
 class Cluster:

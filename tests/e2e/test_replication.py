@@ -17,7 +17,10 @@ What is checked:
   broker and the replication factor grows, the old replica's log is deleted, bad targets are
   refused with Kafka's errors, and the moved data is whole on the new replica;
 - the Java producer (idempotent, acks=all) and consumer work through a leader's SIGKILL with
-  no error reaching the application.
+  no error reaching the application;
+- operator logs (issue #17): with `logger.format=json` every line is a JSON object, and an
+  acks=all produce held up by a paused follower is logged as a slow request with its API and
+  client id, while a consumer's long polls are not.
 """
 from __future__ import annotations
 
@@ -164,6 +167,73 @@ def test_a_paused_follower_leaves_the_isr_and_rejoins(cluster):
     wait_until(lambda: partitions_of(boot, "lag")[0][2] == [1, 2, 3], 30,
                message="the resumed follower did not rejoin the ISR")
     assert sorted(read_all(boot, "lag", 1, 200)) == sorted(b"x%d" % i for i in range(200))
+
+
+def test_a_produce_held_up_by_a_paused_follower_is_logged_as_a_slow_request_in_json(tmp_path):
+    """logger.format=json and logger.slow.request.threshold.ms (issue #17): the leader logs the
+    acks=all produce that waited for the paused follower to leave the ISR (a warn line with the
+    API, version, client id, address, time and threshold); a consumer's long polls, which wait
+    by design, are not logged; every line each node writes is one JSON object."""
+    from confluent_kafka import Consumer
+    c = Cluster(tmp_path, extra={**FAST, "logger.format": "json", "logger.slow.request.threshold.ms": "1000"})
+    try:
+        c.start()
+        boot = c.bootstrap
+        create_replicated(boot, "slow", 1)
+        leader_id = leaders_seen_by(boot, "slow")[0]
+        leader = next(n for n in c.nodes if n.node_id == leader_id)
+        follower = next(n for n in c.nodes if n.node_id != leader_id and not n.is_active_controller())
+        others = ",".join(n.bootstrap for n in c.nodes if n is not follower)
+        follower.proc.send_signal(signal.SIGSTOP)
+        try:
+            producer = ck_producer(others, acks="all", **{"client.id": "held-producer"})
+            producer.produce("slow", value=b"held")
+            assert producer.flush(30) == 0
+        finally:
+            follower.proc.send_signal(signal.SIGCONT)
+        consumer = Consumer({"bootstrap.servers": others, "group.id": "long-pollers", "client.id": "long-poller",
+                             "auto.offset.reset": "earliest", "fetch.wait.max.ms": 3000})
+        try:
+            consumer.subscribe(["slow"])
+            got, deadline = [], time.monotonic() + 30
+            while not got and time.monotonic() < deadline:
+                m = consumer.poll(0.5)
+                if m is not None and m.error() is None:
+                    got.append(m.value())
+            assert got == [b"held"]
+            end = time.monotonic() + 7  # two more long polls of 3 s on the idle partition
+            while time.monotonic() < end:
+                consumer.poll(0.5)
+        finally:
+            consumer.close()
+
+        def events(node) -> list[dict]:
+            out = []
+            for line in node.log_text().splitlines():
+                if not line.strip() or line.startswith("----- [e2e]"):
+                    continue  # the harness's own marker lines
+                try:
+                    event = json.loads(line)
+                except ValueError:
+                    raise AssertionError(f"{node.name}: not a JSON line: {line!r}")
+                assert isinstance(event, dict) and {"timestamp", "level", "target"} <= event.keys(), line
+                out.append(event)
+            return out
+
+        def slow(client_id):
+            return [e for n in c.nodes for e in events(n)
+                    if e.get("message") == "slow request" and e.get("client_id") == client_id]
+
+        wait_until(lambda: slow("held-producer"), 10, message="no slow-request line for the held-up produce")
+        line = slow("held-producer")[0]
+        assert line["level"] == "WARN" and line["api"] == "Produce", line
+        assert line["elapsed_ms"] >= 1000 and line["threshold_ms"] == 1000, line
+        assert line["peer"] == "/127.0.0.1" and line["principal"] == "User:ANONYMOUS", line
+        assert line in [e for e in events(leader) if e.get("message") == "slow request"], "not logged by the leader"
+        assert slow("long-poller") == [], "a consumer's long polls were logged as slow"
+        assert all(events(n) for n in c.nodes)
+    finally:
+        c.cleanup()
 
 
 def test_acks_all_is_refused_below_min_insync_replicas(cluster):

@@ -100,6 +100,9 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     key!("quota.window.num", Int, Some("11"), Some(1), "Samples kept for client quota rates (KIP-13); the rate is measured over this many windows of quota.window.size.seconds."),
     key!("quota.window.size.seconds", Int, Some("1"), Some(1), "Length of one client quota sample window, in seconds."),
     key!("connections.max.idle.ms", Long, Some("600000"), Some(1), "Close connections idle this long."),
+    key!("http.listener", Str, None, None, "HOST:PORT of the operator's HTTP listener (off when unset): GET /metrics (Prometheus, OpenMetrics text), /health and /ready. See docs/metrics.md."),
+    key!("logger.format", Str, Some("text"), None, "How the broker writes its log to stderr: text (a readable line per event) or json (one JSON object per line with timestamp, level, target, message and the event's fields, for log shippers). The environment variable STRATA_LOG_FORMAT overrides it; STRATA_LOG sets the levels."),
+    key!("logger.slow.request.threshold.ms", Long, Some("5000"), Some(0), "A request that takes longer than this, from the handler starting to its response being ready, is logged at warn with its API, version, client id, address and principal; 0 logs none. A fetch's own max_wait_ms is not counted, and JoinGroup and SyncGroup, which wait for a rebalance by design, are never logged."),
     key!("auto.create.topics.enable", Bool, Some("true"), None, "Create unknown topics named in Metadata requests."),
     key!("num.partitions", Int, Some("1"), Some(1), "Partitions of auto-created topics and of CreateTopics with -1."),
     key!("default.replication.factor", Int, Some("1"), Some(1), "Replication factor of auto-created topics."),
@@ -585,6 +588,11 @@ impl BrokerConfig {
     }
     pub fn max_connections(&self) -> usize {
         self.num_or("max.connections", 65536) as usize
+    }
+    /// `logger.slow.request.threshold.ms`; `None` when 0 (no slow-request log lines).
+    pub fn slow_request_threshold(&self) -> Option<std::time::Duration> {
+        let ms = self.num_or("logger.slow.request.threshold.ms", 5000);
+        (ms > 0).then(|| std::time::Duration::from_millis(ms as u64))
     }
     pub fn connections_max_idle_ms(&self) -> u64 {
         self.num_or("connections.max.idle.ms", 600_000) as u64

@@ -18,6 +18,7 @@ pub mod error;
 pub mod groups;
 pub mod handlers;
 pub mod listeners;
+pub mod metrics;
 pub mod net;
 pub mod producer_ids;
 pub mod quotas;
@@ -45,6 +46,10 @@ pub struct Broker {
     pub authz: authz::Authz,
     /// Client quota rates (`quota.window.num` × `quota.window.size.seconds`).
     pub quotas: quotas::ClientQuotas,
+    /// `logger.slow.request.threshold.ms`: requests slower than this are logged (`None`: off).
+    pub slow_request_threshold: Option<std::time::Duration>,
+    /// What `/metrics` exports (the server's HTTP listener shares it).
+    pub metrics: Arc<metrics::BrokerMetrics>,
     /// Turns true when the broker starts shutting down; long-polling fetches
     /// answer at once instead of holding the shutdown up.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
@@ -64,6 +69,26 @@ impl Broker {
         let authz = authz::Authz::new(&config, replicas.clone());
         let (samples, window_ms) = config.quota_window();
         let quotas = quotas::ClientQuotas::new(samples, window_ms);
-        Self { producer_ids, txn, config, node_id, controller, replicas, groups, shutdown, authz, quotas }
+        let slow_request_threshold = config.slow_request_threshold();
+        Self {
+            producer_ids,
+            txn,
+            config,
+            node_id,
+            controller,
+            replicas,
+            groups,
+            shutdown,
+            authz,
+            quotas,
+            slow_request_threshold,
+            metrics: Arc::new(metrics::BrokerMetrics::new()),
+        }
+    }
+
+    /// The same broker counting into `metrics` (the one the HTTP listener serves).
+    pub fn with_metrics(mut self, metrics: Arc<metrics::BrokerMetrics>) -> Self {
+        self.metrics = metrics;
+        self
     }
 }

@@ -7,6 +7,7 @@
 //! filter (`info` by default).
 
 mod controller_listener;
+mod http;
 mod settings;
 
 #[cfg(not(target_env = "msvc"))]
@@ -106,11 +107,26 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let strata_log = std::env::var_os("STRATA_LOG").map(|v| v.to_string_lossy().into_owned());
     let (filter, bad_filter) = log_filter(strata_log.as_deref());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The server's configuration may ask for JSON log lines: read it before logging starts.
+    let loaded = match &cli.command {
+        Command::Server(args) => Some(settings::load(args)),
+        _ => None,
+    };
+    let format_env = std::env::var("STRATA_LOG_FORMAT").ok();
+    let configured = loaded.as_ref().and_then(|c| c.as_ref().ok()).and_then(|c| c.get("logger.format"));
+    let json = match log_format(format_env.as_deref().or(configured)) {
+        Ok(json) => json,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let logger = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        logger.json().flatten_event(true).with_current_span(false).with_span_list(false).init();
+    } else {
+        logger.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+    }
     if let Some(problem) = bad_filter {
         tracing::warn!(STRATA_LOG = %strata_log.as_deref().unwrap_or_default(), %problem, "invalid STRATA_LOG; logging at info");
     }
@@ -142,12 +158,14 @@ fn main() -> ExitCode {
             };
         }
     };
-    let config = match settings::load(&args) {
-        Ok(c) => c,
-        Err(e) => {
+    let config = match loaded {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => {
             eprintln!("strata: {e:#}");
             return ExitCode::from(2);
         }
+        // Not reached: `loaded` is read for the server command.
+        None => return ExitCode::FAILURE,
     };
     let config_file = args.config.as_ref().map_or_else(
         || "(none)".to_owned(),
@@ -169,6 +187,16 @@ fn main() -> ExitCode {
             eprintln!("strata: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Whether log lines are JSON: `STRATA_LOG_FORMAT`, else `logger.format` (`text`, the
+/// default, or `json`, any case).
+fn log_format(value: Option<&str>) -> Result<bool, String> {
+    match value.map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+        None | Some("") | Some("text") => Ok(false),
+        Some("json") => Ok(true),
+        Some(other) => Err(format!("logger.format (or STRATA_LOG_FORMAT) is {other:?}: expected text or json")),
     }
 }
 
@@ -332,6 +360,18 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         },
     };
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // The operator's HTTP listener (/metrics, /health, /ready) comes up before the logs load,
+    // so that /health answers (and /ready says not yet) while the node starts.
+    let metrics = Arc::new(strata_broker::metrics::BrokerMetrics::new());
+    let http_state = Arc::new(http::HttpState::new(metrics.clone()));
+    if let Some(value) = config.get("http.listener") {
+        let (host, port) = http::parse_listener(value).map_err(anyhow::Error::msg)?;
+        let socket = tokio::net::TcpListener::bind((host.as_str(), port))
+            .await
+            .with_context(|| format!("cannot listen on http.listener={value}"))?;
+        tracing::info!(listen = %socket.local_addr()?, "http.listener: serving /metrics, /health and /ready");
+        tokio::spawn(http::serve(socket, http_state.clone(), shutdown_rx.clone()));
+    }
     if inter_broker_security.is_some() {
         tokio::spawn(watch_tls_files("inter-broker", None, inter_broker_security.clone(), shutdown_rx.clone()));
     }
@@ -371,6 +411,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         shutdown_rx.clone(),
     )
     .await?;
+    let _ = http_state.quorum.set(quorum.clone());
     // Opening the log manager reads (and removes) the record of a clean shutdown, which the
     // registration passes on (KIP-966).
     let replicas = Arc::new(
@@ -485,16 +526,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             cleaner: config.cleaner(),
         })
         .context("cannot start the log maintenance threads")?;
-    let broker = Arc::new(Broker::new(
-        config,
-        controller.clone(),
-        replicas.clone(),
-        groups,
-        txn,
-        producer_ids,
-        shutdown_rx.clone(),
-    ));
+    let broker = Arc::new(
+        Broker::new(config, controller.clone(), replicas.clone(), groups, txn, producer_ids, shutdown_rx.clone())
+            .with_metrics(metrics),
+    );
     let _ = broker_cell.set(broker.clone());
+    let _ = http_state.replicas.set(replicas.clone());
 
     spawn_periodic(shutdown_rx.clone(), Duration::from_millis(producer_expiry_every), {
         let replicas = replicas.clone();
@@ -539,7 +576,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             Vec::new()
         }
     };
+    http_state.ready.store(true, std::sync::atomic::Ordering::Relaxed);
     let signal = signals.wait().await;
+    http_state.ready.store(false, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(%signal, "shutting down: no new connections, finishing requests in flight");
     let _ = shutdown_tx.send(true);
     for server in servers {
@@ -1054,6 +1093,15 @@ impl StopSignals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_log_format_is_text_or_json() {
+        for (value, json) in [(None, false), (Some(""), false), (Some("text"), false), (Some(" JSON "), true)] {
+            assert_eq!(log_format(value), Ok(json), "{value:?}");
+        }
+        let e = log_format(Some("logfmt")).err().unwrap_or_default();
+        assert!(e.contains("expected text or json"), "{e}");
+    }
 
     #[test]
     fn an_invalid_strata_log_falls_back_to_info_and_says_why() {

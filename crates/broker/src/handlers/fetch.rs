@@ -58,10 +58,10 @@ pub async fn handle(
     version: i16,
     session: &crate::net::Session,
     quota_max_bytes: Option<i64>,
-) -> (FetchResponse, SplicedRecords) {
+) -> (FetchResponse, SplicedRecords, Vec<(String, u64)>) {
     use strata_security::acl::{Operation, ResourceType};
     let listener: &str = &session.listener;
-    let failed = |e: ResponseError| (FetchResponse::default().with_error_code(e.code()), Vec::new());
+    let failed = |e: ResponseError| (FetchResponse::default().with_error_code(e.code()), Vec::new(), Vec::new());
     if request.session_id != 0 {
         return failed(ResponseError::FetchSessionIdNotFound);
     }
@@ -89,6 +89,9 @@ pub async fn handle(
     };
     let follower_denied = replica_id >= 0 && !broker.authz.cluster(session, Operation::ClusterAction);
     let mut wanted = Vec::new();
+    // Each partition's topic, as an index into `names` (for BytesOut).
+    let mut names = Vec::with_capacity(request.topics.len());
+    let mut topic_of = Vec::new();
     for t in &request.topics {
         let name = if version >= 13 {
             image.topic_by_id(&t.topic_id).map(|x| x.name.clone())
@@ -115,6 +118,7 @@ pub async fn handle(
                 Some(n) => Ok(n.clone()),
                 None => Err(BrokerError::UnknownTopicId),
             };
+            topic_of.push(names.len());
             wanted.push(FetchPartition {
                 topic,
                 index: p.partition,
@@ -125,9 +129,20 @@ pub async fn handle(
                 max_bytes: p.partition_max_bytes.max(0) as usize,
             });
         }
+        names.push(name);
     }
     let fetched = broker.replicas.fetch_messages(&params, wanted, broker.shutdown.clone()).await;
-    render(&request, version, &image, fetched, listener)
+    let mut bytes_out = vec![0u64; names.len()];
+    if replica_id < 0 {
+        for (f, t) in fetched.iter().zip(&topic_of) {
+            if let (FetchedPartition::Data { read: Some(r), .. }, Some(sum)) = (f, bytes_out.get_mut(*t)) {
+                *sum += r.records.len() as u64;
+            }
+        }
+    }
+    let out = names.into_iter().zip(bytes_out).filter_map(|(n, b)| Some((n?, b)).filter(|(_, b)| *b > 0)).collect();
+    let (response, spliced) = render(&request, version, &image, fetched, listener);
+    (response, spliced, out)
 }
 
 /// Whether `request` is a follower's (it names its broker id; v15+ in ReplicaState).

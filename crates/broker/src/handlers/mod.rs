@@ -34,7 +34,7 @@ mod write_txn_markers;
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use strata_protocol::kafka_protocol::messages::{
@@ -82,6 +82,12 @@ pub async fn handle(
 ) -> Result<Duration, Close> {
     let peer = session.client_host.as_str();
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
+    let started = Instant::now();
+    // What a request may spend waiting by design, not counted as slow: a fetch's long poll.
+    let may_wait = match &request.body {
+        RequestKind::Fetch(f) => Duration::from_millis(u64::try_from(f.max_wait_ms).unwrap_or(0)),
+        _ => Duration::ZERO,
+    };
     let client_id = request.client_id().to_string();
     let client = (client_id.as_str(), peer);
     // Client quotas: looked at only when some are set (and never for exempt requests).
@@ -169,7 +175,7 @@ pub async fn handle(
             // Followers' fetches are replication, which client quotas never throttle.
             let quotas_on = quotas_on && !fetch::from_follower(&r, version);
             let max_bytes = if quotas_on { broker.quotas.max_fetch_bytes(&image, user, &client_id) } else { None };
-            let (mut body, mut records) = fetch::handle(broker, r, version, session, max_bytes).await;
+            let (mut body, mut records, bytes_out) = fetch::handle(broker, r, version, session, max_bytes).await;
             if quotas_on {
                 // Kafka's handleFetchRequest: the response's size counts against
                 // consumer_byte_rate; a fetch over either quota is answered empty (its bytes
@@ -183,6 +189,12 @@ pub async fn handle(
                     records.clear();
                 }
                 body.set_throttle_ms(throttle_ms(throttle));
+            }
+            if !records.is_empty() {
+                // BytesOut: what goes to consumers (not a fetch a quota emptied).
+                for (topic, bytes) in &bytes_out {
+                    broker.metrics.bytes_out(topic, *bytes);
+                }
             }
             let mut buf = BytesMut::new();
             encode_response(&mut buf, key, version, cid, &body)?;
@@ -261,6 +273,16 @@ pub async fn handle(
         // mismatch between it and this match.
         _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }.into()),
     };
+    let elapsed = started.elapsed();
+    broker.metrics.request(key, version, elapsed);
+    if let Some(threshold) = broker.slow_request_threshold {
+        // JoinGroup and SyncGroup wait for the rest of the group (up to the rebalance timeout).
+        if elapsed > threshold + may_wait && !matches!(key, ApiKey::JoinGroup | ApiKey::SyncGroup) {
+            tracing::warn!(api = ?key, version, client_id, peer, principal = %session.principal, correlation_id = cid,
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                threshold_ms = u64::try_from(threshold.as_millis()).unwrap_or(u64::MAX), "slow request");
+        }
+    }
     result.map(|()| throttle)
 }
 

@@ -115,8 +115,16 @@ pub async fn handle(
             Err(e) => refused.push(Some(e)),
         }
     }
-    let mut appended =
-        broker.replicas.append_records(acks, request.timeout_ms, AppendOrigin::Client, entries).await.into_iter();
+    // BytesIn and MessagesIn count what was appended, as Kafka's ReplicaManager marks them.
+    let sizes: Vec<(String, u64, u64)> =
+        entries.iter().map(|e| (e.topic.clone(), e.records.len() as u64, records_in(&e.records))).collect();
+    let appended = broker.replicas.append_records(acks, request.timeout_ms, AppendOrigin::Client, entries).await;
+    for (result, (topic, bytes, messages)) in appended.iter().zip(&sizes) {
+        if result.is_ok() {
+            broker.metrics.bytes_in(topic, *bytes, *messages);
+        }
+    }
+    let mut appended = appended.into_iter();
     let mut results = refused.into_iter().map(|r| match r {
         Some(e) => Err(e),
         None => appended.next().unwrap_or(Err(BrokerError::ShuttingDown)),
@@ -295,6 +303,14 @@ fn partition_response(
                 .with_error_message(Some(str_bytes(e.to_string())))
         }
     }
+}
+
+/// The records the batches of `records` hold (for MessagesIn).
+fn records_in(records: &[u8]) -> u64 {
+    strata_protocol::batch::BatchIter::new(records)
+        .map_while(Result::ok)
+        .map(|(h, _)| u64::try_from(h.records_count).unwrap_or(0))
+        .sum()
 }
 
 /// Whether `records` start with a transactional batch.

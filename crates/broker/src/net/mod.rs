@@ -200,7 +200,11 @@ pub async fn serve(
                 let shutdown = shutdown.clone();
                 let listener = listener.clone();
                 tasks.spawn(async move {
+                    let metrics = broker.metrics.clone();
+                    let name = listener.spec.name.clone();
+                    metrics.connection(&name, 1);
                     connection::run(stream, peer, listener, broker, limits, bytes, shutdown).await;
+                    metrics.connection(&name, -1);
                     drop(permit);
                 });
             }

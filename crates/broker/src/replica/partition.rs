@@ -729,6 +729,11 @@ impl Partition {
     /// Kafka's check before an acks=all append (`Partition.appendRecordsToLeader`): with fewer
     /// in-sync replicas than the topic's `min.insync.replicas`, the produce is refused with
     /// NOT_ENOUGH_REPLICAS (retriable) and nothing is appended. acks 0 and 1 are not checked.
+    /// The topic's `min.insync.replicas`.
+    pub fn min_insync_replicas(&self) -> usize {
+        self.min_isr.load(Ordering::Relaxed)
+    }
+
     pub fn check_min_isr(&self, acks: i16, in_sync: usize) -> Result<(), BrokerError> {
         let required = self.min_isr.load(Ordering::Relaxed);
         if acks == -1 && in_sync < required {

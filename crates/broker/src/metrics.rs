@@ -1,0 +1,506 @@
+//! The broker's Prometheus metrics (issue #17), served on `/metrics` of `http.listener` in the
+//! OpenMetrics text format (`prometheus-client`).
+//!
+//! Names are Kafka's JMX names mapped the way the Prometheus JMX exporter's Kafka rules map
+//! them: `kafka_<domain>_<type>_<name>`, lower case, counters ending in `_total` and times in
+//! seconds. docs/metrics.md lists every family with its Kafka MBean.
+//!
+//! Counters move as requests are served (atomics; a label set is looked up in a read-locked
+//! map). Point-in-time gauges (partition counts, log sizes, the process's CPU, memory and
+//! files) are read when scraped, by [`BrokerMetrics::encode`], which reads `/proc` and walks
+//! every partition: call it off the async workers.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+use strata_protocol::ApiKey;
+
+use crate::replica::ReplicaManager;
+
+/// `request` and `version` of Kafka's `RequestMetrics` (`kafka.network:type=RequestMetrics,
+/// name=RequestsPerSec,request=Produce,version=9`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub request: &'static str,
+    pub version: i16,
+}
+
+/// `request` alone (the time histograms; Kafka's `TotalTimeMs` has no version).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestName {
+    pub request: &'static str,
+}
+
+/// `topic` of Kafka's `BrokerTopicMetrics`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabels {
+    pub topic: String,
+}
+
+/// `topic` and `partition` of Kafka's `kafka.log:type=Log,name=Size`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// `listener` of Kafka's `socket-server-metrics` `connection-count`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+}
+
+type TimeHistogram = Family<RequestName, Histogram, fn() -> Histogram>;
+
+/// The metadata quorum as this node sees it (the server reads it from its Raft node; the
+/// broker crate does not know the controller's types).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuorumFigures {
+    /// The leader's node id, -1 when unknown.
+    pub leader_id: i64,
+    /// The Raft term (Kafka's epoch).
+    pub epoch: u64,
+    /// Whether this node is the active controller.
+    pub active: bool,
+    /// The committed index (Kafka's high watermark of the metadata log).
+    pub high_watermark: u64,
+    /// The last index in this node's metadata log.
+    pub log_end_offset: u64,
+    /// The last index applied to this node's metadata image.
+    pub applied: u64,
+}
+
+/// Request times from 0.5 ms to about 33 s, doubling (17 buckets and +Inf).
+fn time_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+/// Every metric family the broker exports, and the registry that encodes them.
+pub struct BrokerMetrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_time: TimeHistogram,
+    bytes_in: Family<TopicLabels, Counter>,
+    messages_in: Family<TopicLabels, Counter>,
+    bytes_out: Family<TopicLabels, Counter>,
+    connections: Family<ListenerLabels, Gauge>,
+    // Read at scrape time.
+    partitions: Gauge,
+    leaders: Gauge,
+    under_replicated: Gauge,
+    under_min_isr: Gauge,
+    log_size: Family<PartitionLabels, Gauge>,
+    offline: Gauge,
+    quorum: QuorumGauges,
+    cpu_seconds: Counter<f64, AtomicU64>,
+    resident_memory: Gauge,
+    open_fds: Gauge,
+    /// The CPU time already added to `cpu_seconds` (a counter only moves up by deltas).
+    cpu_counted: Mutex<f64>,
+}
+
+/// Kafka's `raft-metrics` and `KafkaController` figures.
+struct QuorumGauges {
+    leader: Gauge,
+    epoch: Gauge,
+    high_watermark: Gauge,
+    log_end_offset: Gauge,
+    applied: Gauge,
+    active: Gauge,
+}
+
+impl QuorumGauges {
+    fn register(r: &mut Registry) -> Self {
+        let mut gauge = |name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        Self {
+            leader: gauge(
+                "kafka_server_raftmetrics_current_leader",
+                "The metadata quorum's leader, -1 when unknown (raft-metrics current-leader)",
+            ),
+            epoch: gauge(
+                "kafka_server_raftmetrics_current_epoch",
+                "The metadata quorum's epoch (Raft term; raft-metrics current-epoch)",
+            ),
+            high_watermark: gauge(
+                "kafka_server_raftmetrics_high_watermark",
+                "The committed offset of the metadata log (raft-metrics high-watermark)",
+            ),
+            log_end_offset: gauge(
+                "kafka_server_raftmetrics_log_end_offset",
+                "The end of this node's metadata log (raft-metrics log-end-offset)",
+            ),
+            applied: gauge(
+                "kafka_server_brokermetadatametrics_last_applied_record_offset",
+                "The last metadata log offset applied to this node's image (commit lag = high watermark - this)",
+            ),
+            active: gauge(
+                "kafka_controller_kafkacontroller_activecontrollercount",
+                "1 on the active controller, else 0 (KafkaController ActiveControllerCount)",
+            ),
+        }
+    }
+}
+
+impl std::fmt::Debug for BrokerMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BrokerMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for BrokerMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl BrokerMetrics {
+    pub fn new() -> Self {
+        let mut r = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        r.register(
+            "kafka_network_requestmetrics_requests",
+            "Requests served, by API and version (Kafka's RequestMetrics RequestsPerSec)",
+            requests.clone(),
+        );
+        let request_time: TimeHistogram = Family::new_with_constructor(time_histogram);
+        r.register_with_unit(
+            "kafka_network_requestmetrics_totaltime",
+            "Time from a request's decoding to its response being ready, by API (Kafka's RequestMetrics TotalTimeMs; a fetch's long poll included)",
+            Unit::Seconds,
+            request_time.clone(),
+        );
+        let bytes_in = Family::<TopicLabels, Counter>::default();
+        r.register(
+            "kafka_server_brokertopicmetrics_bytesin",
+            "Record batch bytes appended by clients' produce requests, by topic (BrokerTopicMetrics BytesInPerSec)",
+            bytes_in.clone(),
+        );
+        let messages_in = Family::<TopicLabels, Counter>::default();
+        r.register(
+            "kafka_server_brokertopicmetrics_messagesin",
+            "Records appended by clients' produce requests, by topic (BrokerTopicMetrics MessagesInPerSec)",
+            messages_in.clone(),
+        );
+        let bytes_out = Family::<TopicLabels, Counter>::default();
+        r.register(
+            "kafka_server_brokertopicmetrics_bytesout",
+            "Record bytes sent to consumers, by topic; followers' fetches not counted (BrokerTopicMetrics BytesOutPerSec)",
+            bytes_out.clone(),
+        );
+        let connections = Family::<ListenerLabels, Gauge>::default();
+        r.register(
+            "kafka_server_socketservermetrics_connection_count",
+            "Open client connections, by listener (socket-server-metrics connection-count)",
+            connections.clone(),
+        );
+        let partitions = Gauge::default();
+        r.register(
+            "kafka_server_replicamanager_partitioncount",
+            "Partitions with a replica on this broker (ReplicaManager PartitionCount)",
+            partitions.clone(),
+        );
+        let leaders = Gauge::default();
+        r.register(
+            "kafka_server_replicamanager_leadercount",
+            "Partitions this broker leads (ReplicaManager LeaderCount)",
+            leaders.clone(),
+        );
+        let under_replicated = Gauge::default();
+        r.register(
+            "kafka_server_replicamanager_underreplicatedpartitions",
+            "Partitions this broker leads whose ISR is smaller than their replica set (ReplicaManager UnderReplicatedPartitions)",
+            under_replicated.clone(),
+        );
+        let under_min_isr = Gauge::default();
+        r.register(
+            "kafka_server_replicamanager_underminisrpartitioncount",
+            "Partitions this broker leads whose ISR is below min.insync.replicas (ReplicaManager UnderMinIsrPartitionCount)",
+            under_min_isr.clone(),
+        );
+        let log_size = Family::<PartitionLabels, Gauge>::default();
+        r.register_with_unit(
+            "kafka_log_log_size",
+            "Bytes of a partition's log on this broker (kafka.log Log Size)",
+            Unit::Bytes,
+            log_size.clone(),
+        );
+        let offline = Gauge::default();
+        r.register(
+            "kafka_controller_kafkacontroller_offlinepartitionscount",
+            "Partitions without a leader, counted by the active controller (0 elsewhere; KafkaController OfflinePartitionsCount)",
+            offline.clone(),
+        );
+        let quorum = QuorumGauges::register(&mut r);
+        let cpu_seconds = Counter::<f64, AtomicU64>::default();
+        r.register_with_unit("process_cpu", "CPU time used by the process", Unit::Seconds, cpu_seconds.clone());
+        let resident_memory = Gauge::default();
+        r.register_with_unit(
+            "process_resident_memory",
+            "Resident memory of the process",
+            Unit::Bytes,
+            resident_memory.clone(),
+        );
+        let open_fds = Gauge::default();
+        r.register("process_open_fds", "Open file descriptors of the process", open_fds.clone());
+        Self {
+            registry: r,
+            requests,
+            request_time,
+            bytes_in,
+            messages_in,
+            bytes_out,
+            connections,
+            partitions,
+            leaders,
+            under_replicated,
+            under_min_isr,
+            log_size,
+            offline,
+            quorum,
+            cpu_seconds,
+            resident_memory,
+            open_fds,
+            cpu_counted: Mutex::new(0.0),
+        }
+    }
+
+    /// One request of `api` `version` served in `elapsed`.
+    pub fn request(&self, api: ApiKey, version: i16, elapsed: Duration) {
+        let request = api_name(api);
+        self.requests.get_or_create(&RequestLabels { request, version }).inc();
+        self.request_time.get_or_create(&RequestName { request }).observe(elapsed.as_secs_f64());
+    }
+
+    /// A client's batches appended to `topic`: `bytes` of batches holding `messages` records.
+    pub fn bytes_in(&self, topic: &str, bytes: u64, messages: u64) {
+        let labels = TopicLabels { topic: topic.to_string() };
+        self.bytes_in.get_or_create(&labels).inc_by(bytes);
+        self.messages_in.get_or_create(&labels).inc_by(messages);
+    }
+
+    /// `bytes` of `topic`'s records sent to a consumer.
+    pub fn bytes_out(&self, topic: &str, bytes: u64) {
+        self.bytes_out.get_or_create(&TopicLabels { topic: topic.to_string() }).inc_by(bytes);
+    }
+
+    /// A connection on `listener` opened (`+1`) or closed (`-1`).
+    pub fn connection(&self, listener: &str, delta: i64) {
+        self.connections.get_or_create(&ListenerLabels { listener: listener.to_string() }).inc_by(delta);
+    }
+
+    /// The OpenMetrics text of every family, the point-in-time ones read now from `replicas`
+    /// and `/proc/self`. Blocks on `/proc`: call it off the async workers.
+    /// `quorum` is this node's view of the metadata quorum, when it has one.
+    pub fn encode(
+        &self,
+        replicas: Option<&ReplicaManager>,
+        quorum: Option<QuorumFigures>,
+    ) -> Result<String, std::fmt::Error> {
+        if let Some(q) = quorum {
+            let g = &self.quorum;
+            g.leader.set(q.leader_id);
+            g.epoch.set(i64::try_from(q.epoch).unwrap_or(i64::MAX));
+            g.high_watermark.set(i64::try_from(q.high_watermark).unwrap_or(i64::MAX));
+            g.log_end_offset.set(i64::try_from(q.log_end_offset).unwrap_or(i64::MAX));
+            g.applied.set(i64::try_from(q.applied).unwrap_or(i64::MAX));
+            g.active.set(i64::from(q.active));
+        }
+        if let Some(replicas) = replicas {
+            self.read_partitions(replicas);
+            // Kafka's controller counts offline partitions; only the active one reports them.
+            let offline = match quorum {
+                Some(q) if q.active => {
+                    replicas.image().topics().flat_map(|t| t.partitions.iter()).filter(|p| p.leader < 0).count()
+                }
+                _ => 0,
+            };
+            self.offline.set(i64::try_from(offline).unwrap_or(i64::MAX));
+        }
+        self.read_process();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
+        Ok(text)
+    }
+
+    fn read_partitions(&self, replicas: &ReplicaManager) {
+        let (mut count, mut leaders, mut under, mut under_min) = (0, 0, 0, 0);
+        self.log_size.clear();
+        for p in replicas.all_partitions() {
+            count += 1;
+            if let Some(a) = p.assignment() {
+                if a.leader == replicas.node_id() {
+                    leaders += 1;
+                    under += i64::from(a.isr.len() < a.replicas.len());
+                    under_min += i64::from(a.isr.len() < p.min_insync_replicas());
+                }
+            }
+            let size = i64::try_from(p.size_bytes()).unwrap_or(i64::MAX);
+            self.log_size.get_or_create(&PartitionLabels { topic: p.topic.clone(), partition: p.index }).set(size);
+        }
+        self.partitions.set(count);
+        self.leaders.set(leaders);
+        self.under_replicated.set(under);
+        self.under_min_isr.set(under_min);
+    }
+
+    fn read_process(&self) {
+        if let Some(process) = ProcessStats::read() {
+            let mut counted = self.cpu_counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if process.cpu_seconds > *counted {
+                self.cpu_seconds.inc_by(process.cpu_seconds - *counted);
+                *counted = process.cpu_seconds;
+            }
+            self.resident_memory.set(process.resident_bytes);
+            self.open_fds.set(process.open_fds);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn requests_of(&self, api: ApiKey, version: i16) -> u64 {
+        self.requests.get_or_create(&RequestLabels { request: api_name(api), version }).get()
+    }
+}
+
+/// Kafka's name of an API (`Produce`, `Fetch`, `ApiVersions`, ...), as its metrics' `request`
+/// label writes it.
+fn api_name(api: ApiKey) -> &'static str {
+    use ApiKey::*;
+    match api {
+        Produce => "Produce",
+        Fetch => "Fetch",
+        ListOffsets => "ListOffsets",
+        Metadata => "Metadata",
+        OffsetCommit => "OffsetCommit",
+        OffsetFetch => "OffsetFetch",
+        FindCoordinator => "FindCoordinator",
+        JoinGroup => "JoinGroup",
+        Heartbeat => "Heartbeat",
+        LeaveGroup => "LeaveGroup",
+        SyncGroup => "SyncGroup",
+        DescribeGroups => "DescribeGroups",
+        ListGroups => "ListGroups",
+        SaslHandshake => "SaslHandshake",
+        ApiVersions => "ApiVersions",
+        CreateTopics => "CreateTopics",
+        DeleteTopics => "DeleteTopics",
+        DeleteRecords => "DeleteRecords",
+        InitProducerId => "InitProducerId",
+        OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        AddPartitionsToTxn => "AddPartitionsToTxn",
+        AddOffsetsToTxn => "AddOffsetsToTxn",
+        EndTxn => "EndTxn",
+        WriteTxnMarkers => "WriteTxnMarkers",
+        TxnOffsetCommit => "TxnOffsetCommit",
+        DescribeAcls => "DescribeAcls",
+        CreateAcls => "CreateAcls",
+        DeleteAcls => "DeleteAcls",
+        DescribeConfigs => "DescribeConfigs",
+        AlterConfigs => "AlterConfigs",
+        DescribeLogDirs => "DescribeLogDirs",
+        SaslAuthenticate => "SaslAuthenticate",
+        CreatePartitions => "CreatePartitions",
+        DeleteGroups => "DeleteGroups",
+        ElectLeaders => "ElectLeaders",
+        IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        AlterPartitionReassignments => "AlterPartitionReassignments",
+        ListPartitionReassignments => "ListPartitionReassignments",
+        OffsetDelete => "OffsetDelete",
+        DescribeClientQuotas => "DescribeClientQuotas",
+        AlterClientQuotas => "AlterClientQuotas",
+        DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        AlterUserScramCredentials => "AlterUserScramCredentials",
+        DescribeCluster => "DescribeCluster",
+        DescribeProducers => "DescribeProducers",
+        DescribeTransactions => "DescribeTransactions",
+        ListTransactions => "ListTransactions",
+        ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ConsumerGroupDescribe => "ConsumerGroupDescribe",
+        DescribeTopicPartitions => "DescribeTopicPartitions",
+        DescribeQuorum => "DescribeQuorum",
+        Envelope => "Envelope",
+        _ => "Other",
+    }
+}
+
+/// What `/proc/self` says of this process.
+struct ProcessStats {
+    cpu_seconds: f64,
+    resident_bytes: i64,
+    open_fds: i64,
+}
+
+impl ProcessStats {
+    /// `None` where `/proc` cannot be read (not Linux).
+    fn read() -> Option<Self> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // After the command name (which may hold spaces, in parentheses), utime and stime are
+        // the 12th and 13th fields, in clock ticks: USER_HZ, which Linux fixes at 100 for user
+        // space on every architecture (what sysconf(_SC_CLK_TCK) answers).
+        let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        const USER_HZ: f64 = 100.0;
+        let cpu_seconds = (ticks(11)? + ticks(12)?) as f64 / USER_HZ;
+        // VmRSS is in kB whatever the page size.
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let rss_kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").map(|d| d.count() as i64).unwrap_or(0);
+        Some(Self { cpu_seconds, resident_bytes: rss_kb.saturating_mul(1024), open_fds })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_histograms_encode_as_openmetrics() {
+        let m = BrokerMetrics::new();
+        m.request(ApiKey::Produce, 9, Duration::from_millis(3));
+        m.request(ApiKey::Produce, 9, Duration::from_millis(40));
+        m.bytes_in("orders", 1000, 10);
+        m.bytes_out("orders", 600);
+        m.connection("PLAINTEXT", 1);
+        assert_eq!(m.requests_of(ApiKey::Produce, 9), 2);
+        let quorum =
+            QuorumFigures { leader_id: 1, epoch: 3, active: true, high_watermark: 40, log_end_offset: 41, applied: 40 };
+        let text = m.encode(None, Some(quorum)).unwrap_or_else(|e| panic!("{e}"));
+        for line in [
+            "kafka_network_requestmetrics_requests_total{request=\"Produce\",version=\"9\"} 2",
+            "kafka_network_requestmetrics_totaltime_seconds_count{request=\"Produce\"} 2",
+            "kafka_server_brokertopicmetrics_bytesin_total{topic=\"orders\"} 1000",
+            "kafka_server_brokertopicmetrics_messagesin_total{topic=\"orders\"} 10",
+            "kafka_server_brokertopicmetrics_bytesout_total{topic=\"orders\"} 600",
+            "kafka_server_socketservermetrics_connection_count{listener=\"PLAINTEXT\"} 1",
+            "kafka_server_raftmetrics_current_leader 1",
+            "kafka_server_raftmetrics_current_epoch 3",
+            "kafka_server_raftmetrics_high_watermark 40",
+            "kafka_server_raftmetrics_log_end_offset 41",
+            "kafka_controller_kafkacontroller_activecontrollercount 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in\n{text}");
+        }
+        assert!(
+            text.contains("kafka_network_requestmetrics_totaltime_seconds_bucket{le=\"0.004\",request=\"Produce\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        // The process's own figures, from /proc.
+        let cpu = text.lines().find(|l| l.starts_with("process_cpu_seconds_total ")).unwrap_or_default();
+        assert!(cpu.split(' ').nth(1).and_then(|v| v.parse::<f64>().ok()).is_some(), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("process_open_fds ") && l != "process_open_fds 0"), "{text}");
+    }
+}

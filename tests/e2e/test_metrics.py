@@ -1,0 +1,145 @@
+"""The operator's HTTP listener (issue #17): `http.listener=HOST:PORT` serves `/metrics`
+(OpenMetrics text, parsed here with the Prometheus project's own Python parser), `/health`
+and `/ready`.
+
+A scrape before and after a produce/consume run with confluent-kafka checks that:
+- the text parses as OpenMetrics (prometheus_client's strict parser);
+- BytesIn of the topic moved by exactly the bytes its log grew by (the batches the producer
+  sent, stored as they came), MessagesIn by the records sent, BytesOut by at least what the
+  consumer read;
+- request counters moved for Produce and Fetch, and each API's time histogram counted as
+  many requests as its counters;
+- connection count, partition and leader counts, the metadata quorum (active controller,
+  leader, epoch, high watermark moving), and the process's CPU, memory and open files are there
+  and plausible.
+"""
+from __future__ import annotations
+
+import socket
+import urllib.error
+import urllib.request
+
+import pytest
+
+from e2e_util import ck_consumer, ck_create_topic, ck_producer, free_port
+
+N = 500
+
+
+def get(port: int, path: str, method: str = "GET") -> tuple[int, str, str]:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.headers.get("Content-Type", ""), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type", ""), e.read().decode()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    """(sample name, sorted labels) -> value, after the strict OpenMetrics parser read it."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+    status, ctype, text = get(port, "/metrics")
+    assert status == 200, (status, text)
+    assert ctype.startswith("application/openmetrics-text"), ctype
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def total(samples, name, **labels) -> float:
+    """The sum over every sample of `name` whose labels include `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls))
+
+
+@pytest.fixture
+def http_broker(broker_factory):
+    port = free_port()
+    b = broker_factory(f"http.listener=127.0.0.1:{port}")
+    b.http_port = port
+    return b
+
+
+def test_health_ready_and_unknown_paths(http_broker):
+    port = http_broker.http_port
+    assert get(port, "/health")[::2] == (200, "ok\n")
+    assert get(port, "/ready")[::2] == (200, "ready\n")
+    assert get(port, "/nope")[0] == 404
+    assert get(port, "/metrics", method="POST")[0] == 405
+    # Not HTTP at all: the connection closes, the listener goes on.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"\x00\x01garbage\r\n\r\n")
+        s.settimeout(5)
+        try:
+            while s.recv(4096):
+                pass
+        except (ConnectionResetError, TimeoutError):
+            pass
+    assert get(port, "/health")[0] == 200
+
+
+def test_metrics_move_with_a_produce_and_consume_run(http_broker):
+    port, boot = http_broker.http_port, http_broker.bootstrap
+    before = scrape(port)
+    ck_create_topic(boot, "metered", partitions=1)  # moves the metadata log's high watermark
+    producer = ck_producer(boot, **{"linger.ms": 5})
+    for i in range(N):
+        producer.produce("metered", key=b"k%d" % i, value=b"v" * (100 + i % 50))
+    assert producer.flush(30) == 0
+    consumer = ck_consumer(boot, **{"group.id": "metered-readers"})
+    consumer.subscribe(["metered"])
+    got = 0
+    import time
+    deadline = time.monotonic() + 60
+    while got < N and time.monotonic() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            got += 1
+    assert got == N
+    after = scrape(port)
+    consumer.close()
+
+    size = value(after, "kafka_log_log_size_bytes", topic="metered", partition="0")
+    assert size > N * 100, size
+    bytes_in = value(after, "kafka_server_brokertopicmetrics_bytesin_total", topic="metered")
+    assert bytes_in == size, f"BytesIn {bytes_in} but the log holds {size} bytes"
+    assert value(after, "kafka_server_brokertopicmetrics_messagesin_total", topic="metered") == N
+    assert value(after, "kafka_server_brokertopicmetrics_bytesout_total", topic="metered") >= size
+
+    for api in ("Produce", "Fetch", "Metadata"):
+        moved = total(after, "kafka_network_requestmetrics_requests_total", request=api) - \
+            total(before, "kafka_network_requestmetrics_requests_total", request=api)
+        assert moved >= 1, f"no {api} request counted"
+        # The histogram counts every request its counter counts (scraped at the same moment).
+        assert value(after, "kafka_network_requestmetrics_totaltime_seconds_count", request=api) == \
+            total(after, "kafka_network_requestmetrics_requests_total", request=api), api
+        assert value(after, "kafka_network_requestmetrics_totaltime_seconds_bucket", request=api, le="+Inf") == \
+            value(after, "kafka_network_requestmetrics_totaltime_seconds_count", request=api)
+    assert value(after, "kafka_server_socketservermetrics_connection_count", listener="PLAINTEXT") >= 1
+    partitions = value(after, "kafka_server_replicamanager_partitioncount")
+    assert partitions >= 1 and value(after, "kafka_server_replicamanager_leadercount") == partitions
+    assert value(after, "kafka_server_replicamanager_underreplicatedpartitions") == 0
+    # A single node: its own active controller and quorum leader, nothing offline.
+    assert value(after, "kafka_controller_kafkacontroller_activecontrollercount") == 1
+    assert value(after, "kafka_server_raftmetrics_current_leader") == 1
+    assert value(after, "kafka_server_raftmetrics_current_epoch") >= 1
+    hw = value(after, "kafka_server_raftmetrics_high_watermark")
+    assert hw > value(before, "kafka_server_raftmetrics_high_watermark") > 0, "creating the topic did not move it"
+    assert value(after, "kafka_server_raftmetrics_log_end_offset") >= hw
+    assert value(after, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
+    assert value(after, "process_cpu_seconds_total") > 0
+    assert value(after, "process_resident_memory_bytes") > 1 << 20
+    assert value(after, "process_open_fds") > 5
+
+
+def test_a_bad_http_listener_stops_the_start(broker_factory):
+    import subprocess
+    b = broker_factory("http.listener=not-a-port", start=False)
+    b.data_dir.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run(b.argv(), capture_output=True, text=True, timeout=30, cwd=b.workdir)
+    assert r.returncode != 0 and "http.listener=not-a-port is not HOST:PORT" in r.stderr, r.stderr[-2000:]
