@@ -9,6 +9,8 @@ A scrape before and after a produce/consume run with confluent-kafka checks that
   consumer read;
 - request counters moved for Produce and Fetch, and each API's time histogram counted as
   many requests as its counters;
+- the consumer group's committed offset and lag (0 after it read everything, 50 after 50 more
+  records);
 - connection count, partition and leader counts, the metadata quorum (active controller,
   leader, epoch, high watermark moving), and the process's CPU, memory and open files are there
   and plausible.
@@ -99,10 +101,12 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     while got < N and time.monotonic() < deadline:
         m = consumer.poll(0.5)
         if m is not None and m.error() is None:
+            consumer.store_offsets(m)
             got += 1
     assert got == N
-    after = scrape(port)
+    consumer.commit(asynchronous=False)
     consumer.close()
+    after = scrape(port)
 
     size = value(after, "kafka_log_log_size_bytes", topic="metered", partition="0")
     assert size > N * 100, size
@@ -132,6 +136,16 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     assert hw > value(before, "kafka_server_raftmetrics_high_watermark") > 0, "creating the topic did not move it"
     assert value(after, "kafka_server_raftmetrics_log_end_offset") >= hw
     assert value(after, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0
+    # The group's committed offset and lag; then 50 records more, not consumed: lag 50.
+    group = dict(consumergroup="metered-readers", topic="metered", partition="0")
+    assert value(after, "kafka_consumergroup_current_offset", **group) == N
+    assert value(after, "kafka_consumergroup_lag", **group) == 0
+    for i in range(50):
+        producer.produce("metered", value=b"unread")
+    assert producer.flush(30) == 0
+    later = scrape(port)
+    assert value(later, "kafka_consumergroup_lag", **group) == 50
+    assert value(later, "kafka_server_brokertopicmetrics_messagesin_total", topic="metered") == N + 50
     assert value(after, "process_cpu_seconds_total") > 0
     assert value(after, "process_resident_memory_bytes") > 1 << 20
     assert value(after, "process_open_fds") > 5

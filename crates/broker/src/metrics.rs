@@ -51,6 +51,14 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
+/// A group's partition, as kafka_exporter labels consumer group figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupPartitionLabels {
+    pub consumergroup: String,
+    pub topic: String,
+    pub partition: i32,
+}
+
 /// `listener` of Kafka's `socket-server-metrics` `connection-count`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -98,6 +106,8 @@ pub struct BrokerMetrics {
     under_min_isr: Gauge,
     log_size: Family<PartitionLabels, Gauge>,
     offline: Gauge,
+    group_offset: Family<GroupPartitionLabels, Gauge>,
+    group_lag: Family<GroupPartitionLabels, Gauge>,
     quorum: QuorumGauges,
     cpu_seconds: Counter<f64, AtomicU64>,
     resident_memory: Gauge,
@@ -241,6 +251,18 @@ impl BrokerMetrics {
             "Partitions without a leader, counted by the active controller (0 elsewhere; KafkaController OfflinePartitionsCount)",
             offline.clone(),
         );
+        let group_offset = Family::<GroupPartitionLabels, Gauge>::default();
+        r.register(
+            "kafka_consumergroup_current_offset",
+            "A group's committed offset, for the groups this broker coordinates (kafka_exporter's name)",
+            group_offset.clone(),
+        );
+        let group_lag = Family::<GroupPartitionLabels, Gauge>::default();
+        r.register(
+            "kafka_consumergroup_lag",
+            "The partition's high watermark minus the group's committed offset (0 when ahead), where this broker holds a replica of the partition (kafka_exporter's name)",
+            group_lag.clone(),
+        );
         let quorum = QuorumGauges::register(&mut r);
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         r.register_with_unit("process_cpu", "CPU time used by the process", Unit::Seconds, cpu_seconds.clone());
@@ -267,6 +289,8 @@ impl BrokerMetrics {
             under_min_isr,
             log_size,
             offline,
+            group_offset,
+            group_lag,
             quorum,
             cpu_seconds,
             resident_memory,
@@ -304,9 +328,10 @@ impl BrokerMetrics {
     /// `quorum` is this node's view of the metadata quorum, when it has one.
     pub fn encode(
         &self,
-        replicas: Option<&ReplicaManager>,
+        broker: Option<&crate::Broker>,
         quorum: Option<QuorumFigures>,
     ) -> Result<String, std::fmt::Error> {
+        let replicas = broker.map(|b| b.replicas.as_ref());
         if let Some(q) = quorum {
             let g = &self.quorum;
             g.leader.set(q.leader_id);
@@ -326,6 +351,9 @@ impl BrokerMetrics {
                 _ => 0,
             };
             self.offline.set(i64::try_from(offline).unwrap_or(i64::MAX));
+        }
+        if let Some(broker) = broker {
+            self.read_groups(broker);
         }
         self.read_process();
         let mut text = String::new();
@@ -352,6 +380,24 @@ impl BrokerMetrics {
         self.leaders.set(leaders);
         self.under_replicated.set(under);
         self.under_min_isr.set(under_min);
+    }
+
+    /// The committed offsets of the groups this broker coordinates, and their lag against
+    /// the high watermark of the partition's replica here (none: no lag figure).
+    fn read_groups(&self, broker: &crate::Broker) {
+        self.group_offset.clear();
+        self.group_lag.clear();
+        let committed = broker.groups.each_shard(|shard, _| shard.committed_offsets());
+        let partitions: std::collections::HashMap<(String, i32), i64> =
+            broker.replicas.all_partitions().iter().map(|p| ((p.topic.clone(), p.index), p.high_watermark())).collect();
+        for (group, topic, partition, offset) in committed.into_iter().flatten() {
+            let high_watermark = partitions.get(&(topic.clone(), partition)).copied();
+            let labels = GroupPartitionLabels { consumergroup: group, topic, partition };
+            self.group_offset.get_or_create(&labels).set(offset);
+            if let Some(hw) = high_watermark {
+                self.group_lag.get_or_create(&labels).set((hw - offset).max(0));
+            }
+        }
     }
 
     fn read_process(&self) {

@@ -185,6 +185,16 @@ impl OffsetStore {
 type Fetched = Vec<(String, Vec<(i32, Option<OffsetCommitValue>, i16)>)>;
 
 impl GroupCoordinatorShard {
+    /// Every committed offset of this shard's groups, as `(group, topic, partition, offset)`
+    /// (for the consumer lag metrics). Pending transactional offsets are not included.
+    pub fn committed_offsets(&self) -> Vec<(String, String, i32, i64)> {
+        self.offsets
+            .groups
+            .iter()
+            .flat_map(|(g, offsets)| offsets.iter().map(move |((t, p), o)| (g.clone(), t.clone(), *p, o.offset)))
+            .collect()
+    }
+
     /// The committed offset of `group` for `topic`/`partition`, for inspection.
     pub fn committed_offset(&self, group: &str, topic: &str, partition: i32) -> Option<&OffsetCommitValue> {
         self.offsets.get(group, topic, partition)

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode};
 use strata_broker::metrics::{BrokerMetrics, QuorumFigures};
-use strata_broker::replica::ReplicaManager;
+use strata_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
@@ -34,8 +34,8 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// What the endpoints read.
 pub struct HttpState {
     pub metrics: Arc<BrokerMetrics>,
-    /// Set once the node's partitions are open (a controller-only node has none).
-    pub replicas: OnceLock<Arc<ReplicaManager>>,
+    /// Set once the node's logs are open and its broker side runs.
+    pub broker: OnceLock<Arc<Broker>>,
     /// Set once the node's Raft node runs.
     pub quorum: OnceLock<Arc<strata_controller::quorum::QuorumController>>,
     /// True while the node serves clients.
@@ -44,7 +44,7 @@ pub struct HttpState {
 
 impl HttpState {
     pub fn new(metrics: Arc<BrokerMetrics>) -> Self {
-        Self { metrics, replicas: OnceLock::new(), quorum: OnceLock::new(), ready: AtomicBool::new(false) }
+        Self { metrics, broker: OnceLock::new(), quorum: OnceLock::new(), ready: AtomicBool::new(false) }
     }
 }
 
@@ -139,7 +139,7 @@ async fn answer<B>(state: &Arc<HttpState>, request: Request<B>) -> Response<Full
                         applied: s.applied_index,
                     }
                 });
-                state.metrics.encode(state.replicas.get().map(|r| r.as_ref()), quorum).map_err(|e| e.to_string())
+                state.metrics.encode(state.broker.get().map(|b| b.as_ref()), quorum).map_err(|e| e.to_string())
             })
             .await
             .map_err(|e| e.to_string())

@@ -531,7 +531,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             .with_metrics(metrics),
     );
     let _ = broker_cell.set(broker.clone());
-    let _ = http_state.replicas.set(replicas.clone());
+    let _ = http_state.broker.set(broker.clone());
 
     spawn_periodic(shutdown_rx.clone(), Duration::from_millis(producer_expiry_every), {
         let replicas = replicas.clone();
