@@ -51,7 +51,11 @@ def scrape(port: int) -> dict[tuple[str, tuple], float]:
 
 
 def value(samples, name, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+    """The sample's value; a missing series fails (a renamed or dropped metric must not pass
+    as zero)."""
+    key = (name, tuple(sorted(labels.items())))
+    assert key in samples, f"no {name}{labels} in the scrape"
+    return samples[key]
 
 
 def total(samples, name, **labels) -> float:
@@ -77,11 +81,16 @@ def test_health_ready_and_unknown_paths(http_broker):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"\x00\x01garbage\r\n\r\n")
         s.settimeout(5)
+        closed = False
         try:
             while s.recv(4096):
                 pass
-        except (ConnectionResetError, TimeoutError):
+            closed = True
+        except ConnectionResetError:
+            closed = True
+        except TimeoutError:
             pass
+        assert closed, "the listener kept a garbage connection open"
     assert get(port, "/health")[0] == 200
 
 
@@ -108,6 +117,7 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     consumer.close()
     after = scrape(port)
 
+    assert ("kafka_server_brokertopicmetrics_bytesin_total", (("topic", "metered"),)) not in before
     size = value(after, "kafka_log_log_size_bytes", topic="metered", partition="0")
     assert size > N * 100, size
     bytes_in = value(after, "kafka_server_brokertopicmetrics_bytesin_total", topic="metered")
@@ -115,7 +125,7 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     assert value(after, "kafka_server_brokertopicmetrics_messagesin_total", topic="metered") == N
     assert value(after, "kafka_server_brokertopicmetrics_bytesout_total", topic="metered") >= size
 
-    for api in ("Produce", "Fetch", "Metadata"):
+    for api in ("Produce", "FetchConsumer", "Metadata"):
         moved = total(after, "kafka_network_requestmetrics_requests_total", request=api) - \
             total(before, "kafka_network_requestmetrics_requests_total", request=api)
         assert moved >= 1, f"no {api} request counted"
@@ -128,11 +138,13 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     partitions = value(after, "kafka_server_replicamanager_partitioncount")
     assert partitions >= 1 and value(after, "kafka_server_replicamanager_leadercount") == partitions
     assert value(after, "kafka_server_replicamanager_underreplicatedpartitions") == 0
+    assert value(after, "kafka_server_replicamanager_underminisrpartitioncount") == 0
     # A single node: its own active controller and quorum leader, nothing offline.
     assert value(after, "kafka_controller_kafkacontroller_activecontrollercount") == 1
     assert value(after, "kafka_server_raftmetrics_current_leader") == 1
     assert value(after, "kafka_server_raftmetrics_current_epoch") >= 1
     hw = value(after, "kafka_server_raftmetrics_high_watermark")
+    assert value(after, "kafka_server_brokermetadatametrics_last_applied_record_offset") <= hw
     assert hw > value(before, "kafka_server_raftmetrics_high_watermark") > 0, "creating the topic did not move it"
     assert value(after, "kafka_server_raftmetrics_log_end_offset") >= hw
     assert value(after, "kafka_controller_kafkacontroller_offlinepartitionscount") == 0

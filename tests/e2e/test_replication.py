@@ -230,7 +230,10 @@ def test_a_produce_held_up_by_a_paused_follower_is_logged_as_a_slow_request_in_j
         assert line["elapsed_ms"] >= 1000 and line["threshold_ms"] == 1000, line
         assert line["peer"] == "/127.0.0.1" and line["principal"] == "User:ANONYMOUS", line
         assert line in [e for e in events(leader) if e.get("message") == "slow request"], "not logged by the leader"
-        assert slow("long-poller") == [], "a consumer's long polls were logged as slow"
+        # Only its fetches: the group's offset commits are acks=all writes to __consumer_offsets,
+        # which may rightly be slow while the resumed follower rejoins.
+        assert [e for e in slow("long-poller") if e.get("api") == "Fetch"] == [], \
+            "a consumer's long polls were logged as slow"
         assert all(events(n) for n in c.nodes)
     finally:
         c.cleanup()

@@ -77,6 +77,8 @@ pub struct QuorumFigures {
     pub epoch: u64,
     /// Whether this node is the active controller.
     pub active: bool,
+    /// Whether this node is a voter of the quorum (a controller).
+    pub voter: bool,
     /// The committed index (Kafka's high watermark of the metadata log).
     pub high_watermark: u64,
     /// The last index in this node's metadata log.
@@ -114,6 +116,11 @@ pub struct BrokerMetrics {
     open_fds: Gauge,
     /// The CPU time already added to `cpu_seconds` (a counter only moves up by deltas).
     cpu_counted: Mutex<f64>,
+    /// The topics of the metadata image at the last scrape: a topic gone since has its
+    /// per-topic series removed (as Kafka's `BrokerTopicStats.removeMetrics` on deletion).
+    topics_seen: Mutex<std::collections::HashSet<String>>,
+    /// One scrape at a time: a scrape clears and refills the point-in-time families.
+    scraping: Mutex<()>,
 }
 
 /// Kafka's `raft-metrics` and `KafkaController` figures.
@@ -248,7 +255,7 @@ impl BrokerMetrics {
         let offline = Gauge::default();
         r.register(
             "kafka_controller_kafkacontroller_offlinepartitionscount",
-            "Partitions without a leader, counted by the active controller (0 elsewhere; KafkaController OfflinePartitionsCount)",
+            "Partitions without a leader, counted by each controller from its metadata image (0 on broker-only nodes; KafkaController OfflinePartitionsCount)",
             offline.clone(),
         );
         let group_offset = Family::<GroupPartitionLabels, Gauge>::default();
@@ -296,12 +303,19 @@ impl BrokerMetrics {
             resident_memory,
             open_fds,
             cpu_counted: Mutex::new(0.0),
+            topics_seen: Mutex::new(std::collections::HashSet::new()),
+            scraping: Mutex::new(()),
         }
     }
 
-    /// One request of `api` `version` served in `elapsed`.
-    pub fn request(&self, api: ApiKey, version: i16, elapsed: Duration) {
-        let request = api_name(api);
+    /// One request of `api` `version` served in `elapsed`; a fetch is `FetchFollower` when a
+    /// replica sent it (`follower`), else `FetchConsumer`, as Kafka's RequestMetrics name them.
+    pub fn request(&self, api: ApiKey, version: i16, follower: bool, elapsed: Duration) {
+        let request = match api {
+            ApiKey::Fetch if follower => "FetchFollower",
+            ApiKey::Fetch => "FetchConsumer",
+            _ => api_name(api),
+        };
         self.requests.get_or_create(&RequestLabels { request, version }).inc();
         self.request_time.get_or_create(&RequestName { request }).observe(elapsed.as_secs_f64());
     }
@@ -331,6 +345,7 @@ impl BrokerMetrics {
         broker: Option<&crate::Broker>,
         quorum: Option<QuorumFigures>,
     ) -> Result<String, std::fmt::Error> {
+        let _one_at_a_time = self.scraping.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let replicas = broker.map(|b| b.replicas.as_ref());
         if let Some(q) = quorum {
             let g = &self.quorum;
@@ -354,6 +369,7 @@ impl BrokerMetrics {
         }
         if let Some(broker) = broker {
             self.read_groups(broker);
+            self.forget_deleted_topics(broker);
         }
         self.read_process();
         let mut text = String::new();
@@ -363,14 +379,22 @@ impl BrokerMetrics {
 
     fn read_partitions(&self, replicas: &ReplicaManager) {
         let (mut count, mut leaders, mut under, mut under_min) = (0, 0, 0, 0);
+        let image = replicas.image();
         self.log_size.clear();
         for p in replicas.all_partitions() {
             count += 1;
             if let Some(a) = p.assignment() {
                 if a.leader == replicas.node_id() {
                     leaders += 1;
-                    under += i64::from(a.isr.len() < a.replicas.len());
-                    under_min += i64::from(a.isr.len() < p.min_insync_replicas());
+                    // Kafka's Partition: replicas being added by a reassignment do not count,
+                    // and the minimum ISR is never above the replication factor.
+                    let adding = image
+                        .topic(&p.topic)
+                        .and_then(|t| t.partitions.get(usize::try_from(p.index).unwrap_or(usize::MAX)))
+                        .map_or(0, |r| r.reassignment.adding.len());
+                    let factor = a.replicas.len().saturating_sub(adding);
+                    under += i64::from(a.isr.len() < factor);
+                    under_min += i64::from(a.isr.len() < p.min_insync_replicas().min(factor));
                 }
             }
             let size = i64::try_from(p.size_bytes()).unwrap_or(i64::MAX);
@@ -400,6 +424,21 @@ impl BrokerMetrics {
         }
     }
 
+    /// Removes the per-topic series of topics deleted since the last scrape. (A topic created
+    /// and deleted between two scrapes keeps its series until the process restarts: bounded
+    /// by topic creations, which are authorized.)
+    fn forget_deleted_topics(&self, broker: &crate::Broker) {
+        let now: std::collections::HashSet<String> = broker.replicas.image().topics().map(|t| t.name.clone()).collect();
+        let mut seen = self.topics_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for gone in seen.difference(&now) {
+            let labels = TopicLabels { topic: gone.clone() };
+            self.bytes_in.remove(&labels);
+            self.messages_in.remove(&labels);
+            self.bytes_out.remove(&labels);
+        }
+        *seen = now;
+    }
+
     fn read_process(&self) {
         if let Some(process) = ProcessStats::read() {
             let mut counted = self.cpu_counted.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -415,6 +454,25 @@ impl BrokerMetrics {
     #[cfg(test)]
     pub(crate) fn requests_of(&self, api: ApiKey, version: i16) -> u64 {
         self.requests.get_or_create(&RequestLabels { request: api_name(api), version }).get()
+    }
+}
+
+/// One open connection in `connection_count`, for as long as it lives.
+pub struct ConnectionGauge {
+    metrics: std::sync::Arc<BrokerMetrics>,
+    listener: String,
+}
+
+impl ConnectionGauge {
+    pub fn open(metrics: std::sync::Arc<BrokerMetrics>, listener: &str) -> Self {
+        metrics.connection(listener, 1);
+        Self { metrics, listener: listener.to_string() }
+    }
+}
+
+impl Drop for ConnectionGauge {
+    fn drop(&mut self) {
+        self.metrics.connection(&self.listener, -1);
     }
 }
 
@@ -515,14 +573,22 @@ mod tests {
     #[test]
     fn counters_and_histograms_encode_as_openmetrics() {
         let m = BrokerMetrics::new();
-        m.request(ApiKey::Produce, 9, Duration::from_millis(3));
-        m.request(ApiKey::Produce, 9, Duration::from_millis(40));
+        m.request(ApiKey::Produce, 9, false, Duration::from_millis(3));
+        m.request(ApiKey::Produce, 9, false, Duration::from_millis(40));
+        m.request(ApiKey::Fetch, 16, true, Duration::from_millis(500));
         m.bytes_in("orders", 1000, 10);
         m.bytes_out("orders", 600);
         m.connection("PLAINTEXT", 1);
         assert_eq!(m.requests_of(ApiKey::Produce, 9), 2);
-        let quorum =
-            QuorumFigures { leader_id: 1, epoch: 3, active: true, high_watermark: 40, log_end_offset: 41, applied: 40 };
+        let quorum = QuorumFigures {
+            leader_id: 1,
+            epoch: 3,
+            active: true,
+            voter: true,
+            high_watermark: 40,
+            log_end_offset: 41,
+            applied: 40,
+        };
         let text = m.encode(None, Some(quorum)).unwrap_or_else(|e| panic!("{e}"));
         for line in [
             "kafka_network_requestmetrics_requests_total{request=\"Produce\",version=\"9\"} 2",
@@ -531,6 +597,7 @@ mod tests {
             "kafka_server_brokertopicmetrics_messagesin_total{topic=\"orders\"} 10",
             "kafka_server_brokertopicmetrics_bytesout_total{topic=\"orders\"} 600",
             "kafka_server_socketservermetrics_connection_count{listener=\"PLAINTEXT\"} 1",
+            "kafka_network_requestmetrics_requests_total{request=\"FetchFollower\",version=\"16\"} 1",
             "kafka_server_raftmetrics_current_leader 1",
             "kafka_server_raftmetrics_current_epoch 3",
             "kafka_server_raftmetrics_high_watermark 40",

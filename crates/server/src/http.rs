@@ -7,8 +7,9 @@
 //! | `GET /ready` | 200 `ready` once the node serves clients (logs loaded, unfenced, listeners open); 503 `not ready` before and once it shuts down |
 //!
 //! Other paths are 404, other methods 405. HTTP/1.1 with hyper; at most [`MAX_CONNECTIONS`]
-//! connections at once, each given [`HEADER_TIMEOUT`] to send its request head. A scrape reads
-//! `/proc` and walks the partitions on a blocking thread, never on an async worker.
+//! connections at once (more are closed on accept), each given [`HEADER_TIMEOUT`] to send its
+//! request head and [`CONNECTION_LIFETIME`] in all. A scrape reads `/proc` and walks the
+//! partitions on a blocking thread, never on an async worker, one scrape at a time.
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -23,10 +24,12 @@ use strata_broker::Broker;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-/// Connections served at once; more wait in the kernel's backlog.
-pub const MAX_CONNECTIONS: usize = 64;
+/// Connections served at once; a new one over this is closed at once.
+pub const MAX_CONNECTIONS: usize = 128;
 /// How long a connection has to send a request head.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may stay open (keep-alive included; a scraper reconnects).
+pub const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 
 /// OpenMetrics 1.0 text, which Prometheus asks for and parses.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -65,13 +68,6 @@ pub fn parse_listener(value: &str) -> Result<(String, u16), String> {
 pub async fn serve(socket: TcpListener, state: Arc<HttpState>, mut shutdown: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            _ = shutdown.changed() => return,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
         let accepted = tokio::select! {
             _ = shutdown.changed() => return,
             a = socket.accept() => a,
@@ -84,19 +80,26 @@ pub async fn serve(socket: TcpListener, state: Arc<HttpState>, mut shutdown: wat
                 continue;
             }
         };
+        // Over the cap the connection is closed at once: idle or stalled clients cannot keep
+        // the accept loop (and so /health) waiting.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::debug!("http.listener: {MAX_CONNECTIONS} connections open; closing a new one");
+            continue;
+        };
         let state = state.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let state = state.clone();
                 async move { Ok::<_, Infallible>(answer(&state, request).await) }
             });
-            let served = hyper::server::conn::http1::Builder::new()
+            let serving = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
-            if let Err(e) = served {
-                tracing::debug!(error = %e, "http.listener: connection ended with an error");
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_LIFETIME, serving).await {
+                Ok(Err(e)) => tracing::debug!(error = %e, "http.listener: connection ended with an error"),
+                Err(_) => tracing::debug!("http.listener: connection open too long; closed"),
+                Ok(Ok(())) => {}
             }
             drop(permit);
         });
@@ -128,12 +131,14 @@ async fn answer<B>(state: &Arc<HttpState>, request: Request<B>) -> Response<Full
         _ => {
             let state = state.clone();
             let encoded = tokio::task::spawn_blocking(move || {
+                let node = state.broker.get().and_then(|b| u64::try_from(b.node_id).ok());
                 let quorum = state.quorum.get().map(|q| {
                     let s = q.status();
                     QuorumFigures {
                         leader_id: s.leader_id.map_or(-1, i64::from),
                         epoch: s.term,
                         active: s.active,
+                        voter: node.is_some_and(|id| s.voters.contains(&id)),
                         high_watermark: s.commit_index,
                         log_end_offset: s.last_index,
                         applied: s.applied_index,

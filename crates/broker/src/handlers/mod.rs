@@ -84,9 +84,11 @@ pub async fn handle(
     let (key, version, cid) = (request.api_key, request.version, request.correlation_id());
     let started = Instant::now();
     // What a request may spend waiting by design, not counted as slow: a fetch's long poll.
-    let may_wait = match &request.body {
-        RequestKind::Fetch(f) => Duration::from_millis(u64::try_from(f.max_wait_ms).unwrap_or(0)),
-        _ => Duration::ZERO,
+    let (may_wait, follower) = match &request.body {
+        RequestKind::Fetch(f) => {
+            (Duration::from_millis(u64::try_from(f.max_wait_ms).unwrap_or(0)), fetch::from_follower(f, version))
+        }
+        _ => (Duration::ZERO, false),
     };
     let client_id = request.client_id().to_string();
     let client = (client_id.as_str(), peer);
@@ -274,7 +276,7 @@ pub async fn handle(
         _ => Err(ProtocolError::UnsupportedVersion { api_key: key, version, min: 0, max: -1 }.into()),
     };
     let elapsed = started.elapsed();
-    broker.metrics.request(key, version, elapsed);
+    broker.metrics.request(key, version, follower, elapsed);
     if let Some(threshold) = broker.slow_request_threshold {
         // JoinGroup and SyncGroup wait for the rest of the group (up to the rebalance timeout).
         if elapsed > threshold + may_wait && !matches!(key, ApiKey::JoinGroup | ApiKey::SyncGroup) {

@@ -120,7 +120,13 @@ pub async fn handle(
         entries.iter().map(|e| (e.topic.clone(), e.records.len() as u64, records_in(&e.records))).collect();
     let appended = broker.replicas.append_records(acks, request.timeout_ms, AppendOrigin::Client, entries).await;
     for (result, (topic, bytes, messages)) in appended.iter().zip(&sizes) {
-        if result.is_ok() {
+        // Kafka counts at the local append: a batch written here whose acks=all wait then
+        // failed counts too.
+        let written = matches!(
+            result,
+            Ok(_) | Err(BrokerError::RequestTimedOut(_) | BrokerError::NotEnoughReplicasAfterAppend { .. })
+        );
+        if written {
             broker.metrics.bytes_in(topic, *bytes, *messages);
         }
     }

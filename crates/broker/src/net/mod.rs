@@ -200,11 +200,9 @@ pub async fn serve(
                 let shutdown = shutdown.clone();
                 let listener = listener.clone();
                 tasks.spawn(async move {
-                    let metrics = broker.metrics.clone();
-                    let name = listener.spec.name.clone();
-                    metrics.connection(&name, 1);
+                    // Counted while the task lives (dropped also when it is aborted).
+                    let _counted = crate::metrics::ConnectionGauge::open(broker.metrics.clone(), &listener.spec.name);
                     connection::run(stream, peer, listener, broker, limits, bytes, shutdown).await;
-                    metrics.connection(&name, -1);
                     drop(permit);
                 });
             }

@@ -388,7 +388,8 @@ impl Jwks {
         }
         let wait = self.backoff.initial.saturating_mul(1u32 << state.failures.min(20));
         state.failures = state.failures.saturating_add(1);
-        if state.waited + wait > self.backoff.max {
+        // No back-off (retry.backoff.ms=0) means no retry, as Kafka's `Retry`.
+        if wait.is_zero() || state.waited + wait > self.backoff.max {
             state.at = now;
             state.failures = 0;
             state.waited = Duration::ZERO;

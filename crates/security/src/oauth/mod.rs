@@ -28,7 +28,8 @@
 //! - At start the JWKS is fetched once; a failure stops the broker, as Kafka's `init()` does.
 //! - Then it is fetched every refresh interval, off the async workers (the listener's
 //!   file watcher, every 5 s). A failed fetch keeps the keys in use and is retried with the
-//!   back-off above.
+//!   back-off above, at the watcher's next tick after each wait (so waits under 5 s round up
+//!   to it); a zero back-off means no retry before the next refresh, as Kafka.
 //! - A token whose `kid` the set lacks is refused, and asks for a fetch at the watcher's next
 //!   tick (the provider may have rotated keys): at most once a minute per `kid`, for 16 `kid`s,
 //!   and never for a `kid` over 1000 characters, as Kafka.
@@ -159,6 +160,11 @@ impl OAuthValidator {
             initial: Duration::from_millis(number(&lookup, "sasl.oauthbearer.jwks.endpoint.retry.backoff.ms", 100)?),
             max: Duration::from_millis(number(&lookup, "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms", 10_000)?),
         };
+        if backoff.max < backoff.initial {
+            return Err(bad(
+                "sasl.oauthbearer.jwks.endpoint.retry.backoff.max.ms is below sasl.oauthbearer.jwks.endpoint.retry.backoff.ms".into(),
+            ));
+        }
         let clock_skew = number(&lookup, "sasl.oauthbearer.clock.skew.seconds", 30)?;
         let claim_name = |key: &str, default: &str| -> Result<String, SecurityError> {
             let name = lookup(key).unwrap_or_else(|| default.into()).trim().to_string();
