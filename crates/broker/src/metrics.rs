@@ -321,10 +321,9 @@ impl BrokerMetrics {
     }
 
     /// A client's batches appended to `topic`: `bytes` of batches holding `messages` records.
-    pub fn bytes_in(&self, topic: &str, bytes: u64, messages: u64) {
-        let labels = TopicLabels { topic: topic.to_string() };
-        self.bytes_in.get_or_create(&labels).inc_by(bytes);
-        self.messages_in.get_or_create(&labels).inc_by(messages);
+    pub fn bytes_in(&self, topic: &TopicLabels, bytes: u64, messages: u64) {
+        self.bytes_in.get_or_create(topic).inc_by(bytes);
+        self.messages_in.get_or_create(topic).inc_by(messages);
     }
 
     /// `bytes` of `topic`'s records sent to a consumer.
@@ -576,7 +575,7 @@ mod tests {
         m.request(ApiKey::Produce, 9, false, Duration::from_millis(3));
         m.request(ApiKey::Produce, 9, false, Duration::from_millis(40));
         m.request(ApiKey::Fetch, 16, true, Duration::from_millis(500));
-        m.bytes_in("orders", 1000, 10);
+        m.bytes_in(&TopicLabels { topic: "orders".into() }, 1000, 10);
         m.bytes_out("orders", 600);
         m.connection("PLAINTEXT", 1);
         assert_eq!(m.requests_of(ApiKey::Produce, 9), 2);

@@ -175,7 +175,7 @@ pub async fn handle(
         }
         RequestKind::Fetch(r) => {
             // Followers' fetches are replication, which client quotas never throttle.
-            let quotas_on = quotas_on && !fetch::from_follower(&r, version);
+            let quotas_on = quotas_on && !follower;
             let max_bytes = if quotas_on { broker.quotas.max_fetch_bytes(&image, user, &client_id) } else { None };
             let (mut body, mut records, bytes_out) = fetch::handle(broker, r, version, session, max_bytes).await;
             if quotas_on {

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::str_bytes;
 use crate::error::BrokerError;
+use crate::metrics::TopicLabels;
 use crate::replica::{AppendEntry, AppendOrigin, AppendResult, Verification};
 use crate::Broker;
 use strata_protocol::batch::BatchHeader;
@@ -116,8 +117,10 @@ pub async fn handle(
         }
     }
     // BytesIn and MessagesIn count what was appended, as Kafka's ReplicaManager marks them.
-    let sizes: Vec<(String, u64, u64)> =
-        entries.iter().map(|e| (e.topic.clone(), e.records.len() as u64, records_in(&e.records))).collect();
+    let sizes: Vec<(TopicLabels, u64, u64)> = entries
+        .iter()
+        .map(|e| (TopicLabels { topic: e.topic.clone() }, e.records.len() as u64, records_in(&e.records)))
+        .collect();
     let appended = broker.replicas.append_records(acks, request.timeout_ms, AppendOrigin::Client, entries).await;
     for (result, (topic, bytes, messages)) in appended.iter().zip(&sizes) {
         // Kafka counts at the local append: a batch written here whose acks=all wait then
