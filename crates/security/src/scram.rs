@@ -42,6 +42,17 @@ pub fn from_salted_password(
 
 /// The credential for `password` with a fresh random salt.
 pub fn from_password(mechanism: Mechanism, password: &str, iterations: u32) -> Result<ScramCredential, SecurityError> {
+    let (salt, salted) = salt_password(mechanism, password, iterations)?;
+    from_salted_password(mechanism, &salted, &salt, iterations)
+}
+
+/// A fresh random 32-byte salt and `Hi(password, salt, iterations)` (RFC 5802), as a client
+/// sends them in AlterUserScramCredentials: (salt, salted password).
+pub fn salt_password(
+    mechanism: Mechanism,
+    password: &str,
+    iterations: u32,
+) -> Result<(Vec<u8>, Vec<u8>), SecurityError> {
     let mut salt = vec![0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut salt);
     let salted = match mechanism {
@@ -59,7 +70,7 @@ pub fn from_password(mechanism: Mechanism, password: &str, iterations: u32) -> R
             return Err(SecurityError::Config(format!("{} has no SCRAM credential", mechanism.name())))
         }
     };
-    from_salted_password(mechanism, &salted, &salt, iterations)
+    Ok((salt, salted))
 }
 
 /// Whether `iterations` is within Kafka's bounds.

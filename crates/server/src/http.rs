@@ -6,6 +6,8 @@
 //! | `GET /health` | 200 `ok` while the process runs and serves this listener |
 //! | `GET /ready` | 200 `ready` once the node serves clients (logs loaded, unfenced, listeners open); 503 `not ready` before and once it shuts down |
 //!
+//! | `GET /`, `/topics`, `/groups`, ... | the web console's pages, when `console.enable=true` (see [`crate::console`]) |
+//!
 //! Other paths are 404, other methods 405. HTTP/1.1 with hyper; at most [`MAX_CONNECTIONS`]
 //! connections at once (more are closed on accept), each given [`HEADER_TIMEOUT`] to send its
 //! request head and [`CONNECTION_LIFETIME`] in all. A scrape reads `/proc` and walks the
@@ -43,11 +45,19 @@ pub struct HttpState {
     pub quorum: OnceLock<Arc<strata_controller::quorum::QuorumController>>,
     /// True while the node serves clients.
     pub ready: AtomicBool,
+    /// The web console, when `console.enable=true` on a node with a broker.
+    pub console: OnceLock<Arc<crate::console::Console>>,
 }
 
 impl HttpState {
     pub fn new(metrics: Arc<BrokerMetrics>) -> Self {
-        Self { metrics, broker: OnceLock::new(), quorum: OnceLock::new(), ready: AtomicBool::new(false) }
+        Self {
+            metrics,
+            broker: OnceLock::new(),
+            quorum: OnceLock::new(),
+            ready: AtomicBool::new(false),
+            console: OnceLock::new(),
+        }
     }
 }
 
@@ -118,11 +128,16 @@ fn text(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Respo
 async fn answer<B>(state: &Arc<HttpState>, request: Request<B>) -> Response<Full<Bytes>> {
     const PLAIN: &str = "text/plain; charset=utf-8";
     let path = request.uri().path();
-    if !matches!(path, "/metrics" | "/health" | "/ready") {
-        return text(StatusCode::NOT_FOUND, PLAIN, "not found: try /metrics, /health or /ready\n");
-    }
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "only GET\n");
+    }
+    if !matches!(path, "/metrics" | "/health" | "/ready") {
+        let Some(console) = state.console.get() else {
+            return text(StatusCode::NOT_FOUND, PLAIN, "not found: try /metrics, /health or /ready\n");
+        };
+        let (status, html) = console.page(path, request.uri().query().unwrap_or("")).await;
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        return text(status, "text/html; charset=utf-8", html);
     }
     match path {
         "/health" => text(StatusCode::OK, PLAIN, "ok\n"),

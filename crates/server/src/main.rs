@@ -6,6 +6,7 @@
 //! SIGTERM, SIGINT and SIGHUP shut it down cleanly. `STRATA_LOG` sets the log
 //! filter (`info` by default).
 
+mod console;
 mod controller_listener;
 mod http;
 mod settings;
@@ -56,6 +57,13 @@ enum Command {
     /// add-controller` / `remove-controller`, KIP-853).
     #[command(subcommand)]
     Quorum(QuorumCommand),
+    #[command(flatten)]
+    Admin(strata_cli::AdminCommand),
+    /// Print a shell completion script: `strata completion bash > /etc/bash_completion.d/strata`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -137,6 +145,12 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Command::Quorum(cmd) => return quorum_command(cmd),
+        Command::Admin(cmd) => return strata_cli::run(cmd),
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
         Command::Format(format) => {
             return match settings::load(&format.server).and_then(|c| {
                 format_node(
@@ -167,6 +181,19 @@ fn main() -> ExitCode {
         // Not reached: `loaded` is read for the server command.
         None => return ExitCode::FAILURE,
     };
+    // As Apache Kafka's image runs `kafka-storage format --ignore-formatted -t $CLUSTER_ID`:
+    // a container's first start formats its volume, later starts keep the data.
+    if args.env_prefix.is_some() {
+        if let Some(id) = std::env::var("CLUSTER_ID").ok().filter(|id| !id.trim().is_empty()) {
+            match format_node(&config, id.trim(), true, false, &[]) {
+                Ok(message) => tracing::info!(cluster_id = %id.trim(), "CLUSTER_ID set: {message}"),
+                Err(e) => {
+                    eprintln!("strata: formatting with CLUSTER_ID={id}: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     let config_file = args.config.as_ref().map_or_else(
         || "(none)".to_owned(),
         |f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()).display().to_string(),
@@ -268,6 +295,7 @@ fn format_node(
         _ => {}
     }
     data_dirs.check_node_id(config.node_id())?;
+    let was_formatted = data_dirs.cluster_id()?.is_some();
     let metadata_log = metadata_dir.join(METADATA_DIR);
     let storage = strata_log::storage::FsStorage;
     // A metadata log of an earlier build counts as formatted: the first start migrates it.
@@ -291,6 +319,13 @@ fn format_node(
     }
     data_dirs.write_missing(cluster_id, config.node_id())?;
     let dirs: Vec<String> = data_dirs.paths().map(|p| p.display().to_string()).collect();
+    if was_formatted {
+        return Ok(format!(
+            "{} already formatted for cluster {cluster_id}, node {}; kept as it is",
+            dirs.join(","),
+            config.node_id()
+        ));
+    }
     Ok(format!("Formatted {} for cluster {cluster_id}, node {}", dirs.join(","), config.node_id()))
 }
 
@@ -311,7 +346,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // disk or a mistake, not a new cluster (Kafka refuses too).
     if !voters.is_empty() && data_dirs.cluster_id()?.is_none() {
         anyhow::bail!(
-            "the data directories ({}) are not formatted: a node with controller.quorum.voters must be formatted first, with `strata format --cluster-id ID` and the same config",
+            "the data directories ({}) are not formatted: a node with controller.quorum.voters must be formatted first, with `strata format --cluster-id ID` and the same config (in a container started with --env-prefix: set CLUSTER_ID)",
             data_dirs.paths().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
         );
     }
@@ -321,6 +356,7 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // TLS and SASL read now: a bad keystore or JAAS entry stops the start here.
     let credentials = Arc::new(strata_broker::listeners::ImageCredentials::default());
     let mut inter_broker_security = None;
+    let mut console_cluster = None;
     let client_listeners = if is_broker {
         let inter = config.inter_broker_listener().map_err(anyhow::Error::msg)?;
         let mut bound = Vec::new();
@@ -346,6 +382,16 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
             inter_broker_security =
                 strata_broker::listeners::inter_broker_client_security(&config, &inter).map_err(anyhow::Error::msg)?;
         }
+        if config.get("console.enable").is_some_and(|v| v.trim() == "true") {
+            // The console reads the cluster as a client of this node's inter-broker listener.
+            let security =
+                strata_broker::listeners::inter_broker_client_security(&config, &inter).map_err(anyhow::Error::msg)?;
+            if let Some((_, _, l)) = bound.first() {
+                let addr = format!("{}:{}", l.spec.advertised.0, l.spec.advertised.1);
+                let cluster = strata_cli::Cluster::new(addr, security, Duration::from_secs(10));
+                console_cluster = Some(cluster);
+            }
+        }
         Some(bound)
     } else {
         None
@@ -364,6 +410,9 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     // so that /health answers (and /ready says not yet) while the node starts.
     let metrics = Arc::new(strata_broker::metrics::BrokerMetrics::new());
     let http_state = Arc::new(http::HttpState::new(metrics.clone()));
+    if let Some(cluster) = console_cluster {
+        let _ = http_state.console.set(Arc::new(console::Console::new(cluster)));
+    }
     if let Some(value) = config.get("http.listener") {
         let (host, port) = http::parse_listener(value).map_err(anyhow::Error::msg)?;
         let socket = tokio::net::TcpListener::bind((host.as_str(), port))
@@ -532,6 +581,12 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     );
     let _ = broker_cell.set(broker.clone());
     let _ = http_state.broker.set(broker.clone());
+    if let Some(console) = http_state.console.get() {
+        let every = Duration::from_millis(
+            u64::try_from(broker.config.number("console.lag.sample.ms")).unwrap_or(5000).max(100),
+        );
+        tokio::spawn(console.clone().sample_lag(every, shutdown_rx.clone()));
+    }
 
     spawn_periodic(shutdown_rx.clone(), Duration::from_millis(producer_expiry_every), {
         let replicas = replicas.clone();

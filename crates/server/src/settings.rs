@@ -27,6 +27,12 @@ pub struct ServerArgs {
     /// Sets any config key, e.g. --set log.segment.bytes=1048576. Repeatable.
     #[arg(long = "set", value_name = "NAME=VALUE")]
     pub set: Vec<String>,
+    /// Reads config keys from environment variables that start with PREFIX, as Apache Kafka's
+    /// container image does with `KAFKA_`: the rest of the name, lower-cased, with `___` for
+    /// `-`, `__` for `_` and `_` for `.` (KAFKA_NODE_ID=1 is node.id=1). They go over the file
+    /// and under the flags. With it, a CLUSTER_ID variable formats an unformatted node on start.
+    #[arg(long, value_name = "PREFIX")]
+    pub env_prefix: Option<String>,
 }
 
 /// Reads the file (if any), applies flags, and validates every key.
@@ -44,6 +50,9 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
             flatten("", &toml::Value::Table(table), &mut map)
                 .with_context(|| format!("in config file {}", path.display()))?;
         }
+    }
+    if let Some(prefix) = args.env_prefix.as_deref() {
+        map.extend(env_settings(prefix, std::env::vars()));
     }
     if let Some(d) = &args.data_dir {
         map.insert("log.dirs".into(), d.clone());
@@ -64,6 +73,27 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
     Ok(BrokerConfig::from_map(map)?)
+}
+
+/// The config keys named by environment variables starting with `prefix` (Apache Kafka's image
+/// rules: strip the prefix, lower-case, `___` → `-`, `__` → `_`, `_` → `.`). The launcher's own
+/// variables of Kafka's images (every `*_OPTS`, `KAFKA_LOG4J_*`, `KAFKA_JMX_*`,
+/// `KAFKA_TOOLS_*`, `KAFKA_GC_*`, `KAFKA_VERSION`, `KAFKA_HOME`) are not config keys and are
+/// left out.
+pub fn env_settings(prefix: &str, vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (name, value) in vars {
+        let Some(rest) = name.strip_prefix(prefix).filter(|r| !r.is_empty()) else { continue };
+        // The launcher's own settings in Kafka's images, not broker configs.
+        let launcher = ["LOG4J_", "JMX_", "TOOLS_", "GC_"].iter().any(|p| rest.starts_with(p));
+        if launcher || rest.ends_with("_OPTS") || rest == "VERSION" || rest == "HOME" {
+            continue;
+        }
+        let key =
+            rest.to_ascii_lowercase().replace("___", "-").replace("__", "\0").replace('_', ".").replace('\0', "_");
+        out.insert(key, value);
+    }
+    out
 }
 
 /// A listener flag: `HOST:PORT` is a PLAINTEXT listener; one that names its listener
@@ -138,6 +168,30 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut BTreeMap<String, String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_variables_map_to_kafka_keys_as_in_kafkas_image() {
+        let vars = [
+            ("KAFKA_NODE_ID", "3"),
+            ("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "A:PLAINTEXT"),
+            ("KAFKA_LISTENER_NAME_CLIENT_PLAIN_SASL___JAAS__CONFIG", "x"),
+            ("KAFKA_HEAP_OPTS", "-Xmx1g"),
+            ("KAFKA_LOG4J_ROOT_LOGLEVEL", "INFO"),
+            ("KAFKA_JMX_PORT", "9101"),
+            ("KAFKA_", "empty"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let map = env_settings("KAFKA_", vars);
+        let expected: BTreeMap<String, String> = [
+            ("node.id", "3"),
+            ("listener.security.protocol.map", "A:PLAINTEXT"),
+            ("listener.name.client.plain.sasl-jaas_config", "x"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        assert_eq!(map, expected);
+    }
 
     #[test]
     fn kafka_properties_files_are_read() {
