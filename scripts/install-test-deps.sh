@@ -7,6 +7,8 @@
 #   - the Java kafka-clients jars (+ lz4/snappy/zstd/slf4j) into tests/e2e/.deps/java
 #   - a second Java client, kafka-clients 4.x (+ lz4/zstd/slf4j; snappy-java copied from
 #     tests/e2e/.deps/java) into tests/e2e/.deps/java4
+#   - Docker (Debian's docker.io and docker-compose; needs root, and the daemon is started when
+#     it is not running; otherwise the Docker test is skipped)
 # Every step is skipped when its result is already present, so a second run is
 # fast and changes nothing. Versions live in tests/e2e/versions.env only.
 set -euo pipefail
@@ -49,6 +51,8 @@ PY_SPECS=(
     "pytest-timeout==$PYTEST_TIMEOUT_VERSION"
     "pytest-xdist==$PYTEST_XDIST_VERSION"
     "prometheus-client==$PROMETHEUS_CLIENT_VERSION"
+    "playwright==$PLAYWRIGHT_VERSION"
+    "pillow==$PILLOW_VERSION"
     "lz4==$LZ4_VERSION"
     "cramjam==$CRAMJAM_VERSION"
     "python-snappy==$PYTHON_SNAPPY_VERSION"
@@ -74,6 +78,17 @@ else
     log "python venv: installing ${PY_SPECS[*]}"
     "$VENV/bin/python" -m pip install -q "${PY_SPECS[@]}"
     printf '%s\n' "$PY_WANT" >"$PY_STAMP"
+fi
+
+# -------------------------------------------------------------------- chromium
+# Debian's chromium for the web console test (Playwright's own browser download cannot work here).
+if command -v chromium >/dev/null 2>&1; then
+    log "chromium: present ($(command -v chromium))"
+elif is_root; then
+    apt_install chromium
+    command -v chromium >/dev/null 2>&1 || die "chromium still missing after apt-get install"
+else
+    log "WARNING: chromium is missing and we are not root: the web console test will be SKIPPED"
 fi
 
 # ----------------------------------------------------------------------- kcat
@@ -167,6 +182,44 @@ else
     trap - EXIT
     echo "$JAVA4_WANT" >"$JAVA4_STAMP"
     log "java 4.x jars: kafka-clients $JAVA4_KAFKA_CLIENTS_VERSION + deps in $JAVA4_DIR"
+fi
+
+# ---------------------------------------------------------------------- docker
+# tests/e2e/test_docker.py builds an image (scripts/docker-image.sh) and runs docker/compose.yaml
+# with docker-compose. When `docker info` fails, dockerd is started in the background, detached
+# so that it outlives this script, with its log in target/test-logs/dockerd.log.
+if is_root; then
+    docker_pkgs=()
+    if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then
+        docker_pkgs+=(docker.io)
+    fi
+    command -v docker-compose >/dev/null 2>&1 || docker_pkgs+=(docker-compose)
+    if [[ ${#docker_pkgs[@]} -gt 0 ]]; then
+        apt_install "${docker_pkgs[@]}"
+    fi
+    if timeout 20 docker info >/dev/null 2>&1; then
+        log "docker: daemon running, $(docker-compose version --short 2>/dev/null || echo 'no docker-compose')"
+    else
+        mkdir -p "$ROOT/target/test-logs"
+        if [[ -d /run/systemd/system ]]; then
+            log "docker: systemctl start docker"
+            systemctl start docker || true
+        else
+            log "docker: starting dockerd (log in target/test-logs/dockerd.log)"
+            nohup setsid dockerd >>"$ROOT/target/test-logs/dockerd.log" 2>&1 </dev/null &
+        fi
+        for _ in $(seq 60); do
+            timeout 20 docker info >/dev/null 2>&1 && break
+            sleep 1
+        done
+        if timeout 20 docker info >/dev/null 2>&1; then
+            log "docker: daemon running"
+        else
+            log "WARNING: the docker daemon did not start within 60 s (see target/test-logs/dockerd.log): the Docker e2e test will be SKIPPED"
+        fi
+    fi
+else
+    log "docker: not root, not installing or starting it; the Docker e2e test is skipped unless docker already runs"
 fi
 
 log "done"
