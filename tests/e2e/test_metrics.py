@@ -18,12 +18,13 @@ A scrape before and after a produce/consume run with confluent-kafka checks that
 from __future__ import annotations
 
 import socket
+import threading
 import urllib.error
 import urllib.request
 
 import pytest
 
-from e2e_util import ck_consumer, ck_create_topic, ck_producer, free_port
+from e2e_util import ck_consumer, ck_create_topic, ck_producer, free_port, wait_until
 
 N = 500
 
@@ -158,6 +159,29 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     later = scrape(port)
     assert value(later, "kafka_consumergroup_lag", **group) == 50
     assert value(later, "kafka_server_brokertopicmetrics_messagesin_total", topic="metered") == N + 50
+    # Per-directory log sizes add up to the partitions' sizes; the producer's acks=all
+    # requests passed through the Produce purgatory and left it.
+    assert total(after, "kafka_log_logdir_size_bytes") == total(after, "kafka_log_log_size_bytes") > 0
+    assert value(after, "kafka_server_delayedoperationpurgatory_purgatorysize", delayedoperation="Produce") == 0
+    # One node: no ISR changes, no cleanings yet (the figures are there, at zero).
+    assert value(after, "kafka_server_replicamanager_isrshrinks_total") == 0
+    assert value(after, "kafka_server_replicamanager_isrexpands_total") == 0
+    assert value(after, "kafka_log_logcleaner_cleanings_total") == 0
+    assert value(after, "kafka_log_logcleanermanager_uncleanable_partitions_count") == 0
+    # A consumer's long poll on an empty topic waits in the Fetch purgatory.
+    ck_create_topic(boot, "metered-empty", partitions=1)
+    idle = ck_consumer(boot, **{"group.id": "metered-idle", "fetch.wait.max.ms": 5000})
+    idle.subscribe(["metered-empty"])
+    stop = threading.Event()
+    poller = threading.Thread(target=lambda: [idle.poll(0.2) for _ in iter(stop.is_set, True)], daemon=True)
+    poller.start()
+    try:
+        wait_until(lambda: value(scrape(port), "kafka_server_delayedoperationpurgatory_purgatorysize",
+                                 delayedoperation="Fetch") >= 1, 30, message="no fetch waited in the purgatory")
+    finally:
+        stop.set()
+        poller.join(10)
+        idle.close()
     assert value(after, "process_cpu_seconds_total") > 0
     assert value(after, "process_resident_memory_bytes") > 1 << 20
     assert value(after, "process_open_fds") > 5

@@ -52,6 +52,18 @@ pub struct PartitionLabels {
 }
 
 /// A group's partition, as kafka_exporter labels consumer group figures.
+/// A delayed operation kind, as Kafka's purgatories are named (`Produce`, `Fetch`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PurgatoryLabels {
+    pub delayedoperation: &'static str,
+}
+
+/// A data directory.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LogDirLabels {
+    pub logdir: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupPartitionLabels {
     pub consumergroup: String,
@@ -111,6 +123,7 @@ pub struct BrokerMetrics {
     group_offset: Family<GroupPartitionLabels, Gauge>,
     group_lag: Family<GroupPartitionLabels, Gauge>,
     quorum: QuorumGauges,
+    ops: OperationFigures,
     cpu_seconds: Counter<f64, AtomicU64>,
     resident_memory: Gauge,
     open_fds: Gauge,
@@ -121,6 +134,97 @@ pub struct BrokerMetrics {
     topics_seen: Mutex<std::collections::HashSet<String>>,
     /// One scrape at a time: a scrape clears and refills the point-in-time families.
     scraping: Mutex<()>,
+}
+
+/// Kafka's DelayedOperationPurgatory, ReplicaManager ISR-change, LogCleaner and per-directory
+/// log size figures.
+struct OperationFigures {
+    /// Requests waiting now: acks=all produces for their replicas, fetches for min_bytes.
+    purgatory: Family<PurgatoryLabels, Gauge>,
+    isr_shrinks: Counter,
+    isr_expands: Counter,
+    cleanings: Counter,
+    uncleanable: Gauge,
+    recopy_percent: Gauge,
+    last_clean_seconds: Gauge<f64, AtomicU64>,
+    max_dirty_percent: Gauge,
+    log_dir_size: Family<LogDirLabels, Gauge>,
+}
+
+impl OperationFigures {
+    fn register(r: &mut Registry) -> Self {
+        let purgatory = Family::<PurgatoryLabels, Gauge>::default();
+        r.register(
+            "kafka_server_delayedoperationpurgatory_purgatorysize",
+            "Requests waiting: acks=all produces for their in-sync replicas (Produce), fetches with max_wait_ms for min_bytes (Fetch) (DelayedOperationPurgatory PurgatorySize)",
+            purgatory.clone(),
+        );
+        let counter = |r: &mut Registry, name: &str, help: &str| {
+            let c = Counter::default();
+            r.register(name, help, c.clone());
+            c
+        };
+        let isr_shrinks = counter(r, "kafka_server_replicamanager_isrshrinks", "ISR shrinks of partitions this broker leads, committed by the controller (ReplicaManager IsrShrinksPerSec)");
+        let isr_expands = counter(r, "kafka_server_replicamanager_isrexpands", "ISR expansions of partitions this broker leads, committed by the controller (ReplicaManager IsrExpandsPerSec)");
+        let cleanings = counter(r, "kafka_log_logcleaner_cleanings", "Log cleanings (compactions) finished");
+        let gauge = |r: &mut Registry, name: &str, help: &str| {
+            let g = Gauge::default();
+            r.register(name, help, g.clone());
+            g
+        };
+        let uncleanable = gauge(r, "kafka_log_logcleanermanager_uncleanable_partitions_count", "Partitions whose cleaning failed; the cleaner leaves them until restart (LogCleanerManager uncleanable-partitions-count)");
+        let recopy_percent = gauge(
+            r,
+            "kafka_log_logcleaner_cleaner_recopy_percent",
+            "Bytes written by the cleanings over bytes read, in percent (LogCleaner cleaner-recopy-percent)",
+        );
+        let max_dirty_percent = gauge(r, "kafka_log_logcleanermanager_max_dirty_percent", "The largest dirty ratio of a compacted log at the cleaner's last pick, in percent (LogCleanerManager max-dirty-percent)");
+        let last_clean_seconds = Gauge::<f64, AtomicU64>::default();
+        r.register_with_unit(
+            "kafka_log_logcleaner_last_clean_time",
+            "Duration of the last cleaning (LogCleaner max-clean-time-secs is the largest of recent ones)",
+            Unit::Seconds,
+            last_clean_seconds.clone(),
+        );
+        let log_dir_size = Family::<LogDirLabels, Gauge>::default();
+        r.register_with_unit(
+            "kafka_log_logdir_size",
+            "Bytes of the partitions' logs in each data directory",
+            Unit::Bytes,
+            log_dir_size.clone(),
+        );
+        Self {
+            purgatory,
+            isr_shrinks,
+            isr_expands,
+            cleanings,
+            uncleanable,
+            recopy_percent,
+            last_clean_seconds,
+            max_dirty_percent,
+            log_dir_size,
+        }
+    }
+}
+
+/// Counts a waiting request in the purgatory gauge while it lives.
+pub struct Waiting<'a> {
+    gauge: Gauge,
+    _metrics: std::marker::PhantomData<&'a ()>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Moves `counter` up to `total`, a count kept elsewhere (counters only move by increments).
+fn mirror(counter: &Counter, total: u64) {
+    let seen = counter.get();
+    if total > seen {
+        counter.inc_by(total - seen);
+    }
 }
 
 /// Kafka's `raft-metrics` and `KafkaController` figures.
@@ -271,6 +375,7 @@ impl BrokerMetrics {
             group_lag.clone(),
         );
         let quorum = QuorumGauges::register(&mut r);
+        let ops = OperationFigures::register(&mut r);
         let cpu_seconds = Counter::<f64, AtomicU64>::default();
         r.register_with_unit("process_cpu", "CPU time used by the process", Unit::Seconds, cpu_seconds.clone());
         let resident_memory = Gauge::default();
@@ -299,6 +404,7 @@ impl BrokerMetrics {
             group_offset,
             group_lag,
             quorum,
+            ops,
             cpu_seconds,
             resident_memory,
             open_fds,
@@ -329,6 +435,14 @@ impl BrokerMetrics {
     /// `bytes` of `topic`'s records sent to a consumer.
     pub fn bytes_out(&self, topic: &str, bytes: u64) {
         self.bytes_out.get_or_create(&TopicLabels { topic: topic.to_string() }).inc_by(bytes);
+    }
+
+    /// A request of `operation` (`Produce` or `Fetch`) that may wait, counted in the purgatory
+    /// gauge until the returned guard drops.
+    pub fn waiting(&self, operation: &'static str) -> Waiting<'_> {
+        let gauge = self.ops.purgatory.get_or_create(&PurgatoryLabels { delayedoperation: operation }).clone();
+        gauge.inc();
+        Waiting { gauge, _metrics: std::marker::PhantomData }
     }
 
     /// A connection on `listener` opened (`+1`) or closed (`-1`).
@@ -398,6 +512,28 @@ impl BrokerMetrics {
             }
             let size = i64::try_from(p.size_bytes()).unwrap_or(i64::MAX);
             self.log_size.get_or_create(&PartitionLabels { topic: p.topic.clone(), partition: p.index }).set(size);
+        }
+        let dirs = replicas.log_dirs();
+        let mut dir_sizes = vec![0i64; dirs.len()];
+        for p in replicas.all_partitions() {
+            if let Some(size) = replicas.log_dir_of(&p.topic, p.index).and_then(|d| dir_sizes.get_mut(d)) {
+                *size = size.saturating_add(i64::try_from(p.size_bytes()).unwrap_or(i64::MAX));
+            }
+        }
+        for (dir, size) in dirs.iter().zip(dir_sizes) {
+            self.ops.log_dir_size.get_or_create(&LogDirLabels { logdir: dir.display().to_string() }).set(size);
+        }
+        let (shrinks, expands) = replicas.isr_changes();
+        mirror(&self.ops.isr_shrinks, shrinks);
+        mirror(&self.ops.isr_expands, expands);
+        let cleaner = replicas.cleaner_metrics();
+        mirror(&self.ops.cleanings, cleaner.cleanings);
+        self.ops.uncleanable.set(i64::try_from(cleaner.failures).unwrap_or(i64::MAX));
+        self.ops.max_dirty_percent.set(i64::try_from(cleaner.max_dirty_percent).unwrap_or(i64::MAX));
+        self.ops.last_clean_seconds.set(cleaner.last_duration_ms as f64 / 1000.0);
+        if cleaner.bytes_before > 0 {
+            let percent = cleaner.bytes_after as f64 * 100.0 / cleaner.bytes_before as f64;
+            self.ops.recopy_percent.set(percent.round() as i64);
         }
         self.partitions.set(count);
         self.leaders.set(leaders);

@@ -158,6 +158,7 @@ pub async fn handle(
             if quotas_on {
                 throttle = broker.quotas.record(&image, QuotaKind::Produce, user, &client_id, quota.frame_len as f64);
             }
+            let _waiting = (r.acks == -1).then(|| broker.metrics.waiting("Produce"));
             match produce::handle(broker, r, version, session).await {
                 produce::Outcome::Respond(body) => respond!(body),
                 produce::Outcome::Silent => {
@@ -177,7 +178,9 @@ pub async fn handle(
             // Followers' fetches are replication, which client quotas never throttle.
             let quotas_on = quotas_on && !follower;
             let max_bytes = if quotas_on { broker.quotas.max_fetch_bytes(&image, user, &client_id) } else { None };
+            let waiting = (r.max_wait_ms > 0 && r.min_bytes > 0).then(|| broker.metrics.waiting("Fetch"));
             let (mut body, mut records, bytes_out) = fetch::handle(broker, r, version, session, max_bytes).await;
+            drop(waiting);
             if quotas_on {
                 // Kafka's handleFetchRequest: the response's size counts against
                 // consumer_byte_rate; a fetch over either quota is answered empty (its bytes

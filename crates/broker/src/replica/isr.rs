@@ -59,6 +59,9 @@ pub async fn run_isr_sender(
             Ok(outcomes) => {
                 for ((p, x), outcome) in proposals.iter().zip(outcomes.iter()) {
                     tracing::info!(topic = %p.topic, partition = p.index, proposed_isr = ?x.isr, ?outcome, "ISR change answered");
+                    if matches!(outcome, strata_metadata::channel::IsrOutcome::Altered { .. }) {
+                        replicas.count_isr_change(x.joining.is_some());
+                    }
                     p.isr_proposal_answered(x, Some(outcome));
                 }
             }

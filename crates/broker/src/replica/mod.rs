@@ -97,6 +97,9 @@ pub struct ReplicaManager {
     node_id: i32,
     /// The follower fetchers, once replication is started ([`ReplicaManager::start_replication`]).
     fetchers: OnceLock<fetcher::FetcherManager>,
+    /// ISR shrinks and expansions of partitions led here that the controller committed.
+    isr_shrinks: std::sync::atomic::AtomicU64,
+    isr_expands: std::sync::atomic::AtomicU64,
     /// Wakes the ISR sender ([`isr::run_isr_sender`]) when a leader proposes a change.
     isr_wake: Arc<tokio::sync::Notify>,
     /// KIP-73 replication throttles: what this broker sends as a leader to replicas outside
@@ -134,6 +137,8 @@ impl ReplicaManager {
             node_id: 1,
             fetchers: OnceLock::new(),
             isr_wake: Arc::default(),
+            isr_shrinks: Default::default(),
+            isr_expands: Default::default(),
             leader_quota: Arc::default(),
             follower_quota: Arc::default(),
             inter_broker: None,
@@ -314,6 +319,24 @@ impl ReplicaManager {
 
     pub fn settings_for(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
         TopicSettings::resolve(image.configs(&ConfigResource::Topic(topic.to_string())), &self.broker_defaults)
+    }
+
+    /// (shrinks, expansions) of the ISRs of partitions led here that the controller
+    /// committed since start (Kafka's IsrShrinksPerSec and IsrExpandsPerSec).
+    pub fn isr_changes(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.isr_shrinks.load(Relaxed), self.isr_expands.load(Relaxed))
+    }
+
+    /// Counts a committed ISR change: an expansion when `joining`, else a shrink.
+    pub(crate) fn count_isr_change(&self, joining: bool) {
+        let counter = if joining { &self.isr_expands } else { &self.isr_shrinks };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// What the log cleaner did since start.
+    pub fn cleaner_metrics(&self) -> strata_log::cleaner::CleanerMetrics {
+        self.logs.cleaner_metrics()
     }
 
     /// The data directories, in configured order.
