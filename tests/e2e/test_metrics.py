@@ -168,6 +168,17 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     assert value(after, "kafka_server_replicamanager_isrexpands_total") == 0
     assert value(after, "kafka_log_logcleaner_cleanings_total") == 0
     assert value(after, "kafka_log_logcleanermanager_uncleanable_partitions_count") == 0
+    # A Metadata request for a topic that does not exist counts its error by Kafka's name.
+    # (strata's own admin client: librdkafka's Metadata for one topic would auto-create it)
+    import subprocess
+    from conftest import strata_bin
+    r = subprocess.run([str(strata_bin()), "topic", "describe", "metered-no-such-topic", "--bootstrap-server", boot],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 1 and "UNKNOWN_TOPIC_OR_PARTITION" in r.stderr, (r.returncode, r.stderr)
+    errors = scrape(port)
+    assert value(errors, "kafka_network_requestmetrics_errors_total", request="Metadata",
+                 error="UNKNOWN_TOPIC_OR_PARTITION") >= 1
+    assert total(errors, "kafka_network_requestmetrics_errors_total", request="Produce") == 0
     # A consumer's long poll on an empty topic waits in the Fetch purgatory.
     ck_create_topic(boot, "metered-empty", partitions=1)
     idle = ck_consumer(boot, **{"group.id": "metered-idle", "fetch.wait.max.ms": 5000})

@@ -33,6 +33,13 @@ pub struct RequestLabels {
 }
 
 /// `request` alone (the time histograms; Kafka's `TotalTimeMs` has no version).
+/// A request name and a Kafka error name (`NOT_LEADER_OR_FOLLOWER`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub request: &'static str,
+    pub error: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestName {
     pub request: &'static str,
@@ -109,6 +116,7 @@ pub struct BrokerMetrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     request_time: TimeHistogram,
+    errors: Family<ErrorLabels, Counter>,
     bytes_in: Family<TopicLabels, Counter>,
     messages_in: Family<TopicLabels, Counter>,
     bytes_out: Family<TopicLabels, Counter>,
@@ -301,6 +309,12 @@ impl BrokerMetrics {
             Unit::Seconds,
             request_time.clone(),
         );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        r.register(
+            "kafka_network_requestmetrics_errors",
+            "Error codes in responses, by API and Kafka error name; NONE not counted (Kafka's RequestMetrics ErrorsPerSec, for Produce, Fetch, ListOffsets, Metadata, the group and transaction-coordinator APIs, CreateTopics, DeleteTopics and ApiVersions)",
+            errors.clone(),
+        );
         let bytes_in = Family::<TopicLabels, Counter>::default();
         r.register(
             "kafka_server_brokertopicmetrics_bytesin",
@@ -391,6 +405,7 @@ impl BrokerMetrics {
             registry: r,
             requests,
             request_time,
+            errors,
             bytes_in,
             messages_in,
             bytes_out,
@@ -424,6 +439,17 @@ impl BrokerMetrics {
         };
         self.requests.get_or_create(&RequestLabels { request, version }).inc();
         self.request_time.get_or_create(&RequestName { request }).observe(elapsed.as_secs_f64());
+    }
+
+    /// `count` times error `code` in responses to `api` (`follower` as for [`Self::request`]).
+    pub fn errors(&self, api: ApiKey, follower: bool, code: i16, count: u64) {
+        let request = match api {
+            ApiKey::Fetch if follower => "FetchFollower",
+            ApiKey::Fetch => "FetchConsumer",
+            _ => api_name(api),
+        };
+        let labels = ErrorLabels { request, error: strata_protocol::error::error_name(code) };
+        self.errors.get_or_create(&labels).inc_by(count);
     }
 
     /// A client's batches appended to `topic`: `bytes` of batches holding `messages` records.

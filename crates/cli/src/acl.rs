@@ -292,10 +292,28 @@ impl AclArgs {
 }
 
 pub async fn run(common: &Common, command: AclCommand) -> Result<(), CliError> {
+    // Argument mistakes are found before any connection (exit 2 even when the cluster is down).
+    let bindings = match &command {
+        AclCommand::Create(args) => args.creations()?,
+        AclCommand::List(args) => {
+            args.filters()?;
+            Vec::new()
+        }
+        AclCommand::Delete(args) => {
+            // As kafka-acls.sh --remove: a resource must be named (no cluster-wide wipe by
+            // accident); --principal alone narrows to one principal's ACLs.
+            if args.resources().is_empty() && args.principal.is_none() {
+                return Err(CliError::Usage(
+                    "acl delete needs a resource (--topic, --group, --cluster, ...) or --principal".into(),
+                ));
+            }
+            args.filters()?;
+            Vec::new()
+        }
+    };
     let cluster = Cluster::connect(&common.connect).await?;
     let report = match command {
-        AclCommand::Create(args) => {
-            let bindings = args.creations()?;
+        AclCommand::Create(_) => {
             let req = CreateAclsRequest::default().with_creations(
                 bindings
                     .iter()

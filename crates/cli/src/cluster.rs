@@ -49,7 +49,12 @@ pub(crate) async fn describe(cluster: &Cluster) -> Result<Report, CliError> {
     let mut brokers = answer.brokers.clone();
     brokers.sort_by_key(|b| b.broker_id.0);
     let mut table = Table::new(&["BROKER", "HOST", "PORT", "RACK", "FENCED", "CONTROLLER"]);
-    let controller = answer.controller_id.0;
+    // A KRaft broker answers DescribeCluster with some broker as "controller" (clients cannot
+    // reach controllers); the metadata quorum's leader is the active controller.
+    let controller = match quorum(cluster).await {
+        Ok(q) => q.json["leader_id"].as_i64().and_then(|l| i32::try_from(l).ok()).unwrap_or(answer.controller_id.0),
+        Err(_) => answer.controller_id.0,
+    };
     let mut out = Vec::new();
     for b in &brokers {
         let rack = b.rack.as_ref().map(|r| r.to_string());

@@ -103,6 +103,9 @@ impl Cluster {
             let cluster = Cluster::new(addr.clone(), security.clone(), timeout);
             match cluster.metadata(Some(&[])).await {
                 Ok(_) => return Ok(cluster),
+                // The cluster answered and refused (a failed login, a Kafka error): no other
+                // bootstrap address would do better.
+                Err(e @ (CliError::Failed(_) | CliError::Kafka { .. })) => return Err(e),
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }
@@ -150,7 +153,7 @@ impl Cluster {
                         self.timeout,
                     )
                     .await
-                    .map_err(|e| CliError::Connect(format!("{addr}: {e}")))?;
+                    .map_err(|e| transport_error(addr, e))?;
                 if answer.error_code != 0 {
                     return Err(CliError::kafka(answer.error_code, format!("ApiVersions from {addr}"), None));
                 }
@@ -169,7 +172,7 @@ impl Cluster {
                 "{addr} speaks {api} v{their_min}-{their_max}, this tool v{our_min}-{our_max}"
             )));
         }
-        node.client.call_within(version, req, self.timeout).await.map_err(|e| CliError::Connect(format!("{addr}: {e}")))
+        node.client.call_within(version, req, self.timeout).await.map_err(|e| transport_error(addr, e))
     }
 
     /// Sends `req` to the bootstrap broker (requests any broker answers or forwards to the
@@ -242,6 +245,16 @@ impl Cluster {
                 }
             }
         }
+    }
+}
+
+/// A failed call as an error: a refused login is the cluster saying no (exit 1), anything
+/// else a connection problem (exit 3).
+fn transport_error(addr: &str, e: String) -> CliError {
+    if e.contains("SASL") || e.contains("login") {
+        CliError::Failed(format!("{addr}: authentication failed: {e}"))
+    } else {
+        CliError::Connect(format!("{addr}: {e}"))
     }
 }
 

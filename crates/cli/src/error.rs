@@ -1,7 +1,5 @@
 //! The admin commands' one error type and its exit codes.
 
-use kafka_protocol::ResponseError;
-
 /// Why an admin command failed. [`CliError::exit_code`] is what the process exits with.
 #[derive(Debug)]
 pub enum CliError {
@@ -31,25 +29,7 @@ impl CliError {
     }
 }
 
-/// Kafka's name of an error code, as `Errors.java` spells it (`TOPIC_ALREADY_EXISTS`).
-pub fn error_name(code: i16) -> String {
-    match ResponseError::try_from_code(code) {
-        None => "NONE".to_string(),
-        Some(ResponseError::Unknown(c)) => format!("UNKNOWN_ERROR_CODE_{c}"),
-        Some(e) => screaming_snake(&format!("{e:?}")),
-    }
-}
-
-fn screaming_snake(camel: &str) -> String {
-    let mut out = String::with_capacity(camel.len() + 8);
-    for (i, c) in camel.chars().enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            out.push('_');
-        }
-        out.push(c.to_ascii_uppercase());
-    }
-    out
-}
+pub use strata_protocol::error::error_name;
 
 /// `Ok` for code 0, else the error with its context.
 pub fn check(code: i16, context: impl FnOnce() -> String, message: Option<&str>) -> Result<(), CliError> {
@@ -68,10 +48,7 @@ impl std::fmt::Display for CliError {
                 write!(f, "{context}: {} ({code})", error_name(*code))?;
                 match message {
                     Some(m) => write!(f, ": {m}"),
-                    None => match ResponseError::try_from_code(*code) {
-                        Some(e) if !matches!(e, ResponseError::Unknown(_)) => write!(f, ": {e}"),
-                        _ => Ok(()),
-                    },
+                    None => Ok(()),
                 }
             }
         }
@@ -79,17 +56,3 @@ impl std::fmt::Display for CliError {
 }
 
 impl std::error::Error for CliError {}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_names_follow_kafka() {
-        assert_eq!(error_name(36), "TOPIC_ALREADY_EXISTS");
-        assert_eq!(error_name(3), "UNKNOWN_TOPIC_OR_PARTITION");
-        assert_eq!(error_name(29), "TOPIC_AUTHORIZATION_FAILED");
-        assert_eq!(error_name(0), "NONE");
-        assert_eq!(error_name(-30000), "UNKNOWN_ERROR_CODE_-30000");
-    }
-}

@@ -293,6 +293,9 @@ pub(crate) async fn describe(
     let coordinator = cluster.coordinator(group, 0).await?;
     let info = group_info(cluster, &coordinator, group).await?;
     let offsets = committed(cluster, &coordinator, group).await?;
+    if info.state == "Dead" && info.members.is_empty() && offsets.is_empty() {
+        return Err(CliError::kafka(69, format!("describing group {group}"), Some("the group does not exist")));
+    }
     let mut owner: BTreeMap<Tp, usize> = BTreeMap::new();
     for (i, m) in info.members.iter().enumerate() {
         for tp in &m.assignment {

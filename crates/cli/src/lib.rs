@@ -31,7 +31,7 @@ mod user;
 
 pub use conn::{Cluster, ConnectArgs};
 pub use error::CliError;
-pub use output::Format;
+pub use output::{write_stdout, Format};
 pub use time_arg::{format_time_ms, parse_time_ms};
 
 use std::process::ExitCode;

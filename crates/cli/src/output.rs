@@ -80,27 +80,43 @@ impl Report {
         self
     }
 
-    /// Prints the report to standard output in `format`.
+    /// Prints the report to standard output in `format`. A reader that went away (`| head`)
+    /// ends the output quietly.
     pub fn print(&self, format: Format) {
+        let mut text = String::new();
         match format {
-            Format::Json => println!("{}", serde_json::to_string_pretty(&self.json).unwrap_or_default()),
+            Format::Json => {
+                text = serde_json::to_string_pretty(&self.json).unwrap_or_default();
+                text.push('\n');
+            }
             Format::Table => {
                 let mut first = true;
                 for b in &self.blocks {
                     match b {
-                        Block::Line(l) => println!("{l}"),
+                        Block::Line(l) => {
+                            text.push_str(l);
+                            text.push('\n');
+                        }
                         Block::Table(t) => {
                             if !first {
-                                println!();
+                                text.push('\n');
                             }
-                            print!("{}", t.render());
+                            text.push_str(&t.render());
                         }
                     }
                     first = false;
                 }
             }
         }
+        write_stdout(text.as_bytes());
     }
+}
+
+/// Writes `bytes` to standard output; a closed pipe (the reader is gone) is not an error.
+pub fn write_stdout(bytes: &[u8]) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
 }
 
 /// A count of work done, shown on standard error every second while it runs when standard

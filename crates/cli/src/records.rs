@@ -609,11 +609,17 @@ pub async fn consume(common: &Common, args: ConsumeArgs) -> Result<(), CliError>
                     match pd.error_code {
                         0 => {}
                         1 => {
-                            // Out of range (the log start moved past us): from the log start.
-                            let at = BTreeMap::from([((topic.clone(), p), EARLIEST)]);
-                            let lo = list_offsets(&cluster, &at, isolation).await?;
-                            if let (Some(r), Some(Some(o))) = (reading.get_mut(&p), lo.get(&(topic.clone(), p))) {
-                                r.offset = *o;
+                            // Out of range: below the log start (retention passed us) reads on
+                            // from the log start; past the end goes to the end, as Kafka's
+                            // console consumer (auto.offset.reset=latest).
+                            let tp = (topic.clone(), p);
+                            let lo =
+                                list_offsets(&cluster, &BTreeMap::from([(tp.clone(), EARLIEST)]), isolation).await?;
+                            let hi = list_offsets(&cluster, &BTreeMap::from([(tp.clone(), LATEST)]), isolation).await?;
+                            if let Some(r) = reading.get_mut(&p) {
+                                let start = lo.get(&tp).copied().flatten().unwrap_or(0);
+                                let end = hi.get(&tp).copied().flatten().unwrap_or(start);
+                                r.offset = if r.offset < start { start } else { end };
                             }
                             continue;
                         }

@@ -92,6 +92,23 @@ pub enum TopicCommand {
 }
 
 pub async fn run(common: &Common, command: TopicCommand) -> Result<(), CliError> {
+    // Argument mistakes are found before any connection (exit 2 even when the cluster is down).
+    match &command {
+        TopicCommand::Create { partitions, replication_factor, replica_assignment: Some(_), .. }
+            if partitions.is_some() || replication_factor.is_some() =>
+        {
+            return Err(CliError::Usage("--replica-assignment excludes --partitions and --replication-factor".into()));
+        }
+        TopicCommand::Alter { partitions: None, config, delete_config, .. }
+            if config.is_empty() && delete_config.is_empty() =>
+        {
+            return Err(CliError::Usage("topic alter needs --partitions, --config or --delete-config".into()));
+        }
+        TopicCommand::Create { config, .. } | TopicCommand::Alter { config, .. } => {
+            parse_pairs(config)?;
+        }
+        _ => {}
+    }
     let cluster = Cluster::connect(&common.connect).await?;
     let report = match command {
         TopicCommand::Create {
@@ -269,7 +286,7 @@ pub async fn topics_metadata(cluster: &Cluster, names: &[String]) -> Result<Meta
     let md = cluster.metadata(if names.is_empty() { None } else { Some(names) }).await?;
     for t in &md.topics {
         let name = t.name.as_ref().map_or_else(String::new, |n| n.0.to_string());
-        check(t.error_code, || format!("describing topic {name}"), None)?;
+        check(t.error_code, || format!("looking up topic {name}"), None)?;
     }
     Ok(md)
 }
@@ -357,7 +374,11 @@ pub(crate) async fn describe(
 async fn add_partitions(cluster: &Cluster, name: &str, count: i32) -> Result<(), CliError> {
     let timeout_ms = i32::try_from(cluster.timeout.as_millis()).unwrap_or(i32::MAX);
     let req = CreatePartitionsRequest::default()
-        .with_topics(vec![CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(count)])
+        // No assignments (None, not an empty list): the controller places the new partitions.
+        .with_topics(vec![CreatePartitionsTopic::default()
+            .with_name(topic_name(name))
+            .with_count(count)
+            .with_assignments(None)])
         .with_timeout_ms(timeout_ms);
     let answer = cluster.send(&req).await?;
     for r in &answer.results {

@@ -148,7 +148,9 @@ fn main() -> ExitCode {
         Command::Admin(cmd) => return strata_cli::run(cmd),
         Command::Completion { shell } => {
             use clap::CommandFactory;
-            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut std::io::stdout());
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "strata", &mut script);
+            strata_cli::write_stdout(&script);
             return ExitCode::SUCCESS;
         }
         Command::Format(format) => {

@@ -18,6 +18,7 @@ mod describe_producers;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
+mod errors;
 mod fetch;
 mod groups;
 mod init_producer_id;
@@ -49,6 +50,7 @@ use strata_protocol::{ApiKey, ProtocolError};
 
 use crate::quotas::{ClientQuotas, QuotaKind, RequestQuota};
 use crate::Broker;
+use errors::ErrorCodes;
 use strata_security::acl::Operation;
 use throttle::Throttled;
 
@@ -114,6 +116,7 @@ pub async fn handle(
                 throttle = throttle.max(request_time());
                 body.set_throttle_ms(throttle_ms(throttle));
             }
+            count_errors(broker, key, follower, &body);
             let mut buf = BytesMut::new();
             let result = encode_response(&mut buf, key, version, cid, &body);
             out.push(Chunk::Encoded(buf.freeze()));
@@ -201,6 +204,7 @@ pub async fn handle(
                     broker.metrics.bytes_out(topic, *bytes);
                 }
             }
+            count_errors(broker, key, follower, &body);
             let mut buf = BytesMut::new();
             encode_response(&mut buf, key, version, cid, &body)?;
             let chunks = splice_records(buf, version >= 12, records).map_err(|reason| ProtocolError::Encode {
@@ -289,6 +293,23 @@ pub async fn handle(
         }
     }
     result.map(|()| throttle)
+}
+
+/// Counts the response's error codes (NONE left out) in `ErrorsPerSec`, one update per
+/// distinct code; nothing is allocated when the response holds no error.
+fn count_errors(broker: &Broker, key: ApiKey, follower: bool, body: &impl ErrorCodes) {
+    let mut codes: Vec<(i16, u64)> = Vec::new();
+    body.error_codes(&mut |code| {
+        if code != 0 {
+            match codes.iter_mut().find(|(c, _)| *c == code) {
+                Some((_, n)) => *n += 1,
+                None => codes.push((code, 1)),
+            }
+        }
+    });
+    for (code, n) in codes {
+        broker.metrics.errors(key, follower, code, n);
+    }
 }
 
 /// A throttle time as `throttle_time_ms`.
