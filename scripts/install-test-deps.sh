@@ -206,7 +206,10 @@ if is_root; then
             systemctl start docker || true
         else
             log "docker: starting dockerd (log in target/test-logs/dockerd.log)"
-            nohup setsid dockerd >>"$ROOT/target/test-logs/dockerd.log" 2>&1 </dev/null &
+            # --iptables=false: the tests run containers on the host's network only, and Docker's
+            # own rules (FORWARD policy DROP) would get in the way of the network-namespace
+            # cluster tests (tests/e2e/netns.py).
+            nohup setsid dockerd --iptables=false >>"$ROOT/target/test-logs/dockerd.log" 2>&1 </dev/null &
         fi
         for _ in $(seq 60); do
             timeout 20 docker info >/dev/null 2>&1 && break

@@ -13,6 +13,7 @@ All traffic stays inside these namespaces and their bridge; nothing leaves the m
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -98,6 +99,12 @@ class NetnsCluster(Cluster):
         ip("link", "add", self.bridge, "type", "bridge")
         ip("addr", "add", f"{self.subnet}.254/24", "dev", self.bridge)
         ip("link", "set", self.bridge, "up")
+        # Traffic between the nodes crosses the bridge. Where br_netfilter is loaded (Docker
+        # loads it, and sets the FORWARD policy to DROP), bridged frames go through iptables'
+        # FORWARD chain: let this bridge's own traffic through, and only it.
+        self.forward_rule = ["FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"]
+        if shutil.which("iptables"):
+            subprocess.run(["iptables", "-I", *self.forward_rule], capture_output=True, timeout=30)
         for i in ids:
             ns, host_end, ns_end = self.namespaces[i], f"vh{self.tag}{i}", f"vn{self.tag}{i}"
             ip("netns", "add", ns)
@@ -145,3 +152,5 @@ class NetnsCluster(Cluster):
         for ns in self.namespaces.values():
             ip("netns", "del", ns, check=False)
         ip("link", "del", self.bridge, check=False)
+        if shutil.which("iptables") and getattr(self, "forward_rule", None):
+            subprocess.run(["iptables", "-D", *self.forward_rule], capture_output=True, timeout=30)

@@ -167,7 +167,7 @@ def test_metrics_move_with_a_produce_and_consume_run(http_broker):
     assert value(after, "kafka_server_replicamanager_isrshrinks_total") == 0
     assert value(after, "kafka_server_replicamanager_isrexpands_total") == 0
     assert value(after, "kafka_log_logcleaner_cleanings_total") == 0
-    assert value(after, "kafka_log_logcleanermanager_uncleanable_partitions_count") == 0
+    assert value(after, "kafka_log_logcleaner_failed_cleanings_total") == 0
     # A Metadata request for a topic that does not exist counts its error by Kafka's name.
     # (strata's own admin client: librdkafka's Metadata for one topic would auto-create it)
     import subprocess

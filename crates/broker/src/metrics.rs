@@ -32,7 +32,6 @@ pub struct RequestLabels {
     pub version: i16,
 }
 
-/// `request` alone (the time histograms; Kafka's `TotalTimeMs` has no version).
 /// A request name and a Kafka error name (`NOT_LEADER_OR_FOLLOWER`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
@@ -40,6 +39,7 @@ pub struct ErrorLabels {
     pub error: String,
 }
 
+/// `request` alone (the time histograms; Kafka's `TotalTimeMs` has no version).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestName {
     pub request: &'static str,
@@ -58,7 +58,6 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
-/// A group's partition, as kafka_exporter labels consumer group figures.
 /// A delayed operation kind, as Kafka's purgatories are named (`Produce`, `Fetch`).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PurgatoryLabels {
@@ -71,6 +70,7 @@ pub struct LogDirLabels {
     pub logdir: String,
 }
 
+/// A group's partition, as kafka_exporter labels consumer group figures.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct GroupPartitionLabels {
     pub consumergroup: String,
@@ -152,7 +152,7 @@ struct OperationFigures {
     isr_shrinks: Counter,
     isr_expands: Counter,
     cleanings: Counter,
-    uncleanable: Gauge,
+    failed_cleanings: Counter,
     recopy_percent: Gauge,
     last_clean_seconds: Gauge<f64, AtomicU64>,
     max_dirty_percent: Gauge,
@@ -180,7 +180,7 @@ impl OperationFigures {
             r.register(name, help, g.clone());
             g
         };
-        let uncleanable = gauge(r, "kafka_log_logcleanermanager_uncleanable_partitions_count", "Partitions whose cleaning failed; the cleaner leaves them until restart (LogCleanerManager uncleanable-partitions-count)");
+        let failed_cleanings = counter(r, "kafka_log_logcleaner_failed_cleanings", "Cleanings that failed since start; the cleaner leaves each such partition alone until a restart (Kafka's uncleanable-partitions-count counts those partitions)");
         let recopy_percent = gauge(
             r,
             "kafka_log_logcleaner_cleaner_recopy_percent",
@@ -206,7 +206,7 @@ impl OperationFigures {
             isr_shrinks,
             isr_expands,
             cleanings,
-            uncleanable,
+            failed_cleanings,
             recopy_percent,
             last_clean_seconds,
             max_dirty_percent,
@@ -554,7 +554,7 @@ impl BrokerMetrics {
         mirror(&self.ops.isr_expands, expands);
         let cleaner = replicas.cleaner_metrics();
         mirror(&self.ops.cleanings, cleaner.cleanings);
-        self.ops.uncleanable.set(i64::try_from(cleaner.failures).unwrap_or(i64::MAX));
+        mirror(&self.ops.failed_cleanings, cleaner.failures);
         self.ops.max_dirty_percent.set(i64::try_from(cleaner.max_dirty_percent).unwrap_or(i64::MAX));
         self.ops.last_clean_seconds.set(cleaner.last_duration_ms as f64 / 1000.0);
         if cleaner.bytes_before > 0 {

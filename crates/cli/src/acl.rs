@@ -249,42 +249,61 @@ impl AclArgs {
     }
 
     /// The filters for list and delete: one per named resource (or one for all).
+    /// The filters for list and delete: one per resource (or any resource) x principal x
+    /// host x operation named, as kafka-acls.sh builds them. `--allow-principal` matches ALLOW
+    /// bindings of that principal (from `--allow-host`s, any host without), `--deny-principal`
+    /// DENY ones, `--principal` either.
     fn filters(&self) -> Result<Vec<DeleteAclsFilter>, CliError> {
         let resources = self.resources();
         let pattern = self.pattern(if resources.is_empty() { 1 } else { 3 })?;
-        let principal = self
-            .principal
-            .clone()
-            .or_else(|| self.allow_principal.first().cloned())
-            .or_else(|| self.deny_principal.first().cloned());
-        let permission = match (self.allow_principal.is_empty(), self.deny_principal.is_empty()) {
-            (false, true) => 3,
-            (true, false) => 2,
-            _ => 1,
+        let hosts = |h: &[String]| -> Vec<Option<String>> {
+            if h.is_empty() {
+                vec![None]
+            } else {
+                h.iter().cloned().map(Some).collect()
+            }
         };
+        // (principal, host, permission)
+        let mut who: Vec<(Option<String>, Option<String>, i8)> = Vec::new();
+        for p in &self.allow_principal {
+            who.extend(hosts(&self.allow_host).into_iter().map(|h| (Some(p.clone()), h, 3)));
+        }
+        for p in &self.deny_principal {
+            who.extend(hosts(&self.deny_host).into_iter().map(|h| (Some(p.clone()), h, 2)));
+        }
+        if let Some(p) = &self.principal {
+            who.push((Some(p.clone()), None, 1));
+        }
+        if who.is_empty() {
+            who.push((None, None, 1));
+        }
         let ops = |rtype: i8| -> Result<Vec<i8>, CliError> {
             let ops = self.operations(rtype)?;
             Ok(if ops.is_empty() { vec![1] } else { ops })
         };
-        let make = |rtype: i8, name: Option<String>, op: i8| {
+        let make = |rtype: i8,
+                    name: Option<String>,
+                    op: i8,
+                    (principal, host, permission): &(Option<String>, Option<String>, i8)| {
             DeleteAclsFilter::default()
                 .with_resource_type_filter(rtype)
                 .with_resource_name_filter(name.map(StrBytes::from_string))
                 .with_pattern_type_filter(if rtype == 4 && pattern != 1 { 3 } else { pattern })
                 .with_principal_filter(principal.clone().map(StrBytes::from_string))
-                .with_host_filter(None)
+                .with_host_filter(host.clone().map(StrBytes::from_string))
                 .with_operation(op)
-                .with_permission_type(permission)
+                .with_permission_type(*permission)
         };
-        let mut out = Vec::new();
-        if resources.is_empty() {
-            for op in ops(1)? {
-                out.push(make(1, None, op));
-            }
+        let mut targets: Vec<(i8, Option<String>)> = resources.into_iter().map(|(t, n)| (t, Some(n))).collect();
+        if targets.is_empty() {
+            targets.push((1, None));
         }
-        for (rtype, name) in resources {
+        let mut out = Vec::new();
+        for (rtype, name) in targets {
             for op in ops(rtype)? {
-                out.push(make(rtype, Some(name.clone()), op));
+                for w in &who {
+                    out.push(make(rtype, name.clone(), op, w));
+                }
             }
         }
         Ok(out)
@@ -385,6 +404,8 @@ pub async fn run(common: &Common, command: AclCommand) -> Result<(), CliError> {
                     });
                 }
             }
+            deleted.sort_by_key(Binding::row);
+            deleted.dedup_by(|a, b| a.row() == b.row());
             report(&deleted, "Deleted")
         }
     };

@@ -44,7 +44,10 @@ pub async fn run(common: &Common, command: ClusterCommand) -> Result<(), CliErro
 }
 
 pub(crate) async fn describe(cluster: &Cluster) -> Result<Report, CliError> {
-    let answer = cluster.send(&DescribeClusterRequest::default()).await?;
+    // v2 lists fenced brokers too, marked (the field does not exist before).
+    let version = cluster.version_for::<DescribeClusterRequest>(cluster.bootstrap()).await?;
+    let req = DescribeClusterRequest::default().with_include_fenced_brokers(version >= 2);
+    let answer = cluster.send(&req).await?;
     check(answer.error_code, || "describing the cluster".to_string(), answer.error_message.as_deref())?;
     let mut brokers = answer.brokers.clone();
     brokers.sort_by_key(|b| b.broker_id.0);

@@ -63,7 +63,7 @@ fn our_versions(key: i16) -> Option<(i16, i16)> {
         50 | 51 => (0, 0), // DescribeUserScramCredentials, AlterUserScramCredentials
         55 => (0, 2),      // DescribeQuorum
         69 => (0, 1),      // ConsumerGroupDescribe
-        60 => (0, 1),      // DescribeCluster
+        60 => (0, 2),      // DescribeCluster (v2: fenced brokers)
         _ => return None,
     })
 }
@@ -137,23 +137,18 @@ impl Cluster {
             .clone()
     }
 
-    /// Sends `req` to the node at `addr`, at the highest version both speak.
-    pub async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, CliError> {
+    /// The version of `R` to send to the node at `addr`: the highest both speak (asked with
+    /// ApiVersions once per node).
+    pub async fn version_for<R: Request>(&self, addr: &str) -> Result<i16, CliError> {
         let node = self.node(addr);
         let versions = node
             .versions
             .get_or_try_init(|| async {
-                let answer = node
-                    .client
-                    .call_within(
-                        3,
-                        &ApiVersionsRequest::default()
-                            .with_client_software_name(StrBytes::from_static_str("strata-cli"))
-                            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION"))),
-                        self.timeout,
-                    )
-                    .await
-                    .map_err(|e| transport_error(addr, e))?;
+                let req = ApiVersionsRequest::default()
+                    .with_client_software_name(StrBytes::from_static_str("strata-cli"))
+                    .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
+                let answer =
+                    node.client.call_within(3, &req, self.timeout).await.map_err(|e| transport_error(addr, e))?;
                 if answer.error_code != 0 {
                     return Err(CliError::kafka(answer.error_code, format!("ApiVersions from {addr}"), None));
                 }
@@ -172,7 +167,18 @@ impl Cluster {
                 "{addr} speaks {api} v{their_min}-{their_max}, this tool v{our_min}-{our_max}"
             )));
         }
-        node.client.call_within(version, req, self.timeout).await.map_err(|e| transport_error(addr, e))
+        Ok(version)
+    }
+
+    /// Sends `req` to the node at `addr`, at the highest version both speak.
+    pub async fn send_to<R: Request>(&self, addr: &str, req: &R) -> Result<R::Response, CliError> {
+        let version = self.version_for::<R>(addr).await?;
+        self.node(addr).client.call_within(version, req, self.timeout).await.map_err(|e| transport_error(addr, e))
+    }
+
+    /// The bootstrap broker's address.
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
     }
 
     /// Sends `req` to the bootstrap broker (requests any broker answers or forwards to the
@@ -272,7 +278,24 @@ fn client_security(path: &std::path::Path) -> Result<Option<ClientSecurity>, Cli
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("cannot read --command-config {}: {e}", path.display())))?;
     let mut props = HashMap::new();
-    for line in text.lines().map(str::trim) {
+    // A line ending in a backslash goes on on the next (Java's Properties), as
+    // sasl.jaas.config is often written over several lines.
+    let mut logical = Vec::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if let Some(head) = line.strip_suffix('\\') {
+            pending.push_str(head);
+            pending.push(' ');
+        } else {
+            pending.push_str(line);
+            logical.push(std::mem::take(&mut pending));
+        }
+    }
+    if !pending.is_empty() {
+        logical.push(pending);
+    }
+    for line in logical.iter().map(|l| l.trim()) {
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }

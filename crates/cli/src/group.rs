@@ -483,9 +483,17 @@ async fn reset_offsets(
             } else if let Some(n) = to.to_offset {
                 n.clamp(lo, hi)
             } else if let Some(n) = to.shift_by {
-                now.map_or(lo, |c| c.saturating_add(n)).clamp(lo, hi)
+                // As Kafka's tool: shifting needs a committed offset to shift from.
+                let Some(c) = now else {
+                    return Err(CliError::Failed(format!(
+                        "cannot shift the offset of {}-{}: group {group} has no committed offset there",
+                        tp.0, tp.1
+                    )));
+                };
+                c.saturating_add(n).clamp(lo, hi)
             } else {
-                now.unwrap_or(lo)
+                // --to-current with nothing committed: the log end, as Kafka's tool.
+                now.unwrap_or(hi)
             };
             targets.insert(tp.clone(), target);
         }

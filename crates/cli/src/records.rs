@@ -7,16 +7,14 @@ use std::io::{BufRead, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
+use bytes::Bytes;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, ProduceRequest, TopicName};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 use serde_json::{json, Value};
+use strata_protocol::batch::{BatchHeader, Compression, TimestampType};
+use strata_protocol::records::filter::{encode_batch, parse_records, records_section_within, Header, NewRecord};
 
 use crate::conn::Cluster;
 use crate::error::CliError;
@@ -182,17 +180,22 @@ fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Record headers in order: (key, value; `None` for a null value). Kafka's headers are a
+/// list, so a key may repeat.
+type Headers = Vec<(Bytes, Option<Bytes>)>;
+
 /// One record to send.
+#[derive(Clone)]
 struct Outgoing {
     partition: Option<i32>,
     key: Option<Bytes>,
     value: Option<Bytes>,
-    headers: IndexMap<StrBytes, Option<Bytes>>,
+    headers: Headers,
 }
 
-fn parse_header(h: &str) -> Result<(StrBytes, Option<Bytes>), CliError> {
+fn parse_header(h: &str) -> Result<(Bytes, Option<Bytes>), CliError> {
     let (k, v) = h.split_once('=').ok_or_else(|| CliError::Usage(format!("--header {h}: expected NAME=VALUE")))?;
-    Ok((StrBytes::from_string(k.to_string()), Some(Bytes::from(v.to_string()))))
+    Ok((Bytes::from(k.to_string()), Some(Bytes::from(v.to_string()))))
 }
 
 fn json_bytes(v: &Value) -> Option<Bytes> {
@@ -204,7 +207,7 @@ fn json_bytes(v: &Value) -> Option<Bytes> {
 }
 
 impl ProduceArgs {
-    fn record(&self, line: &str, headers: &IndexMap<StrBytes, Option<Bytes>>) -> Result<Outgoing, CliError> {
+    fn record(&self, line: &str, headers: &Headers) -> Result<Outgoing, CliError> {
         let mut r = Outgoing {
             partition: self.partition,
             key: self.key.clone().map(Bytes::from),
@@ -234,9 +237,30 @@ impl ProduceArgs {
                     r.partition =
                         Some(i32::try_from(p).map_err(|_| CliError::Failed(format!("partition {p} is out of range")))?);
                 }
-                if let Some(h) = obj.get("headers").and_then(Value::as_object) {
-                    for (k, v) in h {
-                        r.headers.insert(StrBytes::from_string(k.clone()), json_bytes(v));
+                match obj.get("headers") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Object(h)) => {
+                        for (k, v) in h {
+                            r.headers.push((Bytes::from(k.clone()), json_bytes(v)));
+                        }
+                    }
+                    // [["key", "value"], ...], as the consumer's JSON shows headers.
+                    Some(Value::Array(pairs)) => {
+                        for pair in pairs {
+                            match pair.as_array().map(Vec::as_slice) {
+                                Some([Value::String(k), v]) => r.headers.push((Bytes::from(k.clone()), json_bytes(v))),
+                                _ => {
+                                    return Err(CliError::Failed(format!(
+                                        "line '{line}': headers are {{\"k\": \"v\"}} or [[\"k\", \"v\"], ...]"
+                                    )))
+                                }
+                            }
+                        }
+                    }
+                    Some(_) => {
+                        return Err(CliError::Failed(format!(
+                            "line '{line}': headers are {{\"k\": \"v\"}} or [[\"k\", \"v\"], ...]"
+                        )))
                     }
                 }
             }
@@ -277,7 +301,7 @@ impl Producer<'_> {
         let ts = now_ms();
         let keyless = self.next_keyless;
         self.next_keyless = (self.next_keyless + 1) % self.partitions.max(1);
-        let mut by_partition: BTreeMap<i32, Vec<Record>> = BTreeMap::new();
+        let mut by_partition: BTreeMap<i32, Vec<Outgoing>> = BTreeMap::new();
         for r in chunk {
             let p = match (r.partition, &r.key) {
                 (Some(p), _) => p,
@@ -287,24 +311,7 @@ impl Producer<'_> {
             if p < 0 || p >= self.partitions {
                 return Err(CliError::kafka(3, format!("producing to {}-{p}", self.topic), Some("no such partition")));
             }
-            let list = by_partition.entry(p).or_default();
-            list.push(Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: list.len() as i64,
-                // The encoder starts a new batch where offset - sequence changes; the batch's
-                // base sequence is its first record's: -1 (no idempotence) for one batch.
-                sequence: list.len() as i32 - 1,
-                timestamp: ts,
-                key: r.key,
-                value: r.value,
-                headers: r.headers,
-            });
+            by_partition.entry(p).or_default().push(r);
         }
         let deadline = tokio::time::Instant::now() + self.cluster.timeout;
         while !by_partition.is_empty() {
@@ -321,14 +328,8 @@ impl Producer<'_> {
                 }
                 let mut data = Vec::new();
                 for p in &parts {
-                    let mut buf = BytesMut::new();
-                    RecordBatchEncoder::encode(
-                        &mut buf,
-                        &by_partition[p],
-                        &RecordEncodeOptions { version: 2, compression: self.compression },
-                    )
-                    .map_err(|e| CliError::Failed(format!("encoding a batch: {e}")))?;
-                    data.push(PartitionProduceData::default().with_index(*p).with_records(Some(buf.freeze())));
+                    let batch = encode(&by_partition[p], ts, self.compression)?;
+                    data.push(PartitionProduceData::default().with_index(*p).with_records(Some(batch)));
                 }
                 let timeout_ms = i32::try_from(self.cluster.timeout.as_millis()).unwrap_or(i32::MAX);
                 let req =
@@ -349,8 +350,11 @@ impl Producer<'_> {
                                     w.last = Some(p.base_offset + sent.len() as i64 - 1);
                                 }
                             }
-                            // Leadership moved, the topic is new, or replicas are behind: again.
-                            3 | 5 | 6 | 7 | 19 | 20 | 74 | 75 => retry = true,
+                            // Leadership moved, the topic is new, or too few replicas are in
+                            // sync: nothing was appended, so sending again cannot duplicate.
+                            // (REQUEST_TIMED_OUT and NOT_ENOUGH_REPLICAS_AFTER_APPEND come after
+                            // the append: without idempotence a retry would write twice.)
+                            3 | 5 | 6 | 19 | 74 | 75 => retry = true,
                             code => {
                                 return Err(CliError::kafka(
                                     code,
@@ -362,7 +366,14 @@ impl Producer<'_> {
                     }
                 }
             }
-            if retry && !by_partition.is_empty() {
+            if !by_partition.is_empty() {
+                if !retry {
+                    return Err(CliError::Failed(format!(
+                        "the leaders' answers left out partitions {:?} of {}",
+                        by_partition.keys().collect::<Vec<_>>(),
+                        self.topic
+                    )));
+                }
                 if tokio::time::Instant::now() >= deadline {
                     return Err(CliError::Failed(format!(
                         "partitions {:?} of {} took no records within {:?}",
@@ -384,8 +395,7 @@ pub async fn produce(common: &Common, args: ProduceArgs) -> Result<(), CliError>
         return Err(CliError::Usage("--batch-records must be at least 1".into()));
     }
     let cluster = Cluster::connect(&common.connect).await?;
-    let headers: IndexMap<StrBytes, Option<Bytes>> =
-        args.headers.iter().map(|h| parse_header(h)).collect::<Result<_, _>>()?;
+    let headers: Headers = args.headers.iter().map(|h| parse_header(h)).collect::<Result<_, _>>()?;
     let compression = match args.compression {
         Codec::None => Compression::None,
         Codec::Gzip => Compression::Gzip,
@@ -410,7 +420,7 @@ pub async fn produce(common: &Common, args: ProduceArgs) -> Result<(), CliError>
     if !args.values.is_empty() {
         let chunk = args.values.iter().map(|v| args.record(v, &headers)).collect::<Result<Vec<_>, _>>()?;
         total += chunk.len() as u64;
-        for part in chunk.chunks(args.batch_records.max(1)).map(|c| c.iter().map(clone_out).collect::<Vec<_>>()) {
+        for part in chunk.chunks(args.batch_records.max(1)).map(<[Outgoing]>::to_vec) {
             producer.send(part).await?;
         }
     } else {
@@ -455,8 +465,16 @@ pub async fn produce(common: &Common, args: ProduceArgs) -> Result<(), CliError>
     Ok(())
 }
 
-fn clone_out(r: &Outgoing) -> Outgoing {
-    Outgoing { partition: r.partition, key: r.key.clone(), value: r.value.clone(), headers: r.headers.clone() }
+/// One batch of `records`, all stamped `timestamp` (CreateTime).
+fn encode(records: &[Outgoing], timestamp: i64, codec: Compression) -> Result<Bytes, CliError> {
+    let headers: Vec<Vec<Header<'_>>> =
+        records.iter().map(|r| r.headers.iter().map(|(k, v)| (&k[..], v.as_deref())).collect()).collect();
+    let new: Vec<NewRecord<'_>> = records
+        .iter()
+        .zip(&headers)
+        .map(|(r, h)| NewRecord { timestamp, key: r.key.as_deref(), value: r.value.as_deref(), headers: h })
+        .collect();
+    encode_batch(&new, codec).map(Bytes::from).map_err(|e| CliError::Failed(format!("encoding a batch: {e}")))
 }
 
 /// Bytes as `--value-format` shows them in JSON.
@@ -553,6 +571,7 @@ pub async fn consume(common: &Common, args: ConsumeArgs) -> Result<(), CliError>
     let mut progress = Progress::new("consumed");
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let mut round = 0usize;
     'outer: loop {
         if args.max_messages.is_some_and(|m| shown >= m) {
             break;
@@ -571,7 +590,13 @@ pub async fn consume(common: &Common, args: ConsumeArgs) -> Result<(), CliError>
             by_leader.entry(leader_of.get(&(topic.clone(), *p)).copied().unwrap_or(-1)).or_default().push(*p);
         }
         let mut refresh = by_leader.contains_key(&-1);
-        for (leader, parts) in by_leader.into_iter().filter(|(l, _)| *l >= 0) {
+        round = round.wrapping_add(1);
+        for (leader, mut parts) in by_leader.into_iter().filter(|(l, _)| *l >= 0) {
+            // A different partition first each round: a broker may exceed partition_max_bytes
+            // only for the first partition with data (KIP-74), so a large batch elsewhere
+            // waits at most a few rounds (Kafka's fetch sessions move served partitions last).
+            let len = parts.len();
+            parts.rotate_left(round % len.max(1));
             let max_wait = idle.map_or(500, |i| i.as_millis().min(500) as i32);
             let req = FetchRequest::default()
                 .with_replica_id(BrokerId(-1))
@@ -664,19 +689,22 @@ pub async fn consume(common: &Common, args: ConsumeArgs) -> Result<(), CliError>
                             r.offset = r.offset.max(next);
                             continue;
                         }
-                        let mut slice = batch.clone();
-                        let set = RecordBatchDecoder::decode(&mut slice).map_err(|e| {
+                        let records = decode(&batch, CONSUME_BATCH_LIMIT).map_err(|e| {
                             CliError::Failed(format!("decoding a batch of {topic}-{p} at offset {base}: {e}"))
                         })?;
-                        for rec in set.records {
+                        for rec in records {
                             if rec.offset < r.offset {
                                 continue;
                             }
                             if args.max_messages.is_some_and(|m| shown >= m) {
                                 break;
                             }
-                            print_record(&mut out, common.format, &args, &topic, p, &rec)
-                                .map_err(|e| CliError::Failed(format!("writing to standard output: {e}")))?;
+                            match print_record(&mut out, common.format, &args, &topic, p, &rec) {
+                                Ok(()) => {}
+                                // The reader went away (`| head`): done.
+                                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => break 'outer,
+                                Err(e) => return Err(CliError::Failed(format!("writing to standard output: {e}"))),
+                            }
                             shown += 1;
                             last_record = tokio::time::Instant::now();
                         }
@@ -695,6 +723,12 @@ pub async fn consume(common: &Common, args: ConsumeArgs) -> Result<(), CliError>
     progress.finish();
     Ok(())
 }
+
+/// The largest decompressed batch the consumer reads (Kafka's default message.max.bytes is
+/// 1 MiB compressed; 256 MiB leaves room for any sane compression ratio).
+const CONSUME_BATCH_LIMIT: u64 = 256 << 20;
+/// The largest decompressed batch [`browse`] reads (it runs inside the broker for the console).
+const BROWSE_BATCH_LIMIT: u64 = 16 << 20;
 
 /// Where [`browse`] starts reading a partition.
 #[derive(Debug, Clone, Copy)]
@@ -780,11 +814,10 @@ pub async fn browse(
             let attributes = i16::from_be_bytes(batch[21..23].try_into().unwrap_or([0; 2]));
             let next = base + i64::from(last_delta) + 1;
             if attributes & 0x20 == 0 {
-                let mut slice = batch.clone();
-                let set = RecordBatchDecoder::decode(&mut slice).map_err(|e| {
+                let records = decode(&batch, BROWSE_BATCH_LIMIT).map_err(|e| {
                     CliError::Failed(format!("decoding a batch of {topic}-{partition} at offset {base}: {e}"))
                 })?;
-                for rec in set.records.iter().filter(|r| r.offset >= offset) {
+                for rec in records.iter().filter(|r| r.offset >= offset) {
                     if out.len() >= limit {
                         break;
                     }
@@ -800,13 +833,54 @@ pub async fn browse(
     Ok(out)
 }
 
-/// A record as the consumer's JSON output shows it.
-fn record_json(topic: &str, partition: i32, rec: &Record, vf: BytesFormat) -> Value {
-    let headers: serde_json::Map<String, Value> =
-        rec.headers.iter().map(|(k, v)| (k.to_string(), show_json(v, vf))).collect();
+/// A record read back.
+struct Rec {
+    offset: i64,
+    timestamp: i64,
+    log_append_time: bool,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+    headers: Headers,
+}
+
+/// The records of one whole data batch (v2; compressed or not), headers kept in order with
+/// repeated keys (Strata's own record parser: a map would keep one value per key). A batch
+/// whose records decompress to more than `limit` bytes is an error, not a memory spike.
+fn decode(batch: &[u8], limit: u64) -> Result<Vec<Rec>, String> {
+    let header = BatchHeader::parse(batch).map_err(|e| e.to_string())?;
+    let section = records_section_within(batch, limit)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("its records decompress to more than {limit} bytes"))?;
+    let raw = parse_records(&section, header.records_count).map_err(|e| e.to_string())?;
+    let log_append_time = header.timestamp_type() == TimestampType::LogAppendTime;
+    let copy = |b: Option<&[u8]>| b.map(Bytes::copy_from_slice);
+    raw.iter()
+        .map(|r| {
+            let headers = r.headers().map_err(|e| e.to_string())?;
+            Ok(Rec {
+                offset: r.offset(header.base_offset),
+                timestamp: if log_append_time {
+                    header.max_timestamp
+                } else {
+                    header.base_timestamp.saturating_add(r.timestamp_delta)
+                },
+                log_append_time,
+                key: copy(r.key),
+                value: copy(r.value),
+                headers: headers.into_iter().map(|(k, v)| (Bytes::copy_from_slice(k), copy(v))).collect(),
+            })
+        })
+        .collect()
+}
+
+/// A record as the consumer's JSON output shows it; `headers` is a list of [key, value]
+/// pairs, in order (a key may repeat).
+fn record_json(topic: &str, partition: i32, rec: &Rec, vf: BytesFormat) -> Value {
+    let headers: Vec<Value> =
+        rec.headers.iter().map(|(k, v)| json!([String::from_utf8_lossy(k), show_json(v, vf)])).collect();
     json!({
         "topic": topic, "partition": partition, "offset": rec.offset, "timestamp": rec.timestamp,
-        "timestamp_type": if rec.timestamp_type == TimestampType::LogAppend { "LogAppendTime" } else { "CreateTime" },
+        "timestamp_type": if rec.log_append_time { "LogAppendTime" } else { "CreateTime" },
         "key": show_json(&rec.key, vf), "value": show_json(&rec.value, vf), "headers": headers,
     })
 }
@@ -817,7 +891,7 @@ fn print_record(
     args: &ConsumeArgs,
     topic: &str,
     partition: i32,
-    rec: &Record,
+    rec: &Rec,
 ) -> std::io::Result<()> {
     let vf = args.value_format;
     match format {
@@ -834,7 +908,11 @@ fn print_record(
                 fields.push(show_text(&rec.key, vf));
             }
             if args.print_headers {
-                let h: Vec<String> = rec.headers.iter().map(|(k, v)| format!("{k}:{}", show_text(v, vf))).collect();
+                let h: Vec<String> = rec
+                    .headers
+                    .iter()
+                    .map(|(k, v)| format!("{}:{}", String::from_utf8_lossy(k), show_text(v, vf)))
+                    .collect();
                 fields.push(if h.is_empty() { "NO_HEADERS".into() } else { h.join(",") });
             }
             fields.push(show_text(&rec.value, vf));
@@ -846,6 +924,7 @@ fn print_record(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::BytesMut;
 
     #[test]
     fn murmur2_matches_kafka() {
@@ -860,27 +939,24 @@ mod tests {
 
     #[test]
     fn a_fetch_ending_in_part_of_a_batch_yields_the_whole_ones() {
-        let record = |o: i64| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: o,
-            sequence: o as i32 - 1,
-            timestamp: 1,
+        let out = |v: &'static [u8]| Outgoing {
+            partition: None,
             key: None,
-            value: Some(Bytes::from_static(b"v")),
-            headers: IndexMap::new(),
+            value: Some(Bytes::from_static(v)),
+            headers: vec![(Bytes::from_static(b"h"), Some(Bytes::from_static(b"1"))), (Bytes::from_static(b"h"), None)],
         };
+        let first = encode(&[out(b"a"), out(b"b")], 7, Compression::None).unwrap();
+        let second = encode(&[out(b"c")], 8, Compression::Zstd).unwrap();
         let mut buf = BytesMut::new();
-        let opts = RecordEncodeOptions { version: 2, compression: Compression::None };
-        RecordBatchEncoder::encode(&mut buf, &[record(0), record(1)], &opts).unwrap();
+        buf.extend_from_slice(&first);
         let one = buf.len();
-        RecordBatchEncoder::encode(&mut buf, &[record(2)], &opts).unwrap();
+        buf.extend_from_slice(&second);
         let all = buf.freeze();
+        let batches = complete_batches(all.clone());
+        let decoded = decode(&batches[0], CONSUME_BATCH_LIMIT).unwrap();
+        assert_eq!(decoded.iter().map(|r| (r.offset, r.timestamp)).collect::<Vec<_>>(), [(0, 7), (1, 7)]);
+        assert_eq!(decoded[1].headers, out(b"b").headers, "a repeated header key keeps both values");
+        assert_eq!(decode(&batches[1], CONSUME_BATCH_LIMIT).unwrap()[0].value.as_deref(), Some(&b"c"[..]));
         assert_eq!(complete_batches(all.clone()).len(), 2);
         assert_eq!(complete_batches(all.slice(..all.len() - 1)).len(), 1);
         assert_eq!(complete_batches(all.slice(..one)).len(), 1);

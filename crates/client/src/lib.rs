@@ -75,24 +75,26 @@ impl KafkaClient {
         timeout: Duration,
     ) -> Result<R::Response, String> {
         let mut guard = self.conn.lock().await;
-        if guard.as_ref().and_then(|c| c.renew_at).is_some_and(|at| Instant::now() >= at) {
-            *guard = None;
-        }
+        // The connection is out of the slot for the exchange and goes back only after a whole
+        // answer: a call dropped halfway (its caller gave up) closes it, so no later call
+        // reads an answer meant for another.
+        let held = guard.take().filter(|c| c.renew_at.is_none_or(|at| Instant::now() < at));
         let exchange = async {
-            if guard.is_none() {
-                *guard = Some(self.connect().await?);
+            let mut conn = match held {
+                Some(c) => c,
+                None => self.connect().await?,
+            };
+            let answer = self.roundtrip(&mut conn.stream, version, req).await?;
+            Ok::<_, String>((conn, answer))
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(Ok((conn, answer))) => {
+                *guard = Some(conn);
+                Ok(answer)
             }
-            let Some(conn) = guard.as_mut() else { return Err("not connected".to_string()) };
-            self.roundtrip(&mut conn.stream, version, req).await
-        };
-        let result = match tokio::time::timeout(timeout, exchange).await {
-            Ok(r) => r,
+            Ok(Err(e)) => Err(e),
             Err(_) => Err(format!("no answer from {} within {} ms", self.addr, timeout.as_millis())),
-        };
-        if result.is_err() {
-            *guard = None;
         }
-        result
     }
 
     /// Dials the node and runs the TLS handshake and the SASL login the security asks for.

@@ -14,8 +14,11 @@
 //! The console reads the cluster as an admin client does, over the Kafka protocol through
 //! `strata-cli`'s API, from this node's inter-broker listener with the inter-broker
 //! credentials: whoever reaches `http.listener` reads everything, so it is off by default.
-//! Every [`LAG_SAMPLE`]-ish interval (`console.lag.sample.ms`) a task records each group's
-//! total lag, [`HISTORY`] samples per group, for the lag charts.
+//! Every `console.lag.sample.ms` a task records each group's total lag, [`HISTORY`] samples
+//! per group, for the lag charts. At most [`PAGES_AT_ONCE`] pages are built at a time, each
+//! within [`PAGE_TIMEOUT`], so console visitors cannot take the listener's connection slots
+//! from `/health` and `/metrics` for long; the message browser reads at most 16 MiB per batch
+//! and shows at most [`MAX_SHOWN`] bytes of a key, value or header.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
@@ -31,10 +34,17 @@ use tokio::sync::watch;
 pub const HISTORY: usize = 720;
 /// Records the message browser shows at most per page.
 pub const MAX_MESSAGES: usize = 500;
+/// Pages built at once; more wait (within the page timeout).
+pub const PAGES_AT_ONCE: usize = 4;
+/// How long a page may take to build; then it is a 504 page.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Bytes of one key, value or header shown by the message browser; the rest is cut.
+pub const MAX_SHOWN: usize = 64 << 10;
 
 /// The console's state: its client of the cluster and the groups' lag history.
 pub struct Console {
     cluster: Cluster,
+    pages: tokio::sync::Semaphore,
     /// Group -> (milliseconds since the epoch, total lag), oldest first.
     history: Mutex<HashMap<String, VecDeque<(i64, i64)>>>,
 }
@@ -42,7 +52,7 @@ pub struct Console {
 impl Console {
     /// A console reading the cluster through `cluster` (this node's own listener).
     pub fn new(cluster: Cluster) -> Self {
-        Self { cluster, history: Mutex::new(HashMap::new()) }
+        Self { cluster, pages: tokio::sync::Semaphore::new(PAGES_AT_ONCE), history: Mutex::new(HashMap::new()) }
     }
 
     fn record_lag(&self, group: &str, lag: i64) {
@@ -90,8 +100,26 @@ impl Console {
         Ok(())
     }
 
-    /// The page for `path` and `query`: (status, HTML).
+    /// The page for `path` and `query`: (status, HTML). 504 when it takes longer than
+    /// [`PAGE_TIMEOUT`] (waiting for a turn included).
     pub async fn page(&self, path: &str, query: &str) -> (u16, String) {
+        let built = tokio::time::timeout(PAGE_TIMEOUT, async {
+            let _turn = self.pages.acquire().await;
+            self.build(path, query).await
+        });
+        match built.await {
+            Ok(page) => page,
+            Err(_) => (
+                504,
+                layout(
+                    "Too slow",
+                    "<h1>Too slow</h1><p class=\"error\">The cluster did not answer in time; try again.</p>",
+                ),
+            ),
+        }
+    }
+
+    async fn build(&self, path: &str, query: &str) -> (u16, String) {
         let segments: Vec<String> = path
             .trim_matches('/')
             .split('/')
@@ -111,7 +139,11 @@ impl Console {
         };
         match result {
             Ok((title, body)) => (200, layout(&title, &body)),
-            Err(e) => (502, layout("Error", &format!("<p class=\"error\">{}</p>", esc(&e.to_string())))),
+            Err(e) => {
+                let what = segments.join("/");
+                let body = format!("<h1>{}</h1><p class=\"error\">{}</p>", esc(&what), esc(&e.to_string()));
+                (502, layout("Error", &body))
+            }
         }
     }
 
@@ -309,15 +341,16 @@ impl Console {
         body.push_str("<table id=\"messages\"><tr><th>Offset</th><th>Timestamp</th><th>Key</th><th>Headers</th><th>Value</th></tr>");
         let show = |v: &Value| match v {
             Value::Null => "<i>null</i>".to_string(),
-            Value::String(s) => esc(s),
-            other => format!("<code>{}</code>", esc(&serde_json::to_string_pretty(other).unwrap_or_default())),
+            Value::String(s) => esc(cut(s)),
+            other => format!("<code>{}</code>", esc(cut(&serde_json::to_string_pretty(other).unwrap_or_default()))),
         };
         for r in &records {
+            // [key, value] pairs, in order (a key may repeat).
             let headers: Vec<String> = r["headers"]
-                .as_object()
+                .as_array()
                 .into_iter()
                 .flatten()
-                .map(|(k, v)| format!("{}: {}", esc(k), show(v)))
+                .map(|pair| format!("{}: {}", esc(pair[0].as_str().unwrap_or("")), show(&pair[1])))
                 .collect();
             let _ = write!(
                 body,
@@ -344,9 +377,22 @@ impl Console {
         );
         for g in groups.as_array().into_iter().flatten() {
             let name = g["group"].as_str().unwrap_or("");
-            let d = api::group(&self.cluster, name).await?;
+            // One group's trouble (its coordinator moving, offsets of a deleted topic) shows in
+            // its row; the page goes on.
+            let d = match api::group(&self.cluster, name).await {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = write!(
+                        body,
+                        "<tr><td><a href=\"/groups/{}\">{}</a></td><td colspan=\"4\" class=\"error\">{}</td></tr>",
+                        enc(name),
+                        esc(name),
+                        esc(&e.to_string())
+                    );
+                    continue;
+                }
+            };
             let lag = d["total_lag"].as_i64().unwrap_or(0);
-            self.record_lag(name, lag);
             let _ = write!(
                 body,
                 "<tr><td><a href=\"/groups/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td><td class=\"lag\">{lag}</td></tr>",
@@ -365,7 +411,6 @@ impl Console {
         self.cluster.metadata(Some(&[])).await?;
         let d = api::group(&self.cluster, name).await?;
         let lag = d["total_lag"].as_i64().unwrap_or(0);
-        self.record_lag(name, lag);
         let mut body = format!(
             "<h1>Group {}</h1><dl><dt>State</dt><dd id=\"state\">{}</dd><dt>Coordinator</dt><dd>{}</dd><dt>Total lag</dt><dd id=\"total-lag\">{lag}</dd></dl>",
             esc(name),
@@ -501,6 +546,18 @@ fn layout(title: &str, body: &str) -> String {
         esc(title),
         body
     )
+}
+
+/// At most [`MAX_SHOWN`] bytes of `s` (cut at a character boundary).
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_SHOWN {
+        return s;
+    }
+    let mut end = MAX_SHOWN;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Text as HTML.

@@ -583,7 +583,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
     );
     let _ = broker_cell.set(broker.clone());
     let _ = http_state.broker.set(broker.clone());
-    if let Some(console) = http_state.console.get() {
+    // The lag sampler feeds the console's charts: only where http.listener serves them.
+    if let Some(console) = http_state.console.get().filter(|_| broker.config.get("http.listener").is_some()) {
         let every = Duration::from_millis(
             u64::try_from(broker.config.number("console.lag.sample.ms")).unwrap_or(5000).max(100),
         );

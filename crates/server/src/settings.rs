@@ -51,8 +51,12 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
                 .with_context(|| format!("in config file {}", path.display()))?;
         }
     }
+    let mut from_env = std::collections::BTreeSet::new();
     if let Some(prefix) = args.env_prefix.as_deref() {
-        map.extend(env_settings(prefix, std::env::vars()));
+        for (k, v) in env_settings(prefix, std::env::vars()) {
+            from_env.insert(k.clone());
+            map.insert(k, v);
+        }
     }
     if let Some(d) = &args.data_dir {
         map.insert("log.dirs".into(), d.clone());
@@ -72,7 +76,19 @@ pub fn load(args: &ServerArgs) -> anyhow::Result<BrokerConfig> {
         };
         map.insert(k.trim().to_string(), v.trim().to_string());
     }
-    Ok(BrokerConfig::from_map(map)?)
+    // A variable that merely shares the prefix (Kubernetes sets KAFKA_PORT, KAFKA_SERVICE_HOST,
+    // ... for a Service named kafka) is not a config key: skipped with a warning, as Kafka's
+    // image passes it on and Kafka warns about unknown keys. Keys from the file and flags stay
+    // strict.
+    loop {
+        match BrokerConfig::from_map(map.clone()) {
+            Err(strata_broker::config::ConfigError::UnknownKey(key)) if from_env.remove(&key) => {
+                eprintln!("strata: ignoring environment variable for unknown config key '{key}'");
+                map.remove(&key);
+            }
+            other => return Ok(other?),
+        }
+    }
 }
 
 /// The config keys named by environment variables starting with `prefix` (Apache Kafka's image

@@ -46,13 +46,92 @@ pub struct RawRecord<'a> {
     attributes_at: usize,
     /// Where the fields after `timestampDelta` start in `bytes`.
     after_timestamp: usize,
+    /// Where the headers count is in `bytes`.
+    headers_at: usize,
 }
 
-impl RawRecord<'_> {
+impl<'a> RawRecord<'a> {
     /// The record's offset in a batch based at `base_offset`.
     pub fn offset(&self, base_offset: i64) -> i64 {
         base_offset.saturating_add(i64::from(self.offset_delta))
     }
+
+    /// The record's headers in order, as (key, value; `None` for a null value). Kafka's
+    /// headers are a list: a key may repeat. [`parse_records`] checked their structure.
+    pub fn headers(&self) -> Result<Vec<Header<'a>>, RecordsError> {
+        let mut r = Reader::new(self.bytes, self.headers_at, 0);
+        let count = r.varint()?;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(self.bytes.len() / 2));
+        for _ in 0..count.max(0) {
+            let key = r.bytes()?.unwrap_or_default();
+            out.push((key, r.bytes()?));
+        }
+        Ok(out)
+    }
+}
+
+/// A record header: (key, value; `None` for a null value).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// One record for [`encode_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct NewRecord<'a> {
+    /// Milliseconds since the epoch (CreateTime).
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// In order; a key may repeat (Kafka's headers are a list).
+    pub headers: &'a [Header<'a>],
+}
+
+/// A RecordBatch v2 of a plain producer (no producer id, CreateTime) at base offset 0 holding
+/// `records` in order, compressed with `codec`: what a client sends in a Produce request.
+/// At most [`MAX_RECORDS_BYTES`] ([`RecompressError::TooLarge`]).
+pub fn encode_batch(records: &[NewRecord<'_>], codec: Compression) -> Result<Vec<u8>, RecompressError> {
+    let base_timestamp = records.first().map_or(-1, |r| r.timestamp);
+    let mut section = Vec::new();
+    let mut max_timestamp = base_timestamp;
+    let put_bytes = |out: &mut Vec<u8>, b: Option<&[u8]>| match b {
+        None => put_varint(out, -1),
+        Some(b) => {
+            put_varint(out, i32::try_from(b.len()).unwrap_or(i32::MAX));
+            out.extend_from_slice(b);
+        }
+    };
+    for (i, r) in records.iter().enumerate() {
+        max_timestamp = max_timestamp.max(r.timestamp);
+        let mut body = vec![0u8]; // attributes: none are defined for records
+        put_varlong(&mut body, r.timestamp.saturating_sub(base_timestamp));
+        put_varint(&mut body, i32::try_from(i).unwrap_or(i32::MAX));
+        put_bytes(&mut body, r.key);
+        put_bytes(&mut body, r.value);
+        put_varint(&mut body, i32::try_from(r.headers.len()).unwrap_or(i32::MAX));
+        for (k, v) in r.headers {
+            put_bytes(&mut body, Some(k));
+            put_bytes(&mut body, *v);
+        }
+        put_varint(&mut section, i32::try_from(body.len()).unwrap_or(i32::MAX));
+        section.extend_from_slice(&body);
+    }
+    let count = i32::try_from(records.len()).unwrap_or(i32::MAX);
+    let header = BatchHeader {
+        base_offset: 0,
+        batch_length: 0,
+        partition_leader_epoch: -1,
+        magic: 2,
+        crc: 0,
+        attributes: 0,
+        last_offset_delta: count.saturating_sub(1).max(0),
+        base_timestamp,
+        max_timestamp,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+        records_count: count,
+    };
+    let limit = usize::try_from(MAX_RECORDS_BYTES).unwrap_or(usize::MAX);
+    let out = compress_records(&mut &section[..], codec, CompressionLevels::default(), limit, section.len())?;
+    finish_batch(out, header, codec, limit)
 }
 
 /// The records section of `batch`, decompressed when it is compressed (at most
@@ -105,6 +184,7 @@ pub fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, R
         let key = r.bytes()?;
         let value = r.bytes()?;
         let null_value = value.is_none();
+        let headers_at = r.pos() - pos;
         let headers = r.varint()?;
         if headers < 0 {
             return Err(malformed(index, format!("Found invalid number of record headers {headers}")));
@@ -128,6 +208,7 @@ pub fn parse_records(section: &[u8], count: i32) -> Result<Vec<RawRecord<'_>>, R
             null_value,
             attributes_at,
             after_timestamp,
+            headers_at,
         });
         pos = end;
     }
@@ -325,6 +406,27 @@ mod tests {
         assert_eq!(rebuilt.len(), EMPTY_BATCH_SIZE);
         assert!(verify_crc(&rebuilt));
         assert_eq!((nh.records_count, nh.last_offset_delta, nh.producer_id), (0, 1, h.producer_id));
+    }
+
+    #[test]
+    fn encoded_batches_keep_repeated_headers_in_every_codec() {
+        let headers: [(&[u8], Option<&[u8]>); 3] = [(b"h", Some(b"1")), (b"h", Some(b"2")), (b"n", None)];
+        let records = [
+            NewRecord { timestamp: 1_000, key: Some(b"k"), value: Some(b"v"), headers: &headers },
+            NewRecord { timestamp: 1_005, key: None, value: None, headers: &[] },
+        ];
+        for codec in [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd] {
+            let batch = encode_batch(&records, codec).unwrap();
+            let header = BatchHeader::parse(&batch).unwrap();
+            assert!(crate::batch::verify_crc(&batch), "{codec:?}");
+            assert_eq!((header.records_count, header.last_offset_delta, header.max_timestamp), (2, 1, 1_005));
+            let section = records_section(&batch).unwrap();
+            let parsed = parse_records(&section, header.records_count).unwrap();
+            assert_eq!(parsed[0].headers().unwrap(), headers.to_vec(), "{codec:?}");
+            assert_eq!((parsed[0].key, parsed[0].value), (Some(&b"k"[..]), Some(&b"v"[..])));
+            assert_eq!((parsed[1].key, parsed[1].value, parsed[1].timestamp_delta), (None, None, 5));
+            assert!(parsed[1].headers().unwrap().is_empty());
+        }
     }
 
     #[test]
