@@ -34,6 +34,13 @@ pub async fn topic(c: &Cluster, name: &str) -> Result<Value, CliError> {
     Ok(json.as_array().and_then(|a| a.first()).cloned().unwrap_or(Value::Null))
 }
 
+/// `strata topic describe` of every topic, in one Metadata and one DescribeConfigs request:
+/// the documents [`topic`] gives, one per topic.
+pub async fn all_topics(c: &Cluster) -> Result<Vec<Value>, CliError> {
+    let json = crate::topic::describe(c, &[], false, false).await?.json;
+    Ok(json.as_array().cloned().unwrap_or_default())
+}
+
 /// `strata group list`: group, state, type, protocol type.
 pub async fn groups(c: &Cluster) -> Result<Value, CliError> {
     Ok(crate::group::list(c).await?.json)

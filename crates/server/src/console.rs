@@ -195,16 +195,9 @@ impl Console {
         Ok(("Cluster".into(), body))
     }
 
-    /// Every topic with its partitions (Metadata and DescribeConfigs).
+    /// Every topic with its partitions (one Metadata and one DescribeConfigs request).
     async fn topic_details(&self) -> Result<Vec<Value>, strata_cli::CliError> {
-        let topics = api::topics(&self.cluster).await?;
-        let mut out = Vec::new();
-        for t in topics.as_array().into_iter().flatten() {
-            if let Some(name) = t["name"].as_str() {
-                out.push(api::topic(&self.cluster, name).await?);
-            }
-        }
-        Ok(out)
+        api::all_topics(&self.cluster).await
     }
 
     /// (topic, partition) -> size in bytes of the largest replica (the leader's, usually).
