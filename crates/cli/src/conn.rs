@@ -106,10 +106,10 @@ impl Cluster {
                 // The cluster answered and refused (a failed login, a Kafka error): no other
                 // bootstrap address would do better.
                 Err(e @ (CliError::Failed(_) | CliError::Kafka { .. })) => return Err(e),
-                Err(e) => last = format!("{addr}: {e}"),
+                Err(e) => last = e.to_string(),
             }
         }
-        Err(CliError::Connect(format!("cannot reach the cluster at {} ({last})", args.bootstrap_server)))
+        Err(CliError::Connect(format!("cannot reach the cluster at {}: {last}", args.bootstrap_server)))
     }
 
     /// A cluster reached through `bootstrap` (HOST:PORT) with `security` (TLS and/or a SASL
@@ -257,10 +257,16 @@ impl Cluster {
 /// A failed call as an error: a refused login is the cluster saying no (exit 1), anything
 /// else a connection problem (exit 3).
 fn transport_error(addr: &str, e: String) -> CliError {
+    // The client's messages name the address already when it is theirs to name.
+    let e = if e.contains(addr) { e } else { format!("{addr}: {e}") };
     if e.contains("SASL") || e.contains("login") {
-        CliError::Failed(format!("{addr}: authentication failed: {e}"))
+        CliError::Failed(format!("authentication failed: {e}"))
+    } else if e.contains("response of ") {
+        // An absurd length prefix: the first bytes were not a Kafka response ("HTTP" is
+        // 1213486160 as a length).
+        CliError::Connect(format!("{e} (not a Kafka listener? check the port, and TLS in --command-config)"))
     } else {
-        CliError::Connect(format!("{addr}: {e}"))
+        CliError::Connect(e)
     }
 }
 

@@ -436,6 +436,9 @@ async fn reset_offsets(
         )));
     }
     let current = committed(cluster, &coordinator, group).await?;
+    if info.state == "Dead" && current.is_empty() {
+        eprintln!("Warning: group '{group}' does not exist{}", if execute { "; committing creates it" } else { "" });
+    }
     let mut partitions: BTreeSet<Tp> = BTreeSet::new();
     if all_topics {
         partitions.extend(current.keys().cloned());

@@ -413,7 +413,14 @@ pub async fn produce(common: &Common, args: ProduceArgs) -> Result<(), CliError>
         next_keyless: 0,
         written: BTreeMap::new(),
     };
-    producer.refresh().await?;
+    producer.refresh().await.map_err(|e| match e {
+        CliError::Kafka { code: 3, context, .. } => CliError::kafka(
+            3,
+            context,
+            Some("no such topic (the CLI does not create topics on use: strata topic create)"),
+        ),
+        other => other,
+    })?;
     producer.next_keyless = i32::try_from(now_ms() % i64::from(producer.partitions.max(1))).unwrap_or(0);
     let mut progress = Progress::new("produced");
     let mut total = 0u64;
@@ -459,7 +466,7 @@ pub async fn produce(common: &Common, args: ProduceArgs) -> Result<(), CliError>
         parts.insert(p.to_string(), json!({ "records": w.records, "first_offset": w.first, "last_offset": w.last }));
     }
     Report::new(json!({ "topic": args.topic, "records": total, "partitions": parts }))
-        .line(format!("Produced {total} records to {}", args.topic))
+        .line(format!("Produced {total} record{} to {}", if total == 1 { "" } else { "s" }, args.topic))
         .table(table)
         .print(common.format);
     Ok(())

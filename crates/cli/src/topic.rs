@@ -223,7 +223,7 @@ async fn create(
     }
     check(result.error_code, || format!("creating topic {name}"), result.error_message.as_deref())?;
     if !validate_only {
-        wait_for_leaders(cluster, name).await?;
+        wait_for_leaders(cluster, name, 1).await?;
     }
     let verb = if validate_only { "would be created" } else { "created" };
     Ok(Report::new(json!({
@@ -239,16 +239,18 @@ async fn create(
     )))
 }
 
-/// Waits until the bootstrap broker's metadata shows `name` with a leader for every partition,
-/// so that a script can produce right after `topic create`.
-async fn wait_for_leaders(cluster: &Cluster, name: &str) -> Result<(), CliError> {
+/// Waits until the bootstrap broker's metadata shows `name` with at least `partitions`
+/// partitions, each with a leader, so that a script can produce right after `topic create` or
+/// `add-partitions`.
+async fn wait_for_leaders(cluster: &Cluster, name: &str, partitions: usize) -> Result<(), CliError> {
     let deadline = tokio::time::Instant::now() + cluster.timeout;
     loop {
         let md = cluster.metadata(Some(&[name.to_string()])).await?;
-        let ready = md
-            .topics
-            .iter()
-            .any(|t| t.error_code == 0 && !t.partitions.is_empty() && t.partitions.iter().all(|p| p.leader_id.0 >= 0));
+        let ready = md.topics.iter().any(|t| {
+            t.error_code == 0
+                && t.partitions.len() >= partitions.max(1)
+                && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
+        });
         if ready {
             return Ok(());
         }
@@ -322,13 +324,6 @@ pub(crate) async fn describe(
         let configs = dynamic.remove(&name).unwrap_or_default();
         let config_text: Vec<String> =
             configs.iter().map(|(k, v)| format!("{k}={}", v.as_deref().unwrap_or("[hidden]"))).collect();
-        summary.row(vec![
-            name.clone(),
-            t.topic_id.to_string(),
-            partitions.len().to_string(),
-            rf.to_string(),
-            config_text.join(","),
-        ]);
         let mut pjson = Vec::new();
         for p in &partitions {
             let replicas: Vec<i32> = p.replica_nodes.iter().map(|b| b.0).collect();
@@ -357,6 +352,16 @@ pub(crate) async fn describe(
                 "offline_replicas": offline,
             }));
         }
+        if filtered && pjson.is_empty() {
+            continue;
+        }
+        summary.row(vec![
+            name.clone(),
+            t.topic_id.to_string(),
+            partitions.len().to_string(),
+            rf.to_string(),
+            config_text.join(","),
+        ]);
         out.push(json!({
             "name": name,
             "topic_id": t.topic_id.to_string(),
@@ -384,7 +389,7 @@ async fn add_partitions(cluster: &Cluster, name: &str, count: i32) -> Result<(),
     for r in &answer.results {
         check(r.error_code, || format!("growing topic {name} to {count} partitions"), r.error_message.as_deref())?;
     }
-    Ok(())
+    wait_for_leaders(cluster, name, usize::try_from(count).unwrap_or(0)).await
 }
 
 async fn delete(cluster: &Cluster, names: &[String], if_exists: bool) -> Result<Report, CliError> {

@@ -142,7 +142,14 @@ impl Console {
             Err(e) => {
                 let what = segments.join("/");
                 let body = format!("<h1>{}</h1><p class=\"error\">{}</p>", esc(&what), esc(&e.to_string()));
-                (502, layout("Error", &body))
+                // What the visitor named does not exist (404) or was malformed (400); else the
+                // cluster failed us (502).
+                let status = match &e {
+                    strata_cli::CliError::Kafka { code: 3 | 69 | 100, .. } => 404,
+                    strata_cli::CliError::Usage(_) => 400,
+                    _ => 502,
+                };
+                (status, layout("Error", &body))
             }
         }
     }

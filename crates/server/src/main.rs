@@ -420,7 +420,8 @@ async fn run(config: strata_broker::BrokerConfig) -> anyhow::Result<()> {
         let socket = tokio::net::TcpListener::bind((host.as_str(), port))
             .await
             .with_context(|| format!("cannot listen on http.listener={value}"))?;
-        tracing::info!(listen = %socket.local_addr()?, "http.listener: serving /metrics, /health and /ready");
+        let console = if http_state.console.get().is_some() { " and the web console at /" } else { "" };
+        tracing::info!(listen = %socket.local_addr()?, "http.listener: serving /metrics, /health, /ready{console}");
         tokio::spawn(http::serve(socket, http_state.clone(), shutdown_rx.clone()));
     }
     if inter_broker_security.is_some() {
