@@ -149,6 +149,8 @@ pub struct BrokerMetrics {
 struct OperationFigures {
     /// Requests waiting now: acks=all produces for their replicas, fetches for min_bytes.
     purgatory: Family<PurgatoryLabels, Gauge>,
+    produce_waiting: Gauge,
+    fetch_waiting: Gauge,
     isr_shrinks: Counter,
     isr_expands: Counter,
     cleanings: Counter,
@@ -201,8 +203,12 @@ impl OperationFigures {
             Unit::Bytes,
             log_dir_size.clone(),
         );
+        let produce_waiting = purgatory.get_or_create(&PurgatoryLabels { delayedoperation: "Produce" }).clone();
+        let fetch_waiting = purgatory.get_or_create(&PurgatoryLabels { delayedoperation: "Fetch" }).clone();
         Self {
             purgatory,
+            produce_waiting,
+            fetch_waiting,
             isr_shrinks,
             isr_expands,
             cleanings,
@@ -432,22 +438,14 @@ impl BrokerMetrics {
     /// One request of `api` `version` served in `elapsed`; a fetch is `FetchFollower` when a
     /// replica sent it (`follower`), else `FetchConsumer`, as Kafka's RequestMetrics name them.
     pub fn request(&self, api: ApiKey, version: i16, follower: bool, elapsed: Duration) {
-        let request = match api {
-            ApiKey::Fetch if follower => "FetchFollower",
-            ApiKey::Fetch => "FetchConsumer",
-            _ => api_name(api),
-        };
+        let request = request_name(api, follower);
         self.requests.get_or_create(&RequestLabels { request, version }).inc();
         self.request_time.get_or_create(&RequestName { request }).observe(elapsed.as_secs_f64());
     }
 
     /// `count` times error `code` in responses to `api` (`follower` as for [`Self::request`]).
     pub fn errors(&self, api: ApiKey, follower: bool, code: i16, count: u64) {
-        let request = match api {
-            ApiKey::Fetch if follower => "FetchFollower",
-            ApiKey::Fetch => "FetchConsumer",
-            _ => api_name(api),
-        };
+        let request = request_name(api, follower);
         let labels = ErrorLabels { request, error: strata_protocol::error::error_name(code) };
         self.errors.get_or_create(&labels).inc_by(count);
     }
@@ -466,7 +464,12 @@ impl BrokerMetrics {
     /// A request of `operation` (`Produce` or `Fetch`) that may wait, counted in the purgatory
     /// gauge until the returned guard drops.
     pub fn waiting(&self, operation: &'static str) -> Waiting<'_> {
-        let gauge = self.ops.purgatory.get_or_create(&PurgatoryLabels { delayedoperation: operation }).clone();
+        // The two purgatories' gauges are looked up once, not per request (hot path).
+        let gauge = match operation {
+            "Produce" => self.ops.produce_waiting.clone(),
+            "Fetch" => self.ops.fetch_waiting.clone(),
+            other => self.ops.purgatory.get_or_create(&PurgatoryLabels { delayedoperation: other }).clone(),
+        };
         gauge.inc();
         Waiting { gauge, _metrics: std::marker::PhantomData }
     }
@@ -639,6 +642,16 @@ impl Drop for ConnectionGauge {
 
 /// Kafka's name of an API (`Produce`, `Fetch`, `ApiVersions`, ...), as its metrics' `request`
 /// label writes it.
+/// Kafka's RequestMetrics name of a request: `FetchFollower` / `FetchConsumer` for fetches by
+/// replicas and by clients, else the API's name.
+fn request_name(api: ApiKey, follower: bool) -> &'static str {
+    match api {
+        ApiKey::Fetch if follower => "FetchFollower",
+        ApiKey::Fetch => "FetchConsumer",
+        _ => api_name(api),
+    }
+}
+
 fn api_name(api: ApiKey) -> &'static str {
     use ApiKey::*;
     match api {

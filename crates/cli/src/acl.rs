@@ -150,10 +150,13 @@ impl Binding {
     }
 }
 
-fn report(bindings: &[Binding], verb: &str) -> Report {
+/// The bindings, sorted and each once (several filters may match one binding), as a report.
+fn report(mut bindings: Vec<Binding>, verb: &str) -> Report {
+    bindings.sort_by_key(Binding::row);
+    bindings.dedup_by(|a, b| a.row() == b.row());
     let mut table =
         Table::new(&["RESOURCE-TYPE", "RESOURCE-NAME", "PATTERN-TYPE", "PRINCIPAL", "HOST", "OPERATION", "PERMISSION"]);
-    for b in bindings {
+    for b in &bindings {
         table.row(b.row());
     }
     Report::new(Value::Array(bindings.iter().map(Binding::json).collect()))
@@ -352,7 +355,7 @@ pub async fn run(common: &Common, command: AclCommand) -> Result<(), CliError> {
             for r in &answer.results {
                 check(r.error_code, || "creating ACLs".to_string(), r.error_message.as_deref())?;
             }
-            report(&bindings, "Created")
+            report(bindings, "Created")
         }
         AclCommand::List(args) => {
             let mut found = Vec::new();
@@ -381,9 +384,7 @@ pub async fn run(common: &Common, command: AclCommand) -> Result<(), CliError> {
                     }
                 }
             }
-            found.sort_by_key(Binding::row);
-            found.dedup_by(|a, b| a.row() == b.row());
-            report(&found, "Found")
+            report(found, "Found")
         }
         AclCommand::Delete(args) => {
             let req = DeleteAclsRequest::default().with_filters(args.filters()?);
@@ -404,9 +405,7 @@ pub async fn run(common: &Common, command: AclCommand) -> Result<(), CliError> {
                     });
                 }
             }
-            deleted.sort_by_key(Binding::row);
-            deleted.dedup_by(|a, b| a.row() == b.row());
-            report(&deleted, "Deleted")
+            report(deleted, "Deleted")
         }
     };
     report.print(common.format);

@@ -138,7 +138,8 @@ pub(crate) async fn quorum(cluster: &Cluster) -> Result<Report, CliError> {
 }
 
 pub(crate) async fn log_dirs(cluster: &Cluster, brokers: &[i32], topics: &[String]) -> Result<Report, CliError> {
-    let ids: Vec<i32> = if brokers.is_empty() { cluster.brokers().keys().copied().collect() } else { brokers.to_vec() };
+    let ids: Vec<i32> =
+        if brokers.is_empty() { cluster.live_brokers().await?.keys().copied().collect() } else { brokers.to_vec() };
     let filter = if topics.is_empty() {
         None
     } else {

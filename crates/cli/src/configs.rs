@@ -300,7 +300,7 @@ pub async fn run(common: &Common, command: ConfigCommand) -> Result<(), CliError
                     n.sort();
                     n
                 } else {
-                    cluster.brokers().keys().map(|id| id.to_string()).collect()
+                    cluster.live_brokers().await?.keys().map(|id| id.to_string()).collect()
                 };
             }
             let described = describe(&cluster, kind, &names, false).await?;

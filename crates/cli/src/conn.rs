@@ -203,9 +203,11 @@ impl Cluster {
             .ok_or_else(|| CliError::Failed(format!("broker {id} is not in the cluster's metadata")))
     }
 
-    /// The brokers' ids and addresses, from the last Metadata answer.
-    pub fn brokers(&self) -> BTreeMap<i32, String> {
-        self.brokers.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    /// The brokers' ids and addresses now (a Metadata request for no topics), for requests
+    /// that go to every broker.
+    pub async fn live_brokers(&self) -> Result<BTreeMap<i32, String>, CliError> {
+        self.metadata(Some(&[])).await?;
+        Ok(self.brokers.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 
     /// Metadata for `topics` (`None`: every topic; `Some(&[])`: brokers only), and the broker

@@ -133,7 +133,7 @@ pub async fn run(common: &Common, command: GroupCommand) -> Result<(), CliError>
 
 pub(crate) async fn list(cluster: &Cluster) -> Result<Report, CliError> {
     let mut groups = BTreeMap::new();
-    for (id, _) in cluster.brokers() {
+    for id in cluster.live_brokers().await?.into_keys() {
         let answer = cluster.send_to_broker(id, &ListGroupsRequest::default()).await?;
         check(answer.error_code, || format!("listing the groups of broker {id}"), None)?;
         for g in answer.groups {

@@ -85,7 +85,6 @@ impl Console {
     }
 
     async fn sample_once(&self) -> Result<(), strata_cli::CliError> {
-        self.cluster.metadata(Some(&[])).await?;
         let groups = api::groups(&self.cluster).await?;
         for g in groups.as_array().into_iter().flatten() {
             let Some(name) = g["group"].as_str() else { continue };
@@ -209,7 +208,6 @@ impl Console {
 
     /// (topic, partition) -> size in bytes of the largest replica (the leader's, usually).
     async fn sizes(&self) -> Result<BTreeMap<(String, i64), i64>, strata_cli::CliError> {
-        self.cluster.metadata(Some(&[])).await?;
         let dirs = api::log_dirs(&self.cluster).await?;
         let mut out: BTreeMap<(String, i64), i64> = BTreeMap::new();
         for broker in dirs.as_array().into_iter().flatten() {
@@ -370,7 +368,6 @@ impl Console {
     }
 
     async fn groups(&self) -> Result<(String, String), strata_cli::CliError> {
-        self.cluster.metadata(Some(&[])).await?;
         let groups = api::groups(&self.cluster).await?;
         let mut body = String::from(
             "<h1>Consumer groups</h1><table id=\"groups\"><tr><th>Group</th><th>State</th><th>Type</th><th>Members</th><th>Total lag</th></tr>",
@@ -408,7 +405,6 @@ impl Console {
     }
 
     async fn group(&self, name: &str) -> Result<(String, String), strata_cli::CliError> {
-        self.cluster.metadata(Some(&[])).await?;
         let d = api::group(&self.cluster, name).await?;
         let lag = d["total_lag"].as_i64().unwrap_or(0);
         let mut body = format!(
